@@ -1,0 +1,3 @@
+"""mailveil: the customer-contact firewall for online marketplaces."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,153 @@
+"""Settings: MAILVEIL_* environment variables over one optional TOML file over defaults.
+
+Read once (``load_settings``) and passed in; nothing here runs at import time.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+from typing import Any, get_type_hints
+
+ENV_PREFIX = "MAILVEIL_"
+CONFIG_ENV = "MAILVEIL_CONFIG"
+DEFAULT_CONFIG_FILE = "mailveil.toml"
+
+
+class SettingsError(ValueError):
+    """A setting is missing, malformed or contradictory."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    # Where the SQLite database, key files and logs live. Git ignores ./var.
+    data_dir: Path = Path("var")
+    # Empty means the embedded SQLite file inside data_dir.
+    database_url: str = ""
+    # Aliases and reverse aliases live on this domain.
+    relay_domain: str = "relay.mailveil.localhost"
+    api_host: str = "127.0.0.1"
+    api_port: int = 8700
+    # Cedar policy folder that overrides the shipped one; empty means shipped policies only.
+    policy_dir: str = ""
+    # A seller may reach a customer who ordered from it within this many days.
+    seller_contact_window_days: int = 90
+    # Ledger checkpoints: every N entries or every T seconds, whichever comes first.
+    checkpoint_every_entries: int = 1024
+    checkpoint_every_seconds: float = 60.0
+    # The checkpoint origin line (C2SP tlog-checkpoint); defaults to the relay domain.
+    ledger_origin: str = ""
+    # Largest request body the API accepts, in bytes (bulk endpoints included).
+    max_body_bytes: int = 64 * 1024 * 1024
+    max_json_body_bytes: int = 1024 * 1024
+    page_size_default: int = 100
+    page_size_max: int = 1000
+    log_level: str = "info"
+    log_json: bool = True
+
+    @property
+    def db_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'mailveil.db').as_posix()}"
+
+    @property
+    def keys_dir(self) -> Path:
+        return self.data_dir / "keys"
+
+    @property
+    def logs_dir(self) -> Path:
+        return self.data_dir / "logs"
+
+    @property
+    def origin(self) -> str:
+        return self.ledger_origin or f"{self.relay_domain}/ledger"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+
+def _coerce(name: str, raw: Any, typ: Any, source: str) -> Any:
+    try:
+        if typ is bool:
+            if isinstance(raw, bool):
+                return raw
+            text = str(raw).strip().lower()
+            if text in {"1", "true", "yes", "on"}:
+                return True
+            if text in {"0", "false", "no", "off"}:
+                return False
+            raise ValueError(text)
+        if typ is int:
+            if isinstance(raw, bool):
+                raise ValueError(raw)
+            return int(raw)
+        if typ is float:
+            return float(raw)
+        if typ is Path:
+            return Path(str(raw))
+        return str(raw)
+    except (TypeError, ValueError) as exc:
+        raise SettingsError(f"{source}: {name} must be {typ.__name__}, got {raw!r}") from exc
+
+
+def load_settings(
+    env: dict[str, str] | None = None,
+    config_file: Path | None = None,
+    **overrides: Any,
+) -> Settings:
+    """Defaults, then the TOML file (if any), then MAILVEIL_* variables, then explicit overrides."""
+    environ = dict(os.environ if env is None else env)
+    hints = get_type_hints(Settings)
+    known = {f.name for f in fields(Settings)}
+    values: dict[str, Any] = {}
+
+    path = config_file
+    if path is None and environ.get(CONFIG_ENV):
+        path = Path(environ[CONFIG_ENV])
+    if path is None and Path(DEFAULT_CONFIG_FILE).is_file():
+        path = Path(DEFAULT_CONFIG_FILE)
+    if path is not None:
+        try:
+            data = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as exc:
+            raise SettingsError(f"config file {path} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise SettingsError(f"config file {path}: {exc}") from exc
+        table = data.get("mailveil", data)
+        for key, raw in table.items():
+            if key not in known:
+                raise SettingsError(f"config file {path}: unknown setting {key!r}")
+            values[key] = _coerce(key, raw, hints[key], str(path))
+
+    for key, raw in environ.items():
+        if not key.startswith(ENV_PREFIX) or key == CONFIG_ENV:
+            continue
+        name = key[len(ENV_PREFIX) :].lower()
+        if name in known:
+            values[name] = _coerce(name, raw, hints[name], key)
+
+    for key, raw in overrides.items():
+        if key not in known:
+            raise SettingsError(f"unknown setting {key!r}")
+        values[key] = raw
+
+    settings = Settings(**values)
+    _check(settings)
+    return settings
+
+
+def _check(settings: Settings) -> None:
+    if settings.seller_contact_window_days < 0:
+        raise SettingsError("seller_contact_window_days must be >= 0")
+    if settings.checkpoint_every_entries < 1:
+        raise SettingsError("checkpoint_every_entries must be >= 1")
+    if not 0 < settings.api_port < 65536:
+        raise SettingsError("api_port must be a TCP port")
+    if "@" in settings.relay_domain or not settings.relay_domain:
+        raise SettingsError("relay_domain must be a bare domain name")
+
+
+__all__ = ["Settings", "SettingsError", "load_settings"]

@@ -1,0 +1,64 @@
+"""Engines and sessions. Built from settings on demand, never at import time."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailveil.config import Settings
+
+
+def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy, not pysqlite, issue BEGIN so SAVEPOINT works (SQLAlchemy's documented
+    # recipe). WAL lets the API read while the relay writes; foreign keys are off by default.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def _sqlite_begin(connection: Connection) -> None:
+    connection.exec_driver_sql("BEGIN")
+
+
+def make_engine(settings: Settings | None = None, url: str | None = None, **kwargs: Any) -> Engine:
+    target = url or (settings.db_url if settings else None)
+    if not target:
+        raise ValueError("make_engine needs settings or a url")
+    if target.startswith("sqlite"):
+        if settings is not None and target == settings.db_url:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+        kwargs.setdefault("connect_args", {"check_same_thread": False})
+        engine = create_engine(target, **kwargs)
+        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    if target.startswith("postgresql://"):
+        target = "postgresql+psycopg://" + target[len("postgresql://") :]
+    kwargs.setdefault("pool_pre_ping", True)
+    return create_engine(target, **kwargs)
+
+
+def make_session_factory(bind: Engine | Connection) -> sessionmaker[Session]:
+    return sessionmaker(bind=bind, expire_on_commit=False)
+
+
+@contextmanager
+def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """One unit of work: commit on success, roll back on any error."""
+    session = factory()
+    try:
+        yield session
+        session.commit()
+    except BaseException:
+        session.rollback()
+        raise
+    finally:
+        session.close()

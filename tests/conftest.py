@@ -1,0 +1,102 @@
+"""Shared fixtures: a database per backend, each test's work rolled back through a savepoint.
+
+Every test that takes ``session`` (or ``engine``) runs on SQLite and, when the server is
+reachable, on PostgreSQL (127.0.0.1:5432, database ``test``). CI sets
+MAILVEIL_REQUIRE_POSTGRES=1 so an unreachable server fails instead of skipping.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, text
+from sqlalchemy.orm import Session
+
+from mailveil.config import Settings, load_settings
+from mailveil.db.migrate import upgrade
+from mailveil.db.session import make_engine
+
+PG_URL = os.environ.get("MAILVEIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+
+def shared_dir() -> Path:
+    env = os.environ.get("MAILVEIL_SHARED_DIR")
+    return Path(env) if env else SHARED
+
+
+def _postgres_reachable() -> bool:
+    try:
+        engine = make_engine(url=PG_URL)
+        with engine.connect() as conn:
+            conn.execute(text("SELECT 1"))
+        engine.dispose()
+        return True
+    except Exception:
+        return False
+
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+@pytest.fixture(scope="session")
+def _pg_available() -> bool:
+    ok = _postgres_reachable()
+    if not ok and os.environ.get("MAILVEIL_REQUIRE_POSTGRES") == "1":
+        pytest.fail("PostgreSQL is required (MAILVEIL_REQUIRE_POSTGRES=1) but unreachable")
+    return ok
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def engine(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, _pg_available: bool
+) -> Iterator[Engine]:
+    """A migrated database for the whole run, one per backend."""
+    if request.param == "sqlite":
+        path = tmp_path_factory.mktemp("db") / "mailveil.db"
+        eng = make_engine(url=f"sqlite:///{path}")
+        upgrade(eng)
+        yield eng
+        eng.dispose()
+        return
+    if not _pg_available:
+        pytest.skip("PostgreSQL not reachable")
+    schema = f"mv_test_{uuid.uuid4().hex[:10]}"
+    admin = make_engine(url=PG_URL)
+    with admin.begin() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    eng = make_engine(url=PG_URL, connect_args={"options": f"-csearch_path={schema}"})
+    try:
+        upgrade(eng)
+        yield eng
+    finally:
+        eng.dispose()
+        with admin.begin() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+@pytest.fixture
+def session(engine: Engine) -> Iterator[Session]:
+    """A session whose commits become savepoints inside one outer transaction rolled back."""
+    connection = engine.connect()
+    outer = connection.begin()
+    sess = Session(bind=connection, join_transaction_mode="create_savepoint",
+                   expire_on_commit=False)
+    try:
+        yield sess
+    finally:
+        sess.close()
+        if outer.is_active:
+            outer.rollback()
+        connection.close()
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """Settings on a private data directory (keys, logs) for one test."""
+    return load_settings(env={}, data_dir=tmp_path / "var", checkpoint_every_entries=16)
