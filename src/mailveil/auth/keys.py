@@ -1,0 +1,130 @@
+"""Issue, check and revoke API keys.
+
+A token is ``mvk_<key_id>_<secret>``: the key id finds the row, the secret (32 random bytes)
+is compared by its SHA-256. A fast hash is right here because the secret is high-entropy
+random, not a password; a slow KDF would only slow every request.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from dataclasses import dataclass
+from enum import StrEnum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailveil.auth.models import ApiKey
+from mailveil.db.base import utcnow
+from mailveil.errors import Forbidden, InvalidInput, NotFound
+
+TOKEN_PREFIX = "mvk"
+_KEY_ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
+
+
+class Role(StrEnum):
+    ADMIN = "admin"
+    BACKEND = "backend"  # the marketplace's own backend
+    SELLER = "seller"
+    EMPLOYEE = "employee"
+    INVESTIGATOR = "investigator"
+
+
+# Roles that act as one principal and must be bound to it.
+PRINCIPAL_ROLES = {Role.SELLER: "seller", Role.EMPLOYEE: "employee"}
+
+
+class Unauthenticated(Forbidden):
+    code = "unauthenticated"
+    status = 401
+    title = "Missing or invalid API key"
+
+
+@dataclass(frozen=True)
+class Caller:
+    api_key_id: int
+    key_id: str
+    role: Role
+    principal_id: int | None
+
+    @property
+    def actor(self) -> str:
+        """How the ledger names this caller."""
+        if self.principal_id is not None:
+            return f"principal:{self.principal_id}"
+        return f"apikey:{self.key_id}"
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    token: str
+    key: ApiKey
+
+
+def _hash(secret: str) -> bytes:
+    return hashlib.sha256(secret.encode("ascii")).digest()
+
+
+def issue_key(
+    session: Session,
+    role: Role | str,
+    *,
+    principal_id: int | None = None,
+    principal_kind: str | None = None,
+    label: str = "",
+) -> IssuedKey:
+    """Create a key. The token is returned once and never stored."""
+    try:
+        role = Role(role)
+    except ValueError as exc:
+        raise InvalidInput(f"unknown role {role!r}; roles: {', '.join(r.value for r in Role)}") from exc
+    wanted_kind = PRINCIPAL_ROLES.get(role)
+    if wanted_kind is not None:
+        if principal_id is None:
+            raise InvalidInput(f"a {role.value} key must be bound to a {wanted_kind} principal")
+        if principal_kind is not None and principal_kind != wanted_kind:
+            raise InvalidInput(f"a {role.value} key must be bound to a {wanted_kind}, not a {principal_kind}")
+    key_id = "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(12))
+    secret = secrets.token_urlsafe(32)
+    row = ApiKey(key_id=key_id, secret_hash=_hash(secret), role=role.value,
+                 principal_id=principal_id, label=label[:200], created_at=utcnow())
+    session.add(row)
+    session.flush()
+    return IssuedKey(token=f"{TOKEN_PREFIX}_{key_id}_{secret}", key=row)
+
+
+def authenticate(session: Session, token: str | None) -> Caller:
+    """Resolve a bearer token to its caller, or raise Unauthenticated (same error for every failure)."""
+    if not token:
+        raise Unauthenticated("send 'Authorization: Bearer <api key>'")
+    parts = token.split("_", 2)
+    if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
+        raise Unauthenticated("malformed API key")
+    row = session.scalar(select(ApiKey).where(ApiKey.key_id == parts[1]))
+    if row is None or row.revoked_at is not None:
+        raise Unauthenticated("unknown or revoked API key")
+    if not hmac.compare_digest(row.secret_hash, _hash(parts[2])):
+        raise Unauthenticated("unknown or revoked API key")
+    return Caller(api_key_id=row.id, key_id=row.key_id, role=Role(row.role),
+                  principal_id=row.principal_id)
+
+
+def revoke_key(session: Session, key_id: str) -> ApiKey:
+    row = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+    if row is None:
+        raise NotFound(f"no API key {key_id}")
+    if row.revoked_at is None:
+        row.revoked_at = utcnow()
+    return row
+
+
+def list_keys(session: Session) -> list[ApiKey]:
+    return list(session.scalars(select(ApiKey).order_by(ApiKey.id)))
+
+
+def require_role(caller: Caller, *roles: Role) -> None:
+    if caller.role not in roles:
+        allowed = ", ".join(r.value for r in roles)
+        raise Forbidden(f"this needs one of the roles: {allowed}; the key has role {caller.role.value}")
