@@ -1,12 +1,56 @@
-"""Schema management: Alembic migrations shipped inside the package."""
+"""Schema management: Alembic migrations shipped inside the package, run programmatically."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
 from sqlalchemy import Engine
 
-from mailveil.db.models import Base
+MIGRATIONS = Path(__file__).with_name("migrations")
 
 
-def upgrade(engine: Engine) -> None:
-    """Bring the schema to head. (Interim: create_all until the first revision is generated.)"""
-    Base.metadata.create_all(engine)
+def alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    return cfg
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    """Bring the schema to ``revision`` (head by default). Safe to run on every start."""
+    cfg = alembic_config()
+    if head_revision() is None:  # TRANSITIONAL until the first revision is generated
+        from mailveil.db.models import Base
+
+        Base.metadata.create_all(engine)
+        return
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.upgrade(cfg, revision)
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    cfg = alembic_config()
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.downgrade(cfg, revision)
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as connection:
+        return MigrationContext.configure(connection).get_current_revision()
+
+
+def head_revision() -> str | None:
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def revision(engine: Engine, message: str) -> None:
+    """Autogenerate a new revision against ``engine`` (a developer tool, see CONTRIBUTING)."""
+    cfg = alembic_config()
+    with engine.begin() as connection:
+        cfg.attributes["connection"] = connection
+        command.revision(cfg, message=message, autogenerate=True)

@@ -1,0 +1,80 @@
+"""The FastAPI application factory. Built by ``mailveil serve`` (or a test) from a Runtime."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+import structlog
+from fastapi import FastAPI
+
+from mailveil import __version__
+from mailveil.api.limits import BodySizeLimit
+from mailveil.api.metrics import Metrics, MetricsMiddleware
+from mailveil.api.problems import install_problem_handlers
+from mailveil.api.routers import (
+    aliases,
+    api_keys,
+    customers,
+    disclosures,
+    health,
+    ledger,
+    principals,
+    relationships,
+)
+from mailveil.db.session import session_scope
+from mailveil.ledger.append import checkpoint_now
+from mailveil.runtime import Runtime
+
+DESCRIPTION = """The customer-contact firewall for online marketplaces.
+
+Every error is an RFC 9457 problem (`application/problem+json`). Authenticate with
+`Authorization: Bearer <api key>`. POSTs accept an `Idempotency-Key` header. Lists are paged
+with `?limit=` and `?after=` (the `next` value of the previous page)."""
+
+
+async def _checkpoint_loop(runtime: Runtime) -> None:
+    """Signs a checkpoint every T seconds so a quiet ledger still gets fresh signed roots."""
+    log = structlog.get_logger("mailveil.ledger")
+    interval = runtime.settings.checkpoint_every_seconds
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await asyncio.to_thread(_checkpoint_once, runtime)
+        except Exception as exc:  # keep the loop alive; the next tick retries
+            log.error("checkpoint_failed", error_type=type(exc).__name__)
+
+
+def _checkpoint_once(runtime: Runtime) -> None:
+    with session_scope(runtime.session_factory) as session:
+        checkpoint_now(session, runtime.settings, runtime.signer, only_if_new=True)
+
+
+def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> FastAPI:
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        task = None
+        if background_checkpoints and runtime.settings.checkpoint_every_seconds > 0:
+            task = asyncio.create_task(_checkpoint_loop(runtime))
+        try:
+            yield
+        finally:
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    app = FastAPI(title="mailveil", version=__version__, description=DESCRIPTION,
+                  lifespan=lifespan)
+    app.state.runtime = runtime
+    metrics = Metrics()
+    app.state.metrics = metrics
+    install_problem_handlers(app)
+    for module in (health, api_keys, customers, principals, relationships, disclosures,
+                   aliases, ledger):
+        app.include_router(module.router)
+    app.add_middleware(MetricsMiddleware, metrics=metrics)
+    app.add_middleware(BodySizeLimit, json_limit=runtime.settings.max_json_body_bytes,
+                       bulk_limit=runtime.settings.max_body_bytes)
+    return app

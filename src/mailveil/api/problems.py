@@ -1,0 +1,99 @@
+"""RFC 9457 problem details for every error the API returns.
+
+Validation errors are rebuilt without the offending input: pydantic echoes the input value,
+which for a customer record would be a real address.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from mailveil.errors import MailveilError
+
+PROBLEM_MEDIA_TYPE = "application/problem+json"
+PROBLEM_BASE = "urn:mailveil:problem:"
+
+_HTTP_CODES = {
+    400: ("bad-request", "Bad request"),
+    401: ("unauthenticated", "Missing or invalid API key"),
+    403: ("forbidden", "Forbidden"),
+    404: ("not-found", "Not found"),
+    405: ("method-not-allowed", "Method not allowed"),
+    406: ("not-acceptable", "Not acceptable"),
+    409: ("conflict", "Conflict"),
+    413: ("payload-too-large", "Request body too large"),
+    415: ("unsupported-media-type", "Unsupported media type"),
+    422: ("invalid-input", "Invalid input"),
+    429: ("rate-limited", "Too many requests"),
+}
+
+
+def problem(
+    status: int, code: str, title: str, detail: str, instance: str | None = None, **extra: Any
+) -> JSONResponse:
+    body: dict[str, Any] = {
+        "type": PROBLEM_BASE + code,
+        "title": title,
+        "status": status,
+        "detail": detail,
+    }
+    if instance:
+        body["instance"] = instance
+    body.update(extra)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
+
+
+def _validation_errors(exc: RequestValidationError) -> tuple[str, str, str, list[dict[str, Any]]]:
+    errors = []
+    malformed = False
+    for err in exc.errors():
+        if err.get("type") == "json_invalid":
+            malformed = True
+        # Never echo "input" or "ctx": they can carry the caller's data verbatim.
+        errors.append({"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")),
+                       "type": str(err.get("type", ""))})
+    if malformed:
+        return "malformed-json", "Malformed JSON", "the request body is not valid JSON", errors
+    return "invalid-input", "Invalid input", f"{len(errors)} field(s) failed validation", errors
+
+
+def install_problem_handlers(app: FastAPI) -> None:
+    log = structlog.get_logger("mailveil.api")
+
+    @app.exception_handler(MailveilError)
+    async def _domain(request: Request, exc: MailveilError) -> JSONResponse:
+        extra = {k: v for k, v in exc.extra.items() if isinstance(v, str | int | float | bool | list)}
+        return problem(exc.status, exc.code, exc.title, exc.detail, request.url.path, **extra)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
+        code, title, detail, errors = _validation_errors(exc)
+        status = 400 if code == "malformed-json" else 422
+        return problem(status, code, title, detail, request.url.path, errors=errors)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
+        detail = exc.detail if isinstance(exc.detail, str) else title
+        return problem(exc.status_code, code, title, detail, request.url.path)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # The exception text may hold data; log its type and where, answer generically.
+        log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
+        return problem(500, "internal-error", "Internal error",
+                       "the server failed to handle this request; it has been logged",
+                       request.url.path)
+
+
+def problem_bytes(status: int, code: str, title: str, detail: str, instance: str) -> bytes:
+    return json.dumps({"type": PROBLEM_BASE + code, "title": title, "status": status,
+                       "detail": detail, "instance": instance}).encode()

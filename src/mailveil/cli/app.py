@@ -1,0 +1,76 @@
+"""Top-level commands (init, serve) and the sub-command groups."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from mailveil.cli import customers, disclosures, keys, ledger
+from mailveil.cli.common import CliState, console, friendly_errors
+from mailveil.cli.setup import initialise
+
+app = typer.Typer(
+    name="mailveil",
+    help="mailveil: the customer-contact firewall for online marketplaces.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(customers.app, name="customers")
+app.add_typer(disclosures.aliases_app, name="aliases")
+app.add_typer(ledger.app, name="ledger")
+app.add_typer(keys.app, name="keys")
+app.add_typer(keys.api_keys_app, name="api-keys")
+app.command("disclose")(disclosures.disclose_command)
+
+
+@app.callback()
+def options(
+    ctx: typer.Context,
+    config: Annotated[Path | None, typer.Option(help="TOML settings file")] = None,
+    data_dir: Annotated[Path | None, typer.Option(help="data directory (default ./var)")] = None,
+    database_url: Annotated[str | None, typer.Option(help="SQLAlchemy URL")] = None,
+) -> None:
+    ctx.obj = CliState(config=config, data_dir=data_dir, database_url=database_url)
+
+
+@app.command()
+def init(ctx: typer.Context) -> None:
+    """Create the data directory, keys and schema (idempotent); print the first admin key once."""
+    settings = ctx.obj.settings()
+    with friendly_errors():
+        result = initialise(settings)
+    for line in result.steps:
+        console.print(f"[green]✓[/] {line}")
+    if result.admin_token:
+        console.print("\n[bold]Bootstrap admin API key (shown once, store it now):[/]")
+        console.print(result.admin_token, highlight=False, soft_wrap=True)
+    else:
+        console.print("An admin key already exists; it is never shown again. "
+                      "Issue another with `mailveil api-keys create --role admin`.")
+
+
+@app.command()
+def serve(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="API address")] = None,
+    port: Annotated[int | None, typer.Option(help="API port")] = None,
+) -> None:
+    """Run the API (127.0.0.1:8700 by default)."""
+    import uvicorn
+
+    from mailveil.api.app import create_app
+    from mailveil.logs import configure_logging
+    from mailveil.runtime import Runtime
+
+    settings = ctx.obj.settings()
+    with friendly_errors():
+        initialise(settings, issue_admin=False)
+        configure_logging(settings)
+        runtime = Runtime.open(settings)
+        api = create_app(runtime, background_checkpoints=True)
+    console.print(f"mailveil API on http://{host or settings.api_host}:{port or settings.api_port}"
+                  " (OpenAPI at /openapi.json, docs at /docs)")
+    uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port,
+                log_level=settings.log_level, access_log=False)

@@ -1,0 +1,49 @@
+"""The long-lived objects one process needs, built once from settings and passed in.
+
+Nothing here runs at import time: ``Runtime.open(settings)`` builds the engine, loads the keys
+and compiles the policies when a command or the server starts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailveil.config import Settings
+from mailveil.db.session import make_engine, make_session_factory
+from mailveil.ledger.signing import CheckpointSigner
+from mailveil.policy import PolicyEngine
+from mailveil.vault import Vault
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    engine: Engine
+    session_factory: sessionmaker[Session]
+    vault: Vault
+    policy: PolicyEngine
+    signer: CheckpointSigner
+
+    @classmethod
+    def open(
+        cls,
+        settings: Settings,
+        *,
+        engine: Engine | None = None,
+        session_factory: sessionmaker[Session] | None = None,
+    ) -> Runtime:
+        """Build from settings. Tests pass an engine or a session factory bound to their
+        own connection so each test's work can be rolled back."""
+        engine = engine or make_engine(settings)
+        factory = session_factory or make_session_factory(engine)
+        return cls(
+            settings=settings,
+            engine=engine,
+            session_factory=factory,
+            vault=Vault.open(settings),
+            policy=PolicyEngine.load(settings),
+            signer=CheckpointSigner.load(settings),
+        )
