@@ -1,0 +1,316 @@
+"""Appending events, and the signed checkpoints made along the way.
+
+Appenders serialise on the one ``ledger_head`` row (SELECT ... FOR UPDATE on PostgreSQL, a
+no-op UPDATE that takes SQLite's write lock first), so sequence numbers, the hash chain and
+the Merkle frontier advance together inside the caller's transaction: if it rolls back,
+nothing of the append remains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, cast
+
+from sqlalchemy import CursorResult, Table, insert, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from mailveil.config import Settings
+from mailveil.errors import InvalidInput
+from mailveil.ledger import merkle
+from mailveil.ledger.events import Event
+from mailveil.ledger.leaf import GENESIS_PREV, leaf_bytes
+from mailveil.ledger.models import (
+    LedgerCheckpoint,
+    LedgerEntry,
+    LedgerHead,
+    LedgerNode,
+    from_time_us,
+)
+from mailveil.ledger.signing import CheckpointSigner
+
+HEAD_ID = 1
+TILE_HEIGHT = 8  # perfect subtrees of height 8, 16, 24 ... are stored in ledger_nodes
+MAX_DETAIL_BYTES = 64 * 1024
+_LIMITS = {"kind": 64, "actor": 255, "subject": 255, "alias": 320, "purpose": 255, "ref": 255}
+
+_entries = cast(Table, LedgerEntry.__table__)
+_head = cast(Table, LedgerHead.__table__)
+_checkpoints = cast(Table, LedgerCheckpoint.__table__)
+_nodes = cast(Table, LedgerNode.__table__)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    tree_size: int
+    root: bytes
+    time_us: int
+    note: str
+
+    @property
+    def created_at(self) -> datetime:
+        return from_time_us(self.time_us)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "tree_size": self.tree_size,
+            "root_hash": self.root.hex(),
+            "time": self.created_at.isoformat(),
+            "note": self.note,
+        }
+
+
+@dataclass
+class _HeadState:
+    size: int
+    last_hash: bytes
+    frontier: list[bytes]
+    checkpoint_size: int
+    checkpoint_time_us: int
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def canonical_detail(detail: dict[str, Any]) -> str:
+    try:
+        text = json.dumps(
+            detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        )
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"ledger event detail is not plain JSON: {exc}") from exc
+    return text
+
+
+def _check_text(name: str, value: str | None, limit: int, index: int) -> None:
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise InvalidInput(f"ledger event {index}: {name} must be text")
+    if "\x00" in value:
+        raise InvalidInput(f"ledger event {index}: {name} contains a NUL character")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"ledger event {index}: {name} is not valid Unicode") from exc
+    if len(value) > limit:
+        raise InvalidInput(f"ledger event {index}: {name} is longer than {limit} characters")
+
+
+def _validated(events: Sequence[Event]) -> list[tuple[Event, str]]:
+    out = []
+    for i, ev in enumerate(events):
+        if not isinstance(ev, Event):
+            raise InvalidInput(f"ledger event {i} is not an Event")
+        if not ev.kind:
+            raise InvalidInput(f"ledger event {i} has no kind")
+        for name, limit in _LIMITS.items():
+            _check_text(name, getattr(ev, name), limit, i)
+        if not isinstance(ev.detail, dict):
+            raise InvalidInput(f"ledger event {i}: detail must be a JSON object")
+        detail = canonical_detail(ev.detail)
+        if len(detail.encode("utf-8", "surrogatepass")) > MAX_DETAIL_BYTES:
+            raise InvalidInput(f"ledger event {i}: detail is larger than {MAX_DETAIL_BYTES} bytes")
+        _check_text("detail", detail, MAX_DETAIL_BYTES, i)
+        out.append((ev, detail))
+    return out
+
+
+def _lock_head(session: Session) -> _HeadState:
+    """Take the appenders' lock and read the head, creating it on first use."""
+    dialect = session.get_bind().dialect.name
+    stmt = select(_head).where(_head.c.id == HEAD_ID)
+    for _ in range(2):
+        if dialect == "postgresql":
+            row = session.execute(stmt.with_for_update()).first()
+        else:
+            # SQLite has no row locks: a write takes the database write lock up front, so
+            # two appenders cannot both read the same head and then collide.
+            touched = cast(
+                "CursorResult[Any]",
+                session.execute(
+                    update(_head).where(_head.c.id == HEAD_ID).values(size=_head.c.size)
+                ),
+            )
+            row = session.execute(stmt).first() if touched.rowcount else None
+        if row is not None:
+            m = row._mapping
+            size = int(m["size"])
+            return _HeadState(
+                size=size,
+                last_hash=bytes(m["last_hash"]),
+                frontier=merkle.frontier_unpack(bytes(m["frontier"]), size),
+                checkpoint_size=int(m["checkpoint_size"]),
+                checkpoint_time_us=int(m["checkpoint_time_us"]),
+            )
+        values = {
+            "id": HEAD_ID,
+            "size": 0,
+            "last_hash": GENESIS_PREV,
+            "frontier": b"",
+            "checkpoint_size": 0,
+            "checkpoint_time_us": now_us(),
+        }
+        ins = pg_insert(_head) if dialect == "postgresql" else sqlite_insert(_head)
+        session.execute(ins.values(values).on_conflict_do_nothing(index_elements=["id"]))
+    raise RuntimeError("ledger head row could not be created")
+
+
+def _save_head(session: Session, state: _HeadState) -> None:
+    session.execute(
+        update(_head)
+        .where(_head.c.id == HEAD_ID)
+        .values(
+            size=state.size,
+            last_hash=state.last_hash,
+            frontier=merkle.frontier_pack(state.frontier),
+            checkpoint_size=state.checkpoint_size,
+            checkpoint_time_us=state.checkpoint_time_us,
+        )
+    )
+
+
+def _make_checkpoint(
+    session: Session, state: _HeadState, settings: Settings, signer: CheckpointSigner, at_us: int
+) -> Checkpoint:
+    root = merkle.frontier_root(state.frontier)
+    note = signer.sign_checkpoint(settings.origin, state.size, root, at_us)
+    session.execute(
+        insert(_checkpoints).values(tree_size=state.size, root=root, time_us=at_us, note=note)
+    )
+    state.checkpoint_size = state.size
+    state.checkpoint_time_us = at_us
+    return Checkpoint(state.size, root, at_us, note)
+
+
+def append(
+    session: Session, events: Sequence[Event], settings: Settings, signer: CheckpointSigner
+) -> list[int]:
+    """Append events in order; return their sequence numbers (0-based, = Merkle leaf index).
+
+    Writes inside the caller's transaction; commits nothing. Signs a checkpoint each time
+    ``checkpoint_every_entries`` entries have accumulated, and at the end when
+    ``checkpoint_every_seconds`` have passed since the last one.
+    """
+    if not events:
+        return []
+    prepared = _validated(events)
+    state = _lock_head(session)
+    at = now_us()
+    first = state.size
+    size = state.size
+    prev = state.last_hash
+    frontier = state.frontier
+    every = settings.checkpoint_every_entries
+    sha256 = hashlib.sha256
+    rows: list[dict[str, Any]] = []
+    nodes: list[dict[str, Any]] = []
+    for ev, detail in prepared:
+        lh = sha256(
+            b"\x00"
+            + leaf_bytes(
+                size, at, prev, ev.kind, ev.actor, ev.subject, ev.alias, ev.purpose, ev.ref, detail
+            )
+        ).digest()
+        rows.append(
+            {
+                "seq": size,
+                "time_us": at,
+                "kind": ev.kind,
+                "actor": ev.actor,
+                "subject": ev.subject,
+                "alias": ev.alias,
+                "purpose": ev.purpose,
+                "ref": ev.ref,
+                "detail": detail,
+                "prev_hash": prev,
+                "leaf_hash": lh,
+            }
+        )
+        # Frontier push, recording completed subtrees of height 8, 16, ... as tiles.
+        node, s, height = lh, size, 0
+        while s & 1:
+            node = sha256(b"\x01" + frontier.pop() + node).digest()
+            s >>= 1
+            height += 1
+            if height % TILE_HEIGHT == 0:
+                nodes.append({"level": height, "idx": ((size + 1) >> height) - 1, "hash": node})
+        frontier.append(node)
+        size += 1
+        prev = lh
+        if size - state.checkpoint_size >= every:
+            session.execute(insert(_entries), rows)
+            rows = []
+            state.size, state.last_hash, state.frontier = size, prev, frontier
+            _make_checkpoint(session, state, settings, signer, at)
+    if rows:
+        session.execute(insert(_entries), rows)
+    if nodes:
+        session.execute(insert(_nodes), nodes)
+    state.size, state.last_hash, state.frontier = size, prev, frontier
+    due = at - state.checkpoint_time_us >= settings.checkpoint_every_seconds * 1_000_000
+    if due and state.checkpoint_size < size:
+        _make_checkpoint(session, state, settings, signer, at)
+    _save_head(session, state)
+    return list(range(first, size))
+
+
+def checkpoint_now(
+    session: Session, settings: Settings, signer: CheckpointSigner
+) -> Checkpoint | None:
+    """Sign a checkpoint of the ledger as it is now (None while it is empty).
+
+    If the newest checkpoint already covers every entry it is returned, not signed again.
+    """
+    state = _lock_head(session)
+    if state.size == 0:
+        return None
+    if state.checkpoint_size == state.size:
+        existing = checkpoint_at(session, state.size)
+        if existing is not None:
+            return existing
+    cp = _make_checkpoint(session, state, settings, signer, now_us())
+    _save_head(session, state)
+    return cp
+
+
+def _to_checkpoint(row: Any) -> Checkpoint:
+    m = row._mapping
+    return Checkpoint(int(m["tree_size"]), bytes(m["root"]), int(m["time_us"]), m["note"])
+
+
+def latest_checkpoint(session: Session) -> Checkpoint | None:
+    row = session.execute(
+        select(_checkpoints).order_by(_checkpoints.c.tree_size.desc()).limit(1)
+    ).first()
+    return None if row is None else _to_checkpoint(row)
+
+
+def checkpoint_at(session: Session, tree_size: int) -> Checkpoint | None:
+    row = session.execute(select(_checkpoints).where(_checkpoints.c.tree_size == tree_size)).first()
+    return None if row is None else _to_checkpoint(row)
+
+
+def ledger_size(session: Session) -> int:
+    """Number of entries appended (committed or in this transaction)."""
+    size = session.execute(select(_head.c.size).where(_head.c.id == HEAD_ID)).scalar()
+    return int(size or 0)
+
+
+__all__ = [
+    "Checkpoint",
+    "append",
+    "canonical_detail",
+    "checkpoint_at",
+    "checkpoint_now",
+    "latest_checkpoint",
+    "ledger_size",
+    "now_us",
+]

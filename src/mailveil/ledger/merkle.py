@@ -1,0 +1,324 @@
+"""RFC 9162 Merkle tree hashing, proofs and their verification. Pure functions, no database.
+
+Leaf hash = SHA-256(0x00 || leaf), node hash = SHA-256(0x01 || left || right); the tree over
+n leaves splits at the largest power of two below n (RFC 9162 §2.1.1).
+
+A *frontier* is the list of roots of the perfect subtrees along the right edge of a tree of
+size n, largest (leftmost) first: one per set bit of n, so at most log2(n)+1 hashes. It is
+all an appender needs to extend the tree and compute its root without reading old leaves.
+
+Proof generation takes a ``subtree`` callable ``(start, end) -> MTH(D[start:end])`` so the
+caller decides where hashes come from (a list in memory, stored tiles in the database).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Sequence
+from operator import methodcaller
+
+EMPTY_ROOT = hashlib.sha256(b"").digest()
+HASH_SIZE = 32
+
+_sha256 = hashlib.sha256
+_digest = methodcaller("digest")
+_LEAF = b"\x00"
+_NODE = b"\x01"
+
+
+class ProofError(ValueError):
+    """A proof does not verify, or its parameters are out of range."""
+
+
+def leaf_hash(leaf: bytes) -> bytes:
+    return _sha256(_LEAF + leaf).digest()
+
+
+def node_hash(left: bytes, right: bytes) -> bytes:
+    return _sha256(_NODE + left + right).digest()
+
+
+def _largest_pow2_below(n: int) -> int:
+    """The k of RFC 9162: the largest power of two strictly smaller than n (n > 1)."""
+    return 1 << ((n - 1).bit_length() - 1)
+
+
+def level_up(level: Sequence[bytes]) -> list[bytes]:
+    """Hash adjacent pairs of an even-length level; runs in C (map over bytes methods)."""
+    left = level[0::2]
+    right = level[1::2]
+    return list(map(_digest, map(_sha256, map(bytes.__add__, map(_NODE.__add__, left), right))))
+
+
+def perfect_root(hashes: Sequence[bytes]) -> bytes:
+    """Root of a perfect subtree whose leaf-level hashes are given (length a power of two)."""
+    level = list(hashes)
+    while len(level) > 1:
+        level = level_up(level)
+    return level[0]
+
+
+def root(hashes: Sequence[bytes]) -> bytes:
+    """MTH over a list of leaf hashes (any length; empty gives SHA-256 of nothing)."""
+    if not hashes:
+        return EMPTY_ROOT
+    frontier: list[bytes] = []
+    extend(frontier, 0, hashes)
+    return frontier_root(frontier)
+
+
+# --- frontier -------------------------------------------------------------------------
+
+
+def frontier_push(frontier: list[bytes], size: int, leaf: bytes) -> None:
+    """Add one leaf hash to the frontier of a tree of ``size`` leaves (in place)."""
+    node = leaf
+    while size & 1:
+        node = _sha256(_NODE + frontier.pop() + node).digest()
+        size >>= 1
+    frontier.append(node)
+
+
+def push_subtree(frontier: list[bytes], size: int, height: int, node: bytes) -> None:
+    """Add a perfect subtree of 2**height leaves, aligned at ``size`` (size % 2**height == 0)."""
+    size >>= height
+    while size & 1:
+        node = _sha256(_NODE + frontier.pop() + node).digest()
+        size >>= 1
+    frontier.append(node)
+
+
+def extend(frontier: list[bytes], size: int, hashes: Sequence[bytes]) -> int:
+    """Append many leaf hashes to a frontier; returns the new size.
+
+    The range is cut into maximal aligned perfect blocks, each hashed level by level in C,
+    so the Python work is per block, not per leaf.
+    """
+    pos = 0
+    n = len(hashes)
+    while pos < n:
+        remaining = n - pos
+        # Largest block allowed by alignment (lowest set bit of size) and by what is left.
+        align = size & -size if size else 1 << remaining.bit_length()
+        block = min(align, 1 << (remaining.bit_length() - 1))
+        height = block.bit_length() - 1
+        node = perfect_root(hashes[pos : pos + block]) if block > 1 else hashes[pos]
+        push_subtree(frontier, size, height, node)
+        size += block
+        pos += block
+    return size
+
+
+def frontier_root(frontier: Sequence[bytes]) -> bytes:
+    if not frontier:
+        return EMPTY_ROOT
+    acc = frontier[-1]
+    for node in reversed(frontier[:-1]):
+        acc = _sha256(_NODE + node + acc).digest()
+    return acc
+
+
+def frontier_pack(frontier: Sequence[bytes]) -> bytes:
+    return b"".join(frontier)
+
+
+def frontier_unpack(blob: bytes, size: int) -> list[bytes]:
+    count = size.bit_count()
+    if len(blob) != count * HASH_SIZE:
+        raise ValueError(f"frontier holds {len(blob)} bytes, size {size} needs {count * 32}")
+    return [blob[i : i + HASH_SIZE] for i in range(0, len(blob), HASH_SIZE)]
+
+
+def perfect_ranges(start: int, end: int) -> list[tuple[int, int]]:
+    """Cut [start, end) into maximal aligned perfect subtrees, as (start, height) pairs."""
+    out: list[tuple[int, int]] = []
+    pos = start
+    while pos < end:
+        remaining = end - pos
+        align = pos & -pos if pos else 1 << remaining.bit_length()
+        block = min(align, 1 << (remaining.bit_length() - 1))
+        out.append((pos, block.bit_length() - 1))
+        pos += block
+    return out
+
+
+# --- proof generation (RFC 9162 §2.1.3.1 and §2.1.4.1) ------------------------------------
+
+Subtree = Callable[[int, int], bytes]
+
+
+def inclusion_path(index: int, size: int, subtree: Subtree) -> list[bytes]:
+    """PATH(index, D[0:size]): sibling hashes from the leaf up to the root."""
+    if not 0 <= index < size:
+        raise ProofError(f"leaf index {index} is outside a tree of size {size}")
+    path: list[bytes] = []
+    start, end = 0, size
+    # Walk top-down recording siblings, then reverse: the proof is bottom-up.
+    while end - start > 1:
+        k = _largest_pow2_below(end - start)
+        if index < start + k:
+            path.append(subtree(start + k, end))
+            end = start + k
+        else:
+            path.append(subtree(start, start + k))
+            start = start + k
+    path.reverse()
+    return path
+
+
+def consistency_path(first: int, second: int, subtree: Subtree) -> list[bytes]:
+    """PROOF(first, D[0:second]) of RFC 9162 §2.1.4.1 (empty when the sizes are equal)."""
+    if not 0 < first <= second:
+        raise ProofError(f"no consistency proof from size {first} to size {second}")
+    if first == second:
+        return []
+    out: list[bytes] = []
+    start, end, m, whole = 0, second, first, True
+    while True:
+        n = end - start
+        if m == n:
+            if not whole:
+                out.append(subtree(start, end))
+            break
+        k = _largest_pow2_below(n)
+        if m <= k:
+            out.append(subtree(start + k, end))
+            end = start + k
+        else:
+            out.append(subtree(start, start + k))
+            start, m, whole = start + k, m - k, False
+    out.reverse()
+    return out
+
+
+def memory_subtree(leaves: Sequence[bytes]) -> Subtree:
+    """A ``subtree`` callable over leaf hashes held in memory (tests, small trees)."""
+
+    def subtree(start: int, end: int) -> bytes:
+        return root(leaves[start:end])
+
+    return subtree
+
+
+# --- verification (RFC 9162 §2.1.3.2 and §2.1.4.2) ---------------------------------------
+
+
+def _check_hash(value: bytes, what: str) -> None:
+    if len(value) != HASH_SIZE:
+        raise ProofError(f"{what} is {len(value)} bytes, not {HASH_SIZE}")
+
+
+def root_from_inclusion(index: int, size: int, leaf: bytes, proof: Sequence[bytes]) -> bytes:
+    """The root an inclusion proof implies (RFC 9162 §2.1.3.2 steps 1-5)."""
+    if not 0 <= index < size:
+        raise ProofError(f"leaf index {index} is outside a tree of size {size}")
+    _check_hash(leaf, "leaf hash")
+    fn, sn = index, size - 1
+    r = leaf
+    for p in proof:
+        _check_hash(p, "proof hash")
+        if sn == 0:
+            raise ProofError("inclusion proof is longer than the tree is deep")
+        if fn & 1 or fn == sn:
+            r = node_hash(p, r)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            r = node_hash(r, p)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("inclusion proof is shorter than the tree is deep")
+    return r
+
+
+def verify_inclusion(
+    index: int, size: int, leaf: bytes, proof: Sequence[bytes] | None, root_hash: bytes
+) -> None:
+    """Raise ProofError unless ``proof`` shows leaf hash ``leaf`` at ``index`` in ``root_hash``."""
+    _check_hash(root_hash, "root")
+    computed = root_from_inclusion(index, size, leaf, proof or ())
+    if computed != root_hash:
+        raise ProofError("inclusion proof does not lead to the given root")
+
+
+def verify_consistency(
+    first: int, second: int, first_root: bytes, second_root: bytes, proof: Sequence[bytes] | None
+) -> None:
+    """Raise ProofError unless ``proof`` shows tree ``first`` is a prefix of tree ``second``."""
+    proof = list(proof or ())
+    if first < 0 or second < 0:
+        raise ProofError("tree sizes must not be negative")
+    if first > second:
+        raise ProofError(f"first size {first} is larger than second size {second}")
+    if first == second:
+        if proof:
+            raise ProofError("equal sizes need an empty proof")
+        if first_root != second_root:
+            raise ProofError("equal sizes but different roots")
+        return
+    if first == 0:
+        # Every tree extends the empty one; a proof from size 0 proves nothing, so reject it
+        # rather than accept arbitrary input (as RFC 9162 verifiers do).
+        raise ProofError("no consistency proof from an empty tree")
+    _check_hash(first_root, "first root")
+    _check_hash(second_root, "second root")
+    for p in proof:
+        _check_hash(p, "proof hash")
+    if not proof:
+        raise ProofError("consistency proof is empty")
+    # Step 2: if first is an exact power of two, prepend first_root.
+    if first & (first - 1) == 0:
+        proof.insert(0, first_root)
+    fn, sn = first - 1, second - 1
+    while fn & 1:
+        fn >>= 1
+        sn >>= 1
+    fr = sr = proof[0]
+    for c in proof[1:]:
+        if sn == 0:
+            raise ProofError("consistency proof is too long")
+        if fn & 1 or fn == sn:
+            fr = node_hash(c, fr)
+            sr = node_hash(c, sr)
+            if not fn & 1:
+                while fn and not fn & 1:
+                    fn >>= 1
+                    sn >>= 1
+        else:
+            sr = node_hash(sr, c)
+        fn >>= 1
+        sn >>= 1
+    if sn != 0:
+        raise ProofError("consistency proof is too short")
+    if fr != first_root:
+        raise ProofError("consistency proof does not lead to the first root")
+    if sr != second_root:
+        raise ProofError("consistency proof does not lead to the second root")
+
+
+__all__ = [
+    "EMPTY_ROOT",
+    "HASH_SIZE",
+    "ProofError",
+    "consistency_path",
+    "extend",
+    "frontier_pack",
+    "frontier_push",
+    "frontier_root",
+    "frontier_unpack",
+    "inclusion_path",
+    "leaf_hash",
+    "level_up",
+    "memory_subtree",
+    "node_hash",
+    "perfect_ranges",
+    "perfect_root",
+    "push_subtree",
+    "root",
+    "root_from_inclusion",
+    "verify_consistency",
+    "verify_inclusion",
+]
