@@ -253,23 +253,22 @@ def verify_consistency(
         raise ProofError("tree sizes must not be negative")
     if first > second:
         raise ProofError(f"first size {first} is larger than second size {second}")
+    if first == 0:
+        # Every tree extends the empty one, so such a proof proves nothing; refuse it.
+        raise ProofError("no consistency proof from an empty tree")
     if first == second:
         if proof:
             raise ProofError("equal sizes need an empty proof")
         if first_root != second_root:
             raise ProofError("equal sizes but different roots")
         return
-    if first == 0:
-        # Every tree extends the empty one; a proof from size 0 proves nothing, so reject it
-        # rather than accept arbitrary input (as RFC 9162 verifiers do).
-        raise ProofError("no consistency proof from an empty tree")
     _check_hash(first_root, "first root")
     _check_hash(second_root, "second root")
     for p in proof:
         _check_hash(p, "proof hash")
     if not proof:
         raise ProofError("consistency proof is empty")
-    # Step 2: if first is an exact power of two, prepend first_root.
+    # RFC 9162 §2.1.4.2, step by step.
     if first & (first - 1) == 0:
         proof.insert(0, first_root)
     fn, sn = first - 1, second - 1
@@ -299,10 +298,143 @@ def verify_consistency(
         raise ProofError("consistency proof does not lead to the second root")
 
 
+# --- subtrees (the Merkle Tree Certificates draft's generalisation) ---------------------
+#
+# A subtree [start, end) is valid when start is a multiple of the smallest power of two
+# >= end - start: it is then the left part of one aligned node. Its hash is MTH(D[start:end]).
+# A subtree inclusion proof is an ordinary inclusion proof inside the subtree; a subtree
+# consistency proof shows MTH(D[start:end]) is part of MTH(D[0:size]) and is built like
+# RFC 9162's SUBPROOF (which is the start = 0 case).
+
+_RIGHT, _LEFT, _SHARED = 0, 1, 2
+
+
+def check_subtree(start: int, end: int) -> None:
+    if start < 0 or start > end:
+        raise ProofError(f"subtree [{start}, {end}) is not a range")
+    if start == 0 or start == end:
+        return
+    width = 1 << (end - start - 1).bit_length()  # bit_ceil(end - start)
+    if start % width:
+        raise ProofError(f"subtree [{start}, {end}) is not aligned to {width}")
+
+
+def verify_subtree_inclusion(
+    index: int,
+    start: int,
+    end: int,
+    leaf: bytes,
+    proof: Sequence[bytes] | None,
+    subtree_root: bytes,
+) -> None:
+    check_subtree(start, end)
+    if not start <= index < end:
+        raise ProofError(f"leaf index {index} is outside subtree [{start}, {end})")
+    verify_inclusion(index - start, end - start, leaf, proof, subtree_root)
+
+
+def _subtree_walk(start: int, end: int, size: int) -> tuple[list[int], bool]:
+    """Replay SUBPROOF's recursion: the sibling kinds top-down, and whether the subtree
+    root itself is known to the verifier (True) or is carried in the proof (False)."""
+    steps: list[int] = []
+    lo, hi, known = 0, size, True
+    while not (start == lo and end == hi):
+        mid = lo + _largest_pow2_below(hi - lo)
+        if end <= mid:
+            steps.append(_RIGHT)
+            hi = mid
+        elif start >= mid:
+            steps.append(_LEFT)
+            lo = mid
+        else:  # start == lo: the left child lies wholly inside the subtree
+            steps.append(_SHARED)
+            lo = start = mid
+            known = False
+    return steps, known
+
+
+def subtree_consistency_path(start: int, end: int, size: int, subtree: Subtree) -> list[bytes]:
+    """Proof that subtree [start, end) is part of the tree of ``size`` leaves."""
+    check_subtree(start, end)
+    if not 0 < end <= size or start == end:
+        raise ProofError(f"no subtree proof for [{start}, {end}) in a tree of size {size}")
+    out: list[bytes] = []
+    lo, hi, cur, known = 0, size, start, True
+    while not (cur == lo and end == hi):
+        mid = lo + _largest_pow2_below(hi - lo)
+        if end <= mid:
+            out.append(subtree(mid, hi))
+            hi = mid
+        elif cur >= mid:
+            out.append(subtree(lo, mid))
+            lo = mid
+        else:
+            out.append(subtree(lo, mid))
+            lo = cur = mid
+            known = False
+    if not known:
+        out.append(subtree(lo, hi))
+    out.reverse()
+    return out
+
+
+def verify_subtree_consistency(
+    start: int,
+    end: int,
+    size: int,
+    subtree_root: bytes,
+    tree_root: bytes,
+    proof: Sequence[bytes] | None,
+) -> None:
+    """Raise ProofError unless ``proof`` shows MTH(D[start:end]) is inside the tree ``size``."""
+    proof = list(proof or ())
+    check_subtree(start, end)
+    if end > size:
+        raise ProofError(f"subtree end {end} is beyond tree size {size}")
+    if start == end:
+        # The empty subtree is in every tree: only its (fixed) root can be checked.
+        if proof:
+            raise ProofError("an empty subtree needs an empty proof")
+        if subtree_root != EMPTY_ROOT:
+            raise ProofError("an empty subtree's root must be the empty root")
+        return
+    if start == 0 and end == size:
+        if proof:
+            raise ProofError("the whole tree needs an empty proof")
+        if subtree_root != tree_root:
+            raise ProofError("subtree is the whole tree but the roots differ")
+        return
+    if not proof:
+        raise ProofError("subtree consistency proof is empty")
+    steps, known = _subtree_walk(start, end, size)
+    if len(proof) != len(steps) + (0 if known else 1):
+        raise ProofError(f"subtree consistency proof has {len(proof)} hashes, not the right count")
+    _check_hash(subtree_root, "subtree root")
+    for p in proof:
+        _check_hash(p, "proof hash")
+    pos = 0 if known else 1
+    fr = sr = subtree_root if known else proof[0]
+    for step in reversed(steps):
+        p = proof[pos]
+        pos += 1
+        if step == _RIGHT:
+            sr = node_hash(sr, p)
+        elif step == _LEFT:
+            sr = node_hash(p, sr)
+        else:
+            fr = node_hash(p, fr)
+            sr = node_hash(p, sr)
+    if fr != subtree_root:
+        raise ProofError("subtree consistency proof does not lead to the subtree root")
+    if sr != tree_root:
+        raise ProofError("subtree consistency proof does not lead to the tree root")
+
+
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
     "ProofError",
+    "check_subtree",
     "consistency_path",
     "extend",
     "frontier_pack",
@@ -319,6 +451,9 @@ __all__ = [
     "push_subtree",
     "root",
     "root_from_inclusion",
+    "subtree_consistency_path",
     "verify_consistency",
     "verify_inclusion",
+    "verify_subtree_consistency",
+    "verify_subtree_inclusion",
 ]
