@@ -263,16 +263,26 @@ def append(
 
 
 def checkpoint_now(
-    session: Session, settings: Settings, signer: CheckpointSigner
+    session: Session, settings: Settings, signer: CheckpointSigner, *, only_if_new: bool = False
 ) -> Checkpoint | None:
     """Sign a checkpoint of the ledger as it is now (None while it is empty).
 
-    If the newest checkpoint already covers every entry it is returned, not signed again.
+    If the newest checkpoint already covers every entry it is returned, not signed again;
+    with ``only_if_new`` (the periodic task) None is returned then, and a quiet ledger costs
+    one read, no write lock.
     """
+    if only_if_new:
+        row = session.execute(
+            select(_head.c.size, _head.c.checkpoint_size).where(_head.c.id == HEAD_ID)
+        ).first()
+        if row is None or int(row[0]) == int(row[1]):
+            return None
     state = _lock_head(session)
     if state.size == 0:
         return None
     if state.checkpoint_size == state.size:
+        if only_if_new:
+            return None
         existing = checkpoint_at(session, state.size)
         if existing is not None:
             return existing
