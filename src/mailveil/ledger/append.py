@@ -9,7 +9,6 @@ nothing of the append remains.
 from __future__ import annotations
 
 import hashlib
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ from mailveil.config import Settings
 from mailveil.errors import InvalidInput
 from mailveil.ledger import merkle
 from mailveil.ledger.events import Event
-from mailveil.ledger.leaf import GENESIS_PREV, leaf_bytes
+from mailveil.ledger.leaf import GENESIS_PREV, canonical_detail, leaf_text
 from mailveil.ledger.models import (
     LedgerCheckpoint,
     LedgerEntry,
@@ -79,29 +78,36 @@ def now_us() -> int:
     return time.time_ns() // 1000
 
 
-def canonical_detail(detail: dict[str, Any]) -> str:
-    try:
-        text = json.dumps(
-            detail, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-        )
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"ledger event detail is not plain JSON: {exc}") from exc
-    return text
-
-
-def _check_text(name: str, value: str | None, limit: int, index: int) -> None:
+def _check_text(name: str, value: object, limit: int, index: int) -> None:
     if value is None:
         return
     if not isinstance(value, str):
         raise InvalidInput(f"ledger event {index}: {name} must be text")
+    if len(value) > limit:
+        raise InvalidInput(f"ledger event {index}: {name} is longer than {limit} characters")
+    _check_chars(f"ledger event {index}: {name}", value)
+
+
+def _check_chars(where: str, value: str) -> None:
+    # NUL and lone surrogates are valid JSON escapes but PostgreSQL cannot store them as text.
     if "\x00" in value:
-        raise InvalidInput(f"ledger event {index}: {name} contains a NUL character")
+        raise InvalidInput(f"{where} contains a NUL character")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
-        raise InvalidInput(f"ledger event {index}: {name} is not valid Unicode") from exc
-    if len(value) > limit:
-        raise InvalidInput(f"ledger event {index}: {name} is longer than {limit} characters")
+        raise InvalidInput(f"{where} is not valid Unicode") from exc
+
+
+def _check_detail_strings(value: object, where: str) -> None:
+    if isinstance(value, str):
+        _check_chars(where, value)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_detail_strings(key, where)
+            _check_detail_strings(item, where)
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_detail_strings(item, where)
 
 
 def _validated(events: Sequence[Event]) -> list[tuple[Event, str]]:
@@ -115,10 +121,13 @@ def _validated(events: Sequence[Event]) -> list[tuple[Event, str]]:
             _check_text(name, getattr(ev, name), limit, i)
         if not isinstance(ev.detail, dict):
             raise InvalidInput(f"ledger event {i}: detail must be a JSON object")
-        detail = canonical_detail(ev.detail)
-        if len(detail.encode("utf-8", "surrogatepass")) > MAX_DETAIL_BYTES:
+        try:
+            detail = canonical_detail(ev.detail)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"ledger event {i}: detail is not plain JSON: {exc}") from exc
+        if len(detail) > MAX_DETAIL_BYTES:
             raise InvalidInput(f"ledger event {i}: detail is larger than {MAX_DETAIL_BYTES} bytes")
-        _check_text("detail", detail, MAX_DETAIL_BYTES, i)
+        _check_detail_strings(ev.detail, f"ledger event {i}: detail")
         out.append((ev, detail))
     return out
 
@@ -213,27 +222,11 @@ def append(
     rows: list[dict[str, Any]] = []
     nodes: list[dict[str, Any]] = []
     for ev, detail in prepared:
-        lh = sha256(
-            b"\x00"
-            + leaf_bytes(
-                size, at, prev, ev.kind, ev.actor, ev.subject, ev.alias, ev.purpose, ev.ref, detail
-            )
-        ).digest()
-        rows.append(
-            {
-                "seq": size,
-                "time_us": at,
-                "kind": ev.kind,
-                "actor": ev.actor,
-                "subject": ev.subject,
-                "alias": ev.alias,
-                "purpose": ev.purpose,
-                "ref": ev.ref,
-                "detail": detail,
-                "prev_hash": prev,
-                "leaf_hash": lh,
-            }
+        leaf = leaf_text(
+            size, at, prev, ev.kind, ev.actor, ev.subject, ev.alias, ev.purpose, ev.ref, detail
         )
+        lh = sha256(b"\x00" + leaf.encode("ascii")).digest()
+        rows.append({"seq": size, "leaf": leaf, "leaf_hash": lh})
         # Frontier push, recording completed subtrees of height 8, 16, ... as tiles.
         node, s, height = lh, size, 0
         while s & 1:
@@ -317,7 +310,6 @@ def ledger_size(session: Session) -> int:
 __all__ = [
     "Checkpoint",
     "append",
-    "canonical_detail",
     "checkpoint_at",
     "checkpoint_now",
     "latest_checkpoint",

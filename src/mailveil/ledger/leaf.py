@@ -1,92 +1,75 @@
-"""The canonical leaf bytes of a ledger entry: one format, built in Python and in SQL.
+"""The leaf: one ledger entry as the exact bytes that are hashed, stored as they are.
 
-The leaf is UTF-8 text, these fields joined by newlines (0x0a), in this order::
+A leaf is compact ASCII JSON with a fixed key order, the previous entry's hash first::
 
-    seq, time_us, hex(prev_hash), kind, actor, subject, alias, purpose, ref, detail
+    {"prev":"<64 hex>","seq":7,"time_us":1700000000000000,"kind":"disclosure",
+     "actor":"principal:3","subject":"customer:9","alias":"k3...@relay","purpose":"order",
+     "ref":"order:12","detail":{...}}
 
-``seq`` and ``time_us`` are decimal integers, ``prev_hash`` is 64 lowercase hex digits (the
-previous entry's leaf hash; 64 zeros before the first entry). Each text field is written
-``<utf-8 byte length>:<value>``, and a missing one (NULL) as ``-``. Length prefixes make the
-encoding injective whatever the fields contain, and ``-`` can never start a length, so None
-and "" differ. The leaf hash SHA-256(0x00 || leaf) is both the hash chain link and the
-RFC 9162 Merkle leaf hash, so each entry is hashed once.
+(on one line). JSON makes the encoding unambiguous (strings are quoted and escaped, null is
+not ""), readable by auditors in any language, and parseable by the database: the query
+columns of ``ledger_entries`` (alias, subject, time ...) are generated from the stored leaf,
+so they cannot disagree with what was hashed. Verification hashes the stored text directly.
 
-Verification builds the same bytes inside the database (``leaf_sql``) so the hot loop in
-Python is only a hash per row; tests check the SQL and Python encoders agree.
+The leaf hash SHA-256(0x00 || leaf) is both the chain link (the next leaf's ``prev``) and
+the RFC 9162 Merkle leaf hash, so each entry is hashed once. ``prev`` of entry 0 is 64 zeros.
 """
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 GENESIS_PREV = bytes(32)
+PREFIX = '{"prev":"'  # every leaf starts so; prev's hex digits follow at a fixed offset
+PREV_START = len(PREFIX)  # 0-based offset of prev's first hex digit in the leaf
+PREV_END = PREV_START + 64
 
-TEXT_FIELDS = ("kind", "actor", "subject", "alias", "purpose", "ref", "detail")
-
-
-def _field(value: str | None) -> str:
-    if value is None:
-        return "-"
-    return f"{len(value.encode('utf-8'))}:{value}"
+_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
 
 
-def leaf_bytes(
+def canonical_detail(detail: dict[str, Any]) -> str:
+    """The detail object as compact ASCII JSON with sorted keys (raises ValueError/TypeError)."""
+    return json.dumps(
+        detail, ensure_ascii=True, sort_keys=True, separators=(",", ":"), allow_nan=False
+    )
+
+
+def leaf_text(
     seq: int,
     time_us: int,
     prev_hash: bytes,
-    kind: str | None,
+    kind: str,
     actor: str | None,
     subject: str | None,
     alias: str | None,
     purpose: str | None,
     ref: str | None,
-    detail: str | None,
-) -> bytes:
-    text = "\n".join(
-        (
-            str(seq),
-            str(time_us),
-            prev_hash.hex(),
-            _field(kind),
-            _field(actor),
-            _field(subject),
-            _field(alias),
-            _field(purpose),
-            _field(ref),
-            _field(detail),
-        )
+    detail_json: str,
+) -> str:
+    """The leaf for these fields; ``detail_json`` is ``canonical_detail(detail)``."""
+    return (
+        f'{PREFIX}{prev_hash.hex()}","seq":{seq:d},"time_us":{time_us:d},'
+        f'"kind":{_dumps(kind)},"actor":{_dumps(actor)},"subject":{_dumps(subject)},'
+        f'"alias":{_dumps(alias)},"purpose":{_dumps(purpose)},"ref":{_dumps(ref)},'
+        f'"detail":{detail_json}}}'
     )
-    return text.encode("utf-8")
 
 
-def _sqlite_field(col: str) -> str:
-    return f"CASE WHEN {col} IS NULL THEN '-' ELSE length(CAST({col} AS BLOB)) || ':' || {col} END"
+def parse_leaf(text: str) -> dict[str, Any]:
+    """The fields of a leaf (for display and auditing; verification never needs this)."""
+    value = json.loads(text)
+    if not isinstance(value, dict):
+        raise ValueError("a leaf is a JSON object")
+    return value
 
 
-def _pg_field(col: str) -> str:
-    return f"CASE WHEN {col} IS NULL THEN '-' ELSE octet_length({col})::text || ':' || {col} END"
-
-
-def leaf_sql(dialect: str, prefixed: bool = True) -> str:
-    """A SQL expression over ledger_entries giving (0x00 ||) leaf bytes as a blob / bytea.
-
-    With ``prefixed`` the RFC 9162 leaf prefix is included, so Python hashes the value as is.
-    """
-    nl = "char(10)" if dialect == "sqlite" else "E'\\n'"
-    if dialect == "sqlite":
-        parts = ["seq", "time_us", "lower(hex(prev_hash))", *map(_sqlite_field, TEXT_FIELDS)]
-        body = f" || {nl} || ".join(parts)
-        head = "x'00' || " if prefixed else ""
-        return f"CAST({head}{body} AS BLOB)"
-    if dialect == "postgresql":
-        parts = [
-            "seq::text",
-            "time_us::text",
-            "encode(prev_hash, 'hex')",
-            *map(_pg_field, TEXT_FIELDS),
-        ]
-        body = f" || {nl} || ".join(parts)
-        head = "'\\x00'::bytea || " if prefixed else ""
-        return f"{head}convert_to({body}, 'UTF8')"
-    raise ValueError(f"no leaf encoder for the {dialect} dialect")
-
-
-__all__ = ["GENESIS_PREV", "TEXT_FIELDS", "leaf_bytes", "leaf_sql"]
+__all__ = [
+    "GENESIS_PREV",
+    "PREFIX",
+    "PREV_END",
+    "PREV_START",
+    "canonical_detail",
+    "leaf_text",
+    "parse_leaf",
+]

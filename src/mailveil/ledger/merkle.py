@@ -15,13 +15,11 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from operator import methodcaller
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 HASH_SIZE = 32
 
 _sha256 = hashlib.sha256
-_digest = methodcaller("digest")
 _LEAF = b"\x00"
 _NODE = b"\x01"
 
@@ -44,10 +42,10 @@ def _largest_pow2_below(n: int) -> int:
 
 
 def level_up(level: Sequence[bytes]) -> list[bytes]:
-    """Hash adjacent pairs of an even-length level; runs in C (map over bytes methods)."""
-    left = level[0::2]
-    right = level[1::2]
-    return list(map(_digest, map(_sha256, map(bytes.__add__, map(_NODE.__add__, left), right))))
+    """Hash adjacent pairs of an even-length level (the fastest pure-Python form measured)."""
+    pairs = iter(level)
+    sha256 = _sha256
+    return [sha256(_NODE + left + right).digest() for left, right in zip(pairs, pairs, strict=True)]
 
 
 def perfect_root(hashes: Sequence[bytes]) -> bytes:

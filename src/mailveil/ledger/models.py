@@ -1,15 +1,35 @@
 """Ledger tables.
 
-``ledger_entries.seq`` is 0-based and equals the entry's Merkle leaf index. Times are integer
-microseconds since the Unix epoch (UTC) so the leaf encoding is identical on every backend.
+``ledger_entries`` stores each entry's leaf (the exact JSON text that was hashed, see
+``leaf.py``) and its hash; every other column is GENERATED from the leaf by the database
+(``leaf ->> 'alias'`` and so on: SQLite >= 3.38 and PostgreSQL read the same expression), so
+the indexed columns that investigations query cannot drift from what the hash chain and the
+signed checkpoints commit to. On PostgreSQL the leaf column is of type ``json``, which keeps
+the text byte for byte; select it as text (the mapped attribute does).
+
+``seq`` is 0-based and equals the entry's Merkle leaf index. Times are integer microseconds
+since the Unix epoch, UTC.
 """
 
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import Any
 
-from sqlalchemy import BigInteger, Index, Integer, LargeBinary, SmallInteger, String, Text
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Computed,
+    Index,
+    Integer,
+    LargeBinary,
+    SmallInteger,
+    Text,
+    cast,
+)
 from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
+from sqlalchemy.types import UserDefinedType
 
 from mailveil.db.base import Base
 
@@ -17,26 +37,52 @@ from mailveil.db.base import Base
 SeqType = BigInteger().with_variant(Integer(), "sqlite")
 
 
+class _PgJsonText(UserDefinedType[str]):
+    """PostgreSQL ``json`` (kept verbatim, unlike jsonb) that reads back as the raw text."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "JSON"
+
+    def column_expression(self, colexpr: ColumnElement[Any]) -> ColumnElement[str]:
+        return cast(colexpr, Text)
+
+
+LeafType = Text().with_variant(_PgJsonText(), "postgresql")
+
+
+def _field(name: str) -> Computed:
+    return Computed(f"leaf ->> '{name}'", persisted=True)
+
+
 def from_time_us(value: int) -> datetime:
-    return datetime.fromtimestamp(value / 1_000_000, UTC)
+    return datetime.fromtimestamp(value // 1_000_000, UTC).replace(microsecond=value % 1_000_000)
 
 
 class LedgerEntry(Base):
     __tablename__ = "ledger_entries"
 
     seq: Mapped[int] = mapped_column(SeqType, primary_key=True, autoincrement=False)
-    time_us: Mapped[int] = mapped_column(BigInteger)
-    kind: Mapped[str] = mapped_column(String(64))
-    actor: Mapped[str | None] = mapped_column(String(255))
-    subject: Mapped[str | None] = mapped_column(String(255))
-    alias: Mapped[str | None] = mapped_column(String(320))
-    purpose: Mapped[str | None] = mapped_column(String(255))
-    ref: Mapped[str | None] = mapped_column(String(255))
-    detail: Mapped[str] = mapped_column(Text)  # canonical JSON text, part of the leaf
-    prev_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    leaf: Mapped[str] = mapped_column(LeafType)
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
+    # Generated from the leaf; read-only.
+    time_us: Mapped[int] = mapped_column(
+        BigInteger, Computed("CAST(leaf ->> 'time_us' AS BIGINT)", persisted=True)
+    )
+    kind: Mapped[str] = mapped_column(Text, _field("kind"))
+    actor: Mapped[str | None] = mapped_column(Text, _field("actor"))
+    subject: Mapped[str | None] = mapped_column(Text, _field("subject"))
+    alias: Mapped[str | None] = mapped_column(Text, _field("alias"))
+    purpose: Mapped[str | None] = mapped_column(Text, _field("purpose"))
+    ref: Mapped[str | None] = mapped_column(Text, _field("ref"))
+    detail: Mapped[str] = mapped_column(Text, _field("detail"))  # JSON text of the object
+    prev_hash: Mapped[str] = mapped_column(Text, _field("prev"))  # hex
 
     __table_args__ = (
+        # The leaf names its own position: a row cannot be renumbered without changing
+        # what was hashed.
+        CheckConstraint("CAST(leaf ->> 'seq' AS BIGINT) = seq", name="leaf_seq"),
         # seq in each index so "entries for X, paged by seq" is one index range scan.
         Index("ix_ledger_entries_alias_seq", "alias", "seq"),
         Index("ix_ledger_entries_subject_seq", "subject", "seq"),
@@ -47,6 +93,19 @@ class LedgerEntry(Base):
     @property
     def time(self) -> datetime:
         return from_time_us(self.time_us)
+
+
+GENERATED_COLUMNS = (
+    "time_us",
+    "kind",
+    "actor",
+    "subject",
+    "alias",
+    "purpose",
+    "ref",
+    "detail",
+    "prev_hash",
+)
 
 
 class LedgerHead(Base):
@@ -82,4 +141,11 @@ class LedgerNode(Base):
     hash: Mapped[bytes] = mapped_column(LargeBinary(32))
 
 
-__all__ = ["LedgerCheckpoint", "LedgerEntry", "LedgerHead", "LedgerNode", "from_time_us"]
+__all__ = [
+    "GENERATED_COLUMNS",
+    "LedgerCheckpoint",
+    "LedgerEntry",
+    "LedgerHead",
+    "LedgerNode",
+    "from_time_us",
+]

@@ -71,8 +71,9 @@ def entry_dict(entry: LedgerEntry) -> dict[str, Any]:
         "purpose": entry.purpose,
         "ref": entry.ref,
         "detail": json.loads(entry.detail),
-        "prev_hash": bytes(entry.prev_hash).hex(),
+        "prev_hash": entry.prev_hash,
         "leaf_hash": bytes(entry.leaf_hash).hex(),
+        "leaf": entry.leaf,
     }
 
 
