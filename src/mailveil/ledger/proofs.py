@@ -110,9 +110,9 @@ def inclusion_proof(
     """
     if leaf_index < 0:
         raise InvalidInput("leaf index must not be negative")
-    size, current = _resolve_size(session, tree_size, leaf_index + 1)
-    if leaf_index >= current:
+    if leaf_index >= ledger_size(session):
         raise NotFound(f"no ledger entry {leaf_index}")
+    size, _current = _resolve_size(session, tree_size, leaf_index + 1)
     if leaf_index >= size:
         raise InvalidInput(f"entry {leaf_index} is not in the tree of size {size}")
     tree = DbTree(session)

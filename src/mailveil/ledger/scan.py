@@ -43,8 +43,8 @@ _AGG = {
 }
 
 _ROWS = {
-    "sqlite": "SELECT seq, CAST(x'00' || leaf AS BLOB), leaf_hash FROM ledger_entries "
-    "WHERE seq >= ? AND seq < ? ORDER BY seq",
+    "sqlite": "SELECT seq, CAST(x'00' || leaf AS BLOB), CAST(leaf_hash AS BLOB) "
+    "FROM ledger_entries WHERE seq >= ? AND seq < ? ORDER BY seq",
     "postgresql": "SELECT seq, '\\x00'::bytea || convert_to(leaf::text, 'UTF8'), leaf_hash "
     "FROM ledger_entries WHERE seq >= ? AND seq < ? ORDER BY seq",
 }
@@ -78,9 +78,14 @@ class Reader:
         finally:
             cur.close()
 
+    def _blob(self, column: str) -> str:
+        # SQLite columns hold any type: read blobs as blobs even if someone stored text.
+        return f"CAST({column} AS BLOB)" if self.dialect == "sqlite" else column
+
     def head(self) -> tuple[Any, ...] | None:
         rows = self.query(
-            "SELECT size, last_hash, frontier, checkpoint_size FROM ledger_head WHERE id = ?",
+            f"SELECT size, {self._blob('last_hash')}, {self._blob('frontier')}, "  # noqa: S608
+            "checkpoint_size FROM ledger_head WHERE id = ?",
             (HEAD_ID,),
         )
         return rows[0] if rows else None
@@ -99,8 +104,8 @@ class Reader:
     def checkpoints_in(self, lo: int, hi: int) -> list[tuple[Any, ...]]:
         low = -1 if lo == 0 else lo  # a checkpoint of size 0 belongs to the first batch
         return self.query(
-            "SELECT tree_size, root, time_us, note FROM ledger_checkpoints "
-            "WHERE tree_size > ? AND tree_size <= ? ORDER BY tree_size",
+            f"SELECT tree_size, {self._blob('root')}, time_us, note "  # noqa: S608
+            "FROM ledger_checkpoints WHERE tree_size > ? AND tree_size <= ? ORDER BY tree_size",
             (low, hi),
         )
 
@@ -112,7 +117,7 @@ class Reader:
             if last >= first:
                 out.extend(
                     self.query(
-                        "SELECT level, idx, hash FROM ledger_nodes "
+                        f"SELECT level, idx, {self._blob('hash')} FROM ledger_nodes "  # noqa: S608
                         "WHERE level = ? AND idx >= ? AND idx <= ? ORDER BY idx",
                         (level, first, last),
                     )

@@ -296,6 +296,22 @@ def _run(
     reader = Reader(conn.connection.dbapi_connection, conn.dialect.name, batch)
     report = VerifyReport()
     checker = _Checker(report, settings, public_key)
+    db_error: type[Exception] = conn.dialect.loaded_dbapi.Error
+    try:
+        _check(reader, checker, report, progress, threaded)
+    except db_error as exc:
+        # Values of the wrong type or encoding where hashes or notes belong, for instance.
+        report.fail(f"ledger data cannot be read as stored ({type(exc).__name__}: {exc})")
+    return report
+
+
+def _check(
+    reader: Reader,
+    checker: _Checker,
+    report: VerifyReport,
+    progress: Progress | None,
+    threaded: bool,
+) -> None:
     head = reader.head()
     report.size = size = int(head[0]) if head else 0
     try:
@@ -322,9 +338,8 @@ def _run(
             empty = Batch(0, 0, (0, None, None, None, None, None), reader.checkpoints_in(0, 0), [])
             checker._tree([], empty)
     except _Stop:
-        return report
+        return
     checker.finish(reader, head)
-    return report
 
 
 __all__ = ["VerifyReport", "verify_ledger"]
