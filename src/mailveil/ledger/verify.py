@@ -104,7 +104,7 @@ class _Checker:
             leaf = bytes(leaf)
             prev = leaf[1 + PREV_START : 1 + PREV_END]
             if not leaf.startswith(_LEAF_START) or prev != last.hex().encode():
-                if expect >= 2 and prev == before.hex().encode():
+                if expect >= 1 and prev == before.hex().encode():
                     self._bad(
                         expect - 1,
                         f"entry {expect - 1} was inserted: entry {expect} chains to entry "
@@ -234,11 +234,20 @@ class _Checker:
         size = report.size
         report.root = merkle.frontier_root(self.frontier)
         stray = reader.stray_entry(size)
+        if head is not None and bytes(head[1]) != self.last and size > 0:
+            if self.last_good_checkpoint == size:
+                # Every entry is covered by a good signed checkpoint: the head is what changed.
+                report.fail("ledger_head last_hash is not the last entry's hash")
+            else:
+                # A well-formed entry replaced or was slipped in before the last one.
+                report.fail(
+                    f"entry {size - 1} is not the entry the head recorded last "
+                    "(replaced, or inserted before it)",
+                    size - 1,
+                )
         if stray is not None:
             report.fail(f"entry {stray} is outside the ledger's {size} entries", stray)
         if head is not None:
-            if bytes(head[1]) != self.last:
-                report.fail("ledger_head last_hash is not the last entry's hash")
             if bytes(head[2]) != merkle.frontier_pack(self.frontier):
                 report.fail("ledger_head frontier does not match the entries")
             if int(head[3]) > self.last_good_checkpoint:
