@@ -170,6 +170,10 @@ def test_head_checkpoints_and_tiles_are_checked(session: Session, settings: Sett
     check("UPDATE ledger_head SET size = 299", "outside")
     check("UPDATE ledger_head SET frontier = frontier || frontier", "frontier")
     check(
+        "UPDATE ledger_head SET last_hash = (SELECT leaf_hash FROM ledger_entries WHERE seq = 5)",
+        "last_hash",
+    )
+    check(
         "UPDATE ledger_checkpoints SET time_us = time_us + 1 WHERE tree_size = 200", "signed time"
     )
     check("UPDATE ledger_checkpoints SET note = replace(note, '\n200\n', '\n201\n')", "signature")

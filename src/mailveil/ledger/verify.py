@@ -234,17 +234,23 @@ class _Checker:
         size = report.size
         report.root = merkle.frontier_root(self.frontier)
         stray = reader.stray_entry(size)
-        if head is not None and bytes(head[1]) != self.last and size > 0:
+        if stray == size:
+            # An entry just past the head: does it continue the chain, or is the entry
+            # before it the odd one out (inserted before the last)?
+            leaf = bytes(reader.rows(size, size + 1)[0][1])
+            prev = leaf[1 + PREV_START : 1 + PREV_END]
+            if size > 0 and prev == self.before_last.hex().encode():
+                report.fail(
+                    f"entry {size - 1} was inserted: entry {size} chains to entry {size - 2}",
+                    size - 1,
+                )
+        elif head is not None and bytes(head[1]) != self.last and size > 0:
             if self.last_good_checkpoint == size:
                 # Every entry is covered by a good signed checkpoint: the head is what changed.
                 report.fail("ledger_head last_hash is not the last entry's hash")
             else:
-                # A well-formed entry replaced or was slipped in before the last one.
-                report.fail(
-                    f"entry {size - 1} is not the entry the head recorded last "
-                    "(replaced, or inserted before it)",
-                    size - 1,
-                )
+                # A well-formed entry replaced the last one.
+                report.fail(f"entry {size - 1} is not the entry the head recorded last", size - 1)
         if stray is not None:
             report.fail(f"entry {stray} is outside the ledger's {size} entries", stray)
         if head is not None:
