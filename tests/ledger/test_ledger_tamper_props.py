@@ -40,7 +40,7 @@ from mailveil.ledger.signing import CheckpointSigner
 
 N = 40  # entries; checkpoints at 16 and 32 (settings fixture), read in batches of 7
 
-_chars = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
+_chars = st.characters(codec="utf-8", exclude_characters="\x00")
 _text = st.text(alphabet=_chars, max_size=12)
 _values: dict[str, st.SearchStrategy[Any]] = {
     "prev": st.binary(min_size=32, max_size=32).map(bytes.hex),
