@@ -1,0 +1,88 @@
+"""Every SMTP reply the relay sends, named once, with its enhanced status code.
+
+Basic codes follow RFC 5321; enhanced codes follow RFC 3463 and the IANA registry (RFC 5248).
+The server and the tests both import these, so a reply's wording changes in one place.
+Reply texts never name an address: they may be logged or shown to the other side.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+
+class Reply(NamedTuple):
+    code: int
+    text: str
+
+    def __str__(self) -> str:
+        # aiosmtpd handlers return the whole reply line as a string.
+        return f"{self.code} {self.text}"
+
+    @property
+    def enhanced(self) -> str:
+        return self.text.split(" ", 1)[0]
+
+    @property
+    def permanent(self) -> bool:
+        return 500 <= self.code < 600
+
+
+# 2xx: success.
+REPLY_OK = Reply(250, "2.0.0 OK")
+QUEUED = Reply(250, "2.0.0 Message accepted")
+SENDER_OK = Reply(250, "2.1.0 Sender OK")
+RECIPIENT_OK = Reply(250, "2.1.5 Recipient OK")
+AUTH_SUCCEEDED = Reply(235, "2.7.0 Authentication succeeded")
+CLOSING = Reply(221, "2.0.0 Bye")
+
+# 3xx: RFC 2034 gives 354 no enhanced code.
+START_DATA = Reply(354, "End data with <CR><LF>.<CR><LF>")
+
+# 4xx: try again later; the sender keeps the message.
+TEMPORARY_FAILURE = Reply(451, "4.3.0 Temporary system failure, try again later")
+NOT_ACCEPTING = Reply(421, "4.3.2 Service shutting down, try again later")
+SMARTHOST_UNREACHABLE = Reply(451, "4.4.1 Next hop did not answer, try again later")
+CONNECTION_TIMEOUT = Reply(421, "4.4.2 Connection timed out")
+TOO_MANY_RECIPIENTS = Reply(452, "4.5.3 Too many recipients")
+POLICY_TEMPORARY = Reply(450, "4.7.1 Not accepted now, try again later")
+
+# 5xx, addressing (X.1.x).
+BAD_DESTINATION = Reply(550, "5.1.1 Bad destination mailbox address")
+BAD_DESTINATION_SYNTAX = Reply(501, "5.1.3 Bad destination mailbox address syntax")
+BAD_SENDER_SYNTAX = Reply(501, "5.1.7 Bad sender mailbox address syntax")
+MAILBOX_DISABLED = Reply(550, "5.2.1 Mailbox disabled, not accepting messages")
+
+# 5xx, size and limits (X.3.4 "message too big for system"): each limit names itself.
+MESSAGE_TOO_BIG = Reply(552, "5.3.4 Message size exceeds fixed maximum message size")
+TOO_MANY_HEADERS = Reply(552, "5.3.4 Too many header fields")
+HEADER_LINE_TOO_LONG = Reply(552, "5.3.4 Header line too long")
+HEADER_SECTION_TOO_BIG = Reply(552, "5.3.4 Header section too big")
+MIME_TOO_DEEP = Reply(552, "5.3.4 MIME structure nested too deeply")
+TOO_MANY_PARTS = Reply(552, "5.3.4 Too many MIME parts")
+
+# 5xx, protocol (X.5.x).
+SYNTAX_ERROR = Reply(501, "5.5.2 Syntax error")
+BAD_SEQUENCE = Reply(503, "5.5.1 Bad sequence of commands")
+# RFC 5321 2.3.8: only CRLF ends a line. Postfix's smtpd_forbid_bare_newline uses 5.5.2 too.
+BARE_LF = Reply(550, "5.5.2 Message refused: bare <LF> received; lines must end with <CR><LF>")
+BARE_CR = Reply(550, "5.5.2 Message refused: bare <CR> received; lines must end with <CR><LF>")
+
+# 5xx, content (X.6.x).
+BAD_CONTENT = Reply(550, "5.6.0 Message content malformed")
+NUL_IN_DATA = Reply(550, "5.6.0 Message refused: NUL character in message data")
+MISSING_FROM = Reply(550, "5.6.0 Message has no From header field")
+DUPLICATE_FROM = Reply(550, "5.6.0 Message has more than one From header field")
+HEADER_NOT_UTF8 = Reply(550, "5.6.0 Header field contains 8-bit data that is not UTF-8")
+HEADER_INJECTION = Reply(550, "5.6.0 Header field contains control characters")
+NON_ASCII_ADDRESS = Reply(553, "5.6.7 Non-ASCII address requires SMTPUTF8")
+
+# 5xx, security and policy (X.7.x).
+AUTH_REQUIRED = Reply(530, "5.7.0 Authentication required")
+STARTTLS_REQUIRED = Reply(530, "5.7.0 Must issue a STARTTLS command first")
+NOT_AUTHORIZED = Reply(550, "5.7.1 Delivery not authorized, message refused")
+AUTH_INVALID = Reply(535, "5.7.8 Authentication credentials invalid")
+ENCRYPTION_REQUIRED = Reply(
+    538, "5.7.11 Encryption required for requested authentication mechanism"
+)
+
+__all__ = [name for name, value in globals().items() if isinstance(value, Reply)] + ["Reply"]

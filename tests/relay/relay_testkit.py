@@ -1,0 +1,106 @@
+"""Test kit for the relay: a recording aiosmtpd handler, a server on a free loopback port and a
+raw-socket SMTP client.
+
+The raw client exists because smtplib fixes line endings and dot-stuffs: smuggling tests must
+put exact bytes on the wire.
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, Envelope, Session
+
+from mailveil.relay import codes
+from mailveil.relay.smuggling import GuardedHandler
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class RecordingHandler(GuardedHandler):
+    """Records every DATA the server hands over, and what passed the guard."""
+
+    seen: list[bytes] = field(default_factory=list)
+    accepted: list[bytes] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            self.seen.append(envelope.original_content or b"")
+        return await super().handle_DATA(server, session, envelope)
+
+    async def handle_message(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        with self.lock:
+            self.accepted.append(envelope.original_content or b"")
+        return str(codes.QUEUED)
+
+
+@dataclass
+class RunningServer:
+    host: str
+    port: int
+    handler: RecordingHandler
+
+
+@contextmanager
+def running_server() -> Iterator[RunningServer]:
+    handler = RecordingHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=10)
+    controller.start()
+    try:
+        yield RunningServer("127.0.0.1", port, handler)
+    finally:
+        controller.stop()
+
+
+class RawClient:
+    """Speaks SMTP over a plain socket, sending exactly the bytes it is given."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.sock = socket.create_connection((host, port), timeout=10)
+        self.buffer = b""
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def reply(self) -> tuple[int, str]:
+        """One (possibly multi-line) reply: its code and its last line's text."""
+        while True:
+            line = self._line()
+            if line[3:4] != b"-":
+                return int(line[:3]), line[4:].decode("ascii", "replace")
+
+    def _line(self) -> bytes:
+        while b"\r\n" not in self.buffer:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise ConnectionError(f"closed with {self.buffer!r} unread")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\r\n", 1)
+        return line
+
+    def command(self, line: str) -> tuple[int, str]:
+        self.send(line.encode("ascii") + b"\r\n")
+        return self.reply()
+
+    def rest(self) -> bytes:
+        """Everything the server sends until it closes the connection."""
+        data = self.buffer
+        while chunk := self.sock.recv(65536):
+            data += chunk
+        self.buffer = b""
+        return data
