@@ -27,6 +27,7 @@ from sqlalchemy import (
     Text,
     cast,
 )
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import UserDefinedType
@@ -52,8 +53,22 @@ class _PgJsonText(UserDefinedType[str]):
 LeafType = Text().with_variant(_PgJsonText(), "postgresql")
 
 
-def _field(name: str) -> Computed:
-    return Computed(f"leaf ->> '{name}'", persisted=True)
+class LeafDerived(Computed):
+    """A column generated from the leaf: STORED on PostgreSQL (the only kind before 18),
+    VIRTUAL on SQLite, where it halves the table and speeds up appends and verify scans
+    (the indexed ones are materialised in their indexes all the same)."""
+
+    inherit_cache = True
+
+
+@compiles(LeafDerived, "sqlite")
+def _virtual_on_sqlite(element: LeafDerived, compiler: Any, **kw: Any) -> str:
+    sql = compiler.sql_compiler.process(element.sqltext, include_table=False, literal_binds=True)
+    return f"GENERATED ALWAYS AS ({sql}) VIRTUAL"
+
+
+def _field(name: str) -> LeafDerived:
+    return LeafDerived(f"leaf ->> '{name}'", persisted=True)
 
 
 def from_time_us(value: int) -> datetime:
@@ -68,7 +83,7 @@ class LedgerEntry(Base):
     leaf_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
     # Generated from the leaf; read-only.
     time_us: Mapped[int] = mapped_column(
-        BigInteger, Computed("CAST(leaf ->> 'time_us' AS BIGINT)", persisted=True)
+        BigInteger, LeafDerived("CAST(leaf ->> 'time_us' AS BIGINT)", persisted=True)
     )
     kind: Mapped[str] = mapped_column(Text, _field("kind"))
     actor: Mapped[str | None] = mapped_column(Text, _field("actor"))
@@ -143,6 +158,7 @@ class LedgerNode(Base):
 
 __all__ = [
     "GENERATED_COLUMNS",
+    "LeafDerived",
     "LedgerCheckpoint",
     "LedgerEntry",
     "LedgerHead",

@@ -18,26 +18,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from mailveil.ledger.append import HEAD_ID, TILE_HEIGHT
-from mailveil.ledger.leaf import PREV_END, PREV_START
 from mailveil.ledger.models import GENERATED_COLUMNS
 
-# substr(leaf, 10, 64) below is prev's hex digits (1-based), as leaf.py lays them out.
-if (PREV_START + 1, PREV_END - PREV_START) != (10, 64):
-    raise RuntimeError("leaf layout changed: update the substr() positions in scan.py")
-
+# Leaves are joined with "\n\x00": prefix the whole with one 0x00, split on "\n", and each
+# part is 0x00 || leaf, ready to hash, with no per-row work in SQL or Python.
 _AGG = {
     "sqlite": (
-        "SELECT count(*), min(seq), max(seq), CAST(group_concat(l, char(10)) AS BLOB), "
-        "CAST(group_concat(leaf_hash, '') AS BLOB), CAST(group_concat(p, '') AS BLOB) "
-        "FROM (SELECT seq, CAST(x'00' || leaf AS BLOB) AS l, leaf_hash, "
-        "substr(leaf, 10, 64) AS p "
+        "SELECT count(*), min(seq), max(seq), CAST(group_concat(leaf, char(10, 0)) AS BLOB), "
+        "CAST(group_concat(leaf_hash, '') AS BLOB) FROM (SELECT seq, leaf, leaf_hash "
         "FROM ledger_entries WHERE seq >= ? AND seq < ? ORDER BY seq)"
     ),
     "postgresql": (
         "SELECT count(*), min(seq), max(seq), "
-        "string_agg('\\x00'::bytea || convert_to(leaf::text, 'UTF8'), '\\x0a'::bytea "
-        "ORDER BY seq), string_agg(leaf_hash, ''::bytea ORDER BY seq), "
-        "convert_to(string_agg(substr(leaf::text, 10, 64), '' ORDER BY seq), 'UTF8') "
+        "string_agg(convert_to(leaf::text, 'UTF8'), '\\x0a00'::bytea ORDER BY seq), "
+        "string_agg(leaf_hash, ''::bytea ORDER BY seq) "
         "FROM ledger_entries WHERE seq >= ? AND seq < ?"
     ),
 }
@@ -54,7 +48,7 @@ _ROWS = {
 class Batch:
     lo: int  # first seq of the batch
     hi: int  # one past the last seq
-    agg: tuple[Any, ...]  # count, min seq, max seq, leaves, hashes, prevs
+    agg: tuple[Any, ...]  # count, min seq, max seq, joined leaves, joined hashes
     checkpoints: list[tuple[Any, ...]]  # tree_size, root, time_us, note; sizes in (lo, hi]
     nodes: list[tuple[Any, ...]]  # level, idx, hash of stored nodes ending in (lo, hi]
 

@@ -31,6 +31,7 @@ Progress = Callable[[int], None]
 
 _sha256 = hashlib.sha256
 _LEAF_START = b"\x00" + PREFIX.encode()
+_PREV_AT, _PREV_END = 1 + PREV_START, 1 + PREV_END  # in 0x00 || leaf
 
 
 @dataclass
@@ -78,17 +79,21 @@ class _Checker:
 
     def fast(self, batch: Batch) -> bool:
         """Check a batch in bulk; False means "re-read it row by row"."""
-        count, first, last_seq, leaves_blob, hashes, prevs = batch.agg
+        count, first, last_seq, leaves_blob, hashes = batch.agg
         n = batch.hi - batch.lo
         if count != n or first != batch.lo or last_seq != batch.hi - 1 or leaves_blob is None:
             return False
-        leaves = bytes(leaves_blob).split(b"\n")
+        leaves = (b"\x00" + bytes(leaves_blob)).split(b"\n")
         if len(leaves) != n:
             return False
         sha256 = _sha256
         computed = [sha256(leaf).digest() for leaf in leaves]
         joined = b"".join(computed)
-        if joined != bytes(hashes) or bytes(prevs) != hexlify(self.last + joined[:-32]):
+        if joined != bytes(hashes):
+            return False
+        # Each leaf's prev (hex, at a fixed offset) must be the previous entry's hash.
+        prevs = b"".join([leaf[_PREV_AT:_PREV_END] for leaf in leaves])
+        if prevs != hexlify(self.last + joined[:-32]):
             return False
         self._accept(computed, batch)
         return True
@@ -102,7 +107,7 @@ class _Checker:
             if seq != expect:
                 self._bad(expect, f"entry {expect} is missing (next stored seq is {seq})")
             leaf = bytes(leaf)
-            prev = leaf[1 + PREV_START : 1 + PREV_END]
+            prev = leaf[_PREV_AT:_PREV_END]
             if not leaf.startswith(_LEAF_START) or prev != last.hex().encode():
                 if expect >= 1 and prev == before.hex().encode():
                     self._bad(
@@ -238,7 +243,7 @@ class _Checker:
             # An entry just past the head: does it continue the chain, or is the entry
             # before it the odd one out (inserted before the last)?
             leaf = bytes(reader.rows(size, size + 1)[0][1])
-            prev = leaf[1 + PREV_START : 1 + PREV_END]
+            prev = leaf[_PREV_AT:_PREV_END]
             if size > 0 and prev == self.before_last.hex().encode():
                 report.fail(
                     f"entry {size - 1} was inserted: entry {size} chains to entry {size - 2}",
