@@ -1,5 +1,7 @@
 """Imports every area's models so Base.metadata is complete (Alembic, create_all)."""
 
+from mailveil import vault as _vault  # noqa: F401
+from mailveil.contacts import models as _contacts_models  # noqa: F401
 from mailveil.db.base import Base
 from mailveil.ledger import models as _ledger_models  # noqa: F401
 

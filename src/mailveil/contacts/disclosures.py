@@ -1,0 +1,576 @@
+"""Disclosures: handing a principal the alias of a customer, decided by Cedar, always ledgered.
+
+``disclose`` decides one request; ``disclose_batch`` many at once (one query per fact, one
+Cedar call for the inputs not already decided, one insert of new aliases, one ledger
+append); ``disclose_bulk`` streams any number of requests through batches, committing each.
+
+Allowed -> the pair's alias and reverse alias, minted on first use and the same afterwards;
+ledger kind ``disclosure``. Denied -> ``allowed`` False and the policy's ``reason``; the
+denial is itself appended (kind ``disclosure_denied``), so the caller must commit, which is
+why denial is a result and not an exception.
+
+A revoked alias is never re-issued: if the pair's alias was revoked, the request is denied
+even when policy would allow it (revocation usually follows a leak, and handing the same
+principal a fresh alias must be a deliberate act, not a side effect of the next order).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Literal, cast
+
+from sqlalchemy import Table, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from mailveil.config import Settings
+from mailveil.contacts import validation as v
+from mailveil.contacts.aliases import mint_pairs
+from mailveil.contacts.models import PRINCIPAL_KINDS, Alias, Customer, Principal
+from mailveil.db.base import utcnow
+from mailveil.errors import InvalidInput, MailveilError, NotFound
+from mailveil.ledger.append import append
+from mailveil.ledger.events import Event
+from mailveil.ledger.signing import CheckpointSigner
+from mailveil.policy.engine import PRINCIPAL_TYPES, Decision, PolicyEngine, PolicyInput
+from mailveil.policy.facts import (
+    chunks,
+    context_attrs,
+    customer_attrs,
+    latest_orders,
+    open_case_pairs,
+    order_age_days,
+    principal_attrs,
+)
+
+DEFAULT_BATCH = 2000
+REVOKED_REASON = (
+    "the alias of this customer for this principal was revoked; it is not re-issued automatically"
+)
+_aliases = cast(Table, Alias.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosureRequest:
+    customer_id: int
+    principal_id: int
+    purpose: str
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ExternalDisclosureRequest:
+    """The same, naming the customer and principal by their external ids."""
+
+    customer_external_id: str
+    principal_kind: str
+    principal_external_id: str
+    purpose: str
+    ref: str | None = None
+
+
+AnyRequest = DisclosureRequest | ExternalDisclosureRequest
+
+
+@dataclass(frozen=True, slots=True)
+class DisclosureResult:
+    allowed: bool
+    customer_id: int | None
+    principal_id: int | None
+    purpose: str
+    ref: str | None
+    alias: str | None = None
+    reverse_alias: str | None = None
+    minted: bool = False
+    reason: str = ""
+    policy_ids: tuple[str, ...] = ()
+    ledger_seq: int | None = None
+    error: str | None = None  # problem code when the request could not be decided at all
+
+    @property
+    def status(self) -> Literal["allowed", "denied", "error"]:
+        if self.error:
+            return "error"
+        return "allowed" if self.allowed else "denied"
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "status": self.status,
+            "customer_id": self.customer_id,
+            "principal_id": self.principal_id,
+            "purpose": self.purpose,
+            "ref": self.ref,
+        }
+        if self.allowed:
+            out.update(alias=self.alias, reverse_alias=self.reverse_alias, minted=self.minted)
+        else:
+            out["reason"] = self.reason
+        if self.error:
+            out["error"] = self.error
+        out["policies"] = list(self.policy_ids)
+        out["ledger_seq"] = self.ledger_seq
+        return out
+
+
+def _check_request(purpose: Any, ref: Any) -> tuple[str, str | None]:
+    purpose = v.slug(purpose, "purpose")
+    if ref is not None:
+        ref = v.text(ref, "ref", 255)
+        if "@" in ref:
+            raise InvalidInput("ref must not contain '@'")  # refs go to the ledger verbatim
+        ref = ref or None
+    return purpose, ref
+
+
+def _check_actor(actor: Any) -> str:
+    return v.text(actor, "actor", 255, allow_empty=False)
+
+
+def _resolve(
+    session: Session, requests: Sequence[AnyRequest]
+) -> list[tuple[int, int] | MailveilError]:
+    """Internal ids for every request (batched lookups of external ids)."""
+    ext_customers: set[str] = set()
+    ext_principals: dict[str, set[str]] = {}
+    for r in requests:
+        if isinstance(r, ExternalDisclosureRequest):
+            ext_customers.add(r.customer_external_id)
+            ext_principals.setdefault(r.principal_kind, set()).add(r.principal_external_id)
+    cmap: dict[str, int] = {}
+    pmap: dict[tuple[str, str], int] = {}
+    for part in chunks(sorted(ext_customers)):
+        cmap.update(
+            session.execute(
+                select(Customer.external_id, Customer.id).where(Customer.external_id.in_(part))
+            )
+        )
+    for kind, exts in ext_principals.items():
+        for part in chunks(sorted(exts)):
+            for ext, pid in session.execute(
+                select(Principal.external_id, Principal.id).where(
+                    Principal.kind == kind, Principal.external_id.in_(part)
+                )
+            ):
+                pmap[(kind, ext)] = pid
+    out: list[tuple[int, int] | MailveilError] = []
+    for r in requests:
+        if isinstance(r, DisclosureRequest):
+            out.append((r.customer_id, r.principal_id))
+            continue
+        if r.principal_kind not in PRINCIPAL_KINDS:
+            out.append(InvalidInput(f"principal kind must be one of: {', '.join(PRINCIPAL_KINDS)}"))
+            continue
+        found_c = cmap.get(r.customer_external_id)
+        found_p = pmap.get((r.principal_kind, r.principal_external_id))
+        if found_c is None:
+            out.append(NotFound(f"no customer with external id {r.customer_external_id!r}"))
+        elif found_p is None:
+            out.append(
+                NotFound(f"no {r.principal_kind} with external id {r.principal_external_id!r}")
+            )
+        else:
+            out.append((found_c, found_p))
+    return out
+
+
+def disclose_batch(
+    session: Session,
+    *,
+    settings: Settings,
+    policy: PolicyEngine,
+    signer: CheckpointSigner,
+    requests: Sequence[AnyRequest],
+    actor: str,
+) -> list[DisclosureResult]:
+    """Decide, mint and ledger a batch; one result per request, in order. Does not commit.
+
+    A request naming an unknown customer or principal, or a bad purpose/ref, gets a result
+    with ``error`` set (and no ledger entry); the others are decided normally.
+    """
+    actor = _check_actor(actor)
+    n = len(requests)
+    results: list[DisclosureResult | None] = [None] * n
+    resolved = _resolve(session, requests)
+    todo: list[tuple[int, int, int, str, str | None]] = []  # (pos, cid, pid, purpose, ref)
+    for pos, (req, ids) in enumerate(zip(requests, resolved, strict=True)):
+        try:
+            if isinstance(ids, MailveilError):
+                raise ids
+            purpose, ref = _check_request(req.purpose, req.ref)
+        except MailveilError as exc:
+            cid_pid = ids if isinstance(ids, tuple) else (None, None)
+            results[pos] = DisclosureResult(
+                False,
+                cid_pid[0],
+                cid_pid[1],
+                str(req.purpose)[:64],
+                None,
+                reason=exc.detail,
+                error=exc.code,
+            )
+            continue
+        todo.append((pos, ids[0], ids[1], purpose, ref))
+
+    customers: dict[int, tuple[Any, ...]] = {}
+    for part in chunks(sorted({t[1] for t in todo})):
+        for cid, country, opt, topics, deleted in session.execute(
+            select(
+                Customer.id,
+                Customer.country,
+                Customer.opt_outs,
+                Customer.sensitive_topics,
+                Customer.deleted_at,
+            ).where(Customer.id.in_(part))
+        ):
+            customers[cid] = customer_attrs(country, opt, topics, deleted is not None)
+    principals: dict[int, tuple[str, Any, str]] = {}
+    for part in chunks(sorted({t[2] for t in todo})):
+        for pid, kind, status, attrs, name in session.execute(
+            select(
+                Principal.id,
+                Principal.kind,
+                Principal.status,
+                Principal.attributes,
+                Principal.display_name,
+            ).where(Principal.id.in_(part))
+        ):
+            principals[pid] = (kind, principal_attrs(kind, status, attrs), name)
+
+    live: list[tuple[int, int, int, str, str | None]] = []
+    for item in todo:
+        pos, cid, pid, purpose, ref = item
+        if cid not in customers or pid not in principals:
+            missing = f"no customer {cid}" if cid not in customers else f"no principal {pid}"
+            results[pos] = DisclosureResult(
+                False, cid, pid, purpose, ref, reason=missing, error=NotFound.code
+            )
+        else:
+            live.append(item)
+
+    pairs = {(cid, pid) for _, cid, pid, _, _ in live}
+    existing = _existing_aliases(session, pairs)
+    window = settings.seller_contact_window_days
+    now = utcnow()
+    orders = latest_orders(session, [p for p in pairs if principals[p[1]][0] == "seller"])
+    cases = open_case_pairs(session, [p for p in pairs if principals[p[1]][0] == "employee"])
+
+    inputs: list[PolicyInput] = []
+    for _, cid, pid, purpose, ref in live:
+        kind, pattrs, _ = principals[pid]
+        placed = orders.get((cid, pid))
+        age = None if placed is None else order_age_days(now, placed, window)
+        ctx = context_attrs(
+            kind, purpose, ref, window, order_age=age, open_case=(cid, pid) in cases
+        )
+        inputs.append(PolicyInput(PRINCIPAL_TYPES[kind], pattrs, customers[cid], ctx))
+    decisions = policy.decide_many(inputs)
+
+    to_mint: dict[tuple[int, int], str] = {}
+    for (_, cid, pid, _, _), decision in zip(live, decisions, strict=True):
+        if decision.allowed and (cid, pid) not in existing:
+            to_mint[(cid, pid)] = principals[pid][2]
+    minted = _mint(session, settings, to_mint, existing, now) if to_mint else set()
+
+    events: list[Event] = []
+    slots: list[int] = []
+    first_use: set[tuple[int, int]] = set()
+    for (pos, cid, pid, purpose, ref), decision in zip(live, decisions, strict=True):
+        pair = (cid, pid)
+        found = existing.get(pair)
+        fresh = decision.allowed and pair in minted and pair not in first_use
+        if fresh:
+            first_use.add(pair)
+        result, event = _outcome(decision, found, fresh, cid, pid, purpose, ref, actor)
+        results[pos] = result
+        events.append(event)
+        slots.append(pos)
+    if events:
+        seqs = append(session, events, settings, signer)
+        for pos, seq in zip(slots, seqs, strict=True):
+            r = results[pos]
+            assert r is not None
+            results[pos] = _with_seq(r, seq)
+    return [r for r in results if r is not None]
+
+
+def _with_seq(r: DisclosureResult, seq: int) -> DisclosureResult:
+    return DisclosureResult(
+        r.allowed,
+        r.customer_id,
+        r.principal_id,
+        r.purpose,
+        r.ref,
+        r.alias,
+        r.reverse_alias,
+        r.minted,
+        r.reason,
+        r.policy_ids,
+        seq,
+        r.error,
+    )
+
+
+def _outcome(
+    decision: Decision,
+    found: tuple[str, str, bool] | None,
+    fresh: bool,
+    cid: int,
+    pid: int,
+    purpose: str,
+    ref: str | None,
+    actor: str,
+) -> tuple[DisclosureResult, Event]:
+    subject = f"customer:{cid}"
+    principal = f"principal:{pid}"
+    policies = list(decision.policy_ids)
+    if decision.allowed and found is not None and not found[2]:
+        return (
+            DisclosureResult(
+                True,
+                cid,
+                pid,
+                purpose,
+                ref,
+                found[0],
+                found[1],
+                fresh,
+                decision.reason,
+                decision.policy_ids,
+            ),
+            Event(
+                "disclosure",
+                actor,
+                subject,
+                found[0],
+                purpose,
+                ref,
+                {"principal": principal, "minted": fresh, "policies": policies},
+            ),
+        )
+    if decision.allowed:  # allowed by policy, but the pair's alias was revoked
+        alias = found[0] if found else None
+        return (
+            DisclosureResult(
+                False, cid, pid, purpose, ref, reason=REVOKED_REASON, policy_ids=decision.policy_ids
+            ),
+            Event(
+                "disclosure_denied",
+                actor,
+                subject,
+                alias,
+                purpose,
+                ref,
+                {"principal": principal, "reason": REVOKED_REASON, "policies": policies},
+            ),
+        )
+    return (
+        DisclosureResult(
+            False, cid, pid, purpose, ref, reason=decision.reason, policy_ids=decision.policy_ids
+        ),
+        Event(
+            "disclosure_denied",
+            actor,
+            subject,
+            None,
+            purpose,
+            ref,
+            {"principal": principal, "reason": decision.reason, "policies": policies},
+        ),
+    )
+
+
+def _existing_aliases(
+    session: Session, pairs: set[tuple[int, int]]
+) -> dict[tuple[int, int], tuple[str, str, bool]]:
+    """(address, reverse address, revoked) for the pairs that already have an alias."""
+    out: dict[tuple[int, int], tuple[str, str, bool]] = {}
+    if not pairs:
+        return out
+    customers = sorted({c for c, _ in pairs})
+    principals = sorted({p for _, p in pairs})
+    for cs in chunks(customers):
+        stmt = select(
+            Alias.customer_id,
+            Alias.principal_id,
+            Alias.address,
+            Alias.reverse_address,
+            Alias.revoked_at,
+        ).where(Alias.customer_id.in_(cs))
+        if len(principals) <= 2000:
+            stmt = stmt.where(Alias.principal_id.in_(principals))
+        for cid, pid, address, reverse, revoked in session.execute(stmt):
+            if (cid, pid) in pairs:
+                out[(cid, pid)] = (address, reverse, revoked is not None)
+    return out
+
+
+def _mint(
+    session: Session,
+    settings: Settings,
+    wanted: dict[tuple[int, int], str],
+    existing: dict[tuple[int, int], tuple[str, str, bool]],
+    now: Any,
+) -> set[tuple[int, int]]:
+    """Insert aliases for ``wanted`` pairs; fills ``existing``; returns the pairs we created.
+
+    ON CONFLICT DO NOTHING: a concurrent disclosure of the same pair wins and its alias is
+    used; a random collision with another alias (2^-69 per pair) is retried.
+    """
+    dialect = session.get_bind().dialect.name
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    created: set[tuple[int, int]] = set()
+    pending = dict(wanted)
+    for _attempt in range(3):
+        addresses = mint_pairs(settings, list(pending.values()))
+        rows = [
+            {
+                "customer_id": cid,
+                "principal_id": pid,
+                "address": a,
+                "reverse_address": r,
+                "created_at": now,
+            }
+            for (cid, pid), (a, r) in zip(pending, addresses, strict=True)
+        ]
+        result = session.execute(make(_aliases).on_conflict_do_nothing(), rows)
+        mine = {
+            (row["customer_id"], row["principal_id"]): (row["address"], row["reverse_address"])
+            for row in rows
+        }
+        if getattr(result, "rowcount", -1) == len(rows):
+            for pair, (a, r) in mine.items():
+                existing[pair] = (a, r, False)
+            created.update(mine)
+            return created
+        found = _existing_aliases(session, set(pending))
+        for pair, value in found.items():
+            existing[pair] = value
+            if value[:2] == mine[pair]:
+                created.add(pair)
+        pending = {p: name for p, name in pending.items() if p not in found}
+        if not pending:
+            return created
+    raise RuntimeError("could not mint unique aliases after 3 attempts")
+
+
+def disclose(
+    session: Session,
+    *,
+    settings: Settings,
+    policy: PolicyEngine,
+    signer: CheckpointSigner,
+    customer_id: int,
+    principal_id: int,
+    purpose: str,
+    ref: str | None = None,
+    actor: str,
+) -> DisclosureResult:
+    """One disclosure. Raises NotFound / InvalidInput; a denial is a result. Does not commit."""
+    return _single(
+        session,
+        settings,
+        policy,
+        signer,
+        DisclosureRequest(customer_id, principal_id, purpose, ref),
+        actor,
+    )
+
+
+def disclose_external(
+    session: Session,
+    *,
+    settings: Settings,
+    policy: PolicyEngine,
+    signer: CheckpointSigner,
+    customer_external_id: str,
+    principal_kind: str,
+    principal_external_id: str,
+    purpose: str,
+    ref: str | None = None,
+    actor: str,
+) -> DisclosureResult:
+    """``disclose`` by external ids (what the API mostly receives)."""
+    req = ExternalDisclosureRequest(
+        customer_external_id, principal_kind, principal_external_id, purpose, ref
+    )
+    return _single(session, settings, policy, signer, req, actor)
+
+
+_ERRORS: dict[str, type[MailveilError]] = {NotFound.code: NotFound, InvalidInput.code: InvalidInput}
+
+
+def _single(
+    session: Session,
+    settings: Settings,
+    policy: PolicyEngine,
+    signer: CheckpointSigner,
+    request: AnyRequest,
+    actor: str,
+) -> DisclosureResult:
+    result = disclose_batch(
+        session, settings=settings, policy=policy, signer=signer, requests=[request], actor=actor
+    )[0]
+    if result.error:
+        raise _ERRORS.get(result.error, InvalidInput)(result.reason)
+    return result
+
+
+def disclose_bulk(
+    session: Session,
+    *,
+    settings: Settings,
+    policy: PolicyEngine,
+    signer: CheckpointSigner,
+    requests: Iterable[AnyRequest],
+    actor: str,
+    batch_size: int = DEFAULT_BATCH,
+    commit: bool = True,
+) -> Iterator[DisclosureResult]:
+    """Stream requests through ``disclose_batch`` ``batch_size`` at a time.
+
+    With ``commit`` every batch is committed before its results are yielded, so memory and
+    lock time are bounded by the batch, not by the number of requests.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    _check_actor(actor)
+    batch: list[AnyRequest] = []
+    for request in requests:
+        batch.append(request)
+        if len(batch) >= batch_size:
+            yield from _bulk_step(session, settings, policy, signer, batch, actor, commit)
+            batch = []
+    if batch:
+        yield from _bulk_step(session, settings, policy, signer, batch, actor, commit)
+
+
+def _bulk_step(
+    session: Session,
+    settings: Settings,
+    policy: PolicyEngine,
+    signer: CheckpointSigner,
+    batch: list[AnyRequest],
+    actor: str,
+    commit: bool,
+) -> list[DisclosureResult]:
+    results = disclose_batch(
+        session, settings=settings, policy=policy, signer=signer, requests=batch, actor=actor
+    )
+    if commit:
+        session.commit()
+    return results
+
+
+__all__ = [
+    "REVOKED_REASON",
+    "AnyRequest",
+    "DisclosureRequest",
+    "DisclosureResult",
+    "ExternalDisclosureRequest",
+    "disclose",
+    "disclose_batch",
+    "disclose_bulk",
+    "disclose_external",
+]

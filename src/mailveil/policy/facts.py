@@ -1,0 +1,184 @@
+"""The facts a disclosure is decided on, read from the database and shaped for Cedar.
+
+Every builder returns sorted tuples (``Attrs``) so equal facts make equal ``PolicyInput``
+keys; see ``mailveil.policy.engine`` for why that is the memo key.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from datetime import datetime
+from typing import Any, TypeVar
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailveil.config import Settings
+from mailveil.contacts.models import Customer, Order, Principal, SupportCase
+from mailveil.db.base import utcnow
+from mailveil.errors import NotFound
+from mailveil.policy.engine import PRINCIPAL_TYPES, Attrs, PolicyInput
+
+IN_CHUNK = 2000  # ids per IN (...) list: well under SQLite's 32766 host parameters
+_DAY_US = 86_400 * 1_000_000
+
+T = TypeVar("T")
+
+
+def chunks(items: Sequence[T], size: int = IN_CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+def customer_attrs(
+    country: str, opt_outs: Iterable[str], sensitive_topics: Iterable[str], deleted: bool
+) -> Attrs:
+    # is_canary is deliberately absent: a canary must be decided like anyone else.
+    return (
+        ("country", country),
+        ("deleted", bool(deleted)),
+        ("opt_outs", tuple(sorted(opt_outs or ()))),
+        ("sensitive_topics", tuple(sorted(sensitive_topics or ()))),
+    )
+
+
+def principal_attrs(kind: str, status: str, attributes: dict[str, Any] | None) -> Attrs:
+    attrs = attributes or {}
+    if kind == "employee":
+        return (
+            ("region", str(attrs.get("region") or "")),
+            ("role", str(attrs.get("role") or "")),
+            ("status", status),
+            ("team", str(attrs.get("team") or "")),
+        )
+    if kind == "service":
+        return (("status", status), ("templates", tuple(sorted(attrs.get("templates") or ()))))
+    return (("status", status),)
+
+
+def order_age_days(now: datetime, placed_at: datetime, window_days: int) -> int:
+    """Whole days since ``placed_at``, capped at window + 1 ("older than the window")."""
+    delta = now - placed_at
+    days = max(0, (delta.days * 86_400 + delta.seconds) // 86_400)
+    return min(days, window_days + 1)
+
+
+def context_attrs(
+    kind: str,
+    purpose: str,
+    ref: str | None,
+    window_days: int,
+    *,
+    order_age: int | None = None,
+    open_case: bool | None = None,
+) -> Attrs:
+    ctx: list[tuple[str, Any]] = [("purpose", purpose), ("window_days", window_days)]
+    if kind == "seller" and order_age is not None:
+        ctx.append(("order_age_days", order_age))
+    elif kind == "employee":
+        ctx.append(("open_case", bool(open_case)))
+    elif kind == "service" and ref:
+        # Only services get the ref, and only as a template name: order and case refs are
+        # unique per request and would make every decision a cache miss for no gain.
+        ctx.append(("template", ref))
+    ctx.sort()
+    return tuple(ctx)
+
+
+def latest_orders(
+    session: Session, pairs: Iterable[tuple[int, int]]
+) -> dict[tuple[int, int], datetime]:
+    """Latest ``placed_at`` per (customer, seller) pair that has an order."""
+    wanted = set(pairs)
+    if not wanted:
+        return {}
+    customers = sorted({c for c, _ in wanted})
+    sellers = sorted({s for _, s in wanted})
+    out: dict[tuple[int, int], datetime] = {}
+    for cs in chunks(customers):
+        for ss in chunks(sellers):
+            rows = session.execute(
+                select(Order.customer_id, Order.seller_id, func.max(Order.placed_at))
+                .where(Order.customer_id.in_(cs), Order.seller_id.in_(ss))
+                .group_by(Order.customer_id, Order.seller_id)
+            )
+            for cid, sid, placed in rows:
+                if (cid, sid) in wanted and placed is not None:
+                    out[(cid, sid)] = placed
+    return out
+
+
+def open_case_pairs(session: Session, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
+    """The (customer, employee) pairs with an open case assigned to that employee."""
+    wanted = set(pairs)
+    if not wanted:
+        return set()
+    customers = sorted({c for c, _ in wanted})
+    employees = sorted({e for _, e in wanted})
+    out: set[tuple[int, int]] = set()
+    for cs in chunks(customers):
+        for es in chunks(employees):
+            rows = session.execute(
+                select(SupportCase.customer_id, SupportCase.assignee_id)
+                .where(
+                    SupportCase.customer_id.in_(cs),
+                    SupportCase.assignee_id.in_(es),
+                    SupportCase.status == "open",
+                )
+                .distinct()
+            )
+            out.update(p for p in rows if p in wanted)
+    return out
+
+
+def policy_input(
+    session: Session,
+    settings: Settings,
+    customer_id: int,
+    principal_id: int,
+    purpose: str,
+    ref: str | None = None,
+    *,
+    now: datetime | None = None,
+) -> PolicyInput:
+    """The Cedar input for one request (``mailveil policy check``, tests, single decisions)."""
+    customer = session.get(Customer, customer_id)
+    if customer is None:
+        raise NotFound(f"no customer {customer_id}")
+    principal = session.get(Principal, principal_id)
+    if principal is None:
+        raise NotFound(f"no principal {principal_id}")
+    now = now or utcnow()
+    window = settings.seller_contact_window_days
+    age = None
+    open_case = None
+    pair = (customer_id, principal_id)
+    if principal.kind == "seller":
+        placed = latest_orders(session, [pair]).get(pair)
+        age = None if placed is None else order_age_days(now, placed, window)
+    elif principal.kind == "employee":
+        open_case = pair in open_case_pairs(session, [pair])
+    return PolicyInput(
+        PRINCIPAL_TYPES[principal.kind],
+        principal_attrs(principal.kind, principal.status, principal.attributes),
+        customer_attrs(
+            customer.country,
+            customer.opt_outs,
+            customer.sensitive_topics,
+            customer.deleted_at is not None,
+        ),
+        context_attrs(principal.kind, purpose, ref, window, order_age=age, open_case=open_case),
+    )
+
+
+__all__ = [
+    "IN_CHUNK",
+    "chunks",
+    "context_attrs",
+    "customer_attrs",
+    "latest_orders",
+    "open_case_pairs",
+    "order_age_days",
+    "policy_input",
+    "principal_attrs",
+]

@@ -1,0 +1,540 @@
+"""The vault: the only module that holds address key material.
+
+Addresses
+    ``normalize_address`` validates with email-validator (never a DNS lookup) and returns two
+    forms. The *stored* form is email-validator's normalisation (Unicode NFC, domain
+    lowercased and in its Unicode form, local part exactly as given): that is what the relay
+    delivers to. The *canonical* form, used only for the blind index, also lowercases the
+    local part and uses the IDNA (ASCII) domain, so ``Alice@Bücher.de`` and
+    ``alice@xn--bcher-kva.de`` are the same customer. Provider-specific rules (dots, ``+tags``)
+    are not folded: they are not universal.
+
+Encryption (envelope, AES-256-GCM)
+    Key-encryption keys (KEKs) are local files ``address-kek-<id>.key`` in ``keys_dir`` (0600);
+    the newest id (ids sort by creation time) wraps new data keys. Data-encryption keys (DEKs)
+    are random, stored wrapped in ``vault_keys`` with the id of their KEK; the wrap's AAD names
+    the DEK and KEK ids. Each address ciphertext is ``0x01 || nonce || ct+tag`` under one DEK
+    (its id stored beside it); its AAD is ``mailveil/address/v1 || blind index || owner`` so a
+    ciphertext cannot be moved to another row.
+
+Blind index
+    HMAC-SHA256 of the canonical form under ``address-index.key``, a key separate from the
+    KEKs. It is what uniqueness and lookup use; the vault never decrypts to search.
+
+Rotation
+    ``rotate_keys`` writes a new KEK, re-wraps every DEK under it (a few rows: no downtime, no
+    address re-encryption needed), and makes a fresh DEK active for new writes; with
+    ``reencrypt`` it then moves address rows to that DEK in committed batches. ``retire_keys``
+    deletes inactive DEKs no row uses and KEK files no DEK uses. The blind-index key is not
+    rotated: rotating it means re-indexing every row from plaintext (not provided yet).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import os
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import NamedTuple, cast
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import Boolean, LargeBinary, String, Table, bindparam, func, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from mailveil.config import Settings
+from mailveil.db.base import Base, UTCDateTime, utcnow
+from mailveil.errors import InvalidAddress, MailveilError
+from mailveil.keyfiles import KeyFileError, read_secret, write_secret
+
+INDEX_KEY_FILE = "address-index.key"
+KEK_PREFIX = "address-kek-"
+KEK_SUFFIX = ".key"
+MAX_ADDRESS_CHARS = 320
+_CT_VERSION = b"\x01"
+_ADDRESS_AAD = b"mailveil/address/v1\x00"
+_DEK_AAD = b"mailveil/dek/v1\x00"
+# A process re-reads which DEK is active this often, so a rotation done by another process
+# is picked up without a restart (its old DEK stays valid meanwhile).
+ACTIVE_DEK_TTL_SECONDS = 30.0
+
+
+class VaultError(MailveilError):
+    """A ciphertext fails to decrypt or a key is missing: data or keys were tampered with."""
+
+    code = "vault-error"
+    status = 500
+    title = "Vault failure"
+
+
+class VaultKey(Base):
+    """A data-encryption key, wrapped under the KEK named by ``kek_id``."""
+
+    __tablename__ = "vault_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kek_id: Mapped[str] = mapped_column(String(64), index=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+
+
+class NormalizedAddress(NamedTuple):
+    stored: str  # what the relay delivers to
+    canonical: str  # what the blind index is computed over
+
+
+class SealedAddress(NamedTuple):
+    ciphertext: bytes
+    dek_id: str
+    blind_index: bytes
+
+
+def _safe_reason(message: str) -> str:
+    # email-validator sometimes quotes characters or IDNA labels after ':' or in '(...)';
+    # keep only the fixed sentence before them so no part of the address is echoed.
+    head = message.split(":", 1)[0].split(" (", 1)[0].strip().rstrip(".")
+    return (head or "not a valid email address") + "."
+
+
+def normalize_address(address: object) -> NormalizedAddress:
+    """Validate a real address; raise InvalidAddress with a reason that never echoes it."""
+    if not isinstance(address, str):
+        raise InvalidAddress("the address must be text")
+    if not address.strip():
+        raise InvalidAddress("the address is empty")
+    if len(address) > MAX_ADDRESS_CHARS:
+        raise InvalidAddress(f"the address is longer than {MAX_ADDRESS_CHARS} characters")
+    try:
+        valid = validate_email(address.strip(), check_deliverability=False)
+    except EmailNotValidError as exc:
+        raise InvalidAddress(_safe_reason(str(exc))) from None
+    domain = (valid.ascii_domain or valid.domain).lower()
+    return NormalizedAddress(valid.normalized, f"{valid.local_part.lower()}@{domain}")
+
+
+def _kek_id_now() -> str:
+    # Sortable by creation time; the random tail keeps two rotations in one microsecond apart.
+    now = datetime.now(UTC)
+    return f"{now:%Y%m%dT%H%M%S}{now.microsecond:06d}Z-{secrets.token_hex(3)}"
+
+
+def _kek_path(settings_dir: Path, kek_id: str) -> Path:
+    return settings_dir / f"{KEK_PREFIX}{kek_id}{KEK_SUFFIX}"
+
+
+def _list_kek_ids(keys_dir: Path) -> list[str]:
+    if not keys_dir.is_dir():
+        return []
+    return sorted(
+        p.name[len(KEK_PREFIX) : -len(KEK_SUFFIX)]
+        for p in keys_dir.iterdir()
+        if p.name.startswith(KEK_PREFIX) and p.name.endswith(KEK_SUFFIX)
+    )
+
+
+def _new_kek(keys_dir: Path) -> str:
+    kek_id = _kek_id_now()
+    write_secret(_kek_path(keys_dir, kek_id), AESGCM.generate_key(bit_length=256))
+    return kek_id
+
+
+def init_keys(settings: Settings) -> list[str]:
+    """Create the blind-index key and a first KEK if absent (idempotent). Returns what was made."""
+    made: list[str] = []
+    keys_dir = settings.keys_dir
+    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    index_path = keys_dir / INDEX_KEY_FILE
+    if not index_path.exists():
+        # Another process may create it first; then theirs is used.
+        with contextlib.suppress(KeyFileError, FileExistsError):
+            write_secret(index_path, secrets.token_bytes(32))
+            made.append(INDEX_KEY_FILE)
+    if not _list_kek_ids(keys_dir):
+        kek_id = _new_kek(keys_dir)
+        made.append(f"{KEK_PREFIX}{kek_id}{KEK_SUFFIX}")
+    return made
+
+
+@dataclass
+class RotationReport:
+    new_kek_id: str
+    rewrapped_deks: int
+    new_dek_id: str
+    reencrypted_rows: int = 0
+    unreferenced_keks: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RetireReport:
+    deleted_deks: list[str] = field(default_factory=list)
+    deleted_keks: list[str] = field(default_factory=list)
+    kept_keks: list[str] = field(default_factory=list)
+
+
+class Vault:
+    """Keys for one process: built once (``Vault.open``) and passed in.
+
+    Holds the KEKs and the blind-index key read from ``keys_dir`` and caches unwrapped DEKs.
+    """
+
+    def __init__(self, keys_dir: Path, index_key: bytes, keks: dict[str, bytes]) -> None:
+        self._keys_dir = keys_dir
+        self._index_key = index_key
+        self._keks = dict(keks)
+        self._deks: dict[str, AESGCM] = {}
+        self._active: tuple[str, AESGCM] | None = None
+        self._active_checked = 0.0
+
+    @classmethod
+    def open(cls, settings: Settings) -> Vault:
+        keys_dir = settings.keys_dir
+        index_key = read_secret(keys_dir / INDEX_KEY_FILE)
+        if len(index_key) != 32:
+            raise KeyFileError(f"{keys_dir / INDEX_KEY_FILE} is not a 32-byte key")
+        vault = cls(keys_dir, index_key, {})
+        vault._load_keks()
+        if not vault._keks:
+            raise KeyFileError(f"no key-encryption key in {keys_dir}; run `mailveil init`")
+        return vault
+
+    # -- keys ---------------------------------------------------------------------------
+
+    def _load_keks(self) -> None:
+        for kek_id in _list_kek_ids(self._keys_dir):
+            if kek_id not in self._keks:
+                key = read_secret(_kek_path(self._keys_dir, kek_id))
+                if len(key) != 32:
+                    raise KeyFileError(f"key-encryption key {kek_id} is not a 32-byte key")
+                self._keks[kek_id] = key
+
+    @property
+    def current_kek_id(self) -> str:
+        return max(self._keks)
+
+    def kek_ids(self) -> list[str]:
+        return sorted(self._keks)
+
+    def _kek(self, kek_id: str) -> AESGCM:
+        if kek_id not in self._keks:
+            self._load_keks()  # rotated by another process since we started
+        if kek_id not in self._keks:
+            raise VaultError(f"key-encryption key {kek_id} is missing from the keys directory")
+        return AESGCM(self._keks[kek_id])
+
+    def _wrap(self, dek_id: str, kek_id: str, dek: bytes) -> bytes:
+        nonce = os.urandom(12)
+        aad = _DEK_AAD + f"{dek_id}\x00{kek_id}".encode()
+        return nonce + self._kek(kek_id).encrypt(nonce, dek, aad)
+
+    def _unwrap(self, row: VaultKey) -> bytes:
+        aad = _DEK_AAD + f"{row.id}\x00{row.kek_id}".encode()
+        blob = bytes(row.wrapped)
+        try:
+            return self._kek(row.kek_id).decrypt(blob[:12], blob[12:], aad)
+        except InvalidTag:
+            raise VaultError(f"data key {row.id} does not unwrap under {row.kek_id}") from None
+
+    def _create_dek(self, session: Session) -> tuple[str, AESGCM]:
+        dek_id = secrets.token_hex(8)
+        dek = AESGCM.generate_key(bit_length=256)
+        kek_id = self.current_kek_id
+        session.add(
+            VaultKey(
+                id=dek_id,
+                kek_id=kek_id,
+                wrapped=self._wrap(dek_id, kek_id, dek),
+                created_at=utcnow(),
+                active=True,
+            )
+        )
+        session.flush()
+        aead = AESGCM(dek)
+        self._deks[dek_id] = aead
+        return dek_id, aead
+
+    def _dek(self, session: Session, dek_id: str) -> AESGCM:
+        aead = self._deks.get(dek_id)
+        if aead is None:
+            row = session.get(VaultKey, dek_id)
+            if row is None:
+                raise VaultError(f"data key {dek_id} is missing")
+            aead = AESGCM(self._unwrap(row))
+            self._deks[dek_id] = aead
+        return aead
+
+    def _active_dek(self, session: Session) -> tuple[str, AESGCM]:
+        now = time.monotonic()
+        cached = self._active
+        if cached is not None:
+            # The identity map answers without SQL while the row is in this session; a row
+            # rolled back with its transaction is gone from it, so it is never referenced.
+            row = session.get(VaultKey, cached[0])
+            if row is not None and (now - self._active_checked < ACTIVE_DEK_TTL_SECONDS):
+                return cached
+            if row is not None:
+                session.refresh(row)
+                if row.active:
+                    self._active_checked = now
+                    return cached
+        dek_id = session.scalar(
+            select(VaultKey.id)
+            .where(VaultKey.active.is_(True))
+            .order_by(VaultKey.created_at.desc(), VaultKey.id)
+            .limit(1)
+        )
+        active = (
+            self._create_dek(session) if dek_id is None else (dek_id, self._dek(session, dek_id))
+        )
+        self._active = active
+        self._active_checked = now
+        return active
+
+    # -- addresses ----------------------------------------------------------------------
+
+    def blind_index(self, address: str) -> bytes:
+        """HMAC-SHA256 of the canonical form; validates the address first."""
+        return self._index(normalize_address(address).canonical)
+
+    def _index(self, canonical: str) -> bytes:
+        return hmac.new(self._index_key, canonical.encode("utf-8"), hashlib.sha256).digest()
+
+    @staticmethod
+    def _aad(blind_index: bytes, owner: str) -> bytes:
+        return _ADDRESS_AAD + blind_index + owner.encode("utf-8")
+
+    def seal(self, session: Session, address: str, *, owner: str) -> SealedAddress:
+        """Validate, normalise and encrypt ``address`` for the row named ``owner`` (a stable
+        identifier of the row, e.g. the customer's external id)."""
+        norm = normalize_address(address)
+        bidx = self._index(norm.canonical)
+        dek_id, aead = self._active_dek(session)
+        nonce = os.urandom(12)
+        ct = (
+            _CT_VERSION
+            + nonce
+            + aead.encrypt(nonce, norm.stored.encode("utf-8"), self._aad(bidx, owner))
+        )
+        return SealedAddress(ct, dek_id, bidx)
+
+    def decrypt(
+        self, session: Session, ciphertext: bytes, dek_id: str, blind_index: bytes, *, owner: str
+    ) -> str:
+        """The stored address. Fails with VaultError if anything about the row was altered."""
+        blob = bytes(ciphertext)
+        if len(blob) < 1 + 12 + 16 or blob[:1] != _CT_VERSION:
+            raise VaultError(f"address ciphertext of {owner!r} is malformed")
+        try:
+            plain = self._dek(session, dek_id).decrypt(
+                blob[1:13], blob[13:], self._aad(bytes(blind_index), owner)
+            )
+        except InvalidTag:
+            raise VaultError(
+                f"address ciphertext of {owner!r} does not authenticate "
+                "(tampered, or moved from another row)"
+            ) from None
+        return plain.decode("utf-8")
+
+    def reseal(
+        self, session: Session, ciphertext: bytes, dek_id: str, blind_index: bytes, *, owner: str
+    ) -> tuple[bytes, str]:
+        """Re-encrypt one row under the active DEK; returns (ciphertext, dek id)."""
+        plain = self.decrypt(session, ciphertext, dek_id, blind_index, owner=owner)
+        new_id, aead = self._active_dek(session)
+        if new_id == dek_id:
+            return bytes(ciphertext), dek_id
+        nonce = os.urandom(12)
+        ct = (
+            _CT_VERSION
+            + nonce
+            + aead.encrypt(nonce, plain.encode("utf-8"), self._aad(bytes(blind_index), owner))
+        )
+        return ct, new_id
+
+    def forget_cached_keys(self) -> None:
+        self._deks.clear()
+        self._active = None
+
+
+ProgressFn = Callable[[int, int], None]
+
+
+def rotate_keys(
+    session: Session,
+    vault: Vault,
+    *,
+    reencrypt: bool = False,
+    batch_size: int = 1000,
+    progress: ProgressFn | None = None,
+) -> RotationReport:
+    """New KEK, every DEK re-wrapped under it, a fresh active DEK; commits.
+
+    With ``reencrypt`` the address rows still under older DEKs are then re-encrypted under
+    the new one in batches of ``batch_size``, each committed, calling ``progress(done, total)``.
+    Reads keep working throughout: every DEK stays unwrappable at every commit.
+    """
+    if batch_size < 1:
+        raise ValueError("batch_size must be >= 1")
+    new_kek = _new_kek(vault._keys_dir)
+    vault._load_keks()
+    rows = list(session.scalars(select(VaultKey).order_by(VaultKey.created_at, VaultKey.id)))
+    for row in rows:
+        dek = vault._unwrap(row)
+        row.wrapped = vault._wrap(row.id, new_kek, dek)
+        row.kek_id = new_kek
+        row.active = False
+    session.flush()
+    vault._active = None
+    new_dek_id, _ = vault._create_dek(session)
+    vault._active = (new_dek_id, vault._deks[new_dek_id])
+    vault._active_checked = time.monotonic()
+    session.commit()
+    report = RotationReport(new_kek_id=new_kek, rewrapped_deks=len(rows), new_dek_id=new_dek_id)
+    if reencrypt:
+        report.reencrypted_rows = reencrypt_addresses(
+            session, vault, batch_size=batch_size, progress=progress
+        )
+    report.unreferenced_keks = unreferenced_keks(session, vault)
+    return report
+
+
+def reencrypt_addresses(
+    session: Session, vault: Vault, *, batch_size: int = 1000, progress: ProgressFn | None = None
+) -> int:
+    """Move every customer address not under the active DEK onto it; commits per batch."""
+    from mailveil.contacts.models import Customer  # the vault serves contacts, not vice versa
+
+    table = cast(Table, Customer.__table__)
+    active_id, _ = vault._active_dek(session)
+    pending = Customer.address_dek != active_id
+    total = session.scalar(select(func.count()).select_from(Customer).where(pending)) or 0
+    done = 0
+    after = 0
+    if progress:
+        progress(0, total)
+    while True:
+        batch = session.execute(
+            select(
+                Customer.id,
+                Customer.external_id,
+                Customer.address_ct,
+                Customer.address_dek,
+                Customer.address_bidx,
+            )
+            .where(pending, Customer.id > after)
+            .order_by(Customer.id)
+            .limit(batch_size)
+        ).all()
+        if not batch:
+            break
+        params = []
+        for cid, ext, ct, dek_id, bidx in batch:
+            new_ct, new_dek = vault.reseal(session, ct, dek_id, bidx, owner=ext)
+            params.append({"b_id": cid, "b_ct": new_ct, "b_dek": new_dek})
+        session.execute(
+            update(table)
+            .where(table.c.id == bindparam("b_id"))
+            .values(address_ct=bindparam("b_ct"), address_dek=bindparam("b_dek")),
+            params,
+        )
+        session.commit()
+        done += len(batch)
+        after = batch[-1][0]
+        if progress:
+            progress(done, total)
+    return done
+
+
+def unreferenced_keks(session: Session, vault: Vault) -> list[str]:
+    """KEK files no DEK is wrapped under (the newest KEK is never listed)."""
+    vault._load_keks()
+    used = set(session.scalars(select(VaultKey.kek_id).distinct()))
+    newest = vault.current_kek_id
+    return [k for k in vault.kek_ids() if k not in used and k != newest]
+
+
+def retire_keys(session: Session, vault: Vault, *, dry_run: bool = False) -> RetireReport:
+    """Delete inactive DEKs that no address uses, then KEK files that no DEK uses; commits.
+
+    Keep backups in mind: a database restored from before a rotation needs the KEK files
+    of that time, so archive retired KEKs if backups may be restored.
+    """
+    from mailveil.contacts.models import Customer
+
+    report = RetireReport()
+    used_deks = select(Customer.address_dek).distinct()
+    stale = list(
+        session.scalars(
+            select(VaultKey.id).where(VaultKey.active.is_(False), VaultKey.id.not_in(used_deks))
+        )
+    )
+    report.deleted_deks = sorted(stale)
+    if not dry_run and stale:
+        for dek_id in stale:
+            row = session.get(VaultKey, dek_id)
+            if row is not None:
+                session.delete(row)
+                vault._deks.pop(dek_id, None)
+        session.commit()
+    vault._load_keks()
+    used = {
+        kek
+        for dek, kek in session.execute(select(VaultKey.id, VaultKey.kek_id))
+        if dek not in stale
+    }
+    newest = vault.current_kek_id
+    unused = [k for k in vault.kek_ids() if k not in used and k != newest]
+    report.deleted_keks = unused
+    report.kept_keks = [k for k in vault.kek_ids() if k not in unused]
+    if not dry_run:
+        for kek_id in unused:
+            _kek_path(vault._keys_dir, kek_id).unlink(missing_ok=True)
+            vault._keks.pop(kek_id, None)
+    return report
+
+
+def key_status(session: Session, vault: Vault) -> dict[str, object]:
+    """What `mailveil keys` can show: KEKs, DEKs and how many rows each DEK protects."""
+    from mailveil.contacts.models import Customer
+
+    counts = dict(
+        session.execute(select(Customer.address_dek, func.count()).group_by(Customer.address_dek))
+        .tuples()
+        .all()
+    )
+    deks = [
+        {
+            "id": r.id,
+            "kek_id": r.kek_id,
+            "active": r.active,
+            "created_at": r.created_at.isoformat(),
+            "rows": int(counts.get(r.id, 0)),
+        }
+        for r in session.scalars(select(VaultKey).order_by(VaultKey.created_at))
+    ]
+    return {"keks": vault.kek_ids(), "current_kek": vault.current_kek_id, "deks": deks}
+
+
+__all__ = [
+    "NormalizedAddress",
+    "RetireReport",
+    "RotationReport",
+    "SealedAddress",
+    "Vault",
+    "VaultError",
+    "VaultKey",
+    "init_keys",
+    "key_status",
+    "normalize_address",
+    "reencrypt_addresses",
+    "retire_keys",
+    "rotate_keys",
+    "unreferenced_keks",
+]
