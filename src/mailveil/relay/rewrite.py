@@ -1,0 +1,264 @@
+"""Rewriting a message for the other side: new From, only safe header fields, redacted content.
+
+Both directions (customer → principal and principal → customer) use the same steps:
+
+1. ``From`` becomes the sender's alias (reverse alias for a principal) with the display name
+   kept but sanitised (``sanitize_display_name``). No From, or two: refused.
+2. Header fields at the top of the message are kept only if listed in ``KEPT_HEADERS``; all
+   others are removed. Default-deny, because the fields that identify a sender are open-ended
+   (every provider invents its own ``X-`` ones). The notable ones this removes, and why:
+
+   - ``Received``, ``X-Received``, ``X-Originating-IP``, ``X-Forwarded-For``, ``X-Client-IP``:
+     the sender's IP address and mail servers.
+   - ``Return-Path``, ``Sender``, ``Reply-To``, ``Errors-To``, ``Resent-*``, ``X-Sender``,
+     ``X-Envelope-From``, ``Delivered-To``, ``X-Original-To``, ``Bcc``: addresses of the sender
+     (or of other people); replies must go to the alias in ``From``.
+   - ``Disposition-Notification-To``, ``Return-Receipt-To``, ``X-Confirm-Reading-To``:
+     read receipts would be sent straight to the sender's real address.
+   - ``X-Mailer``, ``User-Agent``, ``X-MimeOLE``, ``Organization``, ``X-Face``, ``Face``:
+     the sender's software, employer or picture: fingerprints.
+   - ``Autocrypt``, ``OpenPGP``: carry the real address and a key bound to it.
+   - ``DKIM-Signature``, ``ARC-*``, ``Authentication-Results``, ``Received-SPF``: results and
+     signatures from outside; they name the sender's domain and no longer verify after the
+     rewrite. The relay signs again with its own key.
+   - ``List-Unsubscribe``, ``List-*``: ``mailto:`` links to the sender; the relay sets its own.
+   - provider fields (``X-MS-*``, ``X-Google-*``, ``X-Gm-*``, ``X-Yahoo-*``, ``X-Apple-*``...):
+     account identifiers and client details.
+
+3. ``To`` and ``Cc`` keep only relay-domain addresses (the other side's alias): any other
+   address there is someone's real address. ``Message-ID`` is replaced by one on the relay
+   domain (the caller may pass it, to map replies); ``Date`` is kept as the same instant in UTC
+   so the sender's time zone does not show.
+4. Every real address given in ``redactions`` is replaced by its alias everywhere else
+   (``redact.redact_message``), and the output is checked once more for any trace of it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.policy
+import email.utils
+import re
+import secrets
+import unicodedata
+from collections.abc import Mapping
+from email.headerregistry import Address
+from email.message import EmailMessage
+
+from mailveil.relay.errors import DuplicateFrom, MalformedMessage, MissingFrom, RelayRefusal
+from mailveil.relay.parse import header_text
+from mailveil.relay.redact import Redactor, clean_header_value, decode_words, redact_message
+from mailveil.relay.smuggling import canonical_crlf
+
+KEPT_HEADERS = frozenset(
+    {
+        "subject",
+        "in-reply-to",
+        "references",
+        "mime-version",
+        "content-type",
+        "content-transfer-encoding",
+        "content-disposition",
+        "content-language",
+        "content-id",
+        "content-description",
+        "keywords",
+        "comments",
+        "importance",
+        "priority",
+        "x-priority",
+        "sensitivity",
+        "auto-submitted",
+        "precedence",
+        "thread-topic",
+    }
+)
+# Written by the rewriter itself, from what it parsed.
+_REWRITTEN = ("from", "to", "cc", "date", "message-id")
+DISPLAY_NAME_MAX = 64
+
+_ADDRESS_TOKEN = re.compile(r"\S*@\S*")
+_DROPPED_CHARS = str.maketrans({c: " " for c in '"<>\\'})
+_UNFOLD = re.compile(r"\r?\n(?=[ \t])")
+
+
+def sanitize_display_name(
+    name: str, redactor: Redactor | None = None, max_length: int = DISPLAY_NAME_MAX
+) -> str:
+    """A display name safe to show: no line breaks (refused), controls, quotes, brackets,
+    address-like words or real addresses in any encoding; whitespace collapsed; capped."""
+    name = clean_header_value(name)
+    if redactor is not None:
+        name = redactor.strip(name)
+    name = _ADDRESS_TOKEN.sub(" ", name)
+    name = "".join(
+        " " if unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"} else char
+        for char in name
+    )
+    name = " ".join(name.translate(_DROPPED_CHARS).split())
+    return name[:max_length].strip()
+
+
+def _single_from(message: EmailMessage) -> str:
+    values = message.get_all("From") or []
+    if not values:
+        raise MissingFrom("no From header field")
+    if len(values) > 1:
+        raise DuplicateFrom(f"{len(values)} From header fields")
+    raw = next(value for name, value in message.raw_items() if name.lower() == "from")
+    return _UNFOLD.sub("", header_text(str(raw)))
+
+
+def _display_name(raw_from: str) -> str:
+    decoded = decode_words(raw_from)
+    clean_header_value(decoded)  # Refuses a line break smuggled in through an encoded-word.
+    try:
+        header = email.policy.default.header_factory("From", raw_from)
+        addresses = getattr(header, "addresses", ())
+        if addresses:
+            return str(addresses[0].display_name)
+    except Exception:  # noqa: S110 - the registry's parser can fail on junk; fall back below.
+        pass
+    names = email.utils.getaddresses([decoded])
+    return names[0][0] if names else ""
+
+
+def _on_domain(address: str, relay_domain: str) -> bool:
+    domain = address.rpartition("@")[2].lower().rstrip(".")
+    relay = relay_domain.lower()
+    return domain == relay or domain.endswith("." + relay)
+
+
+def _relay_recipients(message: EmailMessage, name: str, relay_domain: str) -> list[str]:
+    out: list[str] = []
+    for _key, raw in message.raw_items():
+        if _key.lower() != name:
+            continue
+        decoded = clean_header_value(decode_words(_UNFOLD.sub("", str(raw))))
+        for _, addr in email.utils.getaddresses([decoded]):
+            if addr and _on_domain(addr, relay_domain) and addr not in out:
+                out.append(addr)
+    return out
+
+
+def _utc_date(message: EmailMessage) -> str:
+    raw = message.get("Date")
+    try:
+        when = email.utils.parsedate_to_datetime(str(raw)) if raw else None
+    except (TypeError, ValueError, IndexError):
+        when = None
+    if when is None or when.tzinfo is None:
+        when = dt.datetime.now(dt.UTC)
+    return email.utils.format_datetime(when.astimezone(dt.UTC), usegmt=True)
+
+
+def new_message_id(relay_domain: str) -> str:
+    return f"<{secrets.token_hex(16)}@{relay_domain}>"
+
+
+def rewrite(
+    message: EmailMessage,
+    *,
+    from_alias: str,
+    redactions: Mapping[str, str],
+    relay_domain: str,
+    message_id: str | None = None,
+) -> bytes:
+    """Rewrite ``message`` in place as the module docstring says; return its wire bytes (CRLF,
+    not dot-stuffed). Raises a ``RelayRefusal`` subclass, never anything else."""
+    try:
+        return _rewrite(message, from_alias, redactions, relay_domain, message_id)
+    except RelayRefusal:
+        raise
+    except (LookupError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        # The stdlib can still trip over a hostile message; refuse it rather than crash.
+        raise MalformedMessage(f"message could not be rewritten: {type(exc).__name__}") from exc
+
+
+def _rewrite(
+    message: EmailMessage,
+    from_alias: str,
+    redactions: Mapping[str, str],
+    relay_domain: str,
+    message_id: str | None,
+) -> bytes:
+    redactor = Redactor(redactions)
+    name = sanitize_display_name(_display_name(_single_from(message)), redactor)
+    to = _relay_recipients(message, "to", relay_domain)
+    cc = _relay_recipients(message, "cc", relay_domain)
+    date = _utc_date(message)
+
+    kept = [(k, v) for k, v in message.raw_items() if k.lower() in KEPT_HEADERS]
+    for key in {k.lower() for k in message}:
+        del message[key]
+    for key, value in kept:
+        message.set_raw(key, value)
+    redact_message(message, redactor)
+
+    # The rewriter's own fields go first, in the usual order.
+    kept = list(message.raw_items())
+    for key in {k.lower() for k in message}:
+        del message[key]
+    message["From"] = Address(display_name=name, addr_spec=from_alias)
+    message["To"] = ", ".join(to) if to else "undisclosed-recipients:;"
+    if cc:
+        message["Cc"] = ", ".join(cc)
+    message["Date"] = date
+    message["Message-ID"] = message_id or new_message_id(relay_domain)
+    for key, value in kept:
+        message.set_raw(key, value)
+
+    out = canonical_crlf(message.as_bytes(policy=email.policy.SMTP))
+    if redactor.found_bytes(out):
+        # Belt and braces: refusing is better than delivering a trace of a real address.
+        raise MalformedMessage("redaction could not be verified on the output")
+    return out
+
+
+def rewrite_customer_to_principal(
+    message: EmailMessage,
+    *,
+    customer_alias: str,
+    redactions: Mapping[str, str],
+    relay_domain: str,
+    message_id: str | None = None,
+) -> bytes:
+    """From becomes the customer's alias for this principal; ``redactions`` maps the
+    customer's real address (and any other it must hide) to that alias."""
+    return rewrite(
+        message,
+        from_alias=customer_alias,
+        redactions=redactions,
+        relay_domain=relay_domain,
+        message_id=message_id,
+    )
+
+
+def rewrite_principal_to_customer(
+    message: EmailMessage,
+    *,
+    reverse_alias: str,
+    redactions: Mapping[str, str],
+    relay_domain: str,
+    message_id: str | None = None,
+) -> bytes:
+    """From becomes the principal's reverse alias; ``redactions`` maps the principal's real
+    sending address (and any other it must hide) to it."""
+    return rewrite(
+        message,
+        from_alias=reverse_alias,
+        redactions=redactions,
+        relay_domain=relay_domain,
+        message_id=message_id,
+    )
+
+
+__all__ = [
+    "DISPLAY_NAME_MAX",
+    "KEPT_HEADERS",
+    "new_message_id",
+    "rewrite",
+    "rewrite_customer_to_principal",
+    "rewrite_principal_to_customer",
+    "sanitize_display_name",
+]
