@@ -7,6 +7,11 @@ put exact bytes on the wire.
 
 from __future__ import annotations
 
+import email
+import email.errors
+import email.header
+import email.policy
+import email.utils
 import socket
 import threading
 from collections.abc import Iterator
@@ -104,3 +109,52 @@ class RawClient:
             data += chunk
         self.buffer = b""
         return data
+
+
+def _decoded_header(raw: str) -> str:
+    """Header text as a reader's client shows it, with the stdlib alone (no relay code)."""
+    try:
+        return str(email.header.make_header(email.header.decode_header(raw)))
+    except (LookupError, ValueError, email.errors.HeaderParseError):
+        return raw
+
+
+def traces(output: bytes, address: str) -> list[str]:
+    """Where ``address`` (any case) still shows in ``output``: bytes, decoded headers, decoded
+    parameters and file names, decoded bodies. Empty means the invariant holds."""
+    needle = address.lower()
+    found: list[str] = []
+    if needle.encode() in output.lower():
+        found.append("raw bytes")
+    message = email.message_from_bytes(output, policy=email.policy.default)
+    for part in message.walk():
+        for name, raw in part.raw_items():
+            if needle in _decoded_header(str(raw)).lower() or needle in name.lower():
+                found.append(f"header {name}")
+            try:
+                if needle in str(part.get(name, "")).lower():
+                    found.append(f"parsed header {name}")
+            except Exception:  # noqa: S110 - only the raw check matters for junk headers.
+                pass
+        for header in ("content-type", "content-disposition"):
+            for key, value in part.get_params(header=header) or []:
+                if needle in str(email.utils.collapse_rfc2231_value(value)).lower():
+                    found.append(f"{header} parameter {key}")
+        if isinstance(part.preamble, str) and needle in part.preamble.lower():
+            found.append("preamble")
+        if isinstance(part.epilogue, str) and needle in part.epilogue.lower():
+            found.append("epilogue")
+        if part.is_multipart():
+            continue
+        payload = part.get_payload(decode=True)
+        if isinstance(payload, bytes):
+            if needle.encode() in payload.lower():
+                found.append(f"decoded {part.get_content_type()} bytes")
+            charset = part.get_content_charset() or "utf-8"
+            try:
+                text = payload.decode(charset, "replace")
+            except LookupError:
+                text = payload.decode("latin-1")
+            if needle in text.lower():
+                found.append(f"decoded {part.get_content_type()} text")
+    return found

@@ -42,6 +42,7 @@ _PARAM_HEADERS = frozenset({"content-type", "content-disposition"})
 # encoded-word. Other control characters are replaced (they break display, not structure).
 _INJECTION = re.compile(r"[\r\n\x00]")
 _CONTROLS = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
 
@@ -98,7 +99,7 @@ class Redactor:
 
 def decode_words(raw: str) -> str:
     """A header value with its RFC 2047 encoded-words decoded (unknown charsets leniently)."""
-    text = header_text(raw)
+    text = _UNFOLD.sub("", header_text(raw))
     if "=?" not in text:
         return text
     try:

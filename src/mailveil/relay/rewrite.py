@@ -100,13 +100,13 @@ def sanitize_display_name(
 
 
 def _single_from(message: EmailMessage) -> str:
-    values = message.get_all("From") or []
+    # raw_items, not get_all: parsing a hostile From would fail before we could name why.
+    values = [str(value) for name, value in message.raw_items() if name.lower() == "from"]
     if not values:
         raise MissingFrom("no From header field")
     if len(values) > 1:
         raise DuplicateFrom(f"{len(values)} From header fields")
-    raw = next(value for name, value in message.raw_items() if name.lower() == "from")
-    return _UNFOLD.sub("", header_text(str(raw)))
+    return _UNFOLD.sub("", header_text(values[0]))
 
 
 def _display_name(raw_from: str) -> str:
