@@ -141,9 +141,13 @@ def _apply(session: Session, led: Ledger, mutation: tuple[Any, ...]) -> set[int]
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(mutation=mutations)
+@given(mutation=mutations, tree_process=st.booleans())
 def test_any_single_tampering_is_caught_and_named(
-    session: Session, settings: Settings, ledger: Ledger, mutation: tuple[Any, ...]
+    session: Session,
+    settings: Settings,
+    ledger: Ledger,
+    mutation: tuple[Any, ...],
+    tree_process: bool,
 ) -> None:
     conn = session.connection()
     nested = conn.begin_nested()
@@ -154,7 +158,7 @@ def test_any_single_tampering_is_caught_and_named(
             except DBAPIError:
                 nested.rollback()
                 reject()  # the database itself refused the change
-            report = verify(session, settings, ledger.signer, batch=7)
+            report = verify(session, settings, ledger.signer, batch=7, tree_process=tree_process)
         assert not report.ok, mutation
         assert report.first_bad_seq in expected, (mutation, report.reason)
     finally:

@@ -35,7 +35,7 @@ from mailveil.ledger.models import (
 from mailveil.ledger.signing import CheckpointSigner
 
 HEAD_ID = 1
-TILE_HEIGHT = 8  # perfect subtrees of height 8, 16, 24 ... are stored in ledger_nodes
+TILE_HEIGHT = merkle.TILE_HEIGHT  # perfect subtrees of height 8, 16 ... go in ledger_nodes
 MAX_DETAIL_BYTES = 64 * 1024
 _LIMITS = {"kind": 64, "actor": 255, "subject": 255, "alias": 320, "purpose": 255, "ref": 255}
 

@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 
 EMPTY_ROOT = hashlib.sha256(b"").digest()
 HASH_SIZE = 32
+# The ledger stores the roots of complete subtrees of height 8, 16, 24 ... (ledger_nodes).
+TILE_HEIGHT = 8
 
 _sha256 = hashlib.sha256
 _LEAF = b"\x00"
@@ -431,6 +433,7 @@ def verify_subtree_consistency(
 __all__ = [
     "EMPTY_ROOT",
     "HASH_SIZE",
+    "TILE_HEIGHT",
     "ProofError",
     "check_subtree",
     "consistency_path",

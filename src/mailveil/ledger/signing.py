@@ -200,6 +200,8 @@ def verify_checkpoint(
     """
     if isinstance(public_key, str):
         key_name, public_key = parse_verifier_key(public_key)
+    if not note.endswith("\n"):
+        raise CheckpointError("a signed note ends with a newline")
     body, sep, sigs = note.rpartition("\n\n")
     if not sep or not body:
         raise CheckpointError("checkpoint note has no signature block")
@@ -220,18 +222,21 @@ def verify_checkpoint(
     for ext in extensions:
         if ext.startswith("time "):
             time_us = parse_time(ext[5:])
-    for line in sigs.split("\n"):
-        if not line:
-            continue
+    signatures: list[tuple[str, bytes]] = []
+    for line in sigs[:-1].split("\n"):
         if not line.startswith(_SIG_PREFIX):
             raise CheckpointError("malformed signature line")
         name, _, blob_text = line[len(_SIG_PREFIX) :].rpartition(" ")
-        if key_name is not None and name != key_name:
-            continue
         try:
             blob = base64.b64decode(blob_text, validate=True)
         except binascii.Error as exc:
             raise CheckpointError("signature is not base64") from exc
+        if not name or len(blob) < 5:
+            raise CheckpointError("malformed signature line")
+        signatures.append((name, blob))
+    for name, blob in signatures:
+        if key_name is not None and name != key_name:
+            continue
         if len(blob) != 68 or blob[:4] != key_hash(name, public_key):
             continue
         try:
