@@ -38,6 +38,7 @@ HEAD_ID = 1
 TILE_HEIGHT = merkle.TILE_HEIGHT  # perfect subtrees of height 8, 16 ... go in ledger_nodes
 MAX_DETAIL_BYTES = 64 * 1024
 _LIMITS = {"kind": 64, "actor": 255, "subject": 255, "alias": 320, "purpose": 255, "ref": 255}
+_SHORTEST_LIMIT = min(_LIMITS.values())
 
 _entries = cast(Table, LedgerEntry.__table__)
 _head = cast(Table, LedgerHead.__table__)
@@ -111,15 +112,29 @@ def _check_detail_strings(value: object, where: str) -> None:
 
 
 def _validated(events: Sequence[Event]) -> list[tuple[Event, str]]:
+    """Each event with its canonical detail; InvalidInput naming the first bad one.
+
+    The common case costs a few C-level checks per event; the precise (slow) checks run
+    only to explain a failure.
+    """
     out = []
     for i, ev in enumerate(events):
-        if not isinstance(ev, Event):
+        if type(ev) is not Event:
             raise InvalidInput(f"ledger event {i} is not an Event")
-        if not ev.kind:
-            raise InvalidInput(f"ledger event {i} has no kind")
-        for name, limit in _LIMITS.items():
-            _check_text(name, getattr(ev, name), limit, i)
-        if not isinstance(ev.detail, dict):
+        texts = [v for v in (ev.kind, ev.actor, ev.subject, ev.alias, ev.purpose, ev.ref) if v]
+        try:
+            probe = "\x01".join(texts)  # TypeError if any is not text
+        except TypeError:
+            probe = "\x00"
+        if (
+            not ev.kind
+            or "\x00" in probe  # also: something was not text
+            or len(ev.kind) > _LIMITS["kind"]
+            or max(map(len, texts)) > _SHORTEST_LIMIT
+            or (not probe.isascii() and not _utf8_ok(probe))
+        ):
+            _check_fields(i, ev)
+        if type(ev.detail) is not dict:
             raise InvalidInput(f"ledger event {i}: detail must be a JSON object")
         try:
             detail = canonical_detail(ev.detail)
@@ -127,9 +142,27 @@ def _validated(events: Sequence[Event]) -> list[tuple[Event, str]]:
             raise InvalidInput(f"ledger event {i}: detail is not plain JSON: {exc}") from exc
         if len(detail) > MAX_DETAIL_BYTES:
             raise InvalidInput(f"ledger event {i}: detail is larger than {MAX_DETAIL_BYTES} bytes")
-        _check_detail_strings(ev.detail, f"ledger event {i}: detail")
+        # ASCII JSON spells NUL and surrogates (lone or paired) as \u0000 and \udXXX.
+        if "\\u0000" in detail or "\\ud" in detail:
+            _check_detail_strings(ev.detail, f"ledger event {i}: detail")
         out.append((ev, detail))
     return out
+
+
+def _utf8_ok(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _check_fields(index: int, ev: Event) -> None:
+    """The precise field checks, for events the fast checks could not clear."""
+    if not ev.kind:
+        raise InvalidInput(f"ledger event {index} has no kind")
+    for name, limit in _LIMITS.items():
+        _check_text(name, getattr(ev, name), limit, index)
 
 
 def _lock_head(session: Session) -> _HeadState:

@@ -25,14 +25,19 @@ PREFIX = '{"prev":"'  # every leaf starts so; prev's hex digits follow at a fixe
 PREV_START = len(PREFIX)  # 0-based offset of prev's first hex digit in the leaf
 PREV_END = PREV_START + 64
 
-_dumps = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"), allow_nan=False).encode
+_quote = json.encoder.encode_basestring_ascii  # the C encoder json.dumps uses for strings
+_detail = json.JSONEncoder(
+    ensure_ascii=True, sort_keys=True, separators=(",", ":"), allow_nan=False
+).encode
+
+
+def _dumps(value: str | None) -> str:
+    return "null" if value is None else _quote(value)
 
 
 def canonical_detail(detail: dict[str, Any]) -> str:
     """The detail object as compact ASCII JSON with sorted keys (raises ValueError/TypeError)."""
-    return json.dumps(
-        detail, ensure_ascii=True, sort_keys=True, separators=(",", ":"), allow_nan=False
-    )
+    return _detail(detail)
 
 
 def leaf_text(
