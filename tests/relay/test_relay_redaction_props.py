@@ -18,6 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from relay_testkit import traces
 
+from mailveil.relay.errors import RelayRefusal
 from mailveil.relay.parse import parse_message
 from mailveil.relay.rewrite import rewrite_customer_to_principal
 
@@ -171,3 +172,27 @@ def test_no_trace_of_the_real_address_survives(local: str, domain: str, seed: in
         relay_domain="relay.test",
     )
     assert traces(out, address) == [], raw
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.integers(0, 2**32), st.lists(st.tuples(st.integers(0, 10**6), st.binary(max_size=4))))
+def test_damaged_messages_are_refused_clearly_or_rewritten_clean(
+    seed: int, damage: list[tuple[int, bytes]]
+) -> None:
+    """Random bytes spliced into a generated message: a RelayRefusal or a clean output only."""
+    address = "alice.smith@example.com"
+    raw = bytearray(message(Draw(address, random.Random(seed))))
+    for at, junk in damage:
+        index = at % (len(raw) + 1)
+        raw[index : index + len(junk)] = junk
+    try:
+        out = rewrite_customer_to_principal(
+            parse_message(bytes(raw)),
+            customer_alias=ALIAS,
+            redactions={address: ALIAS},
+            relay_domain="relay.test",
+        )
+    except RelayRefusal as exc:
+        assert exc.reply.code >= 500
+        return
+    assert traces(out, address) == []

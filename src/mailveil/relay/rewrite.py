@@ -36,6 +36,7 @@ Both directions (customer → principal and principal → customer) use the same
 from __future__ import annotations
 
 import datetime as dt
+import email.errors
 import email.policy
 import email.utils
 import re
@@ -170,7 +171,14 @@ def rewrite(
         return _rewrite(message, from_alias, redactions, relay_domain, message_id)
     except RelayRefusal:
         raise
-    except (LookupError, ValueError, TypeError, AttributeError, IndexError) as exc:
+    except (
+        LookupError,
+        ValueError,
+        TypeError,
+        AttributeError,
+        IndexError,
+        email.errors.MessageError,
+    ) as exc:
         # The stdlib can still trip over a hostile message; refuse it rather than crash.
         raise MalformedMessage(f"message could not be rewritten: {type(exc).__name__}") from exc
 
