@@ -1,12 +1,11 @@
 """Reading the ledger for verification, fast: one aggregate query per batch of entries.
 
-Each batch comes back as a handful of values (all leaves joined by newlines, all stored
-hashes joined, all ``prev`` fields joined) built inside the database, so Python creates a few
-objects per batch instead of several per row, and the database does its part of the work
-while the GIL is released (sqlite3 and psycopg release it during a query): a reader thread
-fetches batch k+1 while the checker hashes batch k. Valid leaves are ASCII JSON without raw
-newlines, so splitting on newlines is exact; any surprise makes the checker re-read that
-batch row by row.
+Each batch comes back as a handful of values (the seq range, all leaves joined, all stored
+hashes joined) built inside the database, so Python creates a few objects per batch instead
+of several per row, and the database does its part while the GIL is released (sqlite3 and
+psycopg release it during a query): a reader thread fetches batch k+1 while the checker
+hashes batch k. Valid leaves are ASCII JSON without raw newlines, so splitting on newlines is
+exact; any surprise makes the checker re-read that batch row by row.
 """
 
 from __future__ import annotations
