@@ -169,6 +169,11 @@ def redact_headers(part: Message, redactor: Redactor) -> None:
             continue
         raw_text = raw if isinstance(raw, str) else str(raw)
         decoded = clean_header_value(decode_words(raw_text))
+        # Decoders differ on damaged encoded-words (the header registry reads some that
+        # decode_header rejects): what any reader could see is what gets checked.
+        lenient = _registry_view(part.policy, name, raw_text)
+        if lenient is not None and redactor.found(lenient):
+            decoded = lenient
         params: list[tuple[str, str]] = []
         if name.lower() in _PARAM_HEADERS:
             params = _params(part, name)
@@ -195,6 +200,14 @@ def redact_headers(part: Message, redactor: Redactor) -> None:
         del part[name]
     for name, value in rebuilt:
         part.set_raw(name, value)
+
+
+def _registry_view(policy: Policy, name: str, raw: str) -> str | None:
+    try:
+        text = str(policy.header_factory(name, _UNFOLD.sub("", header_text(raw))))  # type: ignore[attr-defined]
+    except Exception:
+        return None
+    return clean_header_value(text)
 
 
 def _store(policy: Policy, name: str, value: str) -> str:
