@@ -282,3 +282,21 @@ def test_bad_messages_get_specific_refusals(
     with pytest.raises(error) as raised:
         relay(raw)
     assert raised.value.reply == reply
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        # Found by the fuzz test: text glued to an encoded-word, which decode_header reads.
+        b"From: ==?utf-8?b?YWxpY2Uuc21pdGhAZXhhbXBsZS5jb20=?= <alice.smith@example.com>\r\n",
+        # Found by the fuzz test: a damaged base64 word the header registry still decodes.
+        b"From: a <alice.smith@example.com>\r\n"
+        b"Subject: =?utf-8?b?YWxpY2Uuc21pdGhAZXhhbXBsZS5jb20g\x01MOp?=\r\n",
+        # An encoded-word whose text is another encoded-word.
+        b"From: a <alice.smith@example.com>\r\nSubject: =?utf-8?b?"
+        + base64.b64encode(b"=?utf-8?q?alice.smith=40example.com?=")
+        + b"?=\r\n",
+    ],
+)
+def test_encoded_words_that_decoders_disagree_on(header: bytes) -> None:
+    relay(header + b"To: <shop-1@relay.test>\r\n\r\nbody\r\n")

@@ -98,10 +98,23 @@ class Redactor:
 
 
 def decode_words(raw: str) -> str:
-    """A header value with its RFC 2047 encoded-words decoded (unknown charsets leniently)."""
+    """A header value with its RFC 2047 encoded-words decoded (unknown charsets leniently).
+
+    Repeated until nothing changes (at most a few rounds): an encoded-word that decodes to
+    another encoded-word would otherwise reach a reader who decodes once more.
+    """
     text = _UNFOLD.sub("", header_text(raw))
-    if "=?" not in text:
-        return text
+    for _round in range(4):
+        if "=?" not in text:
+            break
+        decoded = _decode_words_once(text)
+        if decoded == text:
+            break
+        text = decoded
+    return text
+
+
+def _decode_words_once(text: str) -> str:
     try:
         chunks = email.header.decode_header(text)
     except (email.errors.HeaderParseError, ValueError):

@@ -88,7 +88,8 @@ def sanitize_display_name(
 ) -> str:
     """A display name safe to show: no line breaks (refused), controls, quotes, brackets,
     address-like words or real addresses in any encoding; whitespace collapsed; capped."""
-    name = clean_header_value(name)
+    # Decoded first: a name holding encoded-word text would be decoded again by the reader.
+    name = clean_header_value(decode_words(name))
     if redactor is not None:
         name = redactor.strip(name)
     name = _ADDRESS_TOKEN.sub(" ", name)
@@ -96,7 +97,7 @@ def sanitize_display_name(
         " " if unicodedata.category(char) in {"Cc", "Cf", "Cs", "Co", "Zl", "Zp"} else char
         for char in name
     )
-    name = " ".join(name.translate(_DROPPED_CHARS).split())
+    name = " ".join(name.translate(_DROPPED_CHARS).replace("=?", " ").split())
     return name[:max_length].strip()
 
 
