@@ -16,9 +16,10 @@ principal a fresh alias must be a deliberate act, not a side effect of the next 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal, cast
+from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import Table, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -34,7 +35,7 @@ from mailveil.errors import InvalidInput, MailveilError, NotFound
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
-from mailveil.policy.engine import PRINCIPAL_TYPES, Decision, PolicyEngine, PolicyInput
+from mailveil.policy.engine import PRINCIPAL_TYPES, PolicyEngine, PolicyInput
 from mailveil.policy.facts import (
     chunks,
     context_attrs,
@@ -74,8 +75,8 @@ class ExternalDisclosureRequest:
 AnyRequest = DisclosureRequest | ExternalDisclosureRequest
 
 
-@dataclass(frozen=True, slots=True)
-class DisclosureResult:
+class DisclosureResult(NamedTuple):
+    # A NamedTuple, not a dataclass: bulk disclosure builds millions of these.
     allowed: bool
     customer_id: int | None
     principal_id: int | None
@@ -114,14 +115,24 @@ class DisclosureResult:
         return out
 
 
-def _check_request(purpose: Any, ref: Any) -> tuple[str, str | None]:
-    purpose = v.slug(purpose, "purpose")
-    if ref is not None:
-        ref = v.text(ref, "ref", 255)
-        if "@" in ref:
-            raise InvalidInput("ref must not contain '@'")  # refs go to the ledger verbatim
-        ref = ref or None
-    return purpose, ref
+_REF_BAD = re.compile(r"[\x00-\x1f\x7f@]")
+
+
+def _check_request(purpose: Any, ref: Any, purposes: dict[Any, str]) -> tuple[str, str | None]:
+    checked = purposes.get(purpose) if isinstance(purpose, str) else None
+    if checked is None:
+        checked = purposes[purpose] = v.slug(purpose, "purpose")
+    if ref is None:
+        return checked, None
+    if not isinstance(ref, str):
+        raise InvalidInput("ref must be text")
+    ref = ref.strip()
+    if len(ref) > 255:
+        raise InvalidInput("ref must be at most 255 characters")
+    if _REF_BAD.search(ref):
+        # Refs go to the ledger verbatim: no control characters, nothing address-like.
+        raise InvalidInput("ref must not contain control characters or '@'")
+    return checked, ref or None
 
 
 def _check_actor(actor: Any) -> str:
@@ -193,12 +204,13 @@ def disclose_batch(
     n = len(requests)
     results: list[DisclosureResult | None] = [None] * n
     resolved = _resolve(session, requests)
+    purposes: dict[Any, str] = {}
     todo: list[tuple[int, int, int, str, str | None]] = []  # (pos, cid, pid, purpose, ref)
     for pos, (req, ids) in enumerate(zip(requests, resolved, strict=True)):
         try:
             if isinstance(ids, MailveilError):
                 raise ids
-            purpose, ref = _check_request(req.purpose, req.ref)
+            purpose, ref = _check_request(req.purpose, req.ref, purposes)
         except MailveilError as exc:
             cid_pid = ids if isinstance(ids, tuple) else (None, None)
             results[pos] = DisclosureResult(
@@ -274,111 +286,58 @@ def disclose_batch(
     minted = _mint(session, settings, to_mint, existing, now) if to_mint else set()
 
     events: list[Event] = []
-    slots: list[int] = []
-    first_use: set[tuple[int, int]] = set()
+    # (pos, allowed, cid, pid, purpose, ref, alias, reverse, minted, reason, policy ids)
+    done: list[tuple[Any, ...]] = []
     for (pos, cid, pid, purpose, ref), decision in zip(live, decisions, strict=True):
         pair = (cid, pid)
         found = existing.get(pair)
-        fresh = decision.allowed and pair in minted and pair not in first_use
-        if fresh:
-            first_use.add(pair)
-        result, event = _outcome(decision, found, fresh, cid, pid, purpose, ref, actor)
-        results[pos] = result
-        events.append(event)
-        slots.append(pos)
-    if events:
-        seqs = append(session, events, settings, signer)
-        for pos, seq in zip(slots, seqs, strict=True):
-            r = results[pos]
-            assert r is not None
-            results[pos] = _with_seq(r, seq)
-    return [r for r in results if r is not None]
-
-
-def _with_seq(r: DisclosureResult, seq: int) -> DisclosureResult:
-    return DisclosureResult(
-        r.allowed,
-        r.customer_id,
-        r.principal_id,
-        r.purpose,
-        r.ref,
-        r.alias,
-        r.reverse_alias,
-        r.minted,
-        r.reason,
-        r.policy_ids,
-        seq,
-        r.error,
-    )
-
-
-def _outcome(
-    decision: Decision,
-    found: tuple[str, str, bool] | None,
-    fresh: bool,
-    cid: int,
-    pid: int,
-    purpose: str,
-    ref: str | None,
-    actor: str,
-) -> tuple[DisclosureResult, Event]:
-    subject = f"customer:{cid}"
-    principal = f"principal:{pid}"
-    policies = list(decision.policy_ids)
-    if decision.allowed and found is not None and not found[2]:
-        return (
-            DisclosureResult(
-                True,
-                cid,
-                pid,
-                purpose,
-                ref,
-                found[0],
-                found[1],
-                fresh,
-                decision.reason,
-                decision.policy_ids,
-            ),
-            Event(
-                "disclosure",
-                actor,
-                subject,
-                found[0],
-                purpose,
-                ref,
-                {"principal": principal, "minted": fresh, "policies": policies},
-            ),
-        )
-    if decision.allowed:  # allowed by policy, but the pair's alias was revoked
-        alias = found[0] if found else None
-        return (
-            DisclosureResult(
-                False, cid, pid, purpose, ref, reason=REVOKED_REASON, policy_ids=decision.policy_ids
-            ),
+        policies = decision.policy_ids
+        subject = f"customer:{cid}"
+        if decision.allowed and found is not None and not found[2]:
+            fresh = pair in minted
+            if fresh:
+                minted.discard(pair)  # a pair twice in one batch is minted once
+            detail = {"principal": f"principal:{pid}", "policies": list(policies), "minted": fresh}
+            events.append(Event("disclosure", actor, subject, found[0], purpose, ref, detail))
+            done.append(
+                (
+                    pos,
+                    True,
+                    cid,
+                    pid,
+                    purpose,
+                    ref,
+                    found[0],
+                    found[1],
+                    fresh,
+                    decision.reason,
+                    policies,
+                )
+            )
+            continue
+        # Denied by policy, or allowed by policy for a pair whose alias was revoked.
+        reason = REVOKED_REASON if decision.allowed else decision.reason
+        detail = {"principal": f"principal:{pid}", "policies": list(policies), "reason": reason}
+        events.append(
             Event(
                 "disclosure_denied",
                 actor,
                 subject,
-                alias,
+                found[0] if found else None,
                 purpose,
                 ref,
-                {"principal": principal, "reason": REVOKED_REASON, "policies": policies},
-            ),
+                detail,
+            )
         )
-    return (
-        DisclosureResult(
-            False, cid, pid, purpose, ref, reason=decision.reason, policy_ids=decision.policy_ids
-        ),
-        Event(
-            "disclosure_denied",
-            actor,
-            subject,
-            None,
-            purpose,
-            ref,
-            {"principal": principal, "reason": decision.reason, "policies": policies},
-        ),
-    )
+        done.append((pos, False, cid, pid, purpose, ref, None, None, False, reason, policies))
+    if events:
+        seq = append(session, events, settings, signer)[0]  # consecutive from the first
+        for pos, ok, cid, pid, purpose, ref, alias, reverse, fresh, reason, policies in done:
+            results[pos] = DisclosureResult(
+                ok, cid, pid, purpose, ref, alias, reverse, fresh, reason, policies, seq
+            )
+            seq += 1
+    return [r for r in results if r is not None]
 
 
 def _existing_aliases(
@@ -388,9 +347,9 @@ def _existing_aliases(
     out: dict[tuple[int, int], tuple[str, str, bool]] = {}
     if not pairs:
         return out
-    customers = sorted({c for c, _ in pairs})
-    principals = sorted({p for _, p in pairs})
-    for cs in chunks(customers):
+    # Customers only in the filter (see latest_orders): a customer's aliases are adjacent
+    # in the (customer_id, principal_id) index.
+    for cs in chunks(sorted({c for c, _ in pairs})):
         stmt = select(
             Alias.customer_id,
             Alias.principal_id,
@@ -398,8 +357,6 @@ def _existing_aliases(
             Alias.reverse_address,
             Alias.revoked_at,
         ).where(Alias.customer_id.in_(cs))
-        if len(principals) <= 2000:
-            stmt = stmt.where(Alias.principal_id.in_(principals))
         for cid, pid, address, reverse, revoked in session.execute(stmt):
             if (cid, pid) in pairs:
                 out[(cid, pid)] = (address, reverse, revoked is not None)

@@ -72,17 +72,18 @@ def context_attrs(
     order_age: int | None = None,
     open_case: bool | None = None,
 ) -> Attrs:
-    ctx: list[tuple[str, Any]] = [("purpose", purpose), ("window_days", window_days)]
-    if kind == "seller" and order_age is not None:
-        ctx.append(("order_age_days", order_age))
-    elif kind == "employee":
-        ctx.append(("open_case", bool(open_case)))
-    elif kind == "service" and ref:
+    """The Cedar context, as name-sorted pairs (built directly: this runs per request)."""
+    if kind == "seller":
+        if order_age is None:
+            return (("purpose", purpose), ("window_days", window_days))
+        return (("order_age_days", order_age), ("purpose", purpose), ("window_days", window_days))
+    if kind == "employee":
+        return (("open_case", bool(open_case)), ("purpose", purpose), ("window_days", window_days))
+    if kind == "service" and ref:
         # Only services get the ref, and only as a template name: order and case refs are
         # unique per request and would make every decision a cache miss for no gain.
-        ctx.append(("template", ref))
-    ctx.sort()
-    return tuple(ctx)
+        return (("purpose", purpose), ("template", ref), ("window_days", window_days))
+    return (("purpose", purpose), ("window_days", window_days))
 
 
 def latest_orders(
@@ -90,44 +91,34 @@ def latest_orders(
 ) -> dict[tuple[int, int], datetime]:
     """Latest ``placed_at`` per (customer, seller) pair that has an order."""
     wanted = set(pairs)
-    if not wanted:
-        return {}
-    customers = sorted({c for c, _ in wanted})
-    sellers = sorted({s for _, s in wanted})
     out: dict[tuple[int, int], datetime] = {}
-    for cs in chunks(customers):
-        for ss in chunks(sellers):
-            rows = session.execute(
-                select(Order.customer_id, Order.seller_id, func.max(Order.placed_at))
-                .where(Order.customer_id.in_(cs), Order.seller_id.in_(ss))
-                .group_by(Order.customer_id, Order.seller_id)
-            )
-            for cid, sid, placed in rows:
-                if (cid, sid) in wanted and placed is not None:
-                    out[(cid, sid)] = placed
+    # Filter on customers only: "customer IN (...) AND seller IN (...)" makes SQLite probe
+    # the index once per combination; a customer's orders are few and adjacent.
+    for cs in chunks(sorted({c for c, _ in wanted})):
+        rows = session.execute(
+            select(Order.customer_id, Order.seller_id, func.max(Order.placed_at))
+            .where(Order.customer_id.in_(cs))
+            .group_by(Order.customer_id, Order.seller_id)
+        )
+        for cid, sid, placed in rows:
+            if (cid, sid) in wanted and placed is not None:
+                out[(cid, sid)] = placed
     return out
 
 
 def open_case_pairs(session: Session, pairs: Iterable[tuple[int, int]]) -> set[tuple[int, int]]:
     """The (customer, employee) pairs with an open case assigned to that employee."""
     wanted = set(pairs)
-    if not wanted:
-        return set()
-    customers = sorted({c for c, _ in wanted})
-    employees = sorted({e for _, e in wanted})
     out: set[tuple[int, int]] = set()
-    for cs in chunks(customers):
-        for es in chunks(employees):
-            rows = session.execute(
-                select(SupportCase.customer_id, SupportCase.assignee_id)
-                .where(
-                    SupportCase.customer_id.in_(cs),
-                    SupportCase.assignee_id.in_(es),
-                    SupportCase.status == "open",
-                )
-                .distinct()
-            )
-            out.update(p for p in rows if p in wanted)
+    for cs in chunks(sorted({c for c, _ in wanted})):
+        rows = session.execute(
+            select(SupportCase.customer_id, SupportCase.assignee_id)
+            .where(SupportCase.customer_id.in_(cs), SupportCase.status == "open")
+            .distinct()
+        )
+        for cid, eid in rows:
+            if eid is not None and (cid, eid) in wanted:
+                out.add((cid, eid))
     return out
 
 
