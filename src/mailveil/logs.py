@@ -40,13 +40,31 @@ def _scrubber(relay_domain: str) -> Any:
     return processor
 
 
+class ScrubbingFormatter(logging.Formatter):
+    """Scrubs the whole formatted record, tracebacks included: libraries (uvicorn, SQLAlchemy)
+    log exceptions whose text we do not control."""
+
+    def __init__(self, relay_domain: str) -> None:
+        super().__init__("%(message)s")
+        self.relay_domain = relay_domain
+
+    def format(self, record: logging.LogRecord) -> str:
+        return scrub(super().format(record), self.relay_domain)
+
+
 def configure_logging(settings: Settings, *, to_file: bool = True) -> None:
     level = getattr(logging, settings.log_level.upper(), logging.INFO)
     handlers: list[logging.Handler] = [logging.StreamHandler(sys.stderr)]
     if to_file:
         settings.logs_dir.mkdir(parents=True, exist_ok=True)
         handlers.append(logging.FileHandler(settings.logs_dir / "mailveil.log", encoding="utf-8"))
-    logging.basicConfig(level=level, handlers=handlers, format="%(message)s", force=True)
+    for handler in handlers:
+        handler.setFormatter(ScrubbingFormatter(settings.relay_domain))
+    logging.basicConfig(level=level, handlers=handlers, force=True)
+    # uvicorn installs its own handlers; route its records through ours instead.
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        logging.getLogger(name).handlers.clear()
+        logging.getLogger(name).propagate = True
     renderer: Any = (
         structlog.processors.JSONRenderer() if settings.log_json else structlog.dev.ConsoleRenderer()
     )

@@ -7,12 +7,14 @@ which for a customer record would be a real address.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any
 
 import structlog
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailveil.errors import MailveilError
@@ -51,10 +53,10 @@ def problem(
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
-def _validation_errors(exc: RequestValidationError) -> tuple[str, str, str, list[dict[str, Any]]]:
+def _validation_errors(raw: Sequence[Any]) -> tuple[str, str, str, list[dict[str, Any]]]:
     errors = []
     malformed = False
-    for err in exc.errors():
+    for err in raw:
         if err.get("type") == "json_invalid":
             malformed = True
         # Never echo "input" or "ctx": they can carry the caller's data verbatim.
@@ -74,8 +76,10 @@ def install_problem_handlers(app: FastAPI) -> None:
         return problem(exc.status, exc.code, exc.title, exc.detail, request.url.path, **extra)
 
     @app.exception_handler(RequestValidationError)
-    async def _validation(request: Request, exc: RequestValidationError) -> JSONResponse:
-        code, title, detail, errors = _validation_errors(exc)
+    @app.exception_handler(ValidationError)
+    async def _validation(request: Request, exc: RequestValidationError | ValidationError
+                          ) -> JSONResponse:
+        code, title, detail, errors = _validation_errors(exc.errors())
         status = 400 if code == "malformed-json" else 422
         return problem(status, code, title, detail, request.url.path, errors=errors)
 

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 import typer
 from rich.console import Console
@@ -26,7 +26,7 @@ class CliState:
     database_url: str | None = None
 
     def settings(self) -> Settings:
-        overrides: dict[str, object] = {}
+        overrides: dict[str, Any] = {}
         if self.data_dir is not None:
             overrides["data_dir"] = self.data_dir
         if self.database_url is not None:

@@ -26,6 +26,8 @@ def initialise(settings: Settings, *, issue_admin: bool = True) -> InitResult:
     result = InitResult()
     for folder in (settings.data_dir, settings.keys_dir, settings.logs_dir):
         folder.mkdir(parents=True, exist_ok=True)
+    # Only the service's user reads the data: keys, the database (encrypted addresses) and logs.
+    os.chmod(settings.data_dir, 0o700)
     os.chmod(settings.keys_dir, 0o700)
     result.steps.append(f"data directory {settings.data_dir}")
     init_keys(settings)
@@ -35,6 +37,9 @@ def initialise(settings: Settings, *, issue_admin: bool = True) -> InitResult:
     try:
         upgrade(engine)
         result.steps.append("database schema at the latest migration")
+        db_file = settings.data_dir / "mailveil.db"
+        if settings.db_url == f"sqlite:///{db_file.as_posix()}" and db_file.exists():
+            os.chmod(db_file, 0o600)
         if issue_admin:
             with session_scope(make_session_factory(engine)) as session:
                 has_admin = session.scalar(

@@ -9,15 +9,17 @@ from fastapi import APIRouter, Query
 from mailveil.api.deps import CallerDep, RuntimeDep, SessionDep
 from mailveil.errors import NotFound
 from mailveil.ledger import proofs
-from mailveil.ledger.append import latest_checkpoint
+from mailveil.ledger.append import checkpoint_now
 
 router = APIRouter(prefix="/v1/ledger", tags=["ledger"])
 
 
 @router.get("/checkpoint")
 def get_checkpoint(session: SessionDep, runtime: RuntimeDep, _caller: CallerDep) -> dict[str, Any]:
-    """The newest signed checkpoint (C2SP signed note) and the key that verifies it."""
-    checkpoint = latest_checkpoint(session)
+    """A signed checkpoint (C2SP signed note) of the ledger as it is now, and the key that
+    verifies it. Signs a fresh one when entries were appended since the last."""
+    checkpoint = checkpoint_now(session, runtime.settings, runtime.signer)
+    session.commit()
     if checkpoint is None:
         raise NotFound("no checkpoint yet: the ledger is empty")
     return {

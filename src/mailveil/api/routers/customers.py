@@ -1,0 +1,175 @@
+"""Customers: one JSON object, or many as NDJSON; never an address in any answer."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+
+from mailveil.api import idempotency
+from mailveil.api.bulk import is_ndjson, spool
+from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.api.pagination import clamp_limit, next_cursor
+from mailveil.api.respond import idempotent
+from mailveil.auth.keys import Caller, Role
+from mailveil.contacts.customers import (
+    create_customer,
+    customer_view,
+    delete_customer,
+    get_customer,
+    get_customer_by_external_id,
+    import_customers,
+    list_customers,
+    update_customer,
+)
+from mailveil.contacts.importing import iter_ndjson
+
+router = APIRouter(prefix="/v1/customers", tags=["customers"])
+BackendDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.BACKEND))]
+MAX_REPORTED = 10_000
+
+
+class CustomerIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    external_id: str = Field(max_length=255)
+    email: str = Field(max_length=320, description="the real address; stored encrypted only")
+    country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2")
+    opt_outs: list[str] = Field(default_factory=list, max_length=64)
+    sensitive_topics: list[str] = Field(default_factory=list, max_length=64)
+    is_canary: bool = False
+
+
+class CustomerPatch(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    country: str | None = Field(default=None, min_length=2, max_length=2)
+    opt_outs: list[str] | None = Field(default=None, max_length=64)
+    sensitive_topics: list[str] | None = Field(default=None, max_length=64)
+
+
+class CustomerOut(BaseModel):
+    id: int
+    external_id: str
+    country: str
+    opt_outs: list[str]
+    sensitive_topics: list[str]
+    is_canary: bool
+    created_at: str
+    updated_at: str | None = None
+    deleted_at: str | None = None
+
+
+class CustomerPage(BaseModel):
+    items: list[CustomerOut]
+    next: str | None
+
+
+class ImportSummary(BaseModel):
+    created: int
+    duplicates: int
+    errors: int
+    problems: list[dict[str, Any]]
+    truncated: bool
+
+
+@router.post(
+    "",
+    status_code=201,
+    openapi_extra={"requestBody": {"content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/CustomerIn"}},
+        "application/x-ndjson": {"schema": {"type": "string",
+                                            "description": "one CustomerIn per line"}},
+    }}},
+    responses={201: {"model": CustomerOut}, 200: {"model": ImportSummary,
+                                                  "description": "bulk NDJSON summary"}},
+)
+async def post_customers(request: Request, session: SessionDep, runtime: RuntimeDep,
+                         caller: BackendDep) -> JSONResponse:
+    """Create one customer (JSON) or many (NDJSON, streamed, good rows kept, bad rows reported
+    with their line numbers)."""
+    if is_ndjson(request):
+        return await _bulk_import(request, session, runtime, caller)
+    body = CustomerIn.model_validate_json(await request.body())
+
+    def handler() -> tuple[int, Any]:
+        row = create_customer(session, runtime.vault, external_id=body.external_id,
+                              email=body.email, country=body.country, opt_outs=body.opt_outs,
+                              sensitive_topics=body.sensitive_topics, is_canary=body.is_canary)
+        return 201, customer_view(row)
+
+    return await idempotent(request, session, caller, handler)
+
+
+async def _bulk_import(request: Request, session: Any, runtime: Any, caller: Caller
+                       ) -> JSONResponse:
+    key = request.headers.get("idempotency-key")
+    body = await spool(request)
+    try:
+        if key is not None:
+            key = idempotency.check_key(key)
+            hit = idempotency.lookup(session, caller.api_key_id, key, body.sha256)
+            if hit is not None:
+                return JSONResponse(hit[1], status_code=hit[0],
+                                    headers={"Idempotent-Replayed": "true"})
+
+        def run() -> dict[str, Any]:
+            counts = {"created": 0, "duplicate": 0, "error": 0}
+            problems: list[dict[str, Any]] = []
+            for outcome in import_customers(session, runtime.vault, iter_ndjson(body.lines())):
+                counts[outcome.status] += 1
+                if outcome.status != "created" and len(problems) < MAX_REPORTED:
+                    problems.append(outcome.to_dict())
+            metrics = request.app.state.metrics
+            for status, n in counts.items():
+                metrics.customers_imported.labels(status).inc(n)
+            return {"created": counts["created"], "duplicates": counts["duplicate"],
+                    "errors": counts["error"], "problems": problems,
+                    "truncated": counts["duplicate"] + counts["error"] > len(problems)}
+
+        summary = await run_in_threadpool(run)
+        if key is not None:
+            idempotency.remember(session, caller.api_key_id, key, request.method,
+                                 request.url.path, body.sha256, 200, summary)
+            session.commit()
+        return JSONResponse(summary, status_code=200)
+    finally:
+        body.close()
+
+
+@router.get("")
+def get_customers(
+    session: SessionDep, runtime: RuntimeDep, _caller: BackendDep,
+    limit: Annotated[int | None, Query(ge=1)] = None,
+    after: Annotated[int | None, Query(ge=0, description="the `next` of the previous page")] = None,
+    external_id: Annotated[str | None, Query(max_length=255)] = None,
+) -> CustomerPage:
+    if external_id is not None:
+        row = get_customer_by_external_id(session, external_id)
+        return CustomerPage(items=[CustomerOut(**customer_view(row))], next=None)
+    size = clamp_limit(limit, runtime.settings.page_size_default, runtime.settings.page_size_max)
+    rows = list_customers(session, after_id=after, limit=size + 1)
+    return CustomerPage(items=[CustomerOut(**customer_view(r)) for r in rows[:size]],
+                        next=next_cursor(rows, size))
+
+
+@router.get("/{customer_id}")
+def get_one_customer(customer_id: int, session: SessionDep, _caller: BackendDep) -> CustomerOut:
+    return CustomerOut(**customer_view(get_customer(session, customer_id)))
+
+
+@router.patch("/{customer_id}")
+def patch_customer(customer_id: int, body: CustomerPatch, session: SessionDep,
+                   _caller: BackendDep) -> CustomerOut:
+    row = update_customer(session, customer_id, country=body.country, opt_outs=body.opt_outs,
+                          sensitive_topics=body.sensitive_topics)
+    session.commit()
+    return CustomerOut(**customer_view(row))
+
+
+@router.delete("/{customer_id}")
+def remove_customer(customer_id: int, session: SessionDep, _caller: BackendDep) -> CustomerOut:
+    row = delete_customer(session, customer_id)
+    session.commit()
+    return CustomerOut(**customer_view(row))

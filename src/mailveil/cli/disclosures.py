@@ -1,0 +1,68 @@
+"""`mailveil disclose` and `mailveil aliases show|revoke`."""
+
+from __future__ import annotations
+
+import getpass
+from typing import Annotated
+
+import typer
+
+from mailveil.cli.common import console, fail, friendly_errors
+from mailveil.contacts.aliases import alias_report, revoke_alias
+from mailveil.contacts.disclosures import disclose_external
+from mailveil.db.session import make_engine, make_session_factory, session_scope
+from mailveil.ledger.signing import CheckpointSigner
+from mailveil.policy import PolicyEngine
+
+aliases_app = typer.Typer(help="Aliases.", no_args_is_help=True)
+OPERATOR = f"operator:{getpass.getuser()}"
+
+
+def disclose_command(
+    ctx: typer.Context,
+    customer: Annotated[str, typer.Option(help="customer external id")],
+    principal: Annotated[str, typer.Option(help="KIND:EXTERNAL_ID, e.g. seller:s-1001")],
+    purpose: Annotated[str, typer.Option(help="order, support, notification, ...")],
+    ref: Annotated[str | None, typer.Option(help="the order, case or template")] = None,
+) -> None:
+    """Disclose a customer's alias to a principal, if policy allows; both outcomes are logged."""
+    kind, sep, ext = principal.partition(":")
+    if not sep or not ext:
+        fail("--principal must be KIND:EXTERNAL_ID, e.g. seller:s-1001", code=2)
+    settings = ctx.obj.settings()
+    with friendly_errors():
+        policy = PolicyEngine.load(settings)
+        signer = CheckpointSigner.load(settings)
+        with session_scope(make_session_factory(make_engine(settings))) as session:
+            result = disclose_external(session, settings=settings, policy=policy, signer=signer,
+                                       customer_external_id=customer, principal_kind=kind,
+                                       principal_external_id=ext, purpose=purpose, ref=ref,
+                                       actor=OPERATOR)
+    if result.allowed:
+        console.print(f"alias         {result.alias}")
+        console.print(f"reverse alias {result.reverse_alias}")
+        console.print(f"ledger entry  {result.ledger_seq}")
+        return
+    fail(f"denied: {result.reason} (ledger entry {result.ledger_seq})")
+
+
+@aliases_app.command("show")
+def show(ctx: typer.Context, address: str) -> None:
+    """Who an alias was disclosed to, and its ledger history."""
+    settings = ctx.obj.settings()
+    with friendly_errors(), session_scope(make_session_factory(make_engine(settings))) as session:
+        report = alias_report(session, address)
+    console.print_json(data=report.to_dict())
+
+
+@aliases_app.command("revoke")
+def revoke(ctx: typer.Context, address: str,
+           reason: Annotated[str, typer.Option(help="why, for the ledger")]) -> None:
+    """Revoke an alias; mail to it is refused from then on."""
+    settings = ctx.obj.settings()
+    with friendly_errors():
+        signer = CheckpointSigner.load(settings)
+        with session_scope(make_session_factory(make_engine(settings))) as session:
+            revoke_alias(session, settings=settings, signer=signer, address=address,
+                         reason=reason, actor=OPERATOR)
+    console.print(f"[green]✓[/] revoked {address}")
