@@ -504,11 +504,12 @@ def key_status(session: Session, vault: Vault) -> dict[str, object]:
     """What `mailveil keys` can show: KEKs, DEKs and how many rows each DEK protects."""
     from mailveil.contacts.models import Customer
 
-    counts = dict(
-        session.execute(select(Customer.address_dek, func.count()).group_by(Customer.address_dek))
-        .tuples()
-        .all()
-    )
+    counts: dict[str, int] = {
+        dek: int(n)
+        for dek, n in session.execute(
+            select(Customer.address_dek, func.count()).group_by(Customer.address_dek)
+        )
+    }
     deks = [
         {
             "id": r.id,

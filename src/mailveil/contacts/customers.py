@@ -104,8 +104,8 @@ def create_customer(
             "external_id": external_id,
             "email": email,
             "country": country,
-            "opt_outs": list(opt_outs),
-            "sensitive_topics": list(sensitive_topics),
+            "opt_outs": _listed(opt_outs),
+            "sensitive_topics": _listed(sensitive_topics),
             "is_canary": is_canary,
         }
     )
@@ -121,6 +121,11 @@ def create_customer(
         _check_unique(session, fields.external_id, sealed.blind_index)
         raise Duplicate(f"customer {fields.external_id!r} already exists") from None
     return get_customer(session, new_id)
+
+
+def _listed(value: Any) -> Any:
+    # Sets and tuples are fine lists; anything else goes to validation as it came.
+    return list(value) if isinstance(value, tuple | set | frozenset) else value
 
 
 def _check_unique(session: Session, external_id: str, blind_index: bytes) -> None:
@@ -196,11 +201,11 @@ def update_customer(
 ) -> Customer:
     """Change the given fields (all validated before any is written). Flushes."""
     new_country = None if country is None else v.country(country)
-    new_opt = None if opt_outs is None else v.slug_list(list(opt_outs), "opt_outs")
+    new_opt = None if opt_outs is None else v.slug_list(_listed(opt_outs), "opt_outs")
     new_topics = (
         None
         if sensitive_topics is None
-        else v.slug_list(list(sensitive_topics), "sensitive_topics")
+        else v.slug_list(_listed(sensitive_topics), "sensitive_topics")
     )
     customer = get_customer(session, customer_id)
     if new_country is not None:

@@ -46,7 +46,8 @@ def _sender_address(value: Any) -> str:
         valid = validate_email(value.strip(), check_deliverability=False)
     except EmailNotValidError:
         raise InvalidInput("a sending address is not a valid email address") from None
-    return f"{valid.local_part}@{(valid.ascii_domain or valid.domain).lower()}"
+    # Lowercased whole: the relay compares senders case-insensitively.
+    return f"{valid.local_part}@{(valid.ascii_domain or valid.domain)}".lower()
 
 
 def _list(value: Any, what: str) -> list[Any]:
