@@ -13,20 +13,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, text
-from sqlalchemy.orm import Session
+from sqlalchemy import Connection, Engine, text
+from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings, load_settings
 from mailveil.db.migrate import upgrade
 from mailveil.db.session import make_engine
 
 PG_URL = os.environ.get("MAILVEIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
-SHARED = Path(__file__).resolve().parents[2] / "shared"
-
-
-def shared_dir() -> Path:
-    env = os.environ.get("MAILVEIL_SHARED_DIR")
-    return Path(env) if env else SHARED
 
 
 def _postgres_reachable() -> bool:
@@ -81,19 +75,33 @@ def engine(
 
 
 @pytest.fixture
-def session(engine: Engine) -> Iterator[Session]:
-    """A session whose commits become savepoints inside one outer transaction rolled back."""
-    connection = engine.connect()
-    outer = connection.begin()
-    sess = Session(bind=connection, join_transaction_mode="create_savepoint",
-                   expire_on_commit=False)
+def connection(engine: Engine) -> Iterator[Connection]:
+    """One connection in an outer transaction that is rolled back after the test."""
+    conn = engine.connect()
+    outer = conn.begin()
+    try:
+        yield conn
+    finally:
+        if outer.is_active:
+            outer.rollback()
+        conn.close()
+
+
+@pytest.fixture
+def session_factory(connection: Connection) -> sessionmaker[Session]:
+    """Sessions whose commits become savepoints inside the test's outer transaction."""
+    return sessionmaker(
+        bind=connection, join_transaction_mode="create_savepoint", expire_on_commit=False
+    )
+
+
+@pytest.fixture
+def session(session_factory: sessionmaker[Session]) -> Iterator[Session]:
+    sess = session_factory()
     try:
         yield sess
     finally:
         sess.close()
-        if outer.is_active:
-            outer.rollback()
-        connection.close()
 
 
 @pytest.fixture

@@ -9,7 +9,9 @@ from mailveil.logs import configure_logging, scrub
 
 
 def test_scrub_keeps_relay_addresses_and_hides_others() -> None:
-    text = "to alice.smith+x@example.com via k7m2q9xhw3cd4f@relay.test from Bob <bob@sub.example.org>"
+    text = (
+        "to alice.smith+x@example.com via k7m2q9xhw3cd4f@relay.test from Bob <bob@sub.example.org>"
+    )
     out = scrub(text, "relay.test")
     assert "alice.smith" not in out and "bob@" not in out
     assert "k7m2q9xhw3cd4f@relay.test" in out

@@ -31,7 +31,9 @@ def scrub(text: str, relay_domain: str) -> str:
 
 
 def _scrubber(relay_domain: str) -> Any:
-    def processor(_logger: Any, _name: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    def processor(
+        _logger: Any, _name: str, event: MutableMapping[str, Any]
+    ) -> MutableMapping[str, Any]:
         for key, value in list(event.items()):
             if isinstance(value, str) and "@" in value:
                 event[key] = scrub(value, relay_domain)
@@ -66,7 +68,9 @@ def configure_logging(settings: Settings, *, to_file: bool = True) -> None:
         logging.getLogger(name).handlers.clear()
         logging.getLogger(name).propagate = True
     renderer: Any = (
-        structlog.processors.JSONRenderer() if settings.log_json else structlog.dev.ConsoleRenderer()
+        structlog.processors.JSONRenderer()
+        if settings.log_json
+        else structlog.dev.ConsoleRenderer()
     )
     structlog.configure(
         processors=[

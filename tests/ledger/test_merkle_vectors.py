@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conftest import shared_dir
+from testpaths import shared_dir
 from mailveil.ledger import merkle
 
 VECTORS = shared_dir() / "vectors" / "transparency-dev-merkle" / "testdata"

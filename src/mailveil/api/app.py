@@ -65,16 +65,26 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(title="mailveil", version=__version__, description=DESCRIPTION,
-                  lifespan=lifespan)
+    app = FastAPI(title="mailveil", version=__version__, description=DESCRIPTION, lifespan=lifespan)
     app.state.runtime = runtime
     metrics = Metrics()
     app.state.metrics = metrics
     install_problem_handlers(app)
-    for module in (health, api_keys, customers, principals, relationships, disclosures,
-                   aliases, ledger):
+    for module in (
+        health,
+        api_keys,
+        customers,
+        principals,
+        relationships,
+        disclosures,
+        aliases,
+        ledger,
+    ):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(BodySizeLimit, json_limit=runtime.settings.max_json_body_bytes,
-                       bulk_limit=runtime.settings.max_body_bytes)
+    app.add_middleware(
+        BodySizeLimit,
+        json_limit=runtime.settings.max_json_body_bytes,
+        bulk_limit=runtime.settings.max_body_bytes,
+    )
     return app

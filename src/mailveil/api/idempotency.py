@@ -72,12 +72,27 @@ def lookup(
 
 
 def remember(
-    session: Session, api_key_id: int, key: str, method: str, path: str,
-    fingerprint: bytes, status_code: int, body: Any,
+    session: Session,
+    api_key_id: int,
+    key: str,
+    method: str,
+    path: str,
+    fingerprint: bytes,
+    status_code: int,
+    body: Any,
 ) -> None:
-    session.add(IdempotencyRecord(api_key_id=api_key_id, key=key, method=method, path=path,
-                                  request_hash=fingerprint, status_code=status_code,
-                                  response_body=json.dumps(body), created_at=utcnow()))
+    session.add(
+        IdempotencyRecord(
+            api_key_id=api_key_id,
+            key=key,
+            method=method,
+            path=path,
+            request_hash=fingerprint,
+            status_code=status_code,
+            response_body=json.dumps(body),
+            created_at=utcnow(),
+        )
+    )
 
 
 def purge_expired(session: Session) -> int:
@@ -88,5 +103,8 @@ def purge_expired(session: Session) -> int:
 
 
 def keys_for(session: Session, api_key_id: int) -> list[str]:
-    return list(session.scalars(select(IdempotencyRecord.key).where(
-        IdempotencyRecord.api_key_id == api_key_id)))
+    return list(
+        session.scalars(
+            select(IdempotencyRecord.key).where(IdempotencyRecord.api_key_id == api_key_id)
+        )
+    )

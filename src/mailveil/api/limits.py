@@ -74,10 +74,21 @@ class BodySizeLimit:
 
     @staticmethod
     async def _reject(scope: Scope, send: Send, limit: int) -> None:
-        body = problem_bytes(413, "payload-too-large", "Request body too large",
-                             f"the body exceeds the {limit}-byte limit for its media type",
-                             scope.get("path", ""))
-        await send({"type": "http.response.start", "status": 413,
-                    "headers": [(b"content-type", PROBLEM_MEDIA_TYPE.encode()),
-                                (b"content-length", str(len(body)).encode())]})
+        body = problem_bytes(
+            413,
+            "payload-too-large",
+            "Request body too large",
+            f"the body exceeds the {limit}-byte limit for its media type",
+            scope.get("path", ""),
+        )
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", PROBLEM_MEDIA_TYPE.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})

@@ -12,19 +12,33 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
-        self.requests = Counter("mailveil_http_requests", "HTTP requests",
-                                ["method", "route", "status"], registry=self.registry)
-        self.latency = Histogram("mailveil_http_request_seconds", "HTTP request latency",
-                                 ["method", "route"], registry=self.registry,
-                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
-                                          0.5, 1, 2.5, 10))
-        self.disclosures = Counter("mailveil_disclosures", "Disclosure decisions",
-                                   ["outcome"], registry=self.registry)
-        self.customers_imported = Counter("mailveil_customers_imported", "Customer import rows",
-                                          ["outcome"], registry=self.registry)
-        self.ledger_appends = Counter("mailveil_ledger_entries_appended",
-                                      "Ledger entries appended through the API",
-                                      registry=self.registry)
+        self.requests = Counter(
+            "mailveil_http_requests",
+            "HTTP requests",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "mailveil_http_request_seconds",
+            "HTTP request latency",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.disclosures = Counter(
+            "mailveil_disclosures", "Disclosure decisions", ["outcome"], registry=self.registry
+        )
+        self.customers_imported = Counter(
+            "mailveil_customers_imported",
+            "Customer import rows",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.ledger_appends = Counter(
+            "mailveil_ledger_entries_appended",
+            "Ledger entries appended through the API",
+            registry=self.registry,
+        )
 
 
 class MetricsMiddleware:

@@ -18,6 +18,7 @@ from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from mailveil.errors import MailveilError
+from mailveil.logs import scrub
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 PROBLEM_BASE = "urn:mailveil:problem:"
@@ -60,11 +61,22 @@ def _validation_errors(raw: Sequence[Any]) -> tuple[str, str, str, list[dict[str
         if err.get("type") == "json_invalid":
             malformed = True
         # Never echo "input" or "ctx": they can carry the caller's data verbatim.
-        errors.append({"loc": [str(p) for p in err.get("loc", ())], "msg": str(err.get("msg", "")),
-                       "type": str(err.get("type", ""))})
+        errors.append(
+            {
+                "loc": [str(p) for p in err.get("loc", ())],
+                "msg": str(err.get("msg", "")),
+                "type": str(err.get("type", "")),
+            }
+        )
     if malformed:
         return "malformed-json", "Malformed JSON", "the request body is not valid JSON", errors
     return "invalid-input", "Invalid input", f"{len(errors)} field(s) failed validation", errors
+
+
+def _scrubbed(request: Request, value: str) -> str:
+    # Paths and messages can carry what the caller sent (an address typed where an id or an
+    # alias goes); an error must not hand it back, nor write it to a log.
+    return scrub(value, request.app.state.runtime.settings.relay_domain)
 
 
 def install_problem_handlers(app: FastAPI) -> None:
@@ -72,32 +84,67 @@ def install_problem_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(MailveilError)
     async def _domain(request: Request, exc: MailveilError) -> JSONResponse:
-        extra = {k: v for k, v in exc.extra.items() if isinstance(v, str | int | float | bool | list)}
-        return problem(exc.status, exc.code, exc.title, exc.detail, request.url.path, **extra)
+        extra = {
+            k: v for k, v in exc.extra.items() if isinstance(v, str | int | float | bool | list)
+        }
+        return problem(
+            exc.status,
+            exc.code,
+            exc.title,
+            _scrubbed(request, exc.detail),
+            _scrubbed(request, request.url.path),
+            **extra,
+        )
 
     @app.exception_handler(RequestValidationError)
     @app.exception_handler(ValidationError)
-    async def _validation(request: Request, exc: RequestValidationError | ValidationError
-                          ) -> JSONResponse:
+    async def _validation(
+        request: Request, exc: RequestValidationError | ValidationError
+    ) -> JSONResponse:
         code, title, detail, errors = _validation_errors(exc.errors())
         status = 400 if code == "malformed-json" else 422
-        return problem(status, code, title, detail, request.url.path, errors=errors)
+        for error in errors:
+            error["msg"] = _scrubbed(request, error["msg"])
+        return problem(
+            status, code, title, detail, _scrubbed(request, request.url.path), errors=errors
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) else title
-        return problem(exc.status_code, code, title, detail, request.url.path)
+        return problem(
+            exc.status_code,
+            code,
+            title,
+            _scrubbed(request, detail),
+            _scrubbed(request, request.url.path),
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         # The exception text may hold data; log its type and where, answer generically.
-        log.error("unhandled_error", path=request.url.path, error_type=type(exc).__name__)
-        return problem(500, "internal-error", "Internal error",
-                       "the server failed to handle this request; it has been logged",
-                       request.url.path)
+        log.error(
+            "unhandled_error",
+            path=_scrubbed(request, request.url.path),
+            error_type=type(exc).__name__,
+        )
+        return problem(
+            500,
+            "internal-error",
+            "Internal error",
+            "the server failed to handle this request; it has been logged",
+            _scrubbed(request, request.url.path),
+        )
 
 
 def problem_bytes(status: int, code: str, title: str, detail: str, instance: str) -> bytes:
-    return json.dumps({"type": PROBLEM_BASE + code, "title": title, "status": status,
-                       "detail": detail, "instance": instance}).encode()
+    return json.dumps(
+        {
+            "type": PROBLEM_BASE + code,
+            "title": title,
+            "status": status,
+            "detail": detail,
+            "instance": instance,
+        }
+    ).encode()

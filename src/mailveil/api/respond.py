@@ -34,14 +34,16 @@ async def idempotent(
         session.commit()
         return _response(status, body)
     key = idempotency.check_key(key)
-    fingerprint = idempotency.request_fingerprint(request.method, request.url.path,
-                                                  await request.body())
+    fingerprint = idempotency.request_fingerprint(
+        request.method, request.url.path, await request.body()
+    )
     hit = idempotency.lookup(session, caller.api_key_id, key, fingerprint)
     if hit is not None:
         return _response(hit[0], hit[1], replayed=True)
     status, body = handler()
-    idempotency.remember(session, caller.api_key_id, key, request.method, request.url.path,
-                         fingerprint, status, body)
+    idempotency.remember(
+        session, caller.api_key_id, key, request.method, request.url.path, fingerprint, status, body
+    )
     try:
         session.commit()
     except IntegrityError as exc:

@@ -20,7 +20,7 @@ from mailveil.auth.models import ApiKey
 from mailveil.db.base import utcnow
 from mailveil.errors import Forbidden, InvalidInput, NotFound
 
-TOKEN_PREFIX = "mvk"
+TOKEN_PREFIX = "mvk"  # noqa: S105 - a label, not a secret
 _KEY_ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
 
 
@@ -79,24 +79,34 @@ def issue_key(
     try:
         role = Role(role)
     except ValueError as exc:
-        raise InvalidInput(f"unknown role {role!r}; roles: {', '.join(r.value for r in Role)}") from exc
+        raise InvalidInput(
+            f"unknown role {role!r}; roles: {', '.join(r.value for r in Role)}"
+        ) from exc
     wanted_kind = PRINCIPAL_ROLES.get(role)
     if wanted_kind is not None:
         if principal_id is None:
             raise InvalidInput(f"a {role.value} key must be bound to a {wanted_kind} principal")
         if principal_kind is not None and principal_kind != wanted_kind:
-            raise InvalidInput(f"a {role.value} key must be bound to a {wanted_kind}, not a {principal_kind}")
+            raise InvalidInput(
+                f"a {role.value} key must be bound to a {wanted_kind}, not a {principal_kind}"
+            )
     key_id = "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(12))
     secret = secrets.token_urlsafe(32)
-    row = ApiKey(key_id=key_id, secret_hash=_hash(secret), role=role.value,
-                 principal_id=principal_id, label=label[:200], created_at=utcnow())
+    row = ApiKey(
+        key_id=key_id,
+        secret_hash=_hash(secret),
+        role=role.value,
+        principal_id=principal_id,
+        label=label[:200],
+        created_at=utcnow(),
+    )
     session.add(row)
     session.flush()
     return IssuedKey(token=f"{TOKEN_PREFIX}_{key_id}_{secret}", key=row)
 
 
 def authenticate(session: Session, token: str | None) -> Caller:
-    """Resolve a bearer token to its caller, or raise Unauthenticated (same error for every failure)."""
+    """The caller behind a bearer token, or Unauthenticated (one error for every failure)."""
     if not token:
         raise Unauthenticated("send 'Authorization: Bearer <api key>'")
     parts = token.split("_", 2)
@@ -107,8 +117,9 @@ def authenticate(session: Session, token: str | None) -> Caller:
         raise Unauthenticated("unknown or revoked API key")
     if not hmac.compare_digest(row.secret_hash, _hash(parts[2])):
         raise Unauthenticated("unknown or revoked API key")
-    return Caller(api_key_id=row.id, key_id=row.key_id, role=Role(row.role),
-                  principal_id=row.principal_id)
+    return Caller(
+        api_key_id=row.id, key_id=row.key_id, role=Role(row.role), principal_id=row.principal_id
+    )
 
 
 def revoke_key(session: Session, key_id: str) -> ApiKey:
@@ -127,4 +138,6 @@ def list_keys(session: Session) -> list[ApiKey]:
 def require_role(caller: Caller, *roles: Role) -> None:
     if caller.role not in roles:
         allowed = ", ".join(r.value for r in roles)
-        raise Forbidden(f"this needs one of the roles: {allowed}; the key has role {caller.role.value}")
+        raise Forbidden(
+            f"this needs one of the roles: {allowed}; the key has role {caller.role.value}"
+        )

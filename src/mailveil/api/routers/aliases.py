@@ -23,7 +23,9 @@ class RevokeIn(BaseModel):
 
 @router.get("/{address}")
 def get_alias_report(
-    address: str, session: SessionDep, _caller: InvestigatorDep,
+    address: str,
+    session: SessionDep,
+    _caller: InvestigatorDep,
     after_seq: Annotated[int | None, Query(ge=0)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
 ) -> dict[str, Any]:
@@ -32,10 +34,17 @@ def get_alias_report(
 
 
 @router.post("/{address}/revoke")
-def post_revoke(address: str, body: RevokeIn, session: SessionDep, runtime: RuntimeDep,
-                caller: RevokerDep) -> dict[str, Any]:
+def post_revoke(
+    address: str, body: RevokeIn, session: SessionDep, runtime: RuntimeDep, caller: RevokerDep
+) -> dict[str, Any]:
     """Revoke an alias: mail to it is refused from then on; the revocation is in the ledger."""
-    alias = revoke_alias(session, settings=runtime.settings, signer=runtime.signer,
-                         address=address, reason=body.reason, actor=caller.actor)
+    alias = revoke_alias(
+        session,
+        settings=runtime.settings,
+        signer=runtime.signer,
+        address=address,
+        reason=body.reason,
+        actor=caller.actor,
+    )
     session.commit()
     return alias_view(alias)

@@ -35,20 +35,31 @@ class ApiKeyOut(BaseModel):
 
 
 def _out(row: ApiKey) -> dict[str, Any]:
-    return ApiKeyOut(key_id=row.key_id, role=row.role, principal_id=row.principal_id,
-                     label=row.label, created_at=row.created_at.isoformat(),
-                     revoked=row.revoked_at is not None).model_dump()
+    return ApiKeyOut(
+        key_id=row.key_id,
+        role=row.role,
+        principal_id=row.principal_id,
+        label=row.label,
+        created_at=row.created_at.isoformat(),
+        revoked=row.revoked_at is not None,
+    ).model_dump()
 
 
 @router.post("", status_code=201, responses={201: {"model": ApiKeyOut}})
-async def create_api_key(body: ApiKeyIn, request: Request, session: SessionDep,
-                         caller: AdminDep) -> JSONResponse:
+async def create_api_key(
+    body: ApiKeyIn, request: Request, session: SessionDep, caller: AdminDep
+) -> JSONResponse:
     def handler() -> tuple[int, Any]:
         kind = None
         if body.principal_id is not None:
             kind = get_principal(session, body.principal_id).kind
-        issued = issue_key(session, body.role, principal_id=body.principal_id,
-                           principal_kind=kind, label=body.label)
+        issued = issue_key(
+            session,
+            body.role,
+            principal_id=body.principal_id,
+            principal_kind=kind,
+            label=body.label,
+        )
         return 201, {**_out(issued.key), "token": issued.token}
 
     return await idempotent(request, session, caller, handler)

@@ -77,16 +77,24 @@ class ImportSummary(BaseModel):
 @router.post(
     "",
     status_code=201,
-    openapi_extra={"requestBody": {"content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/CustomerIn"}},
-        "application/x-ndjson": {"schema": {"type": "string",
-                                            "description": "one CustomerIn per line"}},
-    }}},
-    responses={201: {"model": CustomerOut}, 200: {"model": ImportSummary,
-                                                  "description": "bulk NDJSON summary"}},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/CustomerIn"}},
+                "application/x-ndjson": {
+                    "schema": {"type": "string", "description": "one CustomerIn per line"}
+                },
+            }
+        }
+    },
+    responses={
+        201: {"model": CustomerOut},
+        200: {"model": ImportSummary, "description": "bulk NDJSON summary"},
+    },
 )
-async def post_customers(request: Request, session: SessionDep, runtime: RuntimeDep,
-                         caller: BackendDep) -> JSONResponse:
+async def post_customers(
+    request: Request, session: SessionDep, runtime: RuntimeDep, caller: BackendDep
+) -> JSONResponse:
     """Create one customer (JSON) or many (NDJSON, streamed, good rows kept, bad rows reported
     with their line numbers)."""
     if is_ndjson(request):
@@ -94,16 +102,24 @@ async def post_customers(request: Request, session: SessionDep, runtime: Runtime
     body = CustomerIn.model_validate_json(await request.body())
 
     def handler() -> tuple[int, Any]:
-        row = create_customer(session, runtime.vault, external_id=body.external_id,
-                              email=body.email, country=body.country, opt_outs=body.opt_outs,
-                              sensitive_topics=body.sensitive_topics, is_canary=body.is_canary)
+        row = create_customer(
+            session,
+            runtime.vault,
+            external_id=body.external_id,
+            email=body.email,
+            country=body.country,
+            opt_outs=body.opt_outs,
+            sensitive_topics=body.sensitive_topics,
+            is_canary=body.is_canary,
+        )
         return 201, customer_view(row)
 
     return await idempotent(request, session, caller, handler)
 
 
-async def _bulk_import(request: Request, session: Any, runtime: Any, caller: Caller
-                       ) -> JSONResponse:
+async def _bulk_import(
+    request: Request, session: Any, runtime: Any, caller: Caller
+) -> JSONResponse:
     key = request.headers.get("idempotency-key")
     body = await spool(request)
     try:
@@ -111,8 +127,9 @@ async def _bulk_import(request: Request, session: Any, runtime: Any, caller: Cal
             key = idempotency.check_key(key)
             hit = idempotency.lookup(session, caller.api_key_id, key, body.sha256)
             if hit is not None:
-                return JSONResponse(hit[1], status_code=hit[0],
-                                    headers={"Idempotent-Replayed": "true"})
+                return JSONResponse(
+                    hit[1], status_code=hit[0], headers={"Idempotent-Replayed": "true"}
+                )
 
         def run() -> dict[str, Any]:
             counts = {"created": 0, "duplicate": 0, "error": 0}
@@ -124,14 +141,26 @@ async def _bulk_import(request: Request, session: Any, runtime: Any, caller: Cal
             metrics = request.app.state.metrics
             for status, n in counts.items():
                 metrics.customers_imported.labels(status).inc(n)
-            return {"created": counts["created"], "duplicates": counts["duplicate"],
-                    "errors": counts["error"], "problems": problems,
-                    "truncated": counts["duplicate"] + counts["error"] > len(problems)}
+            return {
+                "created": counts["created"],
+                "duplicates": counts["duplicate"],
+                "errors": counts["error"],
+                "problems": problems,
+                "truncated": counts["duplicate"] + counts["error"] > len(problems),
+            }
 
         summary = await run_in_threadpool(run)
         if key is not None:
-            idempotency.remember(session, caller.api_key_id, key, request.method,
-                                 request.url.path, body.sha256, 200, summary)
+            idempotency.remember(
+                session,
+                caller.api_key_id,
+                key,
+                request.method,
+                request.url.path,
+                body.sha256,
+                200,
+                summary,
+            )
             session.commit()
         return JSONResponse(summary, status_code=200)
     finally:
@@ -140,7 +169,9 @@ async def _bulk_import(request: Request, session: Any, runtime: Any, caller: Cal
 
 @router.get("")
 def get_customers(
-    session: SessionDep, runtime: RuntimeDep, _caller: BackendDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _caller: BackendDep,
     limit: Annotated[int | None, Query(ge=1)] = None,
     after: Annotated[int | None, Query(ge=0, description="the `next` of the previous page")] = None,
     external_id: Annotated[str | None, Query(max_length=255)] = None,
@@ -150,8 +181,9 @@ def get_customers(
         return CustomerPage(items=[CustomerOut(**customer_view(row))], next=None)
     size = clamp_limit(limit, runtime.settings.page_size_default, runtime.settings.page_size_max)
     rows = list_customers(session, after_id=after, limit=size + 1)
-    return CustomerPage(items=[CustomerOut(**customer_view(r)) for r in rows[:size]],
-                        next=next_cursor(rows, size))
+    return CustomerPage(
+        items=[CustomerOut(**customer_view(r)) for r in rows[:size]], next=next_cursor(rows, size)
+    )
 
 
 @router.get("/{customer_id}")
@@ -160,10 +192,16 @@ def get_one_customer(customer_id: int, session: SessionDep, _caller: BackendDep)
 
 
 @router.patch("/{customer_id}")
-def patch_customer(customer_id: int, body: CustomerPatch, session: SessionDep,
-                   _caller: BackendDep) -> CustomerOut:
-    row = update_customer(session, customer_id, country=body.country, opt_outs=body.opt_outs,
-                          sensitive_topics=body.sensitive_topics)
+def patch_customer(
+    customer_id: int, body: CustomerPatch, session: SessionDep, _caller: BackendDep
+) -> CustomerOut:
+    row = update_customer(
+        session,
+        customer_id,
+        country=body.country,
+        opt_outs=body.opt_outs,
+        sensitive_topics=body.sensitive_topics,
+    )
     session.commit()
     return CustomerOut(**customer_view(row))
 

@@ -22,6 +22,7 @@ from mailveil.api.bulk import is_ndjson, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.respond import idempotent
 from mailveil.auth.keys import Caller, Role
+from mailveil.contacts.customers import get_customer_by_external_id
 from mailveil.contacts.disclosures import (
     AnyRequest,
     DisclosureRequest,
@@ -29,7 +30,6 @@ from mailveil.contacts.disclosures import (
     ExternalDisclosureRequest,
     disclose_bulk,
 )
-from mailveil.contacts.customers import get_customer_by_external_id
 from mailveil.contacts.importing import ParseError, iter_ndjson
 from mailveil.db.session import session_scope
 from mailveil.errors import Forbidden, InvalidInput, MailveilError, NotFound
@@ -54,8 +54,9 @@ class DisclosureIn(BaseModel):
     principal_kind: str | None = Field(default=None, max_length=20)
     principal_external_id: str | None = Field(default=None, max_length=255)
     purpose: str = Field(max_length=64, description="order, support, notification, ...")
-    ref: str | None = Field(default=None, max_length=255,
-                            description="the order, case or template this is for")
+    ref: str | None = Field(
+        default=None, max_length=255, description="the order, case or template this is for"
+    )
 
     @model_validator(mode="after")
     def _one_way_to_name_each(self) -> DisclosureIn:
@@ -94,11 +95,17 @@ def to_request(session: Session, body: DisclosureIn, caller: Caller) -> AnyReque
     if body.principal_kind is not None and body.principal_external_id is not None:
         if body.customer_external_id is None:
             raise InvalidInput("name the customer by external id when naming the principal so")
-        return ExternalDisclosureRequest(body.customer_external_id, body.principal_kind,
-                                         body.principal_external_id, body.purpose, body.ref)
+        return ExternalDisclosureRequest(
+            body.customer_external_id,
+            body.principal_kind,
+            body.principal_external_id,
+            body.purpose,
+            body.ref,
+        )
     if principal_id is None:
-        raise InvalidInput("name the principal: principal_id, or principal_kind and "
-                           "principal_external_id")
+        raise InvalidInput(
+            "name the principal: principal_id, or principal_kind and principal_external_id"
+        )
     customer_id = body.customer_id
     if customer_id is None:
         assert body.customer_external_id is not None
@@ -121,11 +128,20 @@ def _answer(result: DisclosureResult) -> tuple[int, Any]:
     }
 
 
-def _decide(session: Session, runtime: Runtime, requests: list[AnyRequest], actor: str
-            ) -> list[DisclosureResult]:
-    return list(disclose_bulk(session, settings=runtime.settings, policy=runtime.policy,
-                              signer=runtime.signer, requests=requests, actor=actor,
-                              commit=False))
+def _decide(
+    session: Session, runtime: Runtime, requests: list[AnyRequest], actor: str
+) -> list[DisclosureResult]:
+    return list(
+        disclose_bulk(
+            session,
+            settings=runtime.settings,
+            policy=runtime.policy,
+            signer=runtime.signer,
+            requests=requests,
+            actor=actor,
+            commit=False,
+        )
+    )
 
 
 def _count(request: Request, results: list[DisclosureResult]) -> None:
@@ -137,16 +153,23 @@ def _count(request: Request, results: list[DisclosureResult]) -> None:
 @router.post(
     "",
     status_code=201,
-    openapi_extra={"requestBody": {"content": {
-        "application/json": {"schema": {"$ref": "#/components/schemas/DisclosureIn"}},
-        NDJSON: {"schema": {"type": "string", "description": "one DisclosureIn per line"}},
-    }}},
-    responses={201: {"model": DisclosureOut},
-               403: {"description": "denied by policy (problem JSON with the reason)"},
-               200: {"content": {NDJSON: {}}, "description": "bulk: one result per line"}},
+    openapi_extra={
+        "requestBody": {
+            "content": {
+                "application/json": {"schema": {"$ref": "#/components/schemas/DisclosureIn"}},
+                NDJSON: {"schema": {"type": "string", "description": "one DisclosureIn per line"}},
+            }
+        }
+    },
+    responses={
+        201: {"model": DisclosureOut},
+        403: {"description": "denied by policy (problem JSON with the reason)"},
+        200: {"content": {NDJSON: {}}, "description": "bulk: one result per line"},
+    },
 )
-async def post_disclosure(request: Request, session: SessionDep, runtime: RuntimeDep,
-                          caller: DiscloserDep) -> Response:
+async def post_disclosure(
+    request: Request, session: SessionDep, runtime: RuntimeDep, caller: DiscloserDep
+) -> Response:
     """Disclose one customer's alias to one principal (JSON), or many pairs (NDJSON in,
     NDJSON out, one result per input line, in order)."""
     if is_ndjson(request):
@@ -161,16 +184,21 @@ async def post_disclosure(request: Request, session: SessionDep, runtime: Runtim
     return await idempotent(request, session, caller, handler)
 
 
-def _line_results(session: Session, runtime: Runtime, caller: Caller,
-                  parsed: list[tuple[int, Any] | ParseError]) -> list[dict[str, Any]]:
+def _line_results(
+    session: Session, runtime: Runtime, caller: Caller, parsed: list[tuple[int, Any] | ParseError]
+) -> list[dict[str, Any]]:
     """Results for one batch of parsed lines, in input order, each tagged with its line."""
     out: list[dict[str, Any] | None] = [None] * len(parsed)
     requests: list[AnyRequest] = []
     positions: list[int] = []
     for pos, item in enumerate(parsed):
         if isinstance(item, ParseError):
-            out[pos] = {"line": item.line, "status": "error", "error": "invalid-input",
-                        "reason": item.reason}
+            out[pos] = {
+                "line": item.line,
+                "status": "error",
+                "error": "invalid-input",
+                "reason": item.reason,
+            }
             continue
         line, record = item
         try:
@@ -179,13 +207,17 @@ def _line_results(session: Session, runtime: Runtime, caller: Caller,
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first.get("loc", ())) or "line"
-            out[pos] = {"line": line, "status": "error", "error": "invalid-input",
-                        "reason": f"{where}: {first.get('msg', 'invalid')}"}
+            out[pos] = {
+                "line": line,
+                "status": "error",
+                "error": "invalid-input",
+                "reason": f"{where}: {first.get('msg', 'invalid')}",
+            }
         except MailveilError as exc:
-            out[pos] = {"line": line, "status": "error", "error": exc.code,
-                        "reason": exc.detail}
-    for pos, result in zip(positions, _decide(session, runtime, requests, caller.actor),
-                           strict=True):
+            out[pos] = {"line": line, "status": "error", "error": exc.code, "reason": exc.detail}
+    for pos, result in zip(
+        positions, _decide(session, runtime, requests, caller.actor), strict=True
+    ):
         item = parsed[pos]
         assert not isinstance(item, ParseError)
         out[pos] = {"line": item[0], **result.to_dict()}
@@ -193,8 +225,9 @@ def _line_results(session: Session, runtime: Runtime, caller: Caller,
     return [r for r in out if r is not None]
 
 
-def _batches(items: Iterator[tuple[int, Any] | ParseError], size: int
-             ) -> Iterator[list[tuple[int, Any] | ParseError]]:
+def _batches(
+    items: Iterator[tuple[int, Any] | ParseError], size: int
+) -> Iterator[list[tuple[int, Any] | ParseError]]:
     batch: list[tuple[int, Any] | ParseError] = []
     for item in items:
         batch.append(item)
@@ -205,8 +238,7 @@ def _batches(items: Iterator[tuple[int, Any] | ParseError], size: int
         yield batch
 
 
-async def _bulk(request: Request, session: Session, runtime: Runtime, caller: Caller
-                ) -> Response:
+async def _bulk(request: Request, session: Session, runtime: Runtime, caller: Caller) -> Response:
     key = request.headers.get("idempotency-key")
     body = await spool(request)
     if key is not None:
@@ -214,15 +246,19 @@ async def _bulk(request: Request, session: Session, runtime: Runtime, caller: Ca
             key = idempotency.check_key(key)
             hit = idempotency.lookup(session, caller.api_key_id, key, body.sha256)
             if hit is not None:
-                return Response("".join(json.dumps(r) + "\n" for r in hit[1]),
-                                status_code=hit[0], media_type=NDJSON,
-                                headers={"Idempotent-Replayed": "true"})
+                return Response(
+                    "".join(json.dumps(r) + "\n" for r in hit[1]),
+                    status_code=hit[0],
+                    media_type=NDJSON,
+                    headers={"Idempotent-Replayed": "true"},
+                )
 
             if sum(1 for _ in body.lines()) > MAX_IDEMPOTENT_LINES:
                 raise InvalidInput(
                     f"with an Idempotency-Key a bulk request may hold at most "
                     f"{MAX_IDEMPOTENT_LINES} lines; split it, or retry without the key "
-                    "(a repeated disclosure returns the same alias)")
+                    "(a repeated disclosure returns the same alias)"
+                )
 
             def run_all() -> list[dict[str, Any]]:
                 results: list[dict[str, Any]] = []
@@ -231,16 +267,28 @@ async def _bulk(request: Request, session: Session, runtime: Runtime, caller: Ca
                 return results
 
             results = await run_in_threadpool(run_all)
-            idempotency.remember(session, caller.api_key_id, key, request.method,
-                                 request.url.path, body.sha256, 200, results)
+            idempotency.remember(
+                session,
+                caller.api_key_id,
+                key,
+                request.method,
+                request.url.path,
+                body.sha256,
+                200,
+                results,
+            )
             session.commit()
-            return Response("".join(json.dumps(r) + "\n" for r in results),
-                            status_code=200, media_type=NDJSON)
+            return Response(
+                "".join(json.dumps(r) + "\n" for r in results), status_code=200, media_type=NDJSON
+            )
         finally:
             body.close()
 
+    # End the request's (read-only) transaction: the stream below may run for minutes and
+    # must not pin a snapshot, nor nest inside it.
+    session.commit()
+
     def stream() -> Iterator[bytes]:
-        # Its own session: the response streams after the request's dependencies are done.
         try:
             with session_scope(runtime.session_factory) as own:
                 for batch in _batches(iter_ndjson(body.lines()), BULK_BATCH):

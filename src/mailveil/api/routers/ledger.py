@@ -34,7 +34,8 @@ def get_checkpoint(session: SessionDep, runtime: RuntimeDep, _caller: CallerDep)
 
 @router.get("/proof/inclusion")
 def get_inclusion_proof(
-    session: SessionDep, _caller: CallerDep,
+    session: SessionDep,
+    _caller: CallerDep,
     index: Annotated[int, Query(ge=0, description="leaf index (= sequence number)")],
     tree_size: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
@@ -43,7 +44,8 @@ def get_inclusion_proof(
 
 @router.get("/proof/consistency")
 def get_consistency_proof(
-    session: SessionDep, _caller: CallerDep,
+    session: SessionDep,
+    _caller: CallerDep,
     first: Annotated[int, Query(ge=1)],
     second: Annotated[int | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:

@@ -61,12 +61,18 @@ class PrincipalPage(BaseModel):
 
 
 @router.post("", status_code=201, responses={201: {"model": PrincipalOut}})
-async def post_principal(body: PrincipalIn, request: Request, session: SessionDep,
-                         caller: BackendDep) -> JSONResponse:
+async def post_principal(
+    body: PrincipalIn, request: Request, session: SessionDep, caller: BackendDep
+) -> JSONResponse:
     def handler() -> tuple[int, Any]:
-        row = create_principal(session, kind=body.kind, external_id=body.external_id,
-                               display_name=body.display_name, attributes=body.attributes,
-                               status=body.status)
+        row = create_principal(
+            session,
+            kind=body.kind,
+            external_id=body.external_id,
+            display_name=body.display_name,
+            attributes=body.attributes,
+            status=body.status,
+        )
         return 201, principal_view(row)
 
     return await idempotent(request, session, caller, handler)
@@ -74,27 +80,35 @@ async def post_principal(body: PrincipalIn, request: Request, session: SessionDe
 
 @router.get("")
 def get_principals(
-    session: SessionDep, runtime: RuntimeDep, _caller: BackendDep,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _caller: BackendDep,
     kind: Kind | None = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
     after: Annotated[int | None, Query(ge=0)] = None,
 ) -> PrincipalPage:
     size = clamp_limit(limit, runtime.settings.page_size_default, runtime.settings.page_size_max)
     rows = list_principals(session, kind=kind, after_id=after, limit=size + 1)
-    return PrincipalPage(items=[PrincipalOut(**principal_view(r)) for r in rows[:size]],
-                         next=next_cursor(rows, size))
+    return PrincipalPage(
+        items=[PrincipalOut(**principal_view(r)) for r in rows[:size]], next=next_cursor(rows, size)
+    )
 
 
 @router.get("/{principal_id}")
-def get_one_principal(principal_id: int, session: SessionDep, _caller: BackendDep
-                      ) -> PrincipalOut:
+def get_one_principal(principal_id: int, session: SessionDep, _caller: BackendDep) -> PrincipalOut:
     return PrincipalOut(**principal_view(get_principal(session, principal_id)))
 
 
 @router.patch("/{principal_id}")
-def patch_principal(principal_id: int, body: PrincipalPatch, session: SessionDep,
-                    _caller: BackendDep) -> PrincipalOut:
-    row = update_principal(session, principal_id, display_name=body.display_name,
-                           attributes=body.attributes, status=body.status)
+def patch_principal(
+    principal_id: int, body: PrincipalPatch, session: SessionDep, _caller: BackendDep
+) -> PrincipalOut:
+    row = update_principal(
+        session,
+        principal_id,
+        display_name=body.display_name,
+        attributes=body.attributes,
+        status=body.status,
+    )
     session.commit()
     return PrincipalOut(**principal_view(row))

@@ -52,7 +52,6 @@ class CaseIn(BaseModel):
     opened_at: datetime | None = None
 
 
-
 class OrderPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: OrderStatus
@@ -70,19 +69,33 @@ class RelationshipPage(BaseModel):
 
 
 @router.post("", status_code=201)
-async def post_relationship(request: Request, session: SessionDep, caller: BackendDep,
-                            body: Annotated[OrderIn | CaseIn, Field(discriminator="type")]
-                            ) -> JSONResponse:
+async def post_relationship(
+    request: Request,
+    session: SessionDep,
+    caller: BackendDep,
+    body: Annotated[OrderIn | CaseIn, Field(discriminator="type")],
+) -> JSONResponse:
     """Record an order (`"type": "order"`) or a support case (`"type": "case"`)."""
+
     def handler() -> tuple[int, Any]:
         if isinstance(body, OrderIn):
-            order = create_order(session, external_id=body.external_id,
-                                 customer_id=body.customer_id, seller_id=body.seller_id,
-                                 status=body.status, placed_at=body.placed_at)
+            order = create_order(
+                session,
+                external_id=body.external_id,
+                customer_id=body.customer_id,
+                seller_id=body.seller_id,
+                status=body.status,
+                placed_at=body.placed_at,
+            )
             return 201, {"type": "order", **order_view(order)}
-        case = create_case(session, external_id=body.external_id, customer_id=body.customer_id,
-                           assignee_id=body.assignee_id, status=body.status,
-                           opened_at=body.opened_at)
+        case = create_case(
+            session,
+            external_id=body.external_id,
+            customer_id=body.customer_id,
+            assignee_id=body.assignee_id,
+            status=body.status,
+            opened_at=body.opened_at,
+        )
         return 201, {"type": "case", **case_view(case)}
 
     return await idempotent(request, session, caller, handler)
@@ -90,8 +103,10 @@ async def post_relationship(request: Request, session: SessionDep, caller: Backe
 
 @router.get("")
 def get_relationships(
-    session: SessionDep, runtime: RuntimeDep, _caller: BackendDep,
-    type: Literal["order", "case"],  # noqa: A002 - the API's field name
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _caller: BackendDep,
+    type: Literal["order", "case"],
     customer_id: int | None = None,
     principal_id: Annotated[int | None, Query(description="seller or assignee")] = None,
     limit: Annotated[int | None, Query(ge=1)] = None,
@@ -99,14 +114,20 @@ def get_relationships(
 ) -> RelationshipPage:
     size = clamp_limit(limit, runtime.settings.page_size_default, runtime.settings.page_size_max)
     if type == "order":
-        orders = list_orders(session, customer_id=customer_id, seller_id=principal_id,
-                             after_id=after, limit=size + 1)
-        return RelationshipPage(items=[{"type": "order", **order_view(o)} for o in orders[:size]],
-                                next=next_cursor(orders, size))
-    cases = list_cases(session, customer_id=customer_id, assignee_id=principal_id,
-                       after_id=after, limit=size + 1)
-    return RelationshipPage(items=[{"type": "case", **case_view(c)} for c in cases[:size]],
-                            next=next_cursor(cases, size))
+        orders = list_orders(
+            session, customer_id=customer_id, seller_id=principal_id, after_id=after, limit=size + 1
+        )
+        return RelationshipPage(
+            items=[{"type": "order", **order_view(o)} for o in orders[:size]],
+            next=next_cursor(orders, size),
+        )
+    cases = list_cases(
+        session, customer_id=customer_id, assignee_id=principal_id, after_id=after, limit=size + 1
+    )
+    return RelationshipPage(
+        items=[{"type": "case", **case_view(c)} for c in cases[:size]],
+        next=next_cursor(cases, size),
+    )
 
 
 @router.get("/orders/{order_id}")
@@ -115,8 +136,9 @@ def get_one_order(order_id: int, session: SessionDep, _caller: BackendDep) -> di
 
 
 @router.patch("/orders/{order_id}")
-def patch_order(order_id: int, body: OrderPatch, session: SessionDep, _caller: BackendDep
-                ) -> dict[str, Any]:
+def patch_order(
+    order_id: int, body: OrderPatch, session: SessionDep, _caller: BackendDep
+) -> dict[str, Any]:
     order = update_order(session, order_id, status=body.status)
     session.commit()
     return {"type": "order", **order_view(order)}
@@ -128,8 +150,9 @@ def get_one_case(case_id: int, session: SessionDep, _caller: BackendDep) -> dict
 
 
 @router.patch("/cases/{case_id}")
-def patch_case(case_id: int, body: CasePatch, session: SessionDep, _caller: BackendDep
-               ) -> dict[str, Any]:
+def patch_case(
+    case_id: int, body: CasePatch, session: SessionDep, _caller: BackendDep
+) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if body.status is not None:
         changes["status"] = body.status
