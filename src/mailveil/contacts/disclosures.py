@@ -152,11 +152,10 @@ def _resolve(
     cmap: dict[str, int] = {}
     pmap: dict[tuple[str, str], int] = {}
     for part in chunks(sorted(ext_customers)):
-        cmap.update(
-            session.execute(
-                select(Customer.external_id, Customer.id).where(Customer.external_id.in_(part))
-            )
+        rows = session.execute(
+            select(Customer.external_id, Customer.id).where(Customer.external_id.in_(part))
         )
+        cmap.update((ext, cid) for ext, cid in rows)
     for kind, exts in ext_principals.items():
         for part in chunks(sorted(exts)):
             for ext, pid in session.execute(

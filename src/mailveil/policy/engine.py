@@ -312,7 +312,7 @@ class PolicyEngine:
         if reasons:
             return "; ".join(dict.fromkeys(reasons))
         purpose = values.get("purpose", "")
-        return f"no policy permits a {values['kind']} to reach this customer for {purpose!r}"
+        return f"no policy permits this {values['kind']} to reach this customer for {purpose!r}"
 
     def decide(self, inp: PolicyInput) -> Decision:
         return self.decide_many([inp])[0]
@@ -326,10 +326,16 @@ class PolicyEngine:
         if missing:
             self.misses += len(missing)
             if len(memo) + len(missing) > self._memo_size:
-                memo.clear()
-            for inp, result in zip(missing, self._evaluate(missing, self._policy_set), strict=True):
-                memo[inp] = self._decision(inp, result)
-            out = [d if d is not None else memo[inp] for inp, d in zip(inputs, out, strict=True)]
+                memo.clear()  # crude but bounded; a full memo is rare and cheap to refill
+            fresh = {
+                inp: self._decision(inp, result)
+                for inp, result in zip(
+                    missing, self._evaluate(missing, self._policy_set), strict=True
+                )
+            }
+            for inp in missing[: max(0, self._memo_size - len(memo))]:
+                memo[inp] = fresh[inp]
+            out = [d if d is not None else fresh[inp] for inp, d in zip(inputs, out, strict=True)]
         return [d for d in out if d is not None]
 
     def clear_memo(self) -> None:
