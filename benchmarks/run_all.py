@@ -1,0 +1,29 @@
+"""Run every benchmark in this folder, one after another, each with its own figures.
+
+Pass arguments through to every benchmark, e.g. ``--n 100000`` for a quick run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    failed = []
+    for script in sorted(HERE.glob("*.py")):
+        if script.name in {"run_all.py"} or script.name.startswith("_"):
+            continue
+        print(f"\n=== {script.name} ===", flush=True)
+        if subprocess.call([sys.executable, str(script), *sys.argv[1:]]) != 0:
+            failed.append(script.name)
+    if failed:
+        print(f"failed: {', '.join(failed)}")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
