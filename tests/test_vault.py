@@ -291,3 +291,20 @@ def test_a_rolled_back_data_key_is_not_reused(
         assert first.dek_id != second.dek_id
         session.close()
         outer.rollback()
+
+
+def test_a_rotation_by_another_process_is_picked_up(
+    session: Session, settings: Settings, vault: Vault, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = vault.seal(session, "x@example.com", owner="a")
+    other_process = Vault.open(settings)
+    report = rotate_keys(session, other_process)
+    # Within the TTL the old (still valid) key keeps being used ...
+    assert vault.seal(session, "y@example.com", owner="b").dek_id == first.dek_id
+    # ... and after it, the new active key.
+    monkeypatch.setattr("mailveil.vault.ACTIVE_DEK_TTL_SECONDS", 0.0)
+    later = vault.seal(session, "z@example.com", owner="c")
+    assert later.dek_id == report.new_dek_id
+    assert vault.decrypt(session, later.ciphertext, later.dek_id, later.blind_index, owner="c") == (
+        "z@example.com"
+    )

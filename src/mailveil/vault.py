@@ -280,8 +280,10 @@ class Vault:
             if row is not None and (now - self._active_checked < ACTIVE_DEK_TTL_SECONDS):
                 return cached
             if row is not None:
-                session.refresh(row)
-                if row.active:
+                still_active = session.scalar(
+                    select(VaultKey.active).where(VaultKey.id == cached[0])
+                )
+                if still_active:
                     self._active_checked = now
                     return cached
         dek_id = session.scalar(

@@ -84,3 +84,15 @@ def test_policy_input_from_the_database(session: Session, settings: Settings, va
         policy_input(session, settings, 10_000, s.id, "order")
     with pytest.raises(NotFound):
         policy_input(session, settings, canary.id, 10_000, "order")
+
+
+def test_explain_request(session: Session, settings: Settings, vault: Vault) -> None:
+    from mailveil.policy import PolicyEngine
+    from mailveil.policy.facts import explain_request
+
+    c = create_customer(session, vault, external_id="c", email="x@example.org", country="FR")
+    s = create_principal(session, kind="seller", external_id="s")
+    report = explain_request(session, settings, PolicyEngine.load(settings), c.id, s.id, "order")
+    assert not report.decision.allowed
+    assert report.decision.reason == "no order with this seller in the last 90 days"
+    assert report.permitting == () and report.forbidding == ()

@@ -17,7 +17,7 @@ from mailveil.config import Settings
 from mailveil.contacts.models import Customer, Order, Principal, SupportCase
 from mailveil.db.base import utcnow
 from mailveil.errors import NotFound
-from mailveil.policy.engine import PRINCIPAL_TYPES, Attrs, PolicyInput
+from mailveil.policy.engine import PRINCIPAL_TYPES, Attrs, Explanation, PolicyEngine, PolicyInput
 
 IN_CHUNK = 2000  # ids per IN (...) list: well under SQLite's 32766 host parameters
 _DAY_US = 86_400 * 1_000_000
@@ -162,11 +162,25 @@ def policy_input(
     )
 
 
+def explain_request(
+    session: Session,
+    settings: Settings,
+    policy: PolicyEngine,
+    customer_id: int,
+    principal_id: int,
+    purpose: str,
+    ref: str | None = None,
+) -> Explanation:
+    """What ``mailveil policy check`` shows: the facts, and which policies permit or forbid."""
+    return policy.explain(policy_input(session, settings, customer_id, principal_id, purpose, ref))
+
+
 __all__ = [
     "IN_CHUNK",
     "chunks",
     "context_attrs",
     "customer_attrs",
+    "explain_request",
     "latest_orders",
     "open_case_pairs",
     "order_age_days",
