@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need, only those missing, so repeat runs cost nothing.
+# postfix is the relay tests' smarthost (each test run starts its own private instance; the
+# system instance is never configured or started); swaks is an SMTP client the tests drive.
 set -euo pipefail
-packages=(sqlite3)
+packages=(sqlite3 postfix swaks)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -10,5 +12,9 @@ done
 echo "installing Debian packages: ${missing[*]}"
 SUDO=""; [ "$(id -u)" -ne 0 ] && SUDO="sudo"
 export DEBIAN_FRONTEND=noninteractive
+# Without this answer postfix's installer asks which mail set-up to write.
+printf '%s\n' \
+  'postfix postfix/main_mailer_type select No configuration' \
+  'postfix postfix/mailname string localhost' | $SUDO debconf-set-selections
 $SUDO apt-get update -qq
 $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
