@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from mailveil.cli import customers, disclosures, keys, ledger
-from mailveil.cli.common import CliState, console, friendly_errors
+from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
 
 app = typer.Typer(
@@ -39,23 +40,25 @@ def options(
 def init(ctx: typer.Context) -> None:
     """Create the data directory, keys and schema (idempotent); print the first admin key once."""
     settings = ctx.obj.settings()
-    with friendly_errors():
+    with friendly_errors(init_hint=False):
         result = initialise(settings)
     for line in result.steps:
-        console.print(f"[green]✓[/] {line}")
+        say(f"[green]✓[/] {escape(line)}")
     if result.admin_token:
-        console.print("\n[bold]Bootstrap admin API key (shown once, store it now):[/]")
-        console.print(result.admin_token, highlight=False, soft_wrap=True)
+        say("\n[bold]Bootstrap admin API key (shown once, store it now):[/]")
+        emit(result.admin_token)
     else:
-        console.print("An admin key already exists; it is never shown again. "
-                      "Issue another with `mailveil api-keys create --role admin`.")
+        say(
+            "An admin key already exists; it is never shown again. "
+            "Issue another with `mailveil api-keys create --role admin`."
+        )
 
 
 @app.command()
 def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="API address")] = None,
-    port: Annotated[int | None, typer.Option(help="API port")] = None,
+    port: Annotated[int | None, typer.Option(help="API port", min=1, max=65535)] = None,
 ) -> None:
     """Run the API (127.0.0.1:8700 by default)."""
     import uvicorn
@@ -65,12 +68,15 @@ def serve(
     from mailveil.runtime import Runtime
 
     settings = ctx.obj.settings()
-    with friendly_errors():
+    host = host if host is not None else settings.api_host
+    port = port if port is not None else settings.api_port
+    with friendly_errors(init_hint=False):
         initialise(settings, issue_admin=False)
         configure_logging(settings)
         runtime = Runtime.open(settings)
         api = create_app(runtime, background_checkpoints=True)
-    console.print(f"mailveil API on http://{host or settings.api_host}:{port or settings.api_port}"
-                  " (OpenAPI at /openapi.json, docs at /docs)")
-    uvicorn.run(api, host=host or settings.api_host, port=port or settings.api_port,
-                log_level=settings.log_level, access_log=False)
+    say(
+        f"mailveil API on http://{host}:{port} (OpenAPI at /openapi.json, docs at /docs)",
+        markup=False,
+    )
+    uvicorn.run(api, host=host, port=port, log_level=settings.log_level, access_log=False)

@@ -9,10 +9,9 @@ import typer
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from mailveil.cli.common import console, err_console, fail, friendly_errors
-from mailveil.contacts.customers import import_customers
+from mailveil.cli.common import cell, database, err_console, fail, friendly_errors, say
+from mailveil.contacts.customers import ImportOutcome, import_customers
 from mailveil.contacts.importing import detect_format, iter_records
-from mailveil.db.session import make_engine, make_session_factory
 from mailveil.vault import Vault
 
 app = typer.Typer(help="Customers.", no_args_is_help=True)
@@ -23,7 +22,7 @@ SHOWN_PROBLEMS = 50
 def import_file(
     ctx: typer.Context,
     file: Annotated[Path, typer.Argument(help="a .csv (with header) or .ndjson file")],
-    batch: Annotated[int, typer.Option(help="rows per committed batch")] = 500,
+    batch: Annotated[int, typer.Option(help="rows per committed batch", min=1)] = 500,
 ) -> None:
     """Stream customers in: good rows are kept, bad rows reported with line numbers.
 
@@ -36,31 +35,45 @@ def import_file(
     if not file.is_file():
         fail(f"{file}: no such file", code=2)
     counts = {"created": 0, "duplicate": 0, "error": 0}
-    problems = []
+    problems: list[ImportOutcome] = []
     with friendly_errors():
         vault = Vault.open(settings)
-        factory = make_session_factory(make_engine(settings))
         size = file.stat().st_size
-        with file.open("rb") as stream, factory() as session, Progress(
-            TextColumn("importing {task.fields[name]}"), BarColumn(), DownloadColumn(),
-            TimeRemainingColumn(), console=err_console,
-        ) as progress:
+        with (
+            database(settings) as factory,
+            file.open("rb") as stream,
+            factory() as session,
+            Progress(
+                TextColumn("importing {task.fields[name]}", markup=False),
+                BarColumn(),
+                DownloadColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+                disable=not err_console.is_terminal,
+            ) as progress,
+        ):
             task = progress.add_task("import", total=size, name=file.name)
-            for outcome in import_customers(session, vault, iter_records(stream, fmt),
-                                            batch_size=batch):
+            for outcome in import_customers(
+                session, vault, iter_records(stream, fmt), batch_size=batch
+            ):
                 counts[outcome.status] += 1
-                if outcome.status != "created":
+                # Kept for the table only (memory stays bounded on a big, bad file).
+                if outcome.status != "created" and len(problems) < SHOWN_PROBLEMS:
                     problems.append(outcome)
                 progress.update(task, completed=stream.tell())
     table = Table("line", "status", "external id", "reason", title="rows not imported")
-    for outcome in problems[:SHOWN_PROBLEMS]:
-        table.add_row(str(outcome.line), outcome.status, outcome.external_id or "",
-                      outcome.reason or "")
-    if problems:
+    bad = counts["duplicate"] + counts["error"]
+    for outcome in problems:
+        table.add_row(
+            cell(outcome.line),
+            cell(outcome.status),
+            cell(outcome.external_id),
+            cell(outcome.reason),
+        )
+    if bad:
         err_console.print(table)
-        if len(problems) > SHOWN_PROBLEMS:
-            err_console.print(f"... and {len(problems) - SHOWN_PROBLEMS} more")
-    console.print(f"created {counts['created']}, duplicates {counts['duplicate']}, "
-                  f"errors {counts['error']}")
-    if problems:
+        if bad > len(problems):
+            say(f"... and {bad - len(problems)} more", err=True)
+    say(f"created {counts['created']}, duplicates {counts['duplicate']}, errors {counts['error']}")
+    if bad:
         raise typer.Exit(1)

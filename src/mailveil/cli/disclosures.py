@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import getpass
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
-from mailveil.cli.common import console, fail, friendly_errors
+from mailveil.cli.common import console, database, fail, friendly_errors, operator_actor, say
 from mailveil.contacts.aliases import alias_report, revoke_alias
 from mailveil.contacts.disclosures import disclose_external
-from mailveil.db.session import make_engine, make_session_factory, session_scope
+from mailveil.db.session import session_scope
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy import PolicyEngine
 
 aliases_app = typer.Typer(help="Aliases.", no_args_is_help=True)
-OPERATOR = f"operator:{getpass.getuser()}"
 
 
 def disclose_command(
@@ -27,21 +26,29 @@ def disclose_command(
 ) -> None:
     """Disclose a customer's alias to a principal, if policy allows; both outcomes are logged."""
     kind, sep, ext = principal.partition(":")
-    if not sep or not ext:
+    if not sep or not kind or not ext:
         fail("--principal must be KIND:EXTERNAL_ID, e.g. seller:s-1001", code=2)
     settings = ctx.obj.settings()
     with friendly_errors():
         policy = PolicyEngine.load(settings)
         signer = CheckpointSigner.load(settings)
-        with session_scope(make_session_factory(make_engine(settings))) as session:
-            result = disclose_external(session, settings=settings, policy=policy, signer=signer,
-                                       customer_external_id=customer, principal_kind=kind,
-                                       principal_external_id=ext, purpose=purpose, ref=ref,
-                                       actor=OPERATOR)
+        with database(settings) as factory, session_scope(factory) as session:
+            result = disclose_external(
+                session,
+                settings=settings,
+                policy=policy,
+                signer=signer,
+                customer_external_id=customer,
+                principal_kind=kind,
+                principal_external_id=ext,
+                purpose=purpose,
+                ref=ref,
+                actor=operator_actor(),
+            )
     if result.allowed:
-        console.print(f"alias         {result.alias}")
-        console.print(f"reverse alias {result.reverse_alias}")
-        console.print(f"ledger entry  {result.ledger_seq}")
+        say(f"alias         {result.alias}", markup=False)
+        say(f"reverse alias {result.reverse_alias}", markup=False)
+        say(f"ledger entry  {result.ledger_seq}", markup=False)
         return
     fail(f"denied: {result.reason} (ledger entry {result.ledger_seq})")
 
@@ -50,19 +57,29 @@ def disclose_command(
 def show(ctx: typer.Context, address: str) -> None:
     """Who an alias was disclosed to, and its ledger history."""
     settings = ctx.obj.settings()
-    with friendly_errors(), session_scope(make_session_factory(make_engine(settings))) as session:
+    with friendly_errors(), database(settings) as factory, session_scope(factory) as session:
         report = alias_report(session, address)
     console.print_json(data=report.to_dict())
 
 
 @aliases_app.command("revoke")
-def revoke(ctx: typer.Context, address: str,
-           reason: Annotated[str, typer.Option(help="why, for the ledger")]) -> None:
+def revoke(
+    ctx: typer.Context,
+    address: str,
+    reason: Annotated[str, typer.Option(help="why, for the ledger")],
+) -> None:
     """Revoke an alias; mail to it is refused from then on."""
     settings = ctx.obj.settings()
     with friendly_errors():
         signer = CheckpointSigner.load(settings)
-        with session_scope(make_session_factory(make_engine(settings))) as session:
-            revoke_alias(session, settings=settings, signer=signer, address=address,
-                         reason=reason, actor=OPERATOR)
-    console.print(f"[green]✓[/] revoked {address}")
+        with database(settings) as factory, session_scope(factory) as session:
+            alias = revoke_alias(
+                session,
+                settings=settings,
+                signer=signer,
+                address=address,
+                reason=reason,
+                actor=operator_actor(),
+            )
+            revoked = alias.address
+    say(f"[green]✓[/] revoked {escape(revoked)}")

@@ -8,38 +8,68 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from mailveil.cli.common import console, fail, friendly_errors
-from mailveil.db.session import make_engine, make_session_factory, session_scope
+from mailveil.cli.common import (
+    console,
+    database,
+    db_engine,
+    emit,
+    err_console,
+    fail,
+    friendly_errors,
+    say,
+)
+from mailveil.db.session import make_session_factory, session_scope
 from mailveil.ledger import proofs
 from mailveil.ledger.append import checkpoint_now, ledger_size
 from mailveil.ledger.signing import CheckpointSigner
-from mailveil.ledger.verify import verify_ledger
+from mailveil.ledger.verify import VerifyReport, verify_ledger
 
 app = typer.Typer(help="The tamper-evident ledger.", no_args_is_help=True)
 
 
 @app.command()
-def verify(ctx: typer.Context,
-           batch: Annotated[int, typer.Option(help="rows read per batch")] = 10_000) -> None:
+def verify(
+    ctx: typer.Context,
+    batch: Annotated[int, typer.Option(help="rows read per batch", min=1)] = 10_000,
+) -> None:
     """Re-check the hash chain, the Merkle tree and every checkpoint signature."""
     settings = ctx.obj.settings()
     with friendly_errors():
         signer = CheckpointSigner.load(settings)
-        engine = make_engine(settings)
-        with session_scope(make_session_factory(engine)) as session:
-            total = ledger_size(session)
-        with Progress(TextColumn("verifying ledger"), BarColumn(), MofNCompleteColumn(),
-                      TimeRemainingColumn(), console=console) as progress:
-            task = progress.add_task("verify", total=total)
-            report = verify_ledger(engine, settings, signer.public_key,
-                                   progress=lambda done: progress.update(task, completed=done),
-                                   batch=batch)
-        engine.dispose()
+        with db_engine(settings) as engine:
+            with session_scope(make_session_factory(engine)) as session:
+                total = ledger_size(session)
+            with Progress(
+                TextColumn("verifying ledger"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                console=err_console,
+                disable=not err_console.is_terminal,
+            ) as progress:
+                task = progress.add_task("verify", total=total)
+                report = verify_ledger(
+                    engine,
+                    settings,
+                    signer.public_key,
+                    progress=lambda done: progress.update(task, completed=done),
+                    batch=batch,
+                )
     if report.ok:
-        console.print(f"[green]ledger verifies[/]: {report.entries} entries, "
-                      f"{report.checkpoints} signed checkpoints")
+        say(
+            f"[green]ledger verifies[/]: {report.entries} entries, "
+            f"{report.checkpoints} signed checkpoints"
+        )
         return
-    fail(f"ledger does NOT verify: first bad entry seq {report.first_bad_seq}: {report.reason}")
+    fail(f"ledger does NOT verify: {_where(report)}: {report.reason}")
+
+
+def _where(report: VerifyReport) -> str:
+    if report.first_bad_seq is not None:
+        return f"first bad entry seq {report.first_bad_seq}"
+    if report.bad_checkpoint is not None:
+        return f"first bad checkpoint at tree size {report.bad_checkpoint}"
+    return "the ledger's head or schema"
 
 
 @app.command()
@@ -48,11 +78,11 @@ def checkpoint(ctx: typer.Context) -> None:
     settings = ctx.obj.settings()
     with friendly_errors():
         signer = CheckpointSigner.load(settings)
-        with session_scope(make_session_factory(make_engine(settings))) as session:
+        with database(settings) as factory, session_scope(factory) as session:
             cp = checkpoint_now(session, settings, signer)
     if cp is None:
         fail("the ledger is empty: nothing to checkpoint")
-    console.print(cp.note, highlight=False, end="")
+    emit(cp.note)
 
 
 @app.command()
@@ -66,7 +96,7 @@ def proof(
     if (index is None) == (first is None):
         fail("give exactly one of --index or --first", code=2)
     settings = ctx.obj.settings()
-    with friendly_errors(), session_scope(make_session_factory(make_engine(settings))) as session:
+    with friendly_errors(), database(settings) as factory, session_scope(factory) as session:
         if index is not None:
             result = proofs.inclusion_proof(session, index, size)
         else:

@@ -9,9 +9,10 @@ from sqlalchemy import select
 
 from mailveil.auth.keys import Role, issue_key
 from mailveil.auth.models import ApiKey
+from mailveil.cli.common import open_engine
 from mailveil.config import Settings
 from mailveil.db.migrate import upgrade
-from mailveil.db.session import make_engine, make_session_factory, session_scope
+from mailveil.db.session import make_session_factory, session_scope
 from mailveil.ledger.signing import init_signing_key
 from mailveil.vault import init_keys
 
@@ -24,16 +25,15 @@ class InitResult:
 
 def initialise(settings: Settings, *, issue_admin: bool = True) -> InitResult:
     result = InitResult()
+    # Only the service's user reads the data: keys, the database (encrypted addresses) and logs.
     for folder in (settings.data_dir, settings.keys_dir, settings.logs_dir):
         folder.mkdir(parents=True, exist_ok=True)
-    # Only the service's user reads the data: keys, the database (encrypted addresses) and logs.
-    os.chmod(settings.data_dir, 0o700)
-    os.chmod(settings.keys_dir, 0o700)
+        os.chmod(folder, 0o700)
     result.steps.append(f"data directory {settings.data_dir}")
     init_keys(settings)
     init_signing_key(settings)
     result.steps.append(f"keys in {settings.keys_dir} (mode 0600)")
-    engine = make_engine(settings)
+    engine = open_engine(settings)
     try:
         upgrade(engine)
         result.steps.append("database schema at the latest migration")
@@ -43,11 +43,14 @@ def initialise(settings: Settings, *, issue_admin: bool = True) -> InitResult:
         if issue_admin:
             with session_scope(make_session_factory(engine)) as session:
                 has_admin = session.scalar(
-                    select(ApiKey.id).where(ApiKey.role == Role.ADMIN.value,
-                                            ApiKey.revoked_at.is_(None)).limit(1))
+                    select(ApiKey.id)
+                    .where(ApiKey.role == Role.ADMIN.value, ApiKey.revoked_at.is_(None))
+                    .limit(1)
+                )
                 if has_admin is None:
-                    result.admin_token = issue_key(session, Role.ADMIN,
-                                                   label="bootstrap admin").token
+                    result.admin_token = issue_key(
+                        session, Role.ADMIN, label="bootstrap admin"
+                    ).token
     finally:
         engine.dispose()
     return result
