@@ -365,9 +365,7 @@ def test_ledger_still_verifies_after_disclosures(
         ask(c.id, s.id)
         ask(c.id, s.id, purpose="support")
     session.flush()
-    report = verify_ledger(
-        session.connection(), settings, signer.public_key, threaded=False, tree_process=False
-    )
+    report = verify_ledger(session.connection(), settings, signer.public_key)
     assert report.ok, report.reason
     assert report.entries == 40
 

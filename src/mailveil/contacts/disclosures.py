@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any, Literal, NamedTuple, cast
 
 from sqlalchemy import Table, select
@@ -46,23 +45,21 @@ from mailveil.policy.facts import (
     principal_attrs,
 )
 
-DEFAULT_BATCH = 2000
+DEFAULT_BATCH = 5000
 REVOKED_REASON = (
     "the alias of this customer for this principal was revoked; it is not re-issued automatically"
 )
 _aliases = cast(Table, Alias.__table__)
 
 
-@dataclass(frozen=True, slots=True)
-class DisclosureRequest:
+class DisclosureRequest(NamedTuple):
     customer_id: int
     principal_id: int
     purpose: str
     ref: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ExternalDisclosureRequest:
+class ExternalDisclosureRequest(NamedTuple):
     """The same, naming the customer and principal by their external ids."""
 
     customer_external_id: str
