@@ -129,3 +129,14 @@ def test_revoke_refusals(
     assert run.code == code, str(run)
     assert message in run.flat
     assert [e.kind for e in ledger_entries(cli_settings)] == ["disclosure"]
+
+
+def test_show_prints_names_exactly(
+    cli: Cli, cli_settings: Settings, db: sessionmaker[Session], alias: str
+) -> None:
+    seller = add_seller(db, "s-2", "Shop :smile: [b]Books[/b]")
+    add_order(db, "o-2", "c-1", seller)
+    other = disclose_to(db, cli_settings, "c-1", seller)
+    assert other.alias
+    report = json.loads(cli.ok("aliases", "show", other.alias).stdout)
+    assert report["principal"]["display_name"] == "Shop :smile: [b]Books[/b]"

@@ -134,3 +134,15 @@ def test_revoking_an_unknown_key_is_a_clear_error(
     run = cli("api-keys", "revoke", key_id)
     assert run.code == 1, str(run)
     assert run.stderr.strip() == f"error: no API key {key_id} (not-found)"
+
+
+def test_ids_that_look_like_emoji_codes_are_echoed_exactly(
+    cli: Cli, db: sessionmaker[Session]
+) -> None:
+    run = cli("api-keys", "revoke", "key:smile:1")
+    assert run.code == 1, str(run)
+    assert run.stderr == "error: no API key key:smile:1 (not-found)\n"
+    created = cli.ok("api-keys", "create", "--role", "backend", "--label", ":warning: [b]x[/b]")
+    (token,) = tokens(created.stdout)
+    rows = table_rows(cli.ok("api-keys", "list").stdout)
+    assert (rows[-1][0], rows[-1][3]) == (token.split("_")[1], ":warning: [b]x[/b]")

@@ -95,3 +95,15 @@ def test_operator_workflow(any_backend_cli: Cli) -> None:
     bad = cli("ledger", "verify")
     assert bad.code == 1, str(bad)
     assert bad.stderr.startswith("error: ledger does NOT verify: first bad entry seq 1: ")
+
+
+def test_a_database_without_the_schema_says_to_run_init(any_backend_cli: Cli) -> None:
+    cli = any_backend_cli
+    if not cli.database_url:
+        cli.data_dir.mkdir()
+        (cli.data_dir / "mailveil.db").touch()  # an empty SQLite file
+    for args in (["api-keys", "list"], ["aliases", "show", "x@relay.mailveil.localhost"]):
+        run = cli(*args)
+        assert run.code == 1, str(run)
+        assert run.stderr.startswith("error: database error: ")
+        assert run.stderr.rstrip().endswith("(the schema is missing: run `mailveil init` first)")

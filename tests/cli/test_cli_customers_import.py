@@ -4,7 +4,9 @@ their line numbers and reasons (exit 1), and no real address ever printed."""
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_testkit import (
@@ -15,10 +17,12 @@ from cli_testkit import (
     count_customers,
     table_rows,
 )
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailveil.cli import customers as customers_cli
 from mailveil.config import Settings
-from mailveil.contacts.customers import get_customer_by_external_id
+from mailveil.contacts.customers import ImportOutcome, get_customer_by_external_id
 
 SUMMARY = "created {}, duplicates {}, errors {}"
 
@@ -402,3 +406,24 @@ def test_an_address_as_a_field_name_is_never_printed(cli: Cli, cli_settings: Set
     assert run.code == 1, str(run)
     assert list(problems(run)) == [1]
     assert_no_address(run, ["zora.main@example.com", "zora.other@example.com"])
+
+
+def test_a_failure_midway_says_what_is_already_stored(
+    cli: Cli, cli_settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = customers_cli.import_customers
+
+    def failing_after_first_batch(*args: Any, **kwargs: Any) -> Iterator[ImportOutcome]:
+        for n, outcome in enumerate(real(*args, **kwargs), start=1):
+            yield outcome
+            if n == 2:  # the end of the first batch (--batch 2)
+                raise OperationalError("INSERT ...", {}, Exception("disk I/O error"))
+
+    monkeypatch.setattr(customers_cli, "import_customers", failing_after_first_batch)
+    run = cli("customers", "import", "--batch", "2", str(write("good.csv", GOOD_CSV)))
+    assert run.code == 1, str(run)
+    assert run.stderr.splitlines() == [
+        "stopped after line 3: created 2, duplicates 0, errors 0 so far (those rows are stored)",
+        "error: database error: disk I/O error",
+    ]
+    assert sorted(addresses_by_external_id(cli_settings)) == ["c-1", "c-2"]

@@ -29,8 +29,10 @@ from mailveil.db.session import make_engine, make_session_factory
 from mailveil.errors import MailveilError
 from mailveil.keyfiles import KeyFileError
 
-console = Console()
-err_console = Console(stderr=True)
+# Output carries ids, file names and reasons exactly as they are: no ":name:" emoji codes,
+# no guessed highlighting (markup is escaped where values are interpolated).
+console = Console(emoji=False, highlight=False)
+err_console = Console(stderr=True, emoji=False, highlight=False)
 
 
 @dataclass
@@ -124,8 +126,11 @@ def _database_problem(exc: SQLAlchemyError, init_hint: bool) -> str:
     orig = exc.orig if isinstance(exc, DBAPIError) else None
     lines = str(orig if orig is not None else exc).strip().splitlines()
     message = f"database error: {lines[0] if lines else type(exc).__name__}"
-    if init_hint and isinstance(exc, OperationalError | ProgrammingError):
-        message += " (if this data directory or database is new, run `mailveil init` first)"
+    missing_table = "no such table" in message or (  # SQLite, PostgreSQL
+        "relation" in message and "does not exist" in message
+    )
+    if init_hint and missing_table and isinstance(exc, OperationalError | ProgrammingError):
+        message += " (the schema is missing: run `mailveil init` first)"
     return message
 
 

@@ -53,14 +53,26 @@ def import_file(
             ) as progress,
         ):
             task = progress.add_task("import", total=size, name=file.name)
-            for outcome in import_customers(
-                session, vault, iter_records(stream, fmt), batch_size=batch
-            ):
-                counts[outcome.status] += 1
-                # Kept for the table only (memory stays bounded on a big, bad file).
-                if outcome.status != "created" and len(problems) < SHOWN_PROBLEMS:
-                    problems.append(outcome)
-                progress.update(task, completed=stream.tell())
+            last_line = 0
+            try:
+                for outcome in import_customers(
+                    session, vault, iter_records(stream, fmt), batch_size=batch
+                ):
+                    counts[outcome.status] += 1
+                    last_line = outcome.line
+                    # Kept for the table only (memory stays bounded on a big, bad file).
+                    if outcome.status != "created" and len(problems) < SHOWN_PROBLEMS:
+                        problems.append(outcome)
+                    progress.update(task, completed=stream.tell())
+            except BaseException:
+                # Interrupted (Ctrl-C, a database error): each outcome is reported only
+                # after its batch was committed, so say what is already stored.
+                say(
+                    f"stopped after line {last_line}: {_summary(counts)} so far "
+                    "(those rows are stored)",
+                    err=True,
+                )
+                raise
     table = Table("line", "status", "external id", "reason", title="rows not imported")
     bad = counts["duplicate"] + counts["error"]
     for outcome in problems:
@@ -74,6 +86,12 @@ def import_file(
         err_console.print(table)
         if bad > len(problems):
             say(f"... and {bad - len(problems)} more", err=True)
-    say(f"created {counts['created']}, duplicates {counts['duplicate']}, errors {counts['error']}")
+    say(_summary(counts))
     if bad:
         raise typer.Exit(1)
+
+
+def _summary(counts: dict[str, int]) -> str:
+    return (
+        f"created {counts['created']}, duplicates {counts['duplicate']}, errors {counts['error']}"
+    )
