@@ -1,10 +1,13 @@
-"""Fixtures for relay tests: a real aiosmtpd server on a free loopback port and raw clients."""
+"""Fixtures for relay tests: a real aiosmtpd server on a free loopback port and raw clients;
+a private Postfix smarthost relaying into a sink the tests read (``postfix_smarthost``)."""
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
+from postfix_harness import Smarthost, postfix_installed, postfix_required, running_smarthost
 from relay_testkit import RawClient, RunningServer, running_server
 
 
@@ -28,3 +31,38 @@ def raw_client(smtp_server: RunningServer) -> Iterator[Callable[[], RawClient]]:
     yield connect
     for client in clients:
         client.close()
+
+
+def _need(what: str, present: bool) -> None:
+    if present:
+        return
+    reason = f"{what} is not installed (scripts/ensure-debian.sh installs it)"
+    if postfix_required():
+        pytest.fail(f"{reason}; CI / MAILVEIL_REQUIRE_POSTFIX=1 requires it")
+    pytest.skip(reason)
+
+
+@pytest.fixture(scope="session")
+def _postfix_session() -> Iterator[Smarthost]:
+    _need("Debian's postfix", postfix_installed())
+    with running_smarthost() as smarthost:
+        yield smarthost
+
+
+@pytest.fixture
+def postfix_smarthost(_postfix_session: Smarthost) -> Smarthost:
+    """A private Postfix on a free loopback port relaying everything into ``.sink``.
+
+    One instance serves the whole session (start-up costs about half a second); each test
+    gets the sink emptied and accepting everything again.
+    """
+    _postfix_session.sink.clear()
+    return _postfix_session
+
+
+@pytest.fixture(scope="session")
+def swaks_path() -> str:
+    found = shutil.which("swaks")
+    _need("Debian's swaks", found is not None)
+    assert found is not None
+    return found
