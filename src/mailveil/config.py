@@ -46,6 +46,51 @@ class Settings:
     page_size_max: int = 1000
     log_level: str = "info"
     log_json: bool = True
+    # -- relay (SMTP): see mailveil.relay.server -------------------------------------------
+    relay_host: str = "127.0.0.1"
+    relay_port: int = 2525
+    # Name in the greeting and EHLO reply; empty means the relay domain.
+    relay_hostname: str = ""
+    # PEM files; both set enables STARTTLS (and with it SMTP AUTH).
+    relay_tls_cert: str = ""
+    relay_tls_key: str = ""
+    # Allow AUTH without TLS when the client connects from a loopback address.
+    relay_allow_plain_auth_on_loopback: bool = False
+    # Advertised SIZE; larger messages are refused while being read (memory stays bounded).
+    relay_max_message_bytes: int = 25 * 1024 * 1024
+    # Idle time allowed per command, and for a whole DATA transfer, before the relay hangs up.
+    relay_timeout_seconds: float = 120.0
+    relay_max_connections: int = 512
+    # -- relay delivery: the smarthost every accepted message is handed to ---------------------
+    smarthost_host: str = "127.0.0.1"
+    smarthost_port: int = 25
+    smarthost_pool_size: int = 8
+    smarthost_timeout: float = 30.0
+    smarthost_starttls: bool = False
+    smarthost_validate_certs: bool = True
+    smarthost_username: str = ""
+    smarthost_password: str = ""
+    # -- relay messaging policy (principal -> customer): see mailveil.relay.policy -----------
+    # "status=reason,reason; status=..." for the order statuses in contacts.models.
+    relay_reasons_by_status: str = (
+        "placed=order_question,shipping; paid=order_question,shipping; "
+        "shipped=shipping,delivery,return,review_request; "
+        "delivered=shipping,delivery,return,review_request; "
+        "cancelled=refund,return; returned=refund,return"
+    )
+    # Allowed whatever the order's status (or without an order), and despite an opt-out.
+    relay_critical_reasons: str = "safety_recall,legal,refund"
+    # Reasons employees (support) may give; they have cases, not orders.
+    relay_employee_reasons: str = "support,order_question,shipping,delivery,return,refund"
+    relay_plain_text_only: bool = False
+    relay_forbid_external_links: bool = False
+    # Hosts (and their subdomains) links may point to when external links are forbidden.
+    relay_link_allowlist: str = ""
+    relay_attachment_types: str = "application/pdf,image/png,image/jpeg,image/gif,text/plain"
+    relay_max_attachment_bytes: int = 10 * 1024 * 1024
+    # -- DKIM signing of outgoing mail (mailveil.relay.dkim); d= is the relay domain --------
+    dkim_selector_ed25519: str = "mv-ed"
+    dkim_selector_rsa: str = "mv-rsa"
 
     @property
     def db_url(self) -> str:
@@ -148,6 +193,13 @@ def _check(settings: Settings) -> None:
         raise SettingsError("api_port must be a TCP port")
     if "@" in settings.relay_domain or not settings.relay_domain:
         raise SettingsError("relay_domain must be a bare domain name")
+    for name in ("relay_port", "smarthost_port"):
+        if not 0 < getattr(settings, name) < 65536:
+            raise SettingsError(f"{name} must be a TCP port")
+    if bool(settings.relay_tls_cert) != bool(settings.relay_tls_key):
+        raise SettingsError("relay_tls_cert and relay_tls_key must be set together")
+    if settings.smarthost_pool_size < 1 or settings.relay_max_connections < 1:
+        raise SettingsError("smarthost_pool_size and relay_max_connections must be >= 1")
 
 
 __all__ = ["Settings", "SettingsError", "load_settings"]

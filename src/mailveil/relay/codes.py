@@ -45,12 +45,20 @@ SMARTHOST_UNREACHABLE = Reply(451, "4.4.1 Next hop did not answer, try again lat
 CONNECTION_TIMEOUT = Reply(421, "4.4.2 Connection timed out")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3 Too many recipients")
 POLICY_TEMPORARY = Reply(450, "4.7.1 Not accepted now, try again later")
+# The smarthost answered 4xx: the sender keeps the message and retries (before-queue relay).
+NEXT_HOP_DEFERRED = Reply(451, "4.4.0 Next hop deferred the message, try again later")
+NEXT_HOP_MAILBOX_BUSY = Reply(
+    452, "4.2.2 Recipient mailbox at the next hop is full, try again later"
+)
+TOO_MANY_CONNECTIONS = Reply(421, "4.7.0 Too many connections, try again later")
 
 # 5xx, addressing (X.1.x).
 BAD_DESTINATION = Reply(550, "5.1.1 Bad destination mailbox address")
 BAD_DESTINATION_SYNTAX = Reply(501, "5.1.3 Bad destination mailbox address syntax")
 BAD_SENDER_SYNTAX = Reply(501, "5.1.7 Bad sender mailbox address syntax")
 MAILBOX_DISABLED = Reply(550, "5.2.1 Mailbox disabled, not accepting messages")
+# A principal with neither a delivery address nor a sending address cannot receive replies.
+NO_DELIVERY_ADDRESS = Reply(550, "5.1.1 Recipient has no mailbox configured")
 
 # 5xx, size and limits (X.3.4 "message too big for system"): each limit names itself.
 MESSAGE_TOO_BIG = Reply(552, "5.3.4 Message size exceeds fixed maximum message size")
@@ -59,10 +67,18 @@ HEADER_LINE_TOO_LONG = Reply(552, "5.3.4 Header line too long")
 HEADER_SECTION_TOO_BIG = Reply(552, "5.3.4 Header section too big")
 MIME_TOO_DEEP = Reply(552, "5.3.4 MIME structure nested too deeply")
 TOO_MANY_PARTS = Reply(552, "5.3.4 Too many MIME parts")
+ATTACHMENT_TOO_BIG = Reply(552, "5.3.4 Attachment exceeds the maximum attachment size")
 
 # 5xx, protocol (X.5.x).
 SYNTAX_ERROR = Reply(501, "5.5.2 Syntax error")
 BAD_SEQUENCE = Reply(503, "5.5.1 Bad sequence of commands")
+COMMAND_UNRECOGNIZED = Reply(500, "5.5.1 Command not recognized")
+COMMAND_TOO_LONG = Reply(500, "5.5.2 Command line too long")
+# RFC 5321 4.5.3.1.6: a text line is at most 1000 octets with its CRLF.
+LINE_TOO_LONG = Reply(500, "5.5.2 Line too long; lines must be at most 1000 octets")
+PARAMETER_UNRECOGNIZED = Reply(555, "5.5.4 Parameters not recognized or not implemented")
+MECHANISM_UNRECOGNIZED = Reply(504, "5.5.4 Unrecognized authentication type")
+ALREADY_AUTHENTICATED = Reply(503, "5.5.1 Already authenticated")
 # RFC 5321 2.3.8: only CRLF ends a line. Postfix's smtpd_forbid_bare_newline uses 5.5.2 too.
 BARE_LF = Reply(550, "5.5.2 Message refused: bare <LF> received; lines must end with <CR><LF>")
 BARE_CR = Reply(550, "5.5.2 Message refused: bare <CR> received; lines must end with <CR><LF>")
@@ -75,11 +91,44 @@ DUPLICATE_FROM = Reply(550, "5.6.0 Message has more than one From header field")
 HEADER_NOT_UTF8 = Reply(550, "5.6.0 Header field contains 8-bit data that is not UTF-8")
 HEADER_INJECTION = Reply(550, "5.6.0 Header field contains control characters")
 NON_ASCII_ADDRESS = Reply(553, "5.6.7 Non-ASCII address requires SMTPUTF8")
+# Operator content rules (relay/policy.py).
+PLAIN_TEXT_ONLY = Reply(550, "5.6.1 Message refused: only plain text messages are accepted")
+ATTACHMENT_TYPE_REFUSED = Reply(550, "5.6.1 Message refused: attachment type not allowed")
+ATTACHMENT_TYPE_MISMATCH = Reply(
+    550, "5.6.1 Message refused: attachment content does not match its declared type"
+)
 
 # 5xx, security and policy (X.7.x).
 AUTH_REQUIRED = Reply(530, "5.7.0 Authentication required")
 STARTTLS_REQUIRED = Reply(530, "5.7.0 Must issue a STARTTLS command first")
 NOT_AUTHORIZED = Reply(550, "5.7.1 Delivery not authorized, message refused")
+RELAY_DENIED = Reply(550, "5.7.1 Relaying denied: recipient is not on the relay domain")
+# Marketplace messaging policy (relay/policy.py); each names its rule.
+REASON_MISSING = Reply(
+    550, "5.7.1 Message refused: no contact reason (X-Contact-Reason header or [reason] subject)"
+)
+REASON_UNKNOWN = Reply(550, "5.7.1 Message refused: unknown contact reason")
+REASON_NOT_ALLOWED = Reply(
+    550, "5.7.1 Message refused: contact reason not allowed for the order's status"
+)
+CUSTOMER_OPTED_OUT = Reply(
+    550, "5.7.1 Message refused: the customer opted out of unsolicited seller messages"
+)
+CONTACT_NOT_ALLOWED = Reply(
+    550, "5.7.1 Message refused: the marketplace's contact policy does not allow this contact"
+)
+EXTERNAL_LINKS = Reply(550, "5.7.1 Message refused: links to external sites are not allowed")
+SENDER_SUSPENDED = Reply(550, "5.7.1 Message refused: the sender is suspended")
+# RFC 7372: the sender failed SPF/DKIM/DMARC alignment (customer spoofing).
+SENDER_NOT_AUTHENTICATED = Reply(
+    550, "5.7.26 Message refused: sender could not be authenticated (SPF/DKIM/DMARC)"
+)
+# The smarthost answered 5xx. Our own wording: its text may name the recipient's address.
+NEXT_HOP_NO_MAILBOX = Reply(550, "5.1.1 Recipient mailbox unavailable at the next hop")
+NEXT_HOP_MAILBOX_DISABLED = Reply(550, "5.2.1 Recipient mailbox disabled at the next hop")
+NEXT_HOP_TOO_BIG = Reply(552, "5.3.4 Message too big for the next hop")
+NEXT_HOP_POLICY = Reply(550, "5.7.1 Message refused by the next hop's policy")
+NEXT_HOP_REFUSED = Reply(554, "5.0.0 Message refused by the next hop")
 AUTH_INVALID = Reply(535, "5.7.8 Authentication credentials invalid")
 ENCRYPTION_REQUIRED = Reply(
     538, "5.7.11 Encryption required for requested authentication mechanism"

@@ -1,0 +1,177 @@
+"""The relay_messages table and the VERP bounce tokens that point at its rows.
+
+One row per message the relay hands to the smarthost, in either direction. It holds what the
+ledger entry holds (who, which alias, why, size, body hash) plus what the relay needs later:
+
+- ``token``: the public id of the message. The envelope sender of every relayed message is
+  ``bounce+<token><mac>@<relay domain>`` (VERP), where ``mac`` is an HMAC of the token under
+  a key in the keys directory, so a bounce names its message and cannot be forged or guessed
+  (``verp_address`` / ``verify_bounce_local``); ``relay/bounces.py`` maps bounces back here.
+- ``message_id``: the Message-ID the relay wrote on the delivered copy. A later message whose
+  In-Reply-To/References names one issued for a customer's message to this principal is a
+  reply in an existing thread (``thread_exists``), which the messaging policy treats apart.
+- ``status``: ``sending`` (written with the ledger entry before the smarthost is asked),
+  then ``delivered``, ``deferred`` (smarthost 4xx or down: the sender was told to retry),
+  ``rejected`` (smarthost 5xx) or ``bounced`` (a DSN came back later).
+
+No address of either side is stored: customers and principals are named by id, the alias is
+on the relay domain.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Index, Integer, String, select
+from sqlalchemy.orm import Mapped, Session, mapped_column
+
+from mailveil.config import Settings
+from mailveil.contacts.models import IdType
+from mailveil.db.base import Base, UTCDateTime, utcnow
+from mailveil.keyfiles import KeyFileError, read_secret, write_secret
+
+VERP_KEY_FILE = "relay-verp.key"
+VERP_PREFIX = "bounce+"
+TOKEN_BYTES = 10  # 80 random bits: 16 base32 characters
+MAC_BYTES = 10  # 80-bit tag: forging a bounce address means guessing it
+_TOKEN_CHARS = TOKEN_BYTES * 8 // 5
+_MAC_CHARS = MAC_BYTES * 8 // 5
+
+DIRECTION_TO_CUSTOMER = "to_customer"
+DIRECTION_TO_PRINCIPAL = "to_principal"
+DIRECTIONS = (DIRECTION_TO_CUSTOMER, DIRECTION_TO_PRINCIPAL)
+STATUSES = ("sending", "delivered", "deferred", "rejected", "bounced")
+
+
+class RelayMessage(Base):
+    __tablename__ = "relay_messages"
+
+    id: Mapped[int] = mapped_column(IdType, primary_key=True)
+    token: Mapped[str] = mapped_column(String(32), unique=True)
+    direction: Mapped[str] = mapped_column(String(16))
+    principal_id: Mapped[int] = mapped_column(
+        Integer, ForeignKey("principals.id", ondelete="CASCADE")
+    )
+    customer_id: Mapped[int] = mapped_column(IdType, ForeignKey("customers.id", ondelete="CASCADE"))
+    alias: Mapped[str] = mapped_column(String(320))
+    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    message_id: Mapped[str] = mapped_column(String(255))
+    size: Mapped[int] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), default="sending")
+    # The reply code the smarthost (or a bounce) gave when status is not delivered.
+    status_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+
+    __table_args__ = (
+        # thread_exists: "was this Message-ID issued for this pair?"
+        Index("ix_relay_messages_message_id", "message_id"),
+        Index("ix_relay_messages_customer_principal", "customer_id", "principal_id"),
+    )
+
+
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+def init_verp_key(settings: Settings) -> bool:
+    """Create the VERP signing key if absent (idempotent). True when it was made."""
+    path = settings.keys_dir / VERP_KEY_FILE
+    if path.exists():
+        return False
+    try:
+        write_secret(path, os.urandom(32))
+    except KeyFileError:  # another process made it first; theirs is used
+        return False
+    return True
+
+
+def load_verp_key(settings: Settings) -> bytes:
+    key = read_secret(settings.keys_dir / VERP_KEY_FILE)
+    if len(key) != 32:
+        raise KeyFileError(f"{settings.keys_dir / VERP_KEY_FILE} is not a 32-byte key")
+    return key
+
+
+def new_token() -> str:
+    return _b32(os.urandom(TOKEN_BYTES))
+
+
+def _mac(key: bytes, token: str) -> str:
+    return _b32(hmac.new(key, token.encode("ascii"), hashlib.sha256).digest()[:MAC_BYTES])
+
+
+def verp_address(key: bytes, token: str, relay_domain: str) -> str:
+    """The envelope sender for the message ``token``: bounces come back to it."""
+    return f"{VERP_PREFIX}{token}{_mac(key, token)}@{relay_domain}"
+
+
+def is_verp_local(local: str) -> bool:
+    return local.lower().startswith(VERP_PREFIX)
+
+
+def verify_bounce_local(key: bytes, local: str) -> str | None:
+    """The token named by a VERP local part (``bounce+...``) if its tag verifies, else None."""
+    if not is_verp_local(local):
+        return None
+    rest = local[len(VERP_PREFIX) :].lower()
+    if len(rest) != _TOKEN_CHARS + _MAC_CHARS:
+        return None
+    token, tag = rest[:_TOKEN_CHARS], rest[_TOKEN_CHARS:]
+    if not token.isalnum() or not hmac.compare_digest(tag, _mac(key, token)):
+        return None
+    return token
+
+
+def get_by_token(session: Session, token: str) -> RelayMessage | None:
+    return session.scalar(select(RelayMessage).where(RelayMessage.token == token))
+
+
+def thread_exists(
+    session: Session, *, customer_id: int, principal_id: int, message_ids: Sequence[str]
+) -> bool:
+    """True if one of ``message_ids`` was issued by the relay on a message the customer sent
+    to this principal: the principal is replying in a thread the customer started or joined.
+
+    Only customer-sent messages count, so a principal cannot make its own earlier messages a
+    "thread" to get past an opt-out.
+    """
+    ids = [m for m in dict.fromkeys(message_ids) if m][:50]
+    if not ids:
+        return False
+    found = session.scalar(
+        select(RelayMessage.id)
+        .where(
+            RelayMessage.message_id.in_(ids),
+            RelayMessage.customer_id == customer_id,
+            RelayMessage.principal_id == principal_id,
+            RelayMessage.direction == DIRECTION_TO_PRINCIPAL,
+        )
+        .limit(1)
+    )
+    return found is not None
+
+
+__all__ = [
+    "DIRECTIONS",
+    "DIRECTION_TO_CUSTOMER",
+    "DIRECTION_TO_PRINCIPAL",
+    "STATUSES",
+    "VERP_KEY_FILE",
+    "VERP_PREFIX",
+    "RelayMessage",
+    "get_by_token",
+    "init_verp_key",
+    "is_verp_local",
+    "load_verp_key",
+    "new_token",
+    "thread_exists",
+    "verify_bounce_local",
+    "verp_address",
+]
