@@ -22,7 +22,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.cli import customers as customers_cli
 from mailveil.config import Settings
-from mailveil.contacts.customers import ImportOutcome, get_customer_by_external_id
+from mailveil.contacts.customers import (
+    ImportOutcome,
+    get_customer_by_external_id,
+    import_customers,
+)
 
 SUMMARY = "created {}, duplicates {}, errors {}"
 
@@ -411,10 +415,8 @@ def test_an_address_as_a_field_name_is_never_printed(cli: Cli, cli_settings: Set
 def test_a_failure_midway_says_what_is_already_stored(
     cli: Cli, cli_settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = customers_cli.import_customers
-
     def failing_after_first_batch(*args: Any, **kwargs: Any) -> Iterator[ImportOutcome]:
-        for n, outcome in enumerate(real(*args, **kwargs), start=1):
+        for n, outcome in enumerate(import_customers(*args, **kwargs), start=1):
             yield outcome
             if n == 2:  # the end of the first batch (--batch 2)
                 raise OperationalError("INSERT ...", {}, Exception("disk I/O error"))

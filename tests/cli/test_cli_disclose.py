@@ -6,6 +6,7 @@ from __future__ import annotations
 import getpass
 import os
 import re
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from cli_testkit import (
     add_order,
     add_seller,
     assert_no_address,
+    customer_id,
     ledger_entries,
 )
 from sqlalchemy import select
@@ -23,8 +25,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 from mailveil.contacts.aliases import alias_for_pair
+from mailveil.contacts.customers import delete_customer
 from mailveil.contacts.disclosures import REVOKED_REASON
 from mailveil.contacts.models import Alias
+from mailveil.contacts.principals import create_principal, update_principal
+from mailveil.contacts.relationships import create_case, create_order
 from mailveil.ledger.leaf import parse_leaf
 
 ADDRESSES = ["olga.buyer@example.com", "piet.buyer@example.com"]
@@ -213,3 +218,68 @@ def test_the_ledger_names_the_operator_even_without_a_login_name(
     assert run.code == 0, str(run)
     (entry,) = ledger_entries(cli_settings)
     assert entry.actor == f"operator:uid-{os.getuid()}"
+
+
+def test_each_kind_of_principal_through_the_cli(
+    cli: Cli, cli_settings: Settings, db: sessionmaker[Session], shop: dict[str, int]
+) -> None:
+    c1 = customer_id(db, "c-1")
+    with db.begin() as session:
+        create_case(session, external_id="case-1", customer_id=c1, assignee_id=shop["employee"])
+        create_principal(
+            session,
+            kind="service",
+            external_id="notifier",
+            display_name="Shipping notices",
+            attributes={"templates": ["order-shipped"]},
+        )
+    employee = disclose(cli, "c-1", "employee:e-1", "support", "--ref", "case-1")
+    assert employee.code == 0, str(employee)
+    assert ALIAS_LINE.search(employee.stdout)
+    service = disclose(cli, "c-2", "service:notifier", "notification", "--ref", "order-shipped")
+    assert service.code == 0, str(service)
+    assert re.search(r"^reverse alias +shipping-notices\.", service.stdout, re.M)
+    other = disclose(cli, "c-2", "service:notifier", "notification", "--ref", "newsletter")
+    assert other.code == 1, str(other)
+    assert "template newsletter is not owned by this service" in other.flat
+    kinds = [e.kind for e in ledger_entries(cli_settings)]
+    assert kinds == ["disclosure", "disclosure", "disclosure_denied"]
+    for run in (employee, service, other):
+        assert_no_address(run, ADDRESSES)
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ("suspend", "the principal is suspended"),
+        ("delete", "the customer has been deleted"),
+        ("old order", "no order with this seller in the last 90 days"),
+    ],
+)
+def test_policy_guards_deny_with_their_reason(
+    cli: Cli,
+    cli_settings: Settings,
+    db: sessionmaker[Session],
+    shop: dict[str, int],
+    change: str,
+    reason: str,
+) -> None:
+    with db.begin() as session:
+        if change == "suspend":
+            update_principal(session, shop["seller"], status="suspended")
+        elif change == "delete":
+            delete_customer(session, customer_id(db, "c-1"))
+        else:
+            create_order(
+                session,
+                external_id="o-old",
+                customer_id=customer_id(db, "c-2"),
+                seller_id=shop["seller"],
+                placed_at=datetime.now(UTC) - timedelta(days=91),
+            )
+    customer = "c-2" if change == "old order" else "c-1"
+    run = disclose(cli, customer, "seller:s-1", "order")
+    assert run.code == 1, str(run)
+    assert run.stderr.startswith("error: denied: ")
+    assert reason in run.flat
+    assert [e.kind for e in ledger_entries(cli_settings)] == ["disclosure_denied"]
