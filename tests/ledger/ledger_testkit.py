@@ -8,12 +8,15 @@ import json
 from collections.abc import Iterator
 from typing import Any
 
+from hypothesis import reject
+from hypothesis import strategies as st
 from sqlalchemy import Connection
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
+from mailveil.ledger.leaf import GENESIS_PREV
 from mailveil.ledger.signing import CheckpointSigner, init_signing_key
 from mailveil.ledger.verify import VerifyReport, verify_ledger
 
@@ -141,6 +144,86 @@ def edit_leaf(text: str, key: str, value: Any) -> str:
     body = json.loads(text)
     body[key] = value
     return json.dumps(body, separators=(",", ":"))
+
+
+_chars = st.characters(codec="utf-8", exclude_characters="\x00")
+_text = st.text(alphabet=_chars, max_size=12)
+_values: dict[str, st.SearchStrategy[Any]] = {
+    "prev": st.binary(min_size=32, max_size=32).map(bytes.hex),
+    "seq": st.integers(-(2**40), 2**40),
+    "time_us": st.integers(0, 2**62),
+    "kind": _text.filter(bool),
+    "actor": st.none() | _text,
+    "subject": st.none() | _text,
+    "alias": st.none() | _text,
+    "purpose": st.none() | _text,
+    "ref": st.none() | _text,
+    "detail": st.dictionaries(_text, st.integers() | _text | st.booleans(), max_size=3),
+}
+
+
+def mutations(n: int) -> st.SearchStrategy[tuple[Any, ...]]:
+    """Single changes to a ledger of n entries (see apply_mutation)."""
+    index = st.integers(0, n - 1)
+    return st.one_of(
+        st.tuples(st.just("edit"), index, st.sampled_from(sorted(_values))).flatmap(
+            lambda t: st.tuples(st.just(t[0]), st.just(t[1]), st.just(t[2]), _values[t[2]])
+        ),
+        st.tuples(st.just("respace"), index),
+        st.tuples(st.just("hash"), index, st.binary(min_size=0, max_size=40)),
+        st.tuples(st.just("move"), index, st.integers(n, n + 100) | st.integers(-100, -1)),
+        st.tuples(st.just("delete"), index),
+        st.tuples(st.just("insert"), st.integers(0, n), st.none() | index),
+        st.tuples(st.just("swap"), index, index).filter(lambda t: t[1] != t[2]),
+    )
+
+
+def apply_mutation(
+    conn: Connection, leaves: list[str], hashes: list[bytes], n: int, mutation: tuple[Any, ...]
+) -> set[int]:
+    """Make the change; return the seqs verify may rightly name (one, or two when a row was
+    duplicated next to itself: then either twin is "the" inserted one)."""
+    kind, k = mutation[0], mutation[1]
+    if kind == "edit":
+        field, value = mutation[2], mutation[3]
+        body = json.loads(leaves[k])
+        if body[field] == value:
+            reject()
+        body[field] = value
+        set_row(conn, k, leaf=json.dumps(body, separators=(",", ":")))
+        return {k}
+    if kind == "respace":
+        set_row(conn, k, leaf=leaves[k].replace(",", ", ", 1))
+        return {k}
+    if kind == "hash":
+        if mutation[2] == hashes[k]:
+            reject()
+        set_row(conn, k, leaf_hash=mutation[2])
+        return {k}
+    if kind == "move":
+        renumber(conn, k, mutation[2])
+        return {k}
+    if kind == "delete":
+        conn.exec_driver_sql(f"DELETE FROM ledger_entries WHERE seq = {int(k)}")  # noqa: S608
+        return {k}
+    if kind == "insert":
+        copy = mutation[2]
+        for seq in range(n - 1, k - 1, -1):
+            renumber(conn, seq, seq + 1)
+        if copy is None:
+            prev = hashes[k - 1] if k else GENESIS_PREV
+            leaf, digest = forged_leaf(prev, k)
+        else:
+            leaf, digest = leaves[copy], hashes[copy]
+        insert_row(conn, k, leaf, digest)
+        if copy is not None and copy in (k - 1, k):
+            return {copy, copy + 1}  # twins side by side
+        return {k}
+    assert kind == "swap"
+    i, j = sorted((mutation[1], mutation[2]))
+    set_row(conn, i, leaves[j], hashes[j])
+    set_row(conn, j, leaves[i], hashes[i])
+    return {i}
 
 
 def _p(conn: Connection) -> str:

@@ -9,7 +9,6 @@ verifier, not the constraint, has to catch renumbered and copied rows.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,14 +19,12 @@ from hypothesis import HealthCheck, given, reject
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 from ledger_testkit import (
+    apply_mutation,
     checks_bypassed,
     fill,
-    forged_leaf,
     hash_of,
-    insert_row,
     leaf_of,
-    renumber,
-    set_row,
+    mutations,
     signer_for,
     verify,
 )
@@ -35,38 +32,9 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
-from mailveil.ledger.leaf import GENESIS_PREV
 from mailveil.ledger.signing import CheckpointSigner
 
-N = 40  # entries; checkpoints at 16 and 32 (settings fixture), read in batches of 7
-
-_chars = st.characters(codec="utf-8", exclude_characters="\x00")
-_text = st.text(alphabet=_chars, max_size=12)
-_values: dict[str, st.SearchStrategy[Any]] = {
-    "prev": st.binary(min_size=32, max_size=32).map(bytes.hex),
-    "seq": st.integers(-(2**40), 2**40),
-    "time_us": st.integers(0, 2**62),
-    "kind": _text.filter(bool),
-    "actor": st.none() | _text,
-    "subject": st.none() | _text,
-    "alias": st.none() | _text,
-    "purpose": st.none() | _text,
-    "ref": st.none() | _text,
-    "detail": st.dictionaries(_text, st.integers() | _text | st.booleans(), max_size=3),
-}
-_index = st.integers(0, N - 1)
-
-mutations = st.one_of(
-    st.tuples(st.just("edit"), _index, st.sampled_from(sorted(_values))).flatmap(
-        lambda t: st.tuples(st.just(t[0]), st.just(t[1]), st.just(t[2]), _values[t[2]])
-    ),
-    st.tuples(st.just("respace"), _index),
-    st.tuples(st.just("hash"), _index, st.binary(min_size=0, max_size=40)),
-    st.tuples(st.just("move"), _index, st.integers(N, N + 100) | st.integers(-100, -1)),
-    st.tuples(st.just("delete"), _index),
-    st.tuples(st.just("insert"), st.integers(0, N), st.none() | _index),
-    st.tuples(st.just("swap"), _index, _index).filter(lambda t: t[1] != t[2]),
-)
+N = 40  # entries; checkpoints at 16 and 32 (settings fixture)
 
 
 @dataclass
@@ -89,76 +57,25 @@ def ledger(session: Session, settings: Settings) -> Iterator[Ledger]:
     )
 
 
-def _apply(session: Session, led: Ledger, mutation: tuple[Any, ...]) -> set[int]:
-    """Make the change; return the seqs verify may rightly name (one, or two when a row was
-    duplicated next to itself: then either twin is "the" inserted one)."""
-    conn = session.connection()
-    kind, k = mutation[0], mutation[1]
-    if kind == "edit":
-        field, value = mutation[2], mutation[3]
-        body = json.loads(led.leaves[k])
-        if body[field] == value:
-            reject()
-        body[field] = value
-        set_row(conn, k, leaf=json.dumps(body, separators=(",", ":")))
-        return {k}
-    if kind == "respace":
-        set_row(conn, k, leaf=led.leaves[k].replace(",", ", ", 1))
-        return {k}
-    if kind == "hash":
-        if mutation[2] == led.hashes[k]:
-            reject()
-        set_row(conn, k, leaf_hash=mutation[2])
-        return {k}
-    if kind == "move":
-        renumber(conn, k, mutation[2])
-        return {k}
-    if kind == "delete":
-        conn.exec_driver_sql(f"DELETE FROM ledger_entries WHERE seq = {int(k)}")  # noqa: S608
-        return {k}
-    if kind == "insert":
-        copy = mutation[2]
-        for seq in range(N - 1, k - 1, -1):
-            renumber(conn, seq, seq + 1)
-        if copy is None:
-            prev = led.hashes[k - 1] if k else GENESIS_PREV
-            leaf, digest = forged_leaf(prev, k)
-        else:
-            leaf, digest = led.leaves[copy], led.hashes[copy]
-        insert_row(conn, k, leaf, digest)
-        if copy is not None and copy in (k - 1, k):
-            return {copy, copy + 1}  # twins side by side
-        return {k}
-    assert kind == "swap"
-    i, j = sorted((mutation[1], mutation[2]))
-    set_row(conn, i, led.leaves[j], led.hashes[j])
-    set_row(conn, j, led.leaves[i], led.hashes[i])
-    return {i}
-
-
 @hsettings(
     max_examples=int(os.environ.get("LEDGER_TAMPER_EXAMPLES", "60")),
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
-@given(mutation=mutations, tree_process=st.booleans())
+@given(mutation=mutations(N), batch=st.sampled_from([4, 7, 16, 100]))
 def test_any_single_tampering_is_caught_and_named(
-    session: Session,
-    settings: Settings,
-    ledger: Ledger,
-    mutation: tuple[Any, ...],
-    tree_process: bool,
+    session: Session, settings: Settings, ledger: Ledger, mutation: tuple[Any, ...], batch: int
 ) -> None:
     conn = session.connection()
     nested = conn.begin_nested()
     try:
         with checks_bypassed(conn):
             try:
-                expected = _apply(session, ledger, mutation)
+                expected = apply_mutation(conn, ledger.leaves, ledger.hashes, N, mutation)
             except DBAPIError:
                 nested.rollback()
                 reject()  # the database itself refused the change
-            report = verify(session, settings, ledger.signer, batch=7, tree_process=tree_process)
+            report = verify(session, settings, ledger.signer, batch=batch)
         assert not report.ok, mutation
         assert report.first_bad_seq in expected, (mutation, report.reason)
     finally:

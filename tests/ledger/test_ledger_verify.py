@@ -190,37 +190,3 @@ def test_appending_after_verify_keeps_verifying(session: Session, settings: Sett
     append(session, [], settings, signer)
     fill(session, settings, signer, 5)
     assert verify(session, settings, signer).ok
-
-
-@pytest.mark.parametrize("tree_process", [False, True])
-def test_tree_worker_process_gives_the_same_answers(
-    session: Session, settings: Settings, tree_process: bool
-) -> None:
-    signer = _tampered(session, settings, 60)  # checkpoints at 16, 32, 48
-    conn = session.connection()
-    kw = {"batch": 10, "tree_process": tree_process}
-    good = verify(session, settings, signer, **kw)
-    assert good.ok and (good.entries, good.checkpoints) == (60, 3)
-
-    # A bad signature early (batch 10..20) and a bad entry later (55): the earlier wins.
-    nested = conn.begin_nested()
-    conn.exec_driver_sql("UPDATE ledger_checkpoints SET note = note || ' ' WHERE tree_size = 16")
-    set_row(conn, 55, leaf_hash=bytes(32))
-    report = verify(session, settings, signer, **kw)
-    assert (report.bad_checkpoint, report.first_bad_seq) == (16, None), report.reason
-    nested.rollback()
-
-    # A bad entry early (3) and a bad checkpoint later (48): the entry wins.
-    nested = conn.begin_nested()
-    conn.exec_driver_sql("UPDATE ledger_checkpoints SET note = note || ' ' WHERE tree_size = 48")
-    set_row(conn, 3, leaf_hash=bytes(32))
-    report = verify(session, settings, signer, **kw)
-    assert (report.bad_checkpoint, report.first_bad_seq) == (None, 3), report.reason
-    nested.rollback()
-
-    # The head disagrees: found after the scan, from the worker's frontier.
-    nested = conn.begin_nested()
-    conn.exec_driver_sql("UPDATE ledger_head SET frontier = last_hash")
-    report = verify(session, settings, signer, **kw)
-    assert not report.ok and "frontier" in (report.reason or "")
-    nested.rollback()

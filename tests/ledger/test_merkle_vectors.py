@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from testpaths import shared_dir
 from mailveil.ledger import merkle
+from testpaths import shared_dir
 
 VECTORS = shared_dir() / "vectors" / "transparency-dev-merkle" / "testdata"
 KINDS = ("inclusion", "consistency", "subtreeinclusion", "subtreeconsistency")

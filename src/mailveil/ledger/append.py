@@ -24,6 +24,7 @@ from mailveil.config import Settings
 from mailveil.errors import InvalidInput
 from mailveil.ledger import merkle
 from mailveil.ledger.events import Event
+from mailveil.ledger.layout import HEAD_ID, TILE_HEIGHT
 from mailveil.ledger.leaf import GENESIS_PREV, canonical_detail, leaf_text
 from mailveil.ledger.models import (
     LedgerCheckpoint,
@@ -34,8 +35,6 @@ from mailveil.ledger.models import (
 )
 from mailveil.ledger.signing import CheckpointSigner
 
-HEAD_ID = 1
-TILE_HEIGHT = merkle.TILE_HEIGHT  # perfect subtrees of height 8, 16 ... go in ledger_nodes
 MAX_DETAIL_BYTES = 64 * 1024
 _LIMITS = {"kind": 64, "actor": 255, "subject": 255, "alias": 320, "purpose": 255, "ref": 255}
 _SHORTEST_LIMIT = min(_LIMITS.values())

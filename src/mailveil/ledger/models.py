@@ -33,6 +33,7 @@ from sqlalchemy.sql.elements import ColumnElement
 from sqlalchemy.types import UserDefinedType
 
 from mailveil.db.base import Base
+from mailveil.ledger.layout import GENERATED_COLUMNS
 
 # INTEGER PRIMARY KEY on SQLite is the rowid: the seq-ordered scan verify does is the table.
 SeqType = BigInteger().with_variant(Integer(), "sqlite")
@@ -108,19 +109,6 @@ class LedgerEntry(Base):
     @property
     def time(self) -> datetime:
         return from_time_us(self.time_us)
-
-
-GENERATED_COLUMNS = (
-    "time_us",
-    "kind",
-    "actor",
-    "subject",
-    "alias",
-    "purpose",
-    "ref",
-    "detail",
-    "prev_hash",
-)
 
 
 class LedgerHead(Base):

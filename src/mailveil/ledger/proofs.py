@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 
 from mailveil.errors import InvalidInput, LedgerCorrupt, NotFound
 from mailveil.ledger import merkle
-from mailveil.ledger.append import TILE_HEIGHT, checkpoint_at, latest_checkpoint, ledger_size
+from mailveil.ledger.append import checkpoint_at, latest_checkpoint, ledger_size
+from mailveil.ledger.layout import TILE_HEIGHT
 from mailveil.ledger.models import LedgerEntry, LedgerNode
 
 _entries = cast(Table, LedgerEntry.__table__)

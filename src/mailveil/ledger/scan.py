@@ -16,8 +16,7 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from mailveil.ledger.append import HEAD_ID, TILE_HEIGHT
-from mailveil.ledger.models import GENERATED_COLUMNS
+from mailveil.ledger.layout import GENERATED_COLUMNS, HEAD_ID, SEQ_CHECK, TILE_HEIGHT
 
 # Leaves are joined with "\n\x00": prefix the whole with one 0x00, split on "\n", and each
 # part is 0x00 || leaf, ready to hash, with no per-row work in SQL or Python.
@@ -71,13 +70,13 @@ class Reader:
         finally:
             cur.close()
 
-    def _blob(self, column: str) -> str:
+    def blob(self, column: str) -> str:
         # SQLite columns hold any type: read blobs as blobs even if someone stored text.
         return f"CAST({column} AS BLOB)" if self.dialect == "sqlite" else column
 
     def head(self) -> tuple[Any, ...] | None:
         rows = self.query(
-            f"SELECT size, {self._blob('last_hash')}, {self._blob('frontier')}, "  # noqa: S608
+            f"SELECT size, {self.blob('last_hash')}, {self.blob('frontier')}, "  # noqa: S608
             "checkpoint_size FROM ledger_head WHERE id = ?",
             (HEAD_ID,),
         )
@@ -97,7 +96,7 @@ class Reader:
     def checkpoints_in(self, lo: int, hi: int) -> list[tuple[Any, ...]]:
         low = -1 if lo == 0 else lo  # a checkpoint of size 0 belongs to the first batch
         return self.query(
-            f"SELECT tree_size, {self._blob('root')}, time_us, note "  # noqa: S608
+            f"SELECT tree_size, {self.blob('root')}, time_us, note "  # noqa: S608
             "FROM ledger_checkpoints WHERE tree_size > ? AND tree_size <= ? ORDER BY tree_size",
             (low, hi),
         )
@@ -110,7 +109,7 @@ class Reader:
             if last >= first:
                 out.extend(
                     self.query(
-                        f"SELECT level, idx, {self._blob('hash')} FROM ledger_nodes "  # noqa: S608
+                        f"SELECT level, idx, {self.blob('hash')} FROM ledger_nodes "  # noqa: S608
                         "WHERE level = ? AND idx >= ? AND idx <= ? ORDER BY idx",
                         (level, first, last),
                     )
@@ -120,8 +119,12 @@ class Reader:
 
     def stray_entry(self, size: int) -> int | None:
         """The lowest seq outside [0, size), if any row has one."""
-        rows = self.query("SELECT min(seq) FROM ledger_entries WHERE seq >= ? OR seq < 0", (size,))
-        return None if rows[0][0] is None else int(rows[0][0])
+        # Two range probes on the primary key; "seq >= ? OR seq < 0" would scan the table.
+        below = self.query("SELECT min(seq) FROM ledger_entries WHERE seq < 0")[0][0]
+        if below is not None:
+            return int(below)
+        above = self.query("SELECT min(seq) FROM ledger_entries WHERE seq >= ?", (size,))
+        return None if above[0][0] is None else int(above[0][0])
 
     def schema_problems(self) -> list[str]:
         """The generated columns and the seq check must still be what models.py made."""
@@ -144,7 +147,8 @@ class Reader:
             checked = bool(
                 self.query(
                     "SELECT 1 FROM pg_constraint WHERE conrelid = 'ledger_entries'::regclass "
-                    "AND contype = 'c' AND convalidated AND conname = 'ck_ledger_entries_leaf_seq'"
+                    "AND contype = 'c' AND convalidated AND conname = ?",
+                    (SEQ_CHECK,),
                 )
             )
         problems = [
