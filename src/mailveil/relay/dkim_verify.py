@@ -1,0 +1,198 @@
+"""DKIM verification of incoming mail (dkimpy), bounded and safe on hostile input.
+
+Each DKIM-Signature gets one result in RFC 8601 words:
+
+* ``pass``: the signature verifies;
+* ``fail``: the key was found but the signature or the body hash does not match;
+* ``permerror``: the signature or key cannot be used (malformed tags, ``h=`` without From,
+  no key record, revoked or unacceptable key, unknown algorithm);
+* ``temperror``: DNS did not answer in time;
+* ``policy``: it verifies but only covers part of the body (``l=``), so anyone may append
+  text after the signed part: it does not authenticate the message we deliver.
+
+Bounds, because the sender chooses the work: only the first ``MAX_DKIM_SIGNATURES``
+signatures (top-most first) are verified and the rest are counted as skipped; a signature
+header over ``MAX_SIGNATURE_HEADER_BYTES`` or with more than ``MAX_SIGNED_FIELDS`` names in
+``h=`` is a permerror without further work; key records over ``MAX_KEY_RECORD_BYTES``, RSA keys
+over ``MAX_RSA_BITS`` or with a public exponent over 2**32 are refused before dkimpy does
+arithmetic with them; DNS questions stop at the caller's deadline.
+
+dkimpy logs signature tags (``i=`` can be the sender's address) at debug level: it gets a
+logger that writes nothing.
+"""
+
+from __future__ import annotations
+
+import base64
+import functools
+import logging
+import re
+import time
+from typing import Any, NamedTuple
+
+from mailveil.relay.dmarc import normalise_domain
+from mailveil.relay.dns import DnsTemporaryError, Resolver, encode_txt
+
+MAX_DKIM_SIGNATURES = 5
+MAX_SIGNATURE_HEADER_BYTES = 4096
+MAX_SIGNED_FIELDS = 100
+MAX_KEY_RECORD_BYTES = 4096
+MAX_RSA_BITS = 8192
+MIN_RSA_BITS = 1024
+
+
+class DkimResult(NamedTuple):
+    domain: str
+    selector: str
+    result: str
+
+
+class _DnsTemporary(Exception):
+    """Raised through dkimpy (which does not catch it) to report a DNS temperror."""
+
+
+@functools.cache
+def _quiet_logger() -> logging.Logger:
+    logger = logging.getLogger("mailveil.relay.dkimpy")
+    logger.addHandler(logging.NullHandler())
+    logger.propagate = False
+    logger.setLevel(logging.CRITICAL + 10)
+    return logger
+
+
+def _tag_text(value: Any, limit: int = 255) -> str:
+    if not isinstance(value, bytes):
+        return ""
+    return value.decode("ascii", "replace").strip().lower()[:limit]
+
+
+def _key_acceptable(record: bytes) -> bool:
+    """Refuse revoked keys and RSA keys whose arithmetic would be costly (sender's choice)."""
+    from dkim.crypto import parse_public_key
+    from dkim.util import parse_tag_value
+
+    try:
+        tags = parse_tag_value(record)
+    except Exception:
+        return True  # malformed: dkimpy reports it as a key format error
+    p = re.sub(rb"\s+", b"", tags.get(b"p", b""))
+    if not p:
+        return False  # RFC 6376 3.6.1: an empty p= means the key was revoked
+    if tags.get(b"k", b"rsa") != b"rsa":
+        return True
+    try:
+        key = parse_public_key(base64.b64decode(p))
+    except Exception:
+        return True
+    modulus, exponent = key["modulus"], key["publicExponent"]
+    return bool(modulus.bit_length() <= MAX_RSA_BITS and 0 < exponent < 2**32)
+
+
+class _KeyLookup:
+    """dkimpy's ``dnsfunc``: the key record for ``<s>._domainkey.<d>.`` from our resolver."""
+
+    def __init__(self, resolver: Resolver, deadline: float) -> None:
+        self.resolver = resolver
+        self.deadline = deadline
+        self.unusable = False
+
+    def __call__(self, name: bytes, timeout: float = 5) -> bytes | None:
+        self.unusable = False
+        try:
+            text = name.decode("ascii")
+        except UnicodeDecodeError:
+            self.unusable = True
+            return None
+        domain = normalise_domain(text)
+        if domain is None:
+            self.unusable = True
+            return None
+        if time.monotonic() > self.deadline:
+            raise _DnsTemporary
+        try:
+            records = self.resolver.txt(domain)
+        except DnsTemporaryError as exc:
+            raise _DnsTemporary from exc
+        if not records:
+            self.unusable = True
+            return None
+        # RFC 6376 3.6.2.2: with several records the verifier may use any; take the first.
+        record = encode_txt(records[0])
+        if len(record) > MAX_KEY_RECORD_BYTES or not _key_acceptable(record):
+            self.unusable = True
+            return None
+        return record
+
+
+def _precheck(value: bytes) -> tuple[str, str, str | None, bool]:
+    """(domain, selector, result if already decided, has l=) from a signature's tags."""
+    from dkim.util import parse_tag_value
+
+    if len(value) > MAX_SIGNATURE_HEADER_BYTES:
+        return ("", "", "permerror", False)
+    try:
+        tags = parse_tag_value(value)
+    except Exception:
+        return ("", "", "permerror", False)
+    domain, selector = _tag_text(tags.get(b"d")), _tag_text(tags.get(b"s"))
+    signed = [f.strip().lower() for f in re.split(rb":", tags.get(b"h", b""))]
+    if len(signed) > MAX_SIGNED_FIELDS or b"from" not in signed:
+        # RFC 6376 5.4: From must be signed; without it the signature says nothing about
+        # who wrote the message.
+        return (domain, selector, "permerror", False)
+    return (domain, selector, None, b"l" in tags)
+
+
+def _verify_one(verifier: Any, idx: int, value: bytes, lookup: _KeyLookup) -> DkimResult:
+    import dkim
+
+    domain, selector, decided, partial = _precheck(value)
+    if decided is not None:
+        return DkimResult(domain, selector, decided)
+    try:
+        ok = verifier.verify(idx=idx, dnsfunc=lookup)
+    except _DnsTemporary:
+        return DkimResult(domain, selector, "temperror")
+    except dkim.ValidationError as exc:
+        mismatch = "body hash mismatch" in str(exc)
+        return DkimResult(domain, selector, "fail" if mismatch else "permerror")
+    except Exception:
+        # dkimpy raises many kinds of errors on damaged input; none of them is a pass.
+        return DkimResult(domain, selector, "permerror")
+    if ok:
+        return DkimResult(domain, selector, "policy" if partial else "pass")
+    return DkimResult(domain, selector, "permerror" if lookup.unusable else "fail")
+
+
+def verify_dkim(
+    message: bytes,
+    *,
+    resolver: Resolver,
+    deadline: float,
+    max_signatures: int = MAX_DKIM_SIGNATURES,
+) -> tuple[list[DkimResult], int]:
+    """(results of the first ``max_signatures`` signatures, number skipped). Never raises."""
+    import dkim
+
+    try:
+        verifier = dkim.DKIM(message, logger=_quiet_logger(), minkey=MIN_RSA_BITS)
+    except Exception:
+        # The header section cannot be read; any signature in it is unusable.
+        head = message.split(b"\n\n", 1)[0].split(b"\r\n\r\n", 1)[0].lower()
+        return ([DkimResult("", "", "permerror")] if b"dkim-signature" in head else [], 0)
+    values = [v for name, v in verifier.headers if name.lower() == b"dkim-signature"]
+    lookup = _KeyLookup(resolver, deadline)
+    results = [
+        _verify_one(verifier, idx, value, lookup)
+        for idx, value in enumerate(values[: max(0, max_signatures)])
+    ]
+    return (results, max(0, len(values) - max(0, max_signatures)))
+
+
+__all__ = [
+    "MAX_DKIM_SIGNATURES",
+    "MAX_RSA_BITS",
+    "MAX_SIGNATURE_HEADER_BYTES",
+    "DkimResult",
+    "verify_dkim",
+]
