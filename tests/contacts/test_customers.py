@@ -236,3 +236,21 @@ def test_import_from_bytes_with_a_bad_utf8_line(session: Session, vault: Vault) 
     outcomes = list(import_customers(session, vault, iter_records(io.BytesIO(data), "csv")))
     assert [(o.line, o.status) for o in outcomes] == [(2, "created"), (3, "error"), (4, "created")]
     assert outcomes[1].reason == "the line is not valid UTF-8"
+
+
+def test_swapped_columns_and_address_keys_are_never_echoed(session: Session, vault: Vault) -> None:
+    text = (
+        json.dumps({"external_id": address(1), "email": "c-1", "country": "DE"})
+        + "\n"
+        + json.dumps(
+            {"external_id": "c-2", "email": address(2), "country": "DE", address(3): "secondary"}
+        )
+        + "\n"
+    )
+    outcomes = list(import_customers(session, vault, iter_records(io.StringIO(text), "ndjson")))
+    assert [o.status for o in outcomes] == ["error", "error"]
+    assert outcomes[0].external_id is None
+    assert outcomes[1].external_id == "c-2"
+    assert "unknown field (value not repeated)" in (outcomes[1].reason or "")
+    dumped = json.dumps([o.to_dict() for o in outcomes]).lower()
+    assert SECRET_DOMAIN not in dumped and "secret.person" not in dumped

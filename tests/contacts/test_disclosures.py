@@ -257,6 +257,16 @@ def test_by_external_ids(
             purpose="support",
             **common,  # type: ignore[arg-type]
         )
+    with pytest.raises(NotFound, match=r"external id \(value not repeated\)") as info:
+        disclose_external(
+            session,
+            customer_external_id=f"Secret.Person1@{SECRET_DOMAIN}",
+            principal_kind="seller",
+            principal_external_id="seller-7",
+            purpose="order",
+            **common,  # type: ignore[arg-type]
+        )
+    assert SECRET_DOMAIN not in str(info.value)
     with pytest.raises(InvalidInput, match="principal kind"):
         disclose_external(
             session,
@@ -431,9 +441,14 @@ def test_no_real_address_in_any_error_or_ledger_row(
             requests=[
                 DisclosureRequest(c.id, s.id, "order"),
                 DisclosureRequest(404, s.id, "order"),
+                DisclosureRequest(c.id, s.id, f"Secret.Person1@{SECRET_DOMAIN}"),
+                ExternalDisclosureRequest(
+                    f"secret.person2@{SECRET_DOMAIN}", "seller", "x", "order"
+                ),
             ],
         )
     )
+    assert [r.status for r in results] == ["allowed", "error", "error", "error"]
     messages.extend(json.dumps(r.to_dict()) for r in results)
     assert len(messages) >= 10
     ledger_text = [

@@ -188,3 +188,15 @@ def test_support_cases(session: Session, vault: Vault) -> None:
         create_case(session, external_id="k-1", customer_id=c.id)
     with pytest.raises(InvalidInput):
         list_cases(session, status="pending")
+
+
+def test_an_address_as_an_attribute_name_is_not_echoed(session: Session) -> None:
+    with pytest.raises(InvalidInput) as info:
+        create_principal(
+            session,
+            kind="seller",
+            external_id="s",
+            attributes={"someone@private-mailbox.example": ["x"]},
+        )
+    assert "private-mailbox" not in str(info.value)
+    assert "(value not repeated)" in str(info.value)

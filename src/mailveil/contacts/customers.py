@@ -41,9 +41,9 @@ def validate_record(record: Mapping[str, Any]) -> tuple[CustomerFields, str]:
     """Checked fields and the (still unvalidated) address; InvalidInput on the first problem."""
     if not isinstance(record, Mapping):
         raise InvalidInput("a customer record must be an object")
-    unknown = [str(k)[:40] for k in record if k not in FIELDS]
+    unknown = [k for k in record if k not in FIELDS]
     if unknown:
-        raise InvalidInput(f"unknown field {unknown[0]!r} (allowed: {', '.join(FIELDS)})")
+        raise InvalidInput(f"unknown field {v.shown(unknown[0])} (allowed: {', '.join(FIELDS)})")
     for name in REQUIRED:
         if record.get(name) in (None, ""):
             raise InvalidInput(f"{name} is missing")
@@ -121,6 +121,16 @@ def create_customer(
         _check_unique(session, fields.external_id, sealed.blind_index)
         raise Duplicate(f"customer {fields.external_id!r} already exists") from None
     return get_customer(session, new_id)
+
+
+def _safe_external_id(record: Any) -> str | None:
+    # Only an external id that passes validation is repeated: a row with its columns
+    # swapped has an address there.
+    raw = record.get("external_id") if isinstance(record, Mapping) else None
+    try:
+        return v.external_id(raw)
+    except InvalidInput:
+        return None
 
 
 def _listed(value: Any) -> Any:
@@ -330,13 +340,8 @@ def _import_batch(
             fields, address = validate_record(record)
             sealed = vault.seal(session, address, owner=fields.external_id)
         except MailveilError as exc:
-            ext = record.get("external_id") if isinstance(record, Mapping) else None
             outcomes[pos] = ImportOutcome(
-                line,
-                "error",
-                ext if isinstance(ext, str) else None,
-                reason=exc.detail,
-                code=exc.code,
+                line, "error", _safe_external_id(record), reason=exc.detail, code=exc.code
             )
             continue
         if fields.external_id in seen_ext:

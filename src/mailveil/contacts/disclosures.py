@@ -132,6 +132,14 @@ def _check_request(purpose: Any, ref: Any, purposes: dict[Any, str]) -> tuple[st
     return checked, ref or None
 
 
+def _shown_purpose(purpose: Any) -> str:
+    # An invalid purpose is not echoed back in the result: it is caller text.
+    try:
+        return v.slug(purpose, "purpose")
+    except InvalidInput:
+        return ""
+
+
 def _check_actor(actor: Any) -> str:
     return v.text(actor, "actor", 255, allow_empty=False)
 
@@ -172,10 +180,12 @@ def _resolve(
         found_c = cmap.get(r.customer_external_id)
         found_p = pmap.get((r.principal_kind, r.principal_external_id))
         if found_c is None:
-            out.append(NotFound(f"no customer with external id {r.customer_external_id!r}"))
+            out.append(NotFound(f"no customer with external id {v.shown(r.customer_external_id)}"))
         elif found_p is None:
             out.append(
-                NotFound(f"no {r.principal_kind} with external id {r.principal_external_id!r}")
+                NotFound(
+                    f"no {r.principal_kind} with external id {v.shown(r.principal_external_id)}"
+                )
             )
         else:
             out.append((found_c, found_p))
@@ -213,7 +223,7 @@ def disclose_batch(
                 False,
                 cid_pid[0],
                 cid_pid[1],
-                str(req.purpose)[:64],
+                _shown_purpose(req.purpose),
                 None,
                 reason=exc.detail,
                 error=exc.code,

@@ -70,7 +70,7 @@ def validate_attributes(kind: str, attributes: Any, *, external_id: str = "") ->
     for name in attributes:
         if name not in allowed:
             raise InvalidInput(
-                f"unknown attribute {str(name)[:40]!r} for a {kind} (allowed: {', '.join(allowed)})"
+                f"unknown attribute {v.shown(name)} for a {kind} (allowed: {', '.join(allowed)})"
             )
     if kind == "seller":
         addresses = sorted(

@@ -30,6 +30,14 @@ _EXTERNAL_ID = re.compile(r"[^\x00-\x1f\x7f]{1,255}")
 MAX_TAGS = 32
 
 
+def shown(value: Any) -> str:
+    """A caller-supplied value as it may be repeated in a message: quoted when it is short,
+    printable text without '@', otherwise not at all (it might be someone's address)."""
+    if isinstance(value, str) and len(value) <= 64 and "@" not in value and value.isprintable():
+        return repr(value)
+    return "(value not repeated)"
+
+
 def country(value: Any) -> str:
     if not isinstance(value, str):
         raise InvalidInput("country must be an ISO 3166-1 alpha-2 code (text)")
@@ -145,6 +153,7 @@ __all__ = [
     "external_id",
     "moment",
     "page_limit",
+    "shown",
     "slug",
     "slug_list",
     "text",
