@@ -375,12 +375,6 @@ def test_text_that_looks_like_markup_is_shown_as_it_is(cli: Cli, cli_settings: S
 # -- no address in the output, even when columns are mixed up ----------------------------------
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="contacts bug: import_customers reports the raw external_id of a row whose "
-    "external_id failed validation, so an address in that column (columns swapped) is "
-    "printed in the 'rows not imported' table (contacts/customers.py _import_batch)",
-)
 def test_swapped_columns_never_print_the_address(cli: Cli, cli_settings: Settings) -> None:
     run = cli(
         "customers",
@@ -392,11 +386,6 @@ def test_swapped_columns_never_print_the_address(cli: Cli, cli_settings: Setting
     assert_no_address(run, ["yves.swapped@example.com"])
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="contacts bug: validate_record echoes an unknown field's name, so an address "
-    "used as a JSON key is printed in the reason (contacts/customers.py validate_record)",
-)
 def test_an_address_as_a_field_name_is_never_printed(cli: Cli, cli_settings: Settings) -> None:
     text = ndjson(
         {

@@ -21,6 +21,9 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA busy_timeout=30000")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
+    # SQLite's default page cache is 2 MiB; the random-keyed alias and blind-index B-trees
+    # outgrow it quickly and every commit then rewrites pages it just evicted.
+    cursor.execute("PRAGMA cache_size=-65536")
     cursor.close()
 
 
