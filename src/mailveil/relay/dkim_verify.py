@@ -23,7 +23,6 @@ logger that writes nothing.
 
 from __future__ import annotations
 
-import base64
 import functools
 import logging
 import re
@@ -66,26 +65,25 @@ def _tag_text(value: Any, limit: int = 255) -> str:
     return value.decode("ascii", "replace").strip().lower()[:limit]
 
 
-def _key_acceptable(record: bytes) -> bool:
-    """Refuse revoked keys and RSA keys whose arithmetic would be costly (sender's choice)."""
-    from dkim.crypto import parse_public_key
-    from dkim.util import parse_tag_value
+def _key_usable(name: bytes, record: bytes) -> bool:
+    """Parse the key as dkimpy will, and refuse revoked keys and RSA keys whose arithmetic
+    would be costly (the sender chooses them).
+
+    dkimpy turns an unparsable key into a plain "does not verify"; parsing it here first
+    lets the result say permerror (the key is unusable) rather than fail.
+    """
+    import dkim
 
     try:
-        tags = parse_tag_value(record)
+        key, _size, ktag, _tlsrpt = dkim.evaluate_pk(name, record)
     except Exception:
-        return True  # malformed: dkimpy reports it as a key format error
-    p = re.sub(rb"\s+", b"", tags.get(b"p", b""))
-    if not p:
-        return False  # RFC 6376 3.6.1: an empty p= means the key was revoked
-    if tags.get(b"k", b"rsa") != b"rsa":
-        return True
-    try:
-        key = parse_public_key(base64.b64decode(p))
-    except Exception:
-        return True
-    modulus, exponent = key["modulus"], key["publicExponent"]
-    return bool(modulus.bit_length() <= MAX_RSA_BITS and 0 < exponent < 2**32)
+        return False
+    if key is None:
+        return False
+    if ktag == b"rsa":
+        modulus, exponent = key["modulus"], key["publicExponent"]
+        return bool(modulus.bit_length() <= MAX_RSA_BITS and 0 < exponent < 2**32)
+    return True
 
 
 class _KeyLookup:
@@ -118,7 +116,7 @@ class _KeyLookup:
             return None
         # RFC 6376 3.6.2.2: with several records the verifier may use any; take the first.
         record = encode_txt(records[0])
-        if len(record) > MAX_KEY_RECORD_BYTES or not _key_acceptable(record):
+        if len(record) > MAX_KEY_RECORD_BYTES or not _key_usable(name, record):
             self.unusable = True
             return None
         return record

@@ -120,6 +120,9 @@ class DnsResolver:
             resolver.port = port
         resolver.lifetime = timeout
         resolver.timeout = timeout
+        # EDNS0 so a 2048-bit DKIM key record fits one UDP answer (dnspython retries over TCP
+        # on truncation either way).
+        resolver.use_edns(0, 0, 1232)
         # Same name asked twice in one check (SPF include chains) should not cost twice.
         resolver.cache = dns.resolver.LRUCache(4096)
         self._resolver = resolver
