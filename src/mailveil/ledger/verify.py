@@ -12,6 +12,7 @@ order is reported, exactly as a single pass would. Memory is a few batches per p
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -87,8 +88,9 @@ def verify_ledger(
 
     ``threaded`` allows the reader thread and the second process; ``split`` forces the
     two-process run (True, or the seq where the second half starts) or forbids it (False);
-    by default it is used for ledgers of SPLIT_MIN entries or more, given an Engine on a
-    file SQLite database or PostgreSQL (the worker needs its own connection).
+    by default it is used for ledgers of SPLIT_MIN entries or more when a second core looks
+    free, given an Engine on a file SQLite database or PostgreSQL (the worker needs its own
+    connection).
 
     Given an Engine, reads in one transaction (REPEATABLE READ on PostgreSQL) so appends made
     meanwhile are not half-seen; given a Connection, reads inside its transaction.
@@ -139,10 +141,22 @@ def _run(
         report.fail(f"ledger data cannot be read as stored ({type(exc).__name__}: {exc})")
 
 
+def _spare_core() -> bool:
+    """Is a second core likely free? (A busy machine makes two processes slower than one.)"""
+    cpus = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        return cpus > 1
+    return cpus > 1 and load < cpus - 0.5
+
+
 def _split_point(
     size: int, batch: int, threaded: bool, split: bool | int | None, possible: bool
 ) -> int | None:
-    if split is False or not possible or (split is None and (not threaded or size < SPLIT_MIN)):
+    if split is False or not possible:
+        return None
+    if split is None and (not threaded or size < SPLIT_MIN or not _spare_core()):
         return None
     if split is not True and split is not None:
         return split if 0 < split < size else None
