@@ -8,9 +8,9 @@ Set-up (untimed, but its rate is printed): a temporary SQLite file filled throug
 
 Timed, in the same run:
 - ``verify_ledger`` (chain, leaf hashes, Merkle tree, every checkpoint signature, stored
-  subtree nodes, head, schema) as the CLI runs it: for a ledger this big, this process checks
-  the first half while a worker process checks the second on the other core; then in one
-  process (reader thread on), then in one process and one thread;
+  subtree nodes, head, schema) split over two processes, as the CLI runs it on a ledger this
+  big when a second core is free (this process checks the first half, a worker process the
+  second); then in one process (reader thread on), then in one process and one thread;
 - the peer: ``hashlib.sha256(leaf).digest()`` over exactly the bytes verify hashes per entry
   (0x00 || stored leaf), read from the same file in chunks of 10,000 (so the peer hashes
   cache-hot bytes, its best case); only the hashing is timed.
@@ -188,8 +188,8 @@ def main() -> None:
         runs: list[tuple[str, VerifyReport, dict[int, float], float, float, float]] = []
         # Smaller batch first: RUSAGE_CHILDREN keeps the largest worker peak so far.
         for label, batch, options in [
-            (f"default, batch {small:,}", small, {}),
-            (f"default, batch {args.batch:,}", args.batch, {}),
+            (f"split, batch {small:,}", small, {"split": True}),
+            (f"split, batch {args.batch:,}", args.batch, {"split": True}),
             ("no split, reader thread", args.batch, {"split": False}),
             ("no split, one thread", args.batch, {"split": False, "threaded": False}),
         ]:
@@ -238,7 +238,8 @@ def main() -> None:
     ratio = (main_run.entries / main_run.seconds) / raw_rate
     verdict = "meets" if ratio >= 0.40 else "misses"
     console.print(
-        f"verify (default, as the CLI runs it) at {ratio:.0%} of the raw hashing rate: "
+        f"verify split over two processes (the default when a core is free) at {ratio:.0%} of "
+        "the raw hashing rate: "
         f"{verdict} the 40 % target"
     )
 
