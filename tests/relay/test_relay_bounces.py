@@ -12,7 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from postfix_harness import Smarthost
 
-from mailveil.relay.bounces import (
+from mailveil.relay.dsn import (
     FORMAT_NONE,
     FORMAT_RFC3464,
     FORMAT_TEXT,

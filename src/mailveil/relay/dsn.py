@@ -1,24 +1,19 @@
-"""Bounces: delivery reports that come back to a VERP address, read, recorded and told.
+"""Reading delivery reports (DSNs) that come back to a VERP address.
 
-``parse_dsn`` reads a delivery report: RFC 3464 ``multipart/report; report-type=
-delivery-status`` (and RFC 6533's UTF-8 variant) with per-recipient Action, Status and
+``parse_dsn`` reads RFC 3464 ``multipart/report; report-type=delivery-status`` (and RFC 6533's
+UTF-8 variant, and the rare base64-encoded status part) with per-recipient Action, Status and
 Diagnostic-Code; or one of the plain-text shapes big providers and older MTAs still send
-(qmail, Exim, Yahoo, Exchange's human part, "Undelivered Mail Returned to Sender"...), whose
-status is then read out of the text. It never raises: what it cannot read is kind "unknown",
-and an out-of-office reply (which also goes to the envelope sender) is kind "autoreply".
+(qmail, Exim, Yahoo, old Exchange, ...), whose status is then read out of the text, never out
+of the quoted original. It never raises: what it cannot read is kind "unknown", and an
+out-of-office reply (which also goes to the envelope sender) is kind "autoreply".
 
-Kinds: ``hard`` (5.x.x: the address will not work), ``soft`` (4.x.x, the report says the
-delivery failed anyway, e.g. the queue lifetime expired), ``delayed`` (still being retried),
+Kinds: ``hard`` (5.x.x: the address will not work), ``soft`` (4.x.x, yet the report says the
+delivery failed, e.g. the queue lifetime expired), ``delayed`` (still being retried),
 ``success`` (delivered/relayed/expanded reports), ``autoreply``, ``unknown``.
 
-``handle_bounce`` (in ``mailveil.relay.bounce_notice`` terms: see below) maps a bounce back
-to its relay_messages row through the signed VERP token, marks the row, counts hard bounces
-per recipient (``relay_bounce_marks``), writes a ``bounce`` ledger event and sends the
-original sender a notice that names only the alias the sender wrote to.
-
-The raw report keeps the failed recipient's real address (in Final-Recipient, in the
-diagnostic, in the returned message): ``Dsn`` hides those fields from ``repr`` and nothing
-here logs them; ``safe_diagnostic`` is the only text of a report that leaves this module.
+A report holds the failed recipient's real address (Final-Recipient, the diagnostic, the
+returned message): ``Dsn`` keeps those fields out of ``repr`` and this module logs nothing.
+``relay.bounces.safe_diagnostic`` is the only way report text leaves the relay.
 """
 
 from __future__ import annotations
@@ -466,3 +461,23 @@ def parse_dsn(message: bytes) -> Dsn:
         return _from_text(parsed)
     except Exception:  # A report we cannot read is "unknown", never an error.
         return UNKNOWN
+
+
+__all__ = [
+    "FORMAT_NONE",
+    "FORMAT_RFC3464",
+    "FORMAT_TEXT",
+    "KINDS",
+    "KIND_AUTOREPLY",
+    "KIND_DELAYED",
+    "KIND_HARD",
+    "KIND_SOFT",
+    "KIND_SUCCESS",
+    "KIND_UNKNOWN",
+    "UNKNOWN",
+    "Dsn",
+    "RecipientReport",
+    "parse_dsn",
+    "status_class",
+    "status_in_text",
+]
