@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import socket
 import threading
 import time
@@ -883,3 +884,130 @@ def test_check_sender_with_real_dns_wire_format(keys: Keys) -> None:
         )
     assert (auth.spf, auth.dkim[0].result, auth.dmarc_result) == ("pass", "pass", "pass")
     assert auth.aligned
+
+
+# -- upstream conformance vectors (not installed by the wheels: opt in with a path) ---------
+#
+# pyspf's and dkimpy's sdists carry the RFC 7208/4408 SPF test suites and the RFC 8463 example
+# message, but their wheels do not install them and their files are not ours to commit. To run:
+#   pip download --no-deps --no-binary :all: pyspf dkimpy && tar xzf ... && pip install pyyaml
+#   MAILVEIL_SPF_SUITE_DIR=pyspf-2.0.14/test MAILVEIL_DKIMPY_TESTDATA=dkimpy-1.1.8/dkim/tests/data
+
+SPF_SUITE_DIR = os.environ.get("MAILVEIL_SPF_SUITE_DIR", "")
+DKIMPY_TESTDATA = os.environ.get("MAILVEIL_DKIMPY_TESTDATA", "")
+
+
+class SuiteResolver:
+    """The SPF suite's zonedata as a Resolver, with the suite driver's own conventions: SPF
+    (type 99) records stand in for TXT when a name has none, TIMEOUT fails a lookup that has
+    found nothing yet, names under error. time out, CNAMEs are followed."""
+
+    def __init__(self, zonedata: dict[str, list[object]]) -> None:
+        self.zone: dict[str, list[tuple[str, object]]] = {}
+        for name, rrs in zonedata.items():
+            out: list[tuple[str, object]] = []
+            spf_only: list[object] = []
+            for rr in rrs:
+                if rr == "TIMEOUT":
+                    out.append(("TIMEOUT", None))
+                    continue
+                assert isinstance(rr, dict)
+                for rtype, value in rr.items():
+                    if rtype in ("TXT", "SPF"):
+                        value = (value,) if isinstance(value, str) else tuple(value)
+                    if rtype == "SPF":
+                        spf_only.append(value)
+                    elif value != ("NONE",):
+                        out.append((rtype, value))
+            # As the suite's driver: SPF records stand in for TXT unless TXT is listed.
+            if not any(t == "TXT" for rr in rrs if isinstance(rr, dict) for t in rr):
+                out += [("TXT", v) for v in spf_only if v != ("NONE",)]
+            self.zone[name.lower()] = out
+
+    def get(self, name: str, rtype: str, depth: int = 0) -> list[object]:
+        name = name.rstrip(".").lower()
+        if name not in self.zone:
+            if name.startswith("error."):
+                raise DnsTemporaryError("timeout")
+            return []
+        found: list[object] = []
+        for t, value in self.zone[name]:
+            if t == "TIMEOUT" and not found:
+                raise DnsTemporaryError("timeout")
+            if t == rtype:
+                if value == "TIMEOUT":
+                    raise DnsTemporaryError("timeout")
+                found.append(value)
+        if not found and depth < 10:
+            for t, value in self.zone[name]:
+                if t == "CNAME":
+                    return self.get(str(value), rtype, depth + 1)
+        return found
+
+    def txt(self, name: str) -> list[str]:
+        return ["".join(v) for v in self.get(name, "TXT") if isinstance(v, tuple)]
+
+    def a(self, name: str) -> list[str]:
+        return [str(v) for v in self.get(name, "A")]
+
+    def aaaa(self, name: str) -> list[str]:
+        return [str(v) for v in self.get(name, "AAAA")]
+
+    def mx(self, name: str) -> list[tuple[int, str]]:
+        return [(int(v[0]), str(v[1])) for v in self.get(name, "MX")]  # type: ignore[index]
+
+    def ptr(self, name: str) -> list[str]:
+        return [str(v) for v in self.get(name, "PTR")]
+
+
+@pytest.mark.skipif(not SPF_SUITE_DIR, reason="MAILVEIL_SPF_SUITE_DIR not set (pyspf sdist test/)")
+@pytest.mark.parametrize("suite", ["rfc7208-tests.yml", "rfc4408-tests.yml"])
+def test_spf_conformance_suite(suite: str) -> None:
+    from mailveil.relay.spf_check import check_spf
+
+    yaml = pytest.importorskip("yaml")
+    failures = []
+    count = 0
+    with open(Path(SPF_SUITE_DIR) / suite, "rb") as fh:
+        for scenario in yaml.safe_load_all(fh):
+            resolver = SuiteResolver(scenario["zonedata"])
+            for test_id, case in scenario["tests"].items():
+                expected = case["result"]
+                expected = [expected] if isinstance(expected, str) else expected
+                result, _ = check_spf(
+                    client_ip=case["host"],
+                    mail_from=case.get("mailfrom", ""),
+                    helo=case.get("helo", ""),
+                    resolver=resolver,
+                    deadline=time.monotonic() + 10,
+                )
+                count += 1
+                if result not in expected:
+                    failures.append((test_id, expected, result))
+    assert count > 150
+    assert failures == []
+
+
+@pytest.mark.skipif(not DKIMPY_TESTDATA, reason="MAILVEIL_DKIMPY_TESTDATA not set")
+def test_rfc8463_example_message() -> None:
+    """RFC 8463's example: one Ed25519 and one RSA signature over the same message."""
+    data = Path(DKIMPY_TESTDATA)
+    records = {
+        ("brisbane._domainkey.football.example.com", "TXT"): [
+            "v=DKIM1; k=ed25519; p=11qYAYKxCrfVS/7TyWQHOg7hcvPapiMlrwIaaPcHURo="
+        ],
+        ("test._domainkey.football.example.com", "TXT"): [
+            (data / "test.txt").read_text().replace("\n", "")
+        ],
+    }
+    message = (data / "rfc6376.signed.msg").read_bytes()
+    auth = check_sender(
+        message, mail_from="", client_ip=OTHER_IP, helo="h", resolver=StaticResolver(records)
+    )
+    assert [r.result for r in auth.dkim] == ["pass", "pass"]
+    assert auth.aligned and auth.from_domain == "football.example.com"
+    tampered = message.replace(b"hungry", b"angry")
+    auth = check_sender(
+        tampered, mail_from="", client_ip=OTHER_IP, helo="h", resolver=StaticResolver(records)
+    )
+    assert [r.result for r in auth.dkim] == ["fail", "fail"]
