@@ -34,6 +34,8 @@ SENDER_OK = Reply(250, "2.1.0 Sender OK")
 RECIPIENT_OK = Reply(250, "2.1.5 Recipient OK")
 AUTH_SUCCEEDED = Reply(235, "2.7.0 Authentication succeeded")
 CLOSING = Reply(221, "2.0.0 Bye")
+# VRFY confirms nothing about any address (RFC 5321 3.5.3 allows 252).
+CANNOT_VRFY = Reply(252, "2.0.0 Cannot verify addresses; send the message and see")
 
 # 3xx: RFC 2034 gives 354 no enhanced code.
 START_DATA = Reply(354, "End data with <CR><LF>.<CR><LF>")
@@ -51,6 +53,11 @@ NEXT_HOP_MAILBOX_BUSY = Reply(
     452, "4.2.2 Recipient mailbox at the next hop is full, try again later"
 )
 TOO_MANY_CONNECTIONS = Reply(421, "4.7.0 Too many connections, try again later")
+TOO_MANY_AUTH_FAILURES = Reply(421, "4.7.0 Too many failed authentication attempts")
+# SPF/DKIM/DMARC lookups did not answer (temperror): the sender retries.
+SENDER_AUTH_TEMPORARY = Reply(
+    451, "4.4.3 Sender authentication could not be completed (DNS), try again later"
+)
 
 # 5xx, addressing (X.1.x).
 BAD_DESTINATION = Reply(550, "5.1.1 Bad destination mailbox address")

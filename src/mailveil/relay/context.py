@@ -1,0 +1,43 @@
+"""Everything the relay needs for the life of the process, built once at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from mailveil.config import Settings
+from mailveil.relay.dkim import DkimSigner
+from mailveil.relay.messages import load_verp_key
+from mailveil.relay.parse import Limits
+from mailveil.relay.policy import MessagingPolicy
+from mailveil.relay.sender_auth import DnsResolver, Resolver
+from mailveil.runtime import Runtime
+
+
+@dataclass(frozen=True)
+class RelayContext:
+    runtime: Runtime
+    messaging: MessagingPolicy
+    dkim: DkimSigner
+    verp_key: bytes
+    resolver: Resolver
+    limits: Limits
+
+    @property
+    def settings(self) -> Settings:
+        return self.runtime.settings
+
+    @classmethod
+    def load(cls, runtime: Runtime, *, resolver: Resolver | None = None) -> RelayContext:
+        """Read keys and parse the policy settings (SettingsError / KeyFileError if bad)."""
+        settings = runtime.settings
+        return cls(
+            runtime=runtime,
+            messaging=MessagingPolicy.from_settings(settings),
+            dkim=DkimSigner.load(settings),
+            verp_key=load_verp_key(settings),
+            resolver=resolver if resolver is not None else DnsResolver(),
+            limits=Limits(max_message_bytes=settings.relay_max_message_bytes),
+        )
+
+
+__all__ = ["RelayContext"]

@@ -1,0 +1,428 @@
+"""The relay's aiosmtpd handler: one SMTP transaction, one recipient, decided as early as it can.
+
+MAIL FROM
+    Taken as given (SPF judges it later, for senders that need it).
+RCPT TO (one per transaction)
+    A second RCPT gets ``452 4.5.3`` and the client sends it in a new transaction, so every
+    decision below is about exactly one recipient. Only the relay domain is served (else
+    ``550 5.7.1`` relaying denied). The local part is looked up with one query
+    (``routes.lookup_route``):
+
+    - a VERP bounce address with a valid tag goes to the bounce hook at DATA;
+    - an alias (principal -> customer): a client that authenticated as another principal is a
+      stranger (``stranger_at_alias`` in the ledger, refused); the alias's own principal is
+      checked against revocation, suspension and the contact policy (Cedar) right away; an
+      unauthenticated client is decided at DATA, where SPF/DKIM can vouch for it;
+    - a reverse alias (customer -> principal): MAIL FROM must be the customer's real address
+      (compared by blind index) or ``550 5.7.1``;
+    - anything else: ``550 5.1.1``.
+DATA
+    ``pipeline.to_customer`` / ``pipeline.to_principal`` in a worker thread, then, for a
+    message that passed: its relay_messages row and ``message`` ledger entry are committed,
+    the smarthost is asked (before-queue, see ``delivery``), the outcome is recorded, and the
+    client gets the smarthost's answer in our words. Refusals of a known alias are committed
+    to the ledger (``message_refused``) before the refusal is sent; when the database cannot
+    take them the client gets a 4xx instead, so nothing is refused unrecorded.
+AUTH PLAIN / LOGIN
+    The password is a principal's API key (``mvk_...``, role seller or employee); the user
+    name is ignored. Offered only over TLS, or on loopback when the operator allows it
+    (``server``). Three failures close the connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import importlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
+from sqlalchemy.orm import Session as DbSession
+
+from mailveil.auth.keys import PRINCIPAL_ROLES, Caller, Unauthenticated, authenticate
+from mailveil.errors import InvalidInput
+from mailveil.policy.engine import Decision
+from mailveil.relay import codes
+from mailveil.relay.codes import Reply
+from mailveil.relay.context import RelayContext
+from mailveil.relay.delivery import PermanentDeliveryError, Smarthost, TemporaryDeliveryError
+from mailveil.relay.journal import Database, Journal, LedgerOnly, NewMessage, StatusChange
+from mailveil.relay.messages import (
+    DIRECTION_TO_CUSTOMER,
+    is_verp_local,
+    verify_bounce_local,
+)
+from mailveil.relay.pipeline import (
+    KIND_DEFERRED,
+    KIND_REJECTED,
+    Outgoing,
+    Refused,
+    Sender,
+    customer_gate,
+    outcome_event,
+    principal_gate,
+    refusal_event,
+    stranger_event,
+    to_customer,
+    to_principal,
+)
+from mailveil.relay.routes import Route, lookup_route
+from mailveil.relay.smuggling import GuardedHandler, refusal_for
+from mailveil.runtime import Runtime
+
+log = logging.getLogger("mailveil.relay")
+
+BounceHook = Callable[[DbSession, Runtime, str, bytes], None]
+MAX_AUTH_FAILURES = 3
+
+
+def find_bounce_hook() -> BounceHook | None:
+    """``mailveil.relay.bounces.handle_bounce`` when that module provides it."""
+    try:
+        module = importlib.import_module("mailveil.relay.bounces")
+    except ImportError:
+        return None
+    hook = getattr(module, "handle_bounce", None)
+    return hook if callable(hook) else None
+
+
+class RelayEnvelope(Envelope):
+    """aiosmtpd's envelope plus what RCPT decided for the DATA stage."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.route: Route | None = None
+        self.bounce_token: str | None = None
+        self.contact: Decision | None = None
+
+
+def _state(envelope: Envelope) -> RelayEnvelope:
+    if not isinstance(envelope, RelayEnvelope):  # the server always creates these
+        raise TypeError("the relay handler needs RelayEnvelope envelopes")
+    return envelope
+
+
+def sender_of(session: Session, envelope: Envelope) -> Sender:
+    peer = session.peer
+    ip = str(peer[0]) if isinstance(peer, tuple) and peer else ""
+    caller = session.auth_data if session.authenticated else None
+    return Sender(
+        mail_from=envelope.mail_from or "",
+        client_ip=ip,
+        helo=str(session.host_name or ""),
+        principal_id=caller.principal_id if isinstance(caller, Caller) else None,
+    )
+
+
+class RelayHandler(GuardedHandler):
+    def __init__(
+        self,
+        ctx: RelayContext,
+        db: Database,
+        journal: Journal,
+        smarthost: Smarthost,
+        *,
+        bounce_hook: BounceHook | None = None,
+    ) -> None:
+        self.ctx = ctx
+        self.db = db
+        self.journal = journal
+        self.smarthost = smarthost
+        self.bounce_hook = bounce_hook
+        self.relay_domain = ctx.settings.relay_domain.lower()
+
+    # -- EHLO / MAIL ----------------------------------------------------------------------
+
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        lines = [line[4:] for line in responses if line[4:] != "HELP"]
+        lines.append("ENHANCEDSTATUSCODES")
+        return [f"250-{text}" for text in lines[:-1]] + [f"250 {lines[-1]}"]
+
+    async def handle_MAIL(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return str(codes.SENDER_OK)
+
+    # -- RCPT -----------------------------------------------------------------------------
+
+    async def handle_RCPT(
+        self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
+    ) -> str:
+        state = _state(envelope)
+        if envelope.rcpt_tos:
+            return str(codes.TOO_MANY_RECIPIENTS)
+        reply = await self._route_recipient(session, state, address)
+        if reply is codes.RECIPIENT_OK:
+            envelope.rcpt_tos.append(address)
+            envelope.rcpt_options.extend(options)
+        return str(reply)
+
+    async def _route_recipient(self, session: Session, state: RelayEnvelope, address: str) -> Reply:
+        local, at, domain = address.rpartition("@")
+        if not address.isascii():
+            return codes.NON_ASCII_ADDRESS
+        if not at or not local or domain.lower().rstrip(".") != self.relay_domain:
+            return codes.RELAY_DENIED
+        if is_verp_local(local):
+            token = verify_bounce_local(self.ctx.verp_key, local)
+            if token is None or self.bounce_hook is None:
+                return codes.BAD_DESTINATION
+            state.bounce_token = token
+            return codes.RECIPIENT_OK
+        try:
+            route = await self.db.run(lambda s: lookup_route(s, address))
+        except Exception as exc:
+            log.error("relay: recipient lookup failed (%s)", type(exc).__name__)
+            return codes.TEMPORARY_FAILURE
+        if route is None:
+            return codes.BAD_DESTINATION
+        sender = sender_of(session, state)
+        if route.direction == DIRECTION_TO_CUSTOMER:
+            reply = await self._rcpt_to_customer(route, sender, state)
+        else:
+            reply = await self._rcpt_to_principal(route, sender)
+        if reply is codes.RECIPIENT_OK:
+            state.route = route
+        return reply
+
+    async def _rcpt_to_customer(self, route: Route, sender: Sender, state: RelayEnvelope) -> Reply:
+        if sender.principal_id is None:
+            return codes.RECIPIENT_OK  # decided at DATA, where SPF/DKIM can vouch
+        if sender.principal_id != route.principal_id:
+            reply = codes.MAILBOX_DISABLED if route.revoked else codes.NOT_AUTHORIZED
+            event = stranger_event(None, self.ctx, route, sender, reply)
+            return await self._record(LedgerOnly(event), reply)
+        gate = principal_gate(route)
+        why = "alias revoked, sender suspended or customer deleted"
+        if gate is None:
+            decision = route.contact_decision(self.ctx.settings, self.ctx.runtime.policy)
+            if not decision.allowed:
+                gate, why = codes.CONTACT_NOT_ALLOWED, decision.reason
+            state.contact = decision
+        if gate is None:
+            return codes.RECIPIENT_OK
+        event = refusal_event(
+            route, gate, actor=route.principal_ref, stage="rcpt", why=why,
+            relay_domain=self.relay_domain,
+        )  # fmt: skip
+        return await self._record(LedgerOnly(event), gate)
+
+    async def _rcpt_to_principal(self, route: Route, sender: Sender) -> Reply:
+        gate = customer_gate(route)
+        why = "alias revoked, recipient unavailable or customer deleted"
+        if gate is None:
+            try:
+                same = self.ctx.runtime.vault.blind_index(sender.mail_from) == bytes(
+                    route.customer.address_bidx
+                )
+            except InvalidInput:
+                same = False
+            if same:
+                return codes.RECIPIENT_OK
+            gate, why = codes.NOT_AUTHORIZED, "envelope sender is not the customer's address"
+        event = refusal_event(
+            route, gate, actor=None, stage="rcpt", why=why, relay_domain=self.relay_domain
+        )
+        return await self._record(LedgerOnly(event), gate)
+
+    async def _record(self, write: LedgerOnly | StatusChange, reply: Reply) -> Reply:
+        """Commit ``write`` then give ``reply``; if it cannot be committed, a 4xx instead."""
+        try:
+            await self.journal.write(write)
+        except Exception as exc:
+            log.error("relay: ledger write failed (%s)", type(exc).__name__)
+            return codes.TEMPORARY_FAILURE
+        return reply
+
+    # -- DATA -----------------------------------------------------------------------------
+
+    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        refusal = refusal_for(envelope.original_content or b"")
+        if refusal is None:
+            return await self.handle_message(server, session, envelope)
+        route = _state(envelope).route
+        if route is not None:
+            sender = sender_of(session, envelope)
+            actor = sender.actor if sender.principal_id == route.principal_id else None
+            event = refusal_event(
+                route, refusal, actor=actor, stage="data", why="smuggling-shaped line ending",
+                relay_domain=self.relay_domain,
+            )  # fmt: skip
+            return str(await self._record(LedgerOnly(event), refusal))
+        return str(refusal)
+
+    async def handle_message(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        state = _state(envelope)
+        raw = envelope.original_content or b""
+        restart = getattr(server, "restart_timer", None)
+        if callable(restart):
+            restart()  # the time we take is not the client's to account for
+        if state.bounce_token is not None:
+            return str(await self._bounce(state.bounce_token, raw))
+        route = state.route
+        if route is None:
+            return str(codes.BAD_SEQUENCE)
+        sender = sender_of(session, envelope)
+        contact = state.contact
+        ctx = self.ctx
+
+        def work(s: DbSession) -> Outgoing | Refused:
+            if route.direction == DIRECTION_TO_CUSTOMER:
+                return to_customer(s, ctx, route, sender, raw, contact=contact)
+            return to_principal(s, ctx, route, sender, raw)
+
+        try:
+            outcome = await self.db.run(work)
+        except Exception as exc:
+            log.error("relay: message processing failed (%s)", type(exc).__name__)
+            return str(codes.TEMPORARY_FAILURE)
+        if isinstance(outcome, Refused):
+            if outcome.event is None:
+                return str(outcome.reply)
+            return str(await self._record(LedgerOnly(outcome.event), outcome.reply))
+        # Once the ledger has the message, see it through even if the client hangs up.
+        return str(await asyncio.shield(self._deliver(route, outcome)))
+
+    async def _deliver(self, route: Route, out: Outgoing) -> Reply:
+        try:
+            await self.journal.write(NewMessage(out.row, out.event))
+        except Exception as exc:
+            log.error("relay: ledger write failed before delivery (%s)", type(exc).__name__)
+            return codes.TEMPORARY_FAILURE
+        try:
+            await self.smarthost.send(out.mail_from, out.rcpt, out.data)
+        except (TemporaryDeliveryError, PermanentDeliveryError) as exc:
+            temporary = isinstance(exc, TemporaryDeliveryError)
+            status, kind = ("deferred", KIND_DEFERRED) if temporary else ("rejected", KIND_REJECTED)
+            code = str(exc.next_hop_code) if exc.next_hop_code else exc.reply.enhanced
+            change = StatusChange(
+                out.token, status, code, outcome_event(out, route, kind, exc.reply)
+            )
+            await self._record(change, exc.reply)
+            return exc.reply
+        except Exception as exc:
+            log.error("relay: delivery failed (%s)", type(exc).__name__)
+            reply = codes.SMARTHOST_UNREACHABLE
+            change = StatusChange(
+                out.token,
+                "deferred",
+                reply.enhanced,
+                outcome_event(out, route, KIND_DEFERRED, reply),
+            )
+            await self._record(change, reply)
+            return reply
+        try:
+            await self.journal.write(StatusChange(out.token, "delivered"))
+        except Exception as exc:
+            # Delivered and in the ledger already; only the row's status lags. A 4xx now
+            # would make the sender deliver it twice.
+            log.error("relay: status update failed after delivery (%s)", type(exc).__name__)
+        return codes.QUEUED
+
+    async def _bounce(self, token: str, raw: bytes) -> Reply:
+        hook = self.bounce_hook
+        if hook is None:
+            return codes.BAD_DESTINATION
+        runtime = self.ctx.runtime
+        try:
+            await self.db.run(lambda s: hook(s, runtime, token, raw), commit=True)
+        except Exception as exc:
+            log.error("relay: bounce handling failed (%s)", type(exc).__name__)
+            return codes.TEMPORARY_FAILURE
+        return codes.QUEUED
+
+    # -- AUTH (PLAIN, LOGIN): the password is the principal's API key ---------------------
+
+    async def auth_PLAIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        blob: Any
+        if len(args) == 1:
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            blob = _b64(args[1])
+            if blob is None:
+                await server.push(str(codes.SYNTAX_ERROR))
+                return AuthResult(success=False, handled=True)
+        assert isinstance(blob, bytes)
+        parts = blob.split(b"\x00")
+        if len(parts) != 3:
+            await server.push(str(codes.SYNTAX_ERROR))
+            return AuthResult(success=False, handled=True)
+        return await self._check_key(server, parts[2])
+
+    async def auth_LOGIN(self, server: SMTP, args: list[str]) -> AuthResult:
+        if len(args) == 1:
+            user = await server.challenge_auth(SMTP.AuthLoginUsernameChallenge)
+            if user is MISSING:
+                return AuthResult(success=False, handled=True)
+        elif _b64(args[1]) is None:
+            await server.push(str(codes.SYNTAX_ERROR))
+            return AuthResult(success=False, handled=True)
+        password = await server.challenge_auth(SMTP.AuthLoginPasswordChallenge)
+        if password is MISSING:
+            return AuthResult(success=False, handled=True)
+        assert isinstance(password, bytes)
+        return await self._check_key(server, password)
+
+    async def _check_key(self, server: SMTP, password: bytes) -> AuthResult:
+        session = server.session
+        assert session is not None
+        failures: int = getattr(session, "mailveil_auth_failures", 0)
+        caller: Caller | None = None
+        try:
+            token = password.decode("ascii")
+            caller = await self.db.run(lambda s: authenticate(s, token))
+        except (UnicodeDecodeError, Unauthenticated):
+            caller = None
+        except Exception as exc:
+            log.error("relay: API key check failed (%s)", type(exc).__name__)
+            return AuthResult(success=False, handled=False, message=str(codes.TEMPORARY_FAILURE))
+        if caller is None or caller.role not in PRINCIPAL_ROLES or caller.principal_id is None:
+            failures += 1
+            session.mailveil_auth_failures = failures  # type: ignore[attr-defined]
+            if failures >= MAX_AUTH_FAILURES:
+                await server.push(str(codes.TOO_MANY_AUTH_FAILURES))
+                if server.transport is not None:
+                    server.transport.close()
+                return AuthResult(success=False, handled=True)
+            return AuthResult(success=False, handled=False, message=str(codes.AUTH_INVALID))
+        return AuthResult(success=True, auth_data=caller, message=str(codes.AUTH_SUCCEEDED))
+
+
+def _b64(text: str) -> bytes | None:
+    try:
+        return base64.b64decode(text.encode("ascii"), validate=True)
+    except (binascii.Error, UnicodeEncodeError, ValueError):
+        return None
+
+
+def handler_stats(handler: RelayHandler) -> dict[str, Any]:
+    return {
+        "journal_commits": handler.journal.commits,
+        "journal_writes": handler.journal.writes,
+        "delivered": handler.smarthost.sent,
+    }
+
+
+__all__ = [
+    "BounceHook",
+    "RelayEnvelope",
+    "RelayHandler",
+    "find_bounce_hook",
+    "handler_stats",
+    "sender_of",
+]

@@ -1,0 +1,523 @@
+"""What the relay does with one message once DATA is in: check, rewrite, sign, address.
+
+These functions are synchronous (parsing, DNS for SPF/DKIM/DMARC, rewriting and signing are
+CPU or blocking work); the handler runs them in a worker thread with a session that touches
+the database only when it must (a thread lookup, a data key not yet cached, a stranger's
+address compared with customers). Each returns an ``Outgoing`` (what to hand the smarthost,
+the relay_messages row and the ``message`` ledger event) or a ``Refused`` (the reply and, for
+a known alias, the ledger event that records the refusal).
+
+The customer's real address is decrypted here, only to redact it and to address the
+smarthost transaction (``Outgoing.rcpt``, kept out of ``repr``); it is never logged, never
+in a reply, never in the ledger.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+import logging
+import re
+import urllib.parse
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from mailveil.contacts.customers import customer_address, find_customer_by_address
+from mailveil.db.base import utcnow
+from mailveil.errors import InvalidInput
+from mailveil.ledger.events import Event
+from mailveil.logs import scrub
+from mailveil.policy.engine import Decision
+from mailveil.relay import codes
+from mailveil.relay.codes import Reply
+from mailveil.relay.context import RelayContext
+from mailveil.relay.errors import DuplicateFrom, MissingFrom, RelayRefusal
+from mailveil.relay.messages import (
+    DIRECTION_TO_CUSTOMER,
+    DIRECTION_TO_PRINCIPAL,
+    new_token,
+    thread_exists,
+    verp_address,
+)
+from mailveil.relay.parse import header_text, parse_message, walk_with_depth
+from mailveil.relay.policy import check_content, check_reason, contact_reason, referenced_ids
+from mailveil.relay.redact import decode_words
+from mailveil.relay.rewrite import (
+    new_message_id,
+    rewrite_customer_to_principal,
+    rewrite_principal_to_customer,
+)
+from mailveil.relay.routes import Route
+from mailveil.relay.sender_auth import (
+    SenderAuth,
+    check_sender,
+    customer_sender_ok,
+    parse_mailbox,
+    sender_matches_principal,
+)
+
+log = logging.getLogger("mailveil.relay")
+_UNFOLD = re.compile(r"\r?\n(?=[ \t])")
+
+KIND_MESSAGE = "message"
+KIND_REFUSED = "message_refused"
+KIND_STRANGER = "stranger_at_alias"
+KIND_DEFERRED = "message_deferred"
+KIND_REJECTED = "message_rejected"
+
+
+@dataclass(frozen=True)
+class Sender:
+    """What the SMTP session knows about who is sending."""
+
+    mail_from: str  # "" for the null sender
+    client_ip: str
+    helo: str
+    principal_id: int | None = None  # from SMTP AUTH
+
+    @property
+    def actor(self) -> str | None:
+        return f"principal:{self.principal_id}" if self.principal_id is not None else None
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    token: str
+    mail_from: str  # the VERP address
+    rcpt: str = field(repr=False)  # the other side's real address
+    data: bytes = field(repr=False)
+    row: dict[str, Any] = field(repr=False)
+    event: Event = field(repr=False)
+
+
+@dataclass(frozen=True)
+class Refused:
+    reply: Reply
+    event: Event | None = None
+
+
+Outcome = Outgoing | Refused
+
+
+def reply_text(reply: Reply) -> str:
+    return f"{reply.code} {reply.enhanced}"
+
+
+def refusal_event(
+    route: Route,
+    reply: Reply,
+    *,
+    actor: str | None,
+    stage: str,
+    why: str,
+    relay_domain: str,
+    reason: str | None = None,
+) -> Event:
+    return Event(
+        kind=KIND_REFUSED,
+        actor=actor,
+        subject=route.customer_ref,
+        alias=route.alias,
+        purpose=route.direction,
+        ref=reason,
+        detail={
+            "principal": route.principal_ref,
+            "reply": reply_text(reply),
+            "stage": stage,
+            # Refusal details name counts and header fields; scrubbed all the same.
+            "why": scrub(why, relay_domain)[:300],
+        },
+    )
+
+
+def _masked(session: Session | None, ctx: RelayContext, route: Route, address: str) -> str:
+    """A stranger's address as recorded: itself, or ``customer:<id>`` if it is a customer's
+    (a customer's real address never goes into the ledger)."""
+    if not address or address == "<>":
+        return ""
+    try:
+        bidx = ctx.runtime.vault.blind_index(address)
+    except InvalidInput:
+        return scrub(address, "")[:320]
+    if bidx == bytes(route.customer.address_bidx):
+        return route.customer_ref
+    if session is not None:
+        other = find_customer_by_address(session, ctx.runtime.vault, address)
+        if other is not None:
+            return f"customer:{other.id}"
+    return address[:320]
+
+
+def stranger_event(
+    session: Session | None,
+    ctx: RelayContext,
+    route: Route,
+    sender: Sender,
+    reply: Reply,
+    *,
+    header_from: str | None = None,
+    auth: SenderAuth | None = None,
+) -> Event:
+    """The ``stranger_at_alias`` signal: someone other than the principal the alias was
+    disclosed to wrote to it. The detail identifies the stranger (their addresses are not
+    customers'; one that is a customer's is recorded as its customer id)."""
+    return Event(
+        kind=KIND_STRANGER,
+        actor=sender.actor,
+        subject=route.customer_ref,
+        alias=route.alias,
+        purpose=route.direction,
+        detail={
+            "principal": route.principal_ref,
+            "reply": reply_text(reply),
+            "revoked": route.revoked,
+            "envelope_from": _masked(session, ctx, route, sender.mail_from),
+            "header_from": _masked(session, ctx, route, header_from or ""),
+            "authenticated_principal": sender.actor,
+            "client_ip": sender.client_ip,
+            "helo": sender.helo[:255],
+            "spf": auth.spf if auth else None,
+            "spf_domain": auth.spf_domain if auth else None,
+            "dkim": [
+                {"d": r.domain, "s": r.selector, "result": r.result}
+                for r in (auth.dkim if auth else [])
+            ][:10],
+            "from_domain": auth.from_domain if auth else None,
+            "dmarc": auth.dmarc_result if auth else None,
+        },
+    )
+
+
+def header_from_address(message: EmailMessage) -> str:
+    """The one From mailbox (lowercased); MissingFrom / DuplicateFrom otherwise."""
+    values = [str(v) for k, v in message.raw_items() if k.lower() == "from"]
+    if not values:
+        raise MissingFrom("no From header field")
+    if len(values) > 1:
+        raise DuplicateFrom(f"{len(values)} From header fields")
+    parsed = parse_mailbox(header_text(values[0]))
+    return parsed[0] if parsed else ""
+
+
+_LOCAL = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+
+
+def addresses_at(message: EmailMessage, raw: bytes, domains: list[str]) -> set[str]:
+    """Every address on one of ``domains`` (or a subdomain) that the message shows, in its
+    headers or text parts, decoded. The principal's domains are its own: any mailbox there is
+    the principal's real address, not only the ones it registered."""
+    names = [d.lower().strip(".") for d in domains if d]
+    if not names:
+        return set()
+    pattern = re.compile(
+        _LOCAL + r"@(?:[A-Za-z0-9-]{1,63}\.)*(?:" + "|".join(re.escape(d) for d in names) + r")\b",
+        re.IGNORECASE,
+    )
+    texts = [raw.decode("latin-1")]
+    for part, _depth in walk_with_depth(message):
+        texts.extend(decode_words(_UNFOLD.sub("", str(v))) for _k, v in part.raw_items())
+        if part.get_content_maintype() == "text" and not part.is_multipart():
+            payload = part.get_payload(decode=True)
+            if isinstance(payload, bytes):
+                texts.append(payload.decode(part.get_content_charset() or "utf-8", "replace"))
+    found: set[str] = set()
+    for text in texts:
+        for variant in (text, html.unescape(text), urllib.parse.unquote(text)):
+            found.update(m.lower() for m in pattern.findall(variant))
+    return found
+
+
+def _outgoing(
+    ctx: RelayContext,
+    route: Route,
+    *,
+    direction: str,
+    actor: str,
+    reason: str | None,
+    data: bytes,
+    message_id: str,
+    rcpt: str,
+) -> Outgoing:
+    signed = ctx.dkim.sign(data)
+    digest = hashlib.sha256(signed).hexdigest()
+    token = new_token()
+    now = utcnow()
+    row = {
+        "token": token,
+        "direction": direction,
+        "principal_id": route.principal_id,
+        "customer_id": route.customer_id,
+        "alias": route.alias,
+        "reason": reason,
+        "message_id": message_id,
+        "size": len(signed),
+        "sha256": digest,
+        "status": "sending",
+        "created_at": now,
+        "updated_at": now,
+    }
+    event = Event(
+        kind=KIND_MESSAGE,
+        actor=actor,
+        subject=route.customer_ref,
+        alias=route.alias,
+        purpose=direction,
+        ref=reason,
+        detail={
+            "principal": route.principal_ref,
+            "size": len(signed),
+            "sha256": digest,
+            "relay_message": token,
+        },
+    )
+    return Outgoing(
+        token=token,
+        mail_from=verp_address(ctx.verp_key, token, ctx.settings.relay_domain),
+        rcpt=rcpt,
+        data=signed,
+        row=row,
+        event=event,
+    )
+
+
+def _check_sender(ctx: RelayContext, raw: bytes, sender: Sender) -> SenderAuth:
+    return check_sender(
+        raw,
+        mail_from="" if sender.mail_from in ("", "<>") else sender.mail_from,
+        client_ip=sender.client_ip,
+        helo=sender.helo,
+        resolver=ctx.resolver,
+    )
+
+
+def to_customer(
+    session: Session,
+    ctx: RelayContext,
+    route: Route,
+    sender: Sender,
+    raw: bytes,
+    *,
+    contact: Decision | None,
+) -> Outcome:
+    """A principal's message to a customer's alias (module docstring)."""
+    settings = ctx.settings
+    domain = settings.relay_domain
+    verified = sender.principal_id == route.principal_id
+    actor = route.principal_ref if verified else None
+
+    def refused(reply: Reply, why: str, reason: str | None = None) -> Refused:
+        return Refused(
+            reply,
+            refusal_event(
+                route, reply, actor=actor, stage="data", why=why, relay_domain=domain, reason=reason
+            ),
+        )
+
+    try:
+        message = parse_message(raw, ctx.limits)
+        header_from = header_from_address(message)
+    except RelayRefusal as exc:
+        return refused(exc.reply, str(exc))
+    if not verified:
+        auth = _check_sender(ctx, raw, sender)
+        attrs = route.principal.attributes or {}
+        if not sender_matches_principal(
+            auth,
+            sending_addresses=list(attrs.get("sending_addresses") or []),
+            sending_domains=list(attrs.get("sending_domains") or []),
+            envelope_from=sender.mail_from,
+            header_from=header_from,
+        ):
+            if auth.temporary_failure:
+                return Refused(codes.SENDER_AUTH_TEMPORARY)
+            reply = codes.MAILBOX_DISABLED if route.revoked else codes.NOT_AUTHORIZED
+            event = stranger_event(
+                session, ctx, route, sender, reply, header_from=header_from, auth=auth
+            )
+            return Refused(reply, event)
+        verified, actor = True, route.principal_ref
+    early = principal_gate(route)
+    if early is not None:
+        return refused(early, "alias revoked, sender suspended or customer deleted")
+    if contact is None:
+        contact = route.contact_decision(settings, ctx.runtime.policy)
+    if not contact.allowed:
+        return refused(codes.CONTACT_NOT_ALLOWED, contact.reason)
+    reason = contact_reason(message)
+    try:
+        check_content(ctx.messaging, message)
+        reason = check_reason(
+            ctx.messaging,
+            principal_kind=route.principal.kind,
+            reason=reason,
+            order_status=route.order_status,
+            opt_outs=route.opt_outs,
+            in_thread=lambda: thread_exists(
+                session,
+                customer_id=route.customer_id,
+                principal_id=route.principal_id,
+                message_ids=referenced_ids(message),
+            ),
+        )
+    except RelayRefusal as exc:
+        known = reason if reason in ctx.messaging.known_reasons else None
+        return refused(exc.reply, str(exc), known)
+    hidden = {a: route.reverse_alias for a in route.principal_addresses()}
+    domains = list((route.principal.attributes or {}).get("sending_domains") or [])
+    try:
+        for address in addresses_at(message, raw, domains):
+            hidden[address] = route.reverse_alias
+    except (LookupError, ValueError) as exc:
+        return refused(codes.BAD_CONTENT, f"could not read the text: {type(exc).__name__}", reason)
+    for address in (sender.mail_from, header_from):
+        if address and "@" in address and not _on_relay_domain(address, domain):
+            hidden[address.lower()] = route.reverse_alias
+    message_id = new_message_id(domain)
+    try:
+        data = rewrite_principal_to_customer(
+            message,
+            reverse_alias=route.reverse_alias,
+            redactions=hidden,
+            relay_domain=domain,
+            message_id=message_id,
+        )
+    except RelayRefusal as exc:
+        return refused(exc.reply, str(exc), reason)
+    rcpt = customer_address(session, ctx.runtime.vault, route.customer)
+    return _outgoing(
+        ctx,
+        route,
+        direction=DIRECTION_TO_CUSTOMER,
+        actor=route.principal_ref,
+        reason=reason,
+        data=data,
+        message_id=message_id,
+        rcpt=rcpt,
+    )
+
+
+def principal_gate(route: Route) -> Reply | None:
+    """Refusals that need only the route, for a sender known to be the alias's principal."""
+    if route.revoked or route.customer.deleted_at is not None:
+        return codes.MAILBOX_DISABLED
+    if route.principal.status != "active":
+        return codes.SENDER_SUSPENDED
+    return None
+
+
+def customer_gate(route: Route) -> Reply | None:
+    """Refusals that need only the route, for mail to a reverse alias."""
+    if route.revoked or route.customer.deleted_at is not None or route.principal.status != "active":
+        return codes.MAILBOX_DISABLED
+    if route.delivery_address() is None:
+        return codes.NO_DELIVERY_ADDRESS
+    return None
+
+
+def _on_relay_domain(address: str, relay_domain: str) -> bool:
+    domain = address.rpartition("@")[2].lower().rstrip(".")
+    return domain == relay_domain or domain.endswith("." + relay_domain)
+
+
+def to_principal(
+    session: Session, ctx: RelayContext, route: Route, sender: Sender, raw: bytes
+) -> Outcome:
+    """A customer's message to a principal's reverse alias (module docstring)."""
+    domain = ctx.settings.relay_domain
+
+    def refused(reply: Reply, why: str) -> Refused:
+        return Refused(
+            reply,
+            refusal_event(route, reply, actor=None, stage="data", why=why, relay_domain=domain),
+        )
+
+    gate = customer_gate(route)
+    if gate is not None:
+        return refused(gate, "alias revoked, recipient unavailable or customer deleted")
+    try:
+        message = parse_message(raw, ctx.limits)
+        header_from = header_from_address(message)
+    except RelayRefusal as exc:
+        return refused(exc.reply, str(exc))
+    real = customer_address(session, ctx.runtime.vault, route.customer)
+    auth = _check_sender(ctx, raw, sender)
+    from_is_customer = False
+    if header_from:
+        try:
+            from_is_customer = ctx.runtime.vault.blind_index(header_from) == bytes(
+                route.customer.address_bidx
+            )
+        except InvalidInput:
+            from_is_customer = False
+    if not (from_is_customer and customer_sender_ok(auth, real.rpartition("@")[2])):
+        if auth.temporary_failure:
+            return Refused(codes.SENDER_AUTH_TEMPORARY)
+        return refused(
+            codes.SENDER_NOT_AUTHENTICATED,
+            f"from matches customer: {from_is_customer}; spf {auth.spf}; dmarc {auth.dmarc_result}",
+        )
+    hidden = {real.lower(): route.alias}
+    for address in (sender.mail_from, header_from):
+        if address and "@" in address:
+            hidden[address.lower()] = route.alias
+    message_id = new_message_id(domain)
+    try:
+        data = rewrite_customer_to_principal(
+            message,
+            customer_alias=route.alias,
+            redactions=hidden,
+            relay_domain=domain,
+            message_id=message_id,
+        )
+    except RelayRefusal as exc:
+        return refused(exc.reply, str(exc))
+    rcpt = route.delivery_address()
+    assert rcpt is not None  # customer_gate refused it otherwise
+    return _outgoing(
+        ctx,
+        route,
+        direction=DIRECTION_TO_PRINCIPAL,
+        actor=route.customer_ref,
+        reason=None,
+        data=data,
+        message_id=message_id,
+        rcpt=rcpt,
+    )
+
+
+def outcome_event(outgoing: Outgoing, route: Route, kind: str, reply: Reply) -> Event:
+    """The ledger event for a message the smarthost did not take (deferred or rejected)."""
+    return Event(
+        kind=kind,
+        actor="system",
+        subject=route.customer_ref,
+        alias=route.alias,
+        purpose=route.direction,
+        ref=outgoing.row["reason"],
+        detail={"relay_message": outgoing.token, "reply": reply_text(reply)},
+    )
+
+
+__all__ = [
+    "KIND_DEFERRED",
+    "KIND_MESSAGE",
+    "KIND_REFUSED",
+    "KIND_REJECTED",
+    "KIND_STRANGER",
+    "Outcome",
+    "Outgoing",
+    "Refused",
+    "Sender",
+    "customer_gate",
+    "header_from_address",
+    "outcome_event",
+    "principal_gate",
+    "refusal_event",
+    "reply_text",
+    "stranger_event",
+    "to_customer",
+    "to_principal",
+]

@@ -1,0 +1,344 @@
+"""The marketplace's messaging policy for mail from a principal to a customer.
+
+Checked at DATA, after the sender is known to be the principal the alias was disclosed to
+(the contact policy in Cedar -- suspended principal, deleted customer, order too old -- is
+decided at RCPT from the same facts as a disclosure). Each rule refuses with its own reply
+from ``codes``; all are configured in ``Settings``:
+
+Contact reason (``relay_reasons_by_status``, ``relay_critical_reasons``,
+``relay_employee_reasons``)
+    Every message names why it is sent: an ``X-Contact-Reason`` header, or a ``[reason]``
+    prefix on the subject (the header wins). A reason must be one the operator listed
+    (``REASON_UNKNOWN``). For a seller it must be allowed for the status of the latest order
+    of this customer with this seller, e.g. ``shipped=shipping,delivery,return``
+    (``REASON_NOT_ALLOWED``); for an employee it must be one of the employee reasons.
+    Critical reasons (a safety recall, legal notices, refunds) are allowed whatever the order's
+    status. A message without a reason is accepted only as a reply in an existing thread
+    (recorded as reason ``reply``), else refused (``REASON_MISSING``).
+Opt-out (the customer's ``seller_unsolicited`` opt-out)
+    Messages from sellers are refused (``CUSTOMER_OPTED_OUT``) unless the reason is critical
+    or the message replies in an existing thread: its In-Reply-To/References name a
+    Message-ID the relay issued on a message the customer sent to this seller
+    (``messages.thread_exists``; the seller's own earlier messages do not count).
+Plain text only (``relay_plain_text_only``)
+    Every part must be text/plain: no HTML, no attachments (``PLAIN_TEXT_ONLY``).
+External links (``relay_forbid_external_links``, ``relay_link_allowlist``)
+    No link in any text part (URLs, ``www.`` names, HTML ``href``/``src``, after HTML entity
+    decoding) may point to a host other than the relay domain or an allowlisted host or one of
+    its subdomains (``EXTERNAL_LINKS``).
+Attachments (``relay_attachment_types``, ``relay_max_attachment_bytes``)
+    Any part that is not a body text part (has a file name, is marked attachment, or is not
+    text/*) must have an allowed media type (``ATTACHMENT_TYPE_REFUSED``), content that looks
+    like that type where the type has a signature (PDF, PNG, JPEG, GIF;
+    ``ATTACHMENT_TYPE_MISMATCH``) and at most the maximum size once decoded
+    (``ATTACHMENT_TOO_BIG``). A forwarded message (message/rfc822) counts as an attachment of
+    that type.
+"""
+
+from __future__ import annotations
+
+import email.errors
+import html
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from email.message import EmailMessage, Message
+
+from mailveil.config import Settings, SettingsError
+from mailveil.contacts.models import ORDER_STATUSES
+from mailveil.relay import codes
+from mailveil.relay.errors import RelayRefusal
+from mailveil.relay.parse import header_text, walk_with_depth
+from mailveil.relay.redact import decode_words
+
+OPT_OUT_SELLER_UNSOLICITED = "seller_unsolicited"
+REASON_HEADER = "X-Contact-Reason"
+REPLY_REASON = "reply"  # what the ledger records for an untagged reply in a thread
+
+_SLUG = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+_SUBJECT_TAG = re.compile(r"^\s*\[\s*([A-Za-z][A-Za-z0-9_-]{0,62})\s*\]")
+_MESSAGE_ID = re.compile(r"<[^<>\s]{1,250}>")
+_URL = re.compile(
+    r"""(?ix)
+    (?:\b[a-z][a-z0-9+.-]{1,20}:)?//     # scheme:// or protocol-relative //
+    (?:[^\s/?#@<>"'\\]*@)?               # user info
+    ([^\s/?#:<>"'\\\]\[)(]+)             # host
+    | \bwww\.([a-z0-9.-]+)
+    """
+)
+# Media types with a reliable leading signature: the declared type must match the bytes.
+_SIGNATURES: dict[str, tuple[bytes, ...]] = {
+    "application/pdf": (b"%PDF-",),
+    "image/png": (b"\x89PNG\r\n\x1a\n",),
+    "image/jpeg": (b"\xff\xd8\xff",),
+    "image/gif": (b"GIF87a", b"GIF89a"),
+}
+_LINK_SCHEMES_IGNORED = ("mailto", "cid", "tel", "data")
+
+
+class PolicyRefusal(RelayRefusal):
+    code = "policy-refused"
+    reply = codes.NOT_AUTHORIZED
+
+
+def _slugs(text: str, what: str) -> frozenset[str]:
+    out = set()
+    for raw in text.split(","):
+        item = raw.strip().lower()
+        if not item:
+            continue
+        if not _SLUG.match(item):
+            raise SettingsError(f"{what}: {item!r} is not a reason name (a-z, 0-9, _)")
+        out.add(item)
+    return frozenset(out)
+
+
+def parse_reasons_by_status(text: str) -> dict[str, frozenset[str]]:
+    """``"placed=a,b; shipped=c"`` -> {"placed": {"a", "b"}, "shipped": {"c"}}."""
+    out: dict[str, frozenset[str]] = {}
+    for clause in text.split(";"):
+        if not clause.strip():
+            continue
+        status, eq, reasons = clause.partition("=")
+        status = status.strip().lower()
+        if not eq or status not in ORDER_STATUSES:
+            raise SettingsError(
+                f"relay_reasons_by_status: {clause.strip()!r} must be 'status=reason,...' with "
+                f"a status among {', '.join(ORDER_STATUSES)}"
+            )
+        out[status] = out.get(status, frozenset()) | _slugs(reasons, "relay_reasons_by_status")
+    return out
+
+
+def _media_types(text: str) -> frozenset[str]:
+    out = set()
+    for raw in text.split(","):
+        item = raw.strip().lower()
+        if not item:
+            continue
+        if item.count("/") != 1:
+            raise SettingsError(f"relay_attachment_types: {item!r} is not a media type")
+        out.add(item)
+    return frozenset(out)
+
+
+def _hosts(text: str) -> frozenset[str]:
+    return frozenset(h.strip().lower().strip(".") for h in text.split(",") if h.strip())
+
+
+@dataclass(frozen=True)
+class MessagingPolicy:
+    reasons_by_status: Mapping[str, frozenset[str]]
+    critical_reasons: frozenset[str]
+    employee_reasons: frozenset[str]
+    plain_text_only: bool
+    forbid_external_links: bool
+    link_allowlist: frozenset[str]
+    attachment_types: frozenset[str]
+    max_attachment_bytes: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> MessagingPolicy:
+        """Parse the policy settings; SettingsError names the first bad one."""
+        if settings.relay_max_attachment_bytes < 0:
+            raise SettingsError("relay_max_attachment_bytes must be >= 0")
+        return cls(
+            reasons_by_status=parse_reasons_by_status(settings.relay_reasons_by_status),
+            critical_reasons=_slugs(settings.relay_critical_reasons, "relay_critical_reasons"),
+            employee_reasons=_slugs(settings.relay_employee_reasons, "relay_employee_reasons"),
+            plain_text_only=settings.relay_plain_text_only,
+            forbid_external_links=settings.relay_forbid_external_links,
+            link_allowlist=_hosts(settings.relay_link_allowlist) | {settings.relay_domain.lower()},
+            attachment_types=_media_types(settings.relay_attachment_types),
+            max_attachment_bytes=settings.relay_max_attachment_bytes,
+        )
+
+    @property
+    def known_reasons(self) -> frozenset[str]:
+        known = self.critical_reasons | self.employee_reasons
+        for reasons in self.reasons_by_status.values():
+            known |= reasons
+        return known
+
+
+# -- contact reason ----------------------------------------------------------------------
+
+
+def _raw_header(message: Message, name: str) -> str | None:
+    lowered = name.lower()
+    for key, value in message.raw_items():
+        if key.lower() == lowered:
+            return header_text(str(value))
+    return None
+
+
+def contact_reason(message: Message) -> str | None:
+    """The reason the sender gave (lowercased, ``-`` read as ``_``), or None."""
+    raw = _raw_header(message, REASON_HEADER)
+    if raw is not None and raw.strip():
+        return raw.strip().lower().replace("-", "_")
+    subject = _raw_header(message, "Subject")
+    if subject:
+        match = _SUBJECT_TAG.match(decode_words(subject))
+        if match:
+            return match.group(1).lower().replace("-", "_")
+    return None
+
+
+def referenced_ids(message: Message) -> list[str]:
+    """Message-IDs named by In-Reply-To and References, most recent last."""
+    out: list[str] = []
+    for name in ("In-Reply-To", "References"):
+        raw = _raw_header(message, name)
+        if raw:
+            out.extend(_MESSAGE_ID.findall(raw))
+    return out
+
+
+def check_reason(
+    policy: MessagingPolicy,
+    *,
+    principal_kind: str,
+    reason: str | None,
+    order_status: str | None,
+    opt_outs: frozenset[str] | list[str],
+    in_thread: Callable[[], bool],
+) -> str:
+    """The reason to record, or a ``PolicyRefusal``. ``in_thread`` (a database lookup) is
+    only called when the answer matters."""
+    critical = reason is not None and reason in policy.critical_reasons
+    if reason is None:
+        if not in_thread():
+            raise PolicyRefusal("no contact reason", reply=codes.REASON_MISSING)
+        return REPLY_REASON
+    if not _SLUG.match(reason) or reason not in policy.known_reasons:
+        raise PolicyRefusal("unknown contact reason", reply=codes.REASON_UNKNOWN)
+    if not critical:
+        if principal_kind == "seller":
+            allowed = policy.reasons_by_status.get(order_status or "", frozenset())
+            if reason not in allowed:
+                raise PolicyRefusal(
+                    f"reason {reason} not allowed for order status {order_status or 'none'}",
+                    reply=codes.REASON_NOT_ALLOWED,
+                )
+        elif reason not in policy.employee_reasons:
+            raise PolicyRefusal(
+                f"reason {reason} not allowed for a {principal_kind}",
+                reply=codes.REASON_NOT_ALLOWED,
+            )
+        if (
+            principal_kind == "seller"
+            and OPT_OUT_SELLER_UNSOLICITED in opt_outs
+            and not in_thread()
+        ):
+            raise PolicyRefusal("customer opted out", reply=codes.CUSTOMER_OPTED_OUT)
+    return reason
+
+
+# -- content -----------------------------------------------------------------------------
+
+
+def _is_attachment(part: Message) -> bool:
+    if part.get_content_maintype() == "message":
+        return True
+    if part.get_content_disposition() == "attachment" or part.get_filename():
+        return True
+    return part.get_content_maintype() != "text"
+
+
+def _payload(part: Message) -> bytes:
+    data = part.get_payload(decode=True)
+    return data if isinstance(data, bytes) else b""
+
+
+def _text(part: Message, payload: bytes) -> str:
+    charset = part.get_content_charset() or "utf-8"
+    try:
+        return payload.decode(charset, "replace")
+    except LookupError:
+        return payload.decode("latin-1")
+
+
+def _host_allowed(host: str, allowlist: frozenset[str]) -> bool:
+    host = host.lower().strip(".")
+    return any(host == allowed or host.endswith("." + allowed) for allowed in allowlist)
+
+
+def external_links(text: str, allowlist: frozenset[str]) -> list[str]:
+    """Hosts of links in ``text`` (plain or HTML) that are not on the allowlist."""
+    found = []
+    for match in _URL.finditer(html.unescape(text)):
+        whole = match.group(0).lower()
+        if whole.split(":", 1)[0] in _LINK_SCHEMES_IGNORED:
+            continue
+        host = match.group(1) or f"www.{match.group(2)}"
+        if host and not _host_allowed(host, allowlist):
+            found.append(host.lower())
+    return found
+
+
+def check_content(policy: MessagingPolicy, message: EmailMessage) -> None:
+    """The operator's content rules (module docstring), or a ``PolicyRefusal``."""
+    try:
+        _check_content(policy, message)
+    except RelayRefusal:
+        raise
+    except (LookupError, ValueError, TypeError, email.errors.MessageError) as exc:
+        raise PolicyRefusal(
+            f"content could not be checked: {type(exc).__name__}", reply=codes.BAD_CONTENT
+        ) from exc
+
+
+def _check_content(policy: MessagingPolicy, message: EmailMessage) -> None:
+    for part, depth in walk_with_depth(message):
+        ctype = part.get_content_type()
+        if part.get_content_maintype() == "multipart":
+            continue
+        if depth and _is_attachment(part):
+            if policy.plain_text_only:
+                raise PolicyRefusal(
+                    "attachment in a plain-text-only relay", reply=codes.PLAIN_TEXT_ONLY
+                )
+            _check_attachment(policy, part, ctype)
+            if part.get_content_maintype() == "message":
+                continue
+        elif policy.plain_text_only and ctype != "text/plain":
+            raise PolicyRefusal(f"{ctype} part", reply=codes.PLAIN_TEXT_ONLY)
+        elif depth == 0 and _is_attachment(part):
+            # A whole message that is one non-text entity (e.g. Content-Type: application/pdf).
+            _check_attachment(policy, part, ctype)
+        if policy.forbid_external_links and part.get_content_maintype() == "text":
+            hosts = external_links(_text(part, _payload(part)), policy.link_allowlist)
+            if hosts:
+                raise PolicyRefusal(f"{len(hosts)} external link(s)", reply=codes.EXTERNAL_LINKS)
+
+
+def _check_attachment(policy: MessagingPolicy, part: Message, ctype: str) -> None:
+    if ctype not in policy.attachment_types:
+        raise PolicyRefusal(f"attachment of type {ctype}", reply=codes.ATTACHMENT_TYPE_REFUSED)
+    if part.get_content_maintype() == "message":
+        return
+    payload = _payload(part)
+    if len(payload) > policy.max_attachment_bytes:
+        raise PolicyRefusal(f"attachment of {len(payload)} bytes", reply=codes.ATTACHMENT_TOO_BIG)
+    signatures = _SIGNATURES.get(ctype)
+    if signatures and not payload.startswith(signatures):
+        raise PolicyRefusal(
+            f"attachment declared {ctype} does not look like one",
+            reply=codes.ATTACHMENT_TYPE_MISMATCH,
+        )
+
+
+__all__ = [
+    "OPT_OUT_SELLER_UNSOLICITED",
+    "REASON_HEADER",
+    "REPLY_REASON",
+    "MessagingPolicy",
+    "PolicyRefusal",
+    "check_content",
+    "check_reason",
+    "contact_reason",
+    "external_links",
+    "parse_reasons_by_status",
+    "referenced_ids",
+]

@@ -1,0 +1,171 @@
+"""Where a recipient address leads: one query at RCPT for everything the relay decides on.
+
+A local part on the relay domain is either an alias (a principal writes to a customer), a
+reverse alias (a customer writes to a principal) or a VERP bounce address (checked without
+the database, ``messages.verify_bounce_local``). ``lookup_route`` answers the first two with a
+single SELECT joining the alias, its customer and its principal, with the status and time of
+the pair's latest order and whether an open support case of the customer is assigned to the
+principal as scalar subqueries (both served by the indexes the disclosure rules use). The
+contact policy (Cedar, the same rules as a disclosure) is decided on those facts right away.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import exists, or_, select
+from sqlalchemy.orm import Session
+
+from mailveil.config import Settings
+from mailveil.contacts.models import Alias, Customer, Order, Principal, SupportCase
+from mailveil.db.base import utcnow
+from mailveil.policy.engine import PRINCIPAL_TYPES, Decision, PolicyEngine, PolicyInput
+from mailveil.policy.facts import context_attrs, customer_attrs, order_age_days, principal_attrs
+from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, DIRECTION_TO_PRINCIPAL
+
+# The purpose a disclosure to each kind of principal is made for (policy/*.cedar).
+PURPOSE_BY_KIND = {"seller": "order", "employee": "support", "service": "notification"}
+
+
+@dataclass(frozen=True)
+class Route:
+    """An alias row seen from one direction, with the facts the relay decides on."""
+
+    direction: str  # messages.DIRECTION_TO_CUSTOMER or DIRECTION_TO_PRINCIPAL
+    alias: str  # what the principal sees for the customer
+    reverse_alias: str  # what the customer sees for the principal
+    revoked: bool
+    customer: Customer  # detached: read its columns, decrypt with contacts.customer_address
+    principal: Principal  # detached
+    order_status: str | None
+    order_placed_at: datetime | None
+    open_case: bool
+
+    @property
+    def customer_id(self) -> int:
+        return self.customer.id
+
+    @property
+    def principal_id(self) -> int:
+        return self.principal.id
+
+    @property
+    def customer_ref(self) -> str:
+        return f"customer:{self.customer.id}"
+
+    @property
+    def principal_ref(self) -> str:
+        return f"principal:{self.principal.id}"
+
+    @property
+    def opt_outs(self) -> frozenset[str]:
+        return frozenset(self.customer.opt_outs or ())
+
+    def principal_addresses(self) -> list[str]:
+        """The principal's own addresses (sending and delivery), lowercased, deduplicated."""
+        attrs: dict[str, Any] = self.principal.attributes or {}
+        found: list[str] = []
+        delivery = attrs.get("delivery_address")
+        for value in [delivery, *(attrs.get("sending_addresses") or [])]:
+            if isinstance(value, str) and "@" in value and value.lower() not in found:
+                found.append(value.lower())
+        return found
+
+    def delivery_address(self) -> str | None:
+        """Where mail for the principal goes: ``delivery_address`` if the principal has one,
+        else its first sending address; None when it has neither."""
+        addresses = self.principal_addresses()
+        return addresses[0] if addresses else None
+
+    def policy_input(self, settings: Settings, *, now: datetime | None = None) -> PolicyInput:
+        kind = self.principal.kind
+        window = settings.seller_contact_window_days
+        age = None
+        if kind == "seller" and self.order_placed_at is not None:
+            age = order_age_days(now or utcnow(), self.order_placed_at, window)
+        return PolicyInput(
+            PRINCIPAL_TYPES[kind],
+            principal_attrs(kind, self.principal.status, self.principal.attributes),
+            customer_attrs(
+                self.customer.country,
+                self.customer.opt_outs,
+                self.customer.sensitive_topics,
+                self.customer.deleted_at is not None,
+            ),
+            context_attrs(
+                kind,
+                PURPOSE_BY_KIND.get(kind, "order"),
+                None,
+                window,
+                order_age=age,
+                open_case=self.open_case if kind == "employee" else None,
+            ),
+        )
+
+    def contact_decision(self, settings: Settings, policy: PolicyEngine) -> Decision:
+        """May the principal still reach this customer (same rules as a disclosure)?"""
+        return policy.decide(self.policy_input(settings))
+
+
+def _route_statement(address: str) -> Any:
+    latest = (
+        select(Order.status, Order.placed_at)
+        .where(Order.customer_id == Alias.customer_id, Order.seller_id == Alias.principal_id)
+        .order_by(Order.placed_at.desc(), Order.id.desc())
+        .limit(1)
+        .correlate(Alias)
+    )
+    status = latest.with_only_columns(Order.status).scalar_subquery()
+    placed = latest.with_only_columns(Order.placed_at).scalar_subquery()
+    open_case = (
+        exists()
+        .where(
+            SupportCase.customer_id == Alias.customer_id,
+            SupportCase.assignee_id == Alias.principal_id,
+            SupportCase.status == "open",
+        )
+        .correlate(Alias)
+    )
+    return (
+        select(Alias, Customer, Principal, status, placed, open_case)
+        .join(Customer, Customer.id == Alias.customer_id)
+        .join(Principal, Principal.id == Alias.principal_id)
+        .where(or_(Alias.address == address, Alias.reverse_address == address))
+        .limit(1)
+    )
+
+
+def lookup_route(session: Session, address: str) -> Route | None:
+    """The route for a relay-domain ``address`` (any case), or None. One SELECT."""
+    address = address.strip().lower()
+    row = session.execute(_route_statement(address)).first()
+    if row is None:
+        return None
+    alias, customer, principal, status, placed, open_case = row
+    session.expunge_all()
+    direction = DIRECTION_TO_CUSTOMER if alias.address == address else DIRECTION_TO_PRINCIPAL
+    if placed is not None and isinstance(placed, datetime) and placed.tzinfo is None:
+        # Scalar subqueries bypass the UTCDateTime column type on SQLite.
+        from datetime import UTC
+
+        placed = placed.replace(tzinfo=UTC)
+    elif isinstance(placed, str):
+        from datetime import UTC
+
+        placed = datetime.fromisoformat(placed).replace(tzinfo=UTC)
+    return Route(
+        direction=direction,
+        alias=alias.address,
+        reverse_alias=alias.reverse_address,
+        revoked=alias.revoked_at is not None,
+        customer=customer,
+        principal=principal,
+        order_status=status,
+        order_placed_at=placed,
+        open_case=bool(open_case),
+    )
+
+
+__all__ = ["PURPOSE_BY_KIND", "Route", "lookup_route"]

@@ -1,0 +1,348 @@
+"""The relay's SMTP server: aiosmtpd on ``relay_host:relay_port``, beside the API or alone.
+
+Protocol choices (each a setting, see ``config.Settings``):
+
+- STARTTLS when ``relay_tls_cert`` and ``relay_tls_key`` are set. SMTP AUTH is offered only
+  after STARTTLS, except to a loopback client when ``relay_allow_plain_auth_on_loopback`` is
+  on (a seller's local submission agent on the same machine, tests).
+- ``SIZE relay_max_message_bytes`` is advertised and enforced while DATA is read: a bigger
+  message is discarded as it arrives (memory stays bounded) and refused with ``552 5.3.4``.
+  Lines over 1000 octets are refused the same way (``500 5.5.2``).
+- ``ENHANCEDSTATUSCODES`` (RFC 2034): every reply carries an enhanced code. The relay's own
+  replies come from ``codes``; aiosmtpd's fixed replies are mapped here (``enhance``).
+- Slow clients: each command, and a whole DATA transfer, must arrive within
+  ``relay_timeout_seconds`` or the connection is closed (aiosmtpd's timer); at most
+  ``relay_max_connections`` connections at once, others get ``421 4.7.0``.
+- One recipient per transaction, decisions at RCPT, before-queue delivery: see ``handler``.
+- aiosmtpd's own logger (``mail.log``) logs envelope addresses at INFO; the server lowers it to
+  WARNING when it starts so no real address reaches a log.
+
+``RelayServer`` runs on the caller's event loop (``mailveil serve`` shares the loop with
+uvicorn); ``RelayThread`` runs one in a thread of its own (tests, benchmarks), as aiosmtpd's
+``Controller`` does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import ssl
+import threading
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from mailveil.relay import codes
+from mailveil.relay.codes import Reply
+from mailveil.relay.context import RelayContext
+from mailveil.relay.delivery import Smarthost
+from mailveil.relay.handler import RelayEnvelope, RelayHandler, find_bounce_hook
+from mailveil.relay.journal import Database, Journal
+from mailveil.relay.sender_auth import Resolver
+from mailveil.runtime import Runtime
+
+log = logging.getLogger("mailveil.relay")
+
+_FINAL_LINE = re.compile(r"^(\d{3}) (.*)$", re.DOTALL)
+_HAS_ENHANCED = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?: |$)")
+# aiosmtpd's fixed replies that have a specific one of ours.
+_MAPPED: dict[str, Reply] = {
+    "552 Error: Too much mail data": codes.MESSAGE_TOO_BIG,
+    "552 Error: message size exceeds fixed maximum message size": codes.MESSAGE_TOO_BIG,
+    "500 Line too long (see RFC5321 4.5.3.1.6)": codes.LINE_TOO_LONG,
+    "500 Command line too long": codes.COMMAND_TOO_LONG,
+    "503 Error: need MAIL command": codes.BAD_SEQUENCE,
+    "503 Error: need RCPT command": codes.BAD_SEQUENCE,
+    "503 Error: nested MAIL command": codes.BAD_SEQUENCE,
+    "503 Already authenticated": codes.ALREADY_AUTHENTICATED,
+    "555 MAIL FROM parameters not recognized or not implemented": codes.PARAMETER_UNRECOGNIZED,
+    "555 RCPT TO parameters not recognized or not implemented": codes.PARAMETER_UNRECOGNIZED,
+    "530 Must issue a STARTTLS command first": codes.STARTTLS_REQUIRED,
+}
+# Enhanced code for the other fixed replies, by basic code (RFC 3463 subjects).
+_BY_CODE = {
+    221: "2.0.0",
+    250: "2.0.0",
+    252: "2.0.0",
+    421: "4.3.0",
+    454: "4.7.0",
+    500: "5.5.2",
+    501: "5.5.4",
+    502: "5.5.1",
+    503: "5.5.1",
+    504: "5.5.4",
+    530: "5.7.0",
+    535: "5.7.8",
+    538: "5.7.11",
+    552: "5.3.4",
+    553: "5.1.3",
+    554: "5.7.0",
+    555: "5.5.4",
+}
+_NO_ENHANCED = {220, 334, 354}
+
+
+def enhance(line: str) -> str:
+    """A reply line with an RFC 2034 enhanced status code (continuation lines unchanged)."""
+    match = _FINAL_LINE.match(line)
+    if match is None:
+        return line
+    code, text = int(match.group(1)), match.group(2)
+    if code in _NO_ENHANCED or _HAS_ENHANCED.match(text):
+        return line
+    mapped = _MAPPED.get(line)
+    if mapped is not None:
+        return str(mapped)
+    if line.startswith("500 Error: command "):
+        return str(codes.COMMAND_UNRECOGNIZED)
+    enhanced = _BY_CODE.get(code, f"{code // 100}.0.0")
+    return f"{code} {enhanced} {text}"
+
+
+def _is_loopback(peer: Any) -> bool:
+    try:
+        return bool(peer) and ipaddress.ip_address(str(peer[0])).is_loopback
+    except ValueError:
+        return False
+
+
+class _Connections:
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.open = 0
+        self.live: set[RelaySMTP] = set()
+
+    def close_all(self) -> None:
+        for protocol in list(self.live):
+            if protocol.transport is not None:
+                protocol.transport.close()
+
+
+class RelaySMTP(SMTP):
+    """aiosmtpd's SMTP with the relay's envelope, enhanced codes and connection rules."""
+
+    def __init__(
+        self,
+        handler: RelayHandler,
+        *,
+        connections: _Connections,
+        loopback_plain_auth: bool,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(handler, **kwargs)
+        self._connections = connections
+        self._loopback_plain_auth = loopback_plain_auth
+        self._counted = False
+        self._over_limit = False
+        self._raw_replies = False
+
+    def _create_envelope(self) -> RelayEnvelope:
+        return RelayEnvelope()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        first = self.transport is None
+        super().connection_made(transport)
+        assert self.session is not None
+        # Per connection: plain AUTH only for a loopback peer, and only if allowed.
+        self._auth_require_tls = not (self._loopback_plain_auth and _is_loopback(self.session.peer))
+        if first and not self._counted:
+            self._counted = True
+            self._connections.open += 1
+            self._connections.live.add(self)
+            self._over_limit = self._connections.open > self._connections.limit
+
+    def connection_lost(self, error: Exception | None) -> None:
+        if self._counted:
+            self._counted = False
+            self._connections.open -= 1
+            self._connections.live.discard(self)
+        super().connection_lost(error)
+
+    async def _handle_client(self) -> None:
+        if self._over_limit:
+            await super().push(str(codes.TOO_MANY_CONNECTIONS))
+            if self.transport is not None:
+                self.transport.close()
+            return
+        await super()._handle_client()
+
+    async def push(self, status: Any) -> None:
+        if isinstance(status, str) and not self._raw_replies:
+            status = enhance(status)
+        await super().push(status)
+
+    async def smtp_EHLO(self, hostname: str) -> None:
+        # EHLO/HELO replies carry extension keywords, not status text (RFC 2034 section 3).
+        self._raw_replies = True
+        try:
+            await super().smtp_EHLO(hostname)
+        finally:
+            self._raw_replies = False
+
+    async def smtp_HELO(self, hostname: str) -> None:
+        self._raw_replies = True
+        try:
+            await super().smtp_HELO(hostname)
+        finally:
+            self._raw_replies = False
+
+    async def smtp_VRFY(self, arg: str) -> None:
+        # aiosmtpd echoes the argument; the relay confirms nothing about any address.
+        await self.push(str(codes.CANNOT_VRFY))
+
+    def restart_timer(self) -> None:
+        """Give the relay's own work (delivery) a fresh timeout, not the client's leftover."""
+        self._reset_timeout()
+
+
+def tls_context(settings_cert: str, settings_key: str) -> ssl.SSLContext | None:
+    if not settings_cert:
+        return None
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.load_cert_chain(settings_cert, settings_key)
+    return context
+
+
+class RelayServer:
+    """The SMTP relay on the running event loop: ``await start()``, ``await stop()``."""
+
+    def __init__(
+        self,
+        ctx: RelayContext,
+        *,
+        host: str | None = None,
+        port: int | None = None,
+        smarthost: Smarthost | None = None,
+    ) -> None:
+        settings = ctx.settings
+        self.ctx = ctx
+        self.host = host if host is not None else settings.relay_host
+        self.port = port if port is not None else settings.relay_port
+        self.db = Database(ctx.runtime.session_factory)
+        self.journal = Journal(self.db, settings, ctx.runtime.signer)
+        self.smarthost = smarthost or Smarthost.from_settings(settings)
+        self.handler = RelayHandler(
+            ctx, self.db, self.journal, self.smarthost, bounce_hook=find_bounce_hook()
+        )
+        self.tls = tls_context(settings.relay_tls_cert, settings.relay_tls_key)
+        self._connections = _Connections(settings.relay_max_connections)
+        self._server: asyncio.Server | None = None
+
+    @classmethod
+    def from_runtime(
+        cls, runtime: Runtime, *, resolver: Resolver | None = None, **kwargs: Any
+    ) -> RelayServer:
+        return cls(RelayContext.load(runtime, resolver=resolver), **kwargs)
+
+    def _protocol(self) -> RelaySMTP:
+        settings = self.ctx.settings
+        return RelaySMTP(
+            self.handler,
+            connections=self._connections,
+            loopback_plain_auth=settings.relay_allow_plain_auth_on_loopback,
+            data_size_limit=settings.relay_max_message_bytes,
+            enable_SMTPUTF8=False,
+            decode_data=False,
+            hostname=settings.relay_hostname or settings.relay_domain,
+            ident="mailveil relay",
+            tls_context=self.tls,
+            timeout=settings.relay_timeout_seconds,
+            auth_require_tls=True,
+            loop=asyncio.get_running_loop(),
+        )
+
+    async def start(self) -> None:
+        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        self.journal.start()
+        self._server = await asyncio.get_running_loop().create_server(
+            self._protocol, host=self.host, port=self.port
+        )
+        sockets = self._server.sockets
+        if sockets:
+            self.port = int(sockets[0].getsockname()[1])
+        log.info("relay listening on %s:%s", self.host, self.port)
+
+    async def stop(self) -> None:
+        """Stop listening, hang up on clients (a transaction without its 250 is the client's
+        to retry), finish the ledger writes under way, close the smarthost connections."""
+        if self._server is not None:
+            self._server.close()
+            self._connections.close_all()
+            await self._server.wait_closed()
+            self._server = None
+        await asyncio.sleep(0)  # let the closed connections' tasks see it
+        await self.journal.close()
+        await self.smarthost.close()
+
+    async def serve_forever(self, stop: asyncio.Event | None = None) -> None:
+        await self.start()
+        try:
+            await (stop or asyncio.Event()).wait()
+        finally:
+            await self.stop()
+
+
+class RelayThread:
+    """A ``RelayServer`` on an event loop in its own thread (tests, benchmarks)."""
+
+    def __init__(self, ctx: RelayContext, **kwargs: Any) -> None:
+        self.ctx = ctx
+        self.kwargs = kwargs
+        self.server: RelayServer | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+        self._stop: asyncio.Event | None = None
+
+    @property
+    def host(self) -> str:
+        assert self.server is not None
+        return self.server.host
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        return self.server.port
+
+    def start(self, timeout: float = 10.0) -> None:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+
+        async def main() -> None:
+            self._loop = asyncio.get_running_loop()
+            self._stop = asyncio.Event()
+            self.server = RelayServer(self.ctx, **self.kwargs)
+            try:
+                await self.server.start()
+            except BaseException as exc:
+                failure.append(exc)
+                ready.set()
+                return
+            ready.set()
+            try:
+                await self._stop.wait()
+            finally:
+                await self.server.stop()
+
+        def run() -> None:
+            # asyncio.run cancels what is left (hung-up clients' tasks) before closing.
+            asyncio.run(main())
+
+        self._thread = threading.Thread(target=run, name="mailveil-relay", daemon=True)
+        self._thread.start()
+        if not ready.wait(timeout):
+            raise TimeoutError("relay did not start")
+        if failure:
+            raise failure[0]
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._loop is not None and self._stop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(self._stop.set)
+        if self._thread is not None:
+            self._thread.join(timeout)
+        self._thread = None
+
+
+__all__ = ["RelaySMTP", "RelayServer", "RelayThread", "enhance", "tls_context"]
