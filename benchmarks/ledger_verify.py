@@ -19,7 +19,7 @@ Each timed run is repeated ``--repeat`` times (default 3) and the fastest kept, 
 and the peer alike: the figures are meant to show the code, not a neighbour's load.
 
 Memory: peak RSS is reset (``/proc/self/clear_refs``) before each verify and RSS is sampled
-through the progress callback; the worker's peak comes from ``getrusage(RUSAGE_CHILDREN)``.
+through the progress callback; the worker reports its own peak (VmHWM).
 Flat RSS from 10 % to 100 % of the entries, and peaks that move with ``--batch`` rather than
 with n, show memory is bounded by the batch size.
 """
@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import resource
 import sqlite3
 import tempfile
 import time
@@ -149,10 +148,6 @@ def timed_verify(
     return report, samples, base, peak
 
 
-def worker_peak_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
-
-
 def raw_hashing(path: Path, n: int) -> tuple[float, int]:
     """Seconds spent in sha256 over 0x00 || leaf for every entry (reading is not timed)."""
     conn = sqlite3.connect(path)
@@ -186,7 +181,6 @@ def main() -> None:
         size_mib = db_path.stat().st_size / 2**20
         small = max(1, args.batch // 10)
         runs: list[tuple[str, VerifyReport, dict[int, float], float, float, float]] = []
-        # Smaller batch first: RUSAGE_CHILDREN keeps the largest worker peak so far.
         for label, batch, options in [
             (f"split, batch {small:,}", small, {"split": True}),
             (f"split, batch {args.batch:,}", args.batch, {"split": True}),
@@ -198,7 +192,8 @@ def main() -> None:
                 for _ in range(max(1, args.repeat))
             ]
             result = min(tries, key=lambda t: t[0].seconds)
-            worker = worker_peak_mib() if result[0].processes == 2 else float("nan")
+            kib = result[0].worker_peak_rss_kib
+            worker = kib / 1024 if kib is not None else float("nan")
             runs.append((label, *result, worker))
         raw_seconds, nbytes = min(
             (raw_hashing(db_path, args.n) for _ in range(max(1, args.repeat))),

@@ -57,6 +57,7 @@ class RangeOutcome:
     checkpoints: int = 0
     pending: list[Pending] = field(default_factory=list)
     nodes: int = 0
+    peak_rss_kib: int | None = None  # the worker process's peak memory, where known
 
     def to_json(self) -> dict[str, Any]:
         def ent(items: list[Entry]) -> list[list[Any]]:
@@ -78,6 +79,7 @@ class RangeOutcome:
             "checkpoints": self.checkpoints,
             "pending": [[p.tree_size, p.root.hex(), ent(p.blocks)] for p in self.pending],
             "nodes": self.nodes,
+            "peak_rss_kib": self.peak_rss_kib,
         }  # fmt: skip
 
     @classmethod
@@ -99,6 +101,7 @@ class RangeOutcome:
             checkpoints=d["checkpoints"],
             pending=[Pending(s, bytes.fromhex(r), ent(b)) for s, r, b in d["pending"]],
             nodes=d["nodes"],
+            peak_rss_kib=d.get("peak_rss_kib"),
         )  # fmt: skip
 
 

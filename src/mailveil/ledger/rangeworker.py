@@ -94,6 +94,17 @@ def _connect(config: dict[str, Any]) -> Any:
     return pg
 
 
+def _peak_rss_kib() -> int | None:
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
 def main(stdin: IO[str], stdout: IO[str]) -> None:
     config = json.loads(stdin.readline())
     key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(config["public_key"]))
@@ -116,6 +127,7 @@ def main(stdin: IO[str], stdout: IO[str]) -> None:
         stdout.write(f"X {type(exc).__name__}: {exc}\n".replace("\n", " ").rstrip() + "\n")
         stdout.flush()
         return
+    outcome.peak_rss_kib = _peak_rss_kib()
     stdout.write("R " + json.dumps(outcome.to_json()) + "\n")
     stdout.flush()
 

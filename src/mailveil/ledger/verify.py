@@ -51,6 +51,7 @@ class VerifyReport:
     reason: str | None = None
     seconds: float = 0.0
     processes: int = 1
+    worker_peak_rss_kib: int | None = None  # when split: the worker process's peak memory
     problems: list[str] = field(default_factory=list)
 
     def fail(self, reason: str, seq: int | None = None, checkpoint: int | None = None) -> None:
@@ -234,6 +235,7 @@ def _two(
         except WorkerError as exc:
             report.fail(f"ledger data cannot be read as stored ({exc})")
             return None
+        report.worker_peak_rss_kib = second.peak_rss_kib
         both(at)
     finally:
         worker.close()
