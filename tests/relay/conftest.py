@@ -7,7 +7,7 @@ import shutil
 from collections.abc import Callable, Iterator
 
 import pytest
-from postfix_harness import Smarthost, postfix_installed, postfix_required, running_smarthost
+from postfix_harness import Smarthost, need, postfix_installed, running_smarthost
 from relay_testkit import RawClient, RunningServer, running_server
 
 
@@ -33,18 +33,9 @@ def raw_client(smtp_server: RunningServer) -> Iterator[Callable[[], RawClient]]:
         client.close()
 
 
-def _need(what: str, present: bool) -> None:
-    if present:
-        return
-    reason = f"{what} is not installed (scripts/ensure-debian.sh installs it)"
-    if postfix_required():
-        pytest.fail(f"{reason}; CI / MAILVEIL_REQUIRE_POSTFIX=1 requires it")
-    pytest.skip(reason)
-
-
 @pytest.fixture(scope="session")
 def _postfix_session() -> Iterator[Smarthost]:
-    _need("Debian's postfix", postfix_installed())
+    need("Debian's postfix", postfix_installed())
     with running_smarthost() as smarthost:
         yield smarthost
 
@@ -63,6 +54,6 @@ def postfix_smarthost(_postfix_session: Smarthost) -> Smarthost:
 @pytest.fixture(scope="session")
 def swaks_path() -> str:
     found = shutil.which("swaks")
-    _need("Debian's swaks", found is not None)
+    need("Debian's swaks", found is not None)
     assert found is not None
     return found

@@ -49,6 +49,18 @@ def postfix_required() -> bool:
     )
 
 
+def need(what: str, present: bool) -> None:
+    """Skip (outside CI) or fail (in CI) when a Debian tool the test needs is missing."""
+    import pytest
+
+    if present:
+        return
+    reason = f"{what} is not installed (scripts/ensure-debian.sh installs it)"
+    if postfix_required():
+        pytest.fail(f"{reason}; CI / MAILVEIL_REQUIRE_POSTFIX=1 requires it")
+    pytest.skip(reason)
+
+
 def postfix_version() -> str:
     out = subprocess.run(
         ["postconf", "-d", "-h", "mail_version"], capture_output=True, text=True, check=True
@@ -420,6 +432,7 @@ __all__ = [
     "Sink",
     "Smarthost",
     "free_port",
+    "need",
     "postfix_installed",
     "postfix_required",
     "postfix_version",
