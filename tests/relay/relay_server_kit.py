@@ -68,7 +68,8 @@ STRANGER_ADDRESS = f"spammer@{STRANGER_DOMAIN}"
 def dns_records() -> dict[tuple[str, str], list[str]]:
     allow = "v=spf1 ip4:127.0.0.0/8 -all"
     return {
-        (SELLER_DOMAIN, "TXT"): [allow],
+        # The seller's servers are 127.0.0.1 only: a client on 127.0.0.2 fails SPF.
+        (SELLER_DOMAIN, "TXT"): ["v=spf1 ip4:127.0.0.1 -all"],
         (RIVAL_DOMAIN, "TXT"): [allow],
         (STRANGER_DOMAIN, "TXT"): [allow],
         (SECRET_DOMAIN, "TXT"): [allow],
@@ -288,8 +289,16 @@ class Relay:
     def verp_key(self) -> bytes:
         return self.server.ctx.verp_key
 
-    def client(self, *, tls: bool = False, token: str | None = None) -> smtplib.SMTP:
-        client = smtplib.SMTP("127.0.0.1", self.port, local_hostname=CLIENT_HELO, timeout=15)
+    def client(
+        self, *, tls: bool = False, token: str | None = None, source: str | None = None
+    ) -> smtplib.SMTP:
+        client = smtplib.SMTP(
+            "127.0.0.1",
+            self.port,
+            local_hostname=CLIENT_HELO,
+            timeout=15,
+            source_address=(source, 0) if source else None,
+        )
         client.ehlo()
         if tls:
             assert self.cert is not None
@@ -308,9 +317,10 @@ class Relay:
         rcpt: str,
         token: str | None = None,
         tls: bool = False,
+        source: str | None = None,
     ) -> tuple[int, str]:
         """One transaction; the first non-success reply (or DATA's) as (code, text)."""
-        with self.client(tls=tls, token=token) as client:
+        with self.client(tls=tls, token=token, source=source) as client:
             return transaction(client, mail_from, rcpt, data)
 
     def ledger(self, kind: str | None = None) -> list[dict[str, Any]]:

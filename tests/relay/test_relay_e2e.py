@@ -8,7 +8,6 @@ test ends (``relay_server_kit.check_privacy``) and that no real address was logg
 from __future__ import annotations
 
 import hashlib
-import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from relay_server_kit import (
     parsed,
     verify_dkim,
 )
+from relay_testkit import RawClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
@@ -277,24 +277,18 @@ def test_killed_mid_message_loses_nothing(relay: Relay) -> None:
     """The sender never saw 250, so it still has the message; nothing half-done remains."""
     w = relay.world
     alias, data = seller_message(relay)
-    sock = socket.create_connection(("127.0.0.1", relay.port), timeout=10)
+    client = RawClient("127.0.0.1", relay.port)
     try:
-        sock.recv(1024)
-        for line in (b"EHLO client.example", f"MAIL FROM:<{SELLER_ADDRESS}>".encode()):
-            sock.sendall(line + b"\r\n")
-            sock.recv(4096)
-        sock.sendall(f"RCPT TO:<{alias}>\r\n".encode())
-        assert sock.recv(4096).startswith(b"250")
-        sock.sendall(b"DATA\r\n")
-        assert sock.recv(4096).startswith(b"354")
-        sock.sendall(data[: len(data) // 2])
+        assert client.reply()[0] == 220
+        assert client.command("EHLO client.example")[0] == 250
+        assert client.command(f"MAIL FROM:<{SELLER_ADDRESS}>")[0] == 250
+        assert client.command(f"RCPT TO:<{alias}>")[0] == 250
+        assert client.command("DATA")[0] == 354
+        client.send(data[: len(data) // 2])
         relay.server.stop()
-        rest = b""
-        while chunk := sock.recv(4096):
-            rest += chunk
-        assert b"250" not in rest
+        assert b"250" not in client.rest()
     finally:
-        sock.close()
+        client.close()
     assert relay.delivered() == []
     assert relay.ledger("message") == []
     assert relay.relay_messages() == []

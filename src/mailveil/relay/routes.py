@@ -146,15 +146,6 @@ def lookup_route(session: Session, address: str) -> Route | None:
     alias, customer, principal, status, placed, open_case = row
     session.expunge_all()
     direction = DIRECTION_TO_CUSTOMER if alias.address == address else DIRECTION_TO_PRINCIPAL
-    if placed is not None and isinstance(placed, datetime) and placed.tzinfo is None:
-        # Scalar subqueries bypass the UTCDateTime column type on SQLite.
-        from datetime import UTC
-
-        placed = placed.replace(tzinfo=UTC)
-    elif isinstance(placed, str):
-        from datetime import UTC
-
-        placed = datetime.fromisoformat(placed).replace(tzinfo=UTC)
     return Route(
         direction=direction,
         alias=alias.address,

@@ -1,0 +1,334 @@
+"""The messaging policy: each rule on its own (the functions), then through the relay over
+real sockets, where each refusal is a specific reply and a ``message_refused`` ledger entry.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.policy
+from collections.abc import Iterator
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+import relay_server_kit as kit
+from relay_server_kit import SELLER_ADDRESS, Relay, message, parsed
+from sqlalchemy import update
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailveil.config import Settings, SettingsError, load_settings
+from mailveil.contacts.models import Order
+from mailveil.relay import codes
+from mailveil.relay.codes import Reply
+from mailveil.relay.policy import (
+    MessagingPolicy,
+    PolicyRefusal,
+    check_content,
+    check_reason,
+    contact_reason,
+    external_links,
+    parse_reasons_by_status,
+    referenced_ids,
+)
+
+relay = kit.relay
+relay_settings = kit.relay_settings
+
+PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
+
+
+def said(code: int, text: str) -> str:
+    return f"{code} {text}"
+
+
+def policy(**overrides: object) -> MessagingPolicy:
+    return MessagingPolicy.from_settings(load_settings(env={}, **overrides))
+
+
+def built(subject: str = "Hi", **headers: str) -> EmailMessage:
+    msg = EmailMessage()
+    msg["From"] = SELLER_ADDRESS
+    msg["Subject"] = subject
+    for name, value in headers.items():
+        msg[name.replace("_", "-")] = value
+    msg.set_content("Hello\n")
+    return msg
+
+
+def refusal_of(fn: object, *args: object, **kwargs: object) -> Reply:
+    with pytest.raises(PolicyRefusal) as err:
+        fn(*args, **kwargs)  # type: ignore[operator]
+    return err.value.reply
+
+
+# ------------------------------------------------------------------------ the functions
+
+
+def test_reasons_by_status_parses_and_names_bad_settings() -> None:
+    parsed_ = parse_reasons_by_status("placed=a,b; shipped = c ;")
+    assert parsed_ == {"placed": frozenset({"a", "b"}), "shipped": frozenset({"c"})}
+    for bad in ("unknown=a", "placed", "placed=Not A Slug"):
+        with pytest.raises(SettingsError):
+            parse_reasons_by_status(bad)
+    with pytest.raises(SettingsError):
+        policy(relay_attachment_types="pdf")
+
+
+def test_contact_reason_from_header_or_subject_tag() -> None:
+    assert contact_reason(built("[Shipping] Parcel")) == "shipping"
+    assert contact_reason(built("=?utf-8?q?=5Breview-request=5D_Bitte?=")) == "review_request"
+    assert contact_reason(built("[shipping] x", X_Contact_Reason="refund")) == "refund"
+    assert contact_reason(built("Re: [shipping] x")) is None
+    assert contact_reason(built("No tag")) is None
+
+
+def test_referenced_ids() -> None:
+    msg = built(In_Reply_To="<a@relay>")
+    msg.set_raw("References", "<z@x> <a@relay>\r\n <b@relay>")
+    assert referenced_ids(msg) == ["<a@relay>", "<z@x>", "<a@relay>", "<b@relay>"]
+
+
+def test_check_reason_rules() -> None:
+    p = policy()
+    never = lambda: False  # noqa: E731
+    always = lambda: True  # noqa: E731
+
+    def reason(**kw: object) -> str:
+        args: dict[str, object] = {
+            "principal_kind": "seller",
+            "reason": "shipping",
+            "order_status": "shipped",
+            "opt_outs": frozenset(),
+            "in_thread": never,
+        }
+        args.update(kw)
+        return check_reason(p, **args)  # type: ignore[arg-type]
+
+    assert reason() == "shipping"
+    assert refusal_of(reason, reason="order_question") == codes.REASON_NOT_ALLOWED
+    assert refusal_of(reason, order_status=None) == codes.REASON_NOT_ALLOWED
+    assert reason(reason="safety_recall", order_status=None) == "safety_recall"
+    assert refusal_of(reason, reason="free_stuff") == codes.REASON_UNKNOWN
+    assert refusal_of(reason, reason=None) == codes.REASON_MISSING
+    assert reason(reason=None, in_thread=always) == "reply"
+    opted = frozenset({"seller_unsolicited"})
+    assert refusal_of(reason, opt_outs=opted) == codes.CUSTOMER_OPTED_OUT
+    assert reason(opt_outs=opted, in_thread=always) == "shipping"
+    assert reason(opt_outs=opted, reason="refund", order_status="cancelled") == "refund"
+    assert reason(principal_kind="employee", reason="support", order_status=None) == "support"
+    assert reason(principal_kind="employee", opt_outs=opted) == "shipping"  # opt-out is sellers'
+    assert refusal_of(reason, principal_kind="employee", reason="review_request") == (
+        codes.REASON_NOT_ALLOWED
+    )
+
+
+def test_external_links() -> None:
+    allow = frozenset({"relay.example", "shop.example"})
+    text = (
+        "See https://evil.example/x, //cdn.evil2.example/a.png, www.evil3.example and "
+        "http://user@www.shop.example:8080/p, mailto:a@b.example, https://relay.example/t"
+    )
+    assert external_links(text, allow) == ["evil.example", "cdn.evil2.example", "www.evil3.example"]
+    html = '<a href="https&#58;//evil.example/">x</a><img src="cid:logo">'
+    assert external_links(html, allow) == ["evil.example"]
+
+
+def _with_attachment(data: bytes, ctype: str, name: str = "file.bin") -> EmailMessage:
+    msg = built()
+    maintype, subtype = ctype.split("/")
+    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return msg
+
+
+def test_content_rules() -> None:
+    p = policy()
+    check_content(p, _with_attachment(PDF, "application/pdf", "invoice.pdf"))
+    assert refusal_of(
+        check_content, p, _with_attachment(b"MZ\x90", "application/x-msdownload")
+    ) == (codes.ATTACHMENT_TYPE_REFUSED)
+    assert refusal_of(check_content, p, _with_attachment(b"MZ\x90", "application/pdf")) == (
+        codes.ATTACHMENT_TYPE_MISMATCH
+    )
+    small = policy(relay_max_attachment_bytes=10)
+    assert refusal_of(check_content, small, _with_attachment(PDF, "application/pdf")) == (
+        codes.ATTACHMENT_TOO_BIG
+    )
+    forwarded = built()
+    forwarded.add_attachment(built("inner"))
+    assert refusal_of(check_content, p, forwarded) == codes.ATTACHMENT_TYPE_REFUSED
+    html = built()
+    html.add_alternative("<p>Hi</p>", subtype="html")
+    check_content(p, html)
+    plain = policy(relay_plain_text_only=True)
+    assert refusal_of(check_content, plain, html) == codes.PLAIN_TEXT_ONLY
+    pdf_only = policy(relay_plain_text_only=True)
+    assert refusal_of(check_content, pdf_only, _with_attachment(PDF, "application/pdf")) == (
+        codes.PLAIN_TEXT_ONLY
+    )
+    check_content(plain, built())
+    links = policy(relay_forbid_external_links=True, relay_link_allowlist="acme-books.example")
+    linked = built()
+    linked.set_content("Track it at https://track.acme-books.example/123\n")
+    check_content(links, linked)
+    linked.set_content("Cheaper at https://offsite.example/deal\n")
+    assert refusal_of(check_content, links, linked) == codes.EXTERNAL_LINKS
+
+
+# --------------------------------------------------------------------- through the relay
+
+
+def seller_sends(relay: Relay, customer: str, subject: str, **kw: object) -> str:
+    alias = relay.world.alias(customer, "acme")
+    data = kw.pop("data", None) or message(from_=SELLER_ADDRESS, to=alias, subject=subject, **kw)  # type: ignore[arg-type]
+    assert isinstance(data, bytes)
+    code, text = relay.send(
+        data, mail_from=SELLER_ADDRESS, rcpt=alias, token=relay.world.keys["acme"]
+    )
+    return said(code, text)
+
+
+def refusals(relay: Relay) -> list[str]:
+    return [e["detail"]["reply"] for e in relay.ledger("message_refused")]
+
+
+def test_reason_must_fit_the_order_status(relay: Relay) -> None:
+    # alice's order is shipped, carol's only placed.
+    assert seller_sends(relay, "alice", "[shipping] On its way") == str(codes.QUEUED)
+    assert seller_sends(relay, "alice", "[order_question] Size?") == str(codes.REASON_NOT_ALLOWED)
+    assert seller_sends(relay, "carol", "[order_question] Size?") == str(codes.QUEUED)
+    assert seller_sends(relay, "carol", "[review_request] Review?") == str(codes.REASON_NOT_ALLOWED)
+    assert seller_sends(relay, "carol", "[safety_recall] Stop using it") == str(codes.QUEUED)
+    assert seller_sends(relay, "carol", "[lottery] You won") == str(codes.REASON_UNKNOWN)
+    assert seller_sends(relay, "carol", "Untagged") == str(codes.REASON_MISSING)
+    assert seller_sends(
+        relay, "carol", "Plain subject", headers={"X-Contact-Reason": "shipping"}
+    ) == str(codes.QUEUED)
+    assert len(relay.delivered()) == 4
+    assert refusals(relay) == ["550 5.7.1"] * 4
+    assert [e["ref"] for e in relay.ledger("message")] == [
+        "shipping",
+        "order_question",
+        "safety_recall",
+        "shipping",
+    ]
+    # The header used to carry the reason does not reach the customer.
+    assert all(b"X-Contact-Reason" not in m.data for m in relay.delivered())
+
+
+def test_opt_out_except_critical_reasons_and_replies_in_a_thread(relay: Relay) -> None:
+    w = relay.world
+    assert seller_sends(relay, "bob", "[shipping] On its way") == str(codes.CUSTOMER_OPTED_OUT)
+    assert seller_sends(relay, "bob", "[refund] Your refund") == str(codes.QUEUED)
+    # Bob writes to the seller; the seller's reply in that thread gets through, untagged too.
+    reverse = w.reverse("bob", "acme")
+    code, _ = relay.send(
+        message(from_=w.real["bob"], to=reverse, subject="Where is my parcel?"),
+        mail_from=w.real["bob"],
+        rcpt=reverse,
+    )
+    assert code == 250
+    issued = parsed(relay.delivered()[-1].data)["Message-ID"]
+    assert seller_sends(
+        relay, "bob", "Re: Where is my parcel?", headers={"In-Reply-To": issued}
+    ) == str(codes.QUEUED)
+    assert relay.ledger("message")[-1]["ref"] == "reply"
+    # The seller's own earlier message is not a thread the customer started.
+    own = parsed(relay.delivered()[0].data)["Message-ID"]
+    assert seller_sends(relay, "bob", "[shipping] Follow-up", headers={"References": own}) == str(
+        codes.CUSTOMER_OPTED_OUT
+    )
+
+
+def test_contact_policy_is_rechecked_at_send_time(relay: Relay) -> None:
+    """An order older than the contact window: Cedar no longer permits the seller."""
+    w = relay.world
+    with relay.session_factory() as session:
+        session.execute(
+            update(Order)
+            .where(Order.customer_id == w.customers["alice"].id)
+            .values(placed_at=dt.datetime.now(dt.UTC) - dt.timedelta(days=400))
+        )
+        session.commit()
+    assert seller_sends(relay, "alice", "[shipping] Late") == str(codes.CONTACT_NOT_ALLOWED)
+    [entry] = relay.ledger("message_refused")
+    assert entry["detail"]["stage"] == "rcpt"
+    assert "90 days" in entry["detail"]["why"]
+
+
+@pytest.fixture
+def strict_relay(
+    relay_settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> Iterator[Relay]:
+    yield from kit.open_relay(
+        relay_settings,
+        session_factory,
+        tmp_path,
+        relay_plain_text_only=True,
+        relay_forbid_external_links=True,
+        relay_link_allowlist="acme-books.example",
+    )
+
+
+def _html(relay: Relay) -> bytes:
+    alias = relay.world.alias("alice", "acme")
+    msg = email.message_from_bytes(
+        message(from_=SELLER_ADDRESS, to=alias, subject="[shipping] x"), policy=email.policy.default
+    )
+    assert isinstance(msg, EmailMessage)
+    msg.add_alternative("<p>On its way</p>", subtype="html")
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def test_operator_flags_plain_text_only_and_no_external_links(strict_relay: Relay) -> None:
+    r = strict_relay
+    assert seller_sends(r, "alice", "[shipping] x", data=_html(r)) == str(codes.PLAIN_TEXT_ONLY)
+    assert seller_sends(
+        r, "alice", "[shipping] x", body="Cheaper at https://elsewhere.example/deal\n"
+    ) == str(codes.EXTERNAL_LINKS)
+    assert seller_sends(
+        r, "alice", "[shipping] x", body="Track: https://track.acme-books.example/1\n"
+    ) == str(codes.QUEUED)
+    assert refusals(r) == ["550 5.6.1", "550 5.7.1"]
+
+
+@pytest.fixture
+def small_attachments(
+    relay_settings: Settings, session_factory: sessionmaker[Session], tmp_path: Path
+) -> Iterator[Relay]:
+    yield from kit.open_relay(
+        relay_settings, session_factory, tmp_path, relay_max_attachment_bytes=2000
+    )
+
+
+def _attached(relay: Relay, data: bytes, ctype: str, name: str) -> bytes:
+    alias = relay.world.alias("alice", "acme")
+    msg = email.message_from_bytes(
+        message(from_=SELLER_ADDRESS, to=alias, subject="[shipping] Invoice"),
+        policy=email.policy.default,
+    )
+    assert isinstance(msg, EmailMessage)
+    maintype, subtype = ctype.split("/")
+    msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=name)
+    return msg.as_bytes(policy=email.policy.SMTP)
+
+
+def test_attachments_by_type_content_and_size(small_attachments: Relay) -> None:
+    r = small_attachments
+    cases = [
+        (PDF, "application/pdf", "invoice.pdf", codes.QUEUED),
+        (
+            b"MZ\x90\x00" * 10,
+            "application/x-msdownload",
+            "setup.exe",
+            codes.ATTACHMENT_TYPE_REFUSED,
+        ),
+        (b"MZ\x90\x00" * 10, "application/pdf", "invoice.pdf", codes.ATTACHMENT_TYPE_MISMATCH),
+        (PDF + b"0" * 3000, "application/pdf", "big.pdf", codes.ATTACHMENT_TOO_BIG),
+    ]
+    for data, ctype, name, reply in cases:
+        sent = _attached(r, data, ctype, name)
+        assert seller_sends(r, "alice", "", data=sent) == str(reply), name
+    assert refusals(r) == ["550 5.6.1", "550 5.6.1", "552 5.3.4"]
+    [got] = r.delivered()
+    attachment = next(parsed(got.data).iter_attachments())
+    assert attachment.get_content() == PDF
