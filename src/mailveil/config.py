@@ -91,6 +91,9 @@ class Settings:
     # -- DKIM signing of outgoing mail (mailveil.relay.dkim); d= is the relay domain --------
     dkim_selector_ed25519: str = "mv-ed"
     dkim_selector_rsa: str = "mv-rsa"
+    # -- bounces (mailveil.relay.bounces) -----------------------------------------------------
+    # After this many hard bounces (5.x.x reports) an address is marked as bouncing.
+    relay_hard_bounce_limit: int = 3
 
     @property
     def db_url(self) -> str:
@@ -189,6 +192,8 @@ def _check(settings: Settings) -> None:
         raise SettingsError("seller_contact_window_days must be >= 0")
     if settings.checkpoint_every_entries < 1:
         raise SettingsError("checkpoint_every_entries must be >= 1")
+    if settings.relay_hard_bounce_limit < 1:
+        raise SettingsError("relay_hard_bounce_limit must be >= 1")
     if not 0 < settings.api_port < 65536:
         raise SettingsError("api_port must be a TCP port")
     if "@" in settings.relay_domain or not settings.relay_domain:

@@ -4,6 +4,7 @@ from mailveil import vault as _vault  # noqa: F401
 from mailveil.contacts import models as _contacts_models  # noqa: F401
 from mailveil.db.base import Base
 from mailveil.ledger import models as _ledger_models  # noqa: F401
+from mailveil.relay import bounces as _relay_bounces  # noqa: F401
 from mailveil.relay import messages as _relay_messages  # noqa: F401
 
 __all__ = ["Base"]
