@@ -59,12 +59,18 @@ def serve(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="API address")] = None,
     port: Annotated[int | None, typer.Option(help="API port", min=1, max=65535)] = None,
+    relay: Annotated[
+        bool, typer.Option("--relay/--no-relay", help="also run the SMTP relay")
+    ] = True,
 ) -> None:
-    """Run the API (127.0.0.1:8700 by default)."""
+    """Run the API (127.0.0.1:8700 by default) and the SMTP relay (127.0.0.1:2525)."""
+    import asyncio
+
     import uvicorn
 
     from mailveil.api.app import create_app
     from mailveil.logs import configure_logging
+    from mailveil.relay.server import RelayServer, serve_beside
     from mailveil.runtime import Runtime
 
     settings = ctx.obj.settings()
@@ -75,8 +81,40 @@ def serve(
         configure_logging(settings)
         runtime = Runtime.open(settings)
         api = create_app(runtime, background_checkpoints=True)
+        relay_server = RelayServer.from_runtime(runtime) if relay else None
     say(
         f"mailveil API on http://{host}:{port} (OpenAPI at /openapi.json, docs at /docs)",
         markup=False,
     )
-    uvicorn.run(api, host=host, port=port, log_level=settings.log_level, access_log=False)
+    if relay_server is None:
+        uvicorn.run(api, host=host, port=port, log_level=settings.log_level, access_log=False)
+        return
+    say(f"mailveil relay on {relay_server.host}:{relay_server.port} (SMTP)", markup=False)
+    config = uvicorn.Config(
+        api, host=host, port=port, log_level=settings.log_level, access_log=False
+    )
+    with friendly_errors(init_hint=False):
+        asyncio.run(serve_beside(relay_server, uvicorn.Server(config).serve()))
+
+
+@app.command("relay")
+def relay_command(
+    ctx: typer.Context,
+    host: Annotated[str | None, typer.Option(help="SMTP address")] = None,
+    port: Annotated[int | None, typer.Option(help="SMTP port", min=1, max=65535)] = None,
+) -> None:
+    """Run the SMTP relay alone (127.0.0.1:2525 by default)."""
+    import asyncio
+
+    from mailveil.logs import configure_logging
+    from mailveil.relay.server import RelayServer, serve_until_signalled
+    from mailveil.runtime import Runtime
+
+    settings = ctx.obj.settings()
+    with friendly_errors(init_hint=False):
+        initialise(settings, issue_admin=False)
+        configure_logging(settings)
+        server = RelayServer.from_runtime(Runtime.open(settings), host=host, port=port)
+    say(f"mailveil relay on {server.host}:{server.port} (SMTP)", markup=False)
+    with friendly_errors(init_hint=False):
+        asyncio.run(serve_until_signalled(server))

@@ -14,6 +14,8 @@ from mailveil.config import Settings
 from mailveil.db.migrate import upgrade
 from mailveil.db.session import make_session_factory, session_scope
 from mailveil.ledger.signing import init_signing_key
+from mailveil.relay.dkim import init_dkim_keys
+from mailveil.relay.messages import init_verp_key
 from mailveil.vault import init_keys
 
 
@@ -32,6 +34,8 @@ def initialise(settings: Settings, *, issue_admin: bool = True) -> InitResult:
     result.steps.append(f"data directory {settings.data_dir}")
     init_keys(settings)
     init_signing_key(settings)
+    init_dkim_keys(settings)
+    init_verp_key(settings)
     result.steps.append(f"keys in {settings.keys_dir} (mode 0600)")
     engine = open_engine(settings)
     try:

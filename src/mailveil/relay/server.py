@@ -28,12 +28,16 @@ import asyncio
 import ipaddress
 import logging
 import re
+import signal
 import ssl
 import threading
+from collections.abc import Awaitable
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
 
+from mailveil.config import SettingsError
+from mailveil.errors import MailveilError
 from mailveil.relay import codes
 from mailveil.relay.codes import Reply
 from mailveil.relay.context import RelayContext
@@ -82,6 +86,12 @@ _BY_CODE = {
     555: "5.5.4",
 }
 _NO_ENHANCED = {220, 334, 354}
+
+
+class RelayStartError(MailveilError):
+    code = "relay-start"
+    status = 500
+    title = "The relay cannot start"
 
 
 def enhance(line: str) -> str:
@@ -235,7 +245,11 @@ class RelayServer:
     def from_runtime(
         cls, runtime: Runtime, *, resolver: Resolver | None = None, **kwargs: Any
     ) -> RelayServer:
-        return cls(RelayContext.load(runtime, resolver=resolver), **kwargs)
+        """Keys and policy settings are read here: a bad one is a ``RelayStartError``."""
+        try:
+            return cls(RelayContext.load(runtime, resolver=resolver), **kwargs)
+        except (SettingsError, ssl.SSLError) as exc:
+            raise RelayStartError(str(exc)) from exc
 
     def _protocol(self) -> RelaySMTP:
         settings = self.ctx.settings
@@ -256,10 +270,15 @@ class RelayServer:
 
     async def start(self) -> None:
         logging.getLogger("mail.log").setLevel(logging.WARNING)
+        try:
+            self._server = await asyncio.get_running_loop().create_server(
+                self._protocol, host=self.host, port=self.port
+            )
+        except OSError as exc:
+            raise RelayStartError(
+                f"the relay cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
+            ) from exc
         self.journal.start()
-        self._server = await asyncio.get_running_loop().create_server(
-            self._protocol, host=self.host, port=self.port
-        )
         sockets = self._server.sockets
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
@@ -283,6 +302,38 @@ class RelayServer:
             await (stop or asyncio.Event()).wait()
         finally:
             await self.stop()
+
+
+async def serve_beside(relay: RelayServer, main: Awaitable[Any]) -> None:
+    """Run ``main`` (uvicorn's ``Server.serve()`` in ``mailveil serve``) with the relay
+    started before it and stopped after it, on one event loop.
+
+    uvicorn handles SIGINT/SIGTERM itself, then restores the previous handlers and raises the
+    signal again once it has shut down. The handlers in place meanwhile only note it, so the
+    relay stops cleanly after the API and the process exits normally.
+    """
+    previous: dict[signal.Signals, Any] = {}
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, lambda _sig, _frame: None)
+    try:
+        await relay.start()
+        try:
+            await main
+        finally:
+            await relay.stop()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+async def serve_until_signalled(relay: RelayServer) -> None:
+    """``mailveil relay``: serve until SIGINT or SIGTERM, then stop cleanly."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await relay.serve_forever(stop)
 
 
 class RelayThread:
@@ -345,4 +396,13 @@ class RelayThread:
         self._thread = None
 
 
-__all__ = ["RelaySMTP", "RelayServer", "RelayThread", "enhance", "tls_context"]
+__all__ = [
+    "RelaySMTP",
+    "RelayServer",
+    "RelayStartError",
+    "RelayThread",
+    "enhance",
+    "serve_beside",
+    "serve_until_signalled",
+    "tls_context",
+]

@@ -1,0 +1,203 @@
+"""`mailveil relay` and `mailveil serve` as real processes: a message through the relay into a
+sink smarthost, clean exit on SIGTERM, and a clear error when the port is taken."""
+
+from __future__ import annotations
+
+import os
+import signal
+import smtplib
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from postfix_harness import Sink
+from relay_server_kit import SELLER_ADDRESS, message, parsed
+from relay_testkit import free_port
+
+from mailveil.auth.keys import Role, issue_key
+from mailveil.config import load_settings
+from mailveil.contacts.customers import create_customer
+from mailveil.contacts.disclosures import disclose
+from mailveil.contacts.principals import create_principal
+from mailveil.contacts.relationships import create_order
+from mailveil.runtime import Runtime
+
+LAUNCHER = [sys.executable, "-m", "mailveil"]
+REAL = "Real.Customer@private-mailbox.example"
+
+
+def child_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILVEIL_")}
+    env.update({"COLUMNS": "200", "NO_COLOR": "1", "PYTHONWARNINGS": "error"}, **extra)
+    return env
+
+
+@dataclass
+class Seeded:
+    data: Path
+    alias: str
+    reverse: str
+    token: str
+
+
+def seed(data: Path) -> Seeded:
+    init = subprocess.run(
+        [*LAUNCHER, "--data-dir", str(data), "init"],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+    )
+    assert init.returncode == 0, init.stderr
+    settings = load_settings(env={}, data_dir=data)
+    runtime = Runtime.open(settings)
+    try:
+        with runtime.session_factory() as session:
+            customer = create_customer(
+                session, runtime.vault, external_id="c1", email=REAL, country="DE"
+            )
+            seller = create_principal(
+                session,
+                kind="seller",
+                external_id="s1",
+                display_name="Shop",
+                attributes={"sending_addresses": [SELLER_ADDRESS]},
+            )
+            create_order(session, external_id="o1", customer_id=customer.id, seller_id=seller.id)
+            result = disclose(
+                session,
+                settings=settings,
+                policy=runtime.policy,
+                signer=runtime.signer,
+                customer_id=customer.id,
+                principal_id=seller.id,
+                purpose="order",
+                actor="test",
+            )
+            token = issue_key(session, Role.SELLER, principal_id=seller.id).token
+            session.commit()
+    finally:
+        runtime.engine.dispose()
+    assert result.alias and result.reverse_alias
+    return Seeded(data, result.alias, result.reverse_alias, token)
+
+
+def wait_for_smtp(port: int, proc: subprocess.Popen[str], log: Path) -> None:
+    deadline = time.monotonic() + 60
+    while True:
+        if proc.poll() is not None:
+            pytest.fail(f"exited {proc.returncode}: {log.read_text()}")
+        try:
+            with smtplib.SMTP("127.0.0.1", port, timeout=2) as client:
+                assert client.ehlo()[0] == 250
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                pytest.fail(f"no SMTP on {port} within 60 s: {log.read_text()}")
+            time.sleep(0.2)
+
+
+@pytest.fixture
+def sink() -> Iterator[Sink]:
+    with Sink(port=free_port()) as running:
+        yield running
+
+
+def start(args: list[str], log: Path, **env: str) -> subprocess.Popen[str]:
+    with log.open("w") as out:  # the child keeps its own copy of the descriptor
+        return subprocess.Popen(
+            [*LAUNCHER, *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            text=True,
+            env=child_env(**env),
+        )
+
+
+def stop(proc: subprocess.Popen[str]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=20)
+        raise
+
+
+def test_mailveil_relay_delivers_and_stops_cleanly(tmp_path: Path, sink: Sink) -> None:
+    seeded = seed(tmp_path / "var")
+    port = free_port()
+    log = tmp_path / "relay.log"
+    proc = start(
+        ["--data-dir", str(seeded.data), "relay", "--port", str(port)],
+        log,
+        MAILVEIL_SMARTHOST_PORT=str(sink.port),
+        MAILVEIL_RELAY_ALLOW_PLAIN_AUTH_ON_LOOPBACK="true",
+    )
+    try:
+        wait_for_smtp(port, proc, log)
+        with smtplib.SMTP("127.0.0.1", port, timeout=15) as client:
+            client.login("shop", seeded.token)
+            data = message(from_=SELLER_ADDRESS, to=seeded.alias, subject="[shipping] Hi")
+            client.sendmail(SELLER_ADDRESS, [seeded.alias], data)
+    finally:
+        code = stop(proc)
+    assert code == 0, log.read_text()
+    [got] = sink.messages
+    assert got.rcpt_tos == (REAL,)
+    assert parsed(got.data)["From"].addresses[0].addr_spec == seeded.reverse
+    output = log.read_text()
+    assert "Traceback" not in output
+    assert REAL.lower() not in output.lower() and SELLER_ADDRESS not in output
+
+
+def test_relay_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
+    seeded = seed(tmp_path / "var")
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        run = subprocess.run(
+            [*LAUNCHER, "--data-dir", str(seeded.data), "relay", "--port", str(port)],
+            capture_output=True,
+            text=True,
+            env=child_env(),
+            timeout=60,
+        )
+    assert run.returncode == 1
+    assert f"the relay cannot listen on 127.0.0.1:{port}" in run.stderr
+    assert "Traceback" not in run.stderr
+
+
+def test_serve_runs_the_api_and_the_relay_in_one_process(tmp_path: Path, sink: Sink) -> None:
+    seeded = seed(tmp_path / "var")
+    api_port, relay_port = free_port(), free_port()
+    log = tmp_path / "serve.log"
+    proc = start(
+        ["--data-dir", str(seeded.data), "serve", "--port", str(api_port)],
+        log,
+        MAILVEIL_RELAY_PORT=str(relay_port),
+        MAILVEIL_SMARTHOST_PORT=str(sink.port),
+        PYTHONWARNINGS="default",
+    )
+    try:
+        wait_for_smtp(relay_port, proc, log)
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=5) as r:
+            assert r.status == 200
+        with smtplib.SMTP("127.0.0.1", relay_port, timeout=15) as client:
+            client.ehlo()
+            code, _ = client.mail(SELLER_ADDRESS)
+            assert code == 250
+            code, text = client.rcpt("someone@elsewhere.example")
+            assert (code, text) == (
+                550,
+                b"5.7.1 Relaying denied: recipient is not on the relay domain",
+            )
+    finally:
+        code = stop(proc)
+    assert code == 0, log.read_text()
