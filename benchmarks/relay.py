@@ -1,0 +1,654 @@
+"""The relay beside Postfix: the same 2 KB messages through mailveil and through Postfix, each
+into an SMTP sink, in one run.
+
+    .venv/bin/python benchmarks/relay.py                      # 2,000 messages, 8 connections
+    .venv/bin/python benchmarks/relay.py --n 10000 --concurrency 16
+    .venv/bin/python benchmarks/relay.py --profile            # also: where mailveil's time goes
+
+Set-up (untimed): a temporary data directory made by ``mailveil init`` (SQLite unless
+``--database-url``), DKIM and VERP keys, ``--customers`` customers each with a shipped order
+from one seller and a disclosed alias, and the seller's API key. A sink process runs two
+aiosmtpd sinks; a private Postfix (tests/relay/postfix_harness.py: loopback only, no DNS)
+relays into one; the mailveil relay runs in its own process (``RelayServer``, the code
+``mailveil relay`` runs) with the other as its smarthost.
+
+Timed, for each path after a warm-up: ``--concurrency`` client connections (aiosmtplib, in
+this process) send ``--n`` messages between them, one transaction each. mailveil gets every
+check: SMTP AUTH as the seller, the Cedar contact policy and the messaging policy (contact
+reason, order status), parsing and rewriting, redaction of the seller's real address (each
+body names it), DKIM signing (Ed25519 and RSA), the relay_messages row and the ledger entry,
+before-queue delivery to the sink. Postfix gets the same bytes from the same clients.
+
+Reported: messages/s end to end (first submission to the last message in the sink), the
+submission rate, p50/p99 submission latency (MAIL to the 250 after DATA: for mailveil that
+includes delivery to the sink, for Postfix only queueing) and end-to-end latency
+(submission to arrival in the sink), and database round trips per message for mailveil
+(SQLAlchemy ``before_cursor_execute`` plus commits and rollbacks, on the relay's engine).
+``--profile`` samples the relay process with py-spy (if installed; cProfile of the event
+loop thread otherwise) during the timed run and names the functions it spends time in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import multiprocessing as mp
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import timedelta
+from multiprocessing.connection import Connection
+from pathlib import Path
+from typing import Any
+
+import aiosmtplib
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import event, insert, select
+
+from mailveil.config import Settings, load_settings
+
+HERE = Path(__file__).resolve().parent
+HARNESS = HERE.parent / "tests" / "relay"  # postfix_harness.py: the Postfix and sink helpers
+SELLER = "sales@acme-bench.example"
+TOKEN = re.compile(rb"bench-(\d+)")
+MESSAGE_BYTES = 2048
+
+
+# ------------------------------------------------------------------------------- set-up
+
+
+@dataclass(frozen=True)
+class World:
+    seller_key: str
+    targets: list[tuple[str, str]]  # (alias, real address) per customer
+
+
+def initialise(settings: Settings, console: Console) -> None:
+    cli = Path(sys.executable).with_name("mailveil")
+    command = [str(cli), "--data-dir", str(settings.data_dir)]
+    if settings.database_url:
+        command += ["--database-url", settings.database_url]
+    subprocess.run([*command, "init"], check=True, capture_output=True)
+    from mailveil.relay.dkim import init_dkim_keys
+    from mailveil.relay.messages import init_verp_key
+
+    init_dkim_keys(settings)  # `mailveil init` may not make the relay's keys (yet)
+    init_verp_key(settings)
+    console.print(f"data directory {settings.data_dir} ({settings.db_url.split(':')[0]})")
+
+
+def seed(settings: Settings, customers: int) -> World:
+    from mailveil.auth.keys import Role, issue_key
+    from mailveil.contacts.customers import import_customers
+    from mailveil.contacts.disclosures import DisclosureRequest, disclose_bulk
+    from mailveil.contacts.models import Customer, Order
+    from mailveil.contacts.principals import create_principal
+    from mailveil.db.base import utcnow
+    from mailveil.runtime import Runtime
+
+    runtime = Runtime.open(settings)
+    with runtime.session_factory() as session:
+
+        def records() -> Iterator[tuple[int, dict[str, Any]]]:
+            for i in range(customers):
+                address = f"buyer.{i}@home-bench.example"
+                yield i + 1, {"external_id": f"c{i}", "email": address, "country": "DE"}
+
+        outcomes = list(import_customers(session, runtime.vault, records(), batch_size=5000))
+        assert all(o.status == "created" for o in outcomes), "customer import failed"
+        seller = create_principal(
+            session,
+            kind="seller",
+            external_id="acme-bench",
+            display_name="Acme Bench",
+            attributes={"sending_addresses": [SELLER]},
+        )
+        ids = list(session.scalars(select(Customer.id).order_by(Customer.id)))
+        placed = utcnow() - timedelta(days=2)
+        session.execute(
+            insert(Order),
+            [
+                {
+                    "external_id": f"o{cid}",
+                    "customer_id": cid,
+                    "seller_id": seller.id,
+                    "status": "shipped",
+                    "placed_at": placed,
+                    "updated_at": placed,
+                }
+                for cid in ids
+            ],
+        )
+        session.commit()
+        results = list(
+            disclose_bulk(
+                session,
+                settings=settings,
+                policy=runtime.policy,
+                signer=runtime.signer,
+                requests=(DisclosureRequest(cid, seller.id, "order", f"o{cid}") for cid in ids),
+                actor="benchmark",
+            )
+        )
+        assert all(r.allowed and r.alias for r in results), "disclosure denied"
+        real = {cid: f"buyer.{cid - 1}@home-bench.example" for cid in ids}
+        targets = [(str(r.alias), real[int(r.customer_id or 0)]) for r in results]
+        key = issue_key(session, Role.SELLER, principal_id=seller.id, label="bench").token
+        session.commit()
+    runtime.engine.dispose()
+    return World(seller_key=key, targets=targets)
+
+
+def message(i: int, alias: str) -> bytes:
+    """A 2 KB plain-text message to ``alias`` that names the seller's real address twice."""
+    head = (
+        f"From: Acme Bench <{SELLER}>\r\nTo: {alias}\r\n"
+        f"Subject: [shipping] Your parcel bench-{i}\r\n"
+        "Date: Tue, 01 Oct 2024 10:00:00 +0200\r\n"
+        f"Message-ID: <bench-{i}@acme-bench.example>\r\nMIME-Version: 1.0\r\n"
+        "Content-Type: text/plain; charset=utf-8\r\n\r\n"
+    )
+    line = "Your parcel left our warehouse today and should arrive within two days.\r\n"
+    body = f"Hello,\r\n\r\nQuestions? Write to {SELLER}.\r\n\r\n"
+    tail = f"\r\nKind regards,\r\nAcme Bench ({SELLER})\r\n"
+    while len(head) + len(body) + len(line) + len(tail) <= MESSAGE_BYTES:
+        body += line
+    data = (head + body + tail).encode()
+    return data + b" " * (MESSAGE_BYTES - len(data)) if len(data) < MESSAGE_BYTES else data
+
+
+# ------------------------------------------------------------------------- other processes
+
+
+def sink_main(conn: Connection) -> None:
+    """Two sinks (one per path) in a process of their own, answering commands."""
+    sys.path.insert(0, str(HARNESS))
+    from postfix_harness import Sink  # type: ignore[import-not-found,unused-ignore]
+
+    sinks = {"mailveil": Sink().start(), "postfix": Sink().start()}
+    conn.send({name: sink.port for name, sink in sinks.items()})
+    while True:
+        command, name = conn.recv()
+        if command == "stop":
+            break
+        sink = sinks[name]
+        if command == "count":
+            conn.send(len(sink.messages))
+        elif command == "clear":
+            sink.clear()
+            conn.send(True)
+        elif command == "arrivals":
+            out = []
+            for item in sink.messages:
+                found = TOKEN.search(item.data)
+                out.append((int(found.group(1)) if found else -1, item.at))
+            conn.send(out)
+        elif command == "leaks":
+            needle = SELLER.encode()
+            conn.send(sum(needle in item.data.lower() for item in sink.messages))
+        elif command == "sample":
+            conn.send(sink.messages[-1].data if sink.messages else b"")
+    for sink in sinks.values():
+        sink.stop()
+    conn.send(True)
+
+
+def relay_main(settings: Settings, conn: Connection, profile: bool) -> None:
+    """The relay (RelayServer) with its engine's round trips counted; commands on ``conn``."""
+    from mailveil.relay.context import RelayContext
+    from mailveil.relay.dns import StaticResolver
+    from mailveil.relay.server import RelayServer
+    from mailveil.runtime import Runtime
+
+    runtime = Runtime.open(settings)
+    counts: Counter[str] = Counter()
+
+    kinds: Counter[str] = Counter()
+
+    @event.listens_for(runtime.engine, "before_cursor_execute")
+    def _statement(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        counts["statements"] += 1
+        kinds[_statement_kind(statement)] += 1
+
+    @event.listens_for(runtime.engine, "commit")
+    def _commit(*_args: Any) -> None:
+        counts["commits"] += 1
+
+    @event.listens_for(runtime.engine, "rollback")
+    def _rollback(*_args: Any) -> None:
+        counts["rollbacks"] += 1
+
+    # No DNS: the seller authenticates with SMTP AUTH, so SPF/DKIM lookups are not needed.
+    ctx = RelayContext.load(runtime, resolver=StaticResolver({}))
+    profiler: Any = None
+
+    async def main() -> None:
+        nonlocal profiler
+        server = RelayServer(ctx)
+        await server.start()
+        # aiosmtpd warns about its own deprecated login_data on every AUTH: noise here.
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
+        conn.send(server.port)
+        loop = asyncio.get_running_loop()
+        commands = ThreadPoolExecutor(1)  # not the default pool: that one runs DB work
+        base: dict[str, int] = {}
+        while True:
+            command = await loop.run_in_executor(commands, conn.recv)
+            if command == "reset":
+                counts.clear()
+                kinds.clear()
+                base = {"commits": server.journal.commits, "writes": server.journal.writes}
+                if profile and not _have_py_spy():
+                    import cProfile
+
+                    profiler = cProfile.Profile()
+                    profiler.enable()
+                conn.send(True)
+            elif command == "stats":
+                if profiler is not None:
+                    profiler.disable()
+                stats: dict[str, Any] = dict(counts)
+                stats["journal_commits"] = server.journal.commits - base.get("commits", 0)
+                stats["journal_writes"] = server.journal.writes - base.get("writes", 0)
+                stats["sent"] = server.smarthost.sent
+                stats["kinds"] = kinds.most_common()
+                conn.send(stats)
+            elif command == "stop":
+                break
+        await server.stop()
+        commands.shutdown()
+
+    asyncio.run(main())
+    if profiler is not None:
+        import io
+        import pstats
+
+        out = io.StringIO()
+        pstats.Stats(profiler, stream=out).sort_stats("cumulative").print_stats(25)
+        conn.send(out.getvalue())
+    else:
+        conn.send("")
+
+
+_TABLE = re.compile(r"\b(?:FROM|INTO|UPDATE)\s+\"?(\w+)", re.IGNORECASE)
+_SUBQUERY = re.compile(r"\([^()]*\)")
+
+
+def _statement_kind(statement: str) -> str:
+    """``SELECT aliases``, ``INSERT ledger_entries``, ``BEGIN``: what a round trip did (the
+    main table, subqueries left out)."""
+    words = statement.split(None, 1)
+    verb = words[0].upper() if words else "?"
+    outer, previous = statement, ""
+    while outer != previous:
+        previous, outer = outer, _SUBQUERY.sub(" ", outer)
+    table = _TABLE.search(outer)
+    return f"{verb} {table.group(1)}" if table else verb
+
+
+def _have_py_spy() -> bool:
+    return shutil.which("py-spy") is not None or Path(sys.executable).with_name("py-spy").exists()
+
+
+def _py_spy() -> str:
+    found = Path(sys.executable).with_name("py-spy")
+    return str(found) if found.exists() else str(shutil.which("py-spy"))
+
+
+# ------------------------------------------------------------------------------ clients
+
+
+@dataclass(frozen=True)
+class Job:
+    id: int
+    mail_from: str
+    rcpt: str
+    data: bytes
+
+
+async def _worker(
+    port: int, jobs: list[Job], login: tuple[str, str] | None
+) -> list[tuple[int, float, float]]:
+    smtp = aiosmtplib.SMTP(
+        hostname="127.0.0.1", port=port, timeout=60, local_hostname="bench.client.example",
+        start_tls=False, use_tls=False,
+    )  # fmt: skip
+    await smtp.connect()
+    if login is not None:
+        await smtp.login(*login)
+    out = []
+    for job in jobs:
+        start = time.perf_counter()
+        await smtp.sendmail(job.mail_from, [job.rcpt], job.data)
+        out.append((job.id, start, time.perf_counter()))
+    await smtp.quit()
+    return out
+
+
+def submit(
+    port: int, jobs: list[Job], concurrency: int, login: tuple[str, str] | None
+) -> list[tuple[int, float, float]]:
+    """Send every job over ``concurrency`` connections; (id, start, acknowledged) each."""
+    chunks = [jobs[i::concurrency] for i in range(concurrency)]
+
+    async def run() -> list[tuple[int, float, float]]:
+        results = await asyncio.gather(*(_worker(port, c, login) for c in chunks if c))
+        return [item for chunk in results for item in chunk]
+
+    return asyncio.run(run())
+
+
+def wait_delivered(sinks: Connection, name: str, count: int, timeout: float = 300) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        sinks.send(("count", name))
+        if sinks.recv() >= count:
+            return
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name}: not all {count} messages reached the sink")
+        time.sleep(0.02)
+
+
+@dataclass
+class Result:
+    name: str
+    n: int
+    seconds: float  # first submission to last arrival in the sink
+    submit_seconds: float  # first submission to last acknowledgement
+    submit_ms: list[float]
+    e2e_ms: list[float]
+    round_trips: float | None = None
+    detail: str = ""
+
+    @property
+    def rate(self) -> float:
+        return self.n / self.seconds
+
+    @property
+    def submit_rate(self) -> float:
+        return self.n / self.submit_seconds
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))]
+
+
+def timed_run(
+    name: str,
+    port: int,
+    jobs: list[Job],
+    concurrency: int,
+    login: tuple[str, str] | None,
+    sinks: Connection,
+) -> Result:
+    sinks.send(("clear", name))
+    sinks.recv()
+    acks = submit(port, jobs, concurrency, login)
+    wait_delivered(sinks, name, len(jobs))
+    sinks.send(("arrivals", name))
+    arrivals = dict(sinks.recv())
+    first = min(start for _, start, _ in acks)
+    last_ack = max(done for _, _, done in acks)
+    last_arrival = max(arrivals.values())
+    return Result(
+        name=name,
+        n=len(jobs),
+        seconds=last_arrival - first,
+        submit_seconds=last_ack - first,
+        submit_ms=[(done - start) * 1000 for _, start, done in acks],
+        e2e_ms=[(arrivals[i] - start) * 1000 for i, start, _ in acks if i in arrivals],
+    )
+
+
+# -------------------------------------------------------------------------------- report
+
+
+def report(
+    console: Console, mv: Result, pf: Result, probes: list[Result], args: argparse.Namespace
+) -> None:
+    table = Table(title=f"relay: {mv.n:,} messages of {MESSAGE_BYTES} bytes, "
+                  f"{args.concurrency} connections, {os.cpu_count()} CPUs")  # fmt: skip
+    for column in ("", "msg/s end to end", "msg/s accepted", "submit p50 ms", "submit p99 ms",
+                   "e2e p50 ms", "e2e p99 ms", "DB round trips/msg"):  # fmt: skip
+        table.add_column(column, justify="right" if column else "left")
+    for r in (mv, pf, *probes):
+        table.add_row(
+            r.name,
+            f"{r.rate:,.0f}",
+            f"{r.submit_rate:,.0f}",
+            f"{percentile(r.submit_ms, 0.5):.1f}",
+            f"{percentile(r.submit_ms, 0.99):.1f}",
+            f"{percentile(r.e2e_ms, 0.5):.1f}",
+            f"{percentile(r.e2e_ms, 0.99):.1f}",
+            "-" if r.round_trips is None else f"{r.round_trips:.2f}",
+        )
+    console.print(table)
+    ratio = mv.rate / pf.rate
+    p99 = percentile(mv.submit_ms, 0.99)
+    rt = mv.round_trips or 0.0
+    targets = Table(title="targets")
+    for column in ("target", "measured", "met"):
+        targets.add_column(column)
+    for label, value, ok in (
+        ("throughput >= 1.0 x Postfix (end to end)", f"{ratio:.2f} x", ratio >= 1.0),
+        ("p99 latency <= 50 ms (mailveil submission)", f"{p99:.1f} ms", p99 <= 50),
+        ("<= 3 database round trips per message", f"{rt:.2f}", rt <= 3),
+    ):
+        targets.add_row(label, value, "[green]yes[/]" if ok else "[red]no[/]")
+    console.print(targets)
+    if mv.detail:
+        console.print(mv.detail)
+
+
+_FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^:()]*?)(?::\d+)?\)$")
+_PATH_PREFIX = re.compile(r"^.*?/(?:site-packages|src|lib/python3\.\d+)/")
+# Leaf frames that are a thread waiting (event loop, idle worker threads), not work.
+_IDLE = re.compile(
+    r"^(?:\S*\.)?(?:select|_worker|wait|get|acquire|_wait_for_tstate_lock|recv|poll) "
+    r"\((?:selectors|concurrent/futures/thread|threading|queue|multiprocessing/\S+)\.py\)$"
+)
+
+
+def _frame(raw: str) -> str:
+    match = _FRAME.match(raw.strip())
+    if not match:
+        return raw.strip()
+    return f"{match['fn']} ({_PATH_PREFIX.sub('', match['file'])})"
+
+
+def summarise_py_spy(raw: Path, top: int = 20) -> str:
+    """Busy samples (waiting threads left out) per function: self and inclusive shares."""
+    own: Counter[str] = Counter()
+    inclusive: Counter[str] = Counter()
+    busy = idle = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = [_frame(f) for f in stack.split(";") if f and not f.startswith("thread ")]
+        frames = [f for f in frames if not f.startswith("process ")]
+        if not frames or _IDLE.match(frames[-1]):
+            idle += count
+            continue
+        busy += count
+        own[frames[-1]] += count
+        for name in set(frames):
+            inclusive[name] += count
+    if not busy:
+        return "py-spy recorded no busy samples"
+    lines = [
+        f"py-spy, relay process: {busy:,} busy samples ({idle:,} more were threads waiting)",
+        "",
+        "self (where the CPU goes):",
+    ]
+    lines += [f"  {100 * c / busy:5.1f}%  {name}" for name, c in own.most_common(top)]
+    lines += ["", "inclusive, mailveil functions:"]
+    ours = [(n, c) for n, c in inclusive.most_common() if "mailveil/" in n]
+    lines += [f"  {100 * c / busy:5.1f}%  {name}" for name, c in ours[:top]]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------- main
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="messages per path")
+    parser.add_argument("--concurrency", type=int, default=8, help="client connections")
+    parser.add_argument("--customers", type=int, default=1000)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument(
+        "--probe", type=int, default=200, help="messages over one connection (unloaded latency)"
+    )
+    parser.add_argument("--database-url", default="", help="default: SQLite in the data dir")
+    parser.add_argument("--profile", action="store_true", help="profile the relay process")
+    args = parser.parse_args()
+    console = Console(width=max(120, Console().width))
+    sys.path.insert(0, str(HARNESS))
+    from postfix_harness import (  # type: ignore[import-not-found,unused-ignore]
+        PostfixInstance,
+        postfix_installed,
+        postfix_version,
+    )
+
+    if not postfix_installed():
+        console.print("postfix is not installed: run scripts/ensure-debian.sh")
+        return 1
+    work = Path(tempfile.mkdtemp(prefix="mailveil-bench-relay-"))
+    postfix_root = Path(tempfile.mkdtemp(prefix="mailveil-bench-postfix-"))
+    settings = load_settings(
+        env={},
+        data_dir=work / "var",
+        database_url=args.database_url,
+        relay_host="127.0.0.1",
+        relay_allow_plain_auth_on_loopback=True,
+        smarthost_host="127.0.0.1",
+        smarthost_pool_size=max(1, args.concurrency),
+        log_json=False,
+        log_level="warning",
+    ).with_overrides(relay_port=0)  # any free port; load_settings wants a real one
+    ctx = mp.get_context("spawn")
+    processes: list[Any] = []
+    postfix: PostfixInstance | None = None
+    try:
+        t0 = time.perf_counter()
+        initialise(settings, console)
+        world = seed(settings, args.customers)
+        console.print(
+            f"set-up: {args.customers:,} customers with a shipped order and an alias "
+            f"in {time.perf_counter() - t0:.1f} s (untimed)"
+        )
+        sinks, sink_end = ctx.Pipe()
+        sink_proc = ctx.Process(target=sink_main, args=(sink_end,), daemon=True)
+        sink_proc.start()
+        processes.append(sink_proc)
+        ports = sinks.recv()
+        postfix = PostfixInstance(root=postfix_root, relay_port=ports["postfix"])
+        postfix.start()
+        relay, relay_end = ctx.Pipe()
+        relay_settings = settings.with_overrides(smarthost_port=ports["mailveil"])
+        relay_proc = ctx.Process(
+            target=relay_main, args=(relay_settings, relay_end, args.profile), daemon=True
+        )
+        relay_proc.start()
+        processes.append(relay_proc)
+        relay_port = relay.recv()
+        console.print(f"Postfix {postfix_version()} and the mailveil relay are up")
+
+        def jobs(start: int, count: int, to_real: bool) -> list[Job]:
+            out = []
+            for i in range(start, start + count):
+                alias, real = world.targets[i % len(world.targets)]
+                out.append(Job(i, SELLER, real if to_real else alias, message(i, alias)))
+            return out
+
+        login = ("acme-bench", world.seller_key)
+        warm = args.warmup
+        timed_run("mailveil", relay_port, jobs(0, warm, False), args.concurrency, login, sinks)
+        timed_run("postfix", postfix.port, jobs(0, warm, True), args.concurrency, None, sinks)
+
+        relay.send("reset")
+        relay.recv()
+        spy = None
+        if args.profile and _have_py_spy():
+            raw = work / "py-spy.txt"
+            spy = subprocess.Popen(
+                [_py_spy(), "record", "--pid", str(relay_proc.pid), "--format", "raw",
+                 "--output", str(raw), "--rate", "200", "--threads", "--nonblocking"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )  # fmt: skip
+            time.sleep(1.0)  # py-spy attaches
+        mv = timed_run(
+            "mailveil", relay_port, jobs(warm, args.n, False), args.concurrency, login, sinks
+        )
+        if spy is not None:
+            spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
+            spy.wait(timeout=60)
+        relay.send("stats")
+        stats = relay.recv()
+        sinks.send(("leaks", "mailveil"))
+        leaks = sinks.recv()
+        pf = timed_run(
+            "postfix", postfix.port, jobs(warm, args.n, True), args.concurrency, None, sinks
+        )
+        probes = []
+        if args.probe:
+            start = warm + args.n
+            one = timed_run("mailveil", relay_port, jobs(start, args.probe, False), 1, login, sinks)
+            two = timed_run("postfix", postfix.port, jobs(start, args.probe, True), 1, None, sinks)
+            one.name, two.name = "mailveil, 1 connection", "postfix, 1 connection"
+            probes = [one, two]
+        trips = stats.get("statements", 0) + stats.get("commits", 0) + stats.get("rollbacks", 0)
+        mv.round_trips = trips / args.n
+        mv.detail = (
+            f"mailveil database work over {args.n:,} messages: {stats.get('statements', 0):,} "
+            f"statements, {stats.get('commits', 0):,} commits, {stats.get('rollbacks', 0):,} "
+            f"rollbacks; journal: {stats['journal_commits']:,} group commits for "
+            f"{stats['journal_writes']:,} writes. Seller address in delivered bytes: {leaks}.\n"
+            "statements per message: "
+            + ", ".join(f"{kind} {count / args.n:.2f}" for kind, count in stats["kinds"])
+        )
+        report(console, mv, pf, probes, args)
+        console.print(
+            f"submission latency (ms): mailveil mean {statistics.mean(mv.submit_ms):.1f}, "
+            f"Postfix mean {statistics.mean(pf.submit_ms):.1f}"
+        )
+        relay.send("stop")
+        relay_proc.join(timeout=30)
+        text = relay.recv() if relay.poll(5) else ""
+        if args.profile:
+            if spy is not None and (work / "py-spy.txt").exists():
+                console.print(summarise_py_spy(work / "py-spy.txt"), markup=False)
+            elif text:
+                console.print("cProfile of the relay's event-loop thread:\n" + text, markup=False)
+        sinks.send(("stop", ""))
+        sinks.recv()
+        return 1 if leaks else 0
+    finally:
+        if postfix is not None:
+            postfix.stop()
+        for proc in processes:
+            if proc.is_alive():
+                proc.terminate()
+                proc.join(timeout=10)
+        shutil.rmtree(work, ignore_errors=True)
+        shutil.rmtree(postfix_root, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    threading.current_thread().name = "bench"
+    raise SystemExit(main())
