@@ -8,7 +8,6 @@ MAILVEIL_REQUIRE_POSTGRES=1 so an unreachable server fails instead of skipping.
 from __future__ import annotations
 
 import os
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +15,10 @@ import pytest
 from sqlalchemy import Connection, Engine, text
 from sqlalchemy.orm import Session, sessionmaker
 
+from dbkit import PG_URL, private_pg_engine
 from mailveil.config import Settings, load_settings
 from mailveil.db.migrate import upgrade
 from mailveil.db.session import make_engine
-
-PG_URL = os.environ.get("MAILVEIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 
 
 def _postgres_reachable() -> bool:
@@ -59,19 +57,9 @@ def engine(
         return
     if not _pg_available:
         pytest.skip("PostgreSQL not reachable")
-    schema = f"mv_test_{uuid.uuid4().hex[:10]}"
-    admin = make_engine(url=PG_URL)
-    with admin.begin() as conn:
-        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
-    eng = make_engine(url=PG_URL, connect_args={"options": f"-csearch_path={schema}"})
-    try:
+    with private_pg_engine("mv_test") as eng:
         upgrade(eng)
         yield eng
-    finally:
-        eng.dispose()
-        with admin.begin() as conn:
-            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
-        admin.dispose()
 
 
 @pytest.fixture

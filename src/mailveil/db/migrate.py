@@ -22,11 +22,6 @@ def alembic_config() -> Config:
 def upgrade(engine: Engine, revision: str = "head") -> None:
     """Bring the schema to ``revision`` (head by default). Safe to run on every start."""
     cfg = alembic_config()
-    if head_revision() is None:  # TRANSITIONAL until the first revision is generated
-        from mailveil.db.models import Base
-
-        Base.metadata.create_all(engine)
-        return
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
         command.upgrade(cfg, revision)
@@ -48,9 +43,10 @@ def head_revision() -> str | None:
     return ScriptDirectory.from_config(alembic_config()).get_current_head()
 
 
-def revision(engine: Engine, message: str) -> None:
-    """Autogenerate a new revision against ``engine`` (a developer tool, see CONTRIBUTING)."""
+def revision(engine: Engine, message: str, rev_id: str | None = None) -> None:
+    """Autogenerate a new revision against ``engine`` at the previous head (a developer tool;
+    review what it wrote: generated columns and type variants need a look)."""
     cfg = alembic_config()
     with engine.begin() as connection:
         cfg.attributes["connection"] = connection
-        command.revision(cfg, message=message, autogenerate=True)
+        command.revision(cfg, message=message, autogenerate=True, rev_id=rev_id)

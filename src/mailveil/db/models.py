@@ -1,6 +1,8 @@
 """Imports every area's models so Base.metadata is complete (Alembic, create_all)."""
 
 from mailveil import vault as _vault  # noqa: F401
+from mailveil.api import idempotency as _api_idempotency  # noqa: F401
+from mailveil.auth import models as _auth_models  # noqa: F401
 from mailveil.contacts import models as _contacts_models  # noqa: F401
 from mailveil.db.base import Base
 from mailveil.ledger import models as _ledger_models  # noqa: F401
