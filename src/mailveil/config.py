@@ -61,6 +61,8 @@ class Settings:
     # Idle time allowed per command, and for a whole DATA transfer, before the relay hangs up.
     relay_timeout_seconds: float = 120.0
     relay_max_connections: int = 512
+    # Relay processes sharing the listening socket (`mailveil relay`); one core each.
+    relay_workers: int = 1
     # -- relay delivery: the smarthost every accepted message is handed to ---------------------
     smarthost_host: str = "127.0.0.1"
     smarthost_port: int = 25
@@ -198,13 +200,19 @@ def _check(settings: Settings) -> None:
         raise SettingsError("api_port must be a TCP port")
     if "@" in settings.relay_domain or not settings.relay_domain:
         raise SettingsError("relay_domain must be a bare domain name")
-    for name in ("relay_port", "smarthost_port"):
-        if not 0 < getattr(settings, name) < 65536:
-            raise SettingsError(f"{name} must be a TCP port")
+    if not 0 <= settings.relay_port < 65536:  # 0: any free port (tests, benchmarks)
+        raise SettingsError("relay_port must be a TCP port")
+    if not 0 < settings.smarthost_port < 65536:
+        raise SettingsError("smarthost_port must be a TCP port")
     if bool(settings.relay_tls_cert) != bool(settings.relay_tls_key):
         raise SettingsError("relay_tls_cert and relay_tls_key must be set together")
-    if settings.smarthost_pool_size < 1 or settings.relay_max_connections < 1:
-        raise SettingsError("smarthost_pool_size and relay_max_connections must be >= 1")
+    if (
+        min(settings.smarthost_pool_size, settings.relay_max_connections, settings.relay_workers)
+        < 1
+    ):
+        raise SettingsError(
+            "smarthost_pool_size, relay_max_connections and relay_workers must be >= 1"
+        )
 
 
 __all__ = ["Settings", "SettingsError", "load_settings"]

@@ -324,6 +324,7 @@ class Relay:
             return transaction(client, mail_from, rcpt, data)
 
     def ledger(self, kind: str | None = None) -> list[dict[str, Any]]:
+        self.server.flush()
         with self.session_factory() as session:
             stmt = select(LedgerEntry).order_by(LedgerEntry.seq)
             if kind is not None:
@@ -343,6 +344,7 @@ class Relay:
             ]
 
     def relay_messages(self) -> list[RelayMessage]:
+        self.server.flush()
         with self.session_factory() as session:
             return list(session.scalars(select(RelayMessage).order_by(RelayMessage.id)))
 

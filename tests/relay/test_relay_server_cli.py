@@ -201,3 +201,27 @@ def test_serve_runs_the_api_and_the_relay_in_one_process(tmp_path: Path, sink: S
     finally:
         code = stop(proc)
     assert code == 0, log.read_text()
+
+
+def test_relay_workers_share_the_port(tmp_path: Path, sink: Sink) -> None:
+    seeded = seed(tmp_path / "var")
+    port = free_port()
+    log = tmp_path / "relay.log"
+    proc = start(
+        ["--data-dir", str(seeded.data), "relay", "--port", str(port), "--workers", "2"],
+        log,
+        MAILVEIL_SMARTHOST_PORT=str(sink.port),
+        MAILVEIL_RELAY_ALLOW_PLAIN_AUTH_ON_LOOPBACK="true",
+    )
+    try:
+        wait_for_smtp(port, proc, log)
+        data = message(from_=SELLER_ADDRESS, to=seeded.alias, subject="[shipping] Hi")
+        for _ in range(6):  # a connection each: the kernel spreads them over the workers
+            with smtplib.SMTP("127.0.0.1", port, timeout=15) as client:
+                client.login("shop", seeded.token)
+                client.sendmail(SELLER_ADDRESS, [seeded.alias], data)
+    finally:
+        code = stop(proc)
+    assert code == 0, log.read_text()
+    assert len(sink.messages) == 6
+    assert "2 process(es)" in log.read_text()

@@ -102,19 +102,32 @@ def relay_command(
     ctx: typer.Context,
     host: Annotated[str | None, typer.Option(help="SMTP address")] = None,
     port: Annotated[int | None, typer.Option(help="SMTP port", min=1, max=65535)] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="relay processes (default relay_workers)", min=1)
+    ] = None,
 ) -> None:
     """Run the SMTP relay alone (127.0.0.1:2525 by default)."""
     import asyncio
 
     from mailveil.logs import configure_logging
     from mailveil.relay.server import RelayServer, serve_until_signalled
+    from mailveil.relay.workers import listen, serve_workers
     from mailveil.runtime import Runtime
 
     settings = ctx.obj.settings()
+    host = host if host is not None else settings.relay_host
+    port = port if port is not None else settings.relay_port
+    workers = workers if workers is not None else settings.relay_workers
     with friendly_errors(init_hint=False):
         initialise(settings, issue_admin=False)
         configure_logging(settings)
-        server = RelayServer.from_runtime(Runtime.open(settings), host=host, port=port)
-    say(f"mailveil relay on {server.host}:{server.port} (SMTP)", markup=False)
+        runtime = Runtime.open(settings)
+        server = RelayServer.from_runtime(runtime, host=host, port=port)  # checks keys, policy
+        if workers > 1:
+            runtime.engine.dispose()  # each worker opens its own after fork
+            sock = listen(host, port)
+    say(f"mailveil relay on {host}:{port} (SMTP, {workers} process(es))", markup=False)
     with friendly_errors(init_hint=False):
+        if workers > 1:
+            raise typer.Exit(serve_workers(settings, sock, workers))
         asyncio.run(serve_until_signalled(server))

@@ -324,12 +324,11 @@ class RelayHandler(GuardedHandler):
             )
             await self._record(change, reply)
             return reply
-        try:
-            await self.journal.write(StatusChange(out.token, "delivered"))
-        except Exception as exc:
-            # Delivered and in the ledger already; only the row's status lags. A 4xx now
-            # would make the sender deliver it twice.
-            log.error("relay: status update failed after delivery (%s)", type(exc).__name__)
+        # The message is in the ledger (written before delivery); its row's status rides on
+        # the next group commit instead of holding the sender's 250 back for a commit of its
+        # own. After a crash in between, the row still says "sending": delivered or not is
+        # then the smarthost's log to tell, the ledger entry is there either way.
+        self.journal.submit(StatusChange(out.token, "delivered"), lazy=True)
         return codes.QUEUED
 
     async def _bounce(self, token: str, raw: bytes) -> Reply:
@@ -343,6 +342,12 @@ class RelayHandler(GuardedHandler):
             log.error("relay: bounce handling failed (%s)", type(exc).__name__)
             return codes.TEMPORARY_FAILURE
         return codes.QUEUED
+
+    async def handle_exception(self, error: Exception) -> str:
+        # aiosmtpd would send the exception's text to the client (and log it); the text of an
+        # exception is not ours to vouch for, so only its type is logged and a 4xx is sent.
+        log.error("relay: unexpected %s in an SMTP session", type(error).__name__)
+        return str(codes.TEMPORARY_FAILURE)
 
     # -- AUTH (PLAIN, LOGIN): the password is the principal's API key ---------------------
 

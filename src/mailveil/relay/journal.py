@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, insert, update
+from sqlalchemy import Connection, Engine, Table, insert, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
@@ -33,24 +34,37 @@ from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.relay.messages import RelayMessage
 
+log = logging.getLogger("mailveil.relay")
 T = TypeVar("T")
 MAX_BATCH = 256
+LAZY_DELAY = 0.05
+# Core statements on the table: no ORM unit of work for rows nobody reads back here.
+_messages = cast(Table, RelayMessage.__table__)
 
 
 class Database:
     """Runs blocking session work in worker threads.
 
-    A session factory bound to one Connection (tests roll back through one) cannot be used by
-    two threads at once, so work is serialised then; an Engine-bound factory runs freely.
+    Work that only reads (``commit=False``) runs on PostgreSQL in autocommit: one network
+    round trip per query instead of BEGIN, query, ROLLBACK. A session factory bound to one
+    Connection (tests roll back through one) cannot be used by two threads at once, so work
+    is serialised then; an Engine-bound factory runs freely.
     """
 
     def __init__(self, session_factory: sessionmaker[Session]) -> None:
         self.session_factory = session_factory
         bind = session_factory.kw.get("bind")
         self._lock = threading.Lock() if isinstance(bind, Connection) else None
+        self.read_factory = session_factory
+        if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
+            self.read_factory = sessionmaker(
+                bind=bind.execution_options(isolation_level="AUTOCOMMIT"),
+                expire_on_commit=False,
+            )
 
     def _call(self, fn: Callable[[Session], T], commit: bool) -> T:
-        with self._lock or contextlib.nullcontext(), self.session_factory() as session:
+        factory = self.session_factory if commit else self.read_factory
+        with self._lock or contextlib.nullcontext(), factory() as session:
             try:
                 result = fn(session)
                 if commit:
@@ -61,6 +75,7 @@ class Database:
                 raise
 
     async def run(self, fn: Callable[[Session], T], *, commit: bool = False) -> T:
+        """``fn(session)`` in a worker thread; ``commit``: it writes, commit when it returns."""
         return await asyncio.to_thread(self._call, fn, commit)
 
 
@@ -74,6 +89,8 @@ class NewMessage:
 
 @dataclass(frozen=True)
 class StatusChange:
+    """The outcome of a message still marked ``sending`` (a row already past it is left)."""
+
     token: str
     status: str
     status_code: str | None = None
@@ -85,13 +102,19 @@ class LedgerOnly:
     event: Event
 
 
-Write = NewMessage | StatusChange | LedgerOnly
+@dataclass(frozen=True)
+class _Wake:
+    """Writes nothing; wakes a writer waiting on lazy writes (flush, close)."""
+
+
+Write = NewMessage | StatusChange | LedgerOnly | _Wake
 
 
 @dataclass
 class _Pending:
     write: Write
     done: asyncio.Future[None] = field(repr=False)
+    lazy: bool = False
 
 
 def apply_writes(
@@ -100,19 +123,21 @@ def apply_writes(
     """Everything in ``writes``, in the caller's transaction (does not commit)."""
     rows = [w.row for w in writes if isinstance(w, NewMessage)]
     if rows:
-        session.execute(insert(RelayMessage), rows)
+        session.execute(insert(_messages), rows)
     by_status: dict[tuple[str, str | None], list[str]] = {}
     for w in writes:
         if isinstance(w, StatusChange):
             by_status.setdefault((w.status, w.status_code), []).append(w.token)
     now = utcnow()
     for (status, code), tokens in by_status.items():
+        # Only from "sending": a bounce (relay/bounces.py, its own transaction) may already
+        # have marked the row, and a lazily written "delivered" must not undo that.
         session.execute(
-            update(RelayMessage)
-            .where(RelayMessage.token.in_(tokens))
+            update(_messages)
+            .where(_messages.c.token.in_(tokens), _messages.c.status == "sending")
             .values(status=status, status_code=code, updated_at=now)
         )
-    events = [w.event for w in writes if w.event is not None]
+    events = [w.event for w in writes if not isinstance(w, _Wake) and w.event is not None]
     if events:
         append(session, events, settings, signer)
 
@@ -127,11 +152,13 @@ class Journal:
         signer: CheckpointSigner,
         *,
         max_batch: int = MAX_BATCH,
+        lazy_delay: float = LAZY_DELAY,
     ) -> None:
         self.db = db
         self.settings = settings
         self.signer = signer
         self.max_batch = max_batch
+        self.lazy_delay = lazy_delay
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
@@ -144,17 +171,33 @@ class Journal:
 
     async def write(self, w: Write) -> None:
         """Queue ``w`` and return once it is committed (or raise why it was not)."""
+        await self.submit(w)
+
+    def submit(self, w: Write, *, lazy: bool = False) -> asyncio.Future[None]:
+        """Queue ``w``; the future resolves when it is committed. A failure nobody awaits is
+        logged (by kind, never content).
+
+        ``lazy``: nobody waits for it, so when only lazy writes are queued the writer waits up
+        to ``lazy_delay`` seconds for a write someone does wait for and commits them together
+        (a delivered status rides on the next message's commit instead of paying for one)."""
         if self._queue is None:
             raise RuntimeError("journal not started")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(w, done))
-        await done
+        done.add_done_callback(_log_unawaited_failure)
+        self._queue.put_nowait(_Pending(w, done, lazy))
+        return done
+
+    async def flush(self) -> None:
+        """Return once everything queued so far (lazy writes too) is committed or failed."""
+        if self._queue is not None:
+            self._queue.put_nowait(_Pending(_Wake(), asyncio.get_running_loop().create_future()))
+            await self._queue.join()
 
     async def close(self) -> None:
         """Finish what is queued, then stop."""
         if self._task is None or self._queue is None:
             return
-        await self._queue.join()
+        await self.flush()
         self._task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._task
@@ -167,6 +210,11 @@ class Journal:
             batch = [await queue.get()]
             while len(batch) < self.max_batch and not queue.empty():
                 batch.append(queue.get_nowait())
+            if all(p.lazy for p in batch):
+                with contextlib.suppress(TimeoutError):
+                    batch.append(await asyncio.wait_for(queue.get(), self.lazy_delay))
+                while len(batch) < self.max_batch and not queue.empty():
+                    batch.append(queue.get_nowait())
             try:
                 await self._commit(batch)
             finally:
@@ -174,6 +222,11 @@ class Journal:
                     queue.task_done()
 
     async def _commit(self, batch: list[_Pending]) -> None:
+        for pending in [p for p in batch if isinstance(p.write, _Wake)]:
+            _settle(pending.done, None)
+        batch = [p for p in batch if not isinstance(p.write, _Wake)]
+        if not batch:
+            return
         writes = [p.write for p in batch]
         try:
             await self.db.run(
@@ -198,6 +251,11 @@ class Journal:
 
     def _one(self, w: Write) -> Callable[[Session], None]:
         return lambda s: apply_writes(s, [w], self.settings, self.signer)
+
+
+def _log_unawaited_failure(done: asyncio.Future[None]) -> None:
+    if not done.cancelled() and done.exception() is not None:
+        log.error("relay journal: write failed (%s)", type(done.exception()).__name__)
 
 
 def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:

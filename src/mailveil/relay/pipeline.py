@@ -14,6 +14,7 @@ in a reply, never in the ledger.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import html
 import logging
@@ -203,30 +204,48 @@ def header_from_address(message: EmailMessage) -> str:
 
 
 _LOCAL = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
+_ENCODED_CTE = frozenset({"base64", "quoted-printable"})
+
+
+@functools.lru_cache(maxsize=1024)
+def _domain_pattern(domains: tuple[str, ...]) -> re.Pattern[str]:
+    alternatives = "|".join(re.escape(d) for d in domains)
+    return re.compile(
+        _LOCAL + r"@(?:[A-Za-z0-9-]{1,63}\.)*(?:" + alternatives + r")(?![A-Za-z0-9-])",
+        re.IGNORECASE,
+    )
 
 
 def addresses_at(message: EmailMessage, raw: bytes, domains: list[str]) -> set[str]:
-    """Every address on one of ``domains`` (or a subdomain) that the message shows, in its
-    headers or text parts, decoded. The principal's domains are its own: any mailbox there is
-    the principal's real address, not only the ones it registered."""
-    names = [d.lower().strip(".") for d in domains if d]
+    """Every address on one of ``domains`` (or a subdomain) that the message shows: in its
+    bytes, and in its encoded-word headers and base64/quoted-printable text parts decoded,
+    with HTML character references and percent-escapes read. The principal's domains are its
+    own: any mailbox there is the principal's real address, not only the ones it registered.
+    The rewriter then hides each of them in every encoding (``redact``)."""
+    names = tuple(sorted({d.lower().strip(".") for d in domains if d}))
     if not names:
         return set()
-    pattern = re.compile(
-        _LOCAL + r"@(?:[A-Za-z0-9-]{1,63}\.)*(?:" + "|".join(re.escape(d) for d in names) + r")\b",
-        re.IGNORECASE,
-    )
+    pattern = _domain_pattern(names)
     texts = [raw.decode("latin-1")]
     for part, _depth in walk_with_depth(message):
-        texts.extend(decode_words(_UNFOLD.sub("", str(v))) for _k, v in part.raw_items())
-        if part.get_content_maintype() == "text" and not part.is_multipart():
+        encoded = False
+        for key, value in part.raw_items():
+            text = str(value)
+            if "=?" in text:
+                texts.append(decode_words(_UNFOLD.sub("", text)))
+            if key.lower() == "content-transfer-encoding":
+                encoded = text.strip().lower() in _ENCODED_CTE
+        if encoded and part.get_content_maintype() == "text" and not part.is_multipart():
             payload = part.get_payload(decode=True)
             if isinstance(payload, bytes):
                 texts.append(payload.decode(part.get_content_charset() or "utf-8", "replace"))
     found: set[str] = set()
     for text in texts:
-        for variant in (text, html.unescape(text), urllib.parse.unquote(text)):
-            found.update(m.lower() for m in pattern.findall(variant))
+        found.update(m.lower() for m in pattern.findall(text))
+        if "&" in text:
+            found.update(m.lower() for m in pattern.findall(html.unescape(text)))
+        if "%" in text:
+            found.update(m.lower() for m in pattern.findall(urllib.parse.unquote(text)))
     return found
 
 

@@ -238,12 +238,10 @@ def check_reason(
 # -- content -----------------------------------------------------------------------------
 
 
-def _is_attachment(part: Message) -> bool:
-    if part.get_content_maintype() == "message":
+def _is_attachment(part: Message, maintype: str) -> bool:
+    if maintype != "text" or part.get_content_disposition() == "attachment":
         return True
-    if part.get_content_disposition() == "attachment" or part.get_filename():
-        return True
-    return part.get_content_maintype() != "text"
+    return part.get_filename() is not None
 
 
 def _payload(part: Message) -> bytes:
@@ -291,23 +289,25 @@ def check_content(policy: MessagingPolicy, message: EmailMessage) -> None:
 
 def _check_content(policy: MessagingPolicy, message: EmailMessage) -> None:
     for part, depth in walk_with_depth(message):
-        ctype = part.get_content_type()
-        if part.get_content_maintype() == "multipart":
+        ctype = part.get_content_type()  # parsed once per part: header parsing is the cost
+        maintype = ctype.partition("/")[0]
+        if maintype == "multipart":
             continue
-        if depth and _is_attachment(part):
+        attachment = _is_attachment(part, maintype)
+        if depth and attachment:
             if policy.plain_text_only:
                 raise PolicyRefusal(
                     "attachment in a plain-text-only relay", reply=codes.PLAIN_TEXT_ONLY
                 )
             _check_attachment(policy, part, ctype)
-            if part.get_content_maintype() == "message":
+            if maintype == "message":
                 continue
         elif policy.plain_text_only and ctype != "text/plain":
             raise PolicyRefusal(f"{ctype} part", reply=codes.PLAIN_TEXT_ONLY)
-        elif depth == 0 and _is_attachment(part):
+        elif depth == 0 and attachment:
             # A whole message that is one non-text entity (e.g. Content-Type: application/pdf).
             _check_attachment(policy, part, ctype)
-        if policy.forbid_external_links and part.get_content_maintype() == "text":
+        if policy.forbid_external_links and maintype == "text":
             hosts = external_links(_text(part, _payload(part)), policy.link_allowlist)
             if hosts:
                 raise PolicyRefusal(f"{len(hosts)} external link(s)", reply=codes.EXTERNAL_LINKS)
@@ -316,7 +316,7 @@ def _check_content(policy: MessagingPolicy, message: EmailMessage) -> None:
 def _check_attachment(policy: MessagingPolicy, part: Message, ctype: str) -> None:
     if ctype not in policy.attachment_types:
         raise PolicyRefusal(f"attachment of type {ctype}", reply=codes.ATTACHMENT_TYPE_REFUSED)
-    if part.get_content_maintype() == "message":
+    if ctype.startswith("message/"):
         return
     payload = _payload(part)
     if len(payload) > policy.max_attachment_bytes:

@@ -11,11 +11,12 @@ contact policy (Cedar, the same rules as a disclosure) is decided on those facts
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import exists, or_, select
+from sqlalchemy import String, bindparam, exists, or_, select
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
@@ -109,7 +110,10 @@ class Route:
         return policy.decide(self.policy_input(settings))
 
 
-def _route_statement(address: str) -> Any:
+@functools.cache
+def _route_statement() -> Any:
+    """Built once (construction costs more than the query); ``address`` is a bound parameter."""
+    address: Any = bindparam("address", type_=String())
     latest = (
         select(Order.status, Order.placed_at)
         .where(Order.customer_id == Alias.customer_id, Order.seller_id == Alias.principal_id)
@@ -140,7 +144,7 @@ def _route_statement(address: str) -> Any:
 def lookup_route(session: Session, address: str) -> Route | None:
     """The route for a relay-domain ``address`` (any case), or None. One SELECT."""
     address = address.strip().lower()
-    row = session.execute(_route_statement(address)).first()
+    row = session.execute(_route_statement(), {"address": address}).first()
     if row is None:
         return None
     alias, customer, principal, status, placed, open_case = row

@@ -14,8 +14,8 @@ Protocol choices (each a setting, see ``config.Settings``):
   ``relay_timeout_seconds`` or the connection is closed (aiosmtpd's timer); at most
   ``relay_max_connections`` connections at once, others get ``421 4.7.0``.
 - One recipient per transaction, decisions at RCPT, before-queue delivery: see ``handler``.
-- aiosmtpd's own logger (``mail.log``) logs envelope addresses at INFO; the server lowers it to
-  WARNING when it starts so no real address reaches a log.
+- aiosmtpd's own logger (``mail.log``) logs envelope addresses at INFO; the server raises its
+  level to ERROR when it starts so no real address reaches a log.
 
 ``RelayServer`` runs on the caller's event loop (``mailveil serve`` shares the loop with
 uvicorn); ``RelayThread`` runs one in a thread of its own (tests, benchmarks), as aiosmtpd's
@@ -29,6 +29,7 @@ import ipaddress
 import logging
 import re
 import signal
+import socket
 import ssl
 import threading
 from collections.abc import Awaitable
@@ -226,9 +227,12 @@ class RelayServer:
         host: str | None = None,
         port: int | None = None,
         smarthost: Smarthost | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
+        """``sock``: an already listening socket (worker processes share their parent's)."""
         settings = ctx.settings
         self.ctx = ctx
+        self.sock = sock
         self.host = host if host is not None else settings.relay_host
         self.port = port if port is not None else settings.relay_port
         self.db = Database(ctx.runtime.session_factory)
@@ -269,11 +273,16 @@ class RelayServer:
         )
 
     async def start(self) -> None:
-        logging.getLogger("mail.log").setLevel(logging.WARNING)
+        # aiosmtpd logs envelope addresses at INFO and a deprecation on every AUTH at WARNING.
+        logging.getLogger("mail.log").setLevel(logging.ERROR)
+        loop = asyncio.get_running_loop()
         try:
-            self._server = await asyncio.get_running_loop().create_server(
-                self._protocol, host=self.host, port=self.port
-            )
+            if self.sock is not None:
+                self._server = await loop.create_server(self._protocol, sock=self.sock)
+            else:
+                self._server = await loop.create_server(
+                    self._protocol, host=self.host, port=self.port
+                )
         except OSError as exc:
             raise RelayStartError(
                 f"the relay cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
@@ -387,6 +396,12 @@ class RelayThread:
             raise TimeoutError("relay did not start")
         if failure:
             raise failure[0]
+
+    def flush(self, timeout: float = 10.0) -> None:
+        """Wait until the relay's queued database writes are committed (tests, benchmarks)."""
+        if self.server is None or self._loop is None or self._loop.is_closed():
+            return
+        asyncio.run_coroutine_threadsafe(self.server.journal.flush(), self._loop).result(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
         if self._loop is not None and self._stop is not None and not self._loop.is_closed():

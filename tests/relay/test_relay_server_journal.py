@@ -1,0 +1,155 @@
+"""The relay's group-committing journal: many writes share a commit, a bad write fails alone,
+a lazy write rides on the next one, and nothing queued is lost at close."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailveil.config import Settings
+from mailveil.contacts.customers import create_customer
+from mailveil.contacts.principals import create_principal
+from mailveil.db.base import utcnow
+from mailveil.ledger.events import Event
+from mailveil.ledger.models import LedgerEntry
+from mailveil.ledger.signing import CheckpointSigner, init_signing_key
+from mailveil.relay.journal import Database, Journal, LedgerOnly, NewMessage, StatusChange
+from mailveil.relay.messages import RelayMessage, new_token
+from mailveil.vault import Vault, init_keys
+
+
+@pytest.fixture
+def ids(settings: Settings, session_factory: sessionmaker[Session]) -> tuple[int, int]:
+    init_keys(settings)
+    with session_factory() as session:
+        customer = create_customer(
+            session,
+            Vault.open(settings),
+            external_id="c",
+            email="x.y@private.example",
+            country="DE",
+        )
+        principal = create_principal(session, kind="seller", external_id="s")
+        session.commit()
+        return customer.id, principal.id
+
+
+def new_message(ids: tuple[int, int], token: str | None = None) -> NewMessage:
+    now = utcnow()
+    token = token or new_token()
+    row: dict[str, Any] = {
+        "token": token,
+        "direction": "to_customer",
+        "customer_id": ids[0],
+        "principal_id": ids[1],
+        "alias": "a@relay.example",
+        "reason": "shipping",
+        "message_id": f"<{token}@relay.example>",
+        "size": 1,
+        "sha256": "0" * 64,
+        "status": "sending",
+        "created_at": now,
+        "updated_at": now,
+    }
+    return NewMessage(row, Event(kind="message", detail={"relay_message": token}))
+
+
+def journal(settings: Settings, session_factory: sessionmaker[Session], **kw: Any) -> Journal:
+    init_signing_key(settings)
+    return Journal(Database(session_factory), settings, CheckpointSigner.load(settings), **kw)
+
+
+def count(session_factory: sessionmaker[Session], model: Any) -> int:
+    with session_factory() as session:
+        return int(session.scalar(select(func.count()).select_from(model)) or 0)
+
+
+def test_concurrent_writes_share_commits(
+    settings: Settings, session_factory: sessionmaker[Session], ids: tuple[int, int]
+) -> None:
+    j = journal(settings, session_factory)
+
+    async def main() -> None:
+        j.start()
+        await asyncio.gather(*(j.write(new_message(ids)) for _ in range(50)))
+        await j.close()
+
+    asyncio.run(main())
+    assert j.writes == 50
+    assert j.commits <= 3  # the first alone, the rest queued behind it
+    assert count(session_factory, RelayMessage) == 50
+    assert count(session_factory, LedgerEntry) == 50
+
+
+def test_a_bad_write_fails_alone(
+    settings: Settings, session_factory: sessionmaker[Session], ids: tuple[int, int]
+) -> None:
+    j = journal(settings, session_factory)
+    token = new_token()
+
+    async def main() -> list[BaseException | None]:
+        j.start()
+        await j.write(new_message(ids, token))
+        results = await asyncio.gather(
+            j.write(new_message(ids)),
+            j.write(new_message(ids, token)),  # duplicate token: unique constraint
+            j.write(LedgerOnly(Event(kind="stranger_at_alias"))),
+            return_exceptions=True,
+        )
+        await j.close()
+        return list(results)
+
+    results = asyncio.run(main())
+    assert results[0] is None and results[2] is None
+    assert isinstance(results[1], IntegrityError)
+    assert count(session_factory, RelayMessage) == 2
+    assert count(session_factory, LedgerEntry) == 3
+
+
+def test_lazy_writes_ride_on_the_next_commit_or_go_alone_after_a_delay(
+    settings: Settings, session_factory: sessionmaker[Session], ids: tuple[int, int]
+) -> None:
+    j = journal(settings, session_factory, lazy_delay=0.5)
+    first, second = new_message(ids), new_message(ids)
+
+    async def main() -> None:
+        j.start()
+        await j.write(first)
+        lazy = j.submit(StatusChange(first.row["token"], "delivered"), lazy=True)
+        await asyncio.sleep(0.05)
+        await j.write(second)  # commits the lazy one with it
+        assert lazy.done()
+        assert j.commits == 2
+        j.submit(StatusChange(first.row["token"], "rejected"), lazy=True)  # past "sending"
+        alone = j.submit(StatusChange(second.row["token"], "deferred", "451"), lazy=True)
+        await alone  # no other write comes: committed after the delay
+        assert j.commits == 3
+        await j.close()
+
+    asyncio.run(main())
+    with session_factory() as session:
+        rows = session.scalars(select(RelayMessage).order_by(RelayMessage.id)).all()
+        assert [(r.status, r.status_code) for r in rows] == [
+            ("delivered", None),
+            ("deferred", "451"),
+        ]
+
+
+def test_close_commits_what_is_queued(
+    settings: Settings, session_factory: sessionmaker[Session], ids: tuple[int, int]
+) -> None:
+    j = journal(settings, session_factory, lazy_delay=5.0)
+
+    async def main() -> None:
+        j.start()
+        for _ in range(3):
+            j.submit(new_message(ids), lazy=True)
+        await j.close()
+
+    asyncio.run(main())
+    assert count(session_factory, RelayMessage) == 3
