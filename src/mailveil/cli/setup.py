@@ -34,9 +34,12 @@ def initialise(settings: Settings, *, issue_admin: bool = True) -> InitResult:
     result.steps.append(f"data directory {settings.data_dir}")
     init_keys(settings)
     init_signing_key(settings)
-    init_dkim_keys(settings)
+    dkim_records = init_dkim_keys(settings)
     init_verp_key(settings)
     result.steps.append(f"keys in {settings.keys_dir} (mode 0600)")
+    result.steps.append(
+        "DKIM records to publish for the relay domain:\n  " + "\n  ".join(dkim_records)
+    )
     engine = open_engine(settings)
     try:
         upgrade(engine)
