@@ -23,6 +23,7 @@ from relay_server_kit import (
 )
 from relay_testkit import RawClient
 from sqlalchemy.orm import Session, sessionmaker
+from test_relay_smuggling import VARIANTS
 
 from mailveil.config import Settings
 from mailveil.contacts.aliases import revoke_alias
@@ -268,11 +269,16 @@ def test_bounce_addresses_need_a_valid_tag(relay: Relay) -> None:
         assert said(*_decoded(client.rcpt(f"{forged}@{domain}"))) == str(codes.BAD_DESTINATION)
 
 
-def test_valid_bounce_address_reaches_the_bounce_hook(relay: Relay) -> None:
+def test_valid_bounce_address_reaches_the_bounce_processor(relay: Relay) -> None:
     server = relay.server.server
     assert server is not None
     seen: list[tuple[str, bytes]] = []
-    server.handler.bounce_hook = lambda session, runtime, token, data: seen.append((token, data))
+
+    async def record(token: str, data: bytes) -> codes.Reply:
+        seen.append((token, data))
+        return codes.QUEUED
+
+    server.handler.bounce = record
     address = verp_address(relay.verp_key, "abcdefghijklmnop", relay.settings.relay_domain)
     report = b"From: MAILER-DAEMON@mx.example\r\nSubject: Undelivered\r\n\r\nGone.\r\n"
     with relay.client() as client:
@@ -458,3 +464,47 @@ def test_fixed_replies_carry_enhanced_codes(relay: Relay) -> None:
     )
     assert said(*client.command("QUIT")) == "221 2.0.0 Bye"
     client.close()
+
+
+# ------------------------------------------------------------------- smuggling, dot-stuffing
+
+
+@pytest.mark.parametrize(("fake_end", "expected"), VARIANTS, ids=[repr(v[0]) for v in VARIANTS])
+def test_smuggling_variants_through_the_relay(
+    relay: Relay, fake_end: bytes, expected: codes.Reply
+) -> None:
+    w = relay.world
+    first = _headers() + b"\r\nfirst body"
+    smuggled = (
+        f"MAIL FROM:<{SELLER_ADDRESS}>\r\nRCPT TO:<{w.alias('bob', 'acme')}>\r\nDATA\r\n".encode()
+        + _headers()
+        + b"\r\nsmuggled body\r\n"
+    )
+    client = raw(relay)
+    client.command("EHLO client.example")
+    assert client.command(f"AUTH PLAIN {plain_auth(w.keys['acme'])}")[0] == 235
+    assert client.command(f"MAIL FROM:<{SELLER_ADDRESS}>")[0] == 250
+    assert client.command(f"RCPT TO:<{w.alias('alice', 'acme')}>")[0] == 250
+    assert client.command("DATA")[0] == 354
+    client.send(first + fake_end + smuggled + b".\r\n")
+    assert said(*client.reply()) == str(expected)
+    client.send(b"QUIT\r\n")
+    rest = client.rest()
+    assert rest.startswith(b"221 ") and rest.count(b"\r\n") == 1, rest  # nothing smuggled ran
+    client.close()
+    assert relay.delivered() == []
+    [entry] = relay.ledger("message_refused")
+    assert entry["detail"]["reply"] == f"{expected.code} {expected.enhanced}"
+
+
+def test_lines_starting_with_a_dot_cross_both_hops_intact(relay: Relay) -> None:
+    alias = relay.world.alias("alice", "acme")
+    body = "Totals:\n.\n..\n.hidden line\n...\nend\n"
+    data = message(from_=SELLER_ADDRESS, to=alias, subject="[shipping] dots", body=body)
+    code, _ = relay.send(data, mail_from=SELLER_ADDRESS, rcpt=alias, token=relay.world.keys["acme"])
+    assert code == 250
+    [got] = relay.delivered()
+    assert (
+        got.data.split(b"\r\n\r\n", 1)[1] == b"Totals:\r\n.\r\n..\r\n.hidden line\r\n...\r\nend\r\n"
+    )
+    assert b"\n" not in got.data.replace(b"\r\n", b"")  # canonical CRLF only

@@ -8,7 +8,8 @@ RCPT TO (one per transaction)
     ``550 5.7.1`` relaying denied). The local part is looked up with one query
     (``routes.lookup_route``):
 
-    - a VERP bounce address with a valid tag goes to the bounce hook at DATA;
+    - a VERP bounce address with a valid tag: its report goes to ``bounces.handle_bounce``
+      at DATA (the sender told through the smarthost, then recorded);
     - an alias (principal -> customer): a client that authenticated as another principal is a
       stranger (``stranger_at_alias`` in the ledger, refused); the alias's own principal is
       checked against revocation, suspension and the contact policy (Cedar) right away; an
@@ -34,9 +35,8 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
-import importlib
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
@@ -46,6 +46,7 @@ from mailveil.auth.keys import PRINCIPAL_ROLES, Caller, Unauthenticated, authent
 from mailveil.errors import InvalidInput
 from mailveil.policy.engine import Decision
 from mailveil.relay import codes
+from mailveil.relay.bounces import handle_bounce
 from mailveil.relay.codes import Reply
 from mailveil.relay.context import RelayContext
 from mailveil.relay.delivery import PermanentDeliveryError, Smarthost, TemporaryDeliveryError
@@ -71,22 +72,29 @@ from mailveil.relay.pipeline import (
 )
 from mailveil.relay.routes import Route, lookup_route
 from mailveil.relay.smuggling import GuardedHandler, refusal_for
-from mailveil.runtime import Runtime
 
 log = logging.getLogger("mailveil.relay")
 
-BounceHook = Callable[[DbSession, Runtime, str, bytes], None]
+BounceProcessor = Callable[[str, bytes], Awaitable[Reply]]
 MAX_AUTH_FAILURES = 3
 
 
-def find_bounce_hook() -> BounceHook | None:
-    """``mailveil.relay.bounces.handle_bounce`` when that module provides it."""
-    try:
-        module = importlib.import_module("mailveil.relay.bounces")
-    except ImportError:
-        return None
-    hook = getattr(module, "handle_bounce", None)
-    return hook if callable(hook) else None
+def bounce_processor(ctx: RelayContext, db: Database) -> BounceProcessor:
+    """Reports to VERP addresses go to ``bounces.handle_bounce`` in a worker thread: mapped to
+    their message, the sender told (a DKIM-signed notice through the smarthost), recorded in
+    one commit; its reply is ours (4xx when the notice could not be sent, so the report comes
+    again)."""
+
+    async def process(token: str, raw: bytes) -> Reply:
+        outcome = await db.run(
+            lambda s: handle_bounce(
+                s, ctx.runtime, token, raw, verp_key=ctx.verp_key, sign=ctx.dkim.sign
+            ),
+            commit=True,
+        )
+        return outcome.reply
+
+    return process
 
 
 class RelayEnvelope(Envelope):
@@ -125,13 +133,13 @@ class RelayHandler(GuardedHandler):
         journal: Journal,
         smarthost: Smarthost,
         *,
-        bounce_hook: BounceHook | None = None,
+        bounce: BounceProcessor | None = None,
     ) -> None:
         self.ctx = ctx
         self.db = db
         self.journal = journal
         self.smarthost = smarthost
-        self.bounce_hook = bounce_hook
+        self.bounce = bounce
         self.relay_domain = ctx.settings.relay_domain.lower()
 
     # -- EHLO / MAIL ----------------------------------------------------------------------
@@ -178,7 +186,7 @@ class RelayHandler(GuardedHandler):
             return codes.RELAY_DENIED
         if is_verp_local(local):
             token = verify_bounce_local(self.ctx.verp_key, local)
-            if token is None or self.bounce_hook is None:
+            if token is None or self.bounce is None:
                 return codes.BAD_DESTINATION
             state.bounce_token = token
             return codes.RECIPIENT_OK
@@ -332,16 +340,13 @@ class RelayHandler(GuardedHandler):
         return codes.QUEUED
 
     async def _bounce(self, token: str, raw: bytes) -> Reply:
-        hook = self.bounce_hook
-        if hook is None:
+        if self.bounce is None:
             return codes.BAD_DESTINATION
-        runtime = self.ctx.runtime
         try:
-            await self.db.run(lambda s: hook(s, runtime, token, raw), commit=True)
+            return await self.bounce(token, raw)
         except Exception as exc:
             log.error("relay: bounce handling failed (%s)", type(exc).__name__)
             return codes.TEMPORARY_FAILURE
-        return codes.QUEUED
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd would send the exception's text to the client (and log it); the text of an
@@ -424,10 +429,10 @@ def handler_stats(handler: RelayHandler) -> dict[str, Any]:
 
 
 __all__ = [
-    "BounceHook",
+    "BounceProcessor",
     "RelayEnvelope",
     "RelayHandler",
-    "find_bounce_hook",
+    "bounce_processor",
     "handler_stats",
     "sender_of",
 ]

@@ -43,7 +43,7 @@ from mailveil.relay import codes
 from mailveil.relay.codes import Reply
 from mailveil.relay.context import RelayContext
 from mailveil.relay.delivery import Smarthost
-from mailveil.relay.handler import RelayEnvelope, RelayHandler, find_bounce_hook
+from mailveil.relay.handler import RelayEnvelope, RelayHandler, bounce_processor
 from mailveil.relay.journal import Database, Journal
 from mailveil.relay.sender_auth import Resolver
 from mailveil.runtime import Runtime
@@ -239,7 +239,11 @@ class RelayServer:
         self.journal = Journal(self.db, settings, ctx.runtime.signer)
         self.smarthost = smarthost or Smarthost.from_settings(settings)
         self.handler = RelayHandler(
-            ctx, self.db, self.journal, self.smarthost, bounce_hook=find_bounce_hook()
+            ctx,
+            self.db,
+            self.journal,
+            self.smarthost,
+            bounce=bounce_processor(ctx, self.db),
         )
         self.tls = tls_context(settings.relay_tls_cert, settings.relay_tls_key)
         self._connections = _Connections(settings.relay_max_connections)

@@ -1,0 +1,105 @@
+"""Delivery to the smarthost: the bytes on the wire, the replies we make of the smarthost's,
+and the connection pool surviving a smarthost that restarts."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
+from hypothesis import given
+from hypothesis import strategies as st
+from postfix_harness import Sink
+from relay_testkit import free_port
+
+from mailveil.relay import codes
+from mailveil.relay.delivery import (
+    PermanentDeliveryError,
+    Smarthost,
+    SmarthostConfig,
+    TemporaryDeliveryError,
+    reply_for_next_hop,
+)
+from mailveil.relay.smuggling import to_wire
+
+
+@given(st.binary(max_size=300).filter(lambda b: b"\x00" not in b))
+def test_aiosmtplib_puts_exactly_to_wire_on_the_wire(body: bytes) -> None:
+    """What aiosmtplib sends after DATA is what ``smuggling.to_wire`` specifies: canonical
+    CRLF, dot-stuffing, ``.<CR><LF>``."""
+    sent = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(body)) + b".\r\n"
+    assert sent == to_wire(body)
+
+
+@pytest.mark.parametrize(
+    ("code", "text", "reply"),
+    [
+        (550, "5.1.1 <real@x.example>: Recipient address rejected", codes.NEXT_HOP_NO_MAILBOX),
+        (550, "5.2.1 Mailbox disabled", codes.NEXT_HOP_MAILBOX_DISABLED),
+        (552, "Message too large", codes.NEXT_HOP_TOO_BIG),
+        (554, "5.7.1 Relay access denied", codes.NEXT_HOP_POLICY),
+        (554, "Transaction failed", codes.NEXT_HOP_REFUSED),
+        (452, "4.2.2 Mailbox full", codes.NEXT_HOP_MAILBOX_BUSY),
+        (451, "4.3.0 Try again", codes.NEXT_HOP_DEFERRED),
+        (421, "Service not available", codes.NEXT_HOP_DEFERRED),
+    ],
+)
+def test_next_hop_replies_become_ours(code: int, text: str, reply: codes.Reply) -> None:
+    assert reply_for_next_hop(code, text) == reply
+    assert "@" not in reply.text
+
+
+def _smarthost(port: int, timeout: float = 5.0) -> Smarthost:
+    return Smarthost(
+        SmarthostConfig("127.0.0.1", port, 2, timeout, False, True, "", "", "relay.example")
+    )
+
+
+MESSAGE = b"From: a@relay.example\r\nSubject: x\r\n\r\n.leading dot\r\nbody\r\n"
+
+
+def test_pool_reconnects_after_the_smarthost_restarts() -> None:
+    port = free_port()
+
+    async def send(host: Smarthost) -> None:
+        await host.send("bounce+x@relay.example", "someone@dest.example", MESSAGE)
+
+    async def main() -> None:
+        host = _smarthost(port)
+        with Sink(port=port) as sink:
+            await send(host)
+            await send(host)  # same pooled connection
+            assert len(sink.messages) == 2
+        with Sink(port=port) as sink:
+            await send(host)  # the pooled connection is dead: a fresh one, no error
+            assert [m.data for m in sink.messages] == [MESSAGE]
+        with pytest.raises(TemporaryDeliveryError) as down:
+            await send(host)
+        assert down.value.reply == codes.SMARTHOST_UNREACHABLE
+        await host.close()
+
+    asyncio.run(main())
+
+
+def test_refusals_at_each_stage_are_typed() -> None:
+    port = free_port()
+
+    async def main() -> None:
+        host = _smarthost(port)
+        with Sink(port=port) as sink:
+            sink.refuse_rcpt = lambda rcpt: "550 5.1.1 <someone@dest.example>: unknown"
+            with pytest.raises(PermanentDeliveryError) as refused:
+                await host.send("bounce+x@relay.example", "someone@dest.example", MESSAGE)
+            assert refused.value.reply == codes.NEXT_HOP_NO_MAILBOX
+            assert refused.value.next_hop_code == 550
+            assert "someone" not in str(refused.value)
+            sink.refuse_rcpt = None
+            sink.reply = "451 4.7.1 Greylisted"
+            with pytest.raises(TemporaryDeliveryError):
+                await host.send("bounce+x@relay.example", "someone@dest.example", MESSAGE)
+            sink.reply = None
+            await host.send("bounce+x@relay.example", "someone@dest.example", MESSAGE)
+            assert len(sink.messages) == 1
+        await host.close()
+
+    asyncio.run(main())
