@@ -9,9 +9,11 @@ definition without touching the shared conftest.
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import email
 import email.policy
+import functools
 import json
 import logging
 import smtplib
@@ -49,6 +51,9 @@ from mailveil.vault import init_keys
 
 SECRET_DOMAIN = "private-mailbox.example"
 SPOOF_DOMAIN = "no-spf-mailbox.example"
+# A customer whose provider signs with DKIM but publishes an SPF that fails for us.
+DKIM_DOMAIN = "dkim-mailbox.example"
+DKIM_SELECTOR = "s1"
 SELLER_DOMAIN = "acme-books.example"
 RIVAL_DOMAIN = "rival-shop.example"
 STRANGER_DOMAIN = "stranger.example"
@@ -65,9 +70,44 @@ RIVAL_ADDRESS = f"owner@{RIVAL_DOMAIN}"
 STRANGER_ADDRESS = f"spammer@{STRANGER_DOMAIN}"
 
 
+@functools.cache
+def customer_dkim_key() -> tuple[bytes, str]:
+    """(private key PEM, public key base64) for the DKIM customer's domain; made once."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    der = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, base64.b64encode(der).decode("ascii")
+
+
+def customer_dkim_sign(data: bytes) -> bytes:
+    """``data`` signed by the DKIM customer's provider (d= its domain)."""
+    pem, _ = customer_dkim_key()
+    signature = dkim.sign(
+        data,
+        DKIM_SELECTOR.encode(),
+        DKIM_DOMAIN.encode(),
+        pem,
+        include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
+    )
+    return signature + data
+
+
 def dns_records() -> dict[tuple[str, str], list[str]]:
     allow = "v=spf1 ip4:127.0.0.0/8 -all"
     return {
+        (DKIM_DOMAIN, "TXT"): ["v=spf1 -all"],
+        (f"{DKIM_SELECTOR}._domainkey.{DKIM_DOMAIN}", "TXT"): [
+            f"v=DKIM1; k=rsa; p={customer_dkim_key()[1]}"
+        ],
         # The seller's servers are 127.0.0.1 only: a client on 127.0.0.2 fails SPF.
         (SELLER_DOMAIN, "TXT"): ["v=spf1 ip4:127.0.0.1 -all"],
         (RIVAL_DOMAIN, "TXT"): [allow],
@@ -114,6 +154,7 @@ def build_world(session: Session, runtime: Runtime) -> World:
         ("bob", 2, SECRET_DOMAIN),
         ("carol", 3, SECRET_DOMAIN),
         ("dave", 4, SPOOF_DOMAIN),
+        ("erin", 5, DKIM_DOMAIN),
     ):
         world.real[name] = customer_address(n, domain)
         world.customers[name] = create_customer(
@@ -147,6 +188,7 @@ def build_world(session: Session, runtime: Runtime) -> World:
         ("bob", "acme"): "shipped",
         ("carol", "acme"): "placed",
         ("dave", "acme"): "delivered",
+        ("erin", "acme"): "delivered",
         ("alice", "rival"): "delivered",
     }
     for (c, p), status in orders.items():
@@ -462,7 +504,8 @@ def relay(
 
 
 def assert_no_addresses_logged(caplog: pytest.LogCaptureFixture, settings: Settings) -> None:
-    secrets = [customer_address(n).lower() for n in range(1, 5)] + [
+    secrets = [customer_address(n).lower() for n in range(1, 6)] + [
+        customer_address(5, DKIM_DOMAIN).lower(),
         SELLER_ADDRESS,
         SELLER_OTHER_ADDRESS,
         RIVAL_ADDRESS,

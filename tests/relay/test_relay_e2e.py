@@ -163,6 +163,23 @@ def test_customer_reply_reaches_the_seller_with_every_trace_of_the_customer_reda
     assert entry["alias"] == w.alias("alice", "acme")
 
 
+def test_customer_whose_provider_signs_with_dkim_passes_without_spf(relay: Relay) -> None:
+    """SPF fails for erin's domain here, but her provider's DKIM signature (aligned with From)
+    authenticates her: DMARC-style alignment through DKIM."""
+    w = relay.world
+    real, reverse = w.real["erin"], w.reverse("erin", "acme")
+    data = kit.customer_dkim_sign(message(from_=f"Erin <{real}>", to=reverse, subject="Hi"))
+    code, text = relay.send(data, mail_from=real, rcpt=reverse)
+    assert said(code, text) == str(codes.QUEUED)
+    [got] = relay.delivered()
+    assert parsed(got.data)["From"].addresses[0].addr_spec == w.alias("erin", "acme")
+    assert b"dkim-mailbox.example" not in got.data.lower()  # her signature is not passed on
+    # Without the signature the same message is refused: SPF alone fails.
+    unsigned = message(from_=f"Erin <{real}>", to=reverse, subject="Hi")
+    code, text = relay.send(unsigned, mail_from=real, rcpt=reverse)
+    assert said(code, text) == str(codes.SENDER_NOT_AUTHENTICATED)
+
+
 def test_customer_writing_from_another_address_is_refused_at_rcpt(relay: Relay) -> None:
     w = relay.world
     reverse = w.reverse("alice", "acme")
