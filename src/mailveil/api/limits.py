@@ -14,7 +14,7 @@ BULK_MEDIA_TYPES = ("application/x-ndjson", "application/ndjson", "text/csv")
 
 
 class BodyTooLarge(Exception):
-    pass
+    """Raised into the app when the body passes its limit; answered as 413."""
 
 
 class BodySizeLimit:
