@@ -462,6 +462,8 @@ def test_fixed_replies_carry_enhanced_codes(relay: Relay) -> None:
     assert said(*client.command(f"VRFY {relay.world.alias('alice', 'acme')}")) == str(
         codes.CANNOT_VRFY
     )
+    client.send("MAIL FROM:<jürgen@shop.example>\r\n".encode())
+    assert said(*client.reply()) == str(codes.NON_ASCII_ADDRESS)
     assert said(*client.command("QUIT")) == "221 2.0.0 Bye"
     client.close()
 

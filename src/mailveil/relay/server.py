@@ -65,6 +65,8 @@ _MAPPED: dict[str, Reply] = {
     "555 MAIL FROM parameters not recognized or not implemented": codes.PARAMETER_UNRECOGNIZED,
     "555 RCPT TO parameters not recognized or not implemented": codes.PARAMETER_UNRECOGNIZED,
     "530 Must issue a STARTTLS command first": codes.STARTTLS_REQUIRED,
+    # A command argument with 8-bit bytes: the relay does not offer SMTPUTF8.
+    "500 Error: strict ASCII mode": codes.NON_ASCII_ADDRESS,
 }
 # Enhanced code for the other fixed replies, by basic code (RFC 3463 subjects).
 _BY_CODE = {
