@@ -6,7 +6,7 @@ RCPT TO (one per transaction)
     A second RCPT gets ``452 4.5.3`` and the client sends it in a new transaction, so every
     decision below is about exactly one recipient. Only the relay domain is served (else
     ``550 5.7.1`` relaying denied). The local part is looked up with one query
-    (``routes.lookup_route``):
+    (``routes.lookup_routes``, batched with other connections' by the journal):
 
     - a VERP bounce address with a valid tag: its report goes to ``bounces.handle_bounce``
       at DATA (the sender told through the smarthost, then recorded);
@@ -70,7 +70,7 @@ from mailveil.relay.pipeline import (
     to_customer,
     to_principal,
 )
-from mailveil.relay.routes import Route, lookup_route
+from mailveil.relay.routes import Route
 from mailveil.relay.smuggling import GuardedHandler, refusal_for
 
 log = logging.getLogger("mailveil.relay")
@@ -191,7 +191,7 @@ class RelayHandler(GuardedHandler):
             state.bounce_token = token
             return codes.RECIPIENT_OK
         try:
-            route = await self.db.run(lambda s: lookup_route(s, address))
+            route = await self.journal.lookup(address)
         except Exception as exc:
             log.error("relay: recipient lookup failed (%s)", type(exc).__name__)
             return codes.TEMPORARY_FAILURE

@@ -1,26 +1,29 @@
-"""The relay's database work: reads in worker threads, writes by group commit.
+"""The relay's database work: one worker that batches, and reads in worker threads.
 
-Reads (the RCPT lookup, API-key checks, thread lookups) run in a worker thread
-(``Database.run``) so the event loop keeps serving other connections; on PostgreSQL in
-autocommit, one round trip each.
+``Journal`` is the relay's database worker. Everything a message needs from the database on
+its common path goes through it: the RCPT lookup (``lookup``) and the writes (a
+``relay_messages`` row with its ``message`` ledger entry, a status change, a refusal or
+stranger event). Its task takes everything queued since its last batch and runs it in one
+transaction -- the writes first (one multi-row INSERT, one UPDATE per status, one ledger
+append for all the events), then one SELECT for all the recipients looked up (an IN list) --
+commits, and wakes every waiter. Under load the messages of many connections share one
+transaction (the ledger head row serialises appenders anyway, so one worker loses nothing),
+which is what keeps the database round trips per message small. If a batch fails, each item
+is retried alone so one bad write cannot fail the others.
 
-Writes (a ``relay_messages`` row with its ``message`` ledger entry, a status change, a
-refusal or stranger event) are queued to ``Journal`` and awaited: one writer task takes
-everything queued since its last commit and writes it in one transaction -- one multi-row
-INSERT, one UPDATE per status, one ledger append for all the events -- then wakes every
-waiter. Under load many messages share one commit (the ledger head row serialises appenders
-anyway, so one writer loses nothing), which keeps the database round trips per message small.
-If a batch fails, each write is retried alone so one bad write cannot fail the others.
+Other reads (API-key checks, a reply's thread, a data key not yet cached) run in a worker
+thread (``Database.run``), on PostgreSQL in autocommit: one round trip each.
 
 A write is acknowledged only after its commit: the relay answers the SMTP client after that.
 The one exception is a message's "delivered" status (``submit(..., lazy=True)``): the message
-and its ledger entry were committed before delivery, so the status waits for the next write
+and its ledger entry were committed before delivery, so the status waits for the next batch
 (or ``LAZY_DELAY``) and shares its commit instead of delaying the 250.
 
-Round trips per message (SQLite, statements plus commits and rollbacks as counted by
-``benchmarks/relay.py``): the RCPT lookup is BEGIN, one SELECT, ROLLBACK; a write batch is
-BEGIN, INSERT relay_messages, UPDATE relay_messages (statuses), the ledger append (UPDATE,
-SELECT, INSERT, UPDATE of its head and entries), COMMIT, shared by every message in it.
+Round trips per batch (SQLite, statements plus commits and rollbacks as counted by
+``benchmarks/relay.py``): BEGIN, INSERT relay_messages, UPDATE relay_messages (statuses), the
+ledger append (UPDATE, SELECT, INSERT, UPDATE of its head and entries), SELECT aliases
+(lookups), COMMIT -- each only when the batch has that kind of item -- shared by every
+message in the batch.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.relay.messages import RelayMessage
+from mailveil.relay.routes import Route, lookup_routes
 
 log = logging.getLogger("mailveil.relay")
 T = TypeVar("T")
@@ -116,13 +120,21 @@ class _Wake:
     """Writes nothing; wakes a writer waiting on lazy writes (flush, close)."""
 
 
+@dataclass(frozen=True)
+class Lookup:
+    """The RCPT query for one relay-domain address (answered with a ``Route`` or None)."""
+
+    address: str
+
+
 Write = NewMessage | StatusChange | LedgerOnly | _Wake
+Item = Write | Lookup
 
 
 @dataclass
 class _Pending:
-    write: Write
-    done: asyncio.Future[None] = field(repr=False)
+    item: Item
+    done: asyncio.Future[Any] = field(repr=False)
     lazy: bool = False
 
 
@@ -151,8 +163,19 @@ def apply_writes(
         append(session, events, settings, signer)
 
 
+def apply_batch(
+    session: Session, items: Sequence[Item], settings: Settings, signer: CheckpointSigner
+) -> dict[str, Route]:
+    """The writes, then one query for every lookup, in the caller's transaction (does not
+    commit). Writing first takes SQLite's write lock before the read, so the transaction never
+    has to turn a read snapshot into a write one (which fails if another process wrote)."""
+    apply_writes(session, [i for i in items if not isinstance(i, Lookup)], settings, signer)
+    addresses = [i.address for i in items if isinstance(i, Lookup)]
+    return lookup_routes(session, addresses) if addresses else {}
+
+
 class Journal:
-    """Group-committing writer; ``start`` it on the event loop that calls ``write``."""
+    """Group-committing database worker; ``start`` it on the event loop that uses it."""
 
     def __init__(
         self,
@@ -172,6 +195,7 @@ class Journal:
         self._task: asyncio.Task[None] | None = None
         self.commits = 0
         self.writes = 0
+        self.lookups = 0
 
     def start(self) -> None:
         if self._task is None:
@@ -181,6 +205,15 @@ class Journal:
     async def write(self, w: Write) -> None:
         """Queue ``w`` and return once it is committed (or raise why it was not)."""
         await self.submit(w)
+
+    async def lookup(self, address: str) -> Route | None:
+        """The route for ``address`` (see ``routes``), read in the next batch's transaction."""
+        if self._queue is None:
+            raise RuntimeError("journal not started")
+        done: asyncio.Future[Route | None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(Lookup(address.strip().lower()), done))
+        result: Route | None = await done
+        return result
 
     def submit(self, w: Write, *, lazy: bool = False) -> asyncio.Future[None]:
         """Queue ``w``; the future resolves when it is committed. A failure nobody awaits is
@@ -231,35 +264,37 @@ class Journal:
                     queue.task_done()
 
     async def _commit(self, batch: list[_Pending]) -> None:
-        for pending in [p for p in batch if isinstance(p.write, _Wake)]:
+        for pending in [p for p in batch if isinstance(p.item, _Wake)]:
             _settle(pending.done, None)
-        batch = [p for p in batch if not isinstance(p.write, _Wake)]
+        batch = [p for p in batch if not isinstance(p.item, _Wake)]
         if not batch:
             return
-        writes = [p.write for p in batch]
         try:
-            await self.db.run(
-                lambda s: apply_writes(s, writes, self.settings, self.signer), commit=True
-            )
+            routes = await self.db.run(self._batch([p.item for p in batch]), commit=True)
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0].done, exc)
                 return
-            for pending in batch:
+            for pending in batch:  # each alone: one bad write must not fail the others
                 try:
-                    await self.db.run(self._one(pending.write), commit=True)
+                    alone = await self.db.run(self._batch([pending.item]), commit=True)
                 except Exception as one:
                     _settle(pending.done, one)
                 else:
-                    _settle(pending.done, None)
+                    _settle(pending.done, None, _answer(pending.item, alone))
             return
         self.commits += 1
-        self.writes += len(batch)
+        self.writes += sum(not isinstance(p.item, Lookup) for p in batch)
+        self.lookups += sum(isinstance(p.item, Lookup) for p in batch)
         for pending in batch:
-            _settle(pending.done, None)
+            _settle(pending.done, None, _answer(pending.item, routes))
 
-    def _one(self, w: Write) -> Callable[[Session], None]:
-        return lambda s: apply_writes(s, [w], self.settings, self.signer)
+    def _batch(self, items: list[Item]) -> Callable[[Session], dict[str, Route]]:
+        return lambda s: apply_batch(s, items, self.settings, self.signer)
+
+
+def _answer(item: Item, routes: dict[str, Route]) -> Route | None:
+    return routes.get(item.address) if isinstance(item, Lookup) else None
 
 
 def _log_unawaited_failure(done: asyncio.Future[None]) -> None:
@@ -267,11 +302,11 @@ def _log_unawaited_failure(done: asyncio.Future[None]) -> None:
         log.error("relay journal: write failed (%s)", type(done.exception()).__name__)
 
 
-def _settle(done: asyncio.Future[None], exc: BaseException | None) -> None:
+def _settle(done: asyncio.Future[Any], exc: BaseException | None, result: Any = None) -> None:
     if done.done():  # the waiter was cancelled (client went away): nothing to tell
         return
     if exc is None:
-        done.set_result(None)
+        done.set_result(result)
     else:
         done.set_exception(exc)
 
@@ -280,8 +315,10 @@ __all__ = [
     "Database",
     "Journal",
     "LedgerOnly",
+    "Lookup",
     "NewMessage",
     "StatusChange",
     "Write",
+    "apply_batch",
     "apply_writes",
 ]

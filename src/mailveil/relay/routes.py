@@ -6,12 +6,15 @@ the database, ``messages.verify_bounce_local``). ``lookup_route`` answers the fi
 single SELECT joining the alias, its customer and its principal, with the status and time of
 the pair's latest order and whether an open support case of the customer is assigned to the
 principal as scalar subqueries (both served by the indexes the disclosure rules use). The
-contact policy (Cedar, the same rules as a disclosure) is decided on those facts right away.
+relay's journal runs it for all the recipients queued at once (``lookup_routes``, an IN
+list) in the transaction of its next batch. The contact policy (Cedar, the same rules as a
+disclosure) is decided on those facts right away.
 """
 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -112,8 +115,9 @@ class Route:
 
 @functools.cache
 def _route_statement() -> Any:
-    """Built once (construction costs more than the query); ``address`` is a bound parameter."""
-    address: Any = bindparam("address", type_=String())
+    """Built once (construction costs more than the query); ``addresses`` is an expanding
+    bound parameter, so one statement answers a whole batch of recipients."""
+    addresses: Any = bindparam("addresses", expanding=True, type_=String())
     latest = (
         select(Order.status, Order.placed_at)
         .where(Order.customer_id == Alias.customer_id, Order.seller_id == Alias.principal_id)
@@ -136,31 +140,42 @@ def _route_statement() -> Any:
         select(Alias, Customer, Principal, status, placed, open_case)
         .join(Customer, Customer.id == Alias.customer_id)
         .join(Principal, Principal.id == Alias.principal_id)
-        .where(or_(Alias.address == address, Alias.reverse_address == address))
-        .limit(1)
+        .where(or_(Alias.address.in_(addresses), Alias.reverse_address.in_(addresses)))
     )
+
+
+def lookup_routes(session: Session, addresses: Sequence[str]) -> dict[str, Route]:
+    """Routes for relay-domain ``addresses`` (lowercased), keyed by address; one SELECT."""
+    wanted = sorted({a.strip().lower() for a in addresses})
+    if not wanted:
+        return {}
+    rows = session.execute(_route_statement(), {"addresses": wanted}).all()
+    session.expunge_all()
+    out: dict[str, Route] = {}
+    for alias, customer, principal, status, placed, open_case in rows:
+        for address, direction in (
+            (alias.address, DIRECTION_TO_CUSTOMER),
+            (alias.reverse_address, DIRECTION_TO_PRINCIPAL),
+        ):
+            if address in wanted:
+                out[address] = Route(
+                    direction=direction,
+                    alias=alias.address,
+                    reverse_alias=alias.reverse_address,
+                    revoked=alias.revoked_at is not None,
+                    customer=customer,
+                    principal=principal,
+                    order_status=status,
+                    order_placed_at=placed,
+                    open_case=bool(open_case),
+                )
+    return out
 
 
 def lookup_route(session: Session, address: str) -> Route | None:
-    """The route for a relay-domain ``address`` (any case), or None. One SELECT."""
+    """The route for one relay-domain ``address`` (any case), or None. One SELECT."""
     address = address.strip().lower()
-    row = session.execute(_route_statement(), {"address": address}).first()
-    if row is None:
-        return None
-    alias, customer, principal, status, placed, open_case = row
-    session.expunge_all()
-    direction = DIRECTION_TO_CUSTOMER if alias.address == address else DIRECTION_TO_PRINCIPAL
-    return Route(
-        direction=direction,
-        alias=alias.address,
-        reverse_alias=alias.reverse_address,
-        revoked=alias.revoked_at is not None,
-        customer=customer,
-        principal=principal,
-        order_status=status,
-        order_placed_at=placed,
-        open_case=bool(open_case),
-    )
+    return lookup_routes(session, [address]).get(address)
 
 
-__all__ = ["PURPOSE_BY_KIND", "Route", "lookup_route"]
+__all__ = ["PURPOSE_BY_KIND", "Route", "lookup_route", "lookup_routes"]
