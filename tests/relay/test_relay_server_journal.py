@@ -1,5 +1,5 @@
-"""The relay's group-committing journal: many writes share a commit, a bad write fails alone,
-a lazy write rides on the next one, and nothing queued is lost at close."""
+"""The relay's group-committing journal: many writes (and RCPT lookups) share a transaction,
+a bad write fails alone, a lazy write rides on the next one, nothing queued is lost at close."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 from mailveil.contacts.customers import create_customer
+from mailveil.contacts.models import Alias
 from mailveil.contacts.principals import create_principal
 from mailveil.db.base import utcnow
 from mailveil.ledger.events import Event
@@ -153,3 +154,37 @@ def test_close_commits_what_is_queued(
 
     asyncio.run(main())
     assert count(session_factory, RelayMessage) == 3
+
+
+def test_lookups_share_the_batches_of_writes(
+    settings: Settings, session_factory: sessionmaker[Session], ids: tuple[int, int]
+) -> None:
+    with session_factory() as session:
+        session.add(
+            Alias(
+                customer_id=ids[0],
+                principal_id=ids[1],
+                address="c7q@relay.example",
+                reverse_address="shop.k9x@relay.example",
+            )
+        )
+        session.commit()
+    j = journal(settings, session_factory)
+
+    async def main() -> list[Any]:
+        j.start()
+        results = await asyncio.gather(
+            *(j.write(new_message(ids)) for _ in range(5)),
+            j.lookup("C7Q@relay.example"),
+            j.lookup("shop.k9x@relay.example"),
+            j.lookup("nobody@relay.example"),
+        )
+        await j.close()
+        return list(results[5:])
+
+    to_customer, to_principal, unknown = asyncio.run(main())
+    assert j.commits <= 2 and j.lookups == 3 and j.writes == 5
+    assert (to_customer.direction, to_customer.customer_id) == ("to_customer", ids[0])
+    assert (to_principal.direction, to_principal.principal_id) == ("to_principal", ids[1])
+    assert to_customer.order_status is None and not to_customer.revoked
+    assert unknown is None
