@@ -420,19 +420,10 @@ def _b64(text: str) -> bytes | None:
         return None
 
 
-def handler_stats(handler: RelayHandler) -> dict[str, Any]:
-    return {
-        "journal_commits": handler.journal.commits,
-        "journal_writes": handler.journal.writes,
-        "delivered": handler.smarthost.sent,
-    }
-
-
 __all__ = [
     "BounceProcessor",
     "RelayEnvelope",
     "RelayHandler",
     "bounce_processor",
-    "handler_stats",
     "sender_of",
 ]
