@@ -142,7 +142,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
         [*launcher, "--data-dir", str(data), "serve", "--port", str(port)],
         stdout=log,
         stderr=subprocess.STDOUT,
-        env=child_env(PYTHONWARNINGS="default"),
+        # The relay starts beside the API; give it a free port too.
+        env=child_env(PYTHONWARNINGS="default", MAILVEIL_RELAY_PORT=str(free_port())),
     )
     base = f"http://127.0.0.1:{port}"
     try:
