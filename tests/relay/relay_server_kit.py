@@ -67,6 +67,7 @@ def customer_address(n: int, domain: str = SECRET_DOMAIN) -> str:
 SELLER_ADDRESS = f"sales@{SELLER_DOMAIN}"
 SELLER_OTHER_ADDRESS = f"owner.private@{SELLER_DOMAIN}"
 RIVAL_ADDRESS = f"owner@{RIVAL_DOMAIN}"
+AGENT_ADDRESS = "agent.one@support.market.example"
 STRANGER_ADDRESS = f"spammer@{STRANGER_DOMAIN}"
 
 
@@ -143,7 +144,7 @@ class World:
 
     @property
     def principal_addresses(self) -> list[str]:
-        return [SELLER_ADDRESS, SELLER_OTHER_ADDRESS, RIVAL_ADDRESS]
+        return [SELLER_ADDRESS, SELLER_OTHER_ADDRESS, RIVAL_ADDRESS, AGENT_ADDRESS]
 
 
 def build_world(session: Session, runtime: Runtime) -> World:
@@ -180,7 +181,12 @@ def build_world(session: Session, runtime: Runtime) -> World:
         kind="employee",
         external_id="agent-1",
         display_name="Support Agent",
-        attributes={"team": "support", "role": "agent", "region": "eu"},
+        attributes={
+            "team": "support",
+            "role": "agent",
+            "region": "eu",
+            "delivery_address": AGENT_ADDRESS,
+        },
     )
     placed = utcnow() - dt.timedelta(days=2)
     orders = {

@@ -337,3 +337,22 @@ def test_auth_plain_over_starttls_with_a_self_signed_certificate(tls_relay: Rela
     )
     assert said(code, text) == str(codes.QUEUED)
     assert len(tls_relay.delivered()) == 1
+
+
+def test_customer_reply_reaches_the_employee_at_their_delivery_address(relay: Relay) -> None:
+    w = relay.world
+    real = w.real["alice"]
+    reverse = w.reverse("alice", "agent")
+    data = message(
+        from_=f"Alice <{real}>",
+        to=reverse,
+        subject="Re: your case",
+        body=f"Still waiting, write to me at {real}.\n",
+    )
+    code, text = relay.send(data, mail_from=real, rcpt=reverse)
+    assert said(code, text) == str(codes.QUEUED)
+    [got] = relay.delivered()
+    assert got.rcpt_tos == (kit.AGENT_ADDRESS,)
+    out = parsed(got.data)
+    assert out["From"].addresses[0].addr_spec == w.alias("alice", "agent")
+    assert real.lower() not in got.data.decode("latin-1").lower()

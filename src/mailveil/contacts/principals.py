@@ -21,9 +21,11 @@ from mailveil.contacts.models import PRINCIPAL_KINDS, PRINCIPAL_STATUSES, Princi
 from mailveil.db.base import utcnow
 from mailveil.errors import Duplicate, InvalidInput, NotFound
 
+# delivery_address: where the relay delivers customers' replies (a seller falls back to its
+# first sending address; an employee has none otherwise).
 ATTRIBUTES = {
-    "seller": ("sending_addresses", "sending_domains"),
-    "employee": ("team", "role", "region", "manager"),
+    "seller": ("sending_addresses", "sending_domains", "delivery_address"),
+    "employee": ("team", "role", "region", "manager", "delivery_address"),
     "service": ("templates",),
 }
 MAX_LIST = 100
@@ -48,6 +50,13 @@ def _sender_address(value: Any) -> str:
         raise InvalidInput("a sending address is not a valid email address") from None
     # Lowercased whole: the relay compares senders case-insensitively.
     return f"{valid.local_part}@{(valid.ascii_domain or valid.domain)}".lower()
+
+
+def _delivery(attributes: dict[str, Any]) -> dict[str, Any]:
+    value = attributes.get("delivery_address")
+    if value in (None, ""):
+        return {}
+    return {"delivery_address": _sender_address(value)}
 
 
 def _list(value: Any, what: str) -> list[Any]:
@@ -82,7 +91,11 @@ def validate_attributes(kind: str, attributes: Any, *, external_id: str = "") ->
         domains = sorted(
             {_domain(d) for d in _list(attributes.get("sending_domains"), "sending_domains")}
         )
-        return {"sending_addresses": addresses, "sending_domains": domains}
+        return {
+            "sending_addresses": addresses,
+            "sending_domains": domains,
+            **_delivery(attributes),
+        }
     if kind == "employee":
         out: dict[str, Any] = {
             name: v.text(attributes.get(name), name, 100) for name in ("team", "role", "region")
@@ -95,7 +108,7 @@ def validate_attributes(kind: str, attributes: Any, *, external_id: str = "") ->
             out["manager"] = manager
         else:
             out["manager"] = None
-        return out
+        return {**out, **_delivery(attributes)}
     templates = v.slug_list(_list(attributes.get("templates"), "templates"), "templates")
     return {"templates": templates}
 
