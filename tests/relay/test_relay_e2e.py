@@ -27,6 +27,7 @@ from relay_testkit import RawClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
+from mailveil.contacts.principals import update_principal
 from mailveil.relay import codes
 from mailveil.relay.dkim import DkimSigner
 from mailveil.relay.messages import verify_bounce_local
@@ -214,6 +215,13 @@ def test_customer_domain_whose_spf_fails_cannot_be_spoofed_into_the_seller(relay
 
 def test_principal_without_a_mailbox_cannot_receive_replies(relay: Relay) -> None:
     w = relay.world
+    with relay.session_factory() as session:
+        update_principal(
+            session,
+            w.principals["agent"].id,
+            attributes={"team": "support", "role": "agent", "region": "eu"},
+        )
+        session.commit()
     reverse = w.reverse("alice", "agent")
     code, text = relay.send(
         message(from_=w.real["alice"], to=reverse), mail_from=w.real["alice"], rcpt=reverse
