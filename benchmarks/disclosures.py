@@ -35,6 +35,7 @@ from sqlalchemy import Table as SATable
 from sqlalchemy import event, insert, select
 from sqlalchemy.orm import Session
 
+from _memory import reset_peak_rss, rss_mib
 from mailveil.config import Settings, load_settings
 from mailveil.contacts import disclosures as disclosures_module
 from mailveil.contacts.aliases import mint_pairs
@@ -50,21 +51,6 @@ from mailveil.vault import Vault, init_keys
 
 PAIRS_PER_CUSTOMER = 10
 SEED = 7
-
-
-def rss_mib(field: str = "VmRSS") -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 class Stopwatch:

@@ -39,6 +39,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+from _memory import reset_peak_rss, rss_mib
 from mailveil.config import Settings, load_settings
 from mailveil.db.migrate import upgrade
 from mailveil.db.session import make_engine, make_session_factory, session_scope
@@ -49,21 +50,6 @@ from mailveil.ledger.verify import VerifyReport, verify_ledger
 
 BUILD_BATCH = 10_000
 KINDS = ("disclosure", "disclosure", "disclosure", "message", "send", "disclosure_denied")
-
-
-def rss_mib(field: str = "VmRSS") -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
-def reset_peak_rss() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
 
 
 def events(start: int, count: int) -> list[Event]:
