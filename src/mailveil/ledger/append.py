@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, Table, insert, select, update
+from sqlalchemy import Table, insert, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm import Session
@@ -173,14 +173,14 @@ def _lock_head(session: Session) -> _HeadState:
             row = session.execute(stmt.with_for_update()).first()
         else:
             # SQLite has no row locks: a write takes the database write lock up front, so
-            # two appenders cannot both read the same head and then collide.
-            touched = cast(
-                "CursorResult[Any]",
-                session.execute(
-                    update(_head).where(_head.c.id == HEAD_ID).values(size=_head.c.size)
-                ),
-            )
-            row = session.execute(stmt).first() if touched.rowcount else None
+            # two appenders cannot both read the same head and then collide. RETURNING reads
+            # the head in the same statement (one round trip, not two).
+            row = session.execute(
+                update(_head)
+                .where(_head.c.id == HEAD_ID)
+                .values(size=_head.c.size)
+                .returning(*_head.c)
+            ).first()
         if row is not None:
             m = row._mapping
             size = int(m["size"])
