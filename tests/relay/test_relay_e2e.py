@@ -28,7 +28,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 from mailveil.contacts.principals import update_principal
+from mailveil.db.base import utcnow
 from mailveil.relay import codes
+from mailveil.relay.bounces import RelayBounceMark
 from mailveil.relay.dkim import DkimSigner
 from mailveil.relay.messages import verify_bounce_local
 
@@ -364,3 +366,20 @@ def test_customer_reply_reaches_the_employee_at_their_delivery_address(relay: Re
     out = parsed(got.data)
     assert out["From"].addresses[0].addr_spec == w.alias("alice", "agent")
     assert real.lower() not in got.data.decode("latin-1").lower()
+
+
+def test_an_address_marked_bouncing_is_refused_at_rcpt(relay: Relay) -> None:
+    w = relay.world
+    with relay.session_factory() as session:
+        session.add(
+            RelayBounceMark(customer_id=w.customers["alice"].id, hard_bounces=3, marked_at=utcnow())
+        )
+        session.commit()
+    alias, data = seller_message(relay)
+    code, text = relay.send(data, mail_from=SELLER_ADDRESS, rcpt=alias, token=w.keys["acme"])
+    assert said(code, text) == str(codes.RECIPIENT_BOUNCING)
+    assert relay.delivered() == []
+    # Another customer of the same seller is not affected.
+    alias, data = seller_message(relay, customer="bob", subject="[shipping] Parcel")
+    code, text = relay.send(data, mail_from=SELLER_ADDRESS, rcpt=alias, token=w.keys["acme"])
+    assert said(code, text) != str(codes.RECIPIENT_BOUNCING)

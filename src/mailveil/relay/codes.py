@@ -64,6 +64,8 @@ BAD_DESTINATION = Reply(550, "5.1.1 Bad destination mailbox address")
 BAD_DESTINATION_SYNTAX = Reply(501, "5.1.3 Bad destination mailbox address syntax")
 BAD_SENDER_SYNTAX = Reply(501, "5.1.7 Bad sender mailbox address syntax")
 MAILBOX_DISABLED = Reply(550, "5.2.1 Mailbox disabled, not accepting messages")
+# The recipient's real address hard-bounced repeatedly (relay.bounces marks it).
+RECIPIENT_BOUNCING = Reply(550, "5.2.1 Recipient's address keeps bouncing; not accepting messages")
 # A principal with neither a delivery address nor a sending address cannot receive replies.
 NO_DELIVERY_ADDRESS = Reply(550, "5.1.1 Recipient has no mailbox configured")
 

@@ -424,6 +424,8 @@ def principal_gate(route: Route) -> Reply | None:
         return codes.MAILBOX_DISABLED
     if route.principal.status != "active":
         return codes.SENDER_SUSPENDED
+    if route.customer_bouncing:
+        return codes.RECIPIENT_BOUNCING
     return None
 
 
@@ -433,6 +435,8 @@ def customer_gate(route: Route) -> Reply | None:
         return codes.MAILBOX_DISABLED
     if route.delivery_address() is None:
         return codes.NO_DELIVERY_ADDRESS
+    if route.principal_bouncing:
+        return codes.RECIPIENT_BOUNCING
     return None
 
 

@@ -27,6 +27,7 @@ from mailveil.contacts.models import Alias, Customer, Order, Principal, SupportC
 from mailveil.db.base import utcnow
 from mailveil.policy.engine import PRINCIPAL_TYPES, Decision, PolicyEngine, PolicyInput
 from mailveil.policy.facts import context_attrs, customer_attrs, order_age_days, principal_attrs
+from mailveil.relay.bounces import RelayBounceMark
 from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, DIRECTION_TO_PRINCIPAL
 
 # The purpose a disclosure to each kind of principal is made for (policy/*.cedar).
@@ -46,6 +47,9 @@ class Route:
     order_status: str | None
     order_placed_at: datetime | None
     open_case: bool
+    # Marked after repeated hard bounces (relay.bounces): mail to that side is refused.
+    customer_bouncing: bool = False
+    principal_bouncing: bool = False
 
     @property
     def customer_id(self) -> int:
@@ -136,8 +140,33 @@ def _route_statement() -> Any:
         )
         .correlate(Alias)
     )
+    customer_bouncing = (
+        exists()
+        .where(
+            RelayBounceMark.customer_id == Alias.customer_id,
+            RelayBounceMark.marked_at.is_not(None),
+        )
+        .correlate(Alias)
+    )
+    principal_bouncing = (
+        exists()
+        .where(
+            RelayBounceMark.principal_id == Alias.principal_id,
+            RelayBounceMark.marked_at.is_not(None),
+        )
+        .correlate(Alias)
+    )
     return (
-        select(Alias, Customer, Principal, status, placed, open_case)
+        select(
+            Alias,
+            Customer,
+            Principal,
+            status,
+            placed,
+            open_case,
+            customer_bouncing,
+            principal_bouncing,
+        )
         .join(Customer, Customer.id == Alias.customer_id)
         .join(Principal, Principal.id == Alias.principal_id)
         .where(or_(Alias.address.in_(addresses), Alias.reverse_address.in_(addresses)))
@@ -152,7 +181,7 @@ def lookup_routes(session: Session, addresses: Sequence[str]) -> dict[str, Route
     rows = session.execute(_route_statement(), {"addresses": wanted}).all()
     session.expunge_all()
     out: dict[str, Route] = {}
-    for alias, customer, principal, status, placed, open_case in rows:
+    for alias, customer, principal, status, placed, open_case, c_bouncing, p_bouncing in rows:
         for address, direction in (
             (alias.address, DIRECTION_TO_CUSTOMER),
             (alias.reverse_address, DIRECTION_TO_PRINCIPAL),
@@ -168,6 +197,8 @@ def lookup_routes(session: Session, addresses: Sequence[str]) -> dict[str, Route
                     order_status=status,
                     order_placed_at=placed,
                     open_case=bool(open_case),
+                    customer_bouncing=bool(c_bouncing),
+                    principal_bouncing=bool(p_bouncing),
                 )
     return out
 
