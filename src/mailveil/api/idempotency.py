@@ -11,7 +11,7 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text, delete, select
+from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from mailveil.db.base import Base, UTCDateTime, utcnow
@@ -91,20 +91,5 @@ def remember(
             status_code=status_code,
             response_body=json.dumps(body),
             created_at=utcnow(),
-        )
-    )
-
-
-def purge_expired(session: Session) -> int:
-    result = session.execute(
-        delete(IdempotencyRecord).where(IdempotencyRecord.created_at < utcnow() - TTL)
-    )
-    return int(getattr(result, "rowcount", 0) or 0)
-
-
-def keys_for(session: Session, api_key_id: int) -> list[str]:
-    return list(
-        session.scalars(
-            select(IdempotencyRecord.key).where(IdempotencyRecord.api_key_id == api_key_id)
         )
     )
