@@ -21,6 +21,8 @@ SHIPPED_IDS = {
     "employee-purpose",
     "service-owned-template",
     "service-purpose",
+    "employee-list-within-limits",
+    "employee-reveal-own-open-case",
 }
 
 

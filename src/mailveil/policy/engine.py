@@ -46,6 +46,8 @@ from mailveil.errors import MailveilError
 
 NAMESPACE = "Mailveil"
 ACTION_DISCLOSE = "disclose"
+ACTION_LIST = "list"
+ACTION_REQUEST_REVEAL = "request_reveal"
 SCHEMA_FILE = "mailveil.cedarschema"
 PRINCIPAL_TYPES = {"seller": "Seller", "employee": "Employee", "service": "Service"}
 DEFAULT_MEMO_SIZE = 262_144
@@ -88,6 +90,7 @@ class PolicyInfo:
     deny_reason: str | None
     file: str
     principal_types: frozenset[str] | None  # None: applies to every principal type
+    actions: frozenset[str] | None = None  # None: applies to every action
 
 
 @dataclass(frozen=True)
@@ -159,6 +162,15 @@ def _scope_types(scope: dict[str, Any]) -> frozenset[str] | None:
     return None
 
 
+def _scope_actions(scope: dict[str, Any]) -> frozenset[str] | None:
+    op = scope.get("op")
+    if op == "==" and isinstance(scope.get("entity"), dict):
+        return frozenset({scope["entity"]["id"]})
+    if op == "in" and isinstance(scope.get("entities"), list):
+        return frozenset(e["id"] for e in scope["entities"] if isinstance(e, dict))
+    return None
+
+
 def _annotation(est: dict[str, Any], name: str) -> str | None:
     value = est.get("annotations", {}).get(name)
     return value if isinstance(value, str) else None
@@ -197,6 +209,7 @@ def _parse_source(
             deny_reason=_annotation(policy, "deny_reason"),
             file=source.name,
             principal_types=_scope_types(policy.get("principal", {})),
+            actions=_scope_actions(policy.get("action", {})),
         )
         out.append((ident, policy, info))
     return out
@@ -308,6 +321,7 @@ class PolicyEngine:
             if p.effect == "permit"
             and p.deny_reason
             and (p.principal_types is None or etype in p.principal_types)
+            and (p.actions is None or inp.action in p.actions)
         ]
         if reasons:
             return "; ".join(dict.fromkeys(reasons))
@@ -379,6 +393,8 @@ class PolicyEngine:
 
 __all__ = [
     "ACTION_DISCLOSE",
+    "ACTION_LIST",
+    "ACTION_REQUEST_REVEAL",
     "PRINCIPAL_TYPES",
     "Attrs",
     "Decision",
