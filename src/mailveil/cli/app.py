@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from mailveil.cli import customers, disclosures, keys, ledger
+from mailveil.cli import customers, disclosures, keys, ledger, policy
 from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
 
@@ -23,6 +23,7 @@ app.add_typer(disclosures.aliases_app, name="aliases")
 app.add_typer(ledger.app, name="ledger")
 app.add_typer(keys.app, name="keys")
 app.add_typer(keys.api_keys_app, name="api-keys")
+app.add_typer(policy.app, name="policy")
 app.command("disclose")(disclosures.disclose_command)
 
 
