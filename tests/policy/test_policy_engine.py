@@ -23,6 +23,12 @@ SHIPPED_IDS = {
     "service-purpose",
     "employee-list-within-limits",
     "employee-reveal-own-open-case",
+    "message-reason-allowed",
+    "message-critical-reason",
+    "message-reply-in-thread",
+    "message-reason-missing",
+    "message-reason-unknown",
+    "message-customer-opted-out",
 }
 
 
@@ -58,6 +64,7 @@ def test_shipped_policies_load_with_ids_and_reasons(settings: Settings) -> None:
     assert {s.name for s in engine.sources} == {
         "employees.cedar",
         "guards.cedar",
+        "messages.cedar",
         "sellers.cedar",
         "services.cedar",
     }

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.policy
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -18,18 +18,23 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings, SettingsError, load_settings
 from mailveil.contacts.models import Order
+from mailveil.policy import PolicyEngine, PolicyInput
+from mailveil.policy.engine import PRINCIPAL_TYPES
+from mailveil.policy.facts import context_attrs, customer_attrs, principal_attrs
 from mailveil.relay import codes
 from mailveil.relay.codes import Reply
 from mailveil.relay.policy import (
     MessagingPolicy,
     PolicyRefusal,
     check_content,
-    check_reason,
     contact_reason,
+    decide_message,
     external_links,
+    message_input,
     parse_reasons_by_status,
     referenced_ids,
 )
+from mailveil.relay.routes import PURPOSE_BY_KIND
 
 relay = kit.relay
 relay_settings = kit.relay_settings
@@ -88,38 +93,96 @@ def test_referenced_ids() -> None:
     assert referenced_ids(msg) == ["<a@relay>", "<z@x>", "<a@relay>", "<b@relay>"]
 
 
-def test_check_reason_rules() -> None:
+def test_message_rules_decided_by_cedar(settings: Settings) -> None:
     p = policy()
-    never = lambda: False  # noqa: E731
-    always = lambda: True  # noqa: E731
+    engine = PolicyEngine.load(settings)
+    lookups: list[bool] = []
 
-    def reason(**kw: object) -> str:
+    def thread(answer: bool) -> Callable[[], bool]:
+        def lookup() -> bool:
+            lookups.append(answer)
+            return answer
+
+        return lookup
+
+    def contact(kind: str, opt_outs: tuple[str, ...] = ()) -> PolicyInput:
+        return PolicyInput(
+            PRINCIPAL_TYPES[kind],
+            principal_attrs(kind, "active", {}),
+            customer_attrs("DE", opt_outs, (), False),
+            context_attrs(kind, PURPOSE_BY_KIND[kind], None, 90, order_age=3),
+        )
+
+    def reason(
+        kind: str = "seller",
+        opt_outs: tuple[str, ...] = (),
+        in_thread: bool | None = None,
+        **kw: object,
+    ) -> str:
         args: dict[str, object] = {
-            "principal_kind": "seller",
             "reason": "shipping",
             "order_status": "shipped",
-            "opt_outs": frozenset(),
-            "in_thread": never,
+            "references": in_thread is not None,
+            "in_thread": thread(bool(in_thread)),
         }
         args.update(kw)
-        return check_reason(p, **args)  # type: ignore[arg-type]
+        return decide_message(engine, p, contact(kind, opt_outs), **args)  # type: ignore[arg-type]
 
     assert reason() == "shipping"
     assert refusal_of(reason, reason="order_question") == codes.REASON_NOT_ALLOWED
     assert refusal_of(reason, order_status=None) == codes.REASON_NOT_ALLOWED
     assert reason(reason="safety_recall", order_status=None) == "safety_recall"
     assert refusal_of(reason, reason="free_stuff") == codes.REASON_UNKNOWN
+    assert refusal_of(reason, reason="Free Stuff!") == codes.REASON_UNKNOWN  # not a name
     assert refusal_of(reason, reason=None) == codes.REASON_MISSING
-    assert reason(reason=None, in_thread=always) == "reply"
-    opted = frozenset({"seller_unsolicited"})
+    assert refusal_of(reason, reason=None, in_thread=False) == codes.REASON_MISSING
+    assert reason(reason=None, in_thread=True) == "reply"
+    # A reply in a thread does not lift the status rule for a reason the seller names.
+    assert refusal_of(reason, reason="order_question", in_thread=True) == codes.REASON_NOT_ALLOWED
+    opted = ("seller_unsolicited",)
     assert refusal_of(reason, opt_outs=opted) == codes.CUSTOMER_OPTED_OUT
-    assert reason(opt_outs=opted, in_thread=always) == "shipping"
+    assert refusal_of(reason, opt_outs=opted, in_thread=False) == codes.CUSTOMER_OPTED_OUT
+    assert reason(opt_outs=opted, in_thread=True) == "shipping"
     assert reason(opt_outs=opted, reason="refund", order_status="cancelled") == "refund"
-    assert reason(principal_kind="employee", reason="support", order_status=None) == "support"
-    assert reason(principal_kind="employee", opt_outs=opted) == "shipping"  # opt-out is sellers'
-    assert refusal_of(reason, principal_kind="employee", reason="review_request") == (
-        codes.REASON_NOT_ALLOWED
+    assert refusal_of(reason, opt_outs=opted, reason="lottery") == codes.REASON_UNKNOWN
+    assert reason("employee", reason="support", order_status=None) == "support"
+    assert reason("employee", opt_outs=opted) == "shipping"  # the opt-out is sellers'
+    assert refusal_of(reason, "employee", reason="review_request") == codes.REASON_NOT_ALLOWED
+    assert refusal_of(reason, "service", reason="review_request") == codes.REASON_NOT_ALLOWED
+    # The thread is looked up only where it changes the decision.
+    lookups.clear()
+    reason(in_thread=True)  # allowed either way
+    reason(reason="safety_recall", opt_outs=opted, in_thread=True)
+    assert lookups == []
+    reason(reason=None, in_thread=True)
+    assert lookups == [True]
+
+
+def test_refusals_name_the_deciding_policy(settings: Settings) -> None:
+    engine = PolicyEngine.load(settings)
+    opted = PolicyInput(
+        "Seller",
+        principal_attrs("seller", "active", {}),
+        customer_attrs("DE", ("seller_unsolicited",), (), False),
+        context_attrs("seller", "order", None, 90, order_age=3),
     )
+    with pytest.raises(PolicyRefusal) as err:
+        decide_message(
+            engine, policy(), opted, reason="shipping", order_status="shipped",
+            references=False, in_thread=lambda: False,
+        )  # fmt: skip
+    assert err.value.policies == ("message-customer-opted-out",)
+    assert str(err.value) == "the customer opted out of unsolicited seller messages"
+    allowed = message_input(
+        policy(), opted, reason="shipping", order_status="shipped", in_thread=False
+    )
+    assert dict(allowed.context)["allowed_reasons"] == (
+        "delivery",
+        "return",
+        "review_request",
+        "shipping",
+    )
+    assert engine.explain(allowed).decision.policy_ids == ("message-customer-opted-out",)
 
 
 def test_external_links() -> None:

@@ -123,6 +123,10 @@ REASON_NOT_ALLOWED = Reply(
 CUSTOMER_OPTED_OUT = Reply(
     550, "5.7.1 Message refused: the customer opted out of unsolicited seller messages"
 )
+# A refusal decided by an operator's own Cedar policy (policy_dir) rather than a shipped rule.
+MESSAGE_NOT_ALLOWED = Reply(
+    550, "5.7.1 Message refused: the marketplace's messaging policy does not allow this message"
+)
 CONTACT_NOT_ALLOWED = Reply(
     550, "5.7.1 Message refused: the marketplace's contact policy does not allow this contact"
 )

@@ -44,7 +44,13 @@ from mailveil.relay.messages import (
     verp_address,
 )
 from mailveil.relay.parse import header_text, parse_message, walk_with_depth
-from mailveil.relay.policy import check_content, check_reason, contact_reason, referenced_ids
+from mailveil.relay.policy import (
+    PolicyRefusal,
+    check_content,
+    contact_reason,
+    decide_message,
+    referenced_ids,
+)
 from mailveil.relay.redact import decode_words
 from mailveil.relay.rewrite import (
     new_message_id,
@@ -327,13 +333,15 @@ def to_customer(
     verified = sender.principal_id == route.principal_id
     actor = route.principal_ref if verified else None
 
-    def refused(reply: Reply, why: str, reason: str | None = None) -> Refused:
-        return Refused(
-            reply,
-            refusal_event(
-                route, reply, actor=actor, stage="data", why=why, relay_domain=domain, reason=reason
-            ),
+    def refused(
+        reply: Reply, why: str, reason: str | None = None, policies: tuple[str, ...] = ()
+    ) -> Refused:
+        event = refusal_event(
+            route, reply, actor=actor, stage="data", why=why, relay_domain=domain, reason=reason
         )
+        if policies:  # which Cedar policies decided (an operator's own rule is named too)
+            event.detail["policies"] = list(policies)
+        return Refused(reply, event)
 
     try:
         message = parse_message(raw, ctx.limits)
@@ -368,19 +376,24 @@ def to_customer(
     reason = contact_reason(message)
     try:
         check_content(ctx.messaging, message)
-        reason = check_reason(
+        references = referenced_ids(message)
+        reason = decide_message(
+            ctx.runtime.policy,
             ctx.messaging,
-            principal_kind=route.principal.kind,
+            route.policy_input(settings),
             reason=reason,
             order_status=route.order_status,
-            opt_outs=route.opt_outs,
+            references=bool(references),
             in_thread=lambda: thread_exists(
                 session,
                 customer_id=route.customer_id,
                 principal_id=route.principal_id,
-                message_ids=referenced_ids(message),
+                message_ids=references,
             ),
         )
+    except PolicyRefusal as exc:
+        known = reason if reason in ctx.messaging.known_reasons else None
+        return refused(exc.reply, str(exc), known, exc.policies)
     except RelayRefusal as exc:
         known = reason if reason in ctx.messaging.known_reasons else None
         return refused(exc.reply, str(exc), known)

@@ -3,23 +3,26 @@
 Checked at DATA, after the sender is known to be the principal the alias was disclosed to
 (the contact policy in Cedar -- suspended principal, deleted customer, order too old -- is
 decided at RCPT from the same facts as a disclosure). Each rule refuses with its own reply
-from ``codes``; all are configured in ``Settings``:
+from ``codes``; the content rules are decided here, configured in ``Settings``:
 
-Contact reason (``relay_reasons_by_status``, ``relay_critical_reasons``,
-``relay_employee_reasons``)
+Contact reason and opt-out (Cedar: action ``message``, shipped in ``messages.cedar``)
     Every message names why it is sent: an ``X-Contact-Reason`` header, or a ``[reason]``
-    prefix on the subject (the header wins). A reason must be one the operator listed
-    (``REASON_UNKNOWN``). For a seller it must be allowed for the status of the latest order
-    of this customer with this seller, e.g. ``shipped=shipping,delivery,return``
-    (``REASON_NOT_ALLOWED``); for an employee it must be one of the employee reasons.
-    Critical reasons (a safety recall, legal notices, refunds) are allowed whatever the order's
-    status. A message without a reason is accepted only as a reply in an existing thread
-    (recorded as reason ``reply``), else refused (``REASON_MISSING``).
-Opt-out (the customer's ``seller_unsolicited`` opt-out)
-    Messages from sellers are refused (``CUSTOMER_OPTED_OUT``) unless the reason is critical
-    or the message replies in an existing thread: its In-Reply-To/References name a
-    Message-ID the relay issued on a message the customer sent to this seller
-    (``messages.thread_exists``; the seller's own earlier messages do not count).
+    prefix on the subject (the header wins). ``decide_message`` gives Cedar the facts --
+    the reason, whether the operator listed it (``relay_reasons_by_status``,
+    ``relay_critical_reasons``, ``relay_employee_reasons``), whether it is critical, the
+    reasons allowed for the status of the latest order of this customer with this seller
+    (employees and services: the employee reasons), whether the message replies in a thread
+    the customer started -- and the runtime's ``PolicyEngine`` decides, memoised, so an
+    operator changes the rules with ``.cedar`` files in ``policy_dir``. The shipped rules: a
+    reason must be listed (``REASON_UNKNOWN``) and allowed for the order's status or the
+    principal's kind (``REASON_NOT_ALLOWED``) unless critical (a safety recall, a legal
+    notice, a refund); a message without a reason is accepted only as a reply in an
+    existing thread (recorded as reason ``reply``), else refused (``REASON_MISSING``); the
+    customer's ``seller_unsolicited`` opt-out refuses sellers (``CUSTOMER_OPTED_OUT``) unless
+    the reason is critical or the message replies in a thread: its In-Reply-To/References
+    name a Message-ID the relay issued on a message the customer sent to this seller
+    (``messages.thread_exists``; the seller's own earlier messages do not count). Each
+    refusal gets the reply of the policy that decided it (``REPLY_BY_POLICY``).
 Plain text only (``relay_plain_text_only``)
     Every part must be text/plain: no HTML, no attachments (``PLAIN_TEXT_ONLY``).
 External links (``relay_forbid_external_links``, ``relay_link_allowlist``)
@@ -38,15 +41,18 @@ Attachments (``relay_attachment_types``, ``relay_max_attachment_bytes``)
 from __future__ import annotations
 
 import email.errors
+import functools
 import html
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 
 from mailveil.config import Settings, SettingsError
 from mailveil.contacts.models import ORDER_STATUSES
+from mailveil.policy.engine import Decision, PolicyEngine, PolicyInput, Value
 from mailveil.relay import codes
+from mailveil.relay.codes import Reply
 from mailveil.relay.errors import RelayRefusal
 from mailveil.relay.parse import header_text, walk_with_depth
 from mailveil.relay.redact import decode_words
@@ -54,6 +60,15 @@ from mailveil.relay.redact import decode_words
 OPT_OUT_SELLER_UNSOLICITED = "seller_unsolicited"
 REASON_HEADER = "X-Contact-Reason"
 REPLY_REASON = "reply"  # what the ledger records for an untagged reply in a thread
+ACTION_MESSAGE = "message"  # the Cedar action (mailveil.cedarschema, messages.cedar)
+# The reply for each shipped forbid in messages.cedar, in precedence order when several
+# hold. A refusal that no forbid decided (nothing permits) is REASON_NOT_ALLOWED; one decided
+# only by forbids of the operator's own gets MESSAGE_NOT_ALLOWED.
+REPLY_BY_POLICY: dict[str, Reply] = {
+    "message-reason-missing": codes.REASON_MISSING,
+    "message-reason-unknown": codes.REASON_UNKNOWN,
+    "message-customer-opted-out": codes.CUSTOMER_OPTED_OUT,
+}
 
 _SLUG = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
 _SUBJECT_TAG = re.compile(r"^\s*\[\s*([A-Za-z][A-Za-z0-9_-]{0,62})\s*\]")
@@ -79,6 +94,12 @@ _LINK_SCHEMES_IGNORED = ("mailto", "cid", "tel", "data")
 class PolicyRefusal(RelayRefusal):
     code = "policy-refused"
     reply = codes.NOT_AUTHORIZED
+
+    def __init__(
+        self, detail: str = "", *, reply: Reply | None = None, policies: tuple[str, ...] = ()
+    ) -> None:
+        super().__init__(detail, reply=reply)
+        self.policies = policies  # the @id of the Cedar policies that decided, if any
 
 
 def _slugs(text: str, what: str) -> frozenset[str]:
@@ -126,7 +147,7 @@ def _hosts(text: str) -> frozenset[str]:
     return frozenset(h.strip().lower().strip(".") for h in text.split(",") if h.strip())
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class MessagingPolicy:
     reasons_by_status: Mapping[str, frozenset[str]]
     critical_reasons: frozenset[str]
@@ -136,6 +157,10 @@ class MessagingPolicy:
     link_allowlist: frozenset[str]
     attachment_types: frozenset[str]
     max_attachment_bytes: int
+    # Per-request lookups, computed once: the Cedar context is built for every message.
+    _allowed: dict[tuple[str, str | None], tuple[str, ...]] = field(
+        default_factory=dict, init=False, repr=False
+    )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> MessagingPolicy:
@@ -153,12 +178,24 @@ class MessagingPolicy:
             max_attachment_bytes=settings.relay_max_attachment_bytes,
         )
 
-    @property
+    @functools.cached_property
     def known_reasons(self) -> frozenset[str]:
         known = self.critical_reasons | self.employee_reasons
         for reasons in self.reasons_by_status.values():
             known |= reasons
         return known
+
+    def allowed_reasons(self, principal_kind: str, order_status: str | None) -> tuple[str, ...]:
+        """The reasons this kind of principal may give (sellers: for the order's status)."""
+        key = (principal_kind, order_status if principal_kind == "seller" else None)
+        found = self._allowed.get(key)
+        if found is None:
+            if principal_kind == "seller":
+                reasons = self.reasons_by_status.get(order_status or "", frozenset())
+            else:
+                reasons = self.employee_reasons
+            found = self._allowed[key] = tuple(sorted(reasons))
+        return found
 
 
 # -- contact reason ----------------------------------------------------------------------
@@ -195,44 +232,73 @@ def referenced_ids(message: Message) -> list[str]:
     return out
 
 
-def check_reason(
+def message_input(
     policy: MessagingPolicy,
+    contact: PolicyInput,
     *,
-    principal_kind: str,
+    reason: str,
+    order_status: str | None,
+    in_thread: bool,
+) -> PolicyInput:
+    """The Cedar input for action ``message``: the principal and customer of ``contact`` (the
+    route's contact-policy input) with the message's context, name-sorted like every
+    ``PolicyInput`` so equal facts are one memo entry."""
+    kind = contact.principal_type.lower()
+    context: list[tuple[str, Value]] = [
+        ("allowed_reasons", policy.allowed_reasons(kind, order_status)),
+        ("critical", reason in policy.critical_reasons),
+        ("in_thread", in_thread),
+        ("known", reason in policy.known_reasons),
+    ]
+    if kind == "seller" and order_status is not None:
+        context.append(("order_status", order_status))
+    context.append(("reason", reason))
+    return contact._replace(context=tuple(context), action=ACTION_MESSAGE)
+
+
+def reply_for(decision: Decision) -> Reply:
+    """The SMTP reply for a refusal, from the @id of the policies that decided it."""
+    if not decision.policy_ids:
+        return codes.REASON_NOT_ALLOWED
+    for ident, reply in REPLY_BY_POLICY.items():
+        if ident in decision.policy_ids:
+            return reply
+    return codes.MESSAGE_NOT_ALLOWED
+
+
+def decide_message(
+    engine: PolicyEngine,
+    policy: MessagingPolicy,
+    contact: PolicyInput,
+    *,
     reason: str | None,
     order_status: str | None,
-    opt_outs: frozenset[str] | list[str],
+    references: bool,
     in_thread: Callable[[], bool],
 ) -> str:
-    """The reason to record, or a ``PolicyRefusal``. ``in_thread`` (a database lookup) is
-    only called when the answer matters."""
-    critical = reason is not None and reason in policy.critical_reasons
-    if reason is None:
-        if not in_thread():
-            raise PolicyRefusal("no contact reason", reply=codes.REASON_MISSING)
-        return REPLY_REASON
-    if not _SLUG.match(reason) or reason not in policy.known_reasons:
-        raise PolicyRefusal("unknown contact reason", reply=codes.REASON_UNKNOWN)
-    if not critical:
-        if principal_kind == "seller":
-            allowed = policy.reasons_by_status.get(order_status or "", frozenset())
-            if reason not in allowed:
-                raise PolicyRefusal(
-                    f"reason {reason} not allowed for order status {order_status or 'none'}",
-                    reply=codes.REASON_NOT_ALLOWED,
-                )
-        elif reason not in policy.employee_reasons:
-            raise PolicyRefusal(
-                f"reason {reason} not allowed for a {principal_kind}",
-                reply=codes.REASON_NOT_ALLOWED,
-            )
-        if (
-            principal_kind == "seller"
-            and OPT_OUT_SELLER_UNSOLICITED in opt_outs
-            and not in_thread()
-        ):
-            raise PolicyRefusal("customer opted out", reply=codes.CUSTOMER_OPTED_OUT)
-    return reason
+    """The reason to record, or a ``PolicyRefusal`` with the deciding policy's reply.
+
+    ``in_thread`` is a database lookup: called only when the message references earlier
+    ones and the decision with it differs from the one without it (both memoised)."""
+    if reason is not None and not _SLUG.match(reason):
+        # Not a reason name at all (a header's free text): never a Cedar string or memo key.
+        raise PolicyRefusal("the contact reason is not a reason name", reply=codes.REASON_UNKNOWN)
+    text = reason or ""
+
+    def inp(thread: bool) -> PolicyInput:
+        return message_input(
+            policy, contact, reason=text, order_status=order_status, in_thread=thread
+        )
+
+    if references:
+        outside, inside = engine.decide_many([inp(False), inp(True)])
+        same = (outside.allowed, outside.policy_ids) == (inside.allowed, inside.policy_ids)
+        decision = outside if same or not in_thread() else inside
+    else:
+        decision = engine.decide(inp(False))
+    if decision.allowed:
+        return text or REPLY_REASON
+    raise PolicyRefusal(decision.reason, reply=reply_for(decision), policies=decision.policy_ids)
 
 
 # -- content -----------------------------------------------------------------------------
@@ -330,15 +396,19 @@ def _check_attachment(policy: MessagingPolicy, part: Message, ctype: str) -> Non
 
 
 __all__ = [
+    "ACTION_MESSAGE",
     "OPT_OUT_SELLER_UNSOLICITED",
     "REASON_HEADER",
+    "REPLY_BY_POLICY",
     "REPLY_REASON",
     "MessagingPolicy",
     "PolicyRefusal",
     "check_content",
-    "check_reason",
     "contact_reason",
+    "decide_message",
     "external_links",
+    "message_input",
     "parse_reasons_by_status",
     "referenced_ids",
+    "reply_for",
 ]
