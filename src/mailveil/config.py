@@ -96,6 +96,28 @@ class Settings:
     # -- bounces (mailveil.relay.bounces) -----------------------------------------------------
     # After this many hard bounces (5.x.x reports) an address is marked as bouncing.
     relay_hard_bounce_limit: int = 3
+    # -- employee access (mailveil.access) ----------------------------------------------------
+    # Customers one employee may receive per clock hour / per 24 hours through contact
+    # lookups, lists and exports. They are the Cedar context of the `list` action, so a policy
+    # can give a role other limits.
+    employee_rows_per_hour: int = 500
+    employee_rows_per_day: int = 2000
+    # The largest export, in rows, whatever a policy allows.
+    employee_export_max_rows: int = 50_000
+    # A list or export with more rows than this gets the employee's canaries mixed in.
+    canary_min_rows: int = 10
+    # Canaries minted per (employee, country) the first time a list needs them.
+    canaries_per_country: int = 2
+    # Canaries' "real" addresses live on this domain; route it to mailveil (detection).
+    canary_domain: str = "canary.mailveil.example"
+    # Break-glass reveals: approvals needed (never the requester or their reporting line),
+    # how long a grant lives, how many views it allows, how long a request waits.
+    reveal_approvals_required: int = 1
+    reveal_grant_minutes: float = 15.0
+    reveal_views: int = 1
+    reveal_request_hours: float = 24.0
+    # The customer-visible access log names the team; set this to name the person as well.
+    access_log_names_person: bool = False
 
     @property
     def db_url(self) -> str:
@@ -196,6 +218,21 @@ def _check(settings: Settings) -> None:
         raise SettingsError("checkpoint_every_entries must be >= 1")
     if settings.relay_hard_bounce_limit < 1:
         raise SettingsError("relay_hard_bounce_limit must be >= 1")
+    for name in (
+        "employee_rows_per_hour",
+        "employee_rows_per_day",
+        "employee_export_max_rows",
+        "reveal_approvals_required",
+        "reveal_views",
+    ):
+        if getattr(settings, name) < 1:
+            raise SettingsError(f"{name} must be >= 1")
+    if settings.canary_min_rows < 0 or settings.canaries_per_country < 0:
+        raise SettingsError("canary_min_rows and canaries_per_country must be >= 0")
+    if settings.reveal_grant_minutes <= 0 or settings.reveal_request_hours <= 0:
+        raise SettingsError("reveal_grant_minutes and reveal_request_hours must be > 0")
+    if "@" in settings.canary_domain or not settings.canary_domain:
+        raise SettingsError("canary_domain must be a bare domain name")
     if not 0 < settings.api_port < 65536:
         raise SettingsError("api_port must be a TCP port")
     if "@" in settings.relay_domain or not settings.relay_domain:

@@ -68,3 +68,19 @@ class Api:
             "post", "/v1/api-keys", 201, json={"role": role, "principal_id": principal_id}
         )
         return Api(self.client, body["token"])
+
+    def case(
+        self, external_id: str, customer_id: int, assignee_id: int | None, **extra: Any
+    ) -> Any:
+        return self.ok(
+            "post",
+            "/v1/relationships",
+            201,
+            json={
+                "type": "case",
+                "external_id": external_id,
+                "customer_id": customer_id,
+                "assignee_id": assignee_id,
+                **extra,
+            },
+        )

@@ -18,10 +18,12 @@ from mailveil.api.routers import (
     api_keys,
     customers,
     disclosures,
+    employee_access,
     health,
     ledger,
     principals,
     relationships,
+    reveals,
 )
 from mailveil.db.session import session_scope
 from mailveil.ledger.append import checkpoint_now
@@ -73,12 +75,14 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
     for module in (
         health,
         api_keys,
+        employee_access,  # before customers: /v1/customers/export
         customers,
         principals,
         relationships,
         disclosures,
         aliases,
         ledger,
+        reveals,
     ):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -37,6 +37,9 @@ def get_caller(
         if scheme.lower() == "bearer":
             token = value.strip()
     caller = authenticate(session, token)
+    # End the read transaction the lookup opened: a route's own work starts afresh, so on
+    # SQLite its first write is not refused for a snapshot another writer has moved past.
+    session.commit()
     return caller
 
 

@@ -34,6 +34,15 @@ class Metrics:
             ["outcome"],
             registry=self.registry,
         )
+        self.access_refusals = Counter(
+            "mailveil_access_refusals",
+            "Employee access refused (a signal input for detection)",
+            ["code"],
+            registry=self.registry,
+        )
+        self.reveals = Counter(
+            "mailveil_reveal_events", "Break-glass reveal steps", ["step"], registry=self.registry
+        )
         self.ledger_appends = Counter(
             "mailveil_ledger_entries_appended",
             "Ledger entries appended through the API",

@@ -30,10 +30,13 @@ class Role(StrEnum):
     SELLER = "seller"
     EMPLOYEE = "employee"
     INVESTIGATOR = "investigator"
+    APPROVER = "approver"  # an employee who approves break-glass reveals of others
 
 
-# Roles that act as one principal and must be bound to it.
+# Roles that send mail as one principal (SMTP AUTH) and must be bound to it.
 PRINCIPAL_ROLES = {Role.SELLER: "seller", Role.EMPLOYEE: "employee"}
+# Every role bound to a principal, and the kind it must be.
+BOUND_ROLES = {**PRINCIPAL_ROLES, Role.APPROVER: "employee"}
 
 
 class Unauthenticated(Forbidden):
@@ -82,7 +85,7 @@ def issue_key(
         raise InvalidInput(
             f"unknown role {role!r}; roles: {', '.join(r.value for r in Role)}"
         ) from exc
-    wanted_kind = PRINCIPAL_ROLES.get(role)
+    wanted_kind = BOUND_ROLES.get(role)
     if wanted_kind is not None:
         if principal_id is None:
             raise InvalidInput(f"a {role.value} key must be bound to a {wanted_kind} principal")

@@ -192,10 +192,15 @@ def list_customers(
     after_id: int | None = None,
     limit: int = 100,
     include_deleted: bool = False,
+    include_canaries: bool = False,
 ) -> list[Customer]:
+    """Customers by id. Canaries are left out unless asked for: lists feed counts, and a
+    canary is never counted as a customer."""
     stmt = select(Customer)
     if not include_deleted:
         stmt = stmt.where(Customer.deleted_at.is_(None))
+    if not include_canaries:
+        stmt = stmt.where(Customer.is_canary.is_(False))
     if after_id is not None:
         stmt = stmt.where(Customer.id > after_id)
     return list(session.scalars(stmt.order_by(Customer.id).limit(v.page_limit(limit))))
@@ -232,7 +237,9 @@ def update_customer(
 def change_customer_address(
     session: Session, vault: Vault, customer_id: int, email: str
 ) -> Customer:
-    """Replace the address (aliases stay: they never depended on it). Flushes."""
+    """Replace the address (aliases stay: they never depended on it). Flushes; the flush also
+    forgets the hard bounces the relay counted against the old address (a listener in
+    ``relay.bounces``: contacts does not reach into the relay's tables)."""
     customer = get_customer(session, customer_id)
     sealed = vault.seal(session, email, owner=customer.external_id)
     other = session.scalar(select(Customer.id).where(Customer.address_bidx == sealed.blind_index))

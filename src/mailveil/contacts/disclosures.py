@@ -200,11 +200,14 @@ def disclose_batch(
     signer: CheckpointSigner,
     requests: Sequence[AnyRequest],
     actor: str,
+    ledger_denials: bool = True,
 ) -> list[DisclosureResult]:
     """Decide, mint and ledger a batch; one result per request, in order. Does not commit.
 
     A request naming an unknown customer or principal, or a bad purpose/ref, gets a result
-    with ``error`` set (and no ledger entry); the others are decided normally.
+    with ``error`` set (and no ledger entry); the others are decided normally. With
+    ``ledger_denials`` off (an employee's list, where most candidates are expected to be
+    denied) denials get no entry each: the caller records one summary instead.
     """
     actor = _check_actor(actor)
     n = len(requests)
@@ -268,7 +271,7 @@ def disclose_batch(
             live.append(item)
 
     pairs = {(cid, pid) for _, cid, pid, _, _ in live}
-    existing = _existing_aliases(session, pairs)
+    existing = existing_aliases(session, pairs)
     window = settings.seller_contact_window_days
     now = utcnow()
     orders = latest_orders(session, [p for p in pairs if principals[p[1]][0] == "seller"])
@@ -289,8 +292,13 @@ def disclose_batch(
     for (_, cid, pid, _, _), decision in zip(live, decisions, strict=True):
         if decision.allowed and (cid, pid) not in existing:
             to_mint[(cid, pid)] = principals[pid][2]
-    minted = _mint(session, settings, to_mint, existing, now) if to_mint else set()
+    minted = mint_aliases(session, settings, to_mint, existing, now) if to_mint else set()
 
+    teams = {
+        pid: str(dict(attrs).get("team") or "")
+        for pid, (kind, attrs, _) in principals.items()
+        if kind == "employee"
+    }
     events: list[Event] = []
     # (pos, allowed, cid, pid, purpose, ref, alias, reverse, minted, reason, policy ids)
     done: list[tuple[Any, ...]] = []
@@ -304,6 +312,9 @@ def disclose_batch(
             if fresh:
                 minted.discard(pair)  # a pair twice in one batch is minted once
             detail = {"principal": f"principal:{pid}", "policies": list(policies), "minted": fresh}
+            team = teams.get(pid)
+            if team:
+                detail["team"] = team  # who saw it, as of now (the access log shows it)
             events.append(Event("disclosure", actor, subject, found[0], purpose, ref, detail))
             done.append(
                 (
@@ -323,6 +334,11 @@ def disclose_batch(
             continue
         # Denied by policy, or allowed by policy for a pair whose alias was revoked.
         reason = REVOKED_REASON if decision.allowed else decision.reason
+        if not ledger_denials:
+            results[pos] = DisclosureResult(
+                False, cid, pid, purpose, ref, None, None, False, reason, policies
+            )
+            continue
         detail = {"principal": f"principal:{pid}", "policies": list(policies), "reason": reason}
         events.append(
             Event(
@@ -346,7 +362,7 @@ def disclose_batch(
     return [r for r in results if r is not None]
 
 
-def _existing_aliases(
+def existing_aliases(
     session: Session, pairs: set[tuple[int, int]]
 ) -> dict[tuple[int, int], tuple[str, str, bool]]:
     """(address, reverse address, revoked) for the pairs that already have an alias."""
@@ -369,7 +385,7 @@ def _existing_aliases(
     return out
 
 
-def _mint(
+def mint_aliases(
     session: Session,
     settings: Settings,
     wanted: dict[tuple[int, int], str],
@@ -407,7 +423,7 @@ def _mint(
                 existing[pair] = (a, r, False)
             created.update(mine)
             return created
-        found = _existing_aliases(session, set(pending))
+        found = existing_aliases(session, set(pending))
         for pair, value in found.items():
             existing[pair] = value
             if value[:2] == mine[pair]:
@@ -536,4 +552,6 @@ __all__ = [
     "disclose_batch",
     "disclose_bulk",
     "disclose_external",
+    "existing_aliases",
+    "mint_aliases",
 ]

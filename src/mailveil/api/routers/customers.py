@@ -9,7 +9,9 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from mailveil.access.listing import list_for_employee
 from mailveil.api import idempotency
+from mailveil.api.access_shell import refusals_recorded
 from mailveil.api.bulk import is_ndjson, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.pagination import clamp_limit, next_cursor
@@ -26,6 +28,7 @@ from mailveil.contacts.customers import (
     update_customer,
 )
 from mailveil.contacts.importing import iter_ndjson
+from mailveil.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/customers", tags=["customers"])
 BackendDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.BACKEND))]
@@ -167,20 +170,69 @@ async def _bulk_import(
         body.close()
 
 
-@router.get("")
+class EmployeeRow(BaseModel):
+    external_id: str
+    country: str
+    alias: str
+    reverse_alias: str
+
+
+class EmployeePage(BaseModel):
+    items: list[EmployeeRow]
+    next: str | None
+
+
+ListerDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.BACKEND, Role.EMPLOYEE))]
+
+
+@router.get("", response_model=CustomerPage | EmployeePage)
 def get_customers(
+    request: Request,
     session: SessionDep,
     runtime: RuntimeDep,
-    _caller: BackendDep,
+    caller: ListerDep,
     limit: Annotated[int | None, Query(ge=1)] = None,
-    after: Annotated[int | None, Query(ge=0, description="the `next` of the previous page")] = None,
+    after: Annotated[
+        str | None, Query(max_length=255, description="the `next` of the previous page")
+    ] = None,
     external_id: Annotated[str | None, Query(max_length=255)] = None,
-) -> CustomerPage:
+    purpose: Annotated[str, Query(max_length=64, description="employees: why")] = "support",
+    scope: Annotated[
+        str, Query(description="employees: `assigned` (open cases assigned to me) or `all`")
+    ] = "assigned",
+    country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
+    canaries: Annotated[bool, Query(description="backend: include canary customers")] = False,
+) -> CustomerPage | EmployeePage:
+    """The marketplace backend pages through customers by id. An employee gets only its own
+    aliases of the customers policy lets it reach, paged by external id (`after`), limited
+    per hour and day, every row a ledgered disclosure."""
+    size = clamp_limit(limit, runtime.settings.page_size_default, runtime.settings.page_size_max)
+    if caller.role == Role.EMPLOYEE:
+        with refusals_recorded(request, session, runtime):
+            page = list_for_employee(
+                session,
+                settings=runtime.settings,
+                policy=runtime.policy,
+                signer=runtime.signer,
+                vault=runtime.vault,
+                employee_id=caller.principal_id,
+                purpose=purpose,
+                scope=scope,
+                country=country,
+                after=after,
+                limit=size,
+            )
+        session.commit()
+        return EmployeePage(items=[EmployeeRow(**r.to_dict()) for r in page.rows], next=page.next)
     if external_id is not None:
         row = get_customer_by_external_id(session, external_id)
         return CustomerPage(items=[CustomerOut(**customer_view(row))], next=None)
-    size = clamp_limit(limit, runtime.settings.page_size_default, runtime.settings.page_size_max)
-    rows = list_customers(session, after_id=after, limit=size + 1)
+    after_id = None
+    if after is not None:
+        if not after.isdigit():
+            raise InvalidInput("after must be the `next` value of the previous page")
+        after_id = int(after)
+    rows = list_customers(session, after_id=after_id, limit=size + 1, include_canaries=canaries)
     return CustomerPage(
         items=[CustomerOut(**customer_view(r)) for r in rows[:size]], next=next_cursor(rows, size)
     )

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from mailveil.access.suspension import reinstate_principal, suspend_principal
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.pagination import clamp_limit, next_cursor
 from mailveil.api.respond import idempotent
@@ -101,14 +102,81 @@ def get_one_principal(principal_id: int, session: SessionDep, _caller: BackendDe
 
 @router.patch("/{principal_id}")
 def patch_principal(
-    principal_id: int, body: PrincipalPatch, session: SessionDep, _caller: BackendDep
+    principal_id: int,
+    body: PrincipalPatch,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    caller: BackendDep,
 ) -> PrincipalOut:
+    """Change fields. A status change goes through suspend / reinstate, so suspending here
+    contains the principal exactly as `POST .../suspend` does."""
     row = update_principal(
-        session,
-        principal_id,
-        display_name=body.display_name,
-        attributes=body.attributes,
-        status=body.status,
+        session, principal_id, display_name=body.display_name, attributes=body.attributes
     )
+    if body.status is not None and body.status != row.status:
+        change = suspend_principal if body.status == "suspended" else reinstate_principal
+        change(
+            session,
+            settings=runtime.settings,
+            signer=runtime.signer,
+            principal_id=principal_id,
+            reason=f"status set to {body.status} through the API",
+            actor=caller.actor,
+        )
     session.commit()
     return PrincipalOut(**principal_view(row))
+
+
+class StatusChangeIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500, description="why, for the ledger")
+
+
+class SuspensionOut(BaseModel):
+    principal_id: int
+    aliases_revoked: int
+    reveals_revoked: int
+    ledger_seq: int
+
+
+@router.post("/{principal_id}/suspend")
+def suspend(
+    principal_id: int,
+    body: StatusChangeIn,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    caller: BackendDep,
+) -> SuspensionOut:
+    """Suspend: revokes every alias disclosed to the principal and every open reveal request
+    or grant of it; its keys stop working for anything policy decides."""
+    done = suspend_principal(
+        session,
+        settings=runtime.settings,
+        signer=runtime.signer,
+        principal_id=principal_id,
+        reason=body.reason,
+        actor=caller.actor,
+    )
+    session.commit()
+    return SuspensionOut(**done.__dict__)
+
+
+@router.post("/{principal_id}/reinstate")
+def reinstate(
+    principal_id: int,
+    body: StatusChangeIn,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    caller: BackendDep,
+) -> PrincipalOut:
+    """Active again. Revoked aliases stay revoked (disclose anew, deliberately)."""
+    reinstate_principal(
+        session,
+        settings=runtime.settings,
+        signer=runtime.signer,
+        principal_id=principal_id,
+        reason=body.reason,
+        actor=caller.actor,
+    )
+    session.commit()
+    return PrincipalOut(**principal_view(get_principal(session, principal_id)))
