@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
@@ -254,7 +253,7 @@ def validate(
     _folder(policy_dir, "policy folder")
     with friendly_errors(init_hint=False):
         engine = engine_for(settings, policy_dir)
-    shipped = {s.name: s.label for s in policy_sources(replace(settings, policy_dir=""))}
+    shipped = {s.name: s.label for s in policy_sources(settings.with_overrides(policy_dir=""))}
     files = Table("file", "loaded from", "note", title="policy files")
     for source in engine.sources:
         note = ""

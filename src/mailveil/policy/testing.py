@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -429,7 +429,7 @@ def engine_for(settings: Settings, policy_dir: Path | None = None) -> PolicyEngi
     """The policy set production would load, with ``policy_dir`` (when given) in place of
     the ``policy_dir`` setting: same-named files replace shipped ones, others add."""
     if policy_dir is not None:
-        settings = replace(settings, policy_dir=str(policy_dir))
+        settings = settings.with_overrides(policy_dir=str(policy_dir))
     return PolicyEngine.load(settings)
 
 
