@@ -22,7 +22,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
-from mailveil.contacts.customers import create_customer
+from mailveil.contacts.customers import change_customer_address, create_customer
 from mailveil.contacts.models import Alias
 from mailveil.contacts.principals import create_principal
 from mailveil.db.base import utcnow
@@ -53,6 +53,7 @@ from mailveil.relay.messages import (
     new_token,
     verp_address,
 )
+from mailveil.relay.routes import lookup_route
 from mailveil.runtime import Runtime
 from mailveil.vault import init_keys
 
@@ -238,6 +239,36 @@ def test_hard_bounces_mark_the_customer(
 
     assert clear_bounces(session, customer_id=pair.customer_id)
     assert not is_bouncing(session, customer_id=pair.customer_id)
+
+
+def test_a_new_address_clears_the_customers_bounce_marks(
+    session: Session, bounce_runtime: Runtime, pair: Pair
+) -> None:
+    vault = bounce_runtime.vault
+    for direction, real in (
+        (DIRECTION_TO_CUSTOMER, CUSTOMER_REAL),
+        (DIRECTION_TO_PRINCIPAL, SELLER_REAL),
+    ):
+        for _ in range(bounce_runtime.settings.relay_hard_bounce_limit):
+            row = _message(session, pair, direction)
+            local = _local(bounce_runtime, row.token)
+            handle_bounce(session, bounce_runtime, local, _leaky_report(real), send=None)
+            session.commit()
+    route = lookup_route(session, pair.alias)
+    assert route is not None and route.customer_bouncing and route.principal_bouncing
+
+    # The same address sealed again is not a new one: its bounces stand.
+    change_customer_address(session, vault, pair.customer_id, CUSTOMER_REAL.upper())
+    session.commit()
+    assert is_bouncing(session, customer_id=pair.customer_id)
+
+    change_customer_address(session, vault, pair.customer_id, "jane@new-home.example")
+    session.commit()
+    assert bounce_mark(session, customer_id=pair.customer_id) is None
+    route = lookup_route(session, pair.alias)
+    assert route is not None and not route.customer_bouncing
+    # The principal's marks are the principal's: untouched.
+    assert route.principal_bouncing and is_bouncing(session, principal_id=pair.principal_id)
 
 
 def test_reply_bounce_tells_the_customer_without_the_seller_address(

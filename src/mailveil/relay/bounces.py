@@ -27,13 +27,27 @@ import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
-from sqlalchemy import CheckConstraint, ForeignKey, Integer, String, case, insert, select, update
+from sqlalchemy import (
+    CheckConstraint,
+    Connection,
+    ForeignKey,
+    Integer,
+    String,
+    Table,
+    case,
+    delete,
+    event,
+    insert,
+    inspect,
+    select,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Mapped, Mapper, Session, mapped_column
 
-from mailveil.contacts.models import IdType
+from mailveil.contacts.models import Customer, IdType
 from mailveil.db.base import Base, UTCDateTime, utcnow
 from mailveil.ledger.events import Event
 from mailveil.relay import codes
@@ -204,6 +218,25 @@ def clear_bounces(
     session.delete(mark)
     session.flush()
     return True
+
+
+def _bidx(value: Any) -> bytes | None:
+    return None if value is None else bytes(value)
+
+
+@event.listens_for(Customer, "before_update")
+def _clear_on_address_change(_mapper: Mapper[Any], connection: Connection, target: Any) -> None:
+    """A customer's hard bounces were against the old address: when the address changes
+    (``contacts.change_customer_address``, or any ORM update of it) the marks go, in the same
+    flush and transaction. A listener here rather than a call from contacts: contacts sits
+    below the relay and must not know its tables; the relay reacts to contacts' change."""
+    history = inspect(target).attrs.address_bidx.history
+    if not history.added:
+        return
+    if history.deleted and {_bidx(v) for v in history.added} == {_bidx(v) for v in history.deleted}:
+        return  # the same address sealed again: its bounces still stand
+    marks = cast(Table, RelayBounceMark.__table__)
+    connection.execute(delete(marks).where(marks.c.customer_id == target.id))
 
 
 # ---------------------------------------------------------------------------------- handling
