@@ -10,6 +10,7 @@ import structlog
 from fastapi import FastAPI
 
 from mailveil import __version__
+from mailveil.access.reveals import expire_reveals
 from mailveil.api.limits import BodySizeLimit
 from mailveil.api.metrics import Metrics, MetricsMiddleware
 from mailveil.api.problems import install_problem_handlers
@@ -49,6 +50,10 @@ async def _checkpoint_loop(runtime: Runtime) -> None:
 
 
 def _checkpoint_once(runtime: Runtime) -> None:
+    # Also the place lapsed reveal requests and grants are recorded as expired (views check
+    # the time themselves; this writes the expiry to the ledger).
+    with session_scope(runtime.session_factory) as session:
+        expire_reveals(session, settings=runtime.settings, signer=runtime.signer)
     with session_scope(runtime.session_factory) as session:
         checkpoint_now(session, runtime.settings, runtime.signer, only_if_new=True)
 

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from mailveil.cli import customers, disclosures, keys, ledger, policy
+from mailveil.cli import access, customers, disclosures, keys, ledger, policy
 from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
 
@@ -25,6 +25,11 @@ app.add_typer(keys.app, name="keys")
 app.add_typer(keys.api_keys_app, name="api-keys")
 app.add_typer(policy.app, name="policy")
 app.command("disclose")(disclosures.disclose_command)
+app.add_typer(access.principals_app, name="principals")
+app.add_typer(access.reveals_app, name="reveals")
+customers.app.command("access-log")(access.access_log_command)
+customers.app.command("contact")(access.contact_command)
+customers.app.command("export")(access.export_command)
 
 
 @app.callback()
