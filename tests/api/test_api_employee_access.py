@@ -327,3 +327,27 @@ def test_access_log_names_teams_not_people_and_leaves_out_canaries(
     )
     assert len(paged["items"]) == 2 and len(rest["items"]) == 1
     assert key.get(f"/v1/customers/{cust['id']}/access-log").status_code == 403
+
+
+def test_employee_disclosures_take_the_limited_path_and_never_bulk(
+    admin: Api, session: Session, tight: Any
+) -> None:
+    emp, key = _employee(admin, "e-ann")
+    customers = _customers(admin, 6)
+    for n, cust in enumerate(customers):
+        admin.case(f"case-{n}", cust["id"], emp["id"])
+    for cust in customers[:5]:
+        key.ok(
+            "post", "/v1/disclosures", 201, json={"customer_id": cust["id"], "purpose": "support"}
+        )
+    over = key.post(
+        "/v1/disclosures", json={"customer_id": customers[5]["id"], "purpose": "support"}
+    )
+    assert over.status_code == 429 and over.json()["type"].endswith("limit-exceeded")
+    bulk = key.post(
+        "/v1/disclosures",
+        content=json.dumps({"customer_id": customers[0]["id"], "purpose": "support"}) + "\n",
+        headers={"Content-Type": "application/x-ndjson"},
+    )
+    assert bulk.status_code == 403 and "limited per hour" in bulk.json()["detail"]
+    assert _refusals(session)[-1]["code"] == "limit-exceeded"

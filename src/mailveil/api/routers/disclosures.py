@@ -17,7 +17,9 @@ from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.orm import Session
 
+from mailveil.access.contact import contact_for_employee
 from mailveil.api import idempotency
+from mailveil.api.access_shell import refusals_recorded
 from mailveil.api.bulk import is_ndjson, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.respond import idempotent
@@ -172,11 +174,32 @@ async def post_disclosure(
 ) -> Response:
     """Disclose one customer's alias to one principal (JSON), or many pairs (NDJSON in,
     NDJSON out, one result per input line, in order)."""
+    if caller.role == Role.EMPLOYEE and is_ndjson(request):
+        raise Forbidden(
+            "employee keys cannot disclose in bulk: use GET /v1/customers or "
+            "/v1/customers/export, which are limited per hour and day and audited"
+        )
     if is_ndjson(request):
         return await _bulk(request, session, runtime, caller)
     body = DisclosureIn.model_validate_json(await request.body())
 
     def handler() -> tuple[int, Any]:
+        if caller.role == Role.EMPLOYEE:
+            # The same path as GET .../contact: limits, suspension and refusals recorded.
+            req = to_request(session, body, caller)
+            with refusals_recorded(request, session, runtime):
+                result = contact_for_employee(
+                    session,
+                    settings=runtime.settings,
+                    policy=runtime.policy,
+                    signer=runtime.signer,
+                    employee_id=caller.principal_id,
+                    customer_id=req.customer_id if isinstance(req, DisclosureRequest) else None,
+                    purpose=body.purpose,
+                    ref=body.ref,
+                )
+            _count(request, [result])
+            return _answer(result)
         results = _decide(session, runtime, [to_request(session, body, caller)], caller.actor)
         _count(request, results)
         return _answer(results[0])
