@@ -31,10 +31,11 @@ class Role(StrEnum):
     EMPLOYEE = "employee"
     INVESTIGATOR = "investigator"
     APPROVER = "approver"  # an employee who approves break-glass reveals of others
+    SERVICE = "service"  # a notification job: sends to its customers' aliases via the relay
 
 
 # Roles that send mail as one principal (SMTP AUTH) and must be bound to it.
-PRINCIPAL_ROLES = {Role.SELLER: "seller", Role.EMPLOYEE: "employee"}
+PRINCIPAL_ROLES = {Role.SELLER: "seller", Role.EMPLOYEE: "employee", Role.SERVICE: "service"}
 # Every role bound to a principal, and the kind it must be.
 BOUND_ROLES = {**PRINCIPAL_ROLES, Role.APPROVER: "employee"}
 
