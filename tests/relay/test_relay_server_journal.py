@@ -4,10 +4,11 @@ a bad write fails alone, a lazy write rides on the next one, nothing queued is l
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -188,3 +189,70 @@ def test_lookups_share_the_batches_of_writes(
     assert (to_principal.direction, to_principal.principal_id) == ("to_principal", ids[1])
     assert to_customer.order_status is None and not to_customer.revoked
     assert unknown is None
+
+
+def test_statuses_with_their_rows_share_the_upsert_of_new_rows(
+    settings: Settings, session_factory: sessionmaker[Session], ids: tuple[int, int]
+) -> None:
+    j = journal(settings, session_factory, lazy_delay=5.0)
+    first, second, third = new_message(ids), new_message(ids), new_message(ids)
+    statements: list[str] = []
+    engine = session_factory.kw["bind"].engine
+
+    def seen(_conn: Any, _cursor: Any, statement: str, *_args: Any) -> None:
+        if re.search(r'\b(?:INTO|UPDATE)\s+"?relay_messages\b', statement):
+            statements.append(statement.split(None, 1)[0])
+
+    async def main() -> None:
+        j.start()
+        await j.write(first)
+        await j.write(second)
+        with session_factory() as session:  # a bounce marked the first in the meantime
+            session.execute(
+                update(RelayMessage)
+                .where(RelayMessage.token == first.row["token"])
+                .values(status="bounced")
+            )
+            session.commit()
+        event.listen(engine, "before_cursor_execute", seen)
+        lazy = [
+            j.submit(StatusChange(m.row["token"], "delivered", row=m.row), lazy=True)
+            for m in (first, second)
+        ]
+        assert await j.lookup("nobody@relay.example") is None
+        assert not any(f.done() for f in lazy)  # a lookup's batch writes no rows for them
+        await j.write(third)
+        assert all(f.done() for f in lazy)
+        await j.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        event.remove(engine, "before_cursor_execute", seen)
+    assert statements == ["INSERT"]  # one upsert for all three: no UPDATE of its own
+    with session_factory() as session:
+        rows = session.scalars(select(RelayMessage).order_by(RelayMessage.id)).all()
+        assert [r.status for r in rows] == ["bounced", "delivered", "sending"]
+
+
+def test_group_commit_waits_briefly_for_other_senders(
+    settings: Settings, session_factory: sessionmaker[Session], ids: tuple[int, int]
+) -> None:
+    async def staggered(j: Journal) -> None:
+        j.start()
+
+        async def later(delay: float) -> None:
+            await asyncio.sleep(delay)
+            await j.write(new_message(ids))
+
+        await asyncio.gather(later(0), later(0.02), later(0.04))
+        await j.close()
+
+    together = journal(settings, session_factory, gather=1.0, gather_items=3, senders=lambda: 3)
+    asyncio.run(staggered(together))
+    assert together.commits == 1
+    # One connection: nobody else to wait for, each write commits at once.
+    alone = journal(settings, session_factory, gather=1.0, gather_items=3, senders=lambda: 1)
+    asyncio.run(staggered(alone))
+    assert alone.commits == 3
+    assert count(session_factory, RelayMessage) == 6

@@ -317,7 +317,7 @@ class RelayHandler(GuardedHandler):
             status, kind = ("deferred", KIND_DEFERRED) if temporary else ("rejected", KIND_REJECTED)
             code = str(exc.next_hop_code) if exc.next_hop_code else exc.reply.enhanced
             change = StatusChange(
-                out.token, status, code, outcome_event(out, route, kind, exc.reply)
+                out.token, status, code, outcome_event(out, route, kind, exc.reply), out.row
             )
             await self._record(change, exc.reply)
             return exc.reply
@@ -329,6 +329,7 @@ class RelayHandler(GuardedHandler):
                 "deferred",
                 reply.enhanced,
                 outcome_event(out, route, KIND_DEFERRED, reply),
+                out.row,
             )
             await self._record(change, reply)
             return reply
@@ -336,7 +337,7 @@ class RelayHandler(GuardedHandler):
         # the next group commit instead of holding the sender's 250 back for a commit of its
         # own. After a crash in between, the row still says "sending": delivered or not is
         # then the smarthost's log to tell, the ledger entry is there either way.
-        self.journal.submit(StatusChange(out.token, "delivered"), lazy=True)
+        self.journal.submit(StatusChange(out.token, "delivered", row=out.row), lazy=True)
         return codes.QUEUED
 
     async def _bounce(self, token: str, raw: bytes) -> Reply:

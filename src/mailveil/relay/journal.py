@@ -4,12 +4,15 @@
 its common path goes through it: the RCPT lookup (``lookup``) and the writes (a
 ``relay_messages`` row with its ``message`` ledger entry, a status change, a refusal or
 stranger event). Its task takes everything queued since its last batch and runs it in one
-transaction -- the writes first (one multi-row INSERT, one UPDATE per status, one ledger
-append for all the events), then one SELECT for all the recipients looked up (an IN list) --
-commits, and wakes every waiter. Under load the messages of many connections share one
-transaction (the ledger head row serialises appenders anyway, so one worker loses nothing),
-which is what keeps the database round trips per message small. If a batch fails, each item
-is retried alone so one bad write cannot fail the others.
+transaction -- the writes first (one upsert for the new rows and the status changes that
+carry their row, one ledger append for all the events), then one SELECT for all the
+recipients looked up (an IN list) -- commits, and wakes every waiter. Under load the messages
+of many connections share one transaction (the ledger head row serialises appenders anyway,
+so one worker loses nothing), which is what keeps the database round trips per message
+small: with other connections open, a batch waits up to ``gather`` seconds for up to
+``gather_items`` items (a batch of lookups alone waits the whole window for a message row to
+share its transaction with). If a batch fails, each item is retried alone so one bad write
+cannot fail the others.
 
 Other reads (API-key checks, a reply's thread, a data key not yet cached) run in a worker
 thread (``Database.run``), on PostgreSQL in autocommit: one round trip each.
@@ -17,13 +20,12 @@ thread (``Database.run``), on PostgreSQL in autocommit: one round trip each.
 A write is acknowledged only after its commit: the relay answers the SMTP client after that.
 The one exception is a message's "delivered" status (``submit(..., lazy=True)``): the message
 and its ledger entry were committed before delivery, so the status waits for the next batch
-(or ``LAZY_DELAY``) and shares its commit instead of delaying the 250.
+that writes message rows (or ``LAZY_DELAY``) and joins its upsert instead of delaying the 250.
 
 Round trips per batch (SQLite, statements plus commits and rollbacks as counted by
-``benchmarks/relay.py``): BEGIN, INSERT relay_messages, UPDATE relay_messages (statuses), the
-ledger append (UPDATE, SELECT, INSERT, UPDATE of its head and entries), SELECT aliases
-(lookups), COMMIT -- each only when the batch has that kind of item -- shared by every
-message in the batch.
+``benchmarks/relay.py``): BEGIN, the relay_messages upsert, the ledger append (UPDATE ...
+RETURNING of its head, INSERT entries, UPDATE of the head), SELECT aliases (lookups), COMMIT
+-- each only when the batch has that kind of item -- shared by every message in the batch.
 """
 
 from __future__ import annotations
@@ -37,6 +39,9 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Engine, Table, insert, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
@@ -51,6 +56,10 @@ log = logging.getLogger("mailveil.relay")
 T = TypeVar("T")
 MAX_BATCH = 256
 LAZY_DELAY = 0.05
+# Group commit: a batch waits up to GATHER seconds for up to GATHER_ITEMS items (never more
+# than there are SMTP connections to send them), so concurrent messages share a transaction.
+GATHER = 0.005
+GATHER_ITEMS = 4
 # Core statements on the table: no ORM unit of work for rows nobody reads back here.
 _messages = cast(Table, RelayMessage.__table__)
 
@@ -102,12 +111,17 @@ class NewMessage:
 
 @dataclass(frozen=True)
 class StatusChange:
-    """The outcome of a message still marked ``sending`` (a row already past it is left)."""
+    """The outcome of a message still marked ``sending`` (a row already past it is left).
+
+    ``row``: the message's relay_messages column values, as written by its ``NewMessage``.
+    With it, the change shares one upsert with the batch's new rows instead of an UPDATE of
+    its own (the row exists: the relay only delivers after its NewMessage committed)."""
 
     token: str
     status: str
     status_code: str | None = None
     event: Event | None = None
+    row: dict[str, Any] | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
@@ -136,23 +150,59 @@ class _Pending:
     item: Item
     done: asyncio.Future[Any] = field(repr=False)
     lazy: bool = False
+    at: float = 0.0  # loop time when queued (a lazy write waits at most lazy_delay from it)
+
+
+def _upsert(session: Session, rows: list[dict[str, Any]], fresh: set[str]) -> None:
+    """New rows and status rows in one statement. A status applies only to a row still
+    ``sending``: a bounce (relay/bounces.py, its own transaction) may already have marked it,
+    and a lazily written "delivered" must not undo that. A new row never updates one: the
+    tokens that come back show each was inserted, else IntegrityError as a plain INSERT."""
+    dialect = session.get_bind().dialect.name
+    ins: Any = pg_insert(_messages) if dialect == "postgresql" else sqlite_insert(_messages)
+    stmt = ins.on_conflict_do_update(
+        index_elements=[_messages.c.token],
+        set_={
+            "status": ins.excluded.status,
+            "status_code": ins.excluded.status_code,
+            "updated_at": ins.excluded.updated_at,
+        },
+        where=(_messages.c.status == "sending") & (ins.excluded.status != "sending"),
+    ).returning(_messages.c.token)
+    written = set(session.execute(stmt, rows).scalars())
+    if not fresh <= written:
+        raise IntegrityError(
+            "INSERT relay_messages", None, ValueError("relay message token already used")
+        )
 
 
 def apply_writes(
     session: Session, writes: Sequence[Write], settings: Settings, signer: CheckpointSigner
 ) -> None:
     """Everything in ``writes``, in the caller's transaction (does not commit)."""
-    rows = [w.row for w in writes if isinstance(w, NewMessage)]
-    if rows:
-        session.execute(insert(_messages), rows)
+    rows = {w.row["token"]: w.row for w in writes if isinstance(w, NewMessage)}
+    fresh = set(rows)
+    merge = session.get_bind().dialect.name in ("sqlite", "postgresql")
+    now = utcnow()
     by_status: dict[tuple[str, str | None], list[str]] = {}
     for w in writes:
-        if isinstance(w, StatusChange):
+        if not isinstance(w, StatusChange):
+            continue
+        if merge and w.row is not None and w.token not in fresh:
+            rows[w.token] = {
+                **w.row,
+                "status": w.status,
+                "status_code": w.status_code,
+                "updated_at": now,
+            }
+        else:
             by_status.setdefault((w.status, w.status_code), []).append(w.token)
-    now = utcnow()
+    if rows and merge:
+        _upsert(session, list(rows.values()), fresh)
+    elif rows:
+        session.execute(insert(_messages), list(rows.values()))
     for (status, code), tokens in by_status.items():
-        # Only from "sending": a bounce (relay/bounces.py, its own transaction) may already
-        # have marked the row, and a lazily written "delivered" must not undo that.
+        # Only from "sending" (see _upsert).
         session.execute(
             update(_messages)
             .where(_messages.c.token.in_(tokens), _messages.c.status == "sending")
@@ -185,7 +235,14 @@ class Journal:
         *,
         max_batch: int = MAX_BATCH,
         lazy_delay: float = LAZY_DELAY,
+        gather: float = GATHER,
+        gather_items: int = GATHER_ITEMS,
+        senders: Callable[[], int] | None = None,
     ) -> None:
+        self.gather = gather
+        self.gather_items = gather_items
+        self.senders = senders
+        self._held: list[_Pending] = []  # lazy writes kept for a batch that writes rows
         self.db = db
         self.settings = settings
         self.signer = signer
@@ -226,7 +283,7 @@ class Journal:
             raise RuntimeError("journal not started")
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_log_unawaited_failure)
-        self._queue.put_nowait(_Pending(w, done, lazy))
+        self._queue.put_nowait(_Pending(w, done, lazy, asyncio.get_running_loop().time()))
         return done
 
     async def flush(self) -> None:
@@ -249,19 +306,57 @@ class Journal:
         assert self._queue is not None
         queue = self._queue
         while True:
-            batch = [await queue.get()]
-            while len(batch) < self.max_batch and not queue.empty():
-                batch.append(queue.get_nowait())
-            if all(p.lazy for p in batch):
-                with contextlib.suppress(TimeoutError):
-                    batch.append(await asyncio.wait_for(queue.get(), self.lazy_delay))
-                while len(batch) < self.max_batch and not queue.empty():
-                    batch.append(queue.get_nowait())
+            batch = await self._gather(queue)
             try:
                 await self._commit(batch)
             finally:
                 for _ in batch:
                     queue.task_done()
+
+    async def _gather(self, queue: asyncio.Queue[_Pending]) -> list[_Pending]:
+        """The next batch. Lazy writes wait (up to ``lazy_delay``) for a batch that writes
+        message rows anyway, so their upsert costs no statement of its own; the others wait
+        up to ``gather`` seconds for other connections' items (group commit)."""
+        loop = asyncio.get_running_loop()
+
+        def drain(batch: list[_Pending]) -> None:
+            while len(batch) < self.max_batch and not queue.empty():
+                batch.append(queue.get_nowait())
+
+        async def get(timeout: float | None) -> _Pending | None:
+            if timeout is None:
+                return await queue.get()
+            try:
+                return await asyncio.wait_for(queue.get(), max(0.0, timeout))
+            except TimeoutError:
+                return None
+
+        batch, self._held = self._held, []
+        while not any(not p.lazy for p in batch):
+            item = await get(batch[0].at + self.lazy_delay - loop.time() if batch else None)
+            if item is None:
+                return batch  # lazy writes due: they go alone
+            batch.append(item)
+            drain(batch)
+        target = min(self.gather_items, self.senders() if self.senders else 1)
+        if self.gather > 0 and target > 1:
+            deadline = loop.time() + self.gather
+            # A batch without message rows (lookups only) waits the whole window for one:
+            # the transaction it would cost alone is most of a message's round trips.
+            while len(batch) < self.max_batch and (
+                sum(not p.lazy for p in batch) < target or not any(map(_writes_rows, batch))
+            ):
+                item = await get(deadline - loop.time())
+                if item is None:
+                    break
+                batch.append(item)
+                drain(batch)
+        if not any(_writes_rows(p) or isinstance(p.item, _Wake) for p in batch):
+            now = loop.time()
+            self._held = [p for p in batch if p.lazy and p.at + self.lazy_delay > now]
+            if self._held:
+                batch = [p for p in batch if not (p.lazy and p.at + self.lazy_delay > now)]
+        return batch
 
     async def _commit(self, batch: list[_Pending]) -> None:
         for pending in [p for p in batch if isinstance(p.item, _Wake)]:
@@ -291,6 +386,13 @@ class Journal:
 
     def _batch(self, items: list[Item]) -> Callable[[Session], dict[str, Route]]:
         return lambda s: apply_batch(s, items, self.settings, self.signer)
+
+
+def _writes_rows(pending: _Pending) -> bool:
+    item = pending.item
+    if isinstance(item, NewMessage):
+        return True
+    return isinstance(item, StatusChange) and item.row is not None and not pending.lazy
 
 
 def _answer(item: Item, routes: dict[str, Route]) -> Route | None:

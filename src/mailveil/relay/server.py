@@ -238,7 +238,11 @@ class RelayServer:
         self.host = host if host is not None else settings.relay_host
         self.port = port if port is not None else settings.relay_port
         self.db = Database(ctx.runtime.session_factory)
-        self.journal = Journal(self.db, settings, ctx.runtime.signer)
+        self._connections = _Connections(settings.relay_max_connections)
+        # Group commit waits for other connections' items only when there are others.
+        self.journal = Journal(
+            self.db, settings, ctx.runtime.signer, senders=lambda: self._connections.open
+        )
         self.smarthost = smarthost or Smarthost.from_settings(settings)
         self.handler = RelayHandler(
             ctx,
@@ -248,7 +252,6 @@ class RelayServer:
             bounce=bounce_processor(ctx, self.db),
         )
         self.tls = tls_context(settings.relay_tls_cert, settings.relay_tls_key)
-        self._connections = _Connections(settings.relay_max_connections)
         self._server: asyncio.Server | None = None
 
     @classmethod
