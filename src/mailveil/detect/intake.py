@@ -129,8 +129,7 @@ def _walk(message: Message, budget: Budget) -> Iterator[Message]:
         part, depth = stack.pop()
         budget.part(depth)
         budget.stats.defects += len(part.defects)
-        if depth:
-            budget.header_section(hdr.header_section_size(part))
+        budget.header_section(hdr.header_section_size(part))
         if budget.stats.parts_seen % 64 == 0:
             budget.tick()
         yield part
@@ -215,7 +214,17 @@ def _part_bytes(part: Message, budget: Budget) -> bytes | None:
     payload = part.get_payload()
     if not isinstance(payload, str):
         return None
-    return _decode_transfer(payload, _cte(part), budget)
+    cte = _cte(part)
+    if cte in ("base64", "quoted-printable"):
+        return _decode_transfer(payload, cte, budget)
+    # Identity encodings: the stdlib gives back the bytes as received (its str form is
+    # already decoded with the declared charset, or replaced).
+    if not budget.may_decode(len(payload)):
+        return None
+    data = part.get_payload(decode=True)
+    data = data if isinstance(data, bytes) else b""
+    budget.decoded(len(data))
+    return data
 
 
 def _part_text(part: Message, budget: Budget) -> str:
@@ -406,12 +415,12 @@ def _unwrap(message: Message, state: _State) -> tuple[Message | None, OriginalMe
         state.notes.append("several attached messages; the first one is read")
     for part, is_eml in level.messages:
         inner = _message_payload(part, budget)
-        if inner is not None:
+        if _is_message(inner, state):
             state.step("eml_attachment" if is_eml else "rfc822_attachment")
             return inner, None
     for part in level.eml_files:
         inner = _eml_payload(part, budget)
-        if inner is not None:
+        if _is_message(inner, state):
             state.step("eml_attachment")
             return inner, None
     for part in level.headers:
@@ -429,6 +438,17 @@ def _unwrap(message: Message, state: _State) -> tuple[Message | None, OriginalMe
             inner = _parse_bytes(pasted.encode("utf-8", "replace"), budget, headers_only=True)
             return None, _original(inner, "headers", budget)
     return None, None
+
+
+def _is_message(inner: Message | None, state: _State) -> bool:
+    """Whether an attachment parsed as a message has a header section (a renamed archive or
+    junk parses as a body alone)."""
+    if inner is None:
+        return False
+    if not inner.keys():
+        state.notes.append("an attached message has no header section; skipped")
+        return False
+    return True
 
 
 def _original(message: Message, completeness: str, budget: Budget) -> OriginalMessage:
