@@ -18,6 +18,7 @@ from mailveil.api.routers import (
     aliases,
     api_keys,
     customers,
+    detect,
     disclosures,
     employee_access,
     health,
@@ -88,6 +89,7 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
         aliases,
         ledger,
         reveals,
+        detect,
     ):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -10,7 +10,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from mailveil.api.problems import PROBLEM_MEDIA_TYPE, problem_bytes
 
-BULK_MEDIA_TYPES = ("application/x-ndjson", "application/ndjson", "text/csv")
+# Raw messages (abuse reports) are e-mails, larger than any JSON body.
+BULK_MEDIA_TYPES = ("application/x-ndjson", "application/ndjson", "text/csv", "message/rfc822")
 
 
 class BodyTooLarge(Exception):

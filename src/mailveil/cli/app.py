@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from mailveil.cli import access, customers, disclosures, keys, ledger, policy
+from mailveil.cli import access, customers, detect, disclosures, keys, ledger, policy
 from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
 
@@ -27,6 +27,10 @@ app.add_typer(policy.app, name="policy")
 app.command("disclose")(disclosures.disclose_command)
 app.add_typer(access.principals_app, name="principals")
 app.add_typer(access.reveals_app, name="reveals")
+app.add_typer(detect.detect_app, name="detect")
+app.add_typer(detect.incidents_app, name="incidents")
+app.add_typer(detect.canaries_app, name="canaries")
+app.add_typer(detect.reports_app, name="reports")
 customers.app.command("access-log")(access.access_log_command)
 customers.app.command("contact")(access.contact_command)
 customers.app.command("export")(access.export_command)

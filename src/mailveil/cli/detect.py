@@ -1,0 +1,246 @@
+"""`mailveil detect run`, `mailveil incidents list|show|status|timeline|export|verify`,
+`mailveil canaries plant|list` and `mailveil reports submit`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from mailveil.access.canaries import canaries_of, plant
+from mailveil.cli.common import cell, console, database, fail, friendly_errors, operator_actor, say
+from mailveil.contacts.customers import get_customer_by_external_id
+from mailveil.contacts.principals import get_principal_by_external_id
+from mailveil.db.session import session_scope
+from mailveil.detect.evidence import build_bundle, verify_bundle
+from mailveil.detect.incidents import (
+    get_incident,
+    incident_view,
+    list_incidents,
+    set_status,
+    timeline,
+)
+from mailveil.detect.jobs import run_detection
+from mailveil.detect.reports import submit_report
+from mailveil.ledger.signing import CheckpointSigner
+from mailveil.vault import Vault
+
+detect_app = typer.Typer(help="Detection jobs.", no_args_is_help=True)
+incidents_app = typer.Typer(help="Incidents and their evidence.", no_args_is_help=True)
+canaries_app = typer.Typer(help="Canary customers.", no_args_is_help=True)
+reports_app = typer.Typer(help="Abuse reports.", no_args_is_help=True)
+
+
+def _principal(session: Any, value: str) -> int:
+    kind, sep, ext = value.partition(":")
+    if not sep or not kind or not ext:
+        fail("--principal must be KIND:EXTERNAL_ID, e.g. employee:e-1001", code=2)
+    return get_principal_by_external_id(session, kind, ext).id
+
+
+@detect_app.command("run")
+def run(ctx: typer.Context) -> None:
+    """Scan the ledger since the last run and file signals and incidents."""
+    settings = ctx.obj.settings()
+    with friendly_errors():
+        signer = CheckpointSigner.load(settings)
+        with database(settings) as factory, session_scope(factory) as session:
+            result = run_detection(session, settings, signer)
+    found = ", ".join(f"{n} {k}" for k, n in sorted(result.signals.items())) or "no new signals"
+    say(f"[green]✓[/] scanned {result.entries_scanned} ledger entries: {found}")
+
+
+@incidents_app.command("list")
+def list_command(ctx: typer.Context, status: Annotated[str | None, typer.Option()] = None) -> None:
+    """Incidents, oldest first, with their culprits and the 72-hour clock."""
+    settings = ctx.obj.settings()
+    with friendly_errors(), database(settings) as factory, session_scope(factory) as session:
+        rows = [
+            incident_view(session, i) for i in list_incidents(session, status=status, limit=1000)
+        ]
+    table = Table("id", "status", "title", "signals", "culprits", "detected", "hours left")
+    for r in rows:
+        culprits = ", ".join(f"{c['kind']}:{c['external_id']} ({c['role']})" for c in r["culprits"])
+        table.add_row(
+            cell(r["id"]),
+            cell(r["status"]),
+            cell(r["title"]),
+            cell(r["signal_count"]),
+            cell(culprits),
+            cell(r["detected_at"][:16]),
+            cell(r["hours_left_to_notify"]),
+        )
+    console.print(table)
+
+
+@incidents_app.command("show")
+def show(ctx: typer.Context, incident_id: int) -> None:
+    """One incident with its signals, as JSON."""
+    settings = ctx.obj.settings()
+    with friendly_errors(), database(settings) as factory, session_scope(factory) as session:
+        view = incident_view(session, get_incident(session, incident_id), with_signals=True)
+    console.print_json(data=view)
+
+
+@incidents_app.command("status")
+def status(
+    ctx: typer.Context,
+    incident_id: int,
+    new_status: Annotated[str, typer.Argument(help="confirmed, contained, closed or dismissed")],
+    reason: Annotated[str, typer.Option(help="why, for the ledger")],
+) -> None:
+    """Move an incident on."""
+    settings = ctx.obj.settings()
+    with friendly_errors():
+        signer = CheckpointSigner.load(settings)
+        with database(settings) as factory, session_scope(factory) as session:
+            row = set_status(
+                session,
+                settings=settings,
+                signer=signer,
+                incident_id=incident_id,
+                status=new_status,
+                reason=reason,
+                actor=operator_actor(),
+            )
+            now = row.status
+    say(f"[green]✓[/] incident {incident_id} is {now}")
+
+
+@incidents_app.command("timeline")
+def timeline_command(ctx: typer.Context, incident_id: int) -> None:
+    """Every step of the incident, from the ledger, in order."""
+    settings = ctx.obj.settings()
+    with friendly_errors(), database(settings) as factory, session_scope(factory) as session:
+        items = timeline(session, incident_id)
+    table = Table("seq", "time", "kind", "actor", "what")
+    for e in items:
+        what = e["detail"].get("summary") or e["detail"].get("kind") or e["detail"].get("to") or ""
+        table.add_row(
+            cell(e["seq"]), cell(e["time"][:19]), cell(e["kind"]), cell(e["actor"]), cell(what)
+        )
+    console.print(table)
+
+
+@incidents_app.command("export")
+def export(
+    ctx: typer.Context,
+    incident_id: int,
+    out: Annotated[Path, typer.Option(help="where to write the evidence bundle (JSON)")],
+) -> None:
+    """Write the incident's evidence bundle: ledger entries, inclusion proofs, a signed
+    checkpoint. `mailveil incidents verify FILE` checks it without the database."""
+    settings = ctx.obj.settings()
+    with friendly_errors():
+        signer = CheckpointSigner.load(settings)
+        with database(settings) as factory, session_scope(factory) as session:
+            bundle = build_bundle(session, settings, signer, incident_id)
+        out.write_text(json.dumps(bundle, indent=2) + "\n", encoding="utf-8")
+    say(
+        f"[green]✓[/] evidence bundle of incident {incident_id}: {len(bundle['entries'])} "
+        f"ledger entries, checkpoint at size {bundle['checkpoint']['tree_size']} -> {out}"
+    )
+
+
+@incidents_app.command("verify")
+def verify(
+    file: Annotated[Path, typer.Argument(help="an evidence bundle (JSON)")],
+    key: Annotated[
+        str | None, typer.Option(help="the operator's published verifier key, to pin it")
+    ] = None,
+) -> None:
+    """Check an evidence bundle from itself alone (no database, no settings): the checkpoint
+    signature, every inclusion proof, and that each claim matches its ledger entries."""
+    try:
+        bundle = json.loads(file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as exc:
+        fail(f"{file}: cannot be read: {exc}", code=2)
+    except json.JSONDecodeError as exc:
+        fail(f"{file}: line {exc.lineno}: not JSON: {exc.msg}", code=2)
+    result = verify_bundle(bundle, verifier_key=key)
+    table = Table("check", "result", "detail")
+    for what, passed, why in result.checks:
+        table.add_row(cell(what), "[green]pass[/]" if passed else "[red]FAIL[/]", cell(why))
+    console.print(table)
+    if not result.ok:
+        fail("the evidence bundle does not verify")
+    if key is None:
+        say("verified against the bundle's own key: pin the operator's key with --key", err=True)
+    say("[green]✓[/] the evidence bundle verifies")
+
+
+@canaries_app.command("plant")
+def plant_command(
+    ctx: typer.Context,
+    principal: Annotated[str, typer.Option(help="KIND:EXTERNAL_ID")],
+    country: Annotated[str, typer.Option(help="ISO country code")],
+    count: Annotated[int, typer.Option(min=1, max=1000)] = 2,
+) -> None:
+    """Mint canary customers for a principal (their addresses live on canary_domain)."""
+    settings = ctx.obj.settings()
+    with friendly_errors():
+        signer = CheckpointSigner.load(settings)
+        vault = Vault.open(settings)
+        with database(settings) as factory, session_scope(factory) as session:
+            made = plant(
+                session,
+                settings=settings,
+                vault=vault,
+                signer=signer,
+                principal_id=_principal(session, principal),
+                country=country.upper(),
+                count=count,
+                actor=operator_actor(),
+            )
+            ids = [c.external_id for c in made]
+    say(f"[green]✓[/] planted {len(ids)} canaries: {', '.join(ids)}")
+
+
+@canaries_app.command("list")
+def canaries_list(
+    ctx: typer.Context, principal: Annotated[str, typer.Option(help="KIND:EXTERNAL_ID")]
+) -> None:
+    """The canaries minted for a principal."""
+    settings = ctx.obj.settings()
+    with friendly_errors(), database(settings) as factory, session_scope(factory) as session:
+        rows = [
+            (c.id, c.external_id, c.country)
+            for c in canaries_of(session, _principal(session, principal))
+        ]
+    table = Table("customer id", "external id", "country")
+    for row in rows:
+        table.add_row(*(cell(x) for x in row))
+    console.print(table)
+
+
+@reports_app.command("submit")
+def submit(
+    ctx: typer.Context,
+    file: Annotated[Path, typer.Argument(help="the reported message (.eml)")],
+    customer: Annotated[str, typer.Option(help="the reporting customer's external id")],
+) -> None:
+    """File an abuse report on a customer's behalf (as the API does for a signed-in customer)."""
+    settings = ctx.obj.settings()
+    if not file.is_file():
+        fail(f"{file}: no such file", code=2)
+    raw = file.read_bytes()
+    with friendly_errors():
+        signer = CheckpointSigner.load(settings)
+        vault = Vault.open(settings)
+        with database(settings) as factory, session_scope(factory) as session:
+            outcome = submit_report(
+                session,
+                settings=settings,
+                signer=signer,
+                vault=vault,
+                raw=raw,
+                channel="api",
+                reporter_customer_id=get_customer_by_external_id(session, customer).id,
+            )
+    say(f"[green]✓[/] report R-{outcome.report_id}: {outcome.outcome}")
+
+
+__all__ = ["canaries_app", "detect_app", "incidents_app", "reports_app"]
