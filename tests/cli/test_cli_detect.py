@@ -1,0 +1,74 @@
+"""`mailveil detect run`, `incidents list|show|status|timeline|export|verify`,
+`canaries plant|list` and `reports submit` against a real database."""
+
+from __future__ import annotations
+
+import json
+from email.message import EmailMessage
+from pathlib import Path
+
+from cli_testkit import Cli, add_seller, customer_id, disclose_to
+from sqlalchemy.orm import Session, sessionmaker
+
+from mailveil.config import Settings
+from mailveil.contacts.relationships import create_order
+
+
+def _report(alias: str) -> bytes:
+    spam = EmailMessage()
+    spam["From"] = "deals@spam.example"
+    spam["To"] = alias
+    spam["Subject"] = "prize"
+    spam.set_content("click")
+    report = EmailMessage()
+    report["From"] = "olga.buyer@example.com"
+    report["Subject"] = "Fwd: prize"
+    report.set_content("spam!")
+    report.add_attachment(spam)
+    return report.as_bytes()
+
+
+def test_report_incident_export_and_offline_verify(
+    cli: Cli, cli_settings: Settings, db: sessionmaker[Session], tmp_path: Path
+) -> None:
+    Path("c.csv").write_text("external_id,email,country\nc-1,olga.buyer@example.com,DE\n")
+    cli.ok("customers", "import", "c.csv")
+    seller = add_seller(db, "s-1", "Acme Books")
+    with db.begin() as s:
+        create_order(s, external_id="o-1", customer_id=customer_id(db, "c-1"), seller_id=seller)
+    alias = disclose_to(db, cli_settings, "c-1", seller, "order").alias
+    assert alias is not None
+    (tmp_path / "r.eml").write_bytes(_report(alias))
+    submitted = cli.ok("reports", "submit", str(tmp_path / "r.eml"), "--customer", "c-1")
+    assert "attributed" in submitted.stdout
+    listed = cli.ok("incidents", "list")
+    assert "seller:s-1 (source)" in listed.flat
+    cli.ok("incidents", "status", "1", "confirmed", "--reason", "alias in spam")
+    assert "incident_status" in cli.ok("incidents", "timeline", "1").stdout
+    bundle = tmp_path / "bundle.json"
+    cli.ok("incidents", "export", "1", "--out", str(bundle))
+    key = json.loads(bundle.read_text())["checkpoint"]["verifier_key"]
+    verified = cli.ok("incidents", "verify", str(bundle), "--key", key)
+    assert "the evidence bundle verifies" in verified.stdout
+    data = json.loads(bundle.read_text())
+    data["claims"][0]["source"] = "principal:999"
+    bundle.write_text(json.dumps(data))
+    tampered = cli("incidents", "verify", str(bundle))
+    assert tampered.code == 1 and "does not verify" in tampered.stderr
+    bundle.write_text("{ not json")
+    assert cli("incidents", "verify", str(bundle)).code == 2
+    assert "olga.buyer" not in listed.output + verified.output + submitted.output
+
+
+def test_detect_run_and_canaries(
+    cli: Cli, cli_settings: Settings, db: sessionmaker[Session]
+) -> None:
+    add_seller(db, "s-1", "Acme Books")
+    planted = cli.ok(
+        "canaries", "plant", "--principal", "seller:s-1", "--country", "fr", "--count", "2"
+    )
+    assert "planted 2 canaries" in planted.stdout
+    listed = cli.ok("canaries", "list", "--principal", "seller:s-1")
+    assert listed.stdout.count("FR") == 2
+    assert "no new signals" in cli.ok("detect", "run").stdout
+    assert cli("canaries", "plant", "--principal", "nope", "--country", "FR").code == 2
