@@ -194,44 +194,50 @@ def _decode_transfer(text: str, cte: str, budget: Budget) -> bytes | None:
     estimate = len(text) * 3 // 4 + 4 if cte == "base64" else len(text)
     if not budget.may_decode(estimate):
         return None
-    raw = text.encode("ascii", "surrogateescape") if cte in ("base64", "quoted-printable") else b""
+    raw = _to_bytes(text)
     if cte == "base64":
         try:
             data = binascii.a2b_base64(raw)
         except (binascii.Error, ValueError):
-            # Bad padding or junk: keep only the alphabet, padded, as mail clients do.
+            # Bad padding, junk or a cut-off prefix: the alphabet only, whole quanta only.
             clean = re.sub(rb"[^A-Za-z0-9+/]", b"", raw)
-            data = binascii.a2b_base64(clean + b"=" * (-len(clean) % 4)) if clean else b""
+            data = binascii.a2b_base64(clean[: len(clean) // 4 * 4]) if clean else b""
     elif cte == "quoted-printable":
         data = quopri.decodestring(raw)
     else:
-        data = text.encode("utf-8", "surrogateescape")
+        data = raw
     budget.decoded(len(data))
     return data
 
 
-def _part_bytes(part: Message, budget: Budget) -> bytes | None:
-    payload = part.get_payload()
+def _to_bytes(text: str) -> bytes:
+    """A payload str back to its bytes: the parser keeps 8-bit bytes as surrogate escapes."""
+    try:
+        return text.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "replace")
+
+
+def _part_bytes(part: Message, budget: Budget, prefix: int | None = None) -> bytes | None:
+    """A leaf part's body as bytes, transfer-decoded; only its first ``prefix`` characters.
+
+    Read from the stored payload: ``get_payload()`` would decode the whole body with the
+    declared charset first (mangling 8-bit bodies), ``decode=True`` would decode all of it.
+    """
+    payload = getattr(part, "_payload", None)
     if not isinstance(payload, str):
         return None
-    cte = _cte(part)
-    if cte in ("base64", "quoted-printable"):
-        return _decode_transfer(payload, cte, budget)
-    # Identity encodings: the stdlib gives back the bytes as received (its str form is
-    # already decoded with the declared charset, or replaced).
-    if not budget.may_decode(len(payload)):
-        return None
-    data = part.get_payload(decode=True)
-    data = data if isinstance(data, bytes) else b""
-    budget.decoded(len(data))
-    return data
+    if prefix is not None:
+        payload = payload[:prefix]
+    return _decode_transfer(payload, _cte(part), budget)
 
 
 def _part_text(part: Message, budget: Budget) -> str:
-    data = _part_bytes(part, budget)
+    limit = budget.limits.max_scan_chars
+    # A forward sits near the top: read a bounded prefix of a body however long it is.
+    data = _part_bytes(part, budget, prefix=limit * 3)
     if data is None:
         return ""
-    limit = budget.limits.max_scan_chars
     try:
         charset = part.get_content_charset()
     except Exception:
