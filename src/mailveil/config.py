@@ -118,6 +118,42 @@ class Settings:
     reveal_request_hours: float = 24.0
     # The customer-visible access log names the team; set this to name the person as well.
     access_log_names_person: bool = False
+    # -- incident response (mailveil.incidents) ----------------------------------------------
+    # Who the regulator report and breach notices name as the controller and contact point.
+    controller_name: str = "the marketplace"
+    breach_contact: str = ""  # empty: privacy@<relay_domain>
+    # -- notifications (mailveil.notify) -------------------------------------------------
+    # A Dramatiq broker (redis://... or amqp://...) for send workers; empty: in-process.
+    notify_broker_url: str = ""
+    # The relay the send worker writes to (empty / 0: relay_host / relay_port), and whether
+    # it must use STARTTLS (verified against notify_relay_cafile, or the system's CAs).
+    notify_relay_host: str = ""
+    notify_relay_port: int = 0
+    notify_relay_starttls: bool = False
+    notify_relay_cafile: str = ""
+    # Stages as fractions of the audience, the wait after each one, the smallest stage.
+    notify_stages: str = "0.001,0.01,0.1,1"
+    notify_soak_seconds: float = 300.0
+    notify_min_stage_size: int = 100
+    # Gates: a stage whose rate is above its threshold halts the send.
+    notify_max_ineligible_rate: float = 0.01
+    notify_max_bounce_rate: float = 0.05
+    notify_max_complaint_rate: float = 0.002
+    notify_max_unsubscribe_rate: float = 0.01
+    # Blast radius: a second person approves audiences above k x the expected volume or
+    # above the absolute cap.
+    notify_blast_factor: float = 3.0
+    notify_blast_cap: int = 1_000_000
+    # At most this many notifications per customer per window (security and legal exempt).
+    notify_frequency_cap: int = 3
+    notify_frequency_window_hours: float = 24.0
+    # A recipient left "delivering" by a dead worker is reconciled with the relay's records
+    # after this long (longer than the relay takes to record a message it accepted).
+    notify_reconcile_after_seconds: float = 120.0
+    # Recipients per batch (eligibility, disclosure, commits).
+    notify_batch_size: int = 2000
+    # An extra spelling word list (one word a line) beside the shipped one.
+    notify_words_file: str = ""
 
     @property
     def db_url(self) -> str:
@@ -250,6 +286,36 @@ def _check(settings: Settings) -> None:
         raise SettingsError(
             "smarthost_pool_size, relay_max_connections and relay_workers must be >= 1"
         )
+    # -- notifications
+    stages = settings.notify_stages.split(",")
+    try:
+        fractions = [float(x) for x in stages]
+    except ValueError as exc:
+        raise SettingsError("notify_stages must be comma-separated fractions") from exc
+    if not fractions or fractions != sorted(fractions) or not 0 < fractions[0]:
+        raise SettingsError("notify_stages must be increasing fractions above 0")
+    if fractions[-1] != 1:
+        raise SettingsError("notify_stages must end with 1 (the whole audience)")
+    for name in (
+        "notify_max_ineligible_rate",
+        "notify_max_bounce_rate",
+        "notify_max_complaint_rate",
+        "notify_max_unsubscribe_rate",
+    ):
+        if not 0 <= getattr(settings, name) <= 1:
+            raise SettingsError(f"{name} must be between 0 and 1")
+    if settings.notify_blast_factor <= 0 or settings.notify_blast_cap < 1:
+        raise SettingsError("notify_blast_factor must be > 0 and notify_blast_cap >= 1")
+    if min(settings.notify_min_stage_size, settings.notify_batch_size) < 1:
+        raise SettingsError("notify_min_stage_size and notify_batch_size must be >= 1")
+    if settings.notify_frequency_cap < 0 or settings.notify_soak_seconds < 0:
+        raise SettingsError("notify_frequency_cap and notify_soak_seconds must be >= 0")
+    if not 0 <= settings.notify_relay_port < 65536:
+        raise SettingsError("notify_relay_port must be a TCP port (0: relay_port)")
+    if settings.notify_broker_url and not settings.notify_broker_url.startswith(
+        ("redis://", "rediss://", "amqp://", "amqps://")
+    ):
+        raise SettingsError("notify_broker_url must be a redis:// or amqp:// URL")
 
 
 __all__ = ["Settings", "SettingsError", "load_settings"]

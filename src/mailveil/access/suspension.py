@@ -48,9 +48,44 @@ def suspend_principal(
         raise NotFound(f"no principal {principal_id}")
     if principal.status == "suspended":
         raise Conflict(f"principal {principal_id} is already suspended")
-    now = utcnow()
     principal.status = "suspended"
-    principal.updated_at = now
+    principal.updated_at = utcnow()
+    revoked, reveals = revoke_everything(
+        session,
+        settings=settings,
+        signer=signer,
+        principal_id=principal_id,
+        reason=f"principal suspended: {reason}",
+        actor=actor,
+    )
+    seq = append(
+        session,
+        [
+            Event(
+                "principal_suspended",
+                actor,
+                f"principal:{principal_id}",
+                detail={"reason": reason, "aliases_revoked": revoked, "reveals_revoked": reveals},
+            )
+        ],
+        settings,
+        signer,
+    )[0]
+    return Suspension(principal_id, revoked, reveals, seq)
+
+
+def revoke_everything(
+    session: Session,
+    *,
+    settings: Settings,
+    signer: CheckpointSigner,
+    principal_id: int,
+    reason: str,
+    actor: str,
+) -> tuple[int, int]:
+    """Revoke every live alias disclosed to the principal and every open reveal request or
+    grant of it (one ledger entry each); (aliases, reveals) revoked. Does not commit."""
+    now = utcnow()
     revoked = 0
     while True:
         batch = list(
@@ -66,7 +101,7 @@ def suspend_principal(
         events = []
         for alias in batch:
             alias.revoked_at = now
-            alias.revoked_reason = f"principal suspended: {reason}"[:500]
+            alias.revoked_reason = reason[:500]
             alias.revoked_by = actor
             events.append(
                 Event(
@@ -89,24 +124,11 @@ def suspend_principal(
         signer=signer,
         where=RevealRequest.requester_id == principal_id,
         status="revoked",
-        reason="requester suspended",
+        reason=reason[:500],
         actor=actor,
         kind="reveal_revoked",
     )
-    seq = append(
-        session,
-        [
-            Event(
-                "principal_suspended",
-                actor,
-                f"principal:{principal_id}",
-                detail={"reason": reason, "aliases_revoked": revoked, "reveals_revoked": reveals},
-            )
-        ],
-        settings,
-        signer,
-    )[0]
-    return Suspension(principal_id, revoked, reveals, seq)
+    return revoked, reveals
 
 
 def reinstate_principal(
@@ -134,4 +156,4 @@ def reinstate_principal(
     return append(session, [event], settings, signer)[0]
 
 
-__all__ = ["Suspension", "reinstate_principal", "suspend_principal"]
+__all__ = ["Suspension", "reinstate_principal", "revoke_everything", "suspend_principal"]

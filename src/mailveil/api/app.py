@@ -22,6 +22,7 @@ from mailveil.api.routers import (
     disclosures,
     employee_access,
     health,
+    incident_response,
     ledger,
     principals,
     relationships,
@@ -90,6 +91,7 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
         ledger,
         reveals,
         detect,
+        incident_response,
     ):
         app.include_router(module.router)
     app.add_middleware(MetricsMiddleware, metrics=metrics)

@@ -1,0 +1,97 @@
+"""Incident response: blast radius (also as a dry run for any principals), containment, and
+the regulator report (JSON or HTML)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from pydantic import BaseModel, ConfigDict, Field
+
+from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.auth.keys import Caller, Role
+from mailveil.detect.incidents import get_incident
+from mailveil.errors import InvalidInput
+from mailveil.incidents.blast import blast_radius, culprits_of
+from mailveil.incidents.containment import contain
+from mailveil.incidents.regulator import regulator_report, render_html
+
+router = APIRouter(tags=["incident response"])
+ResponderDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.INVESTIGATOR))]
+
+
+class ContainIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    reason: str = Field(min_length=1, max_length=500)
+
+
+@router.get("/v1/incidents/{incident_id}/blast-radius")
+def get_blast_radius(
+    incident_id: int,
+    session: SessionDep,
+    _caller: ResponderDep,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    sample: Annotated[int, Query(ge=0, le=1000)] = 20,
+) -> dict[str, Any]:
+    """Every customer whose alias or real address the incident's source principals held in
+    the window: counts by exposure, country and region, and a sample."""
+    get_incident(session, incident_id)
+    sources = culprits_of(session, incident_id)
+    if not sources:
+        raise InvalidInput(f"incident {incident_id} names no source principal")
+    radius = blast_radius(session, sources, since=since, until=until, sample=sample)
+    return {"incident_id": incident_id, **radius.to_dict()}
+
+
+@router.get("/v1/blast-radius")
+def get_dry_run(
+    session: SessionDep,
+    _caller: ResponderDep,
+    principal_id: Annotated[list[int], Query(min_length=1, max_length=100)],
+    since: datetime | None = None,
+    until: datetime | None = None,
+    sample: Annotated[int, Query(ge=0, le=1000)] = 20,
+) -> dict[str, Any]:
+    """The same computation for any principals, before an incident is confirmed."""
+    return blast_radius(session, principal_id, since=since, until=until, sample=sample).to_dict()
+
+
+@router.post("/v1/incidents/{incident_id}/contain")
+def post_contain(
+    incident_id: int,
+    body: ContainIn,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    caller: ResponderDep,
+) -> dict[str, Any]:
+    """Suspend every culprit, revoke their aliases, reveals and in-flight sends."""
+    done = contain(
+        session,
+        settings=runtime.settings,
+        signer=runtime.signer,
+        incident_id=incident_id,
+        reason=body.reason,
+        actor=caller.actor,
+        cancel_sends=getattr(runtime, "cancel_sends", None),
+    )
+    session.commit()
+    return done.to_dict()
+
+
+@router.get("/v1/incidents/{incident_id}/regulator-report", response_model=None)
+def get_regulator_report(
+    incident_id: int,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _caller: ResponderDep,
+    format: Annotated[Literal["json", "html"], Query()] = "json",
+) -> Response:
+    """For the supervisory authority (GDPR Art. 33): nature, categories and numbers, likely
+    consequences, measures taken, contact point, and the 72-hour clock."""
+    report = regulator_report(session, runtime.settings, incident_id)
+    if format == "html":
+        return HTMLResponse(render_html(report))
+    return JSONResponse(report)

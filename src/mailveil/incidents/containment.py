@@ -1,0 +1,127 @@
+"""Containment: one action that stops a confirmed leak where it is.
+
+Every culprit principal of the incident (source and recipient) is suspended, every alias
+disclosed to it is revoked (the relay refuses mail to a revoked alias from anyone, and a
+stranger writing to one is still a signal), its open reveal requests and grants are revoked,
+and its in-flight sends are cancelled (through ``cancel_sends``, given by the notification
+area when it is installed). A principal already suspended is not suspended again, but
+anything disclosed to it since is still revoked. All of it is in the ledger, and the
+incident becomes ``contained``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailveil.access.suspension import revoke_everything, suspend_principal
+from mailveil.config import Settings
+from mailveil.contacts import validation as v
+from mailveil.contacts.models import Principal
+from mailveil.db.base import utcnow
+from mailveil.detect.incidents import get_incident
+from mailveil.detect.models import IncidentCulprit
+from mailveil.errors import Conflict, InvalidInput
+from mailveil.ledger.append import append
+from mailveil.ledger.events import Event
+from mailveil.ledger.signing import CheckpointSigner
+
+# (session, principal id, reason, actor) -> number of sends cancelled
+SendCanceller = Callable[[Session, int, str, str], int]
+
+
+@dataclass
+class Containment:
+    incident_id: int
+    suspended: list[int] = field(default_factory=list)
+    already_suspended: list[int] = field(default_factory=list)
+    aliases_revoked: int = 0
+    reveals_revoked: int = 0
+    sends_cancelled: int = 0
+    ledger_seq: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "incident_id": self.incident_id,
+            "suspended": self.suspended,
+            "already_suspended": self.already_suspended,
+            "aliases_revoked": self.aliases_revoked,
+            "reveals_revoked": self.reveals_revoked,
+            "sends_cancelled": self.sends_cancelled,
+            "ledger_seq": self.ledger_seq,
+        }
+
+
+def contain(
+    session: Session,
+    *,
+    settings: Settings,
+    signer: CheckpointSigner,
+    incident_id: int,
+    reason: str,
+    actor: str,
+    cancel_sends: SendCanceller | None = None,
+) -> Containment:
+    """Contain the incident. Does not commit."""
+    reason = v.text(reason, "reason", 500, allow_empty=False).strip()
+    incident = get_incident(session, incident_id)
+    if incident.status not in ("open", "confirmed"):
+        raise Conflict(
+            f"incident {incident_id} is {incident.status}; "
+            "only an open or confirmed incident is contained"
+        )
+    culprit_ids = sorted(
+        session.scalars(
+            select(IncidentCulprit.principal_id).where(IncidentCulprit.incident_id == incident_id)
+        )
+    )
+    if not culprit_ids:
+        raise InvalidInput(f"incident {incident_id} names no culprit: nothing to contain")
+    out = Containment(incident_id)
+    why = f"incident {incident_id}: {reason}"
+    for pid in culprit_ids:
+        principal = session.get(Principal, pid, with_for_update=True)
+        if principal is None:
+            continue
+        if principal.status == "suspended":
+            out.already_suspended.append(pid)
+            aliases, reveals = revoke_everything(
+                session, settings=settings, signer=signer, principal_id=pid, reason=why, actor=actor
+            )
+        else:
+            done = suspend_principal(
+                session, settings=settings, signer=signer, principal_id=pid, reason=why, actor=actor
+            )
+            out.suspended.append(pid)
+            aliases, reveals = done.aliases_revoked, done.reveals_revoked
+        out.aliases_revoked += aliases
+        out.reveals_revoked += reveals
+        if cancel_sends is not None:
+            out.sends_cancelled += cancel_sends(session, pid, why, actor)
+    was = incident.status
+    incident.status = "contained"
+    incident.updated_at = utcnow()
+    session.flush()
+    detail = {
+        "incident": incident_id,
+        "action": "contain",
+        "from": was,
+        "reason": reason,
+        **out.to_dict(),
+    }
+    detail.pop("ledger_seq")
+    detail.pop("incident_id")
+    out.ledger_seq = append(
+        session,
+        [Event("incident_action", actor, f"incident:{incident_id}", detail=detail)],
+        settings,
+        signer,
+    )[0]
+    return out
+
+
+__all__ = ["Containment", "SendCanceller", "contain"]
