@@ -38,6 +38,10 @@ test: $(STAMP) debian services lint typecheck
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
+## Both incidents replayed end to end in one process (under a minute).
+demo: $(STAMP)
+	$(BIN)/mailveil demo
+
 bench: $(STAMP)
 	$(BIN)/python benchmarks/run_all.py
 

@@ -141,3 +141,21 @@ def relay_command(
         if workers > 1:
             raise typer.Exit(serve_workers(settings, sock, workers))
         asyncio.run(serve_until_signalled(server))
+
+
+@app.command()
+def demo(
+    out: Annotated[
+        Path | None, typer.Option(help="keep the demo's reports (regulator report) here")
+    ] = None,
+    customers: Annotated[int, typer.Option(min=50, max=20_000)] = 400,
+) -> None:
+    """Replay both incidents end to end on the embedded defaults, in one process, with an
+    in-process mail sink; prints each step. Uses a temporary data directory."""
+    from rich.console import Console
+
+    from mailveil.demo.story import run_demo
+
+    report = run_demo(Console(), customers=customers, out_dir=out)
+    if not report.ok:
+        raise typer.Exit(1)
