@@ -1,6 +1,11 @@
 """Run every benchmark in this folder, one after another, each with its own figures.
 
 Pass arguments through to every benchmark, e.g. ``--n 100000`` for a quick run.
+
+Every ``*.py`` here not starting with ``_`` is run (``_*.py`` are shared helpers).
+employee_access builds a 10-million-customer SQLite file once (a few minutes, ~4 GB,
+cached in ``benchmarks/.cache/``, git-ignored; it refuses to start with too little free disk)
+and takes ``--n`` as its number of timed pairs.
 """
 
 from __future__ import annotations
