@@ -4,7 +4,7 @@ their peers that day, each alert with its reasons in words.
 The job reads the ledger (``anomalies_extract``), computes per-employee, per-day features in
 DuckDB (``anomalies_features``) and scores every employee-day three ways:
 
-* own history: robust z (median and MAD over the trailing active days) per feature;
+* own history: robust z (median and MAD over the previous active days) per feature;
 * peers: robust z against the same team (else role, else everyone) that day, also for
   trailing 7-day sums, which is where a slow leak shows;
 * an IsolationForest over the feature vectors taken relative to the peer medians, for
@@ -103,7 +103,9 @@ def _us(day: date) -> int:
 
 def _window(config: AnomalyConfig, since: date | None, until: date | None) -> tuple[int, int]:
     """What to read: the scored days plus enough before them for the baselines."""
-    t0 = 0 if since is None else _us(since - timedelta(days=config.history_days + 1))
+    # history_days counts active days: read enough calendar days to cover them.
+    back = 2 * config.history_days + config.rolling_days
+    t0 = 0 if since is None else _us(since - timedelta(days=back))
     t1 = 2**62 if until is None else _us(until + timedelta(days=1))
     return t0, t1
 
