@@ -42,13 +42,18 @@ def _principal(session: Any, value: str) -> int:
 
 
 @detect_app.command("run")
-def run(ctx: typer.Context) -> None:
+def run(
+    ctx: typer.Context,
+    anomalies: Annotated[
+        bool, typer.Option("--anomalies", help="also score the last week of employee access")
+    ] = False,
+) -> None:
     """Scan the ledger since the last run and file signals and incidents."""
     settings = ctx.obj.settings()
     with friendly_errors():
         signer = CheckpointSigner.load(settings)
         with database(settings) as factory, session_scope(factory) as session:
-            result = run_detection(session, settings, signer)
+            result = run_detection(session, settings, signer, anomalies=anomalies)
     found = ", ".join(f"{n} {k}" for k, n in sorted(result.signals.items())) or "no new signals"
     say(f"[green]✓[/] scanned {result.entries_scanned} ledger entries: {found}")
 

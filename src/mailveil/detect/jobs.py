@@ -1,31 +1,102 @@
-"""The detection job: the ledger scan, then (when its dependencies are there) the access
-anomaly job, each turned into signals."""
+"""The detection job: the ledger scan, and on request the access-anomaly job, each turned
+into signals."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from typing import Any
 
+from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
+from mailveil.detect.models import Signal
 from mailveil.detect.scan import scan_ledger
+from mailveil.detect.signals import record_signal
 from mailveil.ledger.signing import CheckpointSigner
+
+ANOMALY_LOOKBACK_DAYS = 7  # days scored per run; the job reads the history it needs itself
 
 
 @dataclass
 class DetectionRun:
     entries_scanned: int = 0
     signals: dict[str, int] = field(default_factory=dict)
+    anomaly_days_scored: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"entries_scanned": self.entries_scanned, "signals": self.signals}
+        out: dict[str, Any] = {"entries_scanned": self.entries_scanned, "signals": self.signals}
+        if self.anomaly_days_scored is not None:
+            out["anomaly_employee_days_scored"] = self.anomaly_days_scored
+        return out
 
 
-def run_detection(session: Session, settings: Settings, signer: CheckpointSigner) -> DetectionRun:
-    """Scan the ledger from where the last run stopped. Does not commit."""
+def _engine(session: Session) -> Engine:
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
+
+
+def file_anomalies(
+    session: Session,
+    settings: Settings,
+    signer: CheckpointSigner,
+    *,
+    since: date | None = None,
+    until: date | None = None,
+    budget_per_1000: float = 1.0,
+) -> tuple[int, int]:
+    """Run the anomaly job over committed ledger entries and file one signal per new alert
+    (employee, day); (signals filed, employee-days scored)."""
+    from mailveil.detect.anomalies import run_anomaly_job  # numpy, DuckDB: loaded on use
+
+    until = until or date.today()
+    since = since or until - timedelta(days=ANOMALY_LOOKBACK_DAYS)
+    report = run_anomaly_job(
+        _engine(session), settings, since=since, until=until, budget_per_1000=budget_per_1000
+    )
+    filed = 0
+    for alert in report.alerts:
+        day = alert.day.isoformat()
+        known = session.scalars(
+            select(Signal.evidence).where(
+                Signal.kind == "access_anomaly", Signal.source_principal_id == alert.employee_id
+            )
+        )
+        if any(e.get("day") == day for e in known):
+            continue
+        record_signal(
+            session,
+            settings,
+            signer,
+            kind="access_anomaly",
+            confidence="anomaly",
+            summary=f"unusual access on {day}: " + "; ".join(alert.reasons[:3]),
+            source_principal_id=alert.employee_id,
+            score=float(alert.score),
+            evidence={"day": day, "reasons": alert.reasons, "features": alert.features},
+        )
+        filed += 1
+    return filed, report.employee_days
+
+
+def run_detection(
+    session: Session,
+    settings: Settings,
+    signer: CheckpointSigner,
+    *,
+    anomalies: bool = False,
+) -> DetectionRun:
+    """Scan the ledger from where the last run stopped (and, with ``anomalies``, score the
+    last week of employee access). Does not commit."""
     scanned = scan_ledger(session, settings, signer)
-    return DetectionRun(scanned.entries, dict(scanned.signals))
+    run = DetectionRun(scanned.entries, dict(scanned.signals))
+    if anomalies:
+        filed, days = file_anomalies(session, settings, signer)
+        if filed:
+            run.signals["access_anomaly"] = filed
+        run.anomaly_days_scored = days
+    return run
 
 
-__all__ = ["DetectionRun", "run_detection"]
+__all__ = ["DetectionRun", "file_anomalies", "run_detection"]

@@ -155,9 +155,14 @@ async def post_report(
 
 
 @router.post("/v1/detect/run")
-def post_run(session: SessionDep, runtime: RuntimeDep, _caller: InvestigatorDep) -> dict[str, Any]:
-    """Run the detection job now (the ledger scan; the anomaly job when configured)."""
-    result = run_detection(session, runtime.settings, runtime.signer)
+def post_run(
+    session: SessionDep,
+    runtime: RuntimeDep,
+    _caller: InvestigatorDep,
+    anomalies: Annotated[bool, Query(description="also score the last week of access")] = False,
+) -> dict[str, Any]:
+    """Run the detection job now: the ledger scan, and on request the access-anomaly job."""
+    result = run_detection(session, runtime.settings, runtime.signer, anomalies=anomalies)
     session.commit()
     return result.to_dict()
 
