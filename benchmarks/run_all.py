@@ -6,6 +6,11 @@ Every ``*.py`` here not starting with ``_`` is run (``_*.py`` are shared helpers
 employee_access builds a 10-million-customer SQLite file once (a few minutes, ~4 GB,
 cached in ``benchmarks/.cache/``, git-ignored; it refuses to start with too little free disk)
 and takes ``--n`` as its number of timed pairs.
+
+leak_scenarios runs seeded marketplaces with injected leaks through the real detection code
+(``--scenarios``, ``--quick``); guilt_ranking builds a large alias set once (cached in
+``benchmarks/.cache/``, git-ignored; ``--rows``, ``--quick``). Both ignore flags meant for
+the other benchmarks.
 """
 
 from __future__ import annotations
