@@ -96,6 +96,12 @@ class Settings:
     # -- bounces (mailveil.relay.bounces) -----------------------------------------------------
     # After this many hard bounces (5.x.x reports) an address is marked as bouncing.
     relay_hard_bounce_limit: int = 3
+    # -- detection at the relay (mailveil.relay.strangers) ----------------------------------
+    # Mail to an alias from anyone but its principal: "quarantine" (accept, hold under
+    # data_dir/quarantine), "refuse" (550), or "banner" (deliver with a warning banner).
+    relay_stranger_action: str = "quarantine"
+    # Local part of the abuse mailbox on the relay domain (reports go to detect.reports).
+    abuse_mailbox_local: str = "report-abuse"
     # -- employee access (mailveil.access) ----------------------------------------------------
     # Customers one employee may receive per clock hour / per 24 hours through contact
     # lookups, lists and exports. They are the Cedar context of the `list` action, so a policy
@@ -254,6 +260,10 @@ def _check(settings: Settings) -> None:
         raise SettingsError("checkpoint_every_entries must be >= 1")
     if settings.relay_hard_bounce_limit < 1:
         raise SettingsError("relay_hard_bounce_limit must be >= 1")
+    if settings.relay_stranger_action not in ("quarantine", "refuse", "banner"):
+        raise SettingsError("relay_stranger_action must be quarantine, refuse or banner")
+    if not settings.abuse_mailbox_local or any(c in settings.abuse_mailbox_local for c in "@ <>"):
+        raise SettingsError("abuse_mailbox_local must be a bare local part")
     for name in (
         "employee_rows_per_hour",
         "employee_rows_per_day",
