@@ -71,9 +71,17 @@ AGENT_ADDRESS = "agent.one@support.market.example"
 STRANGER_ADDRESS = f"spammer@{STRANGER_DOMAIN}"
 
 
-@functools.cache
+RIVAL_DKIM_SELECTOR = "r1"
+
+
 def customer_dkim_key() -> tuple[bytes, str]:
     """(private key PEM, public key base64) for the DKIM customer's domain; made once."""
+    return dkim_key(DKIM_DOMAIN)
+
+
+@functools.cache
+def dkim_key(domain: str) -> tuple[bytes, str]:
+    """(private key PEM, public key base64) for ``domain``'s DKIM; made once per domain."""
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
 
@@ -91,11 +99,16 @@ def customer_dkim_key() -> tuple[bytes, str]:
 
 def customer_dkim_sign(data: bytes) -> bytes:
     """``data`` signed by the DKIM customer's provider (d= its domain)."""
-    pem, _ = customer_dkim_key()
+    return dkim_sign(data, DKIM_DOMAIN, DKIM_SELECTOR)
+
+
+def dkim_sign(data: bytes, domain: str, selector: str) -> bytes:
+    """``data`` signed for ``domain`` (its key from ``dkim_key``, published by dns_records)."""
+    pem, _ = dkim_key(domain)
     signature = dkim.sign(
         data,
-        DKIM_SELECTOR.encode(),
-        DKIM_DOMAIN.encode(),
+        selector.encode(),
+        domain.encode(),
         pem,
         include_headers=[b"from", b"to", b"subject", b"date", b"message-id"],
     )
@@ -112,6 +125,9 @@ def dns_records() -> dict[tuple[str, str], list[str]]:
         # The seller's servers are 127.0.0.1 only: a client on 127.0.0.2 fails SPF.
         (SELLER_DOMAIN, "TXT"): ["v=spf1 ip4:127.0.0.1 -all"],
         (RIVAL_DOMAIN, "TXT"): [allow],
+        (f"{RIVAL_DKIM_SELECTOR}._domainkey.{RIVAL_DOMAIN}", "TXT"): [
+            f"v=DKIM1; k=rsa; p={dkim_key(RIVAL_DOMAIN)[1]}"
+        ],
         (STRANGER_DOMAIN, "TXT"): [allow],
         (SECRET_DOMAIN, "TXT"): [allow],
         (SPOOF_DOMAIN, "TXT"): ["v=spf1 -all"],
@@ -497,6 +513,19 @@ def open_relay(
     check_privacy(relay)
 
 
+def logged_relay(
+    relay_settings: Settings,
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    **overrides: Any,
+) -> Iterator[Relay]:
+    """``open_relay`` with every log record checked for real addresses afterwards."""
+    caplog.set_level(logging.DEBUG)
+    yield from open_relay(relay_settings, session_factory, tmp_path, **overrides)
+    assert_no_addresses_logged(caplog, relay_settings)
+
+
 @pytest.fixture
 def relay(
     relay_settings: Settings,
@@ -504,9 +533,20 @@ def relay(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> Iterator[Relay]:
-    caplog.set_level(logging.DEBUG)
-    yield from open_relay(relay_settings, session_factory, tmp_path)
-    assert_no_addresses_logged(caplog, relay_settings)
+    yield from logged_relay(relay_settings, session_factory, tmp_path, caplog)
+
+
+@pytest.fixture
+def refusing_relay(
+    relay_settings: Settings,
+    session_factory: sessionmaker[Session],
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> Iterator[Relay]:
+    """A relay that refuses strangers at aliases (``relay_stranger_action = "refuse"``)."""
+    yield from logged_relay(
+        relay_settings, session_factory, tmp_path, caplog, relay_stranger_action="refuse"
+    )
 
 
 def assert_no_addresses_logged(caplog: pytest.LogCaptureFixture, settings: Settings) -> None:
@@ -532,9 +572,11 @@ __all__ = [
     "Relay",
     "World",
     "check_privacy",
+    "logged_relay",
     "message",
     "open_relay",
     "parsed",
+    "refusing_relay",
     "relay",
     "relay_settings",
     "reply_of",

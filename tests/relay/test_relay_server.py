@@ -34,6 +34,7 @@ from mailveil.relay.server import enhance
 from mailveil.relay.smuggling import to_wire
 
 relay = kit.relay
+refusing_relay = kit.refusing_relay
 relay_settings = kit.relay_settings
 
 
@@ -154,7 +155,8 @@ def _decoded(reply: tuple[int, bytes]) -> tuple[int, str]:
     return reply[0], reply[1].decode()
 
 
-def test_authenticated_stranger_is_refused_at_rcpt_and_signalled(relay: Relay) -> None:
+def test_authenticated_stranger_is_refused_at_rcpt_and_signalled(refusing_relay: Relay) -> None:
+    relay = refusing_relay  # today's behaviour; other modes: test_relay_detection
     w = relay.world
     alias = w.alias("alice", "acme")
     code, text = relay.send(
@@ -174,9 +176,13 @@ def test_authenticated_stranger_is_refused_at_rcpt_and_signalled(relay: Relay) -
     assert detail["principal"] == f"principal:{w.principals['acme'].id}"
     assert detail["envelope_from"] == "owner@rival-shop.example"
     assert (detail["client_ip"], detail["helo"]) == ("127.0.0.1", kit.CLIENT_HELO)
+    assert detail["action"] == "refuse"
 
 
-def test_unauthenticated_stranger_is_refused_at_data_with_its_identity(relay: Relay) -> None:
+def test_unauthenticated_stranger_is_refused_at_data_with_its_identity(
+    refusing_relay: Relay,
+) -> None:
+    relay = refusing_relay  # today's behaviour; other modes: test_relay_detection
     alias = relay.world.alias("alice", "acme")
     data = message(from_=f"Deals <{STRANGER_ADDRESS}>", to=alias, subject="Catalogue")
     code, text = relay.send(data, mail_from=STRANGER_ADDRESS, rcpt=alias)
@@ -188,11 +194,13 @@ def test_unauthenticated_stranger_is_refused_at_data_with_its_identity(relay: Re
     assert detail["header_from"] == STRANGER_ADDRESS
     assert (detail["spf"], detail["from_domain"]) == ("pass", "stranger.example")
     assert detail["dkim"] == []
+    assert detail["action"] == "refuse"
     assert relay.delivered() == []
 
 
-def test_seller_address_without_spf_pass_is_a_stranger(relay: Relay) -> None:
+def test_seller_address_without_spf_pass_is_a_stranger(refusing_relay: Relay) -> None:
     """From a seller's address but not from its servers (SPF fails): not the seller."""
+    relay = refusing_relay  # today's behaviour; other modes: test_relay_detection
     alias = relay.world.alias("alice", "acme")
     data = message(from_=SELLER_ADDRESS, to=alias, subject="[shipping] Parcel")
     code, text = relay.send(data, mail_from=SELLER_ADDRESS, rcpt=alias, source="127.0.0.2")
@@ -200,7 +208,8 @@ def test_seller_address_without_spf_pass_is_a_stranger(relay: Relay) -> None:
     assert relay.ledger("stranger_at_alias")[0]["detail"]["spf"] == "fail"
 
 
-def test_customer_writing_to_an_alias_is_recorded_by_id_not_address(relay: Relay) -> None:
+def test_customer_writing_to_an_alias_is_recorded_by_id_not_address(refusing_relay: Relay) -> None:
+    relay = refusing_relay  # today's behaviour; other modes: test_relay_detection
     w = relay.world
     alias = w.alias("alice", "acme")
     code, text = relay.send(
@@ -225,7 +234,10 @@ def _revoke(relay: Relay, customer: str, principal: str) -> None:
         session.commit()
 
 
-def test_revoked_alias_refuses_its_principal_and_still_signals_strangers(relay: Relay) -> None:
+def test_revoked_alias_refuses_its_principal_and_still_signals_strangers(
+    refusing_relay: Relay,
+) -> None:
+    relay = refusing_relay  # today's behaviour; other modes: test_relay_detection
     w = relay.world
     _revoke(relay, "alice", "acme")
     alias = w.alias("alice", "acme")

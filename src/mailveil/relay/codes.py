@@ -33,6 +33,10 @@ QUEUED = Reply(250, "2.0.0 Message accepted")
 SENDER_OK = Reply(250, "2.1.0 Sender OK")
 RECIPIENT_OK = Reply(250, "2.1.5 Recipient OK")
 AUTH_SUCCEEDED = Reply(235, "2.7.0 Authentication succeeded")
+# A stranger's message to an alias, accepted and held (relay.strangers, quarantine mode).
+QUARANTINED = Reply(250, "2.7.0 Message accepted and held for review")
+# The abuse mailbox: a receipt naming the report's reference and nothing else.
+REPORT_RECEIVED = Reply(250, "2.0.0 Report received, thank you (reference R-{id})")
 CLOSING = Reply(221, "2.0.0 Bye")
 # VRFY confirms nothing about any address (RFC 5321 3.5.3 allows 252).
 CANNOT_VRFY = Reply(252, "2.0.0 Cannot verify addresses; send the message and see")
@@ -147,4 +151,13 @@ ENCRYPTION_REQUIRED = Reply(
     538, "5.7.11 Encryption required for requested authentication mechanism"
 )
 
-__all__ = [name for name, value in globals().items() if isinstance(value, Reply)] + ["Reply"]
+
+def report_received(report_id: int) -> Reply:
+    """``REPORT_RECEIVED`` with the report's reference filled in."""
+    return Reply(REPORT_RECEIVED.code, REPORT_RECEIVED.text.format(id=int(report_id)))
+
+
+__all__ = [name for name, value in globals().items() if isinstance(value, Reply)] + [
+    "Reply",
+    "report_received",
+]

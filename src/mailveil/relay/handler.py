@@ -5,20 +5,24 @@ MAIL FROM
 RCPT TO (one per transaction)
     A second RCPT gets ``452 4.5.3`` and the client sends it in a new transaction, so every
     decision below is about exactly one recipient. Only the relay domain is served (else
-    ``550 5.7.1`` relaying denied). The local part is looked up with one query
-    (``routes.lookup_routes``, batched with other connections' by the journal):
+    ``550 5.7.1`` relaying denied) and the canary domain (``detection``: a canary's real
+    address is taken, anything else there is ``550 5.1.1``). The abuse mailbox
+    (``abuse_mailbox_local``) takes anyone's report. Other local parts are looked up with one
+    query (``routes.lookup_routes``, batched with other connections' by the journal):
 
     - a VERP bounce address with a valid tag: its report goes to ``bounces.handle_bounce``
       at DATA (the sender told through the smarthost, then recorded);
     - an alias (principal -> customer): a client that authenticated as another principal is a
-      stranger (``stranger_at_alias`` in the ledger, refused); the alias's own principal is
-      checked against revocation, suspension and the contact policy (Cedar) right away; an
-      unauthenticated client is decided at DATA, where SPF/DKIM can vouch for it;
+      stranger (``strangers``: refused here with a ``stranger_at_alias`` entry in refuse
+      mode, else taken and decided at DATA); the alias's own principal is checked against
+      revocation, suspension and the contact policy (Cedar) right away; an unauthenticated
+      client is decided at DATA, where SPF/DKIM can vouch for it (or show a stranger);
     - a reverse alias (customer -> principal): MAIL FROM must be the customer's real address
       (compared by blind index) or ``550 5.7.1``;
     - anything else: ``550 5.1.1``.
 DATA
-    ``pipeline.to_customer`` / ``pipeline.to_principal`` in a worker thread, then, for a
+    ``pipeline.to_customer`` / ``pipeline.to_principal`` in a worker thread (a stranger's
+    message goes on to ``strangers.decide``: quarantined, refused or bannered), then, for a
     message that passed: its relay_messages row and ``message`` ledger entry are committed,
     the smarthost is asked (before-queue, see ``delivery``), the outcome is recorded, and the
     client gets the smarthost's answer in our words. Refusals of a known alias are committed
@@ -44,12 +48,14 @@ from sqlalchemy.orm import Session as DbSession
 
 from mailveil.auth.keys import PRINCIPAL_ROLES, Caller, Unauthenticated, authenticate
 from mailveil.errors import InvalidInput
+from mailveil.ledger.events import Event
 from mailveil.policy.engine import Decision
 from mailveil.relay import codes
 from mailveil.relay.bounces import handle_bounce
 from mailveil.relay.codes import Reply
 from mailveil.relay.context import RelayContext
 from mailveil.relay.delivery import PermanentDeliveryError, Smarthost, TemporaryDeliveryError
+from mailveil.relay.detection import CanaryTarget, abuse_report, canary_hit, find_canary
 from mailveil.relay.journal import Database, Journal, LedgerOnly, NewMessage, StatusChange
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
@@ -62,6 +68,7 @@ from mailveil.relay.pipeline import (
     Outgoing,
     Refused,
     Sender,
+    Stranger,
     customer_gate,
     outcome_event,
     principal_gate,
@@ -72,6 +79,7 @@ from mailveil.relay.pipeline import (
 )
 from mailveil.relay.routes import Route
 from mailveil.relay.smuggling import GuardedHandler, refusal_for
+from mailveil.relay.strangers import Bannered, Held, decide, refuse_at_rcpt
 
 log = logging.getLogger("mailveil.relay")
 
@@ -105,6 +113,9 @@ class RelayEnvelope(Envelope):
         self.route: Route | None = None
         self.bounce_token: str | None = None
         self.contact: Decision | None = None
+        self.stranger = False  # authenticated as another principal than the alias's
+        self.canary: CanaryTarget | None = None
+        self.abuse = False
 
 
 def _state(envelope: Envelope) -> RelayEnvelope:
@@ -141,6 +152,8 @@ class RelayHandler(GuardedHandler):
         self.smarthost = smarthost
         self.bounce = bounce
         self.relay_domain = ctx.settings.relay_domain.lower()
+        self.canary_domain = ctx.settings.canary_domain.lower().rstrip(".")
+        self.abuse_local = ctx.settings.abuse_mailbox_local.lower()
 
     # -- EHLO / MAIL ----------------------------------------------------------------------
 
@@ -182,8 +195,14 @@ class RelayHandler(GuardedHandler):
         local, at, domain = address.rpartition("@")
         if not address.isascii():
             return codes.NON_ASCII_ADDRESS
-        if not at or not local or domain.lower().rstrip(".") != self.relay_domain:
+        domain = domain.lower().rstrip(".")
+        if at and local and domain == self.canary_domain and domain != self.relay_domain:
+            return await self._rcpt_canary(state, address)
+        if not at or not local or domain != self.relay_domain:
             return codes.RELAY_DENIED
+        if local.lower() == self.abuse_local:
+            state.abuse = True
+            return codes.RECIPIENT_OK
         if is_verp_local(local):
             token = verify_bounce_local(self.ctx.verp_key, local)
             if token is None or self.bounce is None:
@@ -210,8 +229,11 @@ class RelayHandler(GuardedHandler):
         if sender.principal_id is None:
             return codes.RECIPIENT_OK  # decided at DATA, where SPF/DKIM can vouch
         if sender.principal_id != route.principal_id:
+            if not refuse_at_rcpt(self.ctx):
+                state.stranger = True  # quarantined or bannered at DATA
+                return codes.RECIPIENT_OK
             reply = codes.MAILBOX_DISABLED if route.revoked else codes.NOT_AUTHORIZED
-            event = stranger_event(None, self.ctx, route, sender, reply)
+            event = stranger_event(None, self.ctx, route, sender, reply, extra={"action": "refuse"})
             return await self._record(LedgerOnly(event), reply)
         gate = principal_gate(route)
         why = "alias revoked, sender suspended or customer deleted"
@@ -227,6 +249,18 @@ class RelayHandler(GuardedHandler):
             relay_domain=self.relay_domain,
         )  # fmt: skip
         return await self._record(LedgerOnly(event), gate)
+
+    async def _rcpt_canary(self, state: RelayEnvelope, address: str) -> Reply:
+        ctx = self.ctx
+        try:
+            target = await self.db.run(lambda s: find_canary(s, ctx, address))
+        except Exception as exc:
+            log.error("relay: canary lookup failed (%s)", type(exc).__name__)
+            return codes.TEMPORARY_FAILURE
+        if target is None:
+            return codes.BAD_DESTINATION
+        state.canary = target
+        return codes.RECIPIENT_OK
 
     async def _rcpt_to_principal(self, route: Route, sender: Sender) -> Reply:
         gate = customer_gate(route)
@@ -280,17 +314,25 @@ class RelayHandler(GuardedHandler):
             restart()  # the time we take is not the client's to account for
         if state.bounce_token is not None:
             return str(await self._bounce(state.bounce_token, raw))
+        sender = sender_of(session, envelope)
+        if state.abuse:
+            return str(await self._abuse(sender, raw))
+        if state.canary is not None:
+            return str(await self._canary(state.canary, sender, raw))
         route = state.route
         if route is None:
             return str(codes.BAD_SEQUENCE)
-        sender = sender_of(session, envelope)
         contact = state.contact
         ctx = self.ctx
+        stranger = state.stranger
 
-        def work(s: DbSession) -> Outgoing | Refused:
-            if route.direction == DIRECTION_TO_CUSTOMER:
-                return to_customer(s, ctx, route, sender, raw, contact=contact)
-            return to_principal(s, ctx, route, sender, raw)
+        def work(s: DbSession) -> Outgoing | Refused | Held | Bannered:
+            if route.direction != DIRECTION_TO_CUSTOMER:
+                return to_principal(s, ctx, route, sender, raw)
+            out = to_customer(s, ctx, route, sender, raw, contact=contact, stranger=stranger)
+            if isinstance(out, Stranger):
+                return decide(s, ctx, route, sender, raw, out)
+            return out
 
         try:
             outcome = await self.db.run(work)
@@ -301,12 +343,35 @@ class RelayHandler(GuardedHandler):
             if outcome.event is None:
                 return str(outcome.reply)
             return str(await self._record(LedgerOnly(outcome.event), outcome.reply))
+        if isinstance(outcome, Held):
+            return str(await self._record(LedgerOnly(outcome.event), outcome.reply))
+        before: tuple[Event, ...] = ()
+        if isinstance(outcome, Bannered):
+            outcome, before = outcome.outgoing, (outcome.event,)
         # Once the ledger has the message, see it through even if the client hangs up.
-        return str(await asyncio.shield(self._deliver(route, outcome)))
+        return str(await asyncio.shield(self._deliver(route, outcome, before)))
 
-    async def _deliver(self, route: Route, out: Outgoing) -> Reply:
+    async def _abuse(self, sender: Sender, raw: bytes) -> Reply:
+        """A report to the abuse mailbox; whatever goes wrong, a 4xx and the server goes on."""
+        ctx = self.ctx
         try:
-            await self.journal.write(NewMessage(out.row, out.event))
+            return await self.db.run(lambda s: abuse_report(s, ctx, sender, raw), commit=True)
+        except Exception as exc:
+            log.error("relay: abuse report failed (%s)", type(exc).__name__)
+            return codes.TEMPORARY_FAILURE
+
+    async def _canary(self, target: CanaryTarget, sender: Sender, raw: bytes) -> Reply:
+        ctx = self.ctx
+        try:
+            held = await self.db.run(lambda s: canary_hit(s, ctx, target, sender, raw))
+        except Exception as exc:
+            log.error("relay: canary message failed (%s)", type(exc).__name__)
+            return codes.TEMPORARY_FAILURE
+        return await self._record(LedgerOnly(held.event), held.reply)
+
+    async def _deliver(self, route: Route, out: Outgoing, before: tuple[Event, ...] = ()) -> Reply:
+        try:
+            await self.journal.write(NewMessage(out.row, out.event, before))
         except Exception as exc:
             log.error("relay: ledger write failed before delivery (%s)", type(exc).__name__)
             return codes.TEMPORARY_FAILURE

@@ -107,6 +107,8 @@ class NewMessage:
 
     row: dict[str, Any]
     event: Event
+    # Entries that go with the message, before its own (a stranger's, relay.strangers).
+    before: tuple[Event, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -208,7 +210,12 @@ def apply_writes(
             .where(_messages.c.token.in_(tokens), _messages.c.status == "sending")
             .values(status=status, status_code=code, updated_at=now)
         )
-    events = [w.event for w in writes if not isinstance(w, _Wake) and w.event is not None]
+    events: list[Event] = []
+    for w in writes:
+        if isinstance(w, NewMessage):
+            events.extend(w.before)
+        if not isinstance(w, _Wake) and w.event is not None:
+            events.append(w.event)
     if events:
         append(session, events, settings, signer)
 

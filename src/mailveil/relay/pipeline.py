@@ -26,7 +26,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailveil.contacts.customers import customer_address, find_customer_by_address
+from mailveil.contacts.customers import customer_address
 from mailveil.db.base import utcnow
 from mailveil.errors import InvalidInput
 from mailveil.ledger.events import Event
@@ -36,6 +36,7 @@ from mailveil.relay import codes
 from mailveil.relay.codes import Reply
 from mailveil.relay.context import RelayContext
 from mailveil.relay.errors import DuplicateFrom, MissingFrom, RelayRefusal
+from mailveil.relay.identity import Known, Sender, sender_identity
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
     DIRECTION_TO_PRINCIPAL,
@@ -77,20 +78,6 @@ KIND_REJECTED = "message_rejected"
 
 
 @dataclass(frozen=True)
-class Sender:
-    """What the SMTP session knows about who is sending."""
-
-    mail_from: str  # "" for the null sender
-    client_ip: str
-    helo: str
-    principal_id: int | None = None  # from SMTP AUTH
-
-    @property
-    def actor(self) -> str | None:
-        return f"principal:{self.principal_id}" if self.principal_id is not None else None
-
-
-@dataclass(frozen=True)
 class Outgoing:
     token: str
     mail_from: str  # the VERP address
@@ -106,7 +93,17 @@ class Refused:
     event: Event | None = None
 
 
-Outcome = Outgoing | Refused
+@dataclass(frozen=True)
+class Stranger:
+    """The sender is not the alias's principal. What happens next is the operator's setting
+    (``strangers``): the parsed message and what its sender proved go with it."""
+
+    message: EmailMessage = field(repr=False)
+    header_from: str = field(repr=False)
+    auth: SenderAuth | None = None
+
+
+Outcome = Outgoing | Refused | Stranger
 
 
 def reply_text(reply: Reply) -> str:
@@ -140,24 +137,6 @@ def refusal_event(
     )
 
 
-def _masked(session: Session | None, ctx: RelayContext, route: Route, address: str) -> str:
-    """A stranger's address as recorded: itself, or ``customer:<id>`` if it is a customer's
-    (a customer's real address never goes into the ledger)."""
-    if not address or address == "<>":
-        return ""
-    try:
-        bidx = ctx.runtime.vault.blind_index(address)
-    except InvalidInput:
-        return scrub(address, "")[:320]
-    if bidx == bytes(route.customer.address_bidx):
-        return route.customer_ref
-    if session is not None:
-        other = find_customer_by_address(session, ctx.runtime.vault, address)
-        if other is not None:
-            return f"customer:{other.id}"
-    return address[:320]
-
-
 def stranger_event(
     session: Session | None,
     ctx: RelayContext,
@@ -167,10 +146,15 @@ def stranger_event(
     *,
     header_from: str | None = None,
     auth: SenderAuth | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> Event:
     """The ``stranger_at_alias`` signal: someone other than the principal the alias was
-    disclosed to wrote to it. The detail identifies the stranger (their addresses are not
-    customers'; one that is a customer's is recorded as its customer id)."""
+    disclosed to wrote to it. The detail identifies the stranger (``identity``); ``extra``
+    says what was done with the message (action, quarantine sha256 and size...)."""
+    known = Known(bytes(route.customer.address_bidx), route.customer_ref)
+    identity = sender_identity(
+        session, ctx, sender, known=known, header_from=header_from, auth=auth
+    )
     return Event(
         kind=KIND_STRANGER,
         actor=sender.actor,
@@ -181,19 +165,8 @@ def stranger_event(
             "principal": route.principal_ref,
             "reply": reply_text(reply),
             "revoked": route.revoked,
-            "envelope_from": _masked(session, ctx, route, sender.mail_from),
-            "header_from": _masked(session, ctx, route, header_from or ""),
-            "authenticated_principal": sender.actor,
-            "client_ip": sender.client_ip,
-            "helo": sender.helo[:255],
-            "spf": auth.spf if auth else None,
-            "spf_domain": auth.spf_domain if auth else None,
-            "dkim": [
-                {"d": r.domain, "s": r.selector, "result": r.result}
-                for r in (auth.dkim if auth else [])
-            ][:10],
-            "from_domain": auth.from_domain if auth else None,
-            "dmarc": auth.dmarc_result if auth else None,
+            **identity,
+            **(extra or {}),
         },
     )
 
@@ -255,12 +228,12 @@ def addresses_at(message: EmailMessage, raw: bytes, domains: list[str]) -> set[s
     return found
 
 
-def _outgoing(
+def outgoing(
     ctx: RelayContext,
     route: Route,
     *,
     direction: str,
-    actor: str,
+    actor: str | None,
     reason: str | None,
     data: bytes,
     message_id: str,
@@ -326,11 +299,13 @@ def to_customer(
     raw: bytes,
     *,
     contact: Decision | None,
+    stranger: bool = False,
 ) -> Outcome:
-    """A principal's message to a customer's alias (module docstring)."""
+    """A principal's message to a customer's alias (module docstring). ``stranger``: the
+    client authenticated as another principal (decided at RCPT), so From proves nothing."""
     settings = ctx.settings
     domain = settings.relay_domain
-    verified = sender.principal_id == route.principal_id
+    verified = sender.principal_id == route.principal_id and not stranger
     actor = route.principal_ref if verified else None
 
     def refused(
@@ -348,6 +323,8 @@ def to_customer(
         header_from = header_from_address(message)
     except RelayRefusal as exc:
         return refused(exc.reply, str(exc))
+    if stranger:
+        return Stranger(message, header_from, _check_sender(ctx, raw, sender))
     if not verified:
         auth = _check_sender(ctx, raw, sender)
         attrs = route.principal.attributes or {}
@@ -360,11 +337,7 @@ def to_customer(
         ):
             if auth.temporary_failure:
                 return Refused(codes.SENDER_AUTH_TEMPORARY)
-            reply = codes.MAILBOX_DISABLED if route.revoked else codes.NOT_AUTHORIZED
-            event = stranger_event(
-                session, ctx, route, sender, reply, header_from=header_from, auth=auth
-            )
-            return Refused(reply, event)
+            return Stranger(message, header_from, auth)
         verified, actor = True, route.principal_ref
     early = principal_gate(route)
     if early is not None:
@@ -419,7 +392,7 @@ def to_customer(
     except RelayRefusal as exc:
         return refused(exc.reply, str(exc), reason)
     rcpt = customer_address(session, ctx.runtime.vault, route.customer)
-    return _outgoing(
+    return outgoing(
         ctx,
         route,
         direction=DIRECTION_TO_CUSTOMER,
@@ -460,7 +433,7 @@ def _on_relay_domain(address: str, relay_domain: str) -> bool:
 
 def to_principal(
     session: Session, ctx: RelayContext, route: Route, sender: Sender, raw: bytes
-) -> Outcome:
+) -> Outgoing | Refused:
     """A customer's message to a principal's reverse alias (module docstring)."""
     domain = ctx.settings.relay_domain
 
@@ -512,7 +485,7 @@ def to_principal(
         return refused(exc.reply, str(exc))
     rcpt = route.delivery_address()
     assert rcpt is not None  # customer_gate refused it otherwise
-    return _outgoing(
+    return outgoing(
         ctx,
         route,
         direction=DIRECTION_TO_PRINCIPAL,
@@ -547,9 +520,11 @@ __all__ = [
     "Outgoing",
     "Refused",
     "Sender",
+    "Stranger",
     "customer_gate",
     "header_from_address",
     "outcome_event",
+    "outgoing",
     "principal_gate",
     "refusal_event",
     "reply_text",

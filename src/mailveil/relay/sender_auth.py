@@ -125,12 +125,18 @@ def parse_mailbox(text: str) -> tuple[str, str] | None:
     return (f"{local.lower()}@{domain}", domain)
 
 
-def from_domain_of(message: bytes) -> str | None:
-    """The From domain when the message has exactly one From naming exactly one mailbox."""
+def from_mailbox_of(message: bytes) -> tuple[str, str] | None:
+    """(address, domain) when the message has exactly one From naming exactly one mailbox:
+    the same reading ``check_sender`` aligns with."""
     fields = _from_fields(message)
     if len(fields) != 1 or len(fields[0]) > MAX_FROM_BYTES:
         return None
-    parsed = parse_mailbox(fields[0].decode("utf-8", "replace"))
+    return parse_mailbox(fields[0].decode("utf-8", "replace"))
+
+
+def from_domain_of(message: bytes) -> str | None:
+    """The From domain when the message has exactly one From naming exactly one mailbox."""
+    parsed = from_mailbox_of(message)
     return parsed[1] if parsed else None
 
 
@@ -274,6 +280,7 @@ __all__ = [
     "check_sender",
     "customer_sender_ok",
     "from_domain_of",
+    "from_mailbox_of",
     "parse_mailbox",
     "sender_matches_principal",
 ]

@@ -1,0 +1,132 @@
+"""Mail the relay takes as evidence rather than for delivery: to a canary's own address, and
+to the abuse mailbox.
+
+Canaries' real addresses (``access.canaries``) live on ``settings.canary_domain``, which the
+operator routes to mailveil. No legitimate principal ever writes there, so a message to one
+is a leak: it is accepted (a plain ``250``: telling the sender the address is a trap would
+let it clean its list), quarantined, and recorded as a ``canary_hit`` naming the principal
+the canary was planted for and the sender's identity. Anything else on that domain gets
+``550 5.1.1``, decided at RCPT with one indexed lookup (blind index).
+
+The abuse mailbox (``abuse_mailbox_local`` at the relay domain) takes reports from anyone:
+the relay's own sender checks (SPF, DKIM, DMARC alignment) say whether the From is proven,
+and ``detect.reports.submit_report`` decides whether the reporter is a customer, finds the
+original and files any signal. The reporter gets a receipt with a reference, nothing more.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailveil.access.models import Canary
+from mailveil.contacts.models import Customer
+from mailveil.detect.reports import MailboxAuth, submit_report
+from mailveil.errors import InvalidInput
+from mailveil.ledger.events import Event
+from mailveil.relay import codes, quarantine
+from mailveil.relay.codes import Reply
+from mailveil.relay.context import RelayContext
+from mailveil.relay.identity import Known, Sender, sender_identity
+from mailveil.relay.pipeline import reply_text
+from mailveil.relay.sender_auth import SenderAuth, check_sender, from_mailbox_of
+from mailveil.relay.strangers import Held
+
+KIND_CANARY_HIT = "canary_hit"
+
+
+@dataclass(frozen=True)
+class CanaryTarget:
+    """A canary found by its real address at RCPT (ids only; the address is not kept)."""
+
+    customer_id: int
+    principal_id: int
+    bidx: bytes = b""
+
+    @property
+    def customer_ref(self) -> str:
+        return f"customer:{self.customer_id}"
+
+
+def find_canary(session: Session, ctx: RelayContext, address: str) -> CanaryTarget | None:
+    """The canary whose real address this is, or None (an unknown address)."""
+    try:
+        bidx = ctx.runtime.vault.blind_index(address)
+    except InvalidInput:
+        return None
+    row = session.execute(
+        select(Customer.id, Canary.principal_id)
+        .join(Canary, Canary.customer_id == Customer.id)
+        .where(Customer.address_bidx == bidx, Customer.is_canary.is_(True))
+    ).first()
+    return CanaryTarget(row[0], row[1], bidx) if row is not None else None
+
+
+def _check(ctx: RelayContext, sender: Sender, raw: bytes) -> SenderAuth:
+    return check_sender(
+        raw,
+        mail_from="" if sender.mail_from in ("", "<>") else sender.mail_from,
+        client_ip=sender.client_ip,
+        helo=sender.helo,
+        resolver=ctx.resolver,
+    )
+
+
+def canary_hit(
+    session: Session, ctx: RelayContext, target: CanaryTarget, sender: Sender, raw: bytes
+) -> Held:
+    """Quarantine a message to a canary's own address; the ``canary_hit`` entry to commit.
+
+    DNS that does not answer only weakens the evidence (results say temperror): the
+    message is kept either way, since a leak's buyer may never send again."""
+    mailbox = from_mailbox_of(raw)
+    auth = _check(ctx, sender, raw)
+    kept = quarantine.store(ctx.settings.data_dir, raw)
+    identity = sender_identity(
+        session,
+        ctx,
+        sender,
+        known=Known(target.bidx, target.customer_ref),
+        header_from=mailbox[0] if mailbox else "",
+        auth=auth,
+    )
+    event = Event(
+        kind=KIND_CANARY_HIT,
+        actor=sender.actor,
+        subject=target.customer_ref,
+        detail={
+            "principal": f"principal:{target.principal_id}",
+            "reply": reply_text(codes.QUEUED),
+            "action": "quarantine",
+            "sha256": kept.sha256,
+            "size": kept.size,
+            **identity,
+        },
+    )
+    return Held(codes.QUEUED, event)
+
+
+def abuse_report(session: Session, ctx: RelayContext, sender: Sender, raw: bytes) -> Reply:
+    """Check the sender, hand the report to ``submit_report`` (the caller commits), and the
+    receipt. A DNS failure that leaves the sender unproven is a 4xx: a customer's report
+    retried later can be verified, one stored now could not."""
+    mailbox = from_mailbox_of(raw)
+    auth = _check(ctx, sender, raw)
+    if auth.temporary_failure:
+        return codes.SENDER_AUTH_TEMPORARY
+    runtime = ctx.runtime
+    outcome = submit_report(
+        session,
+        settings=ctx.settings,
+        signer=runtime.signer,
+        vault=runtime.vault,
+        raw=raw,
+        channel="mailbox",
+        mailbox=MailboxAuth(header_from=mailbox[0] if mailbox else "", dmarc_pass=auth.aligned),
+    )
+    return codes.report_received(outcome.report_id)
+
+
+__all__ = ["KIND_CANARY_HIT", "CanaryTarget", "abuse_report", "canary_hit", "find_canary"]

@@ -1,0 +1,90 @@
+"""Who a sender is, as the relay records it in the ledger (signals name their sources by it).
+
+``Sender`` is what the SMTP session knows; ``sender_identity`` adds what the message showed
+(its From, SPF/DKIM/DMARC) in the shape the detection scan reads (``detect.scan``):
+envelope_from, header_from, client_ip, helo, spf, spf_domain, dkim [{d, s, result}],
+from_domain, dmarc. An address that is a customer's is recorded as ``customer:<id>``:
+a customer's real address never goes into the ledger.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from mailveil.contacts.customers import find_customer_by_address
+from mailveil.errors import InvalidInput
+from mailveil.logs import scrub
+from mailveil.relay.context import RelayContext
+from mailveil.relay.sender_auth import SenderAuth
+
+
+@dataclass(frozen=True)
+class Sender:
+    """What the SMTP session knows about who is sending."""
+
+    mail_from: str  # "" for the null sender
+    client_ip: str
+    helo: str
+    principal_id: int | None = None  # from SMTP AUTH
+
+    @property
+    def actor(self) -> str | None:
+        return f"principal:{self.principal_id}" if self.principal_id is not None else None
+
+
+@dataclass(frozen=True)
+class Known:
+    """A customer the caller already has at hand: compared without a query."""
+
+    bidx: bytes
+    ref: str  # "customer:<id>"
+
+
+def masked(session: Session | None, ctx: RelayContext, address: str, known: Known | None) -> str:
+    """A stranger's address as recorded: itself, or ``customer:<id>`` if it is a customer's."""
+    if not address or address == "<>":
+        return ""
+    try:
+        bidx = ctx.runtime.vault.blind_index(address)
+    except InvalidInput:
+        return scrub(address, "")[:320]
+    if known is not None and bidx == known.bidx:
+        return known.ref
+    if session is not None:
+        other = find_customer_by_address(session, ctx.runtime.vault, address)
+        if other is not None:
+            return f"customer:{other.id}"
+    return address[:320]
+
+
+def sender_identity(
+    session: Session | None,
+    ctx: RelayContext,
+    sender: Sender,
+    *,
+    known: Known | None = None,
+    header_from: str | None = None,
+    auth: SenderAuth | None = None,
+) -> dict[str, Any]:
+    """The ledger's record of a sender (module docstring)."""
+    return {
+        "envelope_from": masked(session, ctx, sender.mail_from, known),
+        "header_from": masked(session, ctx, header_from or "", known),
+        "authenticated_principal": sender.actor,
+        "client_ip": sender.client_ip,
+        "helo": sender.helo[:255],
+        "spf": auth.spf if auth else None,
+        "spf_domain": auth.spf_domain if auth else None,
+        "dkim": [
+            {"d": r.domain, "s": r.selector, "result": r.result}
+            for r in (auth.dkim if auth else [])
+        ][:10],
+        "from_domain": auth.from_domain if auth else None,
+        "dmarc": auth.dmarc_result if auth else None,
+    }
+
+
+__all__ = ["Known", "Sender", "masked", "sender_identity"]
