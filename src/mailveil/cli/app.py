@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.markup import escape
 
-from mailveil.cli import access, customers, detect, disclosures, keys, ledger, policy
+from mailveil.cli import access, customers, detect, disclosures, keys, ledger, policy, quarantine
 from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
 
@@ -31,6 +31,7 @@ app.add_typer(detect.detect_app, name="detect")
 app.add_typer(detect.incidents_app, name="incidents")
 app.add_typer(detect.canaries_app, name="canaries")
 app.add_typer(detect.reports_app, name="reports")
+app.add_typer(quarantine.app, name="quarantine")
 customers.app.command("access-log")(access.access_log_command)
 customers.app.command("contact")(access.contact_command)
 customers.app.command("export")(access.export_command)
