@@ -160,6 +160,7 @@ class Leak:
     domain: str
     aliases: list[str] = field(default_factory=list)  # sold so far (alias leaks)
     customers: list[int] = field(default_factory=list)  # sold real addresses
+    unsold: list[str] = field(default_factory=list)  # harvested, not yet sold
     named_day: int | None = None
     named_after_reports: int | None = None
     rank_at_20: int | None = None
@@ -588,6 +589,7 @@ class Plan:
     leaks: list[Leak]
     todo: dict[int, list[tuple[Any, ...]]] = field(default_factory=lambda: defaultdict(list))
     reported: dict[str, list[int]] = field(default_factory=lambda: defaultdict(list))
+    last_day: int = 0
 
 
 def plan(w: World, days: int, rotating: str) -> Plan:
@@ -625,11 +627,11 @@ def _sell(p: Plan, w: World, leak: Leak, aliases: list[str], day: int) -> None:
     if not aliases:
         return
     picked = [a for a in aliases if w.rng.random() < 0.6] or aliases[:1]
-    first = day + int(w.rng.integers(1, 6))
+    first = min(p.last_day, day + int(w.rng.integers(1, 6)))  # mailed before the run ends
     half = len(picked) // 2
     p.todo[first].append(("strangers", picked[:half] or picked, leak.domain))
     if picked[half:] and half:
-        p.todo[first + 1].append(("strangers", picked[half:], leak.domain))
+        p.todo[min(p.last_day, first + 1)].append(("strangers", picked[half:], leak.domain))
 
 
 def _grab(s: Session, w: World, emp: int, k: int) -> list[tuple[int, str]]:
@@ -638,6 +640,7 @@ def _grab(s: Session, w: World, emp: int, k: int) -> list[tuple[int, str]]:
 
 def leak_day(s: Session, w: World, p: Plan, day: int, last_day: int) -> None:
     rng = w.rng
+    p.last_day = last_day
     weekday = day % 7 < 5
     for leak in p.leaks:
         if day < leak.start or (leak.end and day > leak.end and leak.kind != "reveal_resale"):
@@ -673,8 +676,11 @@ def leak_day(s: Session, w: World, p: Plan, day: int, last_day: int) -> None:
                 pairs = [(c, str(rng.choice(own))) for c, _ in _grab(s, w, emp, k)]
             got = _lookups(s, w, emp, pairs)
             leak.aliases.extend(got)
-            if (day - leak.start) % 7 == 4 or day == leak.end:  # sold at the end of each week
-                _sell(p, w, leak, got, day)
+            leak.unsold.extend(got)
+            following = day + 1 if (day + 1) % 7 < 5 else day + 7 - day % 7
+            if day % 7 == 4 or following > leak.end:  # sold every Friday and at the end
+                _sell(p, w, leak, leak.unsold, day)
+                leak.unsold = []
         elif leak.kind == "reveal_resale" and not leak.end and weekday:
             target = int(np.random.default_rng(w.seed).integers(45, 80))
             CLOCK.set(day, SHIFT[w.emp_region[emp]] + 2 + rng.random() * 5)
