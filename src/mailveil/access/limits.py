@@ -88,7 +88,8 @@ def enforce_limits(
 ) -> tuple[int, int]:
     """Charge ``rows`` and ask Cedar whether they fit; LimitExceeded if not."""
     used_hour, used_day = charge(session, employee.id, rows, now)
-    decision = policy.decide(
+    # Uncached: the counters make every input new; memoising them would evict useful ones.
+    decision = policy.decide_uncached(
         list_input(
             settings,
             employee,

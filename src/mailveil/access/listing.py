@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from sqlalchemy import exists, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailveil.access.canaries import disclose_canaries, ensure_canaries
@@ -69,16 +69,24 @@ def _candidates(
     after: str | None,
     limit: int,
 ) -> list[tuple[int, str, str]]:
-    stmt = select(Customer.id, Customer.external_id, Customer.country).where(
-        Customer.is_canary.is_(False), Customer.deleted_at.is_(None)
-    )
     if scope == "assigned":
-        stmt = stmt.where(
-            exists().where(
-                SupportCase.customer_id == Customer.id,
+        # Driven from the employee's open cases (ix_support_cases_assignee_id), then sorted:
+        # a correlated EXISTS under ORDER BY external_id walks every customer instead.
+        stmt = (
+            select(Customer.id, Customer.external_id, Customer.country)
+            .select_from(SupportCase)
+            .join(Customer, Customer.id == SupportCase.customer_id)
+            .where(
                 SupportCase.assignee_id == employee_id,
                 SupportCase.status == "open",
+                Customer.is_canary.is_(False),
+                Customer.deleted_at.is_(None),
             )
+            .group_by(Customer.id)  # two open cases of one customer: one row
+        )
+    else:
+        stmt = select(Customer.id, Customer.external_id, Customer.country).where(
+            Customer.is_canary.is_(False), Customer.deleted_at.is_(None)
         )
     if country is not None:
         stmt = stmt.where(Customer.country == country)

@@ -331,6 +331,11 @@ class PolicyEngine:
     def decide(self, inp: PolicyInput) -> Decision:
         return self.decide_many([inp])[0]
 
+    def decide_uncached(self, inp: PolicyInput) -> Decision:
+        """A decision that bypasses the memo: for inputs that never repeat (counters in the
+        context), which would only crowd out the decisions worth keeping."""
+        return self._decision(inp, self._evaluate([inp], self._policy_set)[0])
+
     def decide_many(self, inputs: Sequence[PolicyInput]) -> list[Decision]:
         """Decisions in order; only inputs not seen before reach Cedar, in one batch."""
         memo = self._memo
