@@ -176,3 +176,28 @@ def test_reports_to_real_addresses_rank_the_leaking_principal_first(
     assert ranking["ranked"][0]["overlap"] >= 5  # filed once beyond chance
     text = json.dumps(signal)
     assert "@example.com" not in text
+
+
+def test_reports_of_a_sellers_own_relayed_mail_are_complaints_not_leaks(
+    admin: Api, session: Session
+) -> None:
+    backend = admin.key_for("backend")
+    seller = admin.principal("seller", "s-news", display_name="Newsletter Shop")
+    for n in range(8):
+        c = admin.customer(f"c-{n}", f"buyer{n}@example.com")
+        admin.order(f"o-{n}", c["id"], seller["id"])
+        reverse = admin.ok(
+            "post",
+            "/v1/disclosures",
+            201,
+            json={"customer_id": c["id"], "principal_id": seller["id"], "purpose": "order"},
+        )["reverse_alias"]
+        mail = _spam(f"buyer{n}@example.com", sender=reverse)
+        raw = _forward(mail, f"buyer{n}@example.com")
+        assert _upload(backend, c["id"], raw).status_code == 202
+    assert set(session.scalars(select(AbuseReport.outcome)).all()) == {"complaint"}
+    facts = session.scalars(select(AbuseReport.facts)).first()
+    assert facts is not None and facts["complaint_about"] == f"principal:{seller['id']}"
+    investigator = admin.key_for("investigator")
+    assert investigator.ok("get", "/v1/signals")["items"] == []
+    assert investigator.ok("get", "/v1/incidents")["items"] == []

@@ -182,6 +182,12 @@ def submit_report(
     session.add(row)
     session.flush()
     outcome, alias = _attribute(session, settings, vault, parse, reporter)
+    complained = _relayed_from(session, settings, sender)
+    if complained is not None and outcome in ("real_address", "unattributed"):
+        # Mail the relay itself delivered from a principal's reverse alias: a complaint about
+        # that principal's messages, not evidence of a leak (it had the alias legitimately).
+        outcome = "complaint"
+        row.facts = {**row.facts, "complaint_about": f"principal:{complained}"}
     row.outcome = outcome if verified or outcome in ("no_original", "rejected") else "unverified"
     row.alias = alias
     subject = f"customer:{reporter.id}" if reporter else None
@@ -220,13 +226,25 @@ def submit_report(
             ledger_seq=seq,
             evidence={"report": row.id, "matched_by": how, "sender": row.sender, **row.facts},
         )
-    elif row.outcome == "real_address" and row.sender_domain:
+    elif (
+        row.outcome == "real_address"
+        and row.sender_domain
+        and row.sender_domain != settings.relay_domain.lower()
+    ):
         signal = rank_sender(session, settings, signer, row.sender_domain, from_entry=seq)
     row.signal_id = signal.id if signal else None
     session.flush()
     return ReportOutcome(
         row.id, row.outcome, verified, row.signal_id, ACKNOWLEDGEMENT.format(id=row.id)
     )
+
+
+def _relayed_from(session: Session, settings: Settings, sender: str | None) -> int | None:
+    """The principal whose reverse alias sent this, if the sender is on the relay domain."""
+    if not sender or _domain(sender) != settings.relay_domain.lower():
+        return None
+    address = sender.strip().strip("<>").lower()
+    return session.scalar(select(Alias.principal_id).where(Alias.reverse_address == address))
 
 
 def _attribute(
