@@ -60,19 +60,20 @@ def _spam(alias: str, n: int) -> bytes:
 
 
 def _send(env: DemoEnv, mail_from: str, rcpt: str, data: bytes) -> tuple[int, str]:
+    """One SMTP transaction; the reply that decided it (RCPT's refusal, or DATA's)."""
     with smtplib.SMTP(LOOPBACK, env.settings.relay_port, local_hostname="mx.demo.example") as smtp:
         smtp.ehlo()
-        try:
-            smtp.sendmail(mail_from, [rcpt], data)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, text = next(iter(exc.recipients.values()))
-            return int(code), text.decode(errors="replace") if isinstance(text, bytes) else text
-        except smtplib.SMTPDataError as exc:
-            err = exc.smtp_error
-            return int(exc.smtp_code), err.decode(errors="replace") if isinstance(
-                err, bytes
-            ) else err
-    return 250, "ok"
+        code, text = smtp.mail(mail_from)
+        if code < 300:
+            code, text = smtp.rcpt(rcpt)
+        if code >= 300:
+            return code, text.decode(errors="replace")
+        code, text = smtp.data(data)
+        return code, text.decode(errors="replace")
+
+
+def _held(code: int, text: str) -> bool:
+    return code >= 300 or "2.7.0" in text
 
 
 def _report(env: DemoEnv, reporter: str, spam: bytes) -> bytes:
@@ -87,7 +88,9 @@ def _report(env: DemoEnv, reporter: str, spam: bytes) -> bytes:
     return env.domains[CUSTOMER_DOMAIN].sign(report.as_bytes(policy=email.policy.SMTP))
 
 
-def run_leak(env: DemoEnv, market: Market, *, export_rows: int, reporters: int) -> LeakResult:
+def run_leak(
+    env: DemoEnv, market: Market, *, export_rows: int | None, reporters: int
+) -> LeakResult:
     out = LeakResult()
     runtime = env.runtime
     insider = market.employees["e-mal"]
@@ -101,7 +104,7 @@ def run_leak(env: DemoEnv, market: Market, *, export_rows: int, reporters: int) 
             employee_id=insider.id,
             purpose="outreach",
             scope="all",
-            limit=export_rows,
+            limit=export_rows or runtime.settings.employee_export_max_rows,
             export=True,
         )
     real_ids = {c.external_id for c in market.customers}

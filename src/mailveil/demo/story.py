@@ -46,7 +46,7 @@ def run_demo(
     console: Console,
     *,
     customers: int = 400,
-    export_rows: int = 120,
+    export_rows: int | None = None,
     reporters: int = 12,
     out_dir: Path | None = None,
 ) -> DemoReport:
@@ -74,6 +74,7 @@ def run_demo(
             leak = run_leak(env, market, export_rows=export_rows, reporters=reporters)
         report.leak = leak
         _print_leak(console, leak, market)
+        report.failures.extend(_check_leak(leak, market))
         if leak.incident:
             with session_scope(env.runtime.session_factory) as session:
                 reg = regulator_report(session, env.settings, leak.incident["id"])
@@ -96,8 +97,29 @@ def run_demo(
     finally:
         env.stop()
     report.seconds = time.monotonic() - started
-    console.print(Panel.fit(f"Done in {report.seconds:.1f} s", style="bold green"))
+    for problem in report.failures:
+        console.print(f"[bold red]✗ {problem}[/]")
+    style = "bold green" if report.ok else "bold red"
+    console.print(Panel.fit(f"Done in {report.seconds:.1f} s", style=style))
     return report
+
+
+def _check_leak(leak: LeakResult, market: Any) -> list[str]:
+    """What the story must show; a demo that does not is a failure (make demo exits 1)."""
+    problems = []
+    named = {(c["external_id"], c["role"]) for c in leak.incident.get("culprits", [])}
+    if named != {("e-mal", "source"), ("s-barn", "recipient")}:
+        problems.append(f"the incident named {sorted(named)}, not the employee and the seller")
+    if not leak.bundle_ok:
+        problems.append("the evidence bundle did not verify")
+    real = leak.exported - leak.canaries_in_export
+    if leak.radius is None or leak.radius.customers < real:
+        problems.append("the blast radius misses customers the insider exported")
+    if leak.reports_verified < leak.reports_sent:
+        problems.append("a customer's report was not verified as theirs")
+    if not leak.after_containment or leak.after_containment.startswith("250 2.0.0"):
+        problems.append("mail to a contained alias was still delivered")
+    return problems
 
 
 def _stranger_banner() -> dict[str, Any]:
