@@ -302,7 +302,7 @@ def _check(settings: Settings) -> None:
         fractions = [float(x) for x in stages]
     except ValueError as exc:
         raise SettingsError("notify_stages must be comma-separated fractions") from exc
-    if not fractions or fractions != sorted(fractions) or not 0 < fractions[0]:
+    if not fractions or fractions != sorted(fractions) or fractions[0] <= 0:
         raise SettingsError("notify_stages must be increasing fractions above 0")
     if fractions[-1] != 1:
         raise SettingsError("notify_stages must end with 1 (the whole audience)")

@@ -1,0 +1,1 @@
+"""Guarded notifications: facts, templates, lint, evidence-gated staged sends, corrections."""

@@ -1,0 +1,153 @@
+"""Running sends: in-process threads by default, Dramatiq on Redis or RabbitMQ when
+``notify_broker_url`` names a broker. Nothing is built at import time: ``Dispatcher`` and
+``dramatiq_broker`` build from settings when a process starts.
+
+With a broker, a message is ``drive(send_id)``; the actor calls ``worker.step`` and, when the
+send must wait (a soak, another worker's lease, in-flight recipients), sends itself again
+with that delay instead of sleeping, so any worker on any machine can take the next step.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from mailveil.config import Settings
+from mailveil.notify.worker import step
+from mailveil.runtime import Runtime
+
+log = logging.getLogger("mailveil.notify")
+QUEUE = "mailveil_notify"
+ACTOR = "mailveil_notify_drive"
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+def run_to_end(
+    runtime: Runtime,
+    send_id: int,
+    *,
+    worker: str | None = None,
+    stop: threading.Event | None = None,
+    sleep: Callable[[float], Any] = time.sleep,
+) -> None:
+    """Step the send until it is over (or ``stop`` is set), sleeping between steps."""
+    name = worker or worker_name()
+    while stop is None or not stop.is_set():
+        try:
+            wait = step(runtime, send_id, name)
+        except Exception as exc:  # a database or relay hiccup: try again shortly
+            log.error("notify: send %s step failed (%s)", send_id, type(exc).__name__)
+            wait = 2.0
+        if wait is None:
+            return
+        if stop is not None:
+            stop.wait(wait)
+        else:
+            sleep(wait)
+
+
+class Dispatcher:
+    """Starts sends: a thread per send in this process, or a Dramatiq message."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.runtime = runtime
+        self.threads: dict[int, threading.Thread] = {}
+        self.stop = threading.Event()
+        self._lock = threading.Lock()
+        self._actor: Any = None
+        if runtime.settings.notify_broker_url:
+            self._actor = declare_actor(dramatiq_broker(runtime.settings), lambda: runtime)
+
+    def start(self, send_id: int) -> str:
+        if self._actor is not None:
+            self._actor.send(send_id)
+            return "queued"
+        with self._lock:
+            running = self.threads.get(send_id)
+            if running is not None and running.is_alive():
+                return "running"
+            thread = threading.Thread(
+                target=run_to_end,
+                args=(self.runtime, send_id),
+                kwargs={"stop": self.stop},
+                name=f"notify-send-{send_id}",
+                daemon=True,
+            )
+            self.threads[send_id] = thread
+            thread.start()
+        return "started"
+
+    def close(self, timeout: float = 10.0) -> None:
+        self.stop.set()
+        for thread in list(self.threads.values()):
+            thread.join(timeout)
+
+
+def dramatiq_broker(settings: Settings) -> Any:
+    """The broker ``notify_broker_url`` names (Redis or RabbitMQ)."""
+    url = settings.notify_broker_url
+    if url.startswith(("redis://", "rediss://")):
+        from dramatiq.brokers.redis import RedisBroker
+
+        return RedisBroker(url=url)  # type: ignore[no-untyped-call]
+    from dramatiq.brokers.rabbitmq import RabbitmqBroker
+
+    return RabbitmqBroker(url=url)
+
+
+def declare_actor(broker: Any, runtime_of: Callable[[], Runtime]) -> Any:
+    """The ``drive`` actor on ``broker``; ``runtime_of`` gives this process's Runtime."""
+    import dramatiq
+
+    def drive(send_id: int) -> None:
+        wait = step(runtime_of(), send_id, worker_name())
+        if wait is not None:
+            actor.send_with_options(args=(send_id,), delay=int(max(wait, 0.05) * 1000))
+
+    actor: Any = dramatiq.actor(
+        actor_name=ACTOR,
+        queue_name=QUEUE,
+        broker=broker,
+        max_retries=20,
+        min_backoff=500,
+        max_backoff=30_000,
+        time_limit=3_600_000,
+    )(drive)
+    return actor
+
+
+def run_dramatiq_worker(
+    runtime: Runtime, *, threads: int = 2, stop: threading.Event | None = None
+) -> None:
+    """Consume ``drive`` messages until ``stop`` is set (or the process is signalled)."""
+    from dramatiq import Worker
+
+    broker = dramatiq_broker(runtime.settings)
+    declare_actor(broker, lambda: runtime)
+    worker = Worker(broker, worker_threads=threads)
+    worker.start()
+    try:
+        while stop is None or not stop.is_set():
+            time.sleep(0.2) if stop is None else stop.wait(0.2)
+    finally:
+        worker.stop()
+        broker.close()
+
+
+__all__ = [
+    "Dispatcher",
+    "declare_actor",
+    "dramatiq_broker",
+    "run_dramatiq_worker",
+    "run_to_end",
+    "worker_name",
+]

@@ -1,0 +1,445 @@
+"""Sends: preview, create (recipients assessed and stored), approve, kill, status, correct.
+
+A send's recipients are assessed once when it is created (and again, batch by batch, just
+before delivery); only ``eligible`` ones are ever stored as ``pending``. The blast-radius
+guard holds a send in ``awaiting_approval`` until a second person approves it. Delivery is
+``notify.worker``'s; this module never talks SMTP.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from typing import Any, cast
+
+from sqlalchemy import Table, func, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
+
+from mailveil.config import Settings
+from mailveil.db.base import utcnow
+from mailveil.errors import Conflict, Forbidden, InvalidInput, NotFound
+from mailveil.ledger.append import append
+from mailveil.ledger.events import Event
+from mailveil.ledger.models import LedgerEntry
+from mailveil.ledger.signing import CheckpointSigner
+from mailveil.notify.audience import Entry, assess, batched, evidence_context
+from mailveil.notify.models import OPEN_SEND_STATUSES, Recipient, Send, Template
+from mailveil.notify.templates import (
+    expected_volume,
+    get_template,
+    render,
+    rule_of,
+    sendable,
+)
+
+SAMPLES = 5
+KIND_SEND = "send"  # one ledger entry per delivered recipient (notify.worker)
+_recipients = cast(Table, Recipient.__table__)
+
+
+def send_ref(send_id: int) -> str:
+    return f"send:{send_id}"
+
+
+def bucket(send_id: int, customer_id: int) -> int:
+    digest = hashlib.blake2b(f"{send_id}:{customer_id}".encode(), digest_size=4).digest()
+    return int.from_bytes(digest, "big") >> 1  # 31 bits: fits a signed INTEGER
+
+
+def stages_of(settings: Settings) -> list[float]:
+    return [float(x) for x in settings.notify_stages.split(",")]
+
+
+def stage_sizes(floor: int, total: int, stages: list[float]) -> list[int]:
+    """Cumulative recipients after each stage: at least the minimum stage, at most all."""
+    return [min(total, max(floor, math.ceil(f * total))) for f in stages]
+
+
+def blast_radius(
+    settings: Settings, audience: int, expected: int | None
+) -> tuple[bool, str | None]:
+    """(needs a second approver, why)."""
+    if audience > settings.notify_blast_cap:
+        return True, f"audience {audience} is above the cap of {settings.notify_blast_cap}"
+    if expected is None:
+        return True, "the template has no send history and no declared expected volume"
+    limit = settings.notify_blast_factor * max(expected, 1)
+    if audience > limit:
+        return True, (
+            f"audience {audience} is above {settings.notify_blast_factor:g} x the expected "
+            f"volume {expected}"
+        )
+    return False, None
+
+
+def preview(
+    session: Session,
+    settings: Settings,
+    template: Template,
+    entries: Iterable[Entry],
+) -> dict[str, Any]:
+    """A dry run: nothing is stored, nothing is sent. Counts, reasons, overlaps, samples."""
+    rule = rule_of(template)
+    now = utcnow()
+    counts: Counter[str] = Counter()
+    reasons: Counter[str] = Counter()
+    samples: dict[str, list[dict[str, Any]]] = {}
+    rendered: list[dict[str, Any]] = []
+    total = 0
+    for batch in batched(entries, settings.notify_batch_size):
+        total += len(batch)
+        for a in assess(session, settings, template, rule, batch, now):
+            counts[a.state] += 1
+            if a.state != "eligible":
+                reasons[f"{a.state}: {a.reason}"] += 1
+            shown = samples.setdefault(a.state, [])
+            if len(shown) < SAMPLES:
+                shown.append({"customer": a.external_id, "reason": a.reason or None})
+            if a.state == "eligible" and len(rendered) < 3:
+                context = evidence_context(rule, a.evidence, a.external_id)
+                context.update(send={"id": None}, unsubscribe_url=_unsubscribe(settings, 0))
+                try:
+                    subject, body = render(template, context)
+                    rendered.append({"customer": a.external_id, "subject": subject, "body": body})
+                except InvalidInput as exc:
+                    rendered.append({"customer": a.external_id, "error": exc.detail})
+    expected = expected_volume(session, template)
+    needs, why = blast_radius(settings, counts["eligible"], expected)
+    plan = stage_sizes(settings.notify_min_stage_size, total, stages_of(settings))
+    return {
+        "template": {"name": template.name, "version": template.version},
+        "audience": total,
+        "counts": {s: counts[s] for s in ("eligible", "ineligible", "suppressed", "capped")},
+        "ineligible_rate": (counts["ineligible"] / total) if total else 0.0,
+        "reasons": dict(reasons.most_common()),
+        "samples": samples,
+        "rendered": rendered,
+        "sensitivity": template.sensitivity,
+        "expected_volume": expected,
+        "audience_vs_expected": (counts["eligible"] / expected) if expected else None,
+        "needs_second_approver": needs,
+        "approval_reason": why,
+        "stages": plan,
+        "would_halt_at_first_stage": total > 0
+        and counts["ineligible"] / total > settings.notify_max_ineligible_rate,
+    }
+
+
+def _unsubscribe(settings: Settings, send_id: int) -> str:
+    return f"https://{settings.relay_domain}/unsubscribe/{send_id}"
+
+
+def _insert(session: Session, rows: list[dict[str, Any]]) -> None:
+    if not rows:
+        return
+    dialect = session.get_bind().dialect.name
+    make = pg_insert if dialect == "postgresql" else sqlite_insert
+    session.execute(make(_recipients).on_conflict_do_nothing(), rows)
+
+
+def create_send(
+    session: Session,
+    settings: Settings,
+    signer: CheckpointSigner,
+    *,
+    template: Template,
+    entries: Iterable[Entry],
+    actor: str,
+    corrects: Send | None = None,
+    commit: bool = False,
+) -> Send:
+    """Store a send and its assessed recipients (batch by batch; ``commit`` commits each
+    batch so a huge audience never sits in one transaction). Ineligible, suppressed and
+    capped recipients are stored with their reason (the gates count them)."""
+    sendable(template)
+    stages = stages_of(settings)
+    now = utcnow()
+    send = Send(
+        template_id=template.id,
+        corrects_id=corrects.id if corrects is not None else None,
+        status="creating",
+        stages=stages,
+        soak_seconds=settings.notify_soak_seconds,
+        thresholds={
+            "ineligible": settings.notify_max_ineligible_rate,
+            "bounce": settings.notify_max_bounce_rate,
+            "complaint": settings.notify_max_complaint_rate,
+            "unsubscribe": settings.notify_max_unsubscribe_rate,
+            "min_stage": settings.notify_min_stage_size,
+        },
+        created_by=actor,
+        created_at=now,
+        updated_at=now,
+    )
+    session.add(send)
+    session.flush()
+    rule = None if corrects is not None else rule_of(template)
+    counts: Counter[str] = Counter()
+    for batch in batched(entries, settings.notify_batch_size):
+        rows = []
+        for a in assess(session, settings, template, rule, batch, now):
+            counts["audience"] += 1
+            if a.customer_id is None:
+                counts["unknown"] += 1
+                continue
+            state = "pending" if a.state == "eligible" else a.state
+            counts[state] += 1
+            rows.append(
+                {
+                    "send_id": send.id,
+                    "customer_id": a.customer_id,
+                    "bucket": bucket(send.id, a.customer_id),
+                    "state": state,
+                    "reason": a.reason or None,
+                    "fact_ids": list(a.fact_ids),
+                }
+            )
+        _insert(session, rows)
+        if commit:
+            session.commit()
+    stored = dict(
+        session.execute(
+            select(Recipient.state, func.count())
+            .where(Recipient.send_id == send.id)
+            .group_by(Recipient.state)
+        ).all()
+    )
+    send.audience = sum(stored.values()) + counts["unknown"]
+    send.eligible = stored.get("pending", 0)
+    if corrects is None:
+        send.expected_volume = expected_volume(session, template)
+        needs, why = blast_radius(settings, send.eligible, send.expected_volume)
+    else:
+        needs, why = False, None
+    send.needs_approval, send.approval_reason = needs, why
+    send.status = "awaiting_approval" if needs else "ready"
+    detail: dict[str, Any] = {
+        "send": send.id,
+        "template": template.name,
+        "version": template.version,
+        "audience": send.audience,
+        "eligible": send.eligible,
+        "needs_approval": needs,
+    }
+    if corrects is not None:
+        detail["corrects"] = corrects.id
+    append(
+        session,
+        [Event("send_created", actor, None, None, "notification", send_ref(send.id), detail)],
+        settings,
+        signer,
+    )
+    session.flush()
+    return send
+
+
+def get_send(session: Session, send_id: int) -> Send:
+    row = session.get(Send, send_id)
+    if row is None or row.status == "creating":
+        raise NotFound(f"no send {send_id}")
+    return row
+
+
+def _cas(session: Session, send: Send, **values: Any) -> None:
+    """Change the send if nobody else did since it was read (the worker races us)."""
+    done = session.execute(
+        update(Send)
+        .where(Send.id == send.id, Send.version == send.version)
+        .values(version=send.version + 1, updated_at=utcnow(), **values)
+    )
+    if getattr(done, "rowcount", 0) != 1:
+        session.rollback()
+        raise Conflict(f"send {send.id} changed meanwhile; read it again")
+    session.refresh(send)
+
+
+def approve(
+    session: Session, settings: Settings, signer: CheckpointSigner, send_id: int, *, actor: str
+) -> Send:
+    send = get_send(session, send_id)
+    if actor == send.created_by:
+        raise Forbidden("the send's creator cannot approve it: a second person must")
+    if send.status != "awaiting_approval":
+        raise Conflict(f"send {send_id} is {send.status}, not awaiting approval")
+    _cas(session, send, status="ready", approved_by=actor)
+    append(
+        session,
+        [Event("send_approved", actor, None, None, "notification", send_ref(send_id), {
+            "send": send_id, "reason": send.approval_reason,
+        })],
+        settings,
+        signer,
+    )  # fmt: skip
+    return send
+
+
+def check_startable(session: Session, send_id: int) -> Send:
+    send = get_send(session, send_id)
+    if send.status == "awaiting_approval":
+        raise Conflict(f"send {send_id} needs a second approver: {send.approval_reason}")
+    if send.status not in ("ready", "running"):
+        raise Conflict(f"send {send_id} is {send.status}")
+    return send
+
+
+def kill(
+    session: Session, settings: Settings, signer: CheckpointSigner, send_id: int, *, actor: str
+) -> Send:
+    """The kill switch: the worker sees it before its next group of recipients."""
+    send = get_send(session, send_id)
+    if send.status not in OPEN_SEND_STATUSES:
+        raise Conflict(f"send {send_id} is already {send.status}")
+    for _ in range(5):
+        try:
+            _cas(session, send, status="killed", stopped_by=actor, halt_reason="killed")
+            break
+        except Conflict:
+            send = get_send(session, send_id)
+            if send.status not in OPEN_SEND_STATUSES:
+                raise
+    else:
+        raise Conflict(f"send {send_id} is changing too fast to kill; try again")
+    append(
+        session,
+        [Event("send_killed", actor, None, None, "notification", send_ref(send_id),
+               {"send": send_id, "stage": send.stage})],
+        settings,
+        signer,
+    )  # fmt: skip
+    return send
+
+
+def counts_of(session: Session, send_id: int) -> dict[str, int]:
+    rows = session.execute(
+        select(Recipient.state, func.count())
+        .where(Recipient.send_id == send_id)
+        .group_by(Recipient.state)
+    ).all()
+    return {state: int(n) for state, n in rows}
+
+
+def send_view(session: Session, send: Send) -> dict[str, Any]:
+    template = session.get(Template, send.template_id)
+    assert template is not None
+    return {
+        "id": send.id,
+        "template": {"name": template.name, "version": template.version},
+        "corrects": send.corrects_id,
+        "status": send.status,
+        "audience": send.audience,
+        "eligible": send.eligible,
+        "expected_volume": send.expected_volume,
+        "needs_approval": send.needs_approval,
+        "approval_reason": send.approval_reason,
+        "approved_by": send.approved_by,
+        "stages": send.stages,
+        "stage": send.stage,
+        "soak_seconds": send.soak_seconds,
+        "thresholds": send.thresholds,
+        "halt_reason": send.halt_reason,
+        "stopped_by": send.stopped_by,
+        "recipients": counts_of(session, send.id),
+        "created_by": send.created_by,
+        "created_at": send.created_at.isoformat(),
+        "updated_at": send.updated_at.isoformat(),
+    }
+
+
+def delivered_customers(session: Session, send: Send) -> Iterator[int]:
+    """Customer ids the ledger records as sent by ``send`` (kind "send", this send's ref),
+    in ledger order; read from the ledger, not from notify's own tables."""
+    since = int(send.created_at.timestamp() * 1_000_000) - 1_000_000
+    after = -1
+    while True:
+        rows = session.execute(
+            select(LedgerEntry.seq, LedgerEntry.subject)
+            .where(
+                LedgerEntry.kind == KIND_SEND,
+                LedgerEntry.time_us >= since,
+                LedgerEntry.ref == send_ref(send.id),
+                LedgerEntry.seq > after,
+            )
+            .order_by(LedgerEntry.seq)
+            .limit(5000)
+        ).all()
+        if not rows:
+            return
+        for seq, subject in rows:
+            after = seq
+            if subject and subject.startswith("customer:"):
+                yield int(subject.split(":", 1)[1])
+
+
+def correction(
+    session: Session,
+    settings: Settings,
+    signer: CheckpointSigner,
+    *,
+    original_id: int,
+    template_name: str,
+    version: int | None,
+    actor: str,
+    commit: bool = False,
+) -> Send:
+    """A send of ``template_name`` to exactly the customers the ledger says got the original."""
+    original = get_send(session, original_id)
+    if original.status in ("awaiting_approval", "ready"):
+        raise Conflict(f"send {original_id} has not sent anything to correct")
+    template = get_template(session, template_name, version)
+    from mailveil.contacts.models import Customer
+
+    def entries() -> Iterator[Entry]:
+        for part in batched_ids(delivered_customers(session, original), 2000):
+            rows = session.execute(
+                select(Customer.id, Customer.external_id).where(Customer.id.in_(part))
+            )
+            found = {cid: ext for cid, ext in rows}
+            for cid in part:
+                if cid in found:
+                    yield Entry(found[cid], None)
+
+    return create_send(
+        session,
+        settings,
+        signer,
+        template=template,
+        entries=list(entries()) if not commit else entries(),
+        actor=actor,
+        corrects=original,
+        commit=commit,
+    )
+
+
+def batched_ids(ids: Iterable[int], size: int) -> Iterator[list[int]]:
+    part: list[int] = []
+    for i in ids:
+        part.append(i)
+        if len(part) >= size:
+            yield part
+            part = []
+    if part:
+        yield part
+
+
+__all__ = [
+    "KIND_SEND",
+    "approve",
+    "blast_radius",
+    "bucket",
+    "check_startable",
+    "correction",
+    "counts_of",
+    "create_send",
+    "delivered_customers",
+    "get_send",
+    "kill",
+    "preview",
+    "send_ref",
+    "send_view",
+    "stage_sizes",
+    "stages_of",
+]

@@ -1,0 +1,689 @@
+"""The send worker: stages, gates, the kill switch and at-most-once delivery through the relay.
+
+``step`` drives one send as far as it can and returns how long to wait before it is called
+again (a soak, a live lease of another worker, in-flight recipients to reconcile), or None
+when the send is over. In-process and Dramatiq workers both call it (``notify.queue``).
+
+Delivery goes through mailveil's own relay, as the template's owner service (SMTP AUTH with
+a service key minted for this step and revoked after it), to the customer's alias for that
+service (a disclosure, purpose "notification", ref = the template name), so the relay applies
+its policy, rewrites, signs, delivers and ledgers the message.
+
+At most once: a group of recipients is committed as ``delivering`` before any SMTP, and as
+``delivered`` (with their ``send`` ledger entries) after. A recipient found ``delivering``
+after a crash is looked up in the relay's ``relay_messages`` (read only): a message from the
+service to that customer written after the attempt began means the relay took it (it writes
+the row before it hands the message on), so it is recorded as delivered, never resent; no
+row means the relay never accepted it, and it is sent again. The relay replaces the client's
+Message-ID, so rows are matched by (service, customer, time), each row claimed by one
+recipient at most.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import smtplib
+import ssl
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.orm import Session
+
+from mailveil.auth.keys import Role, issue_key, revoke_key
+from mailveil.contacts.disclosures import DisclosureRequest, disclose_batch
+from mailveil.contacts.models import Alias, Customer, Principal
+from mailveil.db.base import utcnow
+from mailveil.db.session import session_scope
+from mailveil.errors import InvalidInput
+from mailveil.ledger.append import append
+from mailveil.ledger.events import Event
+from mailveil.notify.audience import Entry, assess, evidence_context
+from mailveil.notify.models import Fact, Recipient, Send, Template
+from mailveil.notify.sends import KIND_SEND, send_ref, stage_sizes
+from mailveil.notify.templates import render, rule_of
+from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, RelayMessage
+from mailveil.runtime import Runtime
+
+log = logging.getLogger("mailveil.notify")
+GROUP = 20  # recipients per commit; also how often the kill switch is looked at
+LEASE_SECONDS = 60.0
+MATCH_SLACK = timedelta(seconds=2)
+MAX_DEFERRALS = 3
+FINAL = ("completed", "halted", "killed")
+
+
+@dataclass
+class Outcome:
+    """What one group's SMTP transactions did, recipient id -> result."""
+
+    delivered: dict[int, str | None] = field(default_factory=dict)  # -> relay token
+    failed: dict[int, str] = field(default_factory=dict)
+    deferred: set[int] = field(default_factory=set)
+    unsent: set[int] = field(default_factory=set)
+    broken: bool = False
+
+
+class Stop(Exception):
+    """The send was killed, halted or taken by another worker."""
+
+
+def message_id(send_id: int, customer_id: int, domain: str) -> str:
+    # Deterministic per (send, recipient): a retry is recognisably the same message.
+    return f"<notify.{send_id}.{customer_id}@{domain}>"
+
+
+def _now() -> datetime:
+    return utcnow()
+
+
+def _take_lease(session: Session, send: Send, worker: str) -> float | None:
+    """None when this worker holds the send, else seconds until another's lease lapses."""
+    now = _now()
+    if send.lease_owner not in (None, worker) and send.lease_until and send.lease_until > now:
+        return max((send.lease_until - now).total_seconds(), 0.1)
+    status = "running" if send.status == "ready" else send.status
+    done = session.execute(
+        update(Send)
+        .where(Send.id == send.id, Send.version == send.version)
+        .values(
+            lease_owner=worker,
+            lease_until=now + timedelta(seconds=LEASE_SECONDS),
+            status=status,
+            version=send.version + 1,
+            updated_at=now,
+        )
+    )
+    if getattr(done, "rowcount", 0) != 1:
+        session.rollback()
+        return 0.2
+    return None
+
+
+def _renew(session: Session, send_id: int, worker: str) -> None:
+    """Keep the lease; raise Stop if the send was killed or another worker holds it."""
+    done = session.execute(
+        update(Send)
+        .where(Send.id == send_id, Send.lease_owner == worker, Send.status == "running")
+        .values(lease_until=_now() + timedelta(seconds=LEASE_SECONDS))
+    )
+    if getattr(done, "rowcount", 0) != 1:
+        session.rollback()
+        raise Stop
+    session.commit()
+
+
+def _release(runtime: Runtime, send_id: int, worker: str) -> None:
+    with session_scope(runtime.session_factory) as s:
+        s.execute(
+            update(Send)
+            .where(Send.id == send_id, Send.lease_owner == worker)
+            .values(lease_owner=None, lease_until=None)
+        )
+
+
+def step(runtime: Runtime, send_id: int, worker: str) -> float | None:
+    """Drive the send; seconds to wait before the next call, or None when it is over."""
+    with runtime.session_factory() as s:
+        send = s.get(Send, send_id)
+        if send is None or send.status in FINAL or send.status in ("awaiting_approval", "creating"):
+            return None
+        wait = _take_lease(s, send, worker)
+        if wait is not None:
+            return wait
+        s.commit()
+        s.refresh(send)
+        template = s.get(Template, send.template_id)
+        assert template is not None
+        owner = s.get(Principal, template.owner_id)
+        assert owner is not None
+        key = issue_key(s, Role.SERVICE, principal_id=owner.id, label=f"notify {worker}")
+        s.commit()
+        try:
+            return _drive(runtime, s, send, template, owner, worker, key.token)
+        except Stop:
+            return None
+        finally:
+            s.rollback()
+            revoke_key(s, key.key.key_id)
+            s.commit()
+            _release(runtime, send_id, worker)
+
+
+def _slice(send_id: int, cutoff: tuple[int, int]) -> Any:
+    b, i = cutoff
+    return and_(
+        Recipient.send_id == send_id,
+        or_(Recipient.bucket < b, and_(Recipient.bucket == b, Recipient.id <= i)),
+    )
+
+
+def _cutoff(s: Session, send: Send) -> tuple[int, int] | None:
+    total = s.scalar(select(func.count()).where(Recipient.send_id == send.id)) or 0
+    if total == 0:
+        return None
+    floor = int(send.thresholds.get("min_stage", 1))
+    size = stage_sizes(floor, total, list(send.stages))[send.stage]
+    row = s.execute(
+        select(Recipient.bucket, Recipient.id)
+        .where(Recipient.send_id == send.id)
+        .order_by(Recipient.bucket, Recipient.id)
+        .offset(size - 1)
+        .limit(1)
+    ).first()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def _drive(
+    runtime: Runtime,
+    s: Session,
+    send: Send,
+    template: Template,
+    owner: Principal,
+    worker: str,
+    token: str,
+) -> float | None:
+    wait = reconcile(runtime, s, send, template, owner)
+    if wait:
+        return wait
+    while send.stage < len(send.stages):
+        cutoff = _cutoff(s, send)
+        if cutoff is None:
+            break
+        if send.stage_done_at is None:
+            result = _deliver_stage(runtime, s, send, template, owner, worker, token, cutoff)
+            if result is not None:
+                return result
+            s.execute(update(Send).where(Send.id == send.id).values(stage_done_at=_now()))
+            s.commit()
+            s.refresh(send)
+        assert send.stage_done_at is not None
+        remaining = (
+            send.stage_done_at + timedelta(seconds=send.soak_seconds) - _now()
+        ).total_seconds()
+        if remaining > 0:
+            return min(remaining, 5.0)
+        failed = gate(s, send, cutoff)
+        if failed is not None:
+            _halt(runtime, s, send, template, failed)
+            return None
+        s.execute(
+            update(Send)
+            .where(Send.id == send.id, Send.status == "running")
+            .values(stage=send.stage + 1, stage_done_at=None, updated_at=_now())
+        )
+        s.commit()
+        s.refresh(send)
+        if send.status != "running":
+            return None
+    s.execute(
+        update(Send)
+        .where(Send.id == send.id, Send.status == "running")
+        .values(status="completed", updated_at=_now(), version=send.version + 1)
+    )
+    s.commit()
+    return None
+
+
+def gate(s: Session, send: Send, cutoff: tuple[int, int]) -> dict[str, Any] | None:
+    """The first failing gate of the stage just delivered (cumulative over the stages so
+    far), or None."""
+    states = dict(
+        s.execute(
+            select(Recipient.state, func.count())
+            .where(_slice(send.id, cutoff))
+            .group_by(Recipient.state)
+        ).all()
+    )
+    total = sum(states.values())
+    delivered = states.get("delivered", 0)
+    failed = states.get("failed", 0)
+    bounced = failed + (
+        s.scalar(
+            select(func.count())
+            .select_from(Recipient)
+            .join(RelayMessage, RelayMessage.token == Recipient.relay_token)
+            .where(_slice(send.id, cutoff), RelayMessage.status.in_(("bounced", "rejected")))
+        )
+        or 0
+    )
+    feedback = {"complaint": 0, "unsubscribe": 0}
+    for kind, attrs in s.execute(
+        select(Fact.kind, Fact.attributes).where(
+            Fact.kind.in_(("notify.complaint", "notify.unsubscribe")),
+            Fact.created_at >= send.created_at,
+        )
+    ):
+        if str((attrs or {}).get("send")) == str(send.id):
+            feedback[kind.split(".", 1)[1]] += 1
+    rates = {
+        "ineligible": states.get("ineligible", 0) / total if total else 0.0,
+        "bounce": bounced / (delivered + failed) if delivered + failed else 0.0,
+        "complaint": feedback["complaint"] / delivered if delivered else 0.0,
+        "unsubscribe": feedback["unsubscribe"] / delivered if delivered else 0.0,
+    }
+    for name, rate in rates.items():
+        limit = float(send.thresholds.get(name, 1.0))
+        if rate > limit:
+            return {
+                "gate": name,
+                "rate": round(rate, 6),
+                "threshold": limit,
+                "stage": send.stage,
+                "stage_recipients": total,
+                "delivered": delivered,
+            }
+    return None
+
+
+def _halt(
+    runtime: Runtime, s: Session, send: Send, template: Template, failed: dict[str, Any]
+) -> None:
+    why = f"{failed['gate']} rate {failed['rate']:.4f} above {failed['threshold']:g}"
+    done = s.execute(
+        update(Send)
+        .where(Send.id == send.id, Send.status == "running")
+        .values(status="halted", halt_reason=why[:500], updated_at=_now(), version=send.version + 1)
+    )
+    if getattr(done, "rowcount", 0) != 1:
+        s.rollback()
+        return
+    detail = {
+        "signal": "send_gate_failed",
+        "send": send.id,
+        "template": template.name,
+        "version": template.version,
+        **failed,
+    }
+    event = Event("signal", "system", None, None, "notification", send_ref(send.id), detail)
+    append(s, [event], runtime.settings, runtime.signer)
+    s.commit()
+    log.warning("notify: send %s halted at stage %s (%s)", send.id, send.stage, why)
+
+
+# -- delivery ----------------------------------------------------------------------------
+
+
+def _deliver_stage(
+    runtime: Runtime,
+    s: Session,
+    send: Send,
+    template: Template,
+    owner: Principal,
+    worker: str,
+    token: str,
+    cutoff: tuple[int, int],
+) -> float | None:
+    deferrals: dict[int, int] = {}
+    client: smtplib.SMTP | None = None
+    try:
+        while True:
+            _renew(s, send.id, worker)
+            rows = s.execute(
+                select(
+                    Recipient.id, Recipient.customer_id, Recipient.fact_ids, Customer.external_id
+                )
+                .join(Customer, Customer.id == Recipient.customer_id)
+                .where(_slice(send.id, cutoff), Recipient.state == "pending")
+                .order_by(Recipient.bucket, Recipient.id)
+                .limit(GROUP)
+            ).all()
+            if not rows:
+                return None
+            ready = _prepare(runtime, s, send, template, owner, rows)
+            if not ready:
+                continue
+            if client is None:
+                client = _connect(runtime, token)
+            outcome = _transmit(client, runtime, send, template, ready)
+            _record(runtime, s, send, template, owner, ready, outcome, deferrals)
+            if outcome.broken:
+                client = None
+                return 5.0
+    finally:
+        if client is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                client.quit()
+
+
+@dataclass
+class Ready:
+    recipient_id: int
+    customer_id: int
+    alias: str
+    subject: str
+    body: str
+    fact_ids: list[str]
+
+
+def _prepare(
+    runtime: Runtime, s: Session, send: Send, template: Template, owner: Principal, rows: Any
+) -> list[Ready]:
+    """Re-check every recipient now (evidence, suppressions, caps), render, disclose the
+    aliases, and commit the group as ``delivering``. Returns what may be sent."""
+    settings = runtime.settings
+    now = _now()
+    correcting = send.corrects_id is not None
+    rule = None if correcting else rule_of(template)
+    entries = [Entry(r.external_id, tuple(r.fact_ids) if r.fact_ids else None) for r in rows]
+    verdicts = assess(s, settings, template, rule, entries, now)
+    drop: dict[int, tuple[str, str]] = {}
+    keep: list[tuple[Any, dict[str, Any]]] = []
+    for row, verdict in zip(rows, verdicts, strict=True):
+        if verdict.state != "eligible":
+            drop[row.id] = (verdict.state, verdict.reason)
+            continue
+        context: dict[str, Any] = (
+            evidence_context(rule, verdict.evidence, row.external_id)
+            if rule is not None
+            else {"customer": {"id": row.external_id}, "facts": {}}
+        )
+        context.update(
+            send={"id": send.id, "corrects": send.corrects_id},
+            unsubscribe_url=f"https://{settings.relay_domain}/unsubscribe/{send.id}",
+        )
+        keep.append((row, context))
+    rendered: list[tuple[Any, str, str]] = []
+    for row, context in keep:
+        try:
+            subject, body = render(template, context)
+        except InvalidInput as exc:
+            drop[row.id] = ("ineligible", exc.detail[:200])
+            continue
+        rendered.append((row, subject, body))
+    results = disclose_batch(
+        s,
+        settings=settings,
+        policy=runtime.policy,
+        signer=runtime.signer,
+        requests=[
+            DisclosureRequest(row.customer_id, owner.id, "notification", template.name)
+            for row, _, _ in rendered
+        ],
+        actor=send.created_by,
+    )
+    ready: list[Ready] = []
+    for (row, subject, body), result in zip(rendered, results, strict=True):
+        if not result.allowed or result.alias is None:
+            drop[row.id] = ("failed", f"disclosure denied: {result.reason}"[:200])
+            continue
+        ready.append(
+            Ready(row.id, row.customer_id, result.alias, subject, body, list(row.fact_ids))
+        )
+    for rid, (state, reason) in drop.items():
+        s.execute(
+            update(Recipient)
+            .where(Recipient.id == rid, Recipient.state == "pending")
+            .values(state=state, reason=reason or None)
+        )
+    if ready:
+        s.execute(
+            update(Recipient)
+            .where(Recipient.id.in_([r.recipient_id for r in ready]), Recipient.state == "pending")
+            .values(state="delivering", attempt_at=now)
+        )
+    s.commit()  # "delivering" is durable before any byte goes to the relay
+    return ready
+
+
+def _connect(runtime: Runtime, token: str) -> smtplib.SMTP:
+    settings = runtime.settings
+    host = settings.notify_relay_host or settings.relay_host
+    port = settings.notify_relay_port or settings.relay_port
+    client = smtplib.SMTP(host, port, timeout=settings.relay_timeout_seconds)
+    client.ehlo()
+    if settings.notify_relay_starttls:
+        context = ssl.create_default_context(cafile=settings.notify_relay_cafile or None)
+        client.starttls(context=context)
+        client.ehlo()
+    client.login("notify", token)
+    return client
+
+
+def build_message(runtime: Runtime, send: Send, template: Template, item: Ready) -> EmailMessage:
+    domain = runtime.settings.relay_domain
+    msg = EmailMessage()
+    msg["From"] = f"notifications@{domain}"
+    msg["To"] = item.alias
+    msg["Subject"] = item.subject
+    msg["Message-ID"] = message_id(send.id, item.customer_id, domain)
+    msg["X-Contact-Reason"] = template.reason
+    if template.category == "marketing":
+        msg["List-Unsubscribe"] = f"<https://{domain}/unsubscribe/{send.id}>"
+    msg.set_content(item.body)
+    return msg
+
+
+def _transmit(
+    client: smtplib.SMTP, runtime: Runtime, send: Send, template: Template, ready: list[Ready]
+) -> Outcome:
+    out = Outcome()
+    mail_from = f"notifications@{runtime.settings.relay_domain}"
+    for pos, item in enumerate(ready):
+        data = build_message(runtime, send, template, item).as_bytes(policy=SMTP_POLICY)
+        try:
+            client.sendmail(mail_from, [item.alias], data)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            _refused(out, item.recipient_id, code, text)
+            continue
+        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
+            _refused(out, item.recipient_id, exc.smtp_code, exc.smtp_error)
+            continue
+        except (smtplib.SMTPException, OSError):
+            # The one in flight stays "delivering" (reconciled later); the rest were not sent.
+            out.unsent.update(r.recipient_id for r in ready[pos + 1 :])
+            out.broken = True
+            return out
+        out.delivered[item.recipient_id] = None
+    return out
+
+
+def _refused(out: Outcome, rid: int, code: int, text: bytes | str) -> None:
+    shown = text.decode("ascii", "replace") if isinstance(text, bytes) else str(text)
+    if 400 <= code < 500:
+        out.deferred.add(rid)
+    else:
+        out.failed[rid] = f"relay refused: {code} {shown}"[:200]
+
+
+def _record(
+    runtime: Runtime,
+    s: Session,
+    send: Send,
+    template: Template,
+    owner: Principal,
+    ready: list[Ready],
+    outcome: Outcome,
+    deferrals: dict[int, int],
+) -> None:
+    by_id = {r.recipient_id: r for r in ready}
+    attempted = _attempt_times(s, list(outcome.delivered))
+    tokens = _match_tokens(
+        s, owner.id, {by_id[r].customer_id: attempted[r] for r in outcome.delivered}
+    )
+    delivered = {rid: tokens.get(by_id[rid].customer_id) for rid in outcome.delivered}
+    _mark_delivered(
+        runtime,
+        s,
+        send,
+        template,
+        {
+            rid: (by_id[rid].customer_id, by_id[rid].alias, by_id[rid].fact_ids, tok)
+            for rid, tok in delivered.items()
+        },
+    )
+    for rid, reason in outcome.failed.items():
+        s.execute(
+            update(Recipient)
+            .where(Recipient.id == rid, Recipient.state == "delivering")
+            .values(state="failed", reason=reason)
+        )
+    for rid in outcome.deferred:
+        deferrals[rid] = deferrals.get(rid, 0) + 1
+        final = deferrals[rid] >= MAX_DEFERRALS
+        s.execute(
+            update(Recipient)
+            .where(Recipient.id == rid, Recipient.state == "delivering")
+            .values(
+                state="failed" if final else "pending",
+                reason="deferred by the relay" if final else None,
+            )
+        )
+    if outcome.unsent:
+        s.execute(
+            update(Recipient)
+            .where(Recipient.id.in_(sorted(outcome.unsent)), Recipient.state == "delivering")
+            .values(state="pending")
+        )
+    s.commit()
+
+
+def _attempt_times(s: Session, ids: list[int]) -> dict[int, datetime]:
+    if not ids:
+        return {}
+    rows = s.execute(select(Recipient.id, Recipient.attempt_at).where(Recipient.id.in_(ids)))
+    return {rid: at or _now() for rid, at in rows}
+
+
+def _match_tokens(s: Session, principal_id: int, attempts: dict[int, datetime]) -> dict[int, str]:
+    """customer -> the unclaimed relay message from ``principal_id`` to them written since
+    their attempt began (the earliest such)."""
+    if not attempts:
+        return {}
+    since = min(attempts.values()) - MATCH_SLACK
+    rows = s.execute(
+        select(
+            RelayMessage.customer_id,
+            RelayMessage.token,
+            RelayMessage.created_at,
+            RelayMessage.status,
+        )
+        .where(
+            RelayMessage.principal_id == principal_id,
+            RelayMessage.customer_id.in_(sorted(attempts)),
+            RelayMessage.direction == DIRECTION_TO_CUSTOMER,
+            RelayMessage.created_at >= since,
+        )
+        .order_by(RelayMessage.created_at, RelayMessage.id)
+    ).all()
+    claimed = set(
+        s.scalars(
+            select(Recipient.relay_token).where(Recipient.relay_token.in_([r.token for r in rows]))
+        )
+    )
+    out: dict[int, str] = {}
+    for cid, tok, created, _status in rows:
+        if cid in out or tok in claimed or created < attempts[cid] - MATCH_SLACK:
+            continue
+        out[cid] = tok
+        claimed.add(tok)
+    return out
+
+
+def _mark_delivered(
+    runtime: Runtime,
+    s: Session,
+    send: Send,
+    template: Template,
+    items: dict[int, tuple[int, str | None, list[str], str | None]],
+) -> None:
+    """Recipients delivered: state, token and one ``send`` ledger entry each, one commit."""
+    if not items:
+        return
+    now = _now()
+    events = []
+    for rid, (cid, alias, fact_ids, tok) in items.items():
+        s.execute(
+            update(Recipient)
+            .where(Recipient.id == rid, Recipient.state == "delivering")
+            .values(state="delivered", relay_token=tok, delivered_at=now, reason=None)
+        )
+        detail: dict[str, Any] = {
+            "send": send.id,
+            "template": template.name,
+            "version": template.version,
+            "stage": send.stage,
+            "facts": fact_ids,
+            "relay_message": tok,
+        }
+        if send.corrects_id is not None:
+            detail["corrects"] = send.corrects_id
+        events.append(
+            Event(
+                KIND_SEND,
+                send.created_by,
+                f"customer:{cid}",
+                alias,
+                "notification",
+                send_ref(send.id),
+                detail,
+            )
+        )
+    append(s, events, runtime.settings, runtime.signer)
+
+
+def reconcile(
+    runtime: Runtime, s: Session, send: Send, template: Template, owner: Principal
+) -> float | None:
+    """Settle recipients a dead worker left ``delivering`` from the relay's records. Returns
+    seconds to wait when some are too recent to judge (the relay may still be on them)."""
+    rows = s.execute(
+        select(Recipient.id, Recipient.customer_id, Recipient.attempt_at, Recipient.fact_ids).where(
+            Recipient.send_id == send.id, Recipient.state == "delivering"
+        )
+    ).all()
+    if not rows:
+        return None
+    horizon = timedelta(seconds=runtime.settings.notify_reconcile_after_seconds)
+    now = _now()
+    young = [r for r in rows if r.attempt_at is None or r.attempt_at > now - horizon]
+    if young:
+        oldest = min(r.attempt_at or now for r in young)
+        return max((oldest + horizon - now).total_seconds(), 0.2)
+    tokens = _match_tokens(s, owner.id, {r.customer_id: r.attempt_at for r in rows})
+    statuses: dict[str, str] = {
+        tok: status
+        for tok, status in s.execute(
+            select(RelayMessage.token, RelayMessage.status).where(
+                RelayMessage.token.in_(list(tokens.values()))
+            )
+        )
+    }
+    alias_of: dict[int, str] = {
+        cid: address
+        for cid, address in s.execute(
+            select(Alias.customer_id, Alias.address).where(
+                Alias.principal_id == owner.id,
+                Alias.customer_id.in_([r.customer_id for r in rows]),
+            )
+        )
+    }
+    delivered: dict[int, tuple[int, str | None, list[str], str | None]] = {}
+    for r in rows:
+        tok = tokens.get(r.customer_id)
+        status = statuses.get(tok) if tok else None
+        if tok is None or status == "deferred":
+            values: dict[str, Any] = {"state": "pending"}
+        elif status == "rejected":
+            values = {"state": "failed", "reason": "rejected by the smarthost", "relay_token": tok}
+        else:
+            delivered[r.id] = (r.customer_id, alias_of.get(r.customer_id), list(r.fact_ids), tok)
+            continue
+        s.execute(
+            update(Recipient)
+            .where(Recipient.id == r.id, Recipient.state == "delivering")
+            .values(**values)
+        )
+    _mark_delivered(runtime, s, send, template, delivered)
+    s.commit()
+    log.info("notify: send %s reconciled %d in-flight recipient(s)", send.id, len(rows))
+    return None
+
+
+__all__ = ["build_message", "gate", "message_id", "reconcile", "step"]
