@@ -24,6 +24,9 @@ from mailveil.api.routers import (
     health,
     incident_response,
     ledger,
+    notify_facts,
+    notify_sends,
+    notify_templates,
     principals,
     relationships,
     reveals,
@@ -92,8 +95,12 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
         reveals,
         detect,
         incident_response,
+        notify_facts,
+        notify_templates,
+        notify_sends,
     ):
         app.include_router(module.router)
+    app.include_router(notify_sends.suppressions)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(
         BodySizeLimit,

@@ -1,0 +1,204 @@
+"""Sends: preview (dry run), create, approve (a second person), start, kill, status, correct;
+and suppressions.
+
+``POST /v1/sends?preview=true`` stores and sends nothing. A created send waits in
+``awaiting_approval`` when the blast-radius guard holds it; approval is by an admin or an
+approver who is not the send's creator. ``start`` hands it to a worker (in this process, or a
+Dramatiq queue when ``notify_broker_url`` is set); ``kill`` stops it before its next group.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.auth.keys import Caller, Role
+from mailveil.contacts import validation as v
+from mailveil.contacts.customers import get_customer_by_external_id
+from mailveil.db.base import utcnow
+from mailveil.errors import Forbidden, InvalidInput
+from mailveil.notify.audience import parse_audience, query_entries
+from mailveil.notify.models import Suppression, Template
+from mailveil.notify.queue import Dispatcher
+from mailveil.notify.sends import (
+    approve,
+    check_startable,
+    correction,
+    create_send,
+    get_send,
+    kill,
+    preview,
+    send_view,
+)
+from mailveil.notify.templates import get_template
+from mailveil.runtime import Runtime
+
+router = APIRouter(prefix="/v1/sends", tags=["notifications"])
+suppressions = APIRouter(prefix="/v1/suppressions", tags=["notifications"])
+SenderDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.BACKEND, Role.SERVICE))]
+PersonDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.APPROVER))]
+ReaderDep = Annotated[
+    Caller,
+    Depends(RoleGate(Role.ADMIN, Role.BACKEND, Role.SERVICE, Role.APPROVER, Role.INVESTIGATOR)),
+]
+SCOPE_PREFIXES = ("category:", "tag:", "list:")
+
+
+class SendIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    template: str = Field(max_length=64)
+    version: int | None = Field(default=None, ge=1)
+    audience: dict[str, Any]
+
+
+class CorrectionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    template: str = Field(max_length=64)
+    version: int | None = Field(default=None, ge=1)
+
+
+class SuppressionIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    scope: str = Field(max_length=80, description="global, category:<c>, tag:<t> or list:<name>")
+    customer: str = Field(max_length=255, description="the customer's external id")
+
+
+def _owned(caller: Caller, template: Template) -> None:
+    if caller.role == Role.SERVICE and caller.principal_id != template.owner_id:
+        raise Forbidden("a service key sends only the templates it owns")
+
+
+def dispatcher(request: Request, runtime: Runtime) -> Dispatcher:
+    found: Dispatcher | None = getattr(request.app.state, "notify_dispatcher", None)
+    if found is None:
+        found = Dispatcher(runtime)
+        request.app.state.notify_dispatcher = found
+    return found
+
+
+@router.post("", status_code=201)
+def post_send(
+    body: SendIn,
+    response: Response,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    caller: SenderDep,
+    is_preview: Annotated[bool, Query(alias="preview")] = False,
+) -> dict[str, Any]:
+    """Create a send (or, with ``?preview=true``, a dry run that stores nothing)."""
+    template = get_template(session, body.template, body.version)
+    _owned(caller, template)
+    audience = parse_audience(body.audience)
+    entries = (
+        audience
+        if isinstance(audience, list)
+        else query_entries(session, audience, runtime.settings.notify_batch_size)
+    )
+    if is_preview:
+        response.status_code = 200  # a dry run creates nothing
+        return preview(session, runtime.settings, template, entries)
+    send = create_send(
+        session,
+        runtime.settings,
+        runtime.signer,
+        template=template,
+        entries=list(entries),
+        actor=caller.actor,
+    )
+    session.commit()
+    return send_view(session, send)
+
+
+@router.get("/{send_id}")
+def get_one(send_id: int, session: SessionDep, caller: ReaderDep) -> dict[str, Any]:
+    return send_view(session, get_send(session, send_id))
+
+
+@router.post("/{send_id}/approve")
+def post_approve(
+    send_id: int, session: SessionDep, runtime: RuntimeDep, caller: PersonDep
+) -> dict[str, Any]:
+    """The second person's approval of a send the blast-radius guard holds."""
+    send = approve(session, runtime.settings, runtime.signer, send_id, actor=caller.actor)
+    session.commit()
+    return send_view(session, send)
+
+
+@router.post("/{send_id}/start", status_code=202)
+def post_start(
+    send_id: int, request: Request, session: SessionDep, runtime: RuntimeDep, caller: SenderDep
+) -> dict[str, Any]:
+    send = check_startable(session, send_id)
+    template = session.get(Template, send.template_id)
+    assert template is not None
+    _owned(caller, template)
+    session.commit()
+    state = dispatcher(request, runtime).start(send_id)
+    return {**send_view(session, send), "worker": state}
+
+
+@router.post("/{send_id}/kill")
+def post_kill(
+    send_id: int, session: SessionDep, runtime: RuntimeDep, caller: ReaderDep
+) -> dict[str, Any]:
+    """The kill switch: the worker stops before its next group of recipients."""
+    if caller.role == Role.INVESTIGATOR:
+        pass  # investigators may stop a send they see going wrong
+    send = kill(session, runtime.settings, runtime.signer, send_id, actor=caller.actor)
+    session.commit()
+    return send_view(session, send)
+
+
+@router.post("/{send_id}/correction", status_code=201)
+def post_correction(
+    send_id: int, body: CorrectionIn, session: SessionDep, runtime: RuntimeDep, caller: SenderDep
+) -> dict[str, Any]:
+    """A send of the given template to exactly the customers the ledger records as having
+    received send ``send_id``."""
+    _owned(caller, get_template(session, body.template, body.version))
+    send = correction(
+        session,
+        runtime.settings,
+        runtime.signer,
+        original_id=send_id,
+        template_name=body.template,
+        version=body.version,
+        actor=caller.actor,
+    )
+    session.commit()
+    return send_view(session, send)
+
+
+def _scope(value: str) -> str:
+    if value == "global":
+        return value
+    prefix = next((p for p in SCOPE_PREFIXES if value.startswith(p)), None)
+    if prefix is None:
+        raise InvalidInput("scope must be global, category:<c>, tag:<t> or list:<name>")
+    return prefix + v.slug(value[len(prefix) :], "scope name")
+
+
+@suppressions.post("", status_code=201)
+def post_suppression(body: SuppressionIn, session: SessionDep, caller: SenderDep) -> dict[str, Any]:
+    scope = _scope(body.scope)
+    customer = get_customer_by_external_id(session, body.customer)
+    if not _exists(session, scope, customer.id):
+        session.add(Suppression(scope=scope, customer_id=customer.id, created_at=utcnow()))
+        session.commit()
+    return {"scope": scope, "customer": body.customer}
+
+
+def _exists(session: Session, scope: str, customer_id: int) -> bool:
+    return (
+        session.scalar(
+            select(Suppression.id).where(
+                Suppression.scope == scope, Suppression.customer_id == customer_id
+            )
+        )
+        is not None
+    )
