@@ -84,6 +84,8 @@ class Settings:
     relay_critical_reasons: str = "safety_recall,legal,refund"
     # Reasons employees (support) may give; they have cases, not orders.
     relay_employee_reasons: str = "support,order_question,shipping,delivery,return,refund"
+    # Reasons notification services (mailveil.notify) may give; their templates name one.
+    relay_service_reasons: str = "notification,order_update,account,security_notice"
     relay_plain_text_only: bool = False
     relay_forbid_external_links: bool = False
     # Hosts (and their subdomains) links may point to when external links are forbidden.

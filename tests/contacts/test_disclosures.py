@@ -192,8 +192,8 @@ def test_service_reaches_customers_for_templates_it_owns(
     assert ok.allowed and ok.policy_ids == ("service-owned-template",)
     denied = ask(c.id, svc.id, purpose="notification", ref="baby-registry-gift")
     assert denied.reason == "template baby-registry-gift is not owned by this service"
-    no_ref = ask(c.id, svc.id, purpose="notification", ref=None)
-    assert not no_ref.allowed and no_ref.policy_ids == ("service-purpose",)
+    with pytest.raises(InvalidInput, match="names the template"):
+        ask(c.id, svc.id, purpose="notification", ref=None)
     assert not ask(c.id, svc.id, purpose="order", ref="order-shipped").allowed
 
 

@@ -267,6 +267,18 @@ def disclose_batch(
             results[pos] = DisclosureResult(
                 False, cid, pid, purpose, ref, reason=missing, error=NotFound.code
             )
+        elif principals[pid][0] == "service" and ref is None:
+            # A service is given an alias for a template it owns: the template is the ref.
+            # (The relay decides a service's mail without one: it is not known at RCPT.)
+            results[pos] = DisclosureResult(
+                False,
+                cid,
+                pid,
+                purpose,
+                ref,
+                reason="a service names the template it writes for as ref",
+                error=InvalidInput.code,
+            )
         else:
             live.append(item)
 

@@ -29,10 +29,10 @@ from mailveil.relay.policy import MessagingPolicy
 # The X-Contact-Reason a category's mail gives the relay unless the template names one.
 # Services share the employees' reasons at the relay (relay_employee_reasons) plus the
 # critical ones; these are the shipped reasons that fit each category.
-DEFAULT_REASONS = {
-    "transactional": "order_question",
-    "marketing": "support",
-    "security": "support",
+DEFAULT_REASONS = {  # contact reasons the relay's shipped settings accept from services
+    "transactional": "notification",
+    "marketing": "notification",
+    "security": "security_notice",
     "legal": "legal",
 }
 FIELDS = {

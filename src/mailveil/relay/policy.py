@@ -152,6 +152,7 @@ class MessagingPolicy:
     reasons_by_status: Mapping[str, frozenset[str]]
     critical_reasons: frozenset[str]
     employee_reasons: frozenset[str]
+    service_reasons: frozenset[str]
     plain_text_only: bool
     forbid_external_links: bool
     link_allowlist: frozenset[str]
@@ -171,6 +172,7 @@ class MessagingPolicy:
             reasons_by_status=parse_reasons_by_status(settings.relay_reasons_by_status),
             critical_reasons=_slugs(settings.relay_critical_reasons, "relay_critical_reasons"),
             employee_reasons=_slugs(settings.relay_employee_reasons, "relay_employee_reasons"),
+            service_reasons=_slugs(settings.relay_service_reasons, "relay_service_reasons"),
             plain_text_only=settings.relay_plain_text_only,
             forbid_external_links=settings.relay_forbid_external_links,
             link_allowlist=_hosts(settings.relay_link_allowlist) | {settings.relay_domain.lower()},
@@ -180,7 +182,7 @@ class MessagingPolicy:
 
     @functools.cached_property
     def known_reasons(self) -> frozenset[str]:
-        known = self.critical_reasons | self.employee_reasons
+        known = self.critical_reasons | self.employee_reasons | self.service_reasons
         for reasons in self.reasons_by_status.values():
             known |= reasons
         return known
@@ -192,6 +194,8 @@ class MessagingPolicy:
         if found is None:
             if principal_kind == "seller":
                 reasons = self.reasons_by_status.get(order_status or "", frozenset())
+            elif principal_kind == "service":
+                reasons = self.service_reasons
             else:
                 reasons = self.employee_reasons
             found = self._allowed[key] = tuple(sorted(reasons))
