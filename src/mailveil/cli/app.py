@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from mailveil.cli import access, customers, detect, disclosures, keys, ledger, policy, quarantine
+from mailveil.cli import notify as notify_cli
 from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
 
@@ -32,6 +33,9 @@ app.add_typer(detect.incidents_app, name="incidents")
 app.add_typer(detect.canaries_app, name="canaries")
 app.add_typer(detect.reports_app, name="reports")
 app.add_typer(quarantine.app, name="quarantine")
+app.add_typer(notify_cli.facts_app, name="facts")
+app.add_typer(notify_cli.templates_app, name="templates")
+app.add_typer(notify_cli.sends_app, name="sends")
 customers.app.command("access-log")(access.access_log_command)
 customers.app.command("contact")(access.contact_command)
 customers.app.command("export")(access.export_command)
