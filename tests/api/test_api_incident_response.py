@@ -108,3 +108,14 @@ def test_containment_of_an_already_suspended_principal_still_revokes(admin: Api)
     assert done["already_suspended"] == [w["seller"]["id"]] and done["aliases_revoked"] == 0
     bad = inv.get("/v1/blast-radius", params={"principal_id": [424242]})
     assert bad.status_code == 422
+
+
+def test_notices_for_a_contained_incident(admin: Api) -> None:
+    w = _incident(admin)
+    inv, incident = w["investigator"], w["incident"]
+    assert inv.post(f"/v1/incidents/{incident['id']}/notices").status_code == 409  # open
+    inv.ok("post", f"/v1/incidents/{incident['id']}/contain", json={"reason": "confirmed"})
+    first = inv.ok("post", f"/v1/incidents/{incident['id']}/notices", 201)
+    assert first["new_customers"] == 3 and first["send_status"] == "awaiting_approval"
+    again = inv.ok("post", f"/v1/incidents/{incident['id']}/notices", 201)
+    assert again["new_customers"] == 0 and again["already_told"] == 3

@@ -45,6 +45,17 @@ def test_report_incident_export_and_offline_verify(
     assert "seller:s-1 (source)" in listed.flat
     cli.ok("incidents", "status", "1", "confirmed", "--reason", "alias in spam")
     assert "incident_status" in cli.ok("incidents", "timeline", "1").stdout
+    assert "customers" in cli.ok("incidents", "blast", "1").stdout
+    assert (
+        "contained: 1 suspended" in cli.ok("incidents", "contain", "1", "--reason", "leak").stdout
+    )
+    told = cli.ok("incidents", "notify", "1")
+    assert "notices for 1 customers" in told.stdout
+    assert "nobody new to tell" in cli.ok("incidents", "notify", "1").stdout
+    html = tmp_path / "report.html"
+    reported = cli.ok("incidents", "report", "1", "--html", str(html))
+    assert "incident_action" in reported.stdout and "notice" in reported.stdout
+    assert "Personal data breach report" in html.read_text()
     bundle = tmp_path / "bundle.json"
     cli.ok("incidents", "export", "1", "--out", str(bundle))
     key = json.loads(bundle.read_text())["checkpoint"]["verifier_key"]

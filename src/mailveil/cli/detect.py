@@ -25,6 +25,10 @@ from mailveil.detect.incidents import (
 )
 from mailveil.detect.jobs import run_detection
 from mailveil.detect.reports import submit_report
+from mailveil.incidents.blast import blast_radius, culprits_of
+from mailveil.incidents.containment import contain
+from mailveil.incidents.notices import prepare_notices
+from mailveil.incidents.regulator import regulator_report, render_html
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.vault import Vault
 
@@ -175,6 +179,107 @@ def verify(
     if key is None:
         say("verified against the bundle's own key: pin the operator's key with --key", err=True)
     say("[green]✓[/] the evidence bundle verifies")
+
+
+@incidents_app.command("blast")
+def blast(ctx: typer.Context, incident_id: int) -> None:
+    """The blast radius: customers affected, by exposure, country and region."""
+    settings = ctx.obj.settings()
+    with friendly_errors(), database(settings) as factory, session_scope(factory) as session:
+        get_incident(session, incident_id)
+        radius = blast_radius(session, culprits_of(session, incident_id), sample=0)
+    table = Table("measure", "value")
+    for key in ("customers", "alias_only", "real_address", "deleted_since"):
+        table.add_row(key.replace("_", " "), cell(radius.to_dict()[key]))
+    table.add_row("by region", cell(dict(radius.by_region)))
+    table.add_row("by country", cell(dict(sorted(radius.by_country.items()))))
+    console.print(table)
+
+
+@incidents_app.command("contain")
+def contain_command(
+    ctx: typer.Context,
+    incident_id: int,
+    reason: Annotated[str, typer.Option(help="why, for the ledger")],
+) -> None:
+    """Suspend every culprit and revoke their aliases, reveals and sends."""
+    settings = ctx.obj.settings()
+    with friendly_errors():
+        signer = CheckpointSigner.load(settings)
+        with database(settings) as factory, session_scope(factory) as session:
+            done = contain(
+                session,
+                settings=settings,
+                signer=signer,
+                incident_id=incident_id,
+                reason=reason,
+                actor=operator_actor(),
+            )
+    say(
+        f"[green]✓[/] contained: {len(done.suspended)} suspended "
+        f"({len(done.already_suspended)} already were), {done.aliases_revoked} aliases and "
+        f"{done.reveals_revoked} reveals revoked"
+    )
+
+
+@incidents_app.command("notify")
+def notify_command(ctx: typer.Context, incident_id: int) -> None:
+    """Prepare the breach notices (a send awaiting a second person's approval)."""
+    settings = ctx.obj.settings()
+    with friendly_errors():
+        signer = CheckpointSigner.load(settings)
+        with database(settings) as factory, session_scope(factory) as session:
+            notice = prepare_notices(
+                session,
+                settings=settings,
+                signer=signer,
+                incident_id=incident_id,
+                actor=operator_actor(),
+            )
+    if notice.send_id is None:
+        say(f"nobody new to tell ({notice.already_told} already told)")
+        return
+    say(
+        f"[green]✓[/] send {notice.send_id}: notices for {notice.new_customers} customers "
+        f"({notice.already_told} already told, {notice.deleted} deleted since); "
+        f"status {notice.status}"
+    )
+
+
+@incidents_app.command("report")
+def report_command(
+    ctx: typer.Context,
+    incident_id: int,
+    html: Annotated[
+        Path | None, typer.Option(help="also write the regulator report as HTML")
+    ] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="write it as JSON")] = None,
+) -> None:
+    """The incident's timeline and its regulator report (GDPR Art. 33)."""
+    settings = ctx.obj.settings()
+    with friendly_errors(), database(settings) as factory, session_scope(factory) as session:
+        items = timeline(session, incident_id)
+        report = regulator_report(session, settings, incident_id)
+    table = Table("seq", "time", "kind", "actor")
+    for e in items:
+        table.add_row(cell(e["seq"]), cell(e["time"][:19]), cell(e["kind"]), cell(e["actor"]))
+    console.print(table)
+    summary = Table("regulator report", "")
+    for key in (
+        "people_affected",
+        "people_by_region",
+        "notify_authority_by",
+        "hours_left",
+        "overdue",
+    ):
+        summary.add_row(key.replace("_", " "), cell(report[key]))
+    console.print(summary)
+    if html is not None:
+        html.write_text(render_html(report), encoding="utf-8")
+        say(f"[green]✓[/] regulator report written to {html}")
+    if json_out is not None:
+        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        say(f"[green]✓[/] regulator report (JSON) written to {json_out}")
 
 
 @canaries_app.command("plant")

@@ -16,6 +16,7 @@ from mailveil.detect.incidents import get_incident
 from mailveil.errors import InvalidInput
 from mailveil.incidents.blast import blast_radius, culprits_of
 from mailveil.incidents.containment import contain
+from mailveil.incidents.notices import prepare_notices
 from mailveil.incidents.regulator import regulator_report, render_html
 
 router = APIRouter(tags=["incident response"])
@@ -95,3 +96,21 @@ def get_regulator_report(
     if format == "html":
         return HTMLResponse(render_html(report))
     return JSONResponse(report)
+
+
+@router.post("/v1/incidents/{incident_id}/notices", status_code=201)
+def post_notices(
+    incident_id: int, session: SessionDep, runtime: RuntimeDep, caller: ResponderDep
+) -> dict[str, Any]:
+    """Prepare the breach notices of a confirmed incident: a membership fact per affected
+    customer not yet told, and a send of the (lint-checked) notice template to them. Approve
+    and start it under /v1/sends like any send."""
+    notice = prepare_notices(
+        session,
+        settings=runtime.settings,
+        signer=runtime.signer,
+        incident_id=incident_id,
+        actor=caller.actor,
+    )
+    session.commit()
+    return notice.to_dict()
