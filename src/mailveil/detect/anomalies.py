@@ -53,6 +53,7 @@ LABELS = {
     "refusals": "refused requests",
     "customers_7d": "customers looked up over 7 days",
     "no_case_7d": "lookups without a case over 7 days",
+    "reveals_7d": "reveals over 7 days",
 }
 
 
@@ -141,6 +142,7 @@ def _col(cols: dict[str, Any], name: str) -> Array:
 def _evidence(cols: dict[str, Any], config: AnomalyConfig) -> _Scored:
     n = len(cols["employee_id"])
     has_hist = _col(cols, "hist_days") >= config.min_history_days
+    peers_ok = np.asarray(cols["peers_ok"], dtype=bool)
     evidence: dict[str, Array] = {}
     z_own: dict[str, Array] = {}
     z_peer: dict[str, Array] = {}
@@ -158,10 +160,12 @@ def _evidence(cols: dict[str, Any], config: AnomalyConfig) -> _Scored:
         # Excess over the usual high (90th percentile): sporadic work is not news.
         no = _robust_z(x, oq, o_scale, np.inf)
         npeer = _robust_z(x, pq, p_scale, np.inf)
+        own_e, peer_e = np.minimum(zo, no), np.minimum(zp, npeer)
         e = np.where(
-            has_hist,
-            np.minimum(np.minimum(zo, no), np.minimum(zp, npeer)),
-            config.no_history_weight * np.minimum(zp, npeer),
+            has_hist & peers_ok,
+            np.minimum(own_e, peer_e),
+            # One side only, discounted: peers when history is short, else own history.
+            config.no_history_weight * np.where(has_hist, own_e, peer_e),
         ).clip(0.0, config.z_cap)
         if f in shrink:
             k = shrink[f]
@@ -240,7 +244,7 @@ def _reason(s: _Scored, i: int, f: str, config: AnomalyConfig) -> str:
 
 def _features_of(s: _Scored, i: int) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for f in [*DAILY_FEATURES, *ROLLING_FEATURES, "cases", "events", "off_hours_events"]:
+    for f in [*DAILY_FEATURES, *ROLLING_FEATURES, "cases", "listed", "events", "off_hours_events"]:
         v = s.cols[f][i]
         out[f] = round(float(v), 4) if "share" in f else int(v)
     for f in ("team", "role", "region", "peer_group"):

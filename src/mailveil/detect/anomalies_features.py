@@ -31,9 +31,23 @@ DAILY_FEATURES: dict[str, str] = {
     "refusals": "count",
 }
 # Trailing sums scored against peers only: a slow leak that no single day gives away.
-ROLLING_FEATURES: dict[str, str] = {"customers_7d": "customers", "no_case_7d": "no_case"}
+# reveals_7d: a steady few reveals a day is ordinary on any one day, never over a week.
+ROLLING_FEATURES: dict[str, str] = {
+    "customers_7d": "customers",
+    "no_case_7d": "no_case",
+    "reveals_7d": "reveals",
+}
 # Not scored, shown in reasons and alerts.
-CONTEXT_COLUMNS = ("cases", "events", "off_hours_events", "region", "team", "role", "peer_group")
+CONTEXT_COLUMNS = (
+    "cases",
+    "listed",
+    "events",
+    "off_hours_events",
+    "region",
+    "team",
+    "role",
+    "peer_group",
+)
 
 _REGION_COUNTRIES = {
     "EU": "AT BE BG CH CY CZ DE DK EE ES FI FR GB GR HR HU IE IS IT LI LT LU LV MT NL NO PL PT "
@@ -53,6 +67,7 @@ class FeatureConfig:
     work_end_hour: int = 20  # UTC, exclusive; outside [start, end) is off hours
     history_days: int = 20  # own baseline: the employee's previous 20 active days
     rolling_days: int = 7
+    list_gap_seconds: int = 60  # a list page's rows precede its summary by at most this
     min_peers: int = 10  # with >= 10, one member alone cannot set the 90th percentile
     regions: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_REGIONS))
 
@@ -76,6 +91,24 @@ WITH ev AS (
 ),
 w AS (
     SELECT *, CASE WHEN kind = 'disclosure' THEN d[1] ELSE actor END AS who FROM ev
+    WHERE (CASE WHEN kind = 'disclosure' THEN d[1] ELSE actor END) LIKE 'principal:%'
+),
+listed AS (
+    -- A list page discloses its rows (no case ref, canaries included) just before its
+    -- employee_list summary: the last `rows` ref-less disclosures by the same principal
+    -- before a non-export list, within a minute, are that page, not lookups (policy tied
+    -- each to the employee's open case). Export rows stay lookups: exports are what leaks.
+    SELECT seq FROM (
+        SELECT x.seq, o.nrows,
+               row_number() OVER (PARTITION BY o.seq ORDER BY x.seq DESC) AS back
+        FROM (SELECT seq, who, time_us FROM w WHERE kind = 'disclosure' AND ref IS NULL) x
+        ASOF JOIN (SELECT seq, who, time_us, kind, d[3] AS export,
+                          coalesce(TRY_CAST(d[4] AS BIGINT), 0) AS nrows
+                   FROM w WHERE kind <> 'disclosure') o
+            ON x.who = o.who AND o.seq > x.seq
+        WHERE o.kind = 'employee_list' AND coalesce(o.export, 'false') <> 'true'
+          AND o.time_us - x.time_us <= $list_gap_us
+    ) WHERE back <= nrows
 )
 SELECT
     TRY_CAST(substr(who, 11) AS INTEGER) AS employee_id,
@@ -87,15 +120,15 @@ SELECT
     ref,
     coalesce(d[2] = 'true', false) AS canary,
     coalesce(d[3] = 'true', false) AS export,
-    coalesce(TRY_CAST(d[4] AS BIGINT), 0) AS nrows
-FROM w
-WHERE who LIKE 'principal:%'
+    coalesce(TRY_CAST(d[4] AS BIGINT), 0) AS nrows,
+    (l.seq IS NOT NULL) AS listed
+FROM w LEFT JOIN listed l USING (seq)
 """
 
 DAILY_SQL = """
 CREATE OR REPLACE TEMP TABLE daily AS
 WITH a AS (
-    SELECT a.employee_id, a.day, a.kind, a.customer_id, a.export, a.nrows,
+    SELECT a.employee_id, a.day, a.kind, a.customer_id, a.export, a.nrows, a.listed,
            (a.hour < $h0 OR a.hour >= $h1) AS off_hours,
            (k.customer_id IS NOT NULL) AS case_ok,
            (k.customer_id IS NULL AND km.external_id IS NOT NULL) AS case_other,
@@ -114,7 +147,7 @@ per_customer AS (
            count(*) FILTER (WHERE NOT case_ok) AS no_case,
            count(*) FILTER (WHERE case_other) AS case_mismatch,
            count(*) FILTER (WHERE off_hours) AS off_hours_events
-    FROM a WHERE kind = 'disclosure'
+    FROM a WHERE kind = 'disclosure' AND NOT listed
     GROUP BY employee_id, day, customer_id
 ),
 lk AS (
@@ -129,11 +162,16 @@ lk AS (
 ),
 cases_cited AS (
     SELECT employee_id, day, count(DISTINCT case_ref) AS cases
-    FROM a WHERE kind = 'disclosure' AND case_ok GROUP BY employee_id, day
+    FROM a WHERE kind = 'disclosure' AND case_ok AND NOT listed GROUP BY employee_id, day
+),
+listed_rows AS (
+    SELECT employee_id, day, count(*) AS listed
+    FROM a WHERE kind = 'disclosure' AND listed GROUP BY employee_id, day
 ),
 other AS (
     SELECT employee_id, day,
-           count(*) FILTER (WHERE kind IN ('reveal_requested', 'reveal_viewed')) AS reveals,
+           -- Requests: one per reveal (its view is the same reveal).
+           count(*) FILTER (WHERE kind = 'reveal_requested') AS reveals,
            count(*) FILTER (WHERE kind = 'employee_list' AND export) AS exports,
            coalesce(sum(nrows) FILTER (WHERE kind = 'employee_list' AND export), 0)
                AS export_rows,
@@ -152,10 +190,12 @@ SELECT employee_id, day, e.team, e.role, e.region,
        coalesce(l.lookups, 0) + coalesce(o.events, 0) AS events,
        coalesce(l.off_hours_events, 0) + coalesce(o.off_hours_other, 0) AS off_hours_events,
        coalesce(l.out_region_customers, 0) AS out_region_customers,
-       coalesce(l.known_region_customers, 0) AS known_region_customers
+       coalesce(l.known_region_customers, 0) AS known_region_customers,
+       coalesce(lr.listed, 0) AS listed
 FROM lk l
 FULL JOIN other o USING (employee_id, day)
 LEFT JOIN cases_cited cc USING (employee_id, day)
+LEFT JOIN listed_rows lr USING (employee_id, day)
 JOIN employees e USING (employee_id)
 """
 
@@ -168,7 +208,8 @@ WITH d AS (
              ELSE out_region_customers / greatest(known_region_customers, 1) END
             AS out_region_share,
         sum(customers) OVER w7 AS customers_7d,
-        sum(no_case) OVER w7 AS no_case_7d
+        sum(no_case) OVER w7 AS no_case_7d,
+        sum(reveals) OVER w7 AS reveals_7d
     FROM daily
     WINDOW w7 AS (PARTITION BY employee_id ORDER BY day
                   RANGE BETWEEN INTERVAL {roll_back} DAYS PRECEDING AND CURRENT ROW)
@@ -177,7 +218,8 @@ g AS (
     SELECT *,
         count(*) OVER (PARTITION BY day, team, role) AS n_team_role,
         count(*) OVER (PARTITION BY day, role, region) AS n_role_region,
-        count(*) OVER (PARTITION BY day, role) AS n_role
+        count(*) OVER (PARTITION BY day, role) AS n_role,
+        count(*) OVER (PARTITION BY day) AS n_day
     FROM d
 ),
 p AS (
@@ -187,7 +229,10 @@ p AS (
         CASE WHEN n_team_role >= {min_peers} THEN 'team ' || team || ' / ' || role
              WHEN n_role_region >= {min_peers} THEN 'role ' || role || ' / ' || region
              WHEN n_role >= {min_peers} THEN 'role ' || role
-             ELSE 'everyone' END AS peer_group
+             ELSE 'everyone' END AS peer_group,
+        -- Fewer than min_peers at work (a weekend): the day's own outlier sets the peers'
+        -- 90th percentile, so the peer comparison says nothing.
+        (n_role >= {min_peers} OR n_day >= {min_peers}) AS peers_ok
     FROM g
 ),
 o AS (
@@ -241,7 +286,10 @@ def build_features(
     """Create ``access``, ``daily`` and ``features`` from ``raw_events`` in [t0, t1) and the
     side tables; return the number of employee-days."""
     _regions_table(con, config.regions)
-    con.execute(ACCESS_SQL, {"t0": t0_us, "t1": t1_us})
+    con.execute(
+        ACCESS_SQL,
+        {"t0": t0_us, "t1": t1_us, "list_gap_us": int(config.list_gap_seconds) * 1_000_000},
+    )
     con.execute(DAILY_SQL, {"h0": config.work_start_hour, "h1": config.work_end_hour})
     # Frame bounds must be constants; these are ints from the config.
     sql = FEATURES_SQL.format(
