@@ -23,6 +23,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 from scipy.stats import hypergeom
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -155,12 +156,13 @@ def rank_principals(
         )
     }
     k_total = len(kept)
+    pids = list(seen_by)
+    ks = np.array([len(seen_by[pid]) for pid in pids], dtype=np.int64)
+    ns = np.array([max(saw[pid], len(seen_by[pid])) for pid in pids], dtype=np.int64)
+    # One array call for every candidate (thousands at scale), not one scipy call each.
+    ps = np.clip(hypergeom.sf(ks - 1, population, k_total, np.minimum(ns, population)), 0.0, 1.0)
     scored: list[Ranked] = []
-    for pid, overlap_set in seen_by.items():
-        k = len(overlap_set)
-        n = max(saw[pid], k)
-        p = float(hypergeom.sf(k - 1, population, k_total, min(n, population)))
-        p = min(max(p, 0.0), 1.0)
+    for pid, k, n, p in zip(pids, ks.tolist(), ns.tolist(), ps.tolist(), strict=True):
         score = -math.log10(p) if p > 0 else 300.0
         kind, name = names.get(pid, ("unknown", str(pid)))
         scored.append(
@@ -173,7 +175,7 @@ def rank_principals(
                 n * k_total / population,
                 p,
                 score,
-                tuple(sorted(overlap_set)),
+                tuple(sorted(seen_by[pid])),
             )
         )
     scored.sort(key=lambda r: (-r.score, -r.overlap, r.principal_id))
