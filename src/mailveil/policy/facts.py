@@ -132,33 +132,59 @@ def policy_input(
     *,
     now: datetime | None = None,
 ) -> PolicyInput:
-    """The Cedar input for one request (``mailveil policy check``, tests, single decisions)."""
-    customer = session.get(Customer, customer_id)
-    if customer is None:
-        raise NotFound(f"no customer {customer_id}")
-    principal = session.get(Principal, principal_id)
-    if principal is None:
+    """The Cedar input for one request (``mailveil policy check``, tests, single decisions).
+
+    One round trip: the customer's and the principal's facts, the newest order between them
+    and whether an open case of the customer is assigned to the principal, in one statement
+    (this runs on every employee contact lookup)."""
+    latest_order = (
+        select(func.max(Order.placed_at))
+        .where(Order.customer_id == customer_id, Order.seller_id == principal_id)
+        .scalar_subquery()
+    )
+    has_case = (
+        select(SupportCase.id)
+        .where(
+            SupportCase.customer_id == customer_id,
+            SupportCase.assignee_id == principal_id,
+            SupportCase.status == "open",
+        )
+        .exists()
+    )
+    row = session.execute(
+        select(
+            Customer.country,
+            Customer.opt_outs,
+            Customer.sensitive_topics,
+            Customer.deleted_at,
+            Principal.kind,
+            Principal.status,
+            Principal.attributes,
+            latest_order,
+            has_case,
+        )
+        .select_from(Customer)
+        .join(Principal, Principal.id == principal_id)
+        .where(Customer.id == customer_id)
+    ).first()
+    if row is None:
+        if session.get(Customer, customer_id) is None:
+            raise NotFound(f"no customer {customer_id}")
         raise NotFound(f"no principal {principal_id}")
+    country, opt_outs, topics, deleted_at, kind, status, attributes, placed, open_case_row = row
     now = now or utcnow()
     window = settings.seller_contact_window_days
     age = None
     open_case = None
-    pair = (customer_id, principal_id)
-    if principal.kind == "seller":
-        placed = latest_orders(session, [pair]).get(pair)
+    if kind == "seller":
         age = None if placed is None else order_age_days(now, placed, window)
-    elif principal.kind == "employee":
-        open_case = pair in open_case_pairs(session, [pair])
+    elif kind == "employee":
+        open_case = bool(open_case_row)
     return PolicyInput(
-        PRINCIPAL_TYPES[principal.kind],
-        principal_attrs(principal.kind, principal.status, principal.attributes),
-        customer_attrs(
-            customer.country,
-            customer.opt_outs,
-            customer.sensitive_topics,
-            customer.deleted_at is not None,
-        ),
-        context_attrs(principal.kind, purpose, ref, window, order_age=age, open_case=open_case),
+        PRINCIPAL_TYPES[kind],
+        principal_attrs(kind, status, attributes),
+        customer_attrs(country, opt_outs, topics, deleted_at is not None),
+        context_attrs(kind, purpose, ref, window, order_age=age, open_case=open_case),
     )
 
 
