@@ -34,17 +34,15 @@ from mailveil.auth.models import ApiKey
 from mailveil.cli.common import (
     cell,
     console,
-    database,
     emit,
     fail,
-    friendly_errors,
     operator_actor,
     say,
+    signed_unit,
 )
 from mailveil.config import Settings
 from mailveil.contacts.customers import get_customer_by_external_id
 from mailveil.contacts.principals import get_principal_by_external_id
-from mailveil.db.session import session_scope
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
@@ -66,15 +64,13 @@ def _split(value: str, option: str) -> tuple[str, str]:
 @contextmanager
 def _unit(settings: Settings) -> Iterator[tuple[Session, CheckpointSigner]]:
     """One committed unit of work; a refusal is written to the ledger before it is shown."""
-    with friendly_errors():
-        signer = CheckpointSigner.load(settings)
-        with database(settings) as factory, session_scope(factory) as session:
-            try:
-                yield session, signer
-            except AccessRefused as exc:
-                seq = record_refusal(session, settings, signer, exc)
-                exc.detail = f"{exc.detail} [refusal recorded as ledger entry {seq}]"
-                raise
+    with signed_unit(settings) as (session, signer):
+        try:
+            yield session, signer
+        except AccessRefused as exc:
+            seq = record_refusal(session, settings, signer, exc)
+            exc.detail = f"{exc.detail} [refusal recorded as ledger entry {seq}]"
+            raise
 
 
 def _employee_id(session: Session, who: str) -> int:

@@ -25,9 +25,10 @@ from sqlalchemy.exc import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings, SettingsError, load_settings
-from mailveil.db.session import make_engine, make_session_factory
+from mailveil.db.session import make_engine, make_session_factory, session_scope
 from mailveil.errors import MailveilError
 from mailveil.keyfiles import KeyFileError
+from mailveil.ledger.signing import CheckpointSigner
 
 # Output carries ids, file names and reasons exactly as they are: no ":name:" emoji codes,
 # no guessed highlighting (markup is escaped where values are interpolated).
@@ -119,6 +120,16 @@ def database(settings: Settings) -> Iterator[sessionmaker[Session]]:
     """Sessions on the configured database; the engine is closed when the command is done."""
     with db_engine(settings) as engine:
         yield make_session_factory(engine)
+
+
+@contextmanager
+def signed_unit(settings: Settings) -> Iterator[tuple[Session, CheckpointSigner]]:
+    """What a command that writes to the ledger needs: clear errors, the checkpoint signer,
+    and one unit of work on the database (committed on success)."""
+    with friendly_errors():
+        signer = CheckpointSigner.load(settings)
+        with database(settings) as factory, session_scope(factory) as session:
+            yield session, signer
 
 
 def _database_problem(exc: SQLAlchemyError, init_hint: bool) -> str:

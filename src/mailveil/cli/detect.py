@@ -11,7 +11,16 @@ import typer
 from rich.table import Table
 
 from mailveil.access.canaries import canaries_of, plant
-from mailveil.cli.common import cell, console, database, fail, friendly_errors, operator_actor, say
+from mailveil.cli.common import (
+    cell,
+    console,
+    database,
+    fail,
+    friendly_errors,
+    operator_actor,
+    say,
+    signed_unit,
+)
 from mailveil.contacts.customers import get_customer_by_external_id
 from mailveil.contacts.principals import get_principal_by_external_id
 from mailveil.db.session import session_scope
@@ -54,10 +63,8 @@ def run(
 ) -> None:
     """Scan the ledger since the last run and file signals and incidents."""
     settings = ctx.obj.settings()
-    with friendly_errors():
-        signer = CheckpointSigner.load(settings)
-        with database(settings) as factory, session_scope(factory) as session:
-            result = run_detection(session, settings, signer, anomalies=anomalies)
+    with signed_unit(settings) as (session, signer):
+        result = run_detection(session, settings, signer, anomalies=anomalies)
     found = ", ".join(f"{n} {k}" for k, n in sorted(result.signals.items())) or "no new signals"
     say(f"[green]✓[/] scanned {result.entries_scanned} ledger entries: {found}")
 
@@ -103,19 +110,17 @@ def status(
 ) -> None:
     """Move an incident on."""
     settings = ctx.obj.settings()
-    with friendly_errors():
-        signer = CheckpointSigner.load(settings)
-        with database(settings) as factory, session_scope(factory) as session:
-            row = set_status(
-                session,
-                settings=settings,
-                signer=signer,
-                incident_id=incident_id,
-                status=new_status,
-                reason=reason,
-                actor=operator_actor(),
-            )
-            now = row.status
+    with signed_unit(settings) as (session, signer):
+        row = set_status(
+            session,
+            settings=settings,
+            signer=signer,
+            incident_id=incident_id,
+            status=new_status,
+            reason=reason,
+            actor=operator_actor(),
+        )
+        now = row.status
     say(f"[green]✓[/] incident {incident_id} is {now}")
 
 
@@ -143,10 +148,8 @@ def export(
     """Write the incident's evidence bundle: ledger entries, inclusion proofs, a signed
     checkpoint. `mailveil incidents verify FILE` checks it without the database."""
     settings = ctx.obj.settings()
-    with friendly_errors():
-        signer = CheckpointSigner.load(settings)
-        with database(settings) as factory, session_scope(factory) as session:
-            bundle = build_bundle(session, settings, signer, incident_id)
+    with signed_unit(settings) as (session, signer):
+        bundle = build_bundle(session, settings, signer, incident_id)
         out.write_text(json.dumps(bundle, indent=2) + "\n", encoding="utf-8")
     say(
         f"[green]✓[/] evidence bundle of incident {incident_id}: {len(bundle['entries'])} "
@@ -204,17 +207,15 @@ def contain_command(
 ) -> None:
     """Suspend every culprit and revoke their aliases, reveals and sends."""
     settings = ctx.obj.settings()
-    with friendly_errors():
-        signer = CheckpointSigner.load(settings)
-        with database(settings) as factory, session_scope(factory) as session:
-            done = contain(
-                session,
-                settings=settings,
-                signer=signer,
-                incident_id=incident_id,
-                reason=reason,
-                actor=operator_actor(),
-            )
+    with signed_unit(settings) as (session, signer):
+        done = contain(
+            session,
+            settings=settings,
+            signer=signer,
+            incident_id=incident_id,
+            reason=reason,
+            actor=operator_actor(),
+        )
     say(
         f"[green]✓[/] contained: {len(done.suspended)} suspended "
         f"({len(done.already_suspended)} already were), {done.aliases_revoked} aliases and "
@@ -226,16 +227,14 @@ def contain_command(
 def notify_command(ctx: typer.Context, incident_id: int) -> None:
     """Prepare the breach notices (a send awaiting a second person's approval)."""
     settings = ctx.obj.settings()
-    with friendly_errors():
-        signer = CheckpointSigner.load(settings)
-        with database(settings) as factory, session_scope(factory) as session:
-            notice = prepare_notices(
-                session,
-                settings=settings,
-                signer=signer,
-                incident_id=incident_id,
-                actor=operator_actor(),
-            )
+    with signed_unit(settings) as (session, signer):
+        notice = prepare_notices(
+            session,
+            settings=settings,
+            signer=signer,
+            incident_id=incident_id,
+            actor=operator_actor(),
+        )
     if notice.send_id is None:
         say(f"nobody new to tell ({notice.already_told} already told)")
         return
