@@ -62,6 +62,25 @@ def engine(
         yield eng
 
 
+@pytest.fixture(params=BACKENDS)
+def own_engine(
+    request: pytest.FixtureRequest, tmp_path: Path, _pg_available: bool
+) -> Iterator[Engine]:
+    """A migrated database private to one test, for work that commits for real (races,
+    subprocesses, jobs that read through their own connections)."""
+    if request.param == "sqlite":
+        eng = make_engine(url=f"sqlite:///{tmp_path / 'own.db'}")
+        upgrade(eng)
+        yield eng
+        eng.dispose()
+        return
+    if not _pg_available:
+        pytest.skip("PostgreSQL not reachable")
+    with private_pg_engine("mv_own") as eng:
+        upgrade(eng)
+        yield eng
+
+
 @pytest.fixture
 def connection(engine: Engine) -> Iterator[Connection]:
     """One connection in an outer transaction that is rolled back after the test."""

@@ -5,16 +5,13 @@ PostgreSQL schema) because the work here is committed for real."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-import pytest
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session
 
-from dbkit import private_pg_engine
 from mailveil.access.models import RevealApproval
 from mailveil.access.refusals import AccessRefused, RevealClosed, RevealUsedUp
 from mailveil.access.reveals import answer_reveal, request_reveal, view_reveal
@@ -22,31 +19,12 @@ from mailveil.config import Settings
 from mailveil.contacts.customers import create_customer
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_case
-from mailveil.db.migrate import upgrade
-from mailveil.db.session import make_engine
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.signing import CheckpointSigner, init_signing_key
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault, init_keys
 
 ADDRESS = "race.customer@example.com"
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def own_engine(
-    request: pytest.FixtureRequest, tmp_path: Path, _pg_available: bool
-) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        eng = make_engine(url=f"sqlite:///{tmp_path / 'race.db'}")
-        upgrade(eng)
-        yield eng
-        eng.dispose()
-        return
-    if not _pg_available:
-        pytest.skip("PostgreSQL not reachable")
-    with private_pg_engine("mv_race") as eng:
-        upgrade(eng)
-        yield eng
 
 
 @dataclass
