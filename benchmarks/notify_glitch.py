@@ -255,8 +255,8 @@ def run(world: World, args: argparse.Namespace, console: Console) -> int:
     s.expire_all()
     send = sends.get_send(s, send.id)
     counts = sends.counts_of(s, send.id)
-    figures.append(("run until it stops", f"{t_run:.1f} s",
-                    f"status {send.status} at stage {send.stage} ({send.halt_reason})"))  # fmt: skip
+    state = f"status {send.status} at stage {send.stage} ({send.halt_reason})"
+    figures.append(("run until it stops", f"{t_run:.1f} s", state))
     delivered = sink_numbers(env)
     gift_set = set(numbers)
     ledgered = sorted(sends.delivered_customers(s, send))
@@ -294,8 +294,11 @@ def run(world: World, args: argparse.Namespace, console: Console) -> int:
     env.flush()
     again = sink_numbers(env)[before:]
 
-    table = Table(title=f"registry-glitch replay: {n:,} customers, {len(numbers):,} "
-                  f"({len(numbers) / n:.1%}) with a registry gift, through the real relay")  # fmt: skip
+    title = (
+        f"registry-glitch replay: {n:,} customers, {len(numbers):,} "
+        f"({len(numbers) / n:.1%}) with a registry gift, through the real relay"
+    )
+    table = Table(title=title)
     for column in ("phase", "time", "outcome"):
         table.add_column(column)
     for row in figures:
