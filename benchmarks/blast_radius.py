@@ -148,7 +148,8 @@ def build(path: Path, customers: int, rows: int, culprit_n: int, console: Consol
         for lo in range(1, customers + 1, BATCH):
             hi = min(customers, lo + BATCH - 1)
             # Slot 0 of every step-th customer is the culprit's; the others' principals are
-            # distinct per customer ((x + k) % OTHERS differs for k < OTHERS).
+            # distinct per customer ((x + k) % OTHERS differs for k < OTHERS). CROSS JOIN keeps
+            # customers the outer loop: ids ascend, so the table and autoindexes grow by appends.
             con.execute(
                 _series(lo, hi) + f", s(k) AS ({slots}) "
                 "INSERT INTO aliases (id, customer_id, principal_id, address, reverse_address, "
@@ -156,7 +157,7 @@ def build(path: Path, customers: int, rows: int, culprit_n: int, console: Consol
                 "CASE WHEN k = 0 AND x % ? = 0 AND x / ? <= ? THEN ? "
                 "ELSE 2 + (x + k) % ? END, "
                 "printf('a%010x@relay.example', (x - 1) * ? + k + 1), "
-                "printf('r%010x@relay.example', (x - 1) * ? + k + 1), ? FROM c, s",
+                "printf('r%010x@relay.example', (x - 1) * ? + k + 1), ? FROM c CROSS JOIN s",
                 (per, step, step, culprit_n, CULPRIT, OTHERS, per, per, NOW),
             )
             progress.update(task, advance=(hi - lo + 1) * per)
