@@ -18,6 +18,8 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+from sqlalchemy.exc import OperationalError
+
 from mailveil.config import Settings
 from mailveil.notify.worker import step
 from mailveil.runtime import Runtime
@@ -44,6 +46,15 @@ def run_to_end(
     while stop is None or not stop.is_set():
         try:
             wait = step(runtime, send_id, name)
+        except OperationalError as exc:
+            if "locked" not in str(exc.orig):
+                log.error("notify: send %s step failed (%s)", send_id, type(exc).__name__)
+                wait = 2.0
+            else:
+                # SQLite: another writer (the relay) committed after this transaction read;
+                # nothing was written, the step is simply taken again at once.
+                log.debug("notify: send %s step met a busy database; retrying", send_id)
+                wait = 0.02
         except Exception as exc:  # a database or relay hiccup: try again shortly
             log.error("notify: send %s step failed (%s)", send_id, type(exc).__name__)
             wait = 2.0
