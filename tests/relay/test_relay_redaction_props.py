@@ -14,7 +14,7 @@ import random
 import urllib.parse
 from dataclasses import dataclass
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from relay_testkit import traces
 
@@ -176,6 +176,9 @@ def test_no_trace_of_the_real_address_survives(local: str, domain: str, seed: in
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2**32), st.lists(st.tuples(st.integers(0, 10**6), st.binary(max_size=4))))
+# Found in CI: a NUL where a soft break's LF was; the CR alone became CRLF on the way out
+# and completed the break, reassembling the address our decoding had not seen.
+@example(seed=1_073_741_824, damage=[(10890, b"\x00")])
 def test_damaged_messages_are_refused_clearly_or_rewritten_clean(
     seed: int, damage: list[tuple[int, bytes]]
 ) -> None:

@@ -16,6 +16,7 @@ guard for those.
 from __future__ import annotations
 
 import base64
+import binascii
 import email.errors
 import email.header
 import email.headerregistry
@@ -27,7 +28,8 @@ from collections.abc import Mapping
 from email.message import Message
 from email.policy import Policy
 
-from mailveil.relay.errors import HeaderInjection
+from mailveil.relay import codes
+from mailveil.relay.errors import HeaderInjection, MalformedMessage
 from mailveil.relay.parse import header_text, walk_with_depth
 
 _NAMED_ENTITIES: dict[str, tuple[str, ...]] = {
@@ -266,6 +268,27 @@ def _raw_payload(part: Message) -> bytes:
     return b""
 
 
+_LONE_EOL = re.compile(rb"\r(?!\n)|(?<!\r)\n")
+
+
+def _other_decodings(raw: bytes, cte: str) -> list[bytes]:
+    """The payload as other decoders would read it. Mail clients disagree on malformed
+    quoted-printable (a soft break damaged into ``=\\r\\x00``, say); an address one of them
+    would reassemble must not pass because ours did not."""
+    if cte == "quoted-printable":
+        # Also as it will leave: the generator turns a lone CR or LF into CRLF, which can
+        # complete a soft line break that did not exist in what we decoded.
+        crlf = _LONE_EOL.sub(b"\r\n", raw)
+        return [quopri.decodestring(raw), binascii.a2b_qp(raw), quopri.decodestring(crlf)]
+    if cte == "base64":
+        letters = re.sub(rb"[^A-Za-z0-9+/]", b"", raw)
+        try:
+            return [base64.b64decode(letters + b"=" * (-len(letters) % 4))]
+        except (binascii.Error, ValueError):
+            return []
+    return []
+
+
 def redact_leaf(part: Message, redactor: Redactor) -> None:
     raw = _raw_payload(part)
     decoded = part.get_payload(decode=True)
@@ -275,6 +298,14 @@ def redact_leaf(part: Message, redactor: Redactor) -> None:
         text = decode_bytes(data, part.get_content_charset())
         if redactor.found(text) or redactor.found_bytes(raw) or redactor.found_bytes(data):
             _reencode_text(part, redactor.text(text), cte)
+            return
+        for other in _other_decodings(raw, cte):
+            if redactor.found_bytes(other) or redactor.found(
+                decode_bytes(other, part.get_content_charset())
+            ):
+                raise MalformedMessage(
+                    "a text part's transfer encoding is malformed", reply=codes.BAD_CONTENT
+                )
         return
     if redactor.found_bytes(raw) or redactor.found_bytes(data):
         part.set_payload(base64.encodebytes(redactor.bytes(data)).decode("ascii"))
