@@ -65,6 +65,7 @@ class Ranking:
     explained: int  # reporters left out as the sender's own customers
     population: int
     candidates: int = 0  # principals scored (the Bonferroni count)
+    basis: str = "any exposure"  # or "reveals": who saw the reporters' real addresses
     ranked: list[Ranked] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -73,6 +74,7 @@ class Ranking:
             "explained": self.explained,
             "population": self.population,
             "candidates": self.candidates,
+            "basis": self.basis,
             "ranked": [r.to_dict() for r in self.ranked],
         }
 
@@ -103,8 +105,15 @@ def rank_principals(
     *,
     sender_principal: int | None = None,
     top: int = 10,
+    real_addresses: bool = False,
 ) -> Ranking:
-    """Rank every principal that saw any reporter; most improbable overlap first."""
+    """Rank every principal that saw any reporter; most improbable overlap first.
+
+    ``real_addresses``: the reported mail reached the customers' own addresses, which only a
+    reveal ever shows; when principals viewed some of the reporters' real addresses, only
+    they are candidates and only their reveals count (aliases never carried a real address,
+    and counting them lets colleagues who served the same customers look guilty). With no
+    such principal, every exposure counts (the basis is in ``Ranking.basis``)."""
     wanted = set(reporters)
     explained = _explained(session, sender_principal, wanted) if sender_principal else set()
     kept = wanted - explained
@@ -118,6 +127,7 @@ def rank_principals(
     if not kept or population == 0:
         return ranking
     seen_by: dict[int, set[int]] = {}
+    revealed: dict[int, set[int]] = {}
     for part in chunks(sorted(kept)):
         for pid, cid in session.execute(
             select(Alias.principal_id, Alias.customer_id).where(Alias.customer_id.in_(part))
@@ -129,17 +139,24 @@ def rank_principals(
             )
         ):
             seen_by.setdefault(pid, set()).add(cid)
+            revealed.setdefault(pid, set()).add(cid)
     if sender_principal is not None:
         seen_by.pop(sender_principal, None)
+        revealed.pop(sender_principal, None)
+    reveals_only = real_addresses and bool(revealed)
+    if reveals_only:
+        seen_by = revealed
+        ranking.basis = "reveals"
     saw: Counter[int] = Counter()
     candidates = sorted(seen_by)
     for part in chunks(candidates):
-        for pid, n in session.execute(
-            select(Alias.principal_id, func.count())
-            .where(Alias.principal_id.in_(part))
-            .group_by(Alias.principal_id)
-        ):
-            saw[pid] += int(n)
+        if not reveals_only:  # with reveals as the basis, only revealed addresses count
+            for pid, n in session.execute(
+                select(Alias.principal_id, func.count())
+                .where(Alias.principal_id.in_(part))
+                .group_by(Alias.principal_id)
+            ):
+                saw[pid] += int(n)
         for pid, n in session.execute(
             select(RevealRequest.requester_id, func.count(func.distinct(RevealRequest.customer_id)))
             .where(RevealRequest.requester_id.in_(part), RevealRequest.views_used > 0)

@@ -298,7 +298,9 @@ def rank_sender(
     )
     directory = SenderDirectory.load(session)
     sender_principal, _how = directory.match([f"x@{sender_domain}"])
-    ranking = rank_principals(session, reporters_ids, sender_principal=sender_principal)
+    ranking = rank_principals(
+        session, reporters_ids, sender_principal=sender_principal, real_addresses=True
+    )
     if not is_significant(ranking, min_reporters=MIN_REPORTERS):
         return None
     top = ranking.ranked[0]
