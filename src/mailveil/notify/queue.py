@@ -115,8 +115,12 @@ def dramatiq_broker(settings: Settings) -> Any:
     return RabbitmqBroker(url=url)
 
 
-def declare_actor(broker: Any, runtime_of: Callable[[], Runtime]) -> Any:
-    """The ``drive`` actor on ``broker``; ``runtime_of`` gives this process's Runtime."""
+def declare_actor(
+    broker: Any, runtime_of: Callable[[], Runtime], *, queue_name: str = QUEUE
+) -> Any:
+    """The ``drive`` actor on ``broker``; ``runtime_of`` gives this process's Runtime.
+    ``queue_name``: another queue, so users of one broker (test runs, several installations)
+    never take each other's messages (a message is only a send id)."""
     import dramatiq
 
     def drive(send_id: int) -> None:
@@ -126,7 +130,7 @@ def declare_actor(broker: Any, runtime_of: Callable[[], Runtime]) -> Any:
 
     actor: Any = dramatiq.actor(
         actor_name=ACTOR,
-        queue_name=QUEUE,
+        queue_name=queue_name,
         broker=broker,
         max_retries=20,
         min_backoff=500,
