@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import time
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from typing import Any, cast
@@ -17,6 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Table, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
@@ -289,7 +291,25 @@ def check_startable(session: Session, send_id: int) -> Send:
 def kill(
     session: Session, settings: Settings, signer: CheckpointSigner, send_id: int, *, actor: str
 ) -> Send:
-    """The kill switch: the worker sees it before its next group of recipients."""
+    """The kill switch: the worker sees it before its next group of recipients.
+
+    On SQLite a transaction that read before the worker (or the relay) committed cannot
+    write; the kill must not fail for that, so it starts over on a fresh snapshot (the
+    session is rolled back: call it with no other pending work)."""
+    for _attempt in range(100):
+        try:
+            return _kill_once(session, settings, signer, send_id, actor=actor)
+        except OperationalError as exc:
+            if "locked" not in str(exc.orig):
+                raise
+            session.rollback()
+            time.sleep(0.02)
+    raise Conflict(f"send {send_id} could not be reached to kill it; try again")
+
+
+def _kill_once(
+    session: Session, settings: Settings, signer: CheckpointSigner, send_id: int, *, actor: str
+) -> Send:
     send = get_send(session, send_id)
     if send.status not in OPEN_SEND_STATUSES:
         raise Conflict(f"send {send_id} is already {send.status}")
