@@ -238,21 +238,23 @@ def test_statuses_with_their_rows_share_the_upsert_of_new_rows(
 def test_group_commit_waits_briefly_for_other_senders(
     settings: Settings, session_factory: sessionmaker[Session], ids: tuple[int, int]
 ) -> None:
-    async def staggered(j: Journal) -> None:
+    async def staggered(j: Journal, step: float) -> None:
         j.start()
 
         async def later(delay: float) -> None:
             await asyncio.sleep(delay)
             await j.write(new_message(ids))
 
-        await asyncio.gather(later(0), later(0.02), later(0.04))
+        await asyncio.gather(later(0), later(step), later(2 * step))
         await j.close()
 
     together = journal(settings, session_factory, gather=1.0, gather_items=3, senders=lambda: 3)
-    asyncio.run(staggered(together))
+    asyncio.run(staggered(together, 0.02))
     assert together.commits == 1
-    # One connection: nobody else to wait for, each write commits at once.
+    # One connection: nobody else to wait for, each write commits at once. The writes are
+    # 0.3 s apart (well inside the 1 s window, well beyond one commit even on a loaded CI
+    # machine), so a wait for the window would show as fewer commits.
     alone = journal(settings, session_factory, gather=1.0, gather_items=3, senders=lambda: 1)
-    asyncio.run(staggered(alone))
+    asyncio.run(staggered(alone, 0.3))
     assert alone.commits == 3
     assert count(session_factory, RelayMessage) == 6
