@@ -36,7 +36,7 @@ from sqlalchemy.orm import Session
 
 from mailveil.auth.keys import Role, issue_key, revoke_key
 from mailveil.contacts.disclosures import DisclosureRequest, disclose_batch
-from mailveil.contacts.models import Alias, Customer, Principal
+from mailveil.contacts.models import Customer, Principal
 from mailveil.db.base import utcnow
 from mailveil.db.session import session_scope
 from mailveil.errors import InvalidInput
@@ -44,15 +44,15 @@ from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.notify.audience import Entry, assess, evidence_context
 from mailveil.notify.models import Fact, Recipient, Send, Template
-from mailveil.notify.sends import KIND_SEND, send_ref, stage_sizes
+from mailveil.notify.sends import send_ref, stage_sizes
+from mailveil.notify.settle import attempt_times, mark_delivered, match_tokens, reconcile
 from mailveil.notify.templates import render, rule_of
-from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, RelayMessage
+from mailveil.relay.messages import RelayMessage
 from mailveil.runtime import Runtime
 
 log = logging.getLogger("mailveil.notify")
 GROUP = 20  # recipients per commit; also how often the kill switch is looked at
 LEASE_SECONDS = 60.0
-MATCH_SLACK = timedelta(seconds=2)
 MAX_DEFERRALS = 3
 FINAL = ("completed", "halted", "killed")
 
@@ -503,12 +503,12 @@ def _record(
     deferrals: dict[int, int],
 ) -> None:
     by_id = {r.recipient_id: r for r in ready}
-    attempted = _attempt_times(s, list(outcome.delivered))
-    tokens = _match_tokens(
+    attempted = attempt_times(s, list(outcome.delivered))
+    tokens = match_tokens(
         s, owner.id, {by_id[r].customer_id: attempted[r] for r in outcome.delivered}
     )
     delivered = {rid: tokens.get(by_id[rid].customer_id) for rid in outcome.delivered}
-    _mark_delivered(
+    mark_delivered(
         runtime,
         s,
         send,
@@ -544,146 +544,4 @@ def _record(
     s.commit()
 
 
-def _attempt_times(s: Session, ids: list[int]) -> dict[int, datetime]:
-    if not ids:
-        return {}
-    rows = s.execute(select(Recipient.id, Recipient.attempt_at).where(Recipient.id.in_(ids)))
-    return {rid: at or _now() for rid, at in rows}
-
-
-def _match_tokens(s: Session, principal_id: int, attempts: dict[int, datetime]) -> dict[int, str]:
-    """customer -> the unclaimed relay message from ``principal_id`` to them written since
-    their attempt began (the earliest such)."""
-    if not attempts:
-        return {}
-    since = min(attempts.values()) - MATCH_SLACK
-    rows = s.execute(
-        select(
-            RelayMessage.customer_id,
-            RelayMessage.token,
-            RelayMessage.created_at,
-            RelayMessage.status,
-        )
-        .where(
-            RelayMessage.principal_id == principal_id,
-            RelayMessage.customer_id.in_(sorted(attempts)),
-            RelayMessage.direction == DIRECTION_TO_CUSTOMER,
-            RelayMessage.created_at >= since,
-        )
-        .order_by(RelayMessage.created_at, RelayMessage.id)
-    ).all()
-    claimed = set(
-        s.scalars(
-            select(Recipient.relay_token).where(Recipient.relay_token.in_([r.token for r in rows]))
-        )
-    )
-    out: dict[int, str] = {}
-    for cid, tok, created, _status in rows:
-        if cid in out or tok in claimed or created < attempts[cid] - MATCH_SLACK:
-            continue
-        out[cid] = tok
-        claimed.add(tok)
-    return out
-
-
-def _mark_delivered(
-    runtime: Runtime,
-    s: Session,
-    send: Send,
-    template: Template,
-    items: dict[int, tuple[int, str | None, list[str], str | None]],
-) -> None:
-    """Recipients delivered: state, token and one ``send`` ledger entry each, one commit."""
-    if not items:
-        return
-    now = _now()
-    events = []
-    for rid, (cid, alias, fact_ids, tok) in items.items():
-        s.execute(
-            update(Recipient)
-            .where(Recipient.id == rid, Recipient.state == "delivering")
-            .values(state="delivered", relay_token=tok, delivered_at=now, reason=None)
-        )
-        detail: dict[str, Any] = {
-            "send": send.id,
-            "template": template.name,
-            "version": template.version,
-            "stage": send.stage,
-            "facts": fact_ids,
-            "relay_message": tok,
-        }
-        if send.corrects_id is not None:
-            detail["corrects"] = send.corrects_id
-        events.append(
-            Event(
-                KIND_SEND,
-                send.created_by,
-                f"customer:{cid}",
-                alias,
-                "notification",
-                send_ref(send.id),
-                detail,
-            )
-        )
-    append(s, events, runtime.settings, runtime.signer)
-
-
-def reconcile(
-    runtime: Runtime, s: Session, send: Send, template: Template, owner: Principal
-) -> float | None:
-    """Settle recipients a dead worker left ``delivering`` from the relay's records. Returns
-    seconds to wait when some are too recent to judge (the relay may still be on them)."""
-    rows = s.execute(
-        select(Recipient.id, Recipient.customer_id, Recipient.attempt_at, Recipient.fact_ids).where(
-            Recipient.send_id == send.id, Recipient.state == "delivering"
-        )
-    ).all()
-    if not rows:
-        return None
-    horizon = timedelta(seconds=runtime.settings.notify_reconcile_after_seconds)
-    now = _now()
-    young = [r for r in rows if r.attempt_at is None or r.attempt_at > now - horizon]
-    if young:
-        oldest = min(r.attempt_at or now for r in young)
-        return max((oldest + horizon - now).total_seconds(), 0.2)
-    tokens = _match_tokens(s, owner.id, {r.customer_id: r.attempt_at for r in rows})
-    statuses: dict[str, str] = {
-        tok: status
-        for tok, status in s.execute(
-            select(RelayMessage.token, RelayMessage.status).where(
-                RelayMessage.token.in_(list(tokens.values()))
-            )
-        )
-    }
-    alias_of: dict[int, str] = {
-        cid: address
-        for cid, address in s.execute(
-            select(Alias.customer_id, Alias.address).where(
-                Alias.principal_id == owner.id,
-                Alias.customer_id.in_([r.customer_id for r in rows]),
-            )
-        )
-    }
-    delivered: dict[int, tuple[int, str | None, list[str], str | None]] = {}
-    for r in rows:
-        tok = tokens.get(r.customer_id)
-        status = statuses.get(tok) if tok else None
-        if tok is None or status == "deferred":
-            values: dict[str, Any] = {"state": "pending"}
-        elif status == "rejected":
-            values = {"state": "failed", "reason": "rejected by the smarthost", "relay_token": tok}
-        else:
-            delivered[r.id] = (r.customer_id, alias_of.get(r.customer_id), list(r.fact_ids), tok)
-            continue
-        s.execute(
-            update(Recipient)
-            .where(Recipient.id == r.id, Recipient.state == "delivering")
-            .values(**values)
-        )
-    _mark_delivered(runtime, s, send, template, delivered)
-    s.commit()
-    log.info("notify: send %s reconciled %d in-flight recipient(s)", send.id, len(rows))
-    return None
-
-
-__all__ = ["build_message", "gate", "message_id", "reconcile", "step"]
+__all__ = ["build_message", "gate", "message_id", "step"]

@@ -1,0 +1,170 @@
+"""Settling deliveries against the relay's own records: which relay message carried a
+recipient's notification (the relay replaces the client's Message-ID, so attempts are matched
+by service, customer and time), marking recipients delivered with their ledger entries, and
+reconciling what a dead worker left in flight."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session
+
+from mailveil.contacts.models import Alias, Principal
+from mailveil.db.base import utcnow
+from mailveil.ledger.append import append
+from mailveil.ledger.events import Event
+from mailveil.notify.models import Recipient, Send, Template
+from mailveil.notify.sends import KIND_SEND, send_ref
+from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, RelayMessage
+from mailveil.runtime import Runtime
+
+log = logging.getLogger("mailveil.notify")
+MATCH_SLACK = timedelta(seconds=2)
+
+
+def attempt_times(s: Session, ids: list[int]) -> dict[int, datetime]:
+    if not ids:
+        return {}
+    rows = s.execute(select(Recipient.id, Recipient.attempt_at).where(Recipient.id.in_(ids)))
+    return {rid: at or utcnow() for rid, at in rows}
+
+
+def match_tokens(s: Session, principal_id: int, attempts: dict[int, datetime]) -> dict[int, str]:
+    """customer -> the unclaimed relay message from ``principal_id`` to them written since
+    their attempt began (the earliest such)."""
+    if not attempts:
+        return {}
+    since = min(attempts.values()) - MATCH_SLACK
+    rows = s.execute(
+        select(
+            RelayMessage.customer_id,
+            RelayMessage.token,
+            RelayMessage.created_at,
+            RelayMessage.status,
+        )
+        .where(
+            RelayMessage.principal_id == principal_id,
+            RelayMessage.customer_id.in_(sorted(attempts)),
+            RelayMessage.direction == DIRECTION_TO_CUSTOMER,
+            RelayMessage.created_at >= since,
+        )
+        .order_by(RelayMessage.created_at, RelayMessage.id)
+    ).all()
+    claimed = set(
+        s.scalars(
+            select(Recipient.relay_token).where(Recipient.relay_token.in_([r.token for r in rows]))
+        )
+    )
+    out: dict[int, str] = {}
+    for cid, tok, created, _status in rows:
+        if cid in out or tok in claimed or created < attempts[cid] - MATCH_SLACK:
+            continue
+        out[cid] = tok
+        claimed.add(tok)
+    return out
+
+
+def mark_delivered(
+    runtime: Runtime,
+    s: Session,
+    send: Send,
+    template: Template,
+    items: dict[int, tuple[int, str | None, list[str], str | None]],
+) -> None:
+    """Recipients delivered: state, token and one ``send`` ledger entry each, one commit."""
+    if not items:
+        return
+    now = utcnow()
+    events = []
+    for rid, (cid, alias, fact_ids, tok) in items.items():
+        s.execute(
+            update(Recipient)
+            .where(Recipient.id == rid, Recipient.state == "delivering")
+            .values(state="delivered", relay_token=tok, delivered_at=now, reason=None)
+        )
+        detail: dict[str, Any] = {
+            "send": send.id,
+            "template": template.name,
+            "version": template.version,
+            "stage": send.stage,
+            "facts": fact_ids,
+            "relay_message": tok,
+        }
+        if send.corrects_id is not None:
+            detail["corrects"] = send.corrects_id
+        events.append(
+            Event(
+                KIND_SEND,
+                send.created_by,
+                f"customer:{cid}",
+                alias,
+                "notification",
+                send_ref(send.id),
+                detail,
+            )
+        )
+    append(s, events, runtime.settings, runtime.signer)
+
+
+def reconcile(
+    runtime: Runtime, s: Session, send: Send, template: Template, owner: Principal
+) -> float | None:
+    """Settle recipients a dead worker left ``delivering`` from the relay's records. Returns
+    seconds to wait when some are too recent to judge (the relay may still be on them)."""
+    rows = s.execute(
+        select(Recipient.id, Recipient.customer_id, Recipient.attempt_at, Recipient.fact_ids).where(
+            Recipient.send_id == send.id, Recipient.state == "delivering"
+        )
+    ).all()
+    if not rows:
+        return None
+    horizon = timedelta(seconds=runtime.settings.notify_reconcile_after_seconds)
+    now = utcnow()
+    young = [r for r in rows if r.attempt_at is None or r.attempt_at > now - horizon]
+    if young:
+        oldest = min(r.attempt_at or now for r in young)
+        return max((oldest + horizon - now).total_seconds(), 0.2)
+    tokens = match_tokens(s, owner.id, {r.customer_id: r.attempt_at for r in rows})
+    statuses: dict[str, str] = {
+        tok: status
+        for tok, status in s.execute(
+            select(RelayMessage.token, RelayMessage.status).where(
+                RelayMessage.token.in_(list(tokens.values()))
+            )
+        )
+    }
+    alias_of: dict[int, str] = {
+        cid: address
+        for cid, address in s.execute(
+            select(Alias.customer_id, Alias.address).where(
+                Alias.principal_id == owner.id,
+                Alias.customer_id.in_([r.customer_id for r in rows]),
+            )
+        )
+    }
+    delivered: dict[int, tuple[int, str | None, list[str], str | None]] = {}
+    for r in rows:
+        tok = tokens.get(r.customer_id)
+        status = statuses.get(tok) if tok else None
+        if tok is None or status == "deferred":
+            values: dict[str, Any] = {"state": "pending"}
+        elif status == "rejected":
+            values = {"state": "failed", "reason": "rejected by the smarthost", "relay_token": tok}
+        else:
+            delivered[r.id] = (r.customer_id, alias_of.get(r.customer_id), list(r.fact_ids), tok)
+            continue
+        s.execute(
+            update(Recipient)
+            .where(Recipient.id == r.id, Recipient.state == "delivering")
+            .values(**values)
+        )
+    mark_delivered(runtime, s, send, template, delivered)
+    s.commit()
+    log.info("notify: send %s reconciled %d in-flight recipient(s)", send.id, len(rows))
+    return None
+
+
+__all__ = ["attempt_times", "mark_delivered", "match_tokens", "reconcile"]
