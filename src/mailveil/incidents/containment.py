@@ -3,15 +3,14 @@
 Every culprit principal of the incident (source and recipient) is suspended, every alias
 disclosed to it is revoked (the relay refuses mail to a revoked alias from anyone, and a
 stranger writing to one is still a signal), its open reveal requests and grants are revoked,
-and its in-flight sends are cancelled (through ``cancel_sends``, given by the notification
-area when it is installed). A principal already suspended is not suspended again, but
-anything disclosed to it since is still revoked. All of it is in the ledger, and the
+and the open sends of templates it owns are killed (a culprit service's notifications
+stop). A principal already suspended is not suspended again, but anything disclosed to it
+since is still revoked. All of it is in the ledger, and the
 incident becomes ``contained``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,9 +28,7 @@ from mailveil.errors import Conflict, InvalidInput
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
-
-# (session, principal id, reason, actor) -> number of sends cancelled
-SendCanceller = Callable[[Session, int, str, str], int]
+from mailveil.notify.sends import kill_sends_of
 
 
 @dataclass
@@ -64,7 +61,6 @@ def contain(
     incident_id: int,
     reason: str,
     actor: str,
-    cancel_sends: SendCanceller | None = None,
 ) -> Containment:
     """Contain the incident. Does not commit."""
     reason = v.text(reason, "reason", 500, allow_empty=False).strip()
@@ -100,8 +96,7 @@ def contain(
             aliases, reveals = done.aliases_revoked, done.reveals_revoked
         out.aliases_revoked += aliases
         out.reveals_revoked += reveals
-        if cancel_sends is not None:
-            out.sends_cancelled += cancel_sends(session, pid, why, actor)
+        out.sends_cancelled += kill_sends_of(session, settings, signer, pid, actor=actor)
     was = incident.status
     incident.status = "contained"
     incident.updated_at = utcnow()
@@ -124,4 +119,4 @@ def contain(
     return out
 
 
-__all__ = ["Containment", "SendCanceller", "contain"]
+__all__ = ["Containment", "contain"]

@@ -307,6 +307,21 @@ def kill(
     raise Conflict(f"send {send_id} could not be reached to kill it; try again")
 
 
+def kill_sends_of(
+    session: Session, settings: Settings, signer: CheckpointSigner, principal_id: int, *, actor: str
+) -> int:
+    """Kill every open send of the templates a (service) principal owns: containment of a
+    suspended principal. Does not commit; the number killed."""
+    open_ids = session.scalars(
+        select(Send.id)
+        .join(Template, Template.id == Send.template_id)
+        .where(Template.owner_id == principal_id, Send.status.in_(OPEN_SEND_STATUSES))
+    ).all()
+    for send_id in open_ids:
+        _kill_once(session, settings, signer, send_id, actor=actor)
+    return len(open_ids)
+
+
 def _kill_once(
     session: Session, settings: Settings, signer: CheckpointSigner, send_id: int, *, actor: str
 ) -> Send:

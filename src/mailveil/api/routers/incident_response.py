@@ -76,7 +76,6 @@ def post_contain(
         incident_id=incident_id,
         reason=body.reason,
         actor=caller.actor,
-        cancel_sends=getattr(runtime, "cancel_sends", None),
     )
     session.commit()
     return done.to_dict()
