@@ -162,6 +162,14 @@ class Settings:
     notify_batch_size: int = 2000
     # An extra spelling word list (one word a line) beside the shipped one.
     notify_words_file: str = ""
+    # -- witnesses (mailveil.witness): C2SP tlog-witness servers that cosign checkpoints -----
+    # One a line (or separated by ';'): "<cosignature/v1 verifier key> <URL prefix>", the URL
+    # that `/add-checkpoint` is appended to. Empty: checkpoints are not published.
+    witnesses: str = ""
+    # Cosignatures by distinct configured witnesses a checkpoint needs to count as witnessed.
+    witness_quorum: int = 1
+    # How long one witness may take to answer one submission.
+    witness_timeout_seconds: float = 10.0
 
     @property
     def db_url(self) -> str:
@@ -328,6 +336,25 @@ def _check(settings: Settings) -> None:
         ("redis://", "rediss://", "amqp://", "amqps://")
     ):
         raise SettingsError("notify_broker_url must be a redis:// or amqp:// URL")
+    _check_witnesses(settings)
+
+
+def _check_witnesses(settings: Settings) -> None:
+    from mailveil.witness.policy import parse_witnesses  # cryptography only when needed
+
+    try:
+        witnesses = parse_witnesses(settings.witnesses)
+    except ValueError as exc:
+        raise SettingsError(f"witnesses: {exc}") from exc
+    if settings.witness_quorum < 1:
+        raise SettingsError("witness_quorum must be >= 1")
+    if witnesses and settings.witness_quorum > len(witnesses):
+        raise SettingsError(
+            f"witness_quorum is {settings.witness_quorum} but only {len(witnesses)} "
+            "witness(es) are configured"
+        )
+    if settings.witness_timeout_seconds <= 0:
+        raise SettingsError("witness_timeout_seconds must be > 0")
 
 
 __all__ = ["Settings", "SettingsError", "load_settings"]
