@@ -34,6 +34,7 @@ from mailveil.api.routers import (
 from mailveil.db.session import session_scope
 from mailveil.ledger.append import checkpoint_now
 from mailveil.runtime import Runtime
+from mailveil.witness.publish import publish_latest
 
 DESCRIPTION = """The customer-contact firewall for online marketplaces.
 
@@ -61,6 +62,8 @@ def _checkpoint_once(runtime: Runtime) -> None:
         expire_reveals(session, settings=runtime.settings, signer=runtime.signer)
     with session_scope(runtime.session_factory) as session:
         checkpoint_now(session, runtime.settings, runtime.signer, only_if_new=True)
+    # Witnesses cosign the newest checkpoint (a no-op without witnesses or when they have).
+    publish_latest(runtime.session_factory, runtime.settings, runtime.signer, sign_new=False)
 
 
 def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> FastAPI:
