@@ -10,6 +10,7 @@ from rich.markup import escape
 
 from mailveil.cli import access, customers, detect, disclosures, keys, ledger, policy, quarantine
 from mailveil.cli import notify as notify_cli
+from mailveil.cli import witness as witness_cli
 from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
 
@@ -36,6 +37,7 @@ app.add_typer(quarantine.app, name="quarantine")
 app.add_typer(notify_cli.facts_app, name="facts")
 app.add_typer(notify_cli.templates_app, name="templates")
 app.add_typer(notify_cli.sends_app, name="sends")
+app.add_typer(witness_cli.app, name="witness")
 customers.app.command("access-log")(access.access_log_command)
 customers.app.command("contact")(access.contact_command)
 customers.app.command("export")(access.export_command)

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from mailveil.access.canaries import canaries_of, plant
@@ -21,6 +22,7 @@ from mailveil.cli.common import (
     say,
     signed_unit,
 )
+from mailveil.cli.ledger import publish_for_evidence
 from mailveil.contacts.customers import get_customer_by_external_id
 from mailveil.contacts.principals import get_principal_by_external_id
 from mailveil.db.session import session_scope
@@ -146,8 +148,10 @@ def export(
     out: Annotated[Path, typer.Option(help="where to write the evidence bundle (JSON)")],
 ) -> None:
     """Write the incident's evidence bundle: ledger entries, inclusion proofs, a signed
-    checkpoint. `mailveil incidents verify FILE` checks it without the database."""
+    checkpoint (cosigned by the witnesses, when configured). `mailveil incidents verify FILE`
+    checks it without the database."""
     settings = ctx.obj.settings()
+    publish_for_evidence(settings)
     with signed_unit(settings) as (session, signer):
         bundle = build_bundle(session, settings, signer, incident_id)
         out.write_text(json.dumps(bundle, indent=2) + "\n", encoding="utf-8")
@@ -161,26 +165,38 @@ def export(
 def verify(
     file: Annotated[Path, typer.Argument(help="an evidence bundle (JSON)")],
     key: Annotated[
-        str | None, typer.Option(help="the operator's published verifier key, to pin it")
+        str | None,
+        typer.Option(
+            help="the operator's published ledger key, to pin it: the verifier key "
+            "(`mailveil ledger key`) or the base64 public key"
+        ),
+    ] = None,
+    witness: Annotated[
+        list[str] | None,
+        typer.Option(help="a witness's verifier key you trust; repeat for each"),
+    ] = None,
+    quorum: Annotated[
+        int | None, typer.Option(min=1, help="cosignatures needed (default: every --witness)")
     ] = None,
 ) -> None:
     """Check an evidence bundle from itself alone (no database, no settings): the checkpoint
-    signature, every inclusion proof, and that each claim matches its ledger entries."""
+    signature, the witnesses' cosignatures, every inclusion proof, and that each claim
+    matches its ledger entries."""
     try:
         bundle = json.loads(file.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError) as exc:
         fail(f"{file}: cannot be read: {exc}", code=2)
     except json.JSONDecodeError as exc:
         fail(f"{file}: line {exc.lineno}: not JSON: {exc.msg}", code=2)
-    result = verify_bundle(bundle, verifier_key=key)
+    result = verify_bundle(bundle, verifier_key=key, witnesses=witness or [], quorum=quorum)
     table = Table("check", "result", "detail")
     for what, passed, why in result.checks:
         table.add_row(cell(what), "[green]pass[/]" if passed else "[red]FAIL[/]", cell(why))
     console.print(table)
     if not result.ok:
         fail("the evidence bundle does not verify")
-    if key is None:
-        say("verified against the bundle's own key: pin the operator's key with --key", err=True)
+    for warning in result.warnings:
+        say(escape(warning), err=True)
     say("[green]✓[/] the evidence bundle verifies")
 
 

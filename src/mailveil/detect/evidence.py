@@ -5,13 +5,17 @@ A bundle holds, for each of the incident's signals, the ledger entries that make
 (the entry where the leaked alias was disclosed to the source principal, and the entry where
 the relay saw it used by someone else, or a canary hit), each as the exact leaf text that was
 hashed, with an RFC 9162 inclusion proof against one signed checkpoint, and the checkpoint's
-verifier key. ``verify_bundle`` re-checks everything from the bundle alone: the checkpoint
-signature, every inclusion proof, and that each claim says what its entries say.
+verifier key. The checkpoint is the newest one a quorum of witnesses cosigned, when one covers
+the entries (``cosigned_note`` carries their cosignatures). ``verify_bundle`` re-checks
+everything from the bundle alone: the checkpoint signature, the witnesses' cosignatures when
+the verifier names the witnesses it trusts, every inclusion proof, and that each claim says
+what its entries say.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,10 +26,11 @@ from mailveil.config import Settings
 from mailveil.detect.models import Incident, IncidentCulprit, Signal
 from mailveil.errors import NotFound
 from mailveil.ledger import merkle
-from mailveil.ledger.append import checkpoint_now
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.proofs import DbTree
-from mailveil.ledger.signing import CheckpointError, CheckpointSigner, verify_checkpoint
+from mailveil.ledger.signing import CheckpointSigner
+from mailveil.witness.policy import check_bundle_checkpoint
+from mailveil.witness.queries import evidence_checkpoint, evidence_fields
 
 FORMAT = "mailveil-evidence/1"
 MAX_DISCLOSURES_PER_ALIAS = 3  # the first disclosures of an alias prove whom it went to
@@ -83,7 +88,7 @@ def build_bundle(
                 "entries": seqs,
             }
         )
-    checkpoint = checkpoint_now(session, settings, signer)
+    checkpoint = evidence_checkpoint(session, settings, signer, max(wanted, default=-1) + 1)
     if checkpoint is None:
         raise NotFound("the ledger is empty")
     tree = DbTree(session)
@@ -122,6 +127,7 @@ def build_bundle(
             "root_hash": checkpoint.root.hex(),
             "note": checkpoint.note,
             "verifier_key": signer.verifier_key,
+            **evidence_fields(session, settings, checkpoint),
         },
     }
 
@@ -130,6 +136,7 @@ def build_bundle(
 class BundleCheck:
     ok: bool = True
     checks: list[tuple[str, bool, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
 
     def add(self, what: str, passed: bool, why: str = "") -> None:
         self.checks.append((what, passed, why))
@@ -143,25 +150,29 @@ def _leaf(entry: dict[str, Any]) -> dict[str, Any]:
     return value
 
 
-def verify_bundle(bundle: Any, *, verifier_key: str | None = None) -> BundleCheck:
-    """Check a bundle from itself alone. Pass the operator's published ``verifier_key`` to
-    pin it (otherwise the bundle's own key is used, which proves integrity, not origin)."""
+def verify_bundle(
+    bundle: Any,
+    *,
+    verifier_key: str | None = None,
+    witnesses: Sequence[str] = (),
+    quorum: int | None = None,
+) -> BundleCheck:
+    """Check a bundle from itself alone. Pass the operator's published ``verifier_key`` (the
+    vkey or the base64 key) to pin it (otherwise the bundle's own key is used, which proves
+    integrity, not origin), and the ``witnesses`` you trust (their vkeys) to require that
+    ``quorum`` of them (default: all) cosigned the checkpoint."""
     result = BundleCheck()
     try:
         if not isinstance(bundle, dict) or bundle.get("format") != FORMAT:
             result.add("format", False, f"not a {FORMAT} bundle")
             return result
-        cp = bundle["checkpoint"]
-        key = verifier_key or cp["verifier_key"]
-        if verifier_key and verifier_key != cp["verifier_key"]:
-            result.add(
-                "verifier key", False, "the bundle names a different key than the pinned one"
-            )
-        try:
-            parsed = verify_checkpoint(cp["note"], key)
-            result.add("checkpoint signature", True, f"tree size {parsed.tree_size}")
-        except CheckpointError as exc:
-            result.add("checkpoint signature", False, str(exc))
+        rows, parsed, warnings = check_bundle_checkpoint(
+            bundle["checkpoint"], verifier_key, witnesses, quorum
+        )
+        for row in rows:
+            result.add(*row)
+        result.warnings.extend(warnings)
+        if parsed is None:
             return result
         leaves: dict[int, dict[str, Any]] = {}
         for entry in bundle["entries"]:
@@ -171,7 +182,7 @@ def verify_bundle(bundle: Any, *, verifier_key: str | None = None) -> BundleChec
             try:
                 merkle.verify_inclusion(
                     seq,
-                    parsed.tree_size,
+                    parsed.size,
                     merkle.leaf_hash(leaf_text.encode("utf-8")),
                     proof,
                     parsed.root,
