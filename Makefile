@@ -27,11 +27,12 @@ services:
 	@scripts/ensure-services.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks tools
+	$(BIN)/ruff format --check src tests benchmarks tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
+	$(BIN)/mypy --strict tools/mailveil_verify.py
 
 ## Lint, type-check and the whole suite on SQLite and PostgreSQL.
 test: $(STAMP) debian services lint typecheck
