@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "cli"), str(TESTS / "witness")]
 from cli_testkit import Cli, add_seller, customer_id, disclose_to, open_db  # noqa: E402
+from test_cli_detect import _report  # noqa: E402  (a customer forwarding spam sent to an alias)
 from witness_testkit import witness_thread  # noqa: E402
 
 from mailveil.contacts.relationships import create_order  # noqa: E402
@@ -64,22 +65,6 @@ def run_alone(library: Path, *args: str, cwd: Path) -> subprocess.CompletedProce
         timeout=60,
         check=False,
     )
-
-
-def _report(alias: str) -> bytes:
-    from email.message import EmailMessage
-
-    spam = EmailMessage()
-    spam["From"] = "deals@spam.example"
-    spam["To"] = alias
-    spam["Subject"] = "prize"
-    spam.set_content("click")
-    report = EmailMessage()
-    report["From"] = "olga.buyer@example.com"
-    report["Subject"] = "Fwd: prize"
-    report.set_content("spam!")
-    report.add_attachment(spam)
-    return report.as_bytes()
 
 
 @pytest.fixture

@@ -102,18 +102,18 @@ def test_growth_is_cosigned_and_the_cosignature_verifies(ledger: Ledger) -> None
         assert cp is not None
         view = checkpoint_view(session, ledger.settings, cp)
         assert witnessed_checkpoint(session, ledger.settings) == cp
-    assert view["witnessed"] and [c["witness"] for c in view["cosignatures"]] == [
-        "witness.test/w1"
-    ]
-    check = check_checkpoint(view["cosigned_note"], ledger.signer.verifier_key,
-                             [ledger.witness_vkey])
+    assert view["witnessed"] and [c["witness"] for c in view["cosignatures"]] == ["witness.test/w1"]
+    check = check_checkpoint(
+        view["cosigned_note"], ledger.signer.verifier_key, [ledger.witness_vkey]
+    )
     assert check.ok, check.problems
     assert ledger.alerts() == []
 
 
 @pytest.mark.parametrize("forget", [False, True], ids=["status-kept", "status-wiped"])
-def test_a_rewritten_ledger_is_refused_and_raises_one_alert(ledger: Ledger, forget: bool,
-                                                           witness: WitnessProcess) -> None:
+def test_a_rewritten_ledger_is_refused_and_raises_one_alert(
+    ledger: Ledger, forget: bool, witness: WitnessProcess
+) -> None:
     ledger.grow(50)
     assert ledger.publish().cosigned == 1
     ledger.rewrite(60, forget_witnesses=forget)  # longer than what the witness saw

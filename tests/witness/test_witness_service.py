@@ -6,11 +6,15 @@ from __future__ import annotations
 
 import base64
 import multiprocessing
+import sys
 import threading
 from pathlib import Path
 
 import pytest
 from witness_testkit import MemoryLog, make_witness
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "ledger"))
+from note_vectors import M_INIT, M_NEXT, MONKEYS_VKEY
 
 from mailveil.ledger import merkle
 from mailveil.ledger.notes import (
@@ -26,16 +30,7 @@ from mailveil.witness.home import WitnessHome, WitnessSetupError
 from mailveil.witness.service import SIZE_MEDIA_TYPE, Witness
 from mailveil.witness.state import origin_hash
 
-# transparency-dev/witness witness_test.go: checkpoints of "monkeys" at 5 and 8, a proof.
-MONKEYS_VKEY = "monkeys+db4d9f7e+AULaJMvTtDLHPUcUrjdDad9vDlh/PTfC2VV60JUtCfWT"
-M_INIT = (
-    "monkeys\n5\n41smjBUiAU70EtKlT6lIOIYtRTYxYXsDB+XHfcvu/BE=\n\n\u2014 monkeys 202fftzGl3LVoqj"
-    "XfwCFZZXs8I+5G22+Ek2K0AOyBuSJ/8/CZawNF+6fNlTKOCd622pbzJNkkJFWuw9DbicZCkEx9AY=\n"
-)
-M_NEXT = (
-    "monkeys\n8\nV8K9aklZ4EPB+RMOk1/8VsJUdFZR77GDtZUQq84vSbo=\n\n\u2014 monkeys 202ffoUEboiQYpH"
-    "zICeaFmoy3RNviHTpAxYrq/eO4QQVQMvu9UebKBMX2MJC76NLthZaKsnKbCA8GxrjePZhvDCH7Ag=\n"
-)
+# transparency-dev/witness witness_test.go: the consistency proof from M_INIT to M_NEXT.
 CONS_PROOF = [
     bytes.fromhex(h)
     for h in (

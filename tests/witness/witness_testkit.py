@@ -26,8 +26,9 @@ def events(n: int, start: int = 0) -> list[Event]:
     """Ledger events of several kinds, numbered from ``start``."""
     kinds = ("disclosure", "message", "send", "signal")
     return [
-        Event(kind=kinds[i % 4], actor=f"principal:{i % 5}", subject=f"customer:{i}",
-              detail={"i": i})
+        Event(
+            kind=kinds[i % 4], actor=f"principal:{i % 5}", subject=f"customer:{i}", detail={"i": i}
+        )
         for i in range(start, start + n)
     ]
 
@@ -117,8 +118,17 @@ class WitnessProcess:
 def start_witness(directory: Path) -> WitnessProcess:
     """`mailveil witness serve` in its own process on a free loopback port."""
     process = subprocess.Popen(
-        [sys.executable, "-m", "mailveil", "witness", "serve", "--dir", str(directory), "--port",
-         "0"],
+        [
+            sys.executable,
+            "-m",
+            "mailveil",
+            "witness",
+            "serve",
+            "--dir",
+            str(directory),
+            "--port",
+            "0",
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -152,3 +162,35 @@ def witness_process(directory: Path) -> Iterator[WitnessProcess]:
         yield running
     finally:
         running.stop()
+
+
+@contextmanager
+def witness_thread(directory: Path, name: str = "witness.test/api") -> Iterator[str]:
+    """A witness served by uvicorn in a thread of this process, on a free loopback port
+    (for API tests; the refusal tests run it in a process of its own)."""
+    import socket
+    import threading
+
+    import uvicorn
+
+    from mailveil.witness.server import create_witness_app
+
+    witness = make_witness(directory, name)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    config = uvicorn.Config(create_witness_app(witness), log_level="warning", access_log=False)
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 20
+    while not server.started:
+        if time.monotonic() > deadline or not thread.is_alive():
+            raise AssertionError("the witness thread did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+        sock.close()

@@ -119,10 +119,7 @@ def parse_vkey(
         raise NoteError("a verifier key is <name>+<8 hex digits>+<base64 key>")
     if not valid_key_name(name):
         raise NoteError(f"verifier key name {name!r} is not a valid key name")
-    try:
-        raw = base64.b64decode(encoded, validate=True)
-    except binascii.Error as exc:
-        raise NoteError("the verifier key's key material is not base64") from exc
+    raw = _b64(encoded, "the verifier key's key material")
     if len(raw) != 33:
         raise NoteError("the verifier key is not an Ed25519 key (33 bytes with its type)")
     alg = raw[0]
@@ -157,6 +154,13 @@ def log_key(text: str, name: str | None = None) -> VerifierKey:
     if not valid_key_name(name):
         raise NoteError(f"the checkpoint origin {name!r} is not a valid key name")
     return VerifierKey(name, ALG_ED25519, base64.b64decode(text))
+
+
+def _b64(text: str, what: str) -> bytes:
+    try:
+        return base64.b64decode(text, validate=True)
+    except binascii.Error as exc:
+        raise NoteError(f"{what} is not base64") from exc
 
 
 def _is_b64_key(text: str) -> bool:
@@ -214,10 +218,7 @@ def parse_signature_line(line: str) -> NoteSignature:
     name, sep, blob_text = line[len(SIG_PREFIX) :].partition(" ")
     if not sep or not valid_key_name(name) or not blob_text:
         raise NoteError("malformed signature line")
-    try:
-        blob = base64.b64decode(blob_text, validate=True)
-    except binascii.Error as exc:
-        raise NoteError("a signature is not base64") from exc
+    blob = _b64(blob_text, "a signature")
     if len(blob) < 5:
         raise NoteError("a signature is shorter than its key ID")
     return NoteSignature(name, blob[:4], blob[4:])
@@ -381,10 +382,7 @@ def parse_checkpoint_text(text: str) -> CheckpointText:
     size = int(size_text)
     if size >= 2**64:
         raise NoteError("the checkpoint's tree size is out of range")
-    try:
-        root = base64.b64decode(root_text, validate=True)
-    except binascii.Error as exc:
-        raise NoteError("the checkpoint's root hash is not base64") from exc
+    root = _b64(root_text, "the checkpoint's root hash")
     if len(root) != 32:
         raise NoteError("the checkpoint's root hash is not 32 bytes")
     return CheckpointText(origin, size, root, tuple(extensions))
