@@ -252,13 +252,6 @@ def parse_note(data: str | bytes) -> Note:
     return Note(text, tuple(parse_signature_lines(sigs)))
 
 
-def sign_line(private_key: Ed25519PrivateKey, name: str, text: str) -> str:
-    """A type 0x01 signature line over a note text."""
-    _check_text(text)
-    kid = key_id(name, ALG_ED25519, raw_public(private_key.public_key()))
-    return NoteSignature(name, kid, private_key.sign(text.encode("utf-8"))).line
-
-
 def cosignature_message(timestamp: int, text: str) -> bytes:
     """What an Ed25519 cosignature/v1 signs."""
     if not 0 <= timestamp <= MAX_TIMESTAMP:
@@ -415,6 +408,5 @@ __all__ = [
     "parse_note",
     "parse_signature_lines",
     "parse_vkey",
-    "sign_line",
     "verifier_key",
 ]

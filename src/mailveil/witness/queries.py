@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
 from mailveil.ledger.append import Checkpoint, checkpoint_at, checkpoint_now
-from mailveil.ledger.models import LedgerCheckpoint
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.witness.models import LedgerCosignature, LedgerWitnessStatus
 from mailveil.witness.policy import WitnessConfig, parse_witnesses
@@ -125,10 +124,6 @@ def witness_statuses(session: Session, settings: Settings) -> list[dict[str, Any
     return out
 
 
-def latest_signed_size(session: Session) -> int:
-    return int(session.scalar(select(func.max(LedgerCheckpoint.tree_size))) or 0)
-
-
 def _iso(value: Any) -> str | None:
     return None if value is None else str(value.isoformat())
 
@@ -140,7 +135,6 @@ __all__ = [
     "cosigned_note",
     "evidence_checkpoint",
     "evidence_fields",
-    "latest_signed_size",
     "witness_statuses",
     "witnessed_checkpoint",
 ]
