@@ -97,6 +97,8 @@ def test_the_ledger_publishes_and_shows_its_witnesses(cli: Cli, tmp_path: Path) 
         published = cli("ledger", "publish")
         assert published.code == 1, str(published)
         assert "ALERT witness witness.test/cli" in published.stderr
+        assert "witness_disagreement" in published.stderr  # the log line, never on stdout
+        assert published.stdout == ""
         alerts = cli.ok("ledger", "alerts").flat
         assert "witness_ahead" in alerts and f"{size + 30}" in alerts
         status = cli.ok("ledger", "witnesses").flat

@@ -15,7 +15,6 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import structlog
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -24,6 +23,7 @@ from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry, from_time_us
 from mailveil.ledger.signing import CheckpointSigner
+from mailveil.witness.logs import logger
 
 ALERT_KIND = "witness_alert"
 
@@ -38,8 +38,6 @@ REASONS = {
     "unknown_log": "the witness does not follow this ledger's origin",
     "bad_cosignature": "the witness answered with no valid cosignature by its configured key",
 }
-
-log = structlog.get_logger("mailveil.witness")
 
 
 @dataclass(frozen=True)
@@ -80,7 +78,7 @@ def record_alert(
 
 def dispatch(alert: WitnessAlert, seq: int | None = None) -> None:
     """THE hook for outbound alerts (see the module docstring). Called after commit."""
-    log.warning(
+    logger().warning(
         "witness_disagreement",
         witness=alert.witness,
         reason=alert.reason,

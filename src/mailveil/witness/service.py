@@ -24,8 +24,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import structlog
-
 from mailveil.ledger import merkle
 from mailveil.ledger.notes import (
     EMPTY_ROOT,
@@ -38,13 +36,12 @@ from mailveil.ledger.notes import (
     parse_vkey,
 )
 from mailveil.witness.home import WitnessIdentity
+from mailveil.witness.logs import logger
 from mailveil.witness.state import WitnessState
 
 MAX_PROOF_LINES = 63
 MAX_BODY_BYTES = 16 * 1024  # what transparency-dev's witness accepts; a checkpoint is < 1 KiB
 SIZE_MEDIA_TYPE = "text/x.tlog.size"
-
-log = structlog.get_logger("mailveil.witness")
 
 
 @dataclass(frozen=True)
@@ -171,7 +168,7 @@ class Witness:
                     note=sub.note_text,
                     proof="".join(base64.b64encode(p).decode() + "\n" for p in sub.proof),
                 )
-                log.warning(
+                logger().warning(
                     "witness_refused_checkpoint",
                     origin=origin,
                     size=size,
