@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import importlib.metadata
+import importlib.util
 import json
 import subprocess
 import sys
@@ -17,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from packaging.requirements import Requirement
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -27,6 +30,7 @@ from test_cli_detect import _report  # noqa: E402  (a customer forwarding spam s
 from witness_testkit import witness_thread  # noqa: E402
 
 from mailveil.contacts.relationships import create_order  # noqa: E402
+from mailveil.detect.evidence import verify_bundle  # noqa: E402
 from mailveil.witness.home import WitnessHome  # noqa: E402
 
 VERIFIER = TESTS.parent / "tools" / "mailveil_verify.py"
@@ -67,9 +71,12 @@ def run_alone(library: Path, *args: str, cwd: Path) -> subprocess.CompletedProce
     )
 
 
-@pytest.fixture
-def exported(tmp_path: Path) -> Iterator[tuple[Cli, Path, dict[str, str]]]:
+@pytest.fixture(scope="module")
+def exported(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Cli, Path, dict[str, str]]]:
     """A product-exported evidence bundle of a real incident, cosigned by a witness."""
+    tmp_path = tmp_path_factory.mktemp("exported")
     with witness_thread(tmp_path / "witness", "witness.test/court") as url:
         wkey = WitnessHome(tmp_path / "witness").load().vkey.vkey
         cli = Cli(tmp_path / "var", env={"MAILVEIL_WITNESSES": f"{wkey} {url}"})
@@ -84,7 +91,8 @@ def exported(tmp_path: Path) -> Iterator[tuple[Cli, Path, dict[str, str]]]:
         with open_db(settings) as db:
             _incident(db, settings, tmp_path, cli)
         bundle = tmp_path / "bundle.json"
-        cli.ok("incidents", "export", "1", "--out", str(bundle))
+        exported = cli.ok("incidents", "export", "1", "--out", str(bundle))
+        assert "cosigned witness witness.test/court" in exported.stderr
         yield cli, bundle, {**key_doc, "witness": wkey}
 
 
@@ -203,10 +211,82 @@ def test_checkpoints_are_checked_alone_too(
             in cli.ok("ledger", "verify-checkpoint", str(note), *args).stdout
         )
     # A witness nobody named does not count towards a quorum of the named ones.
-    stranger = WitnessHome(tmp_path / "w2").init("witness.test/stranger").vkey.vkey
+    stranger = WitnessHome(tmp_path / "stranger").init("witness.test/stranger").vkey.vkey
     args = ["--key", keys["verifier_key"], "--witness", keys["witness"], "--witness", stranger]
     alone = run_alone(library, "checkpoint", str(note), *args, cwd=tmp_path)
     assert alone.returncode == 1 and "1 of 2 required" in alone.stdout
     ours = cli("ledger", "verify-checkpoint", str(note), *args)
     assert ours.code == 1 and "1 required" not in ours.stderr and "2 required" in ours.stderr
     assert cli.ok("ledger", "verify-checkpoint", str(note), *args, "--quorum", "1")
+
+
+def _tool() -> Any:
+    spec = importlib.util.spec_from_file_location("mailveil_verify", VERIFIER)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+DIFFERENTIAL: dict[str, int] = {}
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=list(HealthCheck))
+@given(data=st.data())
+def test_both_verifiers_agree_on_generated_tampering(
+    exported: tuple[Cli, Path, dict[str, str]], data: st.DataObject
+) -> None:
+    """Differential: the stand-alone verifier (run in this process) and mailveil's own give
+    the same verdict on generated single edits of a real bundle; an edit of anything that is
+    hashed or signed (an entry, a proof, the checkpoint's text) fails both."""
+    _cli, bundle_path, keys = exported
+    bundle = json.loads(bundle_path.read_text())
+    target = data.draw(st.sampled_from(["leaf", "proof", "text", "signature", "claim"]))
+    entry = data.draw(st.integers(0, len(bundle["entries"]) - 1))
+    must_fail = True
+    if target == "leaf":
+        leaf = bundle["entries"][entry]["leaf"]
+        at = data.draw(st.integers(0, len(leaf) - 1))
+        new = data.draw(st.characters(codec="ascii").filter(lambda c: c != leaf[at]))
+        bundle["entries"][entry]["leaf"] = leaf[:at] + new + leaf[at + 1 :]
+    elif target == "proof":
+        proof = bundle["entries"][entry]["proof"]
+        if not proof:
+            proof.append("00" * 32)
+        else:
+            at = data.draw(st.integers(0, len(proof) - 1))
+            proof[at] = data.draw(st.sampled_from(["00" * 32, proof[at][::-1], proof[at][:-2]]))
+    elif target in ("text", "signature"):
+        note = bundle["checkpoint"]["cosigned_note"]
+        split = note.rfind("\n\n")
+        lo, hi = (0, split) if target == "text" else (split + 2, len(note) - 1)
+        at = data.draw(st.integers(lo, hi - 1))
+        new = data.draw(st.sampled_from(list("0Az+/= \u2014")).filter(lambda c: c != note[at]))
+        bundle["checkpoint"]["cosigned_note"] = note[:at] + new + note[at + 1 :]
+        must_fail = target == "text"  # base64 padding bits may not change the signature
+    else:
+        claim = bundle["claims"][0]
+        field = data.draw(st.sampled_from(["alias", "source", "evidence_entry"]))
+        claim[field] = {"alias": "x@relay.example", "source": "principal:9", "evidence_entry": 99}[
+            field
+        ]
+    ours = verify_bundle(bundle, verifier_key=keys["public_key"], witnesses=[keys["witness"]])
+    report = TOOL.Report()
+    try:
+        TOOL.check_bundle(report, bundle, keys["verifier_key"], [keys["witness"]], None)
+    except (KeyError, TypeError, AttributeError, ValueError):
+        report.check(False, "structure")
+    DIFFERENTIAL[f"{target}:{'ok' if ours.ok else 'refused'}"] = (
+        DIFFERENTIAL.get(f"{target}:{'ok' if ours.ok else 'refused'}", 0) + 1
+    )
+    assert report.ok == ours.ok, (target, report.rows, ours.checks)
+    if must_fail:
+        assert not ours.ok
+
+
+def test_zz_differential_counts() -> None:
+    """The verdicts of the generated edits, by what was edited (printed with -s)."""
+    print(f"generated bundle edits (target:verdict): {dict(sorted(DIFFERENTIAL.items()))}")
+
+
+TOOL = _tool()
