@@ -5,6 +5,8 @@ record never leaves the honest history; honest growth is always cosigned."""
 
 from __future__ import annotations
 
+import uuid
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -12,10 +14,17 @@ from witness_testkit import MemoryLog, make_witness
 
 from mailveil.ledger import merkle
 from mailveil.witness.client import submission_body
+from mailveil.witness.service import Witness
 from mailveil.witness.state import origin_hash
 
 PROOFS = ("fork", "honest", "random", "truncated", "empty")
 COUNTS: dict[str, int] = {}
+
+
+@pytest.fixture(scope="module")
+def witness(tmp_path_factory: pytest.TempPathFactory) -> Witness:
+    """One witness for every example; each example is a new log (its own origin and key)."""
+    return make_witness(tmp_path_factory.mktemp("w"))
 
 
 @settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -28,7 +37,7 @@ COUNTS: dict[str, int] = {}
     seed=st.binary(min_size=32, max_size=32),
 )
 def test_forks_are_never_cosigned(
-    tmp_path_factory: pytest.TempPathFactory,
+    witness: Witness,
     witnessed: int,
     fork_at: int,
     fork_len: int,
@@ -36,9 +45,7 @@ def test_forks_are_never_cosigned(
     honest_growth: int,
     seed: bytes,
 ) -> None:
-    directory = tmp_path_factory.mktemp("w")
-    witness = make_witness(directory)
-    honest = MemoryLog()
+    honest = MemoryLog(f"log.test/{uuid.uuid4().hex}")
     honest.grow(witnessed)
     witness.state.add_log(honest.origin, honest.vkey)
     assert witness.add_checkpoint(honest.body(0)).status == 200
