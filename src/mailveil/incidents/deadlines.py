@@ -279,7 +279,8 @@ def obligations(
     """Every obligation for the places affected people live in (``people_by_place`` is
     keyed by ``jurisdictions.place_of``), before looking at what was done."""
     rows = _gdpr_rows(people_by_place, establishment, aware)
-    for code in sorted(people_by_place, key=lambda c: (c.startswith("US"), c == "*", c)):
+    # Known rules first (outside the US, then US states), places without a rule last.
+    for code in sorted(people_by_place, key=lambda c: (not RULES[c].known, c.startswith("US"), c)):
         if code in EEA or not people_by_place[code]:
             continue
         rows.extend(_place_rows(RULES[code], people_by_place[code], aware))
@@ -316,9 +317,7 @@ def standing(
 
 
 def _no_fixed(row: dict[str, Any]) -> str:
-    if row["audience"] == REVIEW:
-        return "rule unknown, check counsel"
-    return "no fixed deadline: " + row["rule"]
+    return "rule unknown" if row["audience"] == REVIEW else "no fixed deadline"
 
 
 def _status(

@@ -87,6 +87,23 @@ INPUTS = (
     "availability",
     "malicious",
 )
+LABELS = {
+    "dpc_category": "Data processing context: category",
+    "dpc_adjustment": "Data processing context: adjustment for the context",
+    "ei": "Ease of identification",
+    "confidentiality": "Circumstances: loss of confidentiality",
+    "integrity": "Circumstances: loss of integrity",
+    "availability": "Circumstances: loss of availability",
+    "malicious": "Circumstances: malicious intent",
+}
+
+
+def _words(name: str, value: Any) -> str:
+    if name in CHOICES:
+        return str(CHOICES[name][value][1])
+    if name == "malicious":
+        return "yes (+0.5)" if value else "no"
+    return f"{value:+d}" if value else "none"
 
 
 @dataclass(frozen=True)
@@ -169,12 +186,12 @@ def assess(facts: Facts, officer: dict[str, Any], people: int) -> dict[str, Any]
         chosen = officer.get(name)
         value, reason = (chosen["value"], chosen["reason"]) if chosen else suggested[name]
         values[name] = value
-        words = CHOICES[name][value][1] if name in CHOICES else None
         inputs.append(
             {
                 "input": name,
+                "label": LABELS[name],
                 "value": value,
-                "words": words,
+                "words": _words(name, value),
                 "source": "officer" if chosen else "suggested",
                 "reason": reason,
                 "set_by": chosen.get("by") if chosen else None,
