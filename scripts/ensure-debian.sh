@@ -2,8 +2,10 @@
 # Installs the Debian packages the tests need, only those missing, so repeat runs cost nothing.
 # postfix is the relay tests' smarthost (each test run starts its own private instance; the
 # system instance is never configured or started); swaks is an SMTP client the tests drive.
+# Pango (with HarfBuzz's subsetter) and the DejaVu fonts are what WeasyPrint renders the
+# regulator report's PDF with.
 set -euo pipefail
-packages=(sqlite3 postfix swaks)
+packages=(sqlite3 postfix swaks libpango-1.0-0 libpangoft2-1.0-0 libharfbuzz-subset0 fonts-dejavu-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

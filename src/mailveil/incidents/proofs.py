@@ -157,50 +157,68 @@ class AffectedSummary:
     tree_size: int = 0
 
 
-def _route_entries(session: Session, batch: list[Exposure]) -> dict[int, list[LedgerEntry | str]]:
-    """For each person of the batch, the ledger entries behind each route (or the route
-    itself, as text, when no entry backs it)."""
-    wanted: dict[tuple[int, int], int] = {}
-    reveals: dict[int, list[int]] = {}
-    for x in batch:
-        for route in x.routes:
-            kind, _, ref = route.partition(":")
-            if kind == "alias":
-                wanted[(x.customer_id, int(ref.rpartition(":")[2]))] = x.customer_id
-            elif kind == "reveal":
-                reveals.setdefault(x.customer_id, []).append(int(ref))
-    addresses: dict[tuple[int, int], str] = {}
-    for part in chunks(sorted({c for c, _ in wanted})):
-        principals = sorted({p for _, p in wanted})
+def _alias_addresses(session: Session, pairs: set[tuple[int, int]]) -> dict[tuple[int, int], str]:
+    """The alias address of each (customer, principal) pair."""
+    out: dict[tuple[int, int], str] = {}
+    principals = sorted({p for _, p in pairs})
+    for ids in chunks(sorted({c for c, _ in pairs})):
         for cid, pid, address in session.execute(
             select(Alias.customer_id, Alias.principal_id, Alias.address).where(
-                Alias.customer_id.in_(part), Alias.principal_id.in_(principals)
+                Alias.customer_id.in_(ids), Alias.principal_id.in_(principals)
             )
         ):
-            if (cid, pid) in wanted:
-                addresses[(cid, pid)] = address
-    first_seq: dict[str, int] = {}
-    for part in chunks(sorted(addresses.values())):
+            if (cid, pid) in pairs:
+                out[(cid, pid)] = address
+    return out
+
+
+def _first_disclosures(session: Session, addresses: list[str]) -> dict[str, int]:
+    """The first disclosure entry of each alias (an alias belongs to one principal, so any
+    disclosure of it was to that principal)."""
+    out: dict[str, int] = {}
+    for part in chunks(sorted(addresses)):
         for alias, seq in session.execute(
             select(LedgerEntry.alias, func.min(LedgerEntry.seq))
             .where(LedgerEntry.alias.in_(part), LedgerEntry.kind == "disclosure")
             .group_by(LedgerEntry.alias)
         ):
-            first_seq[str(alias)] = int(seq)
-    viewed: dict[tuple[int, int], int] = {}
-    subjects = [f"customer:{c}" for c in sorted(reveals)]
-    for part in chunks(subjects):
+            out[str(alias)] = int(seq)
+    return out
+
+
+def _reveal_views(session: Session, customers: list[int]) -> dict[tuple[int, int], int]:
+    """(customer, reveal request) -> the first ``reveal_viewed`` entry."""
+    out: dict[tuple[int, int], int] = {}
+    for part in chunks([f"customer:{c}" for c in sorted(customers)]):
         for subject, seq, detail in session.execute(
             select(LedgerEntry.subject, LedgerEntry.seq, LedgerEntry.detail).where(
                 LedgerEntry.subject.in_(part), LedgerEntry.kind == "reveal_viewed"
             )
         ):
-            key = (int(str(subject).partition(":")[2]), int(json.loads(detail).get("request", -1)))
-            viewed[key] = min(viewed.get(key, int(seq)), int(seq))
-    seqs = set(first_seq.values()) | set(viewed.values())
+            request = int(json.loads(detail).get("request", -1))
+            key = (int(str(subject).partition(":")[2]), request)
+            out[key] = min(out.get(key, int(seq)), int(seq))
+    return out
+
+
+def _route_entries(session: Session, batch: list[Exposure]) -> dict[int, list[LedgerEntry | str]]:
+    """For each person of the batch, the ledger entry behind each route (or the route
+    itself, as text, when no entry backs it)."""
+    pairs = {
+        (x.customer_id, int(route.rpartition(":")[2]))
+        for x in batch
+        for route in x.routes
+        if route.startswith("alias:")
+    }
+    addresses = _alias_addresses(session, pairs)
+    disclosed = _first_disclosures(session, list(addresses.values()))
+    viewed = _reveal_views(
+        session, [x.customer_id for x in batch if any(r.startswith("reveal:") for r in x.routes)]
+    )
+    seqs = sorted(set(disclosed.values()) | set(viewed.values()))
     by_seq = {
         e.seq: e
-        for part in chunks(sorted(seqs))
+        for part in chunks(seqs)
         for e in session.scalars(select(LedgerEntry).where(LedgerEntry.seq.in_(part)))
     }
     out: dict[int, list[LedgerEntry | str]] = {}
@@ -208,12 +226,13 @@ def _route_entries(session: Session, batch: list[Exposure]) -> dict[int, list[Le
         items: list[LedgerEntry | str] = []
         for route in x.routes:
             kind, _, ref = route.partition(":")
+            found: int | None
             if kind == "alias":
                 address = addresses.get((x.customer_id, int(ref.rpartition(":")[2])))
-                seq = first_seq.get(address) if address else None
+                found = disclosed.get(address) if address else None
             else:
-                seq = viewed.get((x.customer_id, int(ref)))
-            items.append(by_seq[seq] if seq is not None and seq in by_seq else route)
+                found = viewed.get((x.customer_id, int(ref)))
+            items.append(by_seq[found] if found is not None and found in by_seq else route)
         out[x.customer_id] = items
     return out
 
