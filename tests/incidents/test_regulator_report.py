@@ -95,7 +95,7 @@ def test_a_draft_until_confirmed_and_complete_then_ready_to_sign(
 def test_exact_counts_per_member_state_and_each_jurisdictions_deadline(
     session: Session, parts: Any
 ) -> None:
-    settings, _v, signer, _p = parts
+    settings, _v, _signer, _p = parts
     leak = make_leak(session, parts)
     _controller(session, parts)
     report = regulator_report(session, settings, leak.incident_id)
