@@ -6,27 +6,13 @@ from __future__ import annotations
 
 import io
 import json
-from email.message import EmailMessage
 from typing import Any
 
 from api_testkit import Api
 from pypdf import PdfReader
 
 from mailveil.incidents.proofs import verify_affected
-
-
-def _spam_report(alias: str) -> bytes:
-    spam = EmailMessage()
-    spam["From"] = "deals@spam.example"
-    spam["To"] = alias
-    spam["Subject"] = "prize"
-    spam.set_content("click")
-    report = EmailMessage()
-    report["From"] = "someone@example.com"
-    report["Subject"] = "Fwd: prize"
-    report.set_content("spam")
-    report.add_attachment(spam)
-    return report.as_bytes()
+from spamkit import forwarded_spam
 
 
 def _leak(admin: Api) -> tuple[Api, int, list[str]]:
@@ -49,7 +35,7 @@ def _leak(admin: Api) -> tuple[Api, int, list[str]]:
     r = admin.key_for("backend").post(
         "/v1/reports",
         params={"customer_id": customers[0]["id"]},
-        content=_spam_report(aliases[0]),
+        content=forwarded_spam(aliases[0]),
         headers={"Content-Type": "message/rfc822"},
     )
     assert r.status_code == 202

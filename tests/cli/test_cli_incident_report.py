@@ -5,7 +5,6 @@ list of affected people and its offline check; clear errors for bad input."""
 from __future__ import annotations
 
 import json
-from email.message import EmailMessage
 from pathlib import Path
 
 from cli_testkit import Cli, add_seller, assert_no_address, customer_id, disclose_to
@@ -14,20 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 from mailveil.contacts.relationships import create_order
-
-
-def _spam(alias: str) -> bytes:
-    spam = EmailMessage()
-    spam["From"] = "deals@spam.example"
-    spam["To"] = alias
-    spam["Subject"] = "prize"
-    spam.set_content("click")
-    report = EmailMessage()
-    report["From"] = "olga.buyer@example.com"
-    report["Subject"] = "Fwd: prize"
-    report.set_content("spam!")
-    report.add_attachment(spam)
-    return report.as_bytes()
+from spamkit import forwarded_spam
 
 
 def test_the_report_commands(
@@ -48,7 +34,7 @@ def test_the_report_commands(
             )
         aliases.append(disclose_to(db, cli_settings, ext, seller, "order").alias)
     assert aliases[0] is not None
-    (tmp_path / "r.eml").write_bytes(_spam(aliases[0]))
+    (tmp_path / "r.eml").write_bytes(forwarded_spam(aliases[0], "olga.buyer@example.com"))
     cli.ok("reports", "submit", str(tmp_path / "r.eml"), "--customer", "c-1")
     shown = cli.ok("incidents", "report", "show", "1")
     assert "DRAFT" in shown.stdout and "the incident is not confirmed yet" in shown.stdout
