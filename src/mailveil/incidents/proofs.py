@@ -29,6 +29,7 @@ from mailveil.errors import NotFound
 from mailveil.incidents.blast import Exposure, culprits_of, exposures
 from mailveil.ledger import merkle
 from mailveil.ledger.append import Checkpoint, latest_checkpoint, ledger_size
+from mailveil.ledger.layout import TILE_HEIGHT
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.proofs import DbTree
 from mailveil.ledger.signing import CheckpointSigner
@@ -117,12 +118,31 @@ def checkpoint_section(
     }
 
 
+class TileTree(DbTree):
+    """``DbTree`` reading leaf hashes a 256-leaf tile at a time: the low levels of many
+    proofs in one tile cost one query, not one per level per proof."""
+
+    def __init__(self, session: Session, size: int) -> None:
+        super().__init__(session)
+        self.size = size
+        self._tiles: dict[int, list[bytes]] = {}
+
+    def leaf_hashes(self, start: int, end: int) -> list[bytes]:
+        tile = start >> TILE_HEIGHT
+        if end > self.size or (end - 1) >> TILE_HEIGHT != tile:
+            return super().leaf_hashes(start, end)
+        base = tile << TILE_HEIGHT
+        if tile not in self._tiles:
+            self._tiles[tile] = super().leaf_hashes(base, min(base + (1 << TILE_HEIGHT), self.size))
+        return self._tiles[tile][start - base : end - base]
+
+
 def prove_entries(
     session: Session, entries: Iterable[LedgerEntry], checkpoint: Checkpoint | None
 ) -> list[dict[str, Any]]:
     """Each entry with its leaf hash and inclusion proof (``proof`` is None when no signed
     checkpoint covers it yet)."""
-    tree = DbTree(session)
+    tree = TileTree(session, checkpoint.tree_size if checkpoint is not None else 0)
     out = []
     for e in entries:
         covered = checkpoint is not None and e.seq < checkpoint.tree_size
