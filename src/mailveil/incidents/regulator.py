@@ -105,19 +105,12 @@ def _timing(
         else None
     )
     proved = {p["seq"]: p for p in proofs.prove_entries(session, found, checkpoint)}
-    section = (
-        proofs.checkpoint_section(session, settings, checkpoint, signer.verifier_key)
-        if checkpoint is not None and signer is not None
-        else (
-            {
-                "tree_size": checkpoint.tree_size,
-                "root_hash": checkpoint.root.hex(),
-                "note": checkpoint.note,
-            }
-            if checkpoint is not None
-            else None
-        )
-    )
+    section: dict[str, Any] | None = None
+    if checkpoint is not None and signer is not None:
+        section = proofs.checkpoint_section(session, settings, checkpoint, signer.verifier_key)
+    elif checkpoint is not None:
+        root = checkpoint.root.hex()
+        section = {"tree_size": checkpoint.tree_size, "root_hash": root, "note": checkpoint.note}
     incident = get_incident(session, incident_id)
     aware_at = opened.time if opened is not None else incident.detected_at
     window_from = exposed.time if exposed is not None else None
@@ -164,7 +157,11 @@ def _timing(
 
 
 def _nature(
-    session: Session, incident_id: int, view: dict[str, Any], draft: bool, officer: dict[str, Any]
+    session: Session,
+    incident_id: int,
+    view: dict[str, Any],
+    confirmed: bool,
+    officer: dict[str, Any],
 ) -> tuple[dict[str, Any], frozenset[str]]:
     kinds = frozenset(session.scalars(select(Signal.kind).where(Signal.incident_id == incident_id)))
     confidence = sorted(
@@ -176,7 +173,8 @@ def _nature(
             "kind": c["kind"],
             "external_id": c["external_id"],
             "role": c["role"],
-            "role_words": ("suspected: " if draft else "") + ROLE_WORDS.get(c["role"], c["role"]),
+            "role_words": ("" if confirmed else "suspected: ")
+            + ROLE_WORDS.get(c["role"], c["role"]),
             "evidence": w.plural(int(c["evidence"]), "piece of evidence", "pieces of evidence"),
         }
         for c in view["culprits"]
@@ -194,7 +192,7 @@ def _nature(
                 int(view["signal_count"]), "piece of evidence", "pieces of evidence"
             ),
             "parties": parties,
-            "parties_confirmed": not draft,
+            "parties_confirmed": confirmed,
         },
         kinds,
     )
@@ -307,7 +305,8 @@ def regulator_report(
     draft = bool(draft_reasons)
 
     timing, aware_at = _timing(session, settings, signer, incident_id, sources, officer, tz)
-    nature, kinds = _nature(session, incident_id, view, draft, officer)
+    confirmed = incident.status in ("confirmed", "contained", "closed")
+    nature, kinds = _nature(session, incident_id, view, confirmed, officer)
     categories, consequences = _categories(radius)
     actors = Actors(session)
     history, measures = history_and_measures(session, incident_id, tz, actors)
