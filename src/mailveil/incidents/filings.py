@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
@@ -434,12 +434,6 @@ def filings_by_obligation(
     return out
 
 
-def submission_count(session: Session, incident_id: int) -> int:
-    return int(
-        session.scalar(select(func.count()).where(ReportSubmission.incident_id == incident_id)) or 0
-    )
-
-
 __all__ = [
     "ASSESSMENT_FIELDS",
     "NOTIFY_REASONS",
@@ -454,7 +448,6 @@ __all__ = [
     "record_decision",
     "record_submission",
     "snapshot_digest",
-    "submission_count",
     "submission_view",
     "submissions",
 ]

@@ -39,7 +39,6 @@ from dataclasses import dataclass
 AUTHORITY = "authority"  # a data protection supervisory authority
 ATTORNEY_GENERAL = "attorney_general"  # a US state's attorney general (or its equivalent)
 INDIVIDUALS = "individuals"
-CSIRT = "csirt"  # NIS2: the CSIRT or competent authority
 
 
 @dataclass(frozen=True)
@@ -432,18 +431,9 @@ def rule_for(country: str, subdivision: str | None = None) -> Rule:
     return RULES[place_of(country, subdivision)]
 
 
-def country_name(code: str) -> str:
-    """A country's English name where the table knows it, else its ISO code."""
-    rule = RULES.get(code.upper())
-    if rule is not None and rule.known:
-        return rule.name
-    return {"US": "United States"}.get(code.upper(), code.upper())
-
-
 __all__ = [
     "ATTORNEY_GENERAL",
     "AUTHORITY",
-    "CSIRT",
     "EEA",
     "ELSEWHERE",
     "EU",
@@ -453,7 +443,6 @@ __all__ = [
     "US_OTHER",
     "US_UNRECORDED",
     "Rule",
-    "country_name",
     "place_of",
     "rule_for",
 ]

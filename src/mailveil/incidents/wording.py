@@ -69,12 +69,6 @@ def when(moment: datetime | None, tz: ZoneInfo | None = None) -> str:
     return f"{day} {local.tzname()} ({_offset(local)})"
 
 
-def day(moment: datetime, tz: ZoneInfo | None = None) -> str:
-    """ "6 December 2026" (for notices and deadlines counted in days)."""
-    local = moment.astimezone(tz or UTC)
-    return f"{local.day} {MONTHS[local.month - 1]} {local.year}"
-
-
 def plural(count: int, noun: str, many: str | None = None) -> str:
     """ "1 person", "3 people", "0 aliases"; thousands grouped ("12,408 people")."""
     if count == 1:
@@ -121,7 +115,6 @@ def join(items: list[str], last: str = "and") -> str:
 
 __all__ = [
     "STATUS_WORDS",
-    "day",
     "due_words",
     "duration",
     "join",
