@@ -102,6 +102,13 @@ def start_oidc(port: int, redirect_uri: str) -> subprocess.Popen[bytes]:
     return proc
 
 
+def _stop_process(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    proc.wait(10)
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
 def _stranger_mail(alias: str) -> EmailMessage:
     msg = EmailMessage()
     msg["From"] = f"Totally Legit {HOSTILE} <promo@{STRANGER_DOMAIN}>"
@@ -214,7 +221,7 @@ def build_world(*, customers: int = 150) -> World:
     base = f"http://{LOOPBACK}:{api_port}"
     stop: list[Any] = []
     oidc = start_oidc(oidc_port, f"{base}/console/oidc/callback")
-    stop.append(lambda: (oidc.terminate(), oidc.wait(10)))
+    stop.append(lambda: _stop_process(oidc))
     env = DemoEnv.start(
         [*OUTSIDE_DOMAINS, STRANGER_DOMAIN],
         policy_files={"employees.cedar": DEMO_EMPLOYEES_CEDAR},
@@ -272,7 +279,11 @@ def build_world(*, customers: int = 150) -> World:
 
     with runtime.session_factory() as session:
         incidents = {i.source_principal_id: i.id for i in session.scalars(select(Incident))}
-        held = [e for e in list_held(session, runtime.settings) if e.kind == "stranger_at_alias"]
+        held = [
+            e
+            for e in list_held(session, runtime.settings)
+            if (e.detail or {}).get("envelope_from") == f"promo@{STRANGER_DOMAIN}"
+        ]
     server = _serve(env, api_port, dispatcher)
     stop.append(lambda: setattr(server, "should_exit", True))
     return World(
