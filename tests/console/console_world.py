@@ -34,6 +34,7 @@ from mailveil.demo.notify_acts import GIFT, run_glitch
 from mailveil.demo.story import OUTSIDE_DOMAINS
 from mailveil.demo.world import DEMO_EMPLOYEES_CEDAR, Market, build_market
 from mailveil.detect.jobs import run_detection
+from mailveil.detect.models import Incident
 from mailveil.notify.audience import Entry
 from mailveil.notify.models import Fact, Send
 from mailveil.notify.queue import Dispatcher
@@ -41,6 +42,7 @@ from mailveil.notify.sends import create_send
 from mailveil.notify.templates import get_template, register_template
 from mailveil.relay.context import RelayContext
 from mailveil.relay.dns import StaticResolver
+from mailveil.relay.release import list_held
 from mailveil.relay.server import RelayThread
 
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
@@ -63,7 +65,7 @@ class World:
     keys: dict[str, str]
     incident_id: int
     other_incident_id: int
-    held_sha: str
+    held: list[str]  # a stranger's messages in quarantine: [0] is released, [1] stays
     reveal_id: int
     running_send_id: int
     approval_send_id: int
@@ -146,9 +148,10 @@ def _quarantine_one(env: DemoEnv, market: Market) -> None:
         assert alias
         import smtplib
 
-        data = env.domains[STRANGER_DOMAIN].sign(_stranger_mail(alias).as_bytes(policy=SMTP))
-        with smtplib.SMTP(LOOPBACK, relay.port, local_hostname="mx.strangers.example") as smtp:
-            smtp.sendmail(f"promo@{STRANGER_DOMAIN}", [alias], data)
+        for _ in range(2):  # one to release, one that stays held
+            data = env.domains[STRANGER_DOMAIN].sign(_stranger_mail(alias).as_bytes(policy=SMTP))
+            with smtplib.SMTP(LOOPBACK, relay.port, local_hostname="mx.strangers.example") as smtp:
+                smtp.sendmail(f"promo@{STRANGER_DOMAIN}", [alias], data)
         relay.flush()
     finally:
         relay.stop()
@@ -242,9 +245,6 @@ def build_world(*, customers: int = 150) -> World:
     _quarantine_one(env, market)
     with session_scope(runtime.session_factory) as session:
         run_detection(session, runtime.settings, runtime.signer)
-    dispatcher = Dispatcher(runtime)
-    stop.append(dispatcher.close)
-    running, waiting, halted = _sends(env, market, dispatcher)
     keys: dict[str, str] = {"approver": market.keys["ava"]}
     with session_scope(runtime.session_factory) as session:
         sam = market.employees["e-sam"]
@@ -274,8 +274,10 @@ def build_world(*, customers: int = 150) -> World:
             customer_address(session, runtime.vault, c).lower()
             for c in session.scalars(select(Customer))
         }
-    from mailveil.detect.models import Incident
-    from mailveil.relay.release import list_held
+    # Last, as it starts a send worker that keeps writing to the database.
+    dispatcher = Dispatcher(runtime)
+    stop.append(dispatcher.close)
+    running, waiting, halted = _sends(env, market, dispatcher)
 
     with runtime.session_factory() as session:
         incidents = {i.source_principal_id: i.id for i in session.scalars(select(Incident))}
@@ -293,7 +295,7 @@ def build_world(*, customers: int = 150) -> World:
         keys=keys,
         incident_id=incidents[market.employees["e-mal"].id],
         other_incident_id=incidents[market.sellers["s-cosy"].id],
-        held_sha=held[0].held.sha256,
+        held=[e.held.sha256 for e in held],
         reveal_id=reveal_id,
         running_send_id=running,
         approval_send_id=waiting,

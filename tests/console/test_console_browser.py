@@ -227,7 +227,7 @@ def test_approver_is_warned_and_grants_a_reveal_only_its_requester_sees(
 def test_a_held_message_is_shown_inert_and_released(world: World, tab: Any) -> None:
     t = tab()
     t.sign_in(world.keys["investigator"])
-    t.go(f"/console/quarantine/{world.held_sha}")
+    t.go(f"/console/quarantine/{world.held[0]}")
     assert '<script>alert("xss")</script>' in t.page.inner_text("table.headers")
     assert "none followed" in t.text()
     _clean(t)
@@ -265,11 +265,12 @@ def _axe(t: Tab) -> list[dict[str, Any]]:
     # Evaluated through the DevTools protocol: the page's CSP (script-src 'self') stays on.
     t.page.evaluate(AXE.read_text(encoding="utf-8") + "\n;0")
     result = t.page.evaluate(
-        "() => axe.run(document, {resultTypes: ['violations']}).then(r => r.violations"
-        ".map(v => ({id: v.id, impact: v.impact, nodes: v.nodes.length,"
-        " target: v.nodes[0] && v.nodes[0].target})))"
+        "() => axe.run(document, {resultTypes: ['violations']}).then(r => ({"
+        "passes: r.passes.length, violations: r.violations.map(v => ({id: v.id,"
+        " impact: v.impact, nodes: v.nodes.length, target: v.nodes[0] && v.nodes[0].target}))}))"
     )
-    return list(result)
+    assert result["passes"] > 10, "axe-core did not run its rules"
+    return list(result["violations"])
 
 
 def test_every_page_is_clean_accessible_and_photographed(world: World, tab: Any) -> None:

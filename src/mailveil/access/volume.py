@@ -34,10 +34,8 @@ class EmployeeVolume:
 
     @property
     def peak_ratio(self) -> float | None:
-        """The largest day against the peers' median that day (None without peers)."""
+        """The largest day against the peers' median that day (None: no peer activity)."""
         ratios = [r / p for r, p in zip(self.rows, self.peers, strict=True) if p > 0]
-        if not ratios and self.peer_count:
-            return float(max(self.rows, default=0)) if any(self.rows) else None
         return max(ratios, default=None)
 
 

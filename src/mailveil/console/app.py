@@ -9,7 +9,7 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, Response
 from starlette.exceptions import HTTPException
 from starlette.middleware.sessions import SessionMiddleware
 from starlette.staticfiles import StaticFiles
@@ -68,7 +68,15 @@ def create_console(runtime: Runtime, *, host_state: Any) -> FastAPI:
         app.include_router(module.router)
 
     @app.exception_handler(MailveilError)
-    async def domain_error(request: Request, exc: MailveilError) -> HTMLResponse:
+    async def domain_error(request: Request, exc: MailveilError) -> Response:
+        path = request.url.path
+        if path.endswith(".json") or path.endswith("/embed/links"):  # machines' endpoints
+            return JSONResponse(
+                {"type": f"urn:mailveil:problem:{exc.code}", "title": exc.title,
+                 "status": exc.status, "detail": exc.detail},
+                status_code=exc.status,
+                media_type="application/problem+json",
+            )  # fmt: skip
         return error_page(request, exc)
 
     @app.exception_handler(LoginNeeded)

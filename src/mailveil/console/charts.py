@@ -24,7 +24,8 @@ def _open(width: int, height: int, title: str) -> tuple[str, str]:
     ident = f"chart-{next(_ids)}"
     head = (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" '
-        f'width="100%" class="chart" role="img" aria-labelledby="{ident}">'
+        f'width="{width}" height="{height}" class="chart" role="img" '
+        f'aria-labelledby="{ident}">'
         f'<title id="{ident}">{escape(title)}</title>'
     )
     return head, "</svg>"
@@ -89,9 +90,9 @@ def gates(rows: Sequence[GateRow], stage_names: Sequence[str], title: str) -> Ma
         y0 = (i // 2) * (panel_h + gap)
         measured = [r for r in row.rates if r is not None]
         top = max([row.threshold * 2, *measured, 1e-9])
-        plot_h = panel_h - 40
+        plot_h = panel_h - 52
         parts.append(_text(x0, y0 + 12, f"{row.name} (threshold {row.threshold * 100:g} %)"))
-        base = y0 + 20 + plot_h
+        base = y0 + 34 + plot_h
         step = (panel_w - 10) / max(1, len(stage_names))
         for j, name in enumerate(stage_names):
             rate = row.rates[j] if j < len(row.rates) else None

@@ -27,6 +27,7 @@ from mailveil.console.web import (
     console_of,
     page,
     redirect,
+    retry_busy,
     secure_cookies,
 )
 from mailveil.detect.triage import queue_counts
@@ -88,6 +89,7 @@ def login_form(request: Request, session: DbDep) -> HTMLResponse:
 
 
 @router.post("/login", response_model=None)
+@retry_busy
 def login(
     request: Request,
     session: DbDep,
@@ -145,6 +147,7 @@ async def oidc_callback(request: Request, session: DbDep) -> Response:
 
 
 @router.post("/logout", response_model=None)
+@retry_busy
 def logout(
     request: Request, session: DbDep, person: Annotated[Person, Depends(Actor())]
 ) -> Response:

@@ -15,7 +15,7 @@ from mailveil.auth.keys import Role
 from mailveil.console import charts
 from mailveil.console.regulator import REPORTS
 from mailveil.console.sessions import Person
-from mailveil.console.web import Actor, DbDep, Viewer, console_of, flash, page, redirect
+from mailveil.console.web import Actor, DbDep, Viewer, console_of, flash, page, redirect, retry_busy
 from mailveil.detect.attribution import attribution, strength_of
 from mailveil.detect.evidence import build_bundle
 from mailveil.detect.incidents import (
@@ -118,6 +118,7 @@ def incident(incident_id: int, request: Request, session: DbDep, person: SeeDep)
 
 
 @router.post("/{incident_id}/status")
+@retry_busy
 def change_status(
     incident_id: int,
     request: Request,
@@ -157,6 +158,7 @@ def contain_confirm(
 
 
 @router.post("/{incident_id}/contain")
+@retry_busy
 def contain_now(
     incident_id: int, request: Request, session: DbDep, person: ActDep, reason: Reason
 ) -> Response:
@@ -195,6 +197,7 @@ def notices_confirm(
 
 
 @router.post("/{incident_id}/notices")
+@retry_busy
 def notices_now(incident_id: int, request: Request, session: DbDep, person: ActDep) -> Response:
     runtime = console_of(request).runtime
     notice = prepare_notices(

@@ -10,7 +10,17 @@ from fastapi.responses import HTMLResponse, Response
 
 from mailveil.auth.keys import Role
 from mailveil.console.sessions import Person
-from mailveil.console.web import Actor, Console, DbDep, Viewer, console_of, flash, page, redirect
+from mailveil.console.web import (
+    Actor,
+    Console,
+    DbDep,
+    Viewer,
+    console_of,
+    flash,
+    page,
+    redirect,
+    retry_busy,
+)
 from mailveil.errors import Conflict, InvalidInput
 from mailveil.relay.context import RelayContext
 from mailveil.relay.delivery import DeliveryError
@@ -54,6 +64,8 @@ def one(sha256: str, request: Request, session: DbDep, person: SeeDep) -> HTMLRe
 
 @router.post("/{sha256}/release")
 def release_one(sha256: str, request: Request, session: DbDep, person: ActDep) -> Response:
+    # Not retried on a busy database: a release commits before it delivers, and a second
+    # attempt could deliver twice.
     ctx = _relay(console_of(request))
     try:
         token = release(session, ctx, sha256, actor=person.actor)
@@ -67,6 +79,7 @@ def release_one(sha256: str, request: Request, session: DbDep, person: ActDep) -
 
 
 @router.post("/{sha256}/delete")
+@retry_busy
 def delete_one(
     sha256: str,
     request: Request,

@@ -24,7 +24,7 @@ from mailveil.access.reveals import (
 )
 from mailveil.auth.keys import Role
 from mailveil.console.sessions import Person
-from mailveil.console.web import Actor, DbDep, Viewer, console_of, flash, page, redirect
+from mailveil.console.web import Actor, DbDep, Viewer, console_of, flash, page, redirect, retry_busy
 from mailveil.contacts.principals import get_principal
 from mailveil.errors import Forbidden
 from mailveil.runtime import Runtime
@@ -123,6 +123,7 @@ Note = Annotated[str, Form(min_length=1, max_length=500)]
 
 
 @router.post("/{request_id}/approve")
+@retry_busy
 def approve(
     request_id: int, request: Request, session: DbDep, person: AnswerDep, note: Note
 ) -> Response:
@@ -130,6 +131,7 @@ def approve(
 
 
 @router.post("/{request_id}/deny")
+@retry_busy
 def deny(
     request_id: int, request: Request, session: DbDep, person: AnswerDep, note: Note
 ) -> Response:
@@ -137,6 +139,7 @@ def deny(
 
 
 @router.post("")
+@retry_busy
 def ask(
     request: Request,
     session: DbDep,
@@ -163,6 +166,7 @@ def ask(
 
 
 @router.post("/{request_id}/view", response_class=HTMLResponse)
+@retry_busy
 def view(request_id: int, request: Request, session: DbDep, person: EmployeeDep) -> HTMLResponse:
     """One view of the person's own granted reveal (the response is never cached)."""
     runtime = console_of(request).runtime

@@ -15,7 +15,7 @@ from fastapi.responses import HTMLResponse, Response
 from mailveil.auth.keys import Role
 from mailveil.console import charts
 from mailveil.console.sessions import Person
-from mailveil.console.web import Actor, DbDep, Viewer, console_of, flash, page, redirect
+from mailveil.console.web import Actor, DbDep, Viewer, console_of, flash, page, redirect, retry_busy
 from mailveil.errors import Conflict, Forbidden
 from mailveil.incidents.notices import is_notice_send
 from mailveil.notify.progress import (
@@ -90,6 +90,7 @@ def _unchanged(request: Request, session: DbDep, send_id: int, seen: str) -> Non
 
 
 @router.post("/{send_id}/kill")
+@retry_busy
 def kill_send(
     send_id: int, request: Request, session: DbDep, person: KillDep, seen_status: Seen
 ) -> Response:
@@ -105,6 +106,7 @@ def kill_send(
 
 
 @router.post("/{send_id}/approve")
+@retry_busy
 def approve_send(
     send_id: int, request: Request, session: DbDep, person: ApproveDep, seen_status: Seen
 ) -> Response:
@@ -127,6 +129,7 @@ def _dispatcher(request: Request) -> Dispatcher:
 
 
 @router.post("/{send_id}/start")
+@retry_busy
 def start_send(
     send_id: int, request: Request, session: DbDep, person: StartDep, seen_status: Seen
 ) -> Response:

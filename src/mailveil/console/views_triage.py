@@ -10,7 +10,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from mailveil.auth.keys import Role
 from mailveil.console.sessions import Person
-from mailveil.console.web import Actor, DbDep, Viewer, console_of, flash, page, redirect
+from mailveil.console.web import Actor, DbDep, Viewer, console_of, flash, page, redirect, retry_busy
 from mailveil.detect.attribution import strength_of
 from mailveil.detect.incidents import incident_view, list_incidents, list_signals
 from mailveil.detect.signals import LIVE_STATUSES, signal_view
@@ -46,6 +46,7 @@ def signals(request: Request, session: DbDep, person: SeeDep, show: str = "queue
 
 
 @router.post("/signals/{signal_id}/confirm")
+@retry_busy
 def confirm(signal_id: int, request: Request, session: DbDep, person: ActDep) -> Response:
     runtime = console_of(request).runtime
     row = confirm_signal(session, runtime.settings, runtime.signer, signal_id, actor=person.actor)
@@ -55,6 +56,7 @@ def confirm(signal_id: int, request: Request, session: DbDep, person: ActDep) ->
 
 
 @router.post("/signals/{signal_id}/dismiss")
+@retry_busy
 def dismiss(
     signal_id: int,
     request: Request,
@@ -72,6 +74,7 @@ def dismiss(
 
 
 @router.post("/signals/{signal_id}/merge")
+@retry_busy
 def merge(
     signal_id: int,
     request: Request,

@@ -4,16 +4,19 @@ address guard, flash messages, and the security headers."""
 
 from __future__ import annotations
 
+import functools
 import re
+import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Annotated, Any, ParamSpec, TypeVar
 from urllib.parse import quote
 
 from fastapi import Depends, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescape
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from mailveil.auth.keys import Role
@@ -30,6 +33,9 @@ CSP = (
 )
 _ADDRESS = re.compile(r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
 WITHHELD = "[customer address withheld]"
+BUSY_ATTEMPTS = 50
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass
@@ -67,13 +73,41 @@ def db(request: Request) -> Iterator[Session]:
 DbDep = Annotated[Session, Depends(db)]
 
 
+def retry_busy(action: Callable[P, T]) -> Callable[P, T]:
+    """Run a form's action again on a fresh snapshot when SQLite refuses its write because
+    another writer (the relay, a send worker) committed after it read; the refused attempt
+    is rolled back whole, so nothing is done twice. The action takes ``session``."""
+
+    @functools.wraps(action)
+    def run(*args: P.args, **kwargs: P.kwargs) -> T:
+        session = kwargs["session"]
+        assert isinstance(session, Session)
+        for attempt in range(BUSY_ATTEMPTS):
+            try:
+                return action(*args, **kwargs)
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig) or attempt == BUSY_ATTEMPTS - 1:
+                    raise
+                session.rollback()
+                time.sleep(0.02 * (attempt + 1))
+        raise AssertionError("unreachable")
+
+    return run
+
+
 def _person(request: Request, session: Session) -> Person | None:
     console = console_of(request)
-    person = current_person(session, console.runtime.settings, request.cookies.get(COOKIE))
-    # Keep the touch of last_seen_at, and end the read: an action starts on a fresh
-    # snapshot (SQLite refuses a write from a transaction that read before another commit).
-    session.commit()
-    return person
+
+    @retry_busy
+    def look(*, session: Session) -> Person | None:
+        person = current_person(session, console.runtime.settings, request.cookies.get(COOKIE))
+        # Keep the touch of last_seen_at, and end the read: an action starts on a fresh
+        # snapshot (SQLite refuses a write from a transaction that read before another
+        # commit).
+        session.commit()
+        return person
+
+    return look(session=session)
 
 
 def _check_roles(person: Person, roles: tuple[Role, ...]) -> None:
@@ -278,6 +312,7 @@ __all__ = [
     "login_redirect",
     "page",
     "redirect",
+    "retry_busy",
     "security_headers",
     "templates",
 ]

@@ -98,12 +98,15 @@ def attribution(session: Session, incident_id: int, *, aliases: int = 12) -> Att
     who used it, from its signals."""
     out = Attribution()
     seen: dict[str, set[str]] = {}
-    for signal in session.scalars(
+    signals = session.scalars(
         select(Signal)
         .where(Signal.incident_id == incident_id, Signal.triage != "dismissed")
         .order_by(Signal.id)
-    ):
-        if not signal.alias:
+    ).all()
+    # Who wrote to an alias is best told by the relay's own record of the mail (strangers,
+    # canaries); a customer's report of the same mail only adds a sender when none is known.
+    for signal in sorted(signals, key=lambda s: (s.kind == "abuse_report", s.id)):
+        if not signal.alias or (signal.kind == "abuse_report" and seen.get(signal.alias)):
             continue
         evidence = signal.evidence or {}
         if signal.recipient_principal_id is not None:

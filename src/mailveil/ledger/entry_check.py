@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
-from mailveil.errors import InvalidInput
+from mailveil.errors import InvalidInput, LedgerCorrupt
 from mailveil.ledger import merkle
 from mailveil.ledger.append import checkpoint_now
 from mailveil.ledger.proofs import decode_proof, inclusion_proof
@@ -41,10 +41,13 @@ def check_entry(
     if checkpoint is None:
         raise InvalidInput("the ledger is empty")
     entry = get_entry(session, seq)
-    proof = inclusion_proof(session, seq, checkpoint.tree_size)
-    out = EntryCheck(
-        seq, entry_dict(entry), checkpoint.tree_size, checkpoint.root.hex(), proof["proof"]
-    )
+    try:
+        proof = inclusion_proof(session, seq, checkpoint.tree_size)["proof"]
+    except LedgerCorrupt as exc:  # the stored tree no longer gives the signed root
+        proof, broken = [], exc.detail
+    else:
+        broken = None
+    out = EntryCheck(seq, entry_dict(entry), checkpoint.tree_size, checkpoint.root.hex(), proof)
     try:
         parsed = verify_checkpoint(checkpoint.note, signer.verifier_key)
         out.steps.append(
@@ -62,7 +65,10 @@ def check_entry(
             f"SHA-256(0x00 || entry) = {leaf.hex()}" + ("" if same else " (stored hash differs)"),
         )
     )
-    path = decode_proof(proof["proof"])
+    if broken is not None:
+        out.steps.append(("inclusion proof", False, broken))
+        return out
+    path = decode_proof(proof)
     try:
         root = merkle.root_from_inclusion(seq, parsed.tree_size, leaf, path)
     except merkle.ProofError as exc:
