@@ -142,19 +142,20 @@ def change_status(
     return redirect(f"/console/incidents/{incident_id}")
 
 
+def _confirmation(
+    template: str, incident_id: int, request: Request, session: DbDep, person: Person
+) -> HTMLResponse:
+    """The page that says what an action will do before anyone can take it."""
+    view = incident_view(session, get_incident(session, incident_id))
+    radius = _radius(session, incident_id)
+    return page(request, session, person, template, i=view, radius=radius)
+
+
 @router.get("/{incident_id}/contain", response_class=HTMLResponse)
 def contain_confirm(
     incident_id: int, request: Request, session: DbDep, person: SeeDep
 ) -> HTMLResponse:
-    view = incident_view(session, get_incident(session, incident_id))
-    return page(
-        request,
-        session,
-        person,
-        "confirm_contain.html",
-        i=view,
-        radius=_radius(session, incident_id),
-    )
+    return _confirmation("confirm_contain.html", incident_id, request, session, person)
 
 
 @router.post("/{incident_id}/contain")
@@ -185,15 +186,7 @@ def contain_now(
 def notices_confirm(
     incident_id: int, request: Request, session: DbDep, person: SeeDep
 ) -> HTMLResponse:
-    view = incident_view(session, get_incident(session, incident_id))
-    return page(
-        request,
-        session,
-        person,
-        "confirm_notices.html",
-        i=view,
-        radius=_radius(session, incident_id),
-    )
+    return _confirmation("confirm_notices.html", incident_id, request, session, person)
 
 
 @router.post("/{incident_id}/notices")
