@@ -35,6 +35,7 @@ from mailveil.demo.story import OUTSIDE_DOMAINS
 from mailveil.demo.world import DEMO_EMPLOYEES_CEDAR, Market, build_market
 from mailveil.detect.jobs import run_detection
 from mailveil.detect.models import Incident
+from mailveil.detect.signals import record_signal
 from mailveil.notify.audience import Entry
 from mailveil.notify.models import Fact, Send
 from mailveil.notify.queue import Dispatcher
@@ -48,6 +49,7 @@ from mailveil.relay.server import RelayThread
 OIDC_DIR = Path(__file__).resolve().parent / "oidc"
 STRANGER_DOMAIN = "strangers.example"
 HOSTILE = '<script>alert("xss")</script><img src="http://evil.example/p.png">'
+ANOMALY_REASON = "listed 64 customers in one export, 30x the median of the team"
 CLIENT_ID, CLIENT_SECRET = "mailveil-console", "console-test-secret"
 # Who may sign in through the test provider: Ria (investigator) and Ava (approver).
 OIDC_ACCOUNTS = {
@@ -245,6 +247,20 @@ def build_world(*, customers: int = 150) -> World:
     _quarantine_one(env, market)
     with session_scope(runtime.session_factory) as session:
         run_detection(session, runtime.settings, runtime.signer)
+        # An alert as the anomaly job files one (the job needs weeks of history to score a
+        # day; its statistics are tested in tests/detect): the page must show its reasons.
+        record_signal(
+            session,
+            runtime.settings,
+            runtime.signer,
+            kind="access_anomaly",
+            confidence="anomaly",
+            summary="unusual access today: 64 customers listed, 30x the team's median",
+            source_principal_id=market.employees["e-mal"].id,
+            score=9.5,
+            evidence={"day": "today", "reasons": [ANOMALY_REASON], "features": {}},
+            group=False,
+        )
     keys: dict[str, str] = {"approver": market.keys["ava"]}
     with session_scope(runtime.session_factory) as session:
         sam = market.employees["e-sam"]

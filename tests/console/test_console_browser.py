@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from console_world import World
+from console_world import ANOMALY_REASON, World
 from sqlalchemy import select
 
 from conftest import ARTEFACTS, AXE, Tab
@@ -290,6 +290,9 @@ def test_every_page_is_clean_accessible_and_photographed(world: World, tab: Any)
         assert "Content-Security-Policy" in {k.title(): v for k, v in response.headers.items()}
         _clean(t)
         t.shot(name)
+        if name == "employees":
+            alert = t.page.locator("tr", has_text=ANOMALY_REASON).inner_text()
+            assert "Mal Lory" in alert
         found = _axe(t)
         report[name] = found
         bad = [v for v in found if v["impact"] in ("serious", "critical")]

@@ -37,8 +37,16 @@ def employees(request: Request, session: DbDep, person: SeeDep, days: int = 14) 
         signal_view(s) for s in list_signals(session, kind="access_refusals", limit=1000)
     ]
     alerts.sort(key=lambda a: a["created_at"], reverse=True)
+    names = {e.principal_id: e.name for e in rows}
     return page(
-        request, session, person, "employees.html", employees=drawn, alerts=alerts, days=days
+        request,
+        session,
+        person,
+        "employees.html",
+        employees=drawn,
+        alerts=alerts,
+        names=names,
+        days=days,
     )
 
 

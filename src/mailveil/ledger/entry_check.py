@@ -41,12 +41,12 @@ def check_entry(
     if checkpoint is None:
         raise InvalidInput("the ledger is empty")
     entry = get_entry(session, seq)
+    proof: list[str] = []
+    broken: str | None = None
     try:
         proof = inclusion_proof(session, seq, checkpoint.tree_size)["proof"]
     except LedgerCorrupt as exc:  # the stored tree no longer gives the signed root
-        proof, broken = [], exc.detail
-    else:
-        broken = None
+        broken = exc.detail
     out = EntryCheck(seq, entry_dict(entry), checkpoint.tree_size, checkpoint.root.hex(), proof)
     try:
         parsed = verify_checkpoint(checkpoint.note, signer.verifier_key)
