@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the tests need, only those missing, so repeat runs cost nothing.
 # postfix is the relay tests' smarthost (each test run starts its own private instance; the
-# system instance is never configured or started); swaks is an SMTP client the tests drive.
+# system instance is never configured or started); swaks is an SMTP client the tests drive;
+# chromium is the headless browser the console's tests drive (Playwright, executable_path)
+# and nodejs/npm run the OpenID Connect provider they sign in through.
 set -euo pipefail
-packages=(sqlite3 postfix swaks)
+packages=(sqlite3 postfix swaks chromium fonts-dejavu-core)
+command -v node >/dev/null || packages+=(nodejs npm)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
