@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint typecheck bench venv services debian clean demo
+.PHONY: run test lint typecheck bench venv services debian node clean demo
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,9 @@ debian:
 services:
 	@scripts/ensure-services.sh
 
+node: debian
+	@scripts/ensure-node-tools.sh
+
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks tools
 	$(BIN)/ruff format --check src tests benchmarks tools
@@ -35,7 +38,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict tools/mailveil_verify.py
 
 ## Lint, type-check and the whole suite on SQLite and PostgreSQL.
-test: $(STAMP) debian services lint typecheck
+test: $(STAMP) debian node services lint typecheck
 	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 

@@ -149,6 +149,27 @@ class Settings:
     nis2_entity: str = "none"
     nis2_member_state: str = ""
     nis2_authority: str = ""
+    # -- the console (mailveil.console): the investigators' browser UI at /console ---------
+    # Its public base URL (https://... makes its cookies Secure); empty: the request's own.
+    console_public_url: str = ""
+    # A console session ends after this long, or after this long without a request.
+    console_session_hours: float = 8.0
+    console_idle_minutes: float = 60.0
+    # An OIDC provider people sign in with (empty issuer: API keys only). Its redirect URI
+    # is <console>/oidc/callback.
+    console_oidc_issuer: str = ""
+    console_oidc_client_id: str = ""
+    console_oidc_client_secret: str = ""
+    console_oidc_label: str = "single sign-on"
+    console_oidc_scopes: str = "openid profile"
+    # The claim listing a person's console roles (admin, investigator, approver, employee)
+    # and the claim holding the external id of their employee principal.
+    console_oidc_roles_claim: str = "mailveil_roles"
+    console_oidc_principal_claim: str = "sub"
+    # Origins allowed to frame the customers' access-log page (space-separated), and how
+    # long a link the marketplace mints for one customer lasts.
+    console_embed_origins: str = ""
+    console_embed_link_minutes: float = 60.0
     # -- notifications (mailveil.notify) -------------------------------------------------
     # A Dramatiq broker (redis://... or amqp://...) for send workers; empty: in-process.
     notify_broker_url: str = ""
@@ -325,6 +346,24 @@ def _check(settings: Settings) -> None:
         raise SettingsError(
             "smarthost_pool_size, relay_max_connections and relay_workers must be >= 1"
         )
+    # -- console
+    if settings.console_session_hours <= 0 or settings.console_idle_minutes <= 0:
+        raise SettingsError("console_session_hours and console_idle_minutes must be > 0")
+    if settings.console_embed_link_minutes <= 0:
+        raise SettingsError("console_embed_link_minutes must be > 0")
+    if settings.console_public_url and not settings.console_public_url.startswith(
+        ("http://", "https://")
+    ):
+        raise SettingsError("console_public_url must be an http:// or https:// URL")
+    if settings.console_oidc_issuer and not (
+        settings.console_oidc_client_id and settings.console_oidc_client_secret
+    ):
+        raise SettingsError(
+            "console_oidc_issuer needs console_oidc_client_id and console_oidc_client_secret"
+        )
+    for origin in settings.console_embed_origins.split():
+        if not origin.startswith(("http://", "https://")) or any(c in origin for c in ";,'\""):
+            raise SettingsError(f"console_embed_origins: {origin!r} is not an origin")
     # -- notifications
     stages = settings.notify_stages.split(",")
     try:

@@ -1,6 +1,7 @@
 """Secret files in the data directory: created atomically with mode 0600, checked on read.
 
-Only vault.py (address keys) and ledger/signing.py (the checkpoint signing key) call these.
+Only vault.py (address keys), ledger/signing.py (the checkpoint signing key) and
+console/sessions.py (the console's cookie and link secret) call these.
 """
 
 from __future__ import annotations

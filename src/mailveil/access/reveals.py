@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -484,6 +484,29 @@ def list_reveals(
     return list(session.scalars(stmt.order_by(RevealRequest.id).limit(v.page_limit(limit))))
 
 
+def count_reveals(session: Session, status: str) -> int:
+    return int(
+        session.scalar(
+            select(func.count()).select_from(RevealRequest).where(RevealRequest.status == status)
+        )
+        or 0
+    )
+
+
+def recent_of_requester(
+    session: Session, requester_id: int, *, limit: int = 10
+) -> list[RevealRequest]:
+    """A requester's latest reveal requests, newest first: what an approver weighs."""
+    return list(
+        session.scalars(
+            select(RevealRequest)
+            .where(RevealRequest.requester_id == requester_id)
+            .order_by(RevealRequest.id.desc())
+            .limit(limit)
+        )
+    )
+
+
 def get_reveal(session: Session, request_id: int) -> RevealRequest:
     row = session.get(RevealRequest, request_id)
     if row is None:
@@ -520,9 +543,11 @@ __all__ = [
     "RevealedAddress",
     "answer_reveal",
     "close_open_reveals",
+    "count_reveals",
     "expire_reveals",
     "get_reveal",
     "list_reveals",
+    "recent_of_requester",
     "request_reveal",
     "reveal_view",
     "view_reveal",

@@ -32,6 +32,7 @@ from mailveil.api.routers import (
     relationships,
     reveals,
 )
+from mailveil.console.app import create_console
 from mailveil.db.session import session_scope
 from mailveil.ledger.append import checkpoint_now
 from mailveil.runtime import Runtime
@@ -106,6 +107,7 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
     ):
         app.include_router(module.router)
     app.include_router(notify_sends.suppressions)
+    app.mount("/console", create_console(runtime, host_state=app.state))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(
         BodySizeLimit,

@@ -21,7 +21,7 @@ from mailveil.contacts import validation as v
 from mailveil.contacts.importing import ParseError
 from mailveil.contacts.models import Customer
 from mailveil.db.base import utcnow
-from mailveil.errors import Duplicate, InvalidInput, MailveilError, NotFound
+from mailveil.errors import Duplicate, InvalidAddress, InvalidInput, MailveilError, NotFound
 from mailveil.vault import SealedAddress, Vault
 
 FIELDS = (
@@ -181,6 +181,27 @@ def find_customer_by_address(session: Session, vault: Vault, address: str) -> Cu
     """The customer with this address (blind-index lookup), or None."""
     bidx = vault.blind_index(address)
     return session.scalar(select(Customer).where(Customer.address_bidx == bidx))
+
+
+def customer_addresses_among(session: Session, vault: Vault, candidates: Iterable[str]) -> set[str]:
+    """Which of these strings are some customer's real address (one blind-index query), so
+    a shell can withhold them from what it shows."""
+    by_index: dict[bytes, list[str]] = {}
+    for text in set(candidates):
+        try:
+            by_index.setdefault(vault.blind_index(text), []).append(text)
+        except InvalidAddress:
+            continue
+    found: set[str] = set()
+    keys = list(by_index)
+    for start in range(0, len(keys), 500):
+        for bidx in session.scalars(
+            select(Customer.address_bidx).where(
+                Customer.address_bidx.in_(keys[start : start + 500])
+            )
+        ):
+            found.update(by_index[bytes(bidx)])
+    return found
 
 
 def get_customer_by_address(session: Session, vault: Vault, address: str) -> Customer:
@@ -469,6 +490,7 @@ __all__ = [
     "change_customer_address",
     "create_customer",
     "customer_address",
+    "customer_addresses_among",
     "customer_view",
     "delete_customer",
     "find_customer_by_address",

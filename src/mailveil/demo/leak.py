@@ -46,6 +46,7 @@ class LeakResult:
     containment: Containment | None = None
     after_containment: str = ""
     affected: list[int] = field(default_factory=list)
+    first_alias: str = ""  # an exported alias: the spammer writes to it again after containment
 
 
 def _spam(alias: str, n: int) -> bytes:
@@ -91,6 +92,17 @@ def _report(env: DemoEnv, reporter: str, spam: bytes) -> bytes:
 def run_leak(
     env: DemoEnv, market: Market, *, export_rows: int | None, reporters: int
 ) -> LeakResult:
+    """The whole act: the leak (``stage_leak``), then the investigator's response."""
+    out = stage_leak(env, market, export_rows=export_rows, reporters=reporters)
+    respond(env, market, out)
+    return out
+
+
+def stage_leak(
+    env: DemoEnv, market: Market, *, export_rows: int | None, reporters: int
+) -> LeakResult:
+    """The insider's export, the spam, the customers' reports and the detection run: the
+    world as an investigator first finds it (signals and an open incident)."""
     out = LeakResult()
     runtime = env.runtime
     insider = market.employees["e-mal"]
@@ -136,12 +148,21 @@ def run_leak(
             session.scalars(select(AbuseReport.id).where(AbuseReport.verified.is_(True))).all()
         )
         out.signals = run_detection(session, runtime.settings, runtime.signer).signals
+    out.first_alias = export.rows[0].alias if export.rows else ""
+    return out
+
+
+def respond(env: DemoEnv, market: Market, out: LeakResult) -> None:
+    """Confirm, bundle the evidence, compute the blast radius and contain; then check that
+    the spammer's next message is refused."""
+    runtime = env.runtime
+    insider = market.employees["e-mal"]
     with session_scope(runtime.session_factory) as session:
         incident = session.scalar(
             select(Incident).where(Incident.source_principal_id == insider.id)
         )
         if incident is None:
-            return out
+            return
         set_status(
             session,
             settings=runtime.settings,
@@ -166,14 +187,11 @@ def run_leak(
             reason="leak confirmed by alias evidence",
             actor="demo:investigator",
         )
+    alias = out.first_alias
     code, text = _send(
-        env,
-        SPAMMER,
-        export.rows[0].alias,
-        env.domains["bargains.example"].sign(_spam(export.rows[0].alias, 9999)),
+        env, SPAMMER, alias, env.domains["bargains.example"].sign(_spam(alias, 9999))
     )
     out.after_containment = f"{code} {text}"
-    return out
 
 
-__all__ = ["LeakResult", "run_leak"]
+__all__ = ["LeakResult", "respond", "run_leak", "stage_leak"]

@@ -32,6 +32,7 @@ SIGNAL_KINDS = (
     "send_gate_failed",
 )
 INCIDENT_STATUSES = ("open", "confirmed", "contained", "closed", "dismissed")
+TRIAGE_STATES = ("new", "confirmed", "dismissed")
 
 
 class Incident(Base):
@@ -84,6 +85,11 @@ class Signal(Base):
     incident_id: Mapped[int | None] = mapped_column(
         IdType, ForeignKey("incidents.id", ondelete="SET NULL"), nullable=True
     )
+    # A person's triage: new | confirmed | dismissed (with why), each change in the ledger.
+    triage: Mapped[str] = mapped_column(String(16), default="new", server_default="new")
+    triage_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    triaged_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    triaged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("kind", "ledger_seq", name="uq_signals_kind_ledger_seq"),
@@ -153,6 +159,7 @@ class DetectCursor(Base):
 __all__ = [
     "INCIDENT_STATUSES",
     "SIGNAL_KINDS",
+    "TRIAGE_STATES",
     "AbuseReport",
     "DetectCursor",
     "Incident",

@@ -33,7 +33,7 @@ from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.notify.audience import Entry
 from mailveil.notify.facts import ingest_batch
-from mailveil.notify.models import Fact, Send
+from mailveil.notify.models import Fact, Send, Template
 from mailveil.notify.sends import create_send
 from mailveil.notify.templates import get_template, register_template, sendable
 from mailveil.policy.facts import chunks
@@ -115,6 +115,12 @@ def ensure_template(session: Session, settings: Settings, actor: str) -> Any:
         return get_template(session, TEMPLATE)
     except NotFound:
         return register_template(session, settings, BUILT_IN, actor=actor)
+
+
+def is_notice_send(session: Session, send: Send) -> bool:
+    """Whether a send carries breach notices (the responders who prepared it may start it)."""
+    template = session.get(Template, send.template_id)
+    return template is not None and template.name == TEMPLATE
 
 
 def fact_id(incident_id: int, customer_id: int) -> str:
@@ -243,5 +249,6 @@ __all__ = [
     "NoticeRound",
     "ensure_template",
     "fact_id",
+    "is_notice_send",
     "prepare_notices",
 ]

@@ -11,6 +11,8 @@ For the console, the API and the CLI:
 - ``render_html(report, *, fragment=False) -> str``: the document (``fragment=True``: the
   ``<article>`` alone, with its styles, to embed in a page). Everything is escaped.
 - ``report_pdf.render_pdf(report) -> bytes``: the same document as PDF.
+- ``summary(report) -> dict``: the report in words, section by section, for a page that
+  lists what it is given (the console's report page).
 - ``snapshot(report) -> dict``: the stable content a submission records.
 """
 
@@ -431,6 +433,69 @@ def snapshot(report: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def summary(report: dict[str, Any]) -> dict[str, Any]:
+    """The report in words, section by section, for a page that lists what it is given (the
+    console): no hashes, no ISO times; the documents carry the rest."""
+    timing, clock = report["timing"], report["clock"]
+    aware = timing["awareness"]
+    entry = aware["entry"]
+    window = timing["breach_window"]
+    return {
+        "status": (
+            "DRAFT, not for filing: " + "; ".join(report["draft_reasons"])
+            if report["draft"]
+            else "ready to sign and file"
+        ),
+        "people_affected": f"{report['people']['count_text']} (an exact count)",
+        "per_member_state": [
+            {"member_state": m["name"], "authority": m["authority"], "people": m["people"]}
+            for m in report["people"]["by_member_state"]
+        ],
+        "became_aware": aware["at_text"] + (f" (ledger entry {entry['seq']})" if entry else ""),
+        "breach_window": f"{window['from_text']} to {window['to_text']}",
+        "next_deadline": f"{clock['recipient']}, by {clock['due_text']} ({clock['status_text']})"
+        if clock
+        else None,
+        "deadlines": [
+            {
+                "recipient": d["recipient"],
+                "place": f"{d['place_name']} ({d['regime']})",
+                "people": d["people"],
+                "due": d["due_text"],
+                "where_it_stands": d["status_text"],
+            }
+            for d in report["deadlines"]
+        ],
+        "severity": f"{report['severity']['level']}: {report['severity']['formula']}",
+        "people_told": report["people_told"]["text"],
+        "measures_taken": [f"{m['at_text']}: {m['what']}" for m in report["measures_taken"]],
+        "measures_proposed": report["measures_proposed"],
+        "submissions": [
+            {
+                "submitted": s["submitted_at_text"],
+                "to": s["obligation"],
+                "phase": f"{s['phase']} ({s['kind']})",
+                "changed": ", ".join(c["field"] for c in s["changes"]) or "—",
+            }
+            for s in report["submissions"]
+        ],
+        "decisions": [
+            {
+                "decided": d["decided_at_text"],
+                "about": d["obligation"],
+                "decision": "notify" if d["notify"] else "do not notify",
+                "reason": f"{d['reason']}: {d['explanation']}",
+            }
+            for d in report["decisions"]
+        ],
+        "controller": {
+            "name": report["controller"]["name"] or None,
+            "contact_point": report["controller"]["dpo_email"] or None,
+            "missing": report["controller"]["missing_labels"],
+        },
+    }
+
+
 def _environment() -> Environment:
     env = Environment(
         autoescape=select_autoescape(default=True, default_for_string=True),
@@ -452,4 +517,4 @@ def render_html(report: dict[str, Any], *, fragment: bool = False) -> str:
     return template.render(r=report, fragment=fragment, css=_template("regulator_report.css"))
 
 
-__all__ = ["DISCLAIMER", "FORMAT", "regulator_report", "render_html", "snapshot"]
+__all__ = ["DISCLAIMER", "FORMAT", "regulator_report", "render_html", "snapshot", "summary"]

@@ -162,12 +162,13 @@ def _slice(send_id: int, cutoff: tuple[int, int]) -> Any:
     )
 
 
-def _cutoff(s: Session, send: Send) -> tuple[int, int] | None:
+def cutoff_of(s: Session, send: Send, stage: int | None = None) -> tuple[int, int] | None:
+    """The last recipient (bucket, id) of ``stage`` (default: the stage under way)."""
     total = s.scalar(select(func.count()).where(Recipient.send_id == send.id)) or 0
     if total == 0:
         return None
     floor = int(send.thresholds.get("min_stage", 1))
-    size = stage_sizes(floor, total, list(send.stages))[send.stage]
+    size = stage_sizes(floor, total, list(send.stages))[send.stage if stage is None else stage]
     row = s.execute(
         select(Recipient.bucket, Recipient.id)
         .where(Recipient.send_id == send.id)
@@ -192,7 +193,7 @@ def _drive(
     if wait:
         return wait
     while send.stage < len(send.stages):
-        cutoff = _cutoff(s, send)
+        cutoff = cutoff_of(s, send)
         if cutoff is None:
             break
         if send.stage_done_at is None:
@@ -233,6 +234,26 @@ def _drive(
 def gate(s: Session, send: Send, cutoff: tuple[int, int]) -> dict[str, Any] | None:
     """The first failing gate of the stage just delivered (cumulative over the stages so
     far), or None."""
+    rates, total, delivered = gate_rates(s, send, cutoff)
+    for name, rate in rates.items():
+        limit = float(send.thresholds.get(name, 1.0))
+        if rate > limit:
+            return {
+                "gate": name,
+                "rate": round(rate, 6),
+                "threshold": limit,
+                "stage": send.stage,
+                "stage_recipients": total,
+                "delivered": delivered,
+            }
+    return None
+
+
+def gate_rates(
+    s: Session, send: Send, cutoff: tuple[int, int]
+) -> tuple[dict[str, float], int, int]:
+    """The gates' measures over the recipients up to ``cutoff``: (rates by gate,
+    recipients, delivered)."""
     states = dict(
         s.execute(
             select(Recipient.state, func.count())
@@ -267,18 +288,7 @@ def gate(s: Session, send: Send, cutoff: tuple[int, int]) -> dict[str, Any] | No
         "complaint": feedback["complaint"] / delivered if delivered else 0.0,
         "unsubscribe": feedback["unsubscribe"] / delivered if delivered else 0.0,
     }
-    for name, rate in rates.items():
-        limit = float(send.thresholds.get(name, 1.0))
-        if rate > limit:
-            return {
-                "gate": name,
-                "rate": round(rate, 6),
-                "threshold": limit,
-                "stage": send.stage,
-                "stage_recipients": total,
-                "delivered": delivered,
-            }
-    return None
+    return rates, total, delivered
 
 
 def _halt(
@@ -544,4 +554,4 @@ def _record(
     s.commit()
 
 
-__all__ = ["build_message", "gate", "message_id", "step"]
+__all__ = ["build_message", "cutoff_of", "gate", "gate_rates", "message_id", "step"]

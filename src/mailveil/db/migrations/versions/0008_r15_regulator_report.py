@@ -3,8 +3,8 @@ to authorities and the notify / do-not-notify decisions; customers gain an optio
 subdivision (the US state a person lives in decides which breach law applies) (branch
 r15-regulator).
 
-Revision ID: 0007_r15_regulator
-Revises: 0006_r14_witness
+Revision ID: 0008_r15_regulator
+Revises: 0007_r15_console
 Create Date: 2026-12-06 20:33:33.583062
 """
 
@@ -15,8 +15,8 @@ from alembic import op
 
 import mailveil.db.base
 
-revision: str = "0007_r15_regulator"
-down_revision: str | None = "0006_r14_witness"
+revision: str = "0008_r15_regulator"
+down_revision: str | None = "0007_r15_console"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

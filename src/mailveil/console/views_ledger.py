@@ -1,0 +1,52 @@
+"""The ledger: the current signed checkpoint with its witness cosignatures, and a proof
+checker for any entry (its leaf hashed again, its inclusion proof walked to the signed
+root, the signature checked), shown step by step."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import HTMLResponse
+
+from mailveil.console.sessions import Person
+from mailveil.console.web import DbDep, Viewer, console_of, page
+from mailveil.console.witnesses import cosignatures
+from mailveil.errors import MailveilError
+from mailveil.ledger.append import checkpoint_now
+from mailveil.ledger.entry_check import check_entry
+
+router = APIRouter(prefix="/ledger")
+SeeDep = Annotated[Person, Depends(Viewer())]
+
+
+@router.get("", response_class=HTMLResponse)
+def ledger(
+    request: Request, session: DbDep, person: SeeDep, entry: int | None = None
+) -> HTMLResponse:
+    runtime = console_of(request).runtime
+    checkpoint = checkpoint_now(session, runtime.settings, runtime.signer)
+    session.commit()
+    checked, problem = None, None
+    if entry is not None:
+        try:
+            checked = check_entry(session, runtime.settings, runtime.signer, entry)
+            session.commit()
+        except MailveilError as exc:
+            session.rollback()
+            problem = exc.detail
+    return page(
+        request,
+        session,
+        person,
+        "ledger.html",
+        checkpoint=checkpoint,
+        cosigned=cosignatures(checkpoint.note, runtime.signer.key_name) if checkpoint else [],
+        verifier_key=runtime.signer.verifier_key,
+        entry=entry,
+        checked=checked,
+        problem=problem,
+    )
+
+
+__all__ = ["router"]
