@@ -275,6 +275,17 @@ def _categories(radius: BlastRadius | None) -> tuple[list[dict[str, Any]], list[
     return categories, consequences
 
 
+def _sources(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each place's sources once (a place has several rows, one per recipient)."""
+    names = {"EEA": "EU/EEA", "NIS2": "NIS2"}
+    out: dict[str, dict[str, Any]] = {}
+    for d in rows:
+        if d["sources"] and d["place"] not in out:
+            name = names.get(d["place"]) or RULES[d["place"]].name
+            out[d["place"]] = {"place": name, "sources": d["sources"]}
+    return list(out.values())
+
+
 def regulator_report(
     session: Session,
     settings: Settings,
@@ -383,6 +394,7 @@ def regulator_report(
         "severity": score,
         "assessment_version": assessment_version,
         "deadlines": standing,
+        "sources": _sources(standing),
         "people_told": told,
         "submissions": [
             {**filings.submission_view(s), "submitted_at_text": w.when(s.submitted_at, tz)}
