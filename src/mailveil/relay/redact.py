@@ -365,6 +365,12 @@ def _redact_text(
     cte = part.get("Content-Transfer-Encoding", "7bit").strip().lower()
     text = decode_bytes(data, part.get_content_charset())
     drop = _text_drop(part, ctype)
+    for start, end in armored_spans(text):
+        # Armored keys and signatures, and cleartext-signed text: read, never rewritten.
+        block = text[start:end]
+        packets = block.encode("utf-8", "replace")
+        if redactor.found(block) or binary_shows(packets, redactor.matcher):
+            raise _refuse(codes.ADDRESS_IN_OPENPGP, part, path)
     shows = _text_shows(text, ctype, drop, redactor)
     if not (shows or redactor.found_bytes(raw) or redactor.found_bytes(data)):
         for other in _other_decodings(raw, cte):
@@ -377,12 +383,6 @@ def _redact_text(
         return
     if signed:
         raise _refuse(codes.ADDRESS_IN_SIGNED_PART, part, path)
-    for start, end in armored_spans(text):
-        block = text[start:end]
-        if redactor.found(block) or binary_shows(
-            block.encode("utf-8", "replace"), redactor.matcher
-        ):
-            raise _refuse(codes.ADDRESS_IN_OPENPGP, part, path)
     if ctype in _HTML_TYPES:
         new = rewrite_html(text, redactor.matcher)
     else:
