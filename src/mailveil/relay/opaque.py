@@ -15,7 +15,7 @@ import base64
 import binascii
 import re
 
-from mailveil.relay.address_forms import Matcher
+from mailveil.relay.address_forms import AT_GATE_BYTES, Matcher, reader_view
 
 OPENPGP_TYPES = frozenset(
     {"application/pgp-keys", "application/pgp-signature", "application/pgp-encrypted"}
@@ -51,8 +51,15 @@ def dearmor(data: bytes) -> list[bytes]:
 
 
 def binary_shows(data: bytes, matcher: Matcher) -> bool:
-    """Whether ``data`` (a decoded binary part) holds a matched address, armored or not."""
+    """Whether ``data`` (a decoded binary part) holds a matched address, armored or not, as
+    bytes or as UTF-8 text (fullwidth letters, invisible characters)."""
     if matcher.found_bytes(data, wide=True):
+        return True
+    if (
+        not data.isascii()
+        and AT_GATE_BYTES.search(data)
+        and matcher.found(reader_view(data.decode("utf-8", "ignore")))
+    ):
         return True
     return b"-----BEGIN PGP " in data and any(
         matcher.found_bytes(block, wide=True) for block in dearmor(data)
