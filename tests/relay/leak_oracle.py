@@ -137,6 +137,14 @@ def _part_views(part: Message) -> list[str]:
     return views
 
 
+def text_shows(text: str, address: str, *, is_html: bool) -> bool:
+    """Whether one decoded text (an HTML source when ``is_html``) shows ``address``."""
+    pattern = canonical_pattern(address)
+    views = [text, urllib.parse.unquote(text), html.unescape(text)]
+    views += _html_views(text) if is_html else []
+    return any(pattern.search(fold(view)) for view in views)
+
+
 def shown(data: bytes, address: str) -> list[str]:
     """Which views of the message ``data`` show ``address`` (empty: none)."""
     pattern = canonical_pattern(address)
@@ -147,4 +155,4 @@ def shown(data: bytes, address: str) -> list[str]:
     return [name for name, texts in views.items() if any(pattern.search(fold(t)) for t in texts)]
 
 
-__all__ = ["canonical_pattern", "fold", "shown"]
+__all__ = ["canonical_pattern", "fold", "shown", "text_shows"]

@@ -11,6 +11,8 @@ outcomes is printed; the judge is ``leak_oracle.shown`` (written apart from the 
 from __future__ import annotations
 
 import base64
+import email
+import email.policy
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable
@@ -364,3 +366,63 @@ def test_every_shape_of_the_issue_is_redacted_or_refused_in_both_directions(rela
     print(f"{len(SHAPES)} shapes: {dict(origins)}")
     assert origins[LEAKED] >= 16 and origins[LEAKED] + origins[WAS_REDACTED] >= 44
     assert not wrong, "\n".join(wrong)
+
+
+BENIGN_TEXT = (
+    "Lovelace@private-mailbox.example is my colleague; ada-lovelace@private-mailbox.example\n"
+    "is someone else, so is ada.lovelace@other-mailbox.example. Find me as @ada.lovelace or\n"
+    "Ada Lovelace (private-mailbox.example). C++ tips: me+you@example.org, 50% & more.\n"
+    "Gr\u00fc\u00dfe, \u00c5da \U0001f469\u200d\U0001f4bb co\u00adoperation\n"
+)
+BENIGN_HTML = (
+    "<!DOCTYPE html><html><head><style>@media (max-width:600px){.x{font-size:0}}</style>"
+    "</head><body><p class=x>Hello&nbsp;there &#8217;s co&shy;operation &amp; "
+    '<a href="https://shop.example/?q=a%40b">ada-lovelace</a>@private-mailbox.example'
+    "<span></span>is not you</p><!-- footer --></body></html>\n"
+)
+BENIGN_CALENDAR = (
+    "BEGIN:VCALENDAR\r\nMETHOD:REQUEST\r\nBEGIN:VEVENT\r\nUID:2@client.example\r\n"
+    "ATTENDEE;CN=Bob:mailto:bob@private-mailbox.example\r\n"
+    "ORGANIZER;CN=Ada:mailto:ada.lovelace@other-mailbox.example\r\n"
+    "SUMMARY:Parcel pick-up at the loading door, long line folded\r\n here\r\nEND:VEVENT\r\n"
+    "END:VCALENDAR\r\n"
+)
+
+
+def test_benign_look_alike_mail_arrives_byte_identical_where_nothing_was_hidden(
+    relay: Relay,
+) -> None:
+    """The opposite failure: ordinary text near an address's shape is not rewritten. Every
+    part of the delivered message has the bytes it was sent with."""
+    ada = add_customer(relay, "ada", "Ada.Lovelace@private-mailbox.example")
+    entity = multipart(
+        "mixed",
+        multipart(
+            "alternative",
+            leaf("text/plain", BENIGN_TEXT, cte="quoted-printable", charset="utf-8"),
+            leaf("text/html", BENIGN_HTML, cte="8bit"),
+        ),
+        leaf("text/calendar", BENIGN_CALENDAR, charset="utf-8"),
+        leaf(
+            "text/plain",
+            "Gr\u00fc\u00dfe aus K\u00f6ln\n",
+            cte="quoted-printable",
+            charset="iso-8859-1",
+        ),
+        leaf("text/plain; format=flowed; delsp=yes", "a flowed line \nthat continues\n"),
+    )
+    subject = "Re: [shipping] C++ & ada-lovelace@private-mailbox.example"
+    data = top(f"Ada <{ada.real}>", ada.reverse, subject, entity)
+    code, text = send_to_seller(relay, ada, data)
+    assert (code, text) == (250, codes.QUEUED.text)
+    sent = email.message_from_bytes(data, policy=email.policy.default)
+    got = email.message_from_bytes(relay.delivered()[-1].data, policy=email.policy.default)
+    assert got["Subject"] == subject
+    pairs = list(zip(sent.walk(), got.walk(), strict=True))
+    for before, after in pairs:
+        if before.is_multipart():
+            continue
+        assert after.get_content_type() == before.get_content_type()
+        assert after["Content-Transfer-Encoding"] == before["Content-Transfer-Encoding"]
+        assert after.get_payload() == before.get_payload()  # the raw, encoded bytes
+    assert len(pairs) == 7
