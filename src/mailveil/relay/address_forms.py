@@ -66,10 +66,7 @@ _IGNORABLE_RANGES = (
     (0x1D173, 0x1D17A),
     (0xE0000, 0xE0FFF),
 )
-_DELETE: dict[int, None] = {c: None for lo, hi in _IGNORABLE_RANGES for c in range(lo, hi + 1)}
-# UTS 46 maps the ideographic full stop to "." in domains; NFKC does not.
-_DOTS = {0x3002: "."}
-
+_IGNORABLE = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _IGNORABLE_RANGES) + "]")
 # Every way text can come to show "@" to a reader after ``fold`` and ``decode_refs``: the code
 # points whose NFKC holds it (U+0040, U+FE6B, U+FF20), any numeric character reference, the
 # named one, and percent-escapes of their UTF-8. No match here means no address can be shown:
@@ -86,9 +83,11 @@ AT_GATE_BYTES = re.compile(
     b"|".join([b"@", b"&#", b"(?i:&commat)", b"(?i:%40)"] + [c.encode() for c in _AT_CHARS[1:]])
 )
 
+# Two alternatives each opening with a literal: the regex engine then skips ahead to a "%" or
+# "&" instead of trying every position.
 _REFS = re.compile(
-    r"(?P<pct>(?:%[0-9A-Fa-f]{2})+)"
-    r"|(?P<ref>&(?:#[0-9]{1,8};?|#[xX][0-9A-Fa-f]{1,7};?|[A-Za-z][A-Za-z0-9]{1,31};?))"
+    r"%[0-9A-Fa-f]{2}(?:%[0-9A-Fa-f]{2})*"
+    r"|&(?:#[0-9]{1,8};?|#[xX][0-9A-Fa-f]{1,7};?|[A-Za-z][A-Za-z0-9]{1,31};?)"
 )
 _WIDE = re.compile(r"[^\x00-\x7f]")
 # A match grows over the rest of its mailbox: local-part characters before, host after.
@@ -100,14 +99,31 @@ def fold(text: str) -> str:
     """``text`` as it is compared: ignorables gone, NFKC, case folded."""
     if text.isascii():
         return text.lower()
-    text = unicodedata.normalize("NFKC", text.translate(_DELETE)).casefold()
-    return unicodedata.normalize("NFKC", text).translate(_DELETE).translate(_DOTS)
+    text = unicodedata.normalize("NFKC", _IGNORABLE.sub("", text)).casefold()
+    if not unicodedata.is_normalized("NFKC", text):
+        # Case folding can leave text that is not NFKC (and NFKC can make an ignorable).
+        text = _IGNORABLE.sub("", unicodedata.normalize("NFKC", text))
+    # UTS 46 maps the ideographic full stop to "." in domains; NFKC does not.
+    return text.replace("\u3002", ".")
 
 
+@functools.lru_cache(maxsize=4096)  # mail repeats its references (%20, &nbsp;, &#8217;)
 def _decode_ref(token: str, entities: bool, percent: bool) -> str:
     if token.startswith("%"):
         return urllib.parse.unquote(token, errors="replace") if percent else token
-    return html.unescape(token) if entities else token
+    if not entities:
+        return token
+    if token.startswith("&#"):
+        # The common numeric case without html.unescape's general machinery.
+        digits = token[2:].rstrip(";")
+        try:
+            code = int(digits[1:], 16) if digits[:1] in ("x", "X") else int(digits)
+        except ValueError:
+            return token
+        if 0 < code < 0x80 or 0xA0 <= code < 0xD800 or 0xE000 <= code <= 0x10FFFF:
+            return chr(code)
+        return html.unescape(token)  # NUL, surrogates, the windows-1252 remaps of 0x80-0x9F
+    return html.unescape(token)
 
 
 def decode_refs(text: str, *, entities: bool = True, percent: bool = True) -> str:

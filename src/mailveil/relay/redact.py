@@ -263,8 +263,8 @@ def _store(policy: Policy, name: str, value: str) -> str:
         return registry(name, value)
 
 
-def _reencode_text(part: Message, text: str, cte: str) -> None:
-    charset = part.get_content_charset() or "us-ascii"
+def _reencode_text(part: Message, text: str, cte: str, charset: str | None) -> None:
+    charset = charset or "us-ascii"
     try:
         data = text.encode(charset)
     except (LookupError, UnicodeEncodeError):
@@ -329,18 +329,23 @@ def _refuse(template: codes.Reply, part: Message, path: str) -> AddressNotHidden
     return AddressNotHidden(template, describe(part, path))
 
 
-def _text_drop(part: Message, ctype: str) -> re.Pattern[str] | None:
+def _text_drop(ctype: str, params: Mapping[str, str]) -> re.Pattern[str] | None:
     if ctype in _DIRECTORY_TYPES:
         return _FOLDED_LINE
     if ctype in ("text/enriched", "text/richtext"):
         return _ENRICHED_MARKUP
-    if (
-        ctype == "text/plain"
-        and str(part.get_param("format", "")).lower() == "flowed"
-        and str(part.get_param("delsp", "")).lower() == "yes"
-    ):
+    if ctype == "text/plain" and params.get("format") == "flowed" and params.get("delsp") == "yes":
         return _FLOWED_BREAK
     return None
+
+
+def _content_params(part: Message) -> dict[str, str]:
+    """Content-Type parameters, lower-cased, read once (each read parses the field again)."""
+    out: dict[str, str] = {}
+    for key, value in part.get_params() or []:
+        text = email.utils.collapse_rfc2231_value(value)
+        out[key.lower()] = str(text or "").strip().lower()
+    return out
 
 
 def _is_text(ctype: str) -> bool:
@@ -359,12 +364,13 @@ def _text_shows(text: str, ctype: str, drop: re.Pattern[str] | None, redactor: R
 
 
 def _redact_text(
-    part: Message, redactor: Redactor, path: str, signed: bool, raw: bytes, data: bytes
+    part: Message, ctype: str, redactor: Redactor, path: str, signed: bool, raw: bytes, data: bytes
 ) -> None:
-    ctype = part.get_content_type()
     cte = part.get("Content-Transfer-Encoding", "7bit").strip().lower()
-    text = decode_bytes(data, part.get_content_charset())
-    drop = _text_drop(part, ctype)
+    params = _content_params(part)
+    charset = params.get("charset") or None
+    text = decode_bytes(data, charset)
+    drop = _text_drop(ctype, params)
     for start, end in armored_spans(text):
         # Armored keys and signatures, and cleartext-signed text: read, never rewritten.
         block = text[start:end]
@@ -374,9 +380,7 @@ def _redact_text(
     shows = _text_shows(text, ctype, drop, redactor)
     if not (shows or redactor.found_bytes(raw) or redactor.found_bytes(data)):
         for other in _other_decodings(raw, cte):
-            if redactor.found_bytes(other) or redactor.found(
-                decode_bytes(other, part.get_content_charset())
-            ):
+            if redactor.found_bytes(other) or redactor.found(decode_bytes(other, charset)):
                 raise MalformedMessage(
                     "a text part's transfer encoding is malformed", reply=codes.BAD_CONTENT
                 )
@@ -391,7 +395,7 @@ def _redact_text(
             new = redactor.text(new)
     if _text_shows(new, ctype, drop, redactor):
         raise _refuse(codes.ADDRESS_NOT_HIDDEN, part, path)
-    _reencode_text(part, new, cte)
+    _reencode_text(part, new, cte, charset)
 
 
 def redact_leaf(part: Message, redactor: Redactor, path: str = "", signed: bool = False) -> None:
@@ -401,7 +405,7 @@ def redact_leaf(part: Message, redactor: Redactor, path: str = "", signed: bool 
     data = decoded if isinstance(decoded, bytes) else raw
     ctype = part.get_content_type()
     if _is_text(ctype) and ctype not in OPENPGP_TYPES:
-        _redact_text(part, redactor, path, signed, raw, data)
+        _redact_text(part, ctype, redactor, path, signed, raw, data)
         return
     if binary_shows(data, redactor.matcher) or redactor.found_bytes(raw):
         if ctype in OPENPGP_TYPES or b"-----BEGIN PGP " in data:

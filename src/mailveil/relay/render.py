@@ -47,6 +47,22 @@ _HIDING = re.compile(
     r"|color\s*:\s*transparent",
     re.IGNORECASE,
 )
+_MAY_HIDE = ", ".join(
+    f'[style*="{word}" i]'
+    for word in (
+        "display",
+        "visibility",
+        "mso-hide",
+        "font-size",
+        "opacity",
+        "height",
+        "width",
+        "indent",
+        "left",
+        "top",
+        "transparent",
+    )
+)
 _RULE = re.compile(r"([^{}]+)\{([^{}]*)\}")
 _CSS_COMMENT = re.compile(r"/\*.*?\*/", re.DOTALL)
 _DOCTYPE = re.compile(r"\A\s*(<!doctype[^>]*>)", re.IGNORECASE)
@@ -58,7 +74,9 @@ def _hidden(tree: LexborHTMLParser) -> list[LexborNode]:
     for tag in _NOT_SHOWN:
         found += tree.css(tag)
     found += tree.css("[hidden]")
-    found += [n for n in tree.css("[style]") if _HIDING.search(n.attributes.get("style") or "")]
+    # Lexbor narrows to the styles that name a hiding property; the regex decides on those.
+    styled = tree.css(_MAY_HIDE)
+    found += [n for n in styled if _HIDING.search(n.attributes.get("style") or "")]
     for style in tree.css("style"):
         sheet = _CSS_COMMENT.sub("", style.text(deep=True))
         for selector, declarations in _RULE.findall(sheet):
