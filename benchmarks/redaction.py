@@ -1,7 +1,7 @@
 """What redaction costs per message, beside the floor of reading and writing the message at all.
 
     .venv/bin/python benchmarks/redaction.py            # 2,000 rounds per shape
-    .venv/bin/python benchmarks/redaction.py --quick    # 50 rounds (the test suite runs this)
+    .venv/bin/python benchmarks/redaction.py --quick    # 10 rounds (the test suite runs this)
 
 For each message shape, in one run: ``rewrite_customer_to_principal`` (the relay's whole
 rewrite: header allow-list, redaction of the customer's real address, serialisation) against
@@ -107,9 +107,9 @@ def _time(fn: Callable[[bytes], None], raw: bytes, rounds: int) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--rounds", type=int, default=2000)
-    parser.add_argument("--quick", action="store_true", help="50 rounds per shape")
+    parser.add_argument("--quick", action="store_true", help="10 rounds per shape")
     args = parser.parse_args()
-    rounds = 50 if args.quick else args.rounds
+    rounds = 10 if args.quick else args.rounds
     table = Table(title=f"redaction per message (median CPU time of {rounds:,} rounds)")
     for column in ("message", "size", "floor: parse + write, µs", "rewrite, µs", "added, µs"):
         table.add_column(column, justify="right" if column != "message" else "left")
