@@ -107,6 +107,14 @@ def _signed(address: str) -> bytes:
 LEAKED, WAS_REDACTED, SIDE = "leaked", "redacted", "side channel"
 
 
+def _attached(filename_param: str) -> bytes:
+    """A text with a text attachment whose Content-Disposition carries ``filename_param``."""
+    disposition = f"Content-Disposition: attachment; {filename_param}\r\n"
+    return multipart(
+        "mixed", _text("see attached"), leaf("text/plain", "notes\n", headers=disposition)
+    )
+
+
 @dataclass(frozen=True)
 class Shape:
     name: str
@@ -170,32 +178,12 @@ SHAPES: list[Shape] = [
     Shape(
         "RFC 2231 file name",
         WAS_REDACTED,
-        lambda a: multipart(
-            "mixed",
-            _text("see attached"),
-            leaf(
-                "text/plain",
-                "notes\n",
-                headers="Content-Disposition: attachment; filename*=utf-8''"
-                + urllib.parse.quote(a + ".txt", safe="")
-                + "\r\n",
-            ),
-        ),
+        lambda a: _attached("filename*=utf-8''" + urllib.parse.quote(a + ".txt", safe="")),
     ),
     Shape(
         "RFC 2047 file name",
         WAS_REDACTED,
-        lambda a: multipart(
-            "mixed",
-            _text("see attached"),
-            leaf(
-                "text/plain",
-                "notes\n",
-                headers='Content-Disposition: attachment; filename="=?utf-8?b?'
-                + base64.b64encode(a.encode()).decode()
-                + '?="\r\n',
-            ),
-        ),
+        lambda a: _attached(f'filename="=?utf-8?b?{base64.b64encode(a.encode()).decode()}?="'),
     ),
     Shape(
         "preamble and epilogue",

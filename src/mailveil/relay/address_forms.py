@@ -35,6 +35,7 @@ import unicodedata
 import urllib.parse
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import AnyStr
 
 import idna
 
@@ -254,7 +255,8 @@ def _address_pattern(address: str) -> tuple[str, frozenset[str]] | None:
         local_re = r"\.*" + r"\.*".join(re.escape(c) for c in key_local) + r"\.*"
     else:
         local_re = re.escape(key_local)
-    tag = rf"(?:{re.escape(SUBADDRESS_SEPARATOR)}[^\s@<>()\[\]\\,;:\"]*)?"
+    # Bounded (a local part is at most 64 octets): "ada+ada+ada+..." must not go quadratic.
+    tag = rf"(?:{re.escape(SUBADDRESS_SEPARATOR)}[^\s@<>()\[\]\\,;:\"]{{0,64}})?"
     return f'{local_re}{tag}"?@{_alternatives(forms)}', forms
 
 
@@ -303,11 +305,12 @@ class Matcher:
 
     def matches(self, folded: str) -> Iterator[tuple[int, int, str]]:
         """(start, end, alias) of each match in ``folded`` (already ``fold``-ed)."""
-        if self._text is None or not any(n in folded for n in self.needles):
+        if self._text is None:
             return
-        for match in self._text.finditer(folded):
-            if not self._kept(match.group()):
-                yield match.start(), match.end(), self.aliases[int(str(match.lastgroup)[1:])]
+        for low, high in _windows(folded, self.needles):
+            for match in self._text.finditer(folded, low, high):
+                if not self._kept(match.group()):
+                    yield match.start(), match.end(), self.aliases[int(str(match.lastgroup)[1:])]
 
     def found(self, folded: str) -> bool:
         return next(self.matches(folded), None) is not None
@@ -319,8 +322,8 @@ class Matcher:
             return False
         for view in (data, data[::2], data[1::2]) if wide else (data,):
             lowered = view.lower()
-            if any(n in lowered for n in self._needles_bytes):
-                for match in self._bytes.finditer(lowered):
+            for low, high in _windows(lowered, self._needles_bytes):
+                for match in self._bytes.finditer(lowered, low, high):
                     if not self._kept(match.group().decode("utf-8", "replace")):
                         return True
         return False
@@ -334,8 +337,10 @@ class Matcher:
         for start, end, alias in self.matches(text):
             before = bisect.bisect_right(stops, start)
             after = bisect.bisect_left(stops, end)
-            low = stops[before - 1] if before else 0
-            high = stops[after] if after < len(stops) else len(text)
+            # Never past a mailbox's length limits (64 + 255): a megabyte-long token is not
+            # one mailbox, and walking it char by char would be slow.
+            low = max(stops[before - 1] if before else 0, start - 64)
+            high = min(stops[after] if after < len(stops) else len(text), end + 255)
             while start > low and _LOCAL_CHAR.match(text[start - 1]):
                 start -= 1
             while end < high and (
@@ -343,11 +348,37 @@ class Matcher:
                 or (text[end] == "." and end + 1 < high and _HOST_CHAR.match(text[end + 1]))
             ):
                 end += 1
-            span = folded.source_span(start, end)
-            if out and span[0] < out[-1][1]:
-                continue  # Overlaps the previous match, which already covers it.
-            out.append((*span, alias))
+            begin, finish = folded.source_span(start, end)
+            if out and begin < out[-1][1]:  # grown into the previous one: one replacement
+                out[-1] = (out[-1][0], max(out[-1][1], finish), out[-1][2])
+                continue
+            out.append((begin, finish, alias))
         return out
+
+
+# How far before a domain a match can start: local part and tag (64 + 65), a quote, "@" and
+# subdomains (253).
+_REACH = 400
+
+
+def _windows(text: AnyStr, needles: Iterable[AnyStr]) -> list[tuple[int, int]]:
+    """Stretches of ``text`` that can hold a match: each ends where a domain form ends. The
+    regex then runs over a few hundred characters, not a whole part (its alternation has no
+    literal prefix for the engine to skip ahead with)."""
+    found: list[tuple[int, int]] = []
+    for needle in needles:
+        at = text.find(needle)
+        while at != -1:
+            found.append((max(0, at - _REACH), at + len(needle)))
+            at = text.find(needle, at + 1)
+    found.sort()
+    merged: list[tuple[int, int]] = []
+    for low, high in found:
+        if merged and low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return merged
 
 
 def replace_spans(source: str, spans: list[tuple[int, int, str]]) -> str:
