@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -64,7 +63,6 @@ from mailveil.relay.sender_auth import (
 )
 
 log = logging.getLogger("mailveil.relay")
-_UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 
 KIND_MESSAGE = "message"
 KIND_REFUSED = "message_refused"

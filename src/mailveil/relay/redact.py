@@ -317,16 +317,16 @@ def _other_decodings(raw: bytes, cte: str) -> list[bytes]:
     return []
 
 
-def describe(part: Message, path: str) -> str:
+def _describe(part: Message, path: str) -> str:
     """``part 1.2 (text/html)``: its MIME part number and type, fit for a reply text."""
     ctype = part.get_content_type()
-    if not _CONTENT_TYPE.fullmatch(ctype) or "@" in ctype:
+    if not _CONTENT_TYPE.fullmatch(ctype):  # no "@" in it either: the reply names no address
         ctype = "content"
     return f"part {path or '1'} ({ctype})"
 
 
 def _refuse(template: codes.Reply, part: Message, path: str) -> AddressNotHidden:
-    return AddressNotHidden(template, describe(part, path))
+    return AddressNotHidden(template, _describe(part, path))
 
 
 def _text_drop(ctype: str, params: Mapping[str, str]) -> re.Pattern[str] | None:
@@ -455,7 +455,6 @@ __all__ = [
     "clean_header_value",
     "decode_bytes",
     "decode_words",
-    "describe",
     "format_params",
     "redact_headers",
     "redact_leaf",

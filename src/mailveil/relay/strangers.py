@@ -164,7 +164,6 @@ def banner_outgoing(
     ctx: RelayContext,
     route: Route,
     sender: Sender,
-    raw: bytes,
     message: EmailMessage,
     header_from: str,
 ) -> Outgoing:
@@ -262,9 +261,7 @@ def decide(
         fallback = undeliverable(route)
         if fallback is None:
             try:
-                out = banner_outgoing(
-                    session, ctx, route, sender, raw, found.message, found.header_from
-                )
+                out = banner_outgoing(session, ctx, route, sender, found.message, found.header_from)
             except RelayRefusal as exc:
                 fallback = f"{exc.code}: {exc.reply.code} {exc.reply.enhanced}"
             else:
