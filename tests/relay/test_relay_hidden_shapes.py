@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import email
 import email.policy
+import re
 import urllib.parse
 from collections import Counter
 from collections.abc import Callable
@@ -293,9 +294,30 @@ SHAPES: list[Shape] = [
 ]
 
 
+REFUSALS = {
+    name: getattr(codes, name)
+    for name in (
+        "ADDRESS_IN_SIGNED_PART",
+        "ADDRESS_IN_BINARY_PART",
+        "ADDRESS_IN_OPENPGP",
+        "ADDRESS_NOT_HIDDEN",
+    )
+}
+
+
+def _refusal_name(text: str) -> str:
+    """Which redaction refusal ``text`` is, with its part named (else the text's code)."""
+    for name, reply in REFUSALS.items():
+        head, _, tail = reply.text.partition("{part}")
+        pattern = re.escape(head) + r"part [0-9.]+ \([a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+\)"
+        if re.fullmatch(pattern + re.escape(tail), text):
+            return name
+    return text.split(" ", 1)[0]
+
+
 def _outcome(relay: Relay, code: int, text: str, before: int, address: str) -> str:
     if code != 250:
-        return f"refused {code} {text.split(' ', 1)[0]}"
+        return f"refused {code} {_refusal_name(text)}"
     got = relay.delivered()[-1].data
     assert len(relay.delivered()) == before + 1
     leaks = shown(got, address)
@@ -329,7 +351,8 @@ def _run(relay: Relay, customer: Customer, to_seller: bool, shape: Shape) -> tup
         return outcome + " (attachment policy)", outcome + " (attachment policy)"
     if isinstance(shape.expect, str):
         return outcome, shape.expect
-    return outcome, f"refused {shape.expect.code} {shape.expect.enhanced}"
+    name = next(name for name, reply in REFUSALS.items() if reply == shape.expect)
+    return outcome, f"refused {shape.expect.code} {name}"
 
 
 def test_every_shape_of_the_issue_is_redacted_or_refused_in_both_directions(relay: Relay) -> None:
