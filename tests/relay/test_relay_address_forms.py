@@ -4,6 +4,8 @@ judge (``leak_oracle``) without passing ``AT_GATE`` and being found by the relay
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -65,6 +67,17 @@ def test_text_is_rewritten_over_the_whole_mailbox(text: str, expected: str) -> N
     assert Redactor({ADA: ALIAS}).text(text) == expected
 
 
+def test_a_css_at_rule_does_not_open_the_gate_but_an_address_on_such_a_domain_does() -> None:
+    """``@media (`` is not an address (nearly every HTML mail has one, so it must not cost a
+    rendering); ``ada@media.example`` split right after ``@media`` still is."""
+    assert not AT_GATE.search("<style>@media (max-width:600px){.a{}} @import url(x);</style>")
+    redactor = Redactor({"ada@media.example": ALIAS})
+    assert html_shows("<p>ada@media<wbr>.example</p>", redactor.matcher)
+    calendar = "ATTENDEE:mailto:ada@media\r\n .example\r\n"
+    assert redactor.found(calendar, re.compile(r"\r?\n[ \t]"))
+    assert not redactor.found(calendar)  # unfolded only: the caller passes the fold
+
+
 def test_html_rewrite_keeps_markup_and_drops_only_the_address() -> None:
     source = "<p>Hi <b>Ada.Lovelace</b><span></span>@private-<i>mailbox</i>.example, bye</p>"
     out = rewrite_html(source, Redactor({ADA: ALIAS}).matcher)
@@ -72,8 +85,21 @@ def test_html_rewrite_keeps_markup_and_drops_only_the_address() -> None:
     assert not html_shows(out, Redactor({ADA: ALIAS}).matcher)
 
 
-SPLITS = ["<span></span>", "<!-- c -->", "<wbr>", "</b><b>", "&#8203;", "&shy;", "\u200b", ""]
-FORMS = {"@": ["@", "&#64;", "&#X40;", "&commat;", "\uff20", "%40"], ".": [".", "&#46;", "\u3002"]}
+SPLITS = [
+    "<span></span>",
+    "<!-- c -->",
+    "<wbr>",
+    "</b><b>",
+    "&#8203;",
+    "&shy;",
+    "\u200b",
+    "<style>@media (x){}</style>",
+    "",
+]
+FORMS = {
+    "@": ["@", "&#64;", "&#064", "&#X40;", "&#xff20;", "&#65131;", "&commat;", "\uff20", "%40"],
+    ".": [".", "&#46;", "\u3002"],
+}
 
 
 @st.composite

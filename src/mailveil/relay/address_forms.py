@@ -69,13 +69,26 @@ _IGNORABLE_RANGES = (
 )
 _IGNORABLE = re.compile("[" + "".join(f"{chr(lo)}-{chr(hi)}" for lo, hi in _IGNORABLE_RANGES) + "]")
 # Every way text can come to show "@" to a reader after ``fold`` and ``decode_refs``: the code
-# points whose NFKC holds it (U+0040, U+FE6B, U+FF20), any numeric character reference, the
-# named one, and percent-escapes of their UTF-8. No match here means no address can be shown:
-# the cheap test that comes before any rendering (tests check it against every generated form).
+# points whose NFKC holds it (U+0040, U+FE6B, U+FF20), a numeric character reference to one of
+# them, the named one, and percent-escapes of their UTF-8. No match here means no address can
+# be shown: the cheap test that comes before any rendering (tests check it against generated
+# disguises). A CSS at-rule keyword followed by a space, "(", ";" or a quote (``@media (``,
+# ``@import url``) shows no address (a domain has a dot and no space) and does not count:
+# nearly every HTML mail has one.
 _AT_CHARS = "@\ufe6b\uff20"
+_CSS_AT_RULE = (
+    r"(?:media|import|font-face|charset|keyframes|supports|page|namespace|layer|container"
+    r"|property|counter-style|font-feature-values|viewport|document|-[a-z]+-[a-z-]+)"
+    r"[ \t\r\n({;'\"]"
+)
 AT_GATE = re.compile(
     "|".join(
-        [f"[{_AT_CHARS}]", "&#", "&commat"]
+        [
+            f"[{_AT_CHARS}](?!{_CSS_AT_RULE})",
+            "&#0*(?:" + "|".join(str(ord(c)) for c in _AT_CHARS) + ")(?![0-9])",
+            "&#x0*(?:" + "|".join(f"{ord(c):x}" for c in _AT_CHARS) + ")(?![0-9a-f])",
+            "&commat",
+        ]
         + ["".join(f"%{b:02x}" for b in c.encode()) for c in _AT_CHARS]
     ),
     re.IGNORECASE,
