@@ -190,7 +190,7 @@ def test_nested_message_rfc822_and_attachment_names() -> None:
         b'Content-Type: application/pdf; name="alice.smith@example.com.pdf"\r\n'
         b"Content-Disposition: attachment;\r\n filename*0*=utf-8''alice.smith%40exa;\r\n"
         b" filename*1*=mple.com%20%C3%A9.pdf\r\nContent-Transfer-Encoding: base64\r\n\r\n"
-        + base64.encodebytes(b"%PDF-1.4 author alice.smith@example.com")
+        + base64.encodebytes(b"%PDF-1.4 author Alice")
         + b"--b2\r\nContent-Type: application/octet-stream\r\n"
         b'Content-Disposition: attachment; filename="=?utf-8?q?alice.smith=40example.com?="\r\n'
         b"\r\nplain bytes\r\n--b2--\r\n"
@@ -200,8 +200,25 @@ def test_nested_message_rfc822_and_attachment_names() -> None:
     forwarded, pdf, other = out.iter_parts()
     assert forwarded.get_content_type() == "message/rfc822"
     assert pdf.get_filename() == ALIAS + " \u00e9.pdf"
-    assert ALIAS.encode() in pdf.get_content()
+    assert pdf.get_content() == b"%PDF-1.4 author Alice"  # untouched: it showed no address
     assert other.get_filename() == ALIAS
+
+
+def test_a_binary_attachment_holding_the_address_is_refused_naming_the_part() -> None:
+    """Rewriting bytes inside a PDF would damage it: refused, with the part named."""
+    body = (
+        b"--b2\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b2\r\n"
+        b'Content-Type: application/pdf; name="invoice.pdf"\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n"
+        + base64.encodebytes(b"%PDF-1.4 author alice.smith@example.com")
+        + b"--b2--\r\n"
+    )
+    headers = b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b2\r\n"
+    with pytest.raises(RelayRefusal) as caught:
+        relay(simple(headers, body))
+    assert caught.value.reply == codes.part_refusal(
+        codes.ADDRESS_IN_BINARY_PART, "part 2 (application/pdf)"
+    )
 
 
 def test_principal_to_customer_uses_reverse_alias_and_hides_the_principal() -> None:

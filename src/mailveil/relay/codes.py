@@ -146,6 +146,26 @@ NEXT_HOP_MAILBOX_DISABLED = Reply(550, "5.2.1 Recipient mailbox disabled at the 
 NEXT_HOP_TOO_BIG = Reply(552, "5.3.4 Message too big for the next hop")
 NEXT_HOP_POLICY = Reply(550, "5.7.1 Message refused by the next hop's policy")
 NEXT_HOP_REFUSED = Reply(554, "5.0.0 Message refused by the next hop")
+# A real address the relay must hide is in a part it cannot rewrite (relay/redact.py). The
+# text names the part by number and type (``part_refusal``), never the address.
+ADDRESS_IN_SIGNED_PART = Reply(
+    550,
+    "5.7.1 Message refused: {part} is signed and shows a real email address; "
+    "rewriting it would break the signature",
+)
+ADDRESS_IN_BINARY_PART = Reply(
+    550,
+    "5.7.1 Message refused: {part} is binary and holds a real email address; "
+    "rewriting it would damage it",
+)
+ADDRESS_IN_OPENPGP = Reply(
+    550,
+    "5.7.1 Message refused: {part} holds an OpenPGP key, signature or signed text "
+    "naming a real email address; it cannot be rewritten",
+)
+ADDRESS_NOT_HIDDEN = Reply(
+    550, "5.7.1 Message refused: {part} would still show a real email address after rewriting"
+)
 AUTH_INVALID = Reply(535, "5.7.8 Authentication credentials invalid")
 ENCRYPTION_REQUIRED = Reply(
     538, "5.7.11 Encryption required for requested authentication mechanism"
@@ -157,7 +177,13 @@ def report_received(report_id: int) -> Reply:
     return Reply(REPORT_RECEIVED.code, REPORT_RECEIVED.text.format(id=int(report_id)))
 
 
+def part_refusal(reply: Reply, part: str) -> Reply:
+    """One of the ``ADDRESS_IN_*`` / ``ADDRESS_NOT_HIDDEN`` replies naming ``part``."""
+    return Reply(reply.code, reply.text.format(part=part))
+
+
 __all__ = [name for name, value in globals().items() if isinstance(value, Reply)] + [
     "Reply",
+    "part_refusal",
     "report_received",
 ]

@@ -75,6 +75,10 @@ class StaticResolver:
         self._table = table
         self._failing = {(normalise_name(n), t.upper()) for n, t in self.failing}
 
+    def add(self, name: str, rtype: str, value: str) -> None:
+        """One more record (a test adding a domain to a running relay)."""
+        self._table.setdefault((normalise_name(name), rtype.upper()), []).append(value)
+
     def _get(self, name: str, rtype: str) -> list[str]:
         key = (normalise_name(name), rtype)
         self.queries.append(key)

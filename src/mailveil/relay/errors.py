@@ -57,6 +57,17 @@ class HeaderInjection(MalformedMessage):
     reply = codes.HEADER_INJECTION
 
 
+class AddressNotHidden(RelayRefusal):
+    """A real address shows in a part that cannot be rewritten (signed, binary, OpenPGP) or
+    still shows after rewriting; ``reply`` names the part (``codes.part_refusal``)."""
+
+    code = "address-not-hidden"
+
+    def __init__(self, template: Reply, part: str) -> None:
+        reply = codes.part_refusal(template, part)
+        super().__init__(reply.text, reply=reply)
+
+
 class LimitExceeded(RelayRefusal):
     code = "limit-exceeded"
     reply = codes.MESSAGE_TOO_BIG
@@ -93,6 +104,7 @@ class MessageTooBig(LimitExceeded):
 
 
 __all__ = [
+    "AddressNotHidden",
     "BareLineEnding",
     "DuplicateFrom",
     "HeaderInjection",

@@ -14,12 +14,8 @@ in a reply, never in the ledger.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import html
 import logging
-import re
-import urllib.parse
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any
@@ -44,7 +40,7 @@ from mailveil.relay.messages import (
     thread_exists,
     verp_address,
 )
-from mailveil.relay.parse import header_text, parse_message, walk_with_depth
+from mailveil.relay.parse import header_text, parse_message
 from mailveil.relay.policy import (
     PolicyRefusal,
     check_content,
@@ -52,7 +48,6 @@ from mailveil.relay.policy import (
     decide_message,
     referenced_ids,
 )
-from mailveil.relay.redact import decode_words
 from mailveil.relay.rewrite import (
     new_message_id,
     rewrite_customer_to_principal,
@@ -68,7 +63,6 @@ from mailveil.relay.sender_auth import (
 )
 
 log = logging.getLogger("mailveil.relay")
-_UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 
 KIND_MESSAGE = "message"
 KIND_REFUSED = "message_refused"
@@ -180,52 +174,6 @@ def header_from_address(message: EmailMessage) -> str:
         raise DuplicateFrom(f"{len(values)} From header fields")
     parsed = parse_mailbox(header_text(values[0]))
     return parsed[0] if parsed else ""
-
-
-_LOCAL = r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]{1,64}"
-_ENCODED_CTE = frozenset({"base64", "quoted-printable"})
-
-
-@functools.lru_cache(maxsize=1024)
-def _domain_pattern(domains: tuple[str, ...]) -> re.Pattern[str]:
-    alternatives = "|".join(re.escape(d) for d in domains)
-    return re.compile(
-        _LOCAL + r"@(?:[A-Za-z0-9-]{1,63}\.)*(?:" + alternatives + r")(?![A-Za-z0-9-])",
-        re.IGNORECASE,
-    )
-
-
-def addresses_at(message: EmailMessage, raw: bytes, domains: list[str]) -> set[str]:
-    """Every address on one of ``domains`` (or a subdomain) that the message shows: in its
-    bytes, and in its encoded-word headers and base64/quoted-printable text parts decoded,
-    with HTML character references and percent-escapes read. The principal's domains are its
-    own: any mailbox there is the principal's real address, not only the ones it registered.
-    The rewriter then hides each of them in every encoding (``redact``)."""
-    names = tuple(sorted({d.lower().strip(".") for d in domains if d}))
-    if not names:
-        return set()
-    pattern = _domain_pattern(names)
-    texts = [raw.decode("latin-1")]
-    for part, _depth in walk_with_depth(message):
-        encoded = False
-        for key, value in part.raw_items():
-            text = str(value)
-            if "=?" in text:
-                texts.append(decode_words(_UNFOLD.sub("", text)))
-            if key.lower() == "content-transfer-encoding":
-                encoded = text.strip().lower() in _ENCODED_CTE
-        if encoded and part.get_content_maintype() == "text" and not part.is_multipart():
-            payload = part.get_payload(decode=True)
-            if isinstance(payload, bytes):
-                texts.append(payload.decode(part.get_content_charset() or "utf-8", "replace"))
-    found: set[str] = set()
-    for text in texts:
-        found.update(m.lower() for m in pattern.findall(text))
-        if "&" in text:
-            found.update(m.lower() for m in pattern.findall(html.unescape(text)))
-        if "%" in text:
-            found.update(m.lower() for m in pattern.findall(urllib.parse.unquote(text)))
-    return found
 
 
 def outgoing(
@@ -371,12 +319,8 @@ def to_customer(
         known = reason if reason in ctx.messaging.known_reasons else None
         return refused(exc.reply, str(exc), known)
     hidden = {a: route.reverse_alias for a in route.principal_addresses()}
+    # Every mailbox on the principal's domains is its own, not only the ones it registered.
     domains = list((route.principal.attributes or {}).get("sending_domains") or [])
-    try:
-        for address in addresses_at(message, raw, domains):
-            hidden[address] = route.reverse_alias
-    except (LookupError, ValueError) as exc:
-        return refused(codes.BAD_CONTENT, f"could not read the text: {type(exc).__name__}", reason)
     for address in (sender.mail_from, header_from):
         if address and "@" in address and not _on_relay_domain(address, domain):
             hidden[address.lower()] = route.reverse_alias
@@ -388,6 +332,7 @@ def to_customer(
             redactions=hidden,
             relay_domain=domain,
             message_id=message_id,
+            hidden_domains=domains,
         )
     except RelayRefusal as exc:
         return refused(exc.reply, str(exc), reason)

@@ -1,16 +1,27 @@
-"""Redaction: every occurrence of a real address in a message becomes its alias.
+"""Redaction: every real address a reader of the message could see becomes its alias.
 
-Matching is done on decoded text (encoded-words, RFC 2231 parameters, quoted-printable with its
-soft line breaks, base64, the part's charset), so an address is found however the sender's
-client chose to encode it; and on the raw bytes too, so an address hidden from a decoder (for
-example plain text inside a "base64" part, which a lenient decoder skips) is still caught. Each
-character of the address may also appear percent-encoded (URLs, ``mailto:``) or as an HTML
-character reference (``&#64;``, ``&#x40;``, ``&commat;``), in any case, mixed freely.
+What a reader sees is compared, not only bytes (``address_forms`` says how an address is
+matched: case, sub-address tags, dots where the provider ignores them, IDNA, NFKC, invisible
+characters, character references and percent-escapes):
 
-A changed part is re-encoded whole (quoted-printable or base64), so no trace of the address
-survives in its transfer encoding. Binary attachments are redacted byte for byte; an address
-inside compressed content (a zip, a PDF stream) cannot be seen here: attachment policy is the
-guard for those.
+- header fields, with RFC 2047 encoded-words decoded (also as lenient decoders read damaged
+  ones) and RFC 2231 parameters (file names) collapsed;
+- text parts decoded (transfer encoding, charset), and also as other decoders would read a
+  malformed encoding; calendar and vCard parts with their folded lines joined;
+  ``format=flowed; delsp=yes`` with its soft breaks joined; text/enriched without its markup;
+- HTML as a client renders it (``render``);
+- binary parts, OpenPGP keys and signatures, S/MIME signatures (``opaque``).
+
+Text is rewritten where it is: headers are stored again, a changed text part is re-encoded whole
+(quoted-printable or base64) so no trace survives in its transfer encoding, an HTML part is
+serialised again from its tree. A part that cannot be rewritten is refused with a 5.7.1 reply
+naming it (``errors.AddressNotHidden``): a binary part (rewriting bytes would damage it), a part
+under ``multipart/signed`` or an OpenPGP armored or cleartext-signed block (it would break the
+signature), and any part that still shows an address after rewriting. Parts that show no
+address are left as they are, bytes and all.
+
+Cheap tests come first: nothing is rendered or mapped unless the decoded text can show "@"
+(``address_forms.AT_GATE``) and holds a form of one of the domains.
 """
 
 from __future__ import annotations
@@ -24,21 +35,23 @@ import email.utils
 import quopri
 import re
 import urllib.parse
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from email.message import Message
 from email.policy import Policy
 
 from mailveil.relay import codes
-from mailveil.relay.errors import HeaderInjection, MalformedMessage
-from mailveil.relay.parse import header_text, walk_with_depth
+from mailveil.relay.address_forms import (
+    AT_GATE,
+    Matcher,
+    fold_map,
+    reader_view,
+    replace_spans,
+)
+from mailveil.relay.errors import AddressNotHidden, HeaderInjection, MalformedMessage
+from mailveil.relay.opaque import OPENPGP_TYPES, armored_spans, binary_shows
+from mailveil.relay.parse import header_text
+from mailveil.relay.render import html_shows, rewrite_html
 
-_NAMED_ENTITIES: dict[str, tuple[str, ...]] = {
-    "@": ("&commat;",),
-    ".": ("&period;",),
-    "-": ("&hyphen;", "&dash;"),
-    "_": ("&lowbar;", "&UnderBar;"),
-    "+": ("&plus;",),
-}
 _PARAM_HEADERS = frozenset({"content-type", "content-disposition"})
 # A decoded header must not carry line breaks or NUL: that is header injection through an
 # encoded-word. Other control characters are replaced (they break display, not structure).
@@ -46,57 +59,57 @@ _INJECTION = re.compile(r"[\r\n\x00]")
 _CONTROLS = re.compile(r"[\x01-\x08\x0b\x0c\x0e-\x1f\x7f]")
 _UNFOLD = re.compile(r"\r?\n(?=[ \t])")
 _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
-
-
-def _char_pattern(char: str) -> str:
-    forms = [re.escape(char)]
-    forms += [re.escape(form) for form in _NAMED_ENTITIES.get(char, ())]
-    forms.append("".join(f"%{byte:02x}" for byte in char.encode("utf-8")))
-    forms.append(f"&#0*{ord(char)};?")
-    forms.append(f"&#x0*{ord(char):x};?")
-    return "(?:" + "|".join(forms) + ")"
+# Joined by a reader: iCalendar/vCard line folding; format=flowed soft breaks with delsp=yes
+# (and the quote marks of the line that continues); text/enriched markup.
+_FOLDED_LINE = re.compile(r"\r?\n[ \t]")
+_FLOWED_BREAK = re.compile(r" \r?\n>* ?")
+_ENRICHED_MARKUP = re.compile(r"<[A-Za-z/][^<>]{0,60}>")
+_DIRECTORY_TYPES = frozenset(
+    {"text/calendar", "text/vcard", "text/x-vcard", "text/directory", "application/ics"}
+)
+_TEXT_APPLICATIONS = frozenset({"application/json", "application/xml", "application/ics"})
+_HTML_TYPES = frozenset({"text/html", "application/xhtml+xml"})
+_CONTENT_TYPE = re.compile(r"[a-z0-9][a-z0-9!#$&^_.+-]{0,63}/[a-z0-9][a-z0-9!#$&^_.+-]{0,63}")
 
 
 class Redactor:
-    """Replaces each real address (in any encoding the module docstring lists) by its alias."""
+    """Finds and replaces real addresses (each by its alias) and every mailbox on hidden
+    domains (each by its alias) as ``address_forms`` matches them; never a mailbox on
+    ``keep_domain`` (the relay's own)."""
 
-    def __init__(self, replacements: Mapping[str, str]) -> None:
-        # Longest first, so an address that contains another is replaced whole.
-        ordered = sorted(
-            ((real, alias) for real, alias in replacements.items() if real),
-            key=lambda pair: -len(pair[0]),
-        )
-        self._text = [
-            (re.compile("".join(_char_pattern(c) for c in real), re.IGNORECASE), alias)
-            for real, alias in ordered
-        ]
-        self._bytes = [
-            (re.compile(pattern.pattern.encode("utf-8"), re.IGNORECASE), alias.encode("utf-8"))
-            for pattern, alias in self._text
-        ]
+    def __init__(
+        self,
+        replacements: Mapping[str, str],
+        *,
+        domains: Mapping[str, str] | None = None,
+        keep_domain: str | None = None,
+    ) -> None:
+        self.matcher = Matcher(replacements, domains, keep_domain)
 
-    def found(self, text: str) -> bool:
-        return any(pattern.search(text) for pattern, _ in self._text)
+    def found(self, text: str, drop: re.Pattern[str] | None = None) -> bool:
+        if not self.matcher:
+            return False
+        if drop is not None:
+            text = drop.sub("", text)  # before the gate: a fold can follow "@media"
+        return AT_GATE.search(text) is not None and self.matcher.found(reader_view(text))
 
     def found_bytes(self, data: bytes) -> bool:
-        return any(pattern.search(data) for pattern, _ in self._bytes)
+        return self.matcher.found_bytes(data)
 
-    def text(self, text: str) -> str:
-        for pattern, alias in self._text:
-            # A template would read backslashes in the alias; escaping makes it literal.
-            text = pattern.sub(alias.replace("\\", "\\\\"), text)
-        return text
+    def _replace(self, text: str, by: str | None, drop: re.Pattern[str] | None = None) -> str:
+        if not self.found(text, drop):
+            return text
+        spans = self.matcher.spans(fold_map(text, drop=drop))
+        if by is not None:
+            spans = [(start, end, by) for start, end, _alias in spans]
+        return replace_spans(text, spans)
+
+    def text(self, text: str, drop: re.Pattern[str] | None = None) -> str:
+        return self._replace(text, None, drop)
 
     def strip(self, text: str) -> str:
         """Remove every real address (for display names, where an alias would mislead)."""
-        for pattern, _alias in self._text:
-            text = pattern.sub(" ", text)
-        return text
-
-    def bytes(self, data: bytes) -> bytes:
-        for pattern, alias in self._bytes:
-            data = pattern.sub(alias.replace(b"\\", b"\\\\"), data)
-        return data
+        return self._replace(text, " ")
 
 
 def decode_words(raw: str) -> str:
@@ -173,34 +186,51 @@ def format_params(params: list[tuple[str, str]]) -> str:
     return "; ".join(pieces)
 
 
-def redact_headers(part: Message, redactor: Redactor) -> None:
-    """Redact every header of ``part`` in place, keeping their order."""
+def _header_views(
+    part: Message, name: str, raw_text: str, redactor: Redactor
+) -> tuple[str, list[str]]:
+    """The decoded value to rewrite, and every reading of the field to check."""
+    decoded = clean_header_value(decode_words(raw_text))
+    views = [decoded, raw_text]
+    if "=?" in raw_text:
+        # Decoders differ on damaged encoded-words (the header registry reads some that
+        # decode_header rejects): what any reader could see is what gets checked, and the
+        # reading that shows the address is the one rewritten.
+        lenient = _registry_view(part.policy, name, raw_text)
+        if lenient is not None:
+            views.append(lenient)
+            if redactor.found(lenient) and not redactor.found(decoded):
+                decoded = lenient
+    return decoded, views
+
+
+def _may_hold_params(raw_text: str) -> bool:
+    # RFC 2231 (name*=) and RFC 2047 hide "@" from the raw text; otherwise the gate decides.
+    return "*" in raw_text or "=?" in raw_text or AT_GATE.search(raw_text) is not None
+
+
+def redact_headers(part: Message, redactor: Redactor, path: str = "", signed: bool = False) -> None:
+    """Redact every header of ``part`` in place, keeping their order. ``signed``: the part is
+    under a signature, so a field showing an address is refused, not rewritten."""
     items = list(part.raw_items())
     changed = False
     rebuilt: list[tuple[str, str]] = []
     for name, raw in items:
         if redactor.found(name):
+            if signed:
+                raise _refuse(codes.ADDRESS_IN_SIGNED_PART, part, path)
             changed = True  # An address in a field name: the field goes.
             continue
         raw_text = raw if isinstance(raw, str) else str(raw)
-        decoded = clean_header_value(decode_words(raw_text))
-        # Decoders differ on damaged encoded-words (the header registry reads some that
-        # decode_header rejects): what any reader could see is what gets checked.
-        lenient = _registry_view(part.policy, name, raw_text)
-        if lenient is not None and redactor.found(lenient):
-            decoded = lenient
+        decoded, views = _header_views(part, name, raw_text, redactor)
         params: list[tuple[str, str]] = []
-        if name.lower() in _PARAM_HEADERS:
+        if name.lower() in _PARAM_HEADERS and _may_hold_params(raw_text):
             params = _params(part, name)
-            decoded_params = " ".join(f"{k} {v}" for k, v in params)
-        else:
-            decoded_params = ""
-        if not (
-            redactor.found(decoded)
-            or redactor.found(decoded_params)
-            or redactor.found(raw_text)
-            or header_text(raw_text) != raw_text
-        ):
+            views.append(" ".join(f"{k} {v}" for k, v in params))
+        hit = any(redactor.found(view) for view in views)
+        if hit and signed:
+            raise _refuse(codes.ADDRESS_IN_SIGNED_PART, part, path)
+        if not hit and header_text(raw_text) == raw_text:
             rebuilt.append((name, raw))
             continue
         changed = True
@@ -235,8 +265,8 @@ def _store(policy: Policy, name: str, value: str) -> str:
         return registry(name, value)
 
 
-def _reencode_text(part: Message, text: str, cte: str) -> None:
-    charset = part.get_content_charset() or "us-ascii"
+def _reencode_text(part: Message, text: str, cte: str, charset: str | None) -> None:
+    charset = charset or "us-ascii"
     try:
         data = text.encode(charset)
     except (LookupError, UnicodeEncodeError):
@@ -289,43 +319,137 @@ def _other_decodings(raw: bytes, cte: str) -> list[bytes]:
     return []
 
 
-def redact_leaf(part: Message, redactor: Redactor) -> None:
-    raw = _raw_payload(part)
-    decoded = part.get_payload(decode=True)
-    data = decoded if isinstance(decoded, bytes) else raw
+def _describe(part: Message, path: str) -> str:
+    """``part 1.2 (text/html)``: its MIME part number and type, fit for a reply text."""
+    ctype = part.get_content_type()
+    if not _CONTENT_TYPE.fullmatch(ctype):  # no "@" in it either: the reply names no address
+        ctype = "content"
+    return f"part {path or '1'} ({ctype})"
+
+
+def _refuse(template: codes.Reply, part: Message, path: str) -> AddressNotHidden:
+    return AddressNotHidden(template, _describe(part, path))
+
+
+def _text_drop(ctype: str, params: Mapping[str, str]) -> re.Pattern[str] | None:
+    if ctype in _DIRECTORY_TYPES:
+        return _FOLDED_LINE
+    if ctype in ("text/enriched", "text/richtext"):
+        return _ENRICHED_MARKUP
+    if ctype == "text/plain" and params.get("format") == "flowed" and params.get("delsp") == "yes":
+        return _FLOWED_BREAK
+    return None
+
+
+def _content_params(part: Message) -> dict[str, str]:
+    """Content-Type parameters, lower-cased, read once (each read parses the field again)."""
+    out: dict[str, str] = {}
+    for key, value in part.get_params() or []:
+        text = email.utils.collapse_rfc2231_value(value)
+        out[key.lower()] = str(text or "").strip().lower()
+    return out
+
+
+def _is_text(ctype: str) -> bool:
+    maintype, _, subtype = ctype.partition("/")
+    return (
+        maintype in ("text", "message")
+        or ctype in _TEXT_APPLICATIONS
+        or subtype.endswith(("+json", "+xml"))
+    )
+
+
+def _text_shows(text: str, ctype: str, drop: re.Pattern[str] | None, redactor: Redactor) -> bool:
+    if ctype in _HTML_TYPES:
+        return html_shows(text, redactor.matcher)
+    return redactor.found(text) or (drop is not None and redactor.found(text, drop))
+
+
+def _redact_text(
+    part: Message, ctype: str, redactor: Redactor, path: str, signed: bool, raw: bytes, data: bytes
+) -> None:
     cte = part.get("Content-Transfer-Encoding", "7bit").strip().lower()
-    if part.get_content_maintype() == "text":
-        text = decode_bytes(data, part.get_content_charset())
-        if redactor.found(text) or redactor.found_bytes(raw) or redactor.found_bytes(data):
-            _reencode_text(part, redactor.text(text), cte)
-            return
+    params = _content_params(part)
+    charset = params.get("charset") or None
+    text = decode_bytes(data, charset)
+    drop = _text_drop(ctype, params)
+    for start, end in armored_spans(text):
+        # Armored keys and signatures, and cleartext-signed text: read, never rewritten.
+        block = text[start:end]
+        packets = block.encode("utf-8", "replace")
+        if redactor.found(block) or binary_shows(packets, redactor.matcher):
+            raise _refuse(codes.ADDRESS_IN_OPENPGP, part, path)
+    shows = _text_shows(text, ctype, drop, redactor)
+    if not (shows or redactor.found_bytes(raw) or redactor.found_bytes(data)):
         for other in _other_decodings(raw, cte):
-            if redactor.found_bytes(other) or redactor.found(
-                decode_bytes(other, part.get_content_charset())
-            ):
+            if redactor.found_bytes(other) or redactor.found(decode_bytes(other, charset)):
                 raise MalformedMessage(
                     "a text part's transfer encoding is malformed", reply=codes.BAD_CONTENT
                 )
         return
-    if redactor.found_bytes(raw) or redactor.found_bytes(data):
-        part.set_payload(base64.encodebytes(redactor.bytes(data)).decode("ascii"))
-        _set_cte(part, "base64")
+    if signed:
+        raise _refuse(codes.ADDRESS_IN_SIGNED_PART, part, path)
+    if ctype in _HTML_TYPES:
+        new = rewrite_html(text, redactor.matcher)
+    else:
+        new = redactor.text(text, drop)
+        if drop is not None:
+            new = redactor.text(new)
+    if _text_shows(new, ctype, drop, redactor):
+        raise _refuse(codes.ADDRESS_NOT_HIDDEN, part, path)
+    _reencode_text(part, new, cte, charset)
+
+
+def redact_leaf(part: Message, redactor: Redactor, path: str = "", signed: bool = False) -> None:
+    """Redact one leaf part's content (module docstring); ``path`` is its part number."""
+    raw = _raw_payload(part)
+    decoded = part.get_payload(decode=True)
+    data = decoded if isinstance(decoded, bytes) else raw
+    ctype = part.get_content_type()
+    if _is_text(ctype) and ctype not in OPENPGP_TYPES:
+        _redact_text(part, ctype, redactor, path, signed, raw, data)
+        return
+    if binary_shows(data, redactor.matcher) or redactor.found_bytes(raw):
+        if ctype in OPENPGP_TYPES or b"-----BEGIN PGP " in data:
+            raise _refuse(codes.ADDRESS_IN_OPENPGP, part, path)
+        if signed:
+            raise _refuse(codes.ADDRESS_IN_SIGNED_PART, part, path)
+        raise _refuse(codes.ADDRESS_IN_BINARY_PART, part, path)
+
+
+def _parts(message: Message) -> Iterator[tuple[Message, str, bool]]:
+    """Every part with its MIME part number (``1.2``; the message is ``""``) and whether a
+    ``multipart/signed`` covers it, iteratively (depth is attacker-chosen and was bounded by
+    ``parse.check_structure``)."""
+    stack: list[tuple[Message, str, bool]] = [(message, "", False)]
+    while stack:
+        part, path, signed = stack.pop()
+        yield part, path, signed
+        children = part.get_payload() if part.is_multipart() else None
+        if not isinstance(children, list):
+            continue
+        signs = part.get_content_type() == "multipart/signed"
+        for number in range(len(children), 0, -1):
+            child = children[number - 1]
+            if isinstance(child, Message):
+                covered = signed or (signs and number == 1)
+                stack.append((child, f"{path}.{number}" if path else str(number), covered))
 
 
 def redact_message(message: Message, redactor: Redactor) -> None:
-    """Redact headers, preambles, epilogues and leaves of every part, nested messages included.
-
-    Depth and part count were bounded by ``parse.check_structure``.
-    """
-    for part, _depth in walk_with_depth(message):
-        redact_headers(part, redactor)
+    """Redact headers, preambles, epilogues and leaves of every part, nested messages included;
+    refuse what cannot be rewritten (module docstring)."""
+    for part, path, signed in _parts(message):
+        redact_headers(part, redactor, path, signed)
         if part.is_multipart():
             for attr in ("preamble", "epilogue"):
                 value = getattr(part, attr)
                 if isinstance(value, str) and redactor.found(value):
+                    if signed:
+                        raise _refuse(codes.ADDRESS_IN_SIGNED_PART, part, path)
                     setattr(part, attr, redactor.text(value))
         else:
-            redact_leaf(part, redactor)
+            redact_leaf(part, redactor, path, signed)
 
 
 __all__ = [

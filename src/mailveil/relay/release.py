@@ -143,7 +143,7 @@ def prepare_release(
         helo=str(detail.get("helo") or ""),
     )
     message = parse_message(raw, ctx.limits)
-    out = banner_outgoing(session, ctx, route, sender, raw, message, header_from_address(message))
+    out = banner_outgoing(session, ctx, route, sender, message, header_from_address(message))
     out.event.detail["released"] = entry.held.sha256
     released = Event(
         kind="quarantine_released",

@@ -29,8 +29,10 @@ Both directions (customer → principal and principal → customer) use the same
    address there is someone's real address. ``Message-ID`` is replaced by one on the relay
    domain (the caller may pass it, to map replies); ``Date`` is kept as the same instant in UTC
    so the sender's time zone does not show.
-4. Every real address given in ``redactions`` is replaced by its alias everywhere else
-   (``redact.redact_message``), and the output is checked once more for any trace of it.
+4. Every real address given in ``redactions``, and every mailbox on ``hidden_domains``, is
+   replaced by the sender's alias everywhere a reader could see it (``redact.redact_message``);
+   a part where that cannot be done is refused with a reply naming it. The output is checked
+   once more for any trace in its bytes.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ import email.utils
 import re
 import secrets
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from email.headerregistry import Address
 from email.message import EmailMessage
 
@@ -165,11 +167,17 @@ def rewrite(
     redactions: Mapping[str, str],
     relay_domain: str,
     message_id: str | None = None,
+    hidden_domains: Iterable[str] = (),
 ) -> bytes:
     """Rewrite ``message`` in place as the module docstring says; return its wire bytes (CRLF,
     not dot-stuffed). Raises a ``RelayRefusal`` subclass, never anything else."""
+    redactor = Redactor(
+        redactions,
+        domains={domain: from_alias for domain in hidden_domains},
+        keep_domain=relay_domain,
+    )
     try:
-        return _rewrite(message, from_alias, redactions, relay_domain, message_id)
+        return _rewrite(message, from_alias, redactor, relay_domain, message_id)
     except RelayRefusal:
         raise
     except (
@@ -187,11 +195,10 @@ def rewrite(
 def _rewrite(
     message: EmailMessage,
     from_alias: str,
-    redactions: Mapping[str, str],
+    redactor: Redactor,
     relay_domain: str,
     message_id: str | None,
 ) -> bytes:
-    redactor = Redactor(redactions)
     name = sanitize_display_name(_display_name(_single_from(message)), redactor)
     to = _relay_recipients(message, "to", relay_domain)
     cc = _relay_recipients(message, "cc", relay_domain)
@@ -250,15 +257,18 @@ def rewrite_principal_to_customer(
     redactions: Mapping[str, str],
     relay_domain: str,
     message_id: str | None = None,
+    hidden_domains: Iterable[str] = (),
 ) -> bytes:
     """From becomes the principal's reverse alias; ``redactions`` maps the principal's real
-    sending address (and any other it must hide) to it."""
+    sending address (and any other it must hide) to it; every mailbox on ``hidden_domains``
+    (the principal's own domains) becomes it too."""
     return rewrite(
         message,
         from_alias=reverse_alias,
         redactions=redactions,
         relay_domain=relay_domain,
         message_id=message_id,
+        hidden_domains=hidden_domains,
     )
 
 

@@ -45,7 +45,6 @@ from mailveil.relay.pipeline import (
     Outgoing,
     Refused,
     Stranger,
-    addresses_at,
     outgoing,
     stranger_event,
 )
@@ -165,7 +164,6 @@ def banner_outgoing(
     ctx: RelayContext,
     route: Route,
     sender: Sender,
-    raw: bytes,
     message: EmailMessage,
     header_from: str,
 ) -> Outgoing:
@@ -180,11 +178,6 @@ def banner_outgoing(
     domains = list((route.principal.attributes or {}).get("sending_domains") or [])
     domains += [_domain(sender.mail_from), _domain(header_from)]
     domains = [d for d in dict.fromkeys(domains) if d and d != relay_domain]
-    try:
-        for address in addresses_at(message, raw, domains):
-            hidden[address] = route.reverse_alias
-    except (LookupError, ValueError) as exc:
-        raise MalformedMessage(f"could not read the text: {type(exc).__name__}") from exc
     for address in (sender.mail_from, header_from):
         if address and "@" in address and _domain(address) != relay_domain:
             hidden[address.lower()] = route.reverse_alias
@@ -195,6 +188,7 @@ def banner_outgoing(
         redactions=hidden,
         relay_domain=ctx.settings.relay_domain,
         message_id=message_id,
+        hidden_domains=domains,
     )
     rcpt = customer_address(session, ctx.runtime.vault, route.customer)
     out = outgoing(
@@ -267,9 +261,7 @@ def decide(
         fallback = undeliverable(route)
         if fallback is None:
             try:
-                out = banner_outgoing(
-                    session, ctx, route, sender, raw, found.message, found.header_from
-                )
+                out = banner_outgoing(session, ctx, route, sender, found.message, found.header_from)
             except RelayRefusal as exc:
                 fallback = f"{exc.code}: {exc.reply.code} {exc.reply.enhanced}"
             else:
