@@ -127,9 +127,28 @@ class Settings:
     # The customer-visible access log names the team; set this to name the person as well.
     access_log_names_person: bool = False
     # -- incident response (mailveil.incidents) ----------------------------------------------
-    # Who the regulator report and breach notices name as the controller and contact point.
-    controller_name: str = "the marketplace"
-    breach_contact: str = ""  # empty: privacy@<relay_domain>
+    # The controller the regulator report and breach notices name, until the privacy officer
+    # edits them (`mailveil incidents report controller set`, stored and ledgered). Empty
+    # means not given: the report shows it as missing and stays a draft, nothing is made up.
+    controller_name: str = ""
+    controller_address: str = ""
+    # ISO country of the main establishment in the EEA (GDPR Art. 56: the lead authority).
+    controller_establishment: str = ""
+    dpo_name: str = ""
+    breach_contact: str = ""  # the contact point's e-mail: the DPO's or the privacy team's
+    dpo_phone: str = ""
+    # The representative in the EEA of a controller established outside it (GDPR Art. 27).
+    representative_name: str = ""
+    representative_address: str = ""
+    representative_email: str = ""
+    # The time zone the regulator report is written in (an IANA name).
+    report_timezone: str = "UTC"
+    # NIS2 (Directive (EU) 2022/2555): "essential" or "important" when the marketplace is
+    # such an entity (online marketplaces are in Annex II), "none" otherwise; the member state
+    # whose CSIRT or competent authority it reports to, and that body's name.
+    nis2_entity: str = "none"
+    nis2_member_state: str = ""
+    nis2_authority: str = ""
     # -- the console (mailveil.console): the investigators' browser UI at /console ---------
     # Its public base URL (https://... makes its cookies Secure); empty: the request's own.
     console_public_url: str = ""
@@ -376,6 +395,20 @@ def _check(settings: Settings) -> None:
     ):
         raise SettingsError("notify_broker_url must be a redis:// or amqp:// URL")
     _check_witnesses(settings)
+    _check_report(settings)
+
+
+def _check_report(settings: Settings) -> None:
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:
+        ZoneInfo(settings.report_timezone)
+    except (ZoneInfoNotFoundError, ValueError) as exc:
+        raise SettingsError(
+            f"report_timezone {settings.report_timezone!r} is not an IANA time zone"
+        ) from exc
+    if settings.nis2_entity not in ("none", "important", "essential"):
+        raise SettingsError("nis2_entity must be none, important or essential")
 
 
 def _check_witnesses(settings: Settings) -> None:

@@ -1,5 +1,5 @@
 """Incident response through the API: blast radius (incident and dry run), containment of
-every culprit, and the regulator report whose numbers are the blast radius's."""
+every culprit, the regulator report whose numbers are the blast radius's, and notices."""
 
 from __future__ import annotations
 
@@ -81,13 +81,16 @@ def test_blast_radius_containment_and_regulator_report(admin: Api) -> None:
     assert inv.ok("get", f"/v1/incidents/{incident['id']}")["status"] == "contained"
     again = inv.post(f"/v1/incidents/{incident['id']}/contain", json={"reason": "twice"})
     assert again.status_code == 409
-    report = inv.ok("get", f"/v1/incidents/{incident['id']}/regulator-report")
-    assert report["people_affected"] == radius["customers"] == 3
+    report = inv.ok("get", f"/v1/incidents/{incident['id']}/report")
+    assert report["people"]["count"] == radius["customers"] == 3
     assert report["categories"][0]["people"] == 3
-    assert report["people_by_region"] == radius["by_region"]
-    assert any("contain" in m["what"] for m in report["measures_taken"])
-    assert 71 < report["hours_left"] <= 72 and report["overdue"] is False
-    html = inv.get(f"/v1/incidents/{incident['id']}/regulator-report", params={"format": "html"})
+    assert {m["code"]: m["people"] for m in report["people"]["by_member_state"]} == {
+        "DE": 1,
+        "FR": 1,
+    }
+    assert any(m["what"].startswith("Contained") for m in report["measures_taken"])
+    assert report["clock"]["status_text"].startswith("due in 71 hours")
+    html = inv.get(f"/v1/incidents/{incident['id']}/report/html")
     assert html.status_code == 200 and html.headers["content-type"].startswith("text/html")
     assert "Personal data breach report" in html.text and "b0@example.com" not in html.text
     timeline = [
@@ -115,6 +118,13 @@ def test_notices_for_a_contained_incident(admin: Api) -> None:
     inv, incident = w["investigator"], w["incident"]
     assert inv.post(f"/v1/incidents/{incident['id']}/notices").status_code == 409  # open
     inv.ok("post", f"/v1/incidents/{incident['id']}/contain", json={"reason": "confirmed"})
+    nameless = inv.post(f"/v1/incidents/{incident['id']}/notices")
+    assert nameless.status_code == 422 and "contact point" in nameless.json()["detail"]
+    inv.ok(
+        "patch",
+        "/v1/report/controller",
+        json={"name": "Example Market", "dpo_email": "privacy@market.example"},
+    )
     first = inv.ok("post", f"/v1/incidents/{incident['id']}/notices", 201)
     assert first["new_customers"] == 3 and first["send_status"] == "awaiting_approval"
     again = inv.ok("post", f"/v1/incidents/{incident['id']}/notices", 201)

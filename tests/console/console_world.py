@@ -31,11 +31,12 @@ from mailveil.db.session import session_scope
 from mailveil.demo.harness import LOOPBACK, DemoEnv, free_port
 from mailveil.demo.leak import stage_leak
 from mailveil.demo.notify_acts import GIFT, run_glitch
-from mailveil.demo.story import OUTSIDE_DOMAINS
+from mailveil.demo.story import DEMO_CONTROLLER, OUTSIDE_DOMAINS
 from mailveil.demo.world import DEMO_EMPLOYEES_CEDAR, Market, build_market
 from mailveil.detect.jobs import run_detection
 from mailveil.detect.models import Incident
 from mailveil.detect.signals import record_signal
+from mailveil.incidents.controller import set_controller
 from mailveil.notify.audience import Entry
 from mailveil.notify.models import Fact, Send
 from mailveil.notify.queue import Dispatcher
@@ -243,6 +244,15 @@ def build_world(*, customers: int = 150) -> World:
     runtime = env.runtime
     with runtime.session_factory() as session:
         market = build_market(session, runtime, customers=customers)
+    with session_scope(runtime.session_factory) as session:
+        # The privacy officer's details: breach notices name the controller and contact.
+        set_controller(
+            session,
+            settings=runtime.settings,
+            signer=runtime.signer,
+            changes=DEMO_CONTROLLER,
+            actor="test:privacy-officer",
+        )
     stage_leak(env, market, export_rows=60, reporters=8)
     _quarantine_one(env, market)
     with session_scope(runtime.session_factory) as session:

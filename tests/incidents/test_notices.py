@@ -19,6 +19,7 @@ from mailveil.contacts.relationships import create_case
 from mailveil.detect.incidents import set_status
 from mailveil.detect.signals import record_signal
 from mailveil.errors import Conflict, InvalidInput
+from mailveil.incidents.controller import set_controller
 from mailveil.incidents.notices import BUILT_IN, TEMPLATE, fact_id, prepare_notices
 from mailveil.notify.models import Fact, Recipient
 from mailveil.notify.templates import get_template, register_template, render
@@ -66,6 +67,13 @@ def _incident(session: Session, parts: Any) -> tuple[int, list[Any], Any]:
         source_principal_id=bad.id,
     )
     assert signal.incident_id is not None
+    set_controller(
+        session,
+        settings=settings,
+        signer=signer,
+        changes={"name": "Example Market", "dpo_email": "privacy@market.example"},
+        actor="dpo",
+    )
     return signal.incident_id, cs, bad
 
 
@@ -112,6 +120,29 @@ def test_one_notice_per_affected_customer_never_twice(session: Session, parts: A
     assert "private e-mail alias" in bodies[cs[0].id]
     assert "What was exposed: your e-mail address" in bodies[cs[3].id]
     assert "p0@example.com" not in bodies[cs[0].id]
+    assert "Whom to contact: privacy@market.example" in bodies[cs[0].id]
+    assert bodies[cs[0].id].rstrip().endswith("Example Market")
+
+
+def test_no_notice_without_a_controller_and_a_contact_point(session: Session, parts: Any) -> None:
+    settings, _vault, signer, _ = parts
+    incident_id, _cs, _bad = _incident(session, parts)
+    set_status(
+        session,
+        settings=settings,
+        signer=signer,
+        incident_id=incident_id,
+        status="confirmed",
+        reason="proven",
+        actor="inv",
+    )
+    set_controller(
+        session, settings=settings, signer=signer, changes={"dpo_email": ""}, actor="dpo"
+    )
+    with pytest.raises(InvalidInput, match="contact point"):
+        prepare_notices(
+            session, settings=settings, signer=signer, incident_id=incident_id, actor="dpo"
+        )
 
 
 def test_operator_wording_still_goes_through_the_lint(session: Session, parts: Any) -> None:

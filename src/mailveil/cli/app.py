@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from mailveil.cli import access, customers, detect, disclosures, keys, ledger, policy, quarantine
+from mailveil.cli import incident_report as report_cli
 from mailveil.cli import notify as notify_cli
 from mailveil.cli import witness as witness_cli
 from mailveil.cli.common import CliState, emit, friendly_errors, say
@@ -31,6 +32,7 @@ app.add_typer(access.principals_app, name="principals")
 app.add_typer(access.reveals_app, name="reveals")
 app.add_typer(detect.detect_app, name="detect")
 app.add_typer(detect.incidents_app, name="incidents")
+detect.incidents_app.add_typer(report_cli.app, name="report")
 app.add_typer(detect.canaries_app, name="canaries")
 app.add_typer(detect.reports_app, name="reports")
 app.add_typer(quarantine.app, name="quarantine")

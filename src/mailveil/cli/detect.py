@@ -1,4 +1,5 @@
-"""`mailveil detect run`, `mailveil incidents list|show|status|timeline|export|verify`,
+"""`mailveil detect run`, `mailveil incidents list|show|status|timeline|export|verify` (the
+regulator report is `mailveil incidents report ...`, in ``incident_report``),
 `mailveil canaries plant|list` and `mailveil reports submit`."""
 
 from __future__ import annotations
@@ -39,7 +40,6 @@ from mailveil.detect.reports import submit_report
 from mailveil.incidents.blast import blast_radius, culprits_of
 from mailveil.incidents.containment import contain
 from mailveil.incidents.notices import prepare_notices
-from mailveil.incidents.regulator import regulator_report, render_html
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.vault import Vault
 
@@ -259,42 +259,6 @@ def notify_command(ctx: typer.Context, incident_id: int) -> None:
         f"({notice.already_told} already told, {notice.deleted} deleted since); "
         f"status {notice.status}"
     )
-
-
-@incidents_app.command("report")
-def report_command(
-    ctx: typer.Context,
-    incident_id: int,
-    html: Annotated[
-        Path | None, typer.Option(help="also write the regulator report as HTML")
-    ] = None,
-    json_out: Annotated[Path | None, typer.Option("--json", help="write it as JSON")] = None,
-) -> None:
-    """The incident's timeline and its regulator report (GDPR Art. 33)."""
-    settings = ctx.obj.settings()
-    with friendly_errors(), database(settings) as factory, session_scope(factory) as session:
-        items = timeline(session, incident_id)
-        report = regulator_report(session, settings, incident_id)
-    table = Table("seq", "time", "kind", "actor")
-    for e in items:
-        table.add_row(cell(e["seq"]), cell(e["time"][:19]), cell(e["kind"]), cell(e["actor"]))
-    console.print(table)
-    summary = Table("regulator report", "")
-    for key in (
-        "people_affected",
-        "people_by_region",
-        "notify_authority_by",
-        "hours_left",
-        "overdue",
-    ):
-        summary.add_row(key.replace("_", " "), cell(report[key]))
-    console.print(summary)
-    if html is not None:
-        html.write_text(render_html(report), encoding="utf-8")
-        say(f"[green]✓[/] regulator report written to {html}")
-    if json_out is not None:
-        json_out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        say(f"[green]✓[/] regulator report (JSON) written to {json_out}")
 
 
 @canaries_app.command("plant")

@@ -1,10 +1,9 @@
 """The regulator report as the console shows it, behind one small interface.
 
 ``ReportSource`` is the seam: ``build`` gives the report as plain data, ``document`` the
-document a privacy officer files (HTML today). The console renders whatever ``build``
-returns, section by section, so a richer report (jurisdiction deadlines, severity score,
-phased updates, PDF) drops in by replacing ``REPORTS`` with its own source; its
-``downloads`` name the extra documents to offer.
+document a privacy officer files. The console renders whatever ``build`` returns, section
+by section: the report's summary in words (``incidents.regulator.summary``), while the HTML
+and PDF documents render the whole report it holds.
 """
 
 from __future__ import annotations
@@ -16,7 +15,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
-from mailveil.incidents.regulator import regulator_report, render_html
+from mailveil.incidents.regulator import regulator_report, render_html, summary
 
 
 @dataclass(frozen=True)
@@ -36,20 +35,36 @@ class ReportSource(Protocol):
         """One of ``downloads``, rendered."""
 
 
-class CurrentReport:
-    """Today's report from ``mailveil.incidents.regulator``."""
+class Summarised(dict[str, Any]):
+    """The report in words (what the page lists), holding the whole report (what the
+    documents render)."""
+
+    def __init__(self, full: dict[str, Any]) -> None:
+        super().__init__(summary(full))
+        self.full = full
+
+
+class FullReport:
+    """The report of ``mailveil.incidents.regulator``: a summary on the page, the document
+    as HTML and PDF."""
 
     downloads: tuple[Download, ...] = (
         Download("document.html", "HTML document", "text/html; charset=utf-8"),
+        Download("document.pdf", "PDF document", "application/pdf"),
     )
 
     def build(self, session: Session, settings: Settings, incident_id: int) -> Mapping[str, Any]:
-        return regulator_report(session, settings, incident_id)
+        return Summarised(regulator_report(session, settings, incident_id))
 
     def document(self, report: Mapping[str, Any], name: str) -> bytes:
-        return render_html(dict(report)).encode("utf-8")
+        full = report.full if isinstance(report, Summarised) else dict(report)
+        if name == "document.pdf":
+            from mailveil.incidents.report_pdf import render_pdf  # Pango only when asked
+
+            return render_pdf(full)
+        return render_html(full).encode("utf-8")
 
 
-REPORTS: ReportSource = CurrentReport()
+REPORTS: ReportSource = FullReport()
 
-__all__ = ["REPORTS", "CurrentReport", "Download", "ReportSource"]
+__all__ = ["REPORTS", "Download", "FullReport", "ReportSource", "Summarised"]

@@ -2,7 +2,8 @@
 bulk import shared by ``POST /v1/customers`` (NDJSON) and ``mailveil customers import``.
 
 A record is a mapping with ``external_id``, ``email``, ``country`` and optionally
-``opt_outs``, ``sensitive_topics`` (lists, or ';'-separated text from CSV) and ``is_canary``.
+``subdivision`` (ISO 3166-2, e.g. ``US-CA``: US breach laws apply by state), ``opt_outs``,
+``sensitive_topics`` (lists, or ';'-separated text from CSV) and ``is_canary``.
 Unknown fields are an error, so a misspelt column is reported rather than dropped.
 """
 
@@ -23,7 +24,15 @@ from mailveil.db.base import utcnow
 from mailveil.errors import Duplicate, InvalidAddress, InvalidInput, MailveilError, NotFound
 from mailveil.vault import SealedAddress, Vault
 
-FIELDS = ("external_id", "email", "country", "opt_outs", "sensitive_topics", "is_canary")
+FIELDS = (
+    "external_id",
+    "email",
+    "country",
+    "subdivision",
+    "opt_outs",
+    "sensitive_topics",
+    "is_canary",
+)
 REQUIRED = ("external_id", "email", "country")
 _table = cast(Table, Customer.__table__)
 
@@ -35,6 +44,7 @@ class CustomerFields:
     opt_outs: list[str]
     sensitive_topics: list[str]
     is_canary: bool
+    subdivision: str | None = None
 
 
 def validate_record(record: Mapping[str, Any]) -> tuple[CustomerFields, str]:
@@ -47,9 +57,11 @@ def validate_record(record: Mapping[str, Any]) -> tuple[CustomerFields, str]:
     for name in REQUIRED:
         if record.get(name) in (None, ""):
             raise InvalidInput(f"{name} is missing")
+    country = v.country(record["country"])
     fields = CustomerFields(
         external_id=v.external_id(record["external_id"]),
-        country=v.country(record["country"]),
+        country=country,
+        subdivision=v.subdivision(record.get("subdivision"), country),
         opt_outs=v.slug_list(record.get("opt_outs"), "opt_outs"),
         sensitive_topics=v.slug_list(record.get("sensitive_topics"), "sensitive_topics"),
         is_canary=v.boolean(record.get("is_canary"), "is_canary"),
@@ -65,6 +77,7 @@ def _row(fields: CustomerFields, sealed: SealedAddress) -> dict[str, Any]:
         "address_dek": sealed.dek_id,
         "address_bidx": sealed.blind_index,
         "country": fields.country,
+        "subdivision": fields.subdivision,
         "opt_outs": fields.opt_outs,
         "sensitive_topics": fields.sensitive_topics,
         "is_canary": fields.is_canary,
@@ -93,6 +106,7 @@ def create_customer(
     opt_outs: Iterable[str] = (),
     sensitive_topics: Iterable[str] = (),
     is_canary: bool = False,
+    subdivision: str | None = None,
 ) -> Customer:
     """Validate, encrypt and insert one customer. Flushes, does not commit.
 
@@ -104,6 +118,7 @@ def create_customer(
             "external_id": external_id,
             "email": email,
             "country": country,
+            "subdivision": subdivision,
             "opt_outs": _listed(opt_outs),
             "sensitive_topics": _listed(sensitive_topics),
             "is_canary": is_canary,
@@ -234,8 +249,10 @@ def update_customer(
     country: str | None = None,
     opt_outs: Iterable[str] | None = None,
     sensitive_topics: Iterable[str] | None = None,
+    subdivision: str | None = None,
 ) -> Customer:
-    """Change the given fields (all validated before any is written). Flushes."""
+    """Change the given fields (all validated before any is written; ``subdivision`` ""
+    clears it). Flushes."""
     new_country = None if country is None else v.country(country)
     new_opt = None if opt_outs is None else v.slug_list(_listed(opt_outs), "opt_outs")
     new_topics = (
@@ -244,6 +261,10 @@ def update_customer(
         else v.slug_list(_listed(sensitive_topics), "sensitive_topics")
     )
     customer = get_customer(session, customer_id)
+    if subdivision is not None or (new_country is not None and new_country != customer.country):
+        # A subdivision belongs to its country: a move abroad drops the old one.
+        raw = subdivision if subdivision is not None else ""
+        customer.subdivision = v.subdivision(raw, new_country or customer.country)
     if new_country is not None:
         customer.country = new_country
     if new_opt is not None:
@@ -290,6 +311,7 @@ def customer_view(customer: Customer) -> dict[str, Any]:
         "id": customer.id,
         "external_id": customer.external_id,
         "country": customer.country,
+        "subdivision": customer.subdivision,
         "opt_outs": list(customer.opt_outs or []),
         "sensitive_topics": list(customer.sensitive_topics or []),
         "is_canary": customer.is_canary,

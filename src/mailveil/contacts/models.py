@@ -45,6 +45,9 @@ class Customer(Base):
     )
     address_bidx: Mapped[bytes] = mapped_column(LargeBinary(32), unique=True)
     country: Mapped[str] = mapped_column(String(2))
+    # ISO 3166-2 subdivision within the country ("CA" for California), where the marketplace
+    # knows it: US state breach laws apply by the state a person lives in.
+    subdivision: Mapped[str | None] = mapped_column(String(3), nullable=True)
     opt_outs: Mapped[list[str]] = mapped_column(JSON, default=list)
     sensitive_topics: Mapped[list[str]] = mapped_column(JSON, default=list)
     is_canary: Mapped[bool] = mapped_column(Boolean, default=False)

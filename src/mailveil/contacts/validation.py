@@ -48,6 +48,34 @@ def country(value: Any) -> str:
     return code
 
 
+# US states, DC and the territories (ISO 3166-2:US): the US breach laws apply by state, so a
+# US subdivision is checked against the list; elsewhere any 1-3 letter or digit code passes.
+_US_CODES = (
+    "AL AK AZ AR CA CO CT DE FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE NV NH "
+    "NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY DC AS GU MP PR UM VI"
+)
+US_SUBDIVISIONS = frozenset(_US_CODES.split())
+
+
+def subdivision(value: Any, country_code: str) -> str | None:
+    """The ISO 3166-2 subdivision within ``country_code`` ("CA", or "US-CA"), or None."""
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str):
+        raise InvalidInput("subdivision must be an ISO 3166-2 code (text), e.g. US-CA")
+    code = value.strip().upper()
+    prefix, dash, rest = code.partition("-")
+    if dash:
+        if prefix != country_code:
+            raise InvalidInput(f"subdivision {shown(code)} is not in country {country_code}")
+        code = rest
+    if not re.fullmatch(r"[A-Z0-9]{1,3}", code):
+        raise InvalidInput(f"subdivision {shown(value)} is not an ISO 3166-2 code, e.g. US-CA")
+    if country_code == "US" and code not in US_SUBDIVISIONS:
+        raise InvalidInput(f"subdivision {shown(code)} is not a US state or territory")
+    return code
+
+
 def external_id(value: Any, what: str = "external_id") -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)

@@ -8,6 +8,7 @@ from mailveil.console import models as _console_models  # noqa: F401
 from mailveil.contacts import models as _contacts_models  # noqa: F401
 from mailveil.db.base import Base
 from mailveil.detect import models as _detect_models  # noqa: F401
+from mailveil.incidents import models as _incident_models  # noqa: F401
 from mailveil.ledger import models as _ledger_models  # noqa: F401
 from mailveil.notify import models as _notify_models  # noqa: F401
 from mailveil.relay import bounces as _relay_bounces  # noqa: F401

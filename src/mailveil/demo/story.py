@@ -18,8 +18,17 @@ from mailveil.demo.harness import DemoEnv
 from mailveil.demo.leak import LeakResult, run_leak
 from mailveil.demo.notify_acts import GlitchResult, NoticeResult, run_glitch, run_notices
 from mailveil.demo.world import CUSTOMER_DOMAIN, DEMO_EMPLOYEES_CEDAR, build_market
+from mailveil.incidents.controller import set_controller
 from mailveil.incidents.regulator import regulator_report, render_html
 
+# The demo marketplace's privacy officer fills these in before the first report.
+DEMO_CONTROLLER = {
+    "name": "Demo Marketplace Ltd",
+    "address": "1 Harbour Square\nDublin 2\nIreland",
+    "establishment_country": "IE",
+    "dpo_name": "Data Protection Officer",
+    "dpo_email": "dpo@demo-market.example",
+}
 OUTSIDE_DOMAINS = [CUSTOMER_DOMAIN, "bargains.example", "cosyhome.example", "littlesteps.example"]
 
 
@@ -85,23 +94,12 @@ def run_demo(
         _print_leak(console, leak, market)
         report.failures.extend(_check_leak(leak, market))
         if leak.incident:
-            with session_scope(env.runtime.session_factory) as session:
-                reg = regulator_report(session, env.settings, leak.incident["id"])
-            target = (out_dir or env.workdir) / f"regulator-report-{leak.incident['id']}.html"
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(render_html(reg), encoding="utf-8")
-            report.extra["regulator_report"] = str(target) if out_dir else "(temporary)"
+            reg = _regulator_report(env, leak.incident["id"], out_dir)
+            report.extra["regulator_report"] = reg["file"]
+            if reg["draft"]:
+                report.failures.append("the regulator report is still a draft: " + reg["why"])
             console.print(
-                _table(
-                    "Regulator report (GDPR Art. 33)",
-                    [
-                        ("people affected", reg["people_affected"]),
-                        ("by region", reg["people_by_region"]),
-                        ("notify the authority by", reg["notify_authority_by"][:16]),
-                        ("hours left", reg["hours_left"]),
-                        ("measures", len(reg["measures_taken"])),
-                    ],
-                )
+                _table("Regulator report (GDPR Art. 33 and the rules like it)", reg["rows"])
             )
         if leak.incident:
             with console.status("Sending the breach notices through the guarded send path…"):
@@ -123,6 +121,43 @@ def run_demo(
     style = "bold green" if report.ok else "bold red"
     console.print(Panel.fit(f"Done in {report.seconds:.1f} s", style=style))
     return report
+
+
+def _regulator_report(env: DemoEnv, incident_id: int, out_dir: Path | None) -> dict[str, Any]:
+    """The privacy officer fills in the controller's details, and the report is written
+    (as HTML; as PDF too when the demo keeps its reports)."""
+    with session_scope(env.runtime.session_factory) as session:
+        set_controller(
+            session,
+            settings=env.settings,
+            signer=env.runtime.signer,
+            changes=DEMO_CONTROLLER,
+            actor="demo:privacy-officer",
+        )
+        reg = regulator_report(session, env.settings, incident_id, signer=env.runtime.signer)
+    target = (out_dir or env.workdir) / f"regulator-report-{incident_id}.html"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(render_html(reg), encoding="utf-8")
+    if out_dir is not None:
+        from mailveil.incidents.report_pdf import render_pdf
+
+        target.with_suffix(".pdf").write_bytes(render_pdf(reg))
+    members = ", ".join(f"{m['name']} {m['people']}" for m in reg["people"]["by_member_state"])
+    clock = reg["clock"]
+    return {
+        "draft": reg["draft"],
+        "why": "; ".join(reg["draft_reasons"]),
+        "file": str(target) if out_dir else "(temporary)",
+        "rows": [
+            ("people affected (exact)", reg["people"]["count_text"]),
+            ("per member state", members or "none"),
+            ("we became aware", reg["timing"]["awareness"]["at_text"]),
+            ("next deadline", f"{clock['recipient']}: {clock['due_text']}" if clock else "none"),
+            ("recipients to decide on", len(reg["deadlines"])),
+            ("severity (ENISA)", f"{reg['severity']['level']}, {reg['severity']['formula']}"),
+            ("measures taken", len(reg["measures_taken"])),
+        ],
+    }
 
 
 def _check_leak(leak: LeakResult, market: Any) -> list[str]:

@@ -102,6 +102,8 @@ class BlastRadius:
     deleted: int = 0  # affected, but since deleted (no notice can reach them)
     by_country: Counter[str] = field(default_factory=Counter)
     by_region: Counter[str] = field(default_factory=Counter)
+    # "US-CA": people whose subdivision is recorded (state laws apply by state).
+    by_subdivision: Counter[str] = field(default_factory=Counter)
     sample: list[Exposure] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -115,6 +117,7 @@ class BlastRadius:
             "deleted_since": self.deleted,
             "by_country": dict(sorted(self.by_country.items())),
             "by_region": dict(sorted(self.by_region.items())),
+            "by_subdivision": dict(sorted(self.by_subdivision.items())),
             "sample": [
                 {
                     "customer_id": e.customer_id,
@@ -248,19 +251,28 @@ def blast_radius(
     stream.close()
     deleted_flag = Customer.deleted_at.is_not(None)
     grouped = session.execute(
-        select(Customer.country, deleted_flag, func.count(func.distinct(Alias.customer_id)))
+        select(
+            Customer.country,
+            Customer.subdivision,
+            deleted_flag,
+            func.count(func.distinct(Alias.customer_id)),
+        )
         .join(Customer, Customer.id == Alias.customer_id)
         .where(*_alias_filter(principals, since, until))
-        .group_by(Customer.country, deleted_flag)
+        .group_by(Customer.country, Customer.subdivision, deleted_flag)
     )
     with_alias = 0
-    for country, deleted, n in grouped:
+    for country, subdivision, deleted, n in grouped:
         with_alias += int(n)
         out.by_country[country] += int(n)
+        if subdivision:
+            out.by_subdivision[f"{country}-{subdivision}"] += int(n)
         out.deleted += int(n) if deleted else 0
     # Real addresses viewed through reveals: few (break-glass), counted in Python.
     stmt = (
-        select(RevealRequest.customer_id, Customer.country, Customer.deleted_at)
+        select(
+            RevealRequest.customer_id, Customer.country, Customer.subdivision, Customer.deleted_at
+        )
         .join(Customer, Customer.id == RevealRequest.customer_id)
         .where(
             RevealRequest.requester_id.in_(list(principals)),
@@ -271,7 +283,8 @@ def blast_radius(
     if until is not None:
         stmt = stmt.where(RevealRequest.granted_at <= until)
     revealed = {
-        cid: (country, deleted_at is not None) for cid, country, deleted_at in session.execute(stmt)
+        cid: (country, sub, deleted_at is not None)
+        for cid, country, sub, deleted_at in session.execute(stmt)
     }
     also_alias: set[int] = set()
     for part in chunks(sorted(revealed)):
@@ -282,9 +295,11 @@ def blast_radius(
                 .where(Alias.customer_id.in_(part), *_alias_filter(principals, since, until))
             )
         )
-    for cid, (country, deleted) in revealed.items():
+    for cid, (country, sub, deleted) in revealed.items():
         if cid not in also_alias:
             out.by_country[country] += 1
+            if sub:
+                out.by_subdivision[f"{country}-{sub}"] += 1
             out.deleted += int(deleted)
     out.real_address = len(revealed)
     out.customers = with_alias + len(revealed) - len(also_alias)

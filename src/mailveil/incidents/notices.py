@@ -27,7 +27,7 @@ from mailveil.contacts.principals import create_principal
 from mailveil.detect.incidents import get_incident
 from mailveil.errors import Conflict, InvalidInput, NotFound
 from mailveil.incidents.blast import culprits_of, exposures
-from mailveil.incidents.regulator import contact_point
+from mailveil.incidents.controller import LABELS, controller_details
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
@@ -147,6 +147,14 @@ def prepare_notices(
     sources = culprits_of(session, incident_id)
     if not sources:
         raise InvalidInput(f"incident {incident_id} names no source: no one to notify")
+    controller = controller_details(session, settings)
+    lacking = [f for f in ("name", "dpo_email") if f in controller.missing()]
+    if lacking:
+        raise InvalidInput(
+            "a breach notice names the controller and whom to contact; missing: "
+            + ", ".join(LABELS[f] for f in lacking)
+            + " (`mailveil incidents report controller set`)"
+        )
     template = ensure_template(session, settings, actor)
     sendable(template)  # a version failing lint is refused before anything is stored
     summary = what_happened or (
@@ -192,8 +200,8 @@ def prepare_notices(
                         "exposed": EXPOSED_WORDS[kind],
                         "exposed_since": "the time they were given to them",
                         "detected": incident.detected_at.strftime("%d %B %Y"),
-                        "contact": contact_point(settings),
-                        "controller": settings.controller_name,
+                        "contact": controller.contact_point,
+                        "controller": controller.values["name"],
                     },
                 },
             )

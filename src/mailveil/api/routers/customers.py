@@ -40,6 +40,9 @@ class CustomerIn(BaseModel):
     external_id: str = Field(max_length=255)
     email: str = Field(max_length=320, description="the real address; stored encrypted only")
     country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2")
+    subdivision: str | None = Field(
+        default=None, max_length=6, description="ISO 3166-2, e.g. US-CA (US laws apply by state)"
+    )
     opt_outs: list[str] = Field(default_factory=list, max_length=64)
     sensitive_topics: list[str] = Field(default_factory=list, max_length=64)
     is_canary: bool = False
@@ -48,6 +51,7 @@ class CustomerIn(BaseModel):
 class CustomerPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     country: str | None = Field(default=None, min_length=2, max_length=2)
+    subdivision: str | None = Field(default=None, max_length=6, description='"" clears it')
     opt_outs: list[str] | None = Field(default=None, max_length=64)
     sensitive_topics: list[str] | None = Field(default=None, max_length=64)
 
@@ -56,6 +60,7 @@ class CustomerOut(BaseModel):
     id: int
     external_id: str
     country: str
+    subdivision: str | None = None
     opt_outs: list[str]
     sensitive_topics: list[str]
     is_canary: bool
@@ -111,6 +116,7 @@ async def post_customers(
             external_id=body.external_id,
             email=body.email,
             country=body.country,
+            subdivision=body.subdivision,
             opt_outs=body.opt_outs,
             sensitive_topics=body.sensitive_topics,
             is_canary=body.is_canary,
@@ -251,6 +257,7 @@ def patch_customer(
         session,
         customer_id,
         country=body.country,
+        subdivision=body.subdivision,
         opt_outs=body.opt_outs,
         sensitive_topics=body.sensitive_topics,
     )

@@ -1,13 +1,12 @@
-"""Incident response: blast radius (also as a dry run for any principals), containment, and
-the regulator report (JSON or HTML)."""
+"""Incident response: blast radius (also as a dry run for any principals), containment and
+breach notices. The regulator report has its own router (``incident_report``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from fastapi.responses import HTMLResponse, JSONResponse, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
@@ -17,7 +16,6 @@ from mailveil.errors import InvalidInput
 from mailveil.incidents.blast import blast_radius, culprits_of
 from mailveil.incidents.containment import contain
 from mailveil.incidents.notices import prepare_notices
-from mailveil.incidents.regulator import regulator_report, render_html
 
 router = APIRouter(tags=["incident response"])
 ResponderDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.INVESTIGATOR))]
@@ -79,22 +77,6 @@ def post_contain(
     )
     session.commit()
     return done.to_dict()
-
-
-@router.get("/v1/incidents/{incident_id}/regulator-report", response_model=None)
-def get_regulator_report(
-    incident_id: int,
-    session: SessionDep,
-    runtime: RuntimeDep,
-    _caller: ResponderDep,
-    format: Annotated[Literal["json", "html"], Query()] = "json",
-) -> Response:
-    """For the supervisory authority (GDPR Art. 33): nature, categories and numbers, likely
-    consequences, measures taken, contact point, and the 72-hour clock."""
-    report = regulator_report(session, runtime.settings, incident_id)
-    if format == "html":
-        return HTMLResponse(render_html(report))
-    return JSONResponse(report)
 
 
 @router.post("/v1/incidents/{incident_id}/notices", status_code=201)

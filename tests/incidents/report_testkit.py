@@ -1,0 +1,133 @@
+"""A leak to build regulator reports on: a seller holding aliases of customers in several
+member states, the UK, US states (one without a recorded state) and Brazil, a stranger
+(a known spammer) writing to one alias, and the incident the ledger scan opens."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from mailveil.config import Settings
+from mailveil.contacts.customers import create_customer
+from mailveil.contacts.disclosures import disclose
+from mailveil.contacts.models import Customer, Principal
+from mailveil.contacts.principals import create_principal
+from mailveil.contacts.relationships import create_order
+from mailveil.detect.models import Incident
+from mailveil.detect.scan import scan_ledger
+from mailveil.ledger.append import append
+from mailveil.ledger.events import Event
+from mailveil.ledger.signing import CheckpointSigner
+from mailveil.policy import PolicyEngine
+from mailveil.vault import Vault
+
+# (country, subdivision) of each customer; emails are p<n>@example.com.
+PLACES: list[tuple[str, str | None]] = [
+    ("DE", None),
+    ("DE", None),
+    ("FR", None),
+    ("IE", None),
+    ("GB", None),
+    ("US", "CA"),
+    ("US", "TX"),
+    ("US", None),
+    ("BR", None),
+]
+SELLER_NAME = 'Leaky <b onmouseover="x()">Ltd</b>'
+
+
+@dataclass
+class Leak:
+    incident_id: int
+    customers: list[Customer]
+    seller: Principal
+    spammer: Principal
+    aliases: list[str]
+    emails: list[str]
+
+
+def make_leak(
+    session: Session,
+    parts: tuple[Settings, Vault, CheckpointSigner, PolicyEngine],
+    places: list[tuple[str, str | None]] = PLACES,
+) -> Leak:
+    settings, vault, signer, policy = parts
+    seller = create_principal(
+        session, kind="seller", external_id="s-leaky", display_name=SELLER_NAME
+    )
+    spammer = create_principal(
+        session,
+        kind="seller",
+        external_id="s-spam",
+        display_name="Spam Co",
+        attributes={"sending_domains": ["spam.example"]},
+    )
+    customers, aliases, emails = [], [], []
+    for n, (country, sub) in enumerate(places):
+        email = f"p{n}@example.com"
+        c = create_customer(
+            session, vault, external_id=f"c-{n}", email=email, country=country, subdivision=sub
+        )
+        create_order(session, external_id=f"o-{n}", customer_id=c.id, seller_id=seller.id)
+        result = disclose(
+            session,
+            settings=settings,
+            policy=policy,
+            signer=signer,
+            customer_id=c.id,
+            principal_id=seller.id,
+            purpose="order",
+            ref=f"o-{n}",
+            actor="test",
+        )
+        assert result.allowed and result.alias
+        customers.append(c)
+        aliases.append(result.alias)
+        emails.append(email)
+    stranger = {
+        "principal": f"principal:{seller.id}",
+        "reply": "550 5.7.1 not disclosed to you",
+        "revoked": False,
+        "envelope_from": "offers@spam.example",
+        "header_from": "offers@spam.example",
+        "authenticated_principal": None,
+        "client_ip": "192.0.2.7",
+        "helo": "mx.spam.example",
+        "spf": "pass",
+        "dkim": [{"d": "spam.example", "s": "s1", "result": "pass"}],
+        "dmarc": "pass",
+    }
+    append(
+        session,
+        [
+            Event(
+                "stranger_at_alias",
+                "unauthenticated",
+                f"customer:{customers[0].id}",
+                aliases[0],
+                "inbound",
+                None,
+                stranger,
+            )
+        ],
+        settings,
+        signer,
+    )
+    scan_ledger(session, settings, signer)
+    incident_id = session.scalar(
+        select(Incident.id).where(Incident.source_principal_id == seller.id)
+    )
+    assert incident_id is not None
+    return Leak(incident_id, customers, seller, spammer, aliases, emails)
+
+
+CONTROLLER: dict[str, Any] = {
+    "name": "Example Market GmbH",
+    "address": "Hauptstraße 1\n10115 Berlin\nGermany",
+    "establishment_country": "DE",
+    "dpo_name": "Dana Privacy",
+    "dpo_email": "dpo@market.example",
+}
