@@ -7,6 +7,12 @@ the relay saw it used by someone else, or a canary hit), each as the exact leaf 
 hashed, with an RFC 9162 inclusion proof against one signed checkpoint, and the checkpoint's
 verifier key. ``verify_bundle`` re-checks everything from the bundle alone: the checkpoint
 signature, every inclusion proof, and that each claim says what its entries say.
+
+Every claim carries its evidence pieces with their strength (``strength``: relay-record,
+authenticated, statistical, claimed) and every culprit the strongest strength that named it.
+The verifier re-derives what it can from the ledger entries themselves: a counted
+``authenticated`` piece must rest on an entry recording that SMTP AUTH, or an aligned SPF or
+DKIM pass bound to the recipient; a ``claimed`` piece never counts.
 """
 
 from __future__ import annotations
@@ -20,6 +26,7 @@ from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
 from mailveil.detect.models import Incident, IncidentCulprit, Signal
+from mailveil.detect.strength import leaf_supports, pieces_of
 from mailveil.errors import NotFound
 from mailveil.ledger import merkle
 from mailveil.ledger.append import checkpoint_now
@@ -81,6 +88,11 @@ def build_bundle(
                 "customer": f"customer:{signal.customer_id}" if signal.customer_id else None,
                 "evidence_entry": signal.ledger_seq,
                 "entries": seqs,
+                "strength": {
+                    "source": signal.source_strength,
+                    "recipient": signal.recipient_strength,
+                },
+                "pieces": [p.to_dict() for p in pieces_of(signal.evidence)],
             }
         )
     checkpoint = checkpoint_now(session, settings, signer)
@@ -112,6 +124,8 @@ def build_bundle(
                 "principal": f"principal:{c.principal_id}",
                 "role": c.role,
                 "evidence": c.evidence_count,
+                "strength": c.strength,
+                "strong": bool(c.strong),
             }
             for c in culprits
         ],
@@ -230,6 +244,12 @@ def _check_claim(
     else:
         names = evidence.get("subject") == claim.get("customer")
         result.add(f"{label}: the evidence entry concerns {claim.get('customer')}", names, "")
+    for piece in claim.get("pieces") or ():
+        if not isinstance(piece, dict) or not piece.get("counted"):
+            continue
+        ok, why = leaf_supports(piece, evidence)
+        what = f"{label}: {piece.get('role')} principal:{piece.get('principal_id')} counts as "
+        result.add(what + str(piece.get("strength")), ok, why)
 
 
 __all__ = ["FORMAT", "BundleCheck", "build_bundle", "verify_bundle"]
