@@ -1,5 +1,5 @@
 """`mailveil detect run`, `incidents list|show|status|timeline|export|verify`,
-`canaries plant|list` and `reports submit` against a real database."""
+`canaries plant|list` and `reports submit|list|show` against a real database."""
 
 from __future__ import annotations
 
@@ -12,6 +12,30 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 from mailveil.contacts.relationships import create_order
+from mailveil.ledger.append import append
+from mailveil.ledger.events import Event
+from mailveil.ledger.signing import CheckpointSigner
+
+
+def _stranger(
+    db: sessionmaker[Session], settings: Settings, alias: str, cid: int, owner: int
+) -> None:
+    """What the relay records of a stranger's mail to ``alias`` (relay.identity), its
+    sender proving its own domain and nothing more."""
+    detail = {
+        "principal": f"principal:{owner}",
+        "envelope_from": "deals@spam.example",
+        "header_from": "deals@spam.example",
+        "spf": "pass",
+        "spf_domain": "spam.example",
+        "spf_aligned": True,
+        "dkim": [],
+        "from_domain": "spam.example",
+        "action": "quarantine",
+    }
+    event = Event("stranger_at_alias", None, f"customer:{cid}", alias, "to_customer", None, detail)
+    with db.begin() as s:
+        append(s, [event], settings, CheckpointSigner.load(settings))
 
 
 def _report(alias: str) -> bytes:
@@ -39,10 +63,22 @@ def test_report_incident_export_and_offline_verify(
     alias = disclose_to(db, cli_settings, "c-1", seller, "order").alias
     assert alias is not None
     (tmp_path / "r.eml").write_bytes(_report(alias))
+    # Before the relay saw any stranger there, the report is only the customer's claim.
     submitted = cli.ok("reports", "submit", str(tmp_path / "r.eml"), "--customer", "c-1")
-    assert "attributed" in submitted.stdout
+    assert "unconfirmed" in submitted.stdout
+    _stranger(db, cli_settings, alias, customer_id(db, "c-1"), seller)
+    assert "1 stranger_at_alias" in cli.ok("detect", "run").stdout
+    again = cli.ok("reports", "submit", str(tmp_path / "r.eml"), "--customer", "c-1")
+    assert "R-2: attributed" in again.stdout
+    reports = cli.ok("reports", "list")
+    assert "unconfirmed" in reports.flat and "attributed" in reports.flat
+    assert "no record" in reports.flat
+    assert '"corroborates_entry"' in cli.ok("reports", "show", "2").stdout
+    assert "R-2" in cli.ok("reports", "list", "--outcome", "attributed").flat
+    assert "R-1" not in cli.ok("reports", "list", "--after", "1").flat
+    assert cli("reports", "list", "--outcome", "nonsense").code == 1
     listed = cli.ok("incidents", "list")
-    assert "seller:s-1 (source)" in listed.flat
+    assert "seller:s-1 (source, relay-record)" in listed.flat
     cli.ok("incidents", "status", "1", "confirmed", "--reason", "alias in spam")
     assert "incident_status" in cli.ok("incidents", "timeline", "1").stdout
     assert "customers" in cli.ok("incidents", "blast", "1").stdout
@@ -68,7 +104,7 @@ def test_report_incident_export_and_offline_verify(
     assert tampered.code == 1 and "does not verify" in tampered.stderr
     bundle.write_text("{ not json")
     assert cli("incidents", "verify", str(bundle)).code == 2
-    assert "olga.buyer" not in listed.output + verified.output + submitted.output
+    assert "olga.buyer" not in listed.output + verified.output + submitted.output + reports.output
 
 
 def test_detect_run_and_canaries(

@@ -395,6 +395,7 @@ class Relay:
                 stmt = stmt.where(LedgerEntry.kind == kind)
             return [
                 {
+                    "seq": e.seq,
                     "kind": e.kind,
                     "actor": e.actor,
                     "subject": e.subject,

@@ -157,7 +157,14 @@ def report_received(report_id: int) -> Reply:
     return Reply(REPORT_RECEIVED.code, REPORT_RECEIVED.text.format(id=int(report_id)))
 
 
+def report_queued(reference: str) -> Reply:
+    """A report taken into the spool while the database was busy: the same receipt, with
+    the spool's reference (``Q-...``) instead of a report number."""
+    return Reply(REPORT_RECEIVED.code, REPORT_RECEIVED.text.replace("R-{id}", reference))
+
+
 __all__ = [name for name, value in globals().items() if isinstance(value, Reply)] + [
     "Reply",
+    "report_queued",
     "report_received",
 ]
