@@ -14,7 +14,8 @@ for the relay's own only on facts the relay minted and keeps:
 * ``visible-fields``: an inline forward shows no Message-ID or Return-Path, only what a mail
   client prints. When its From is a reverse alias and its To that same pair's alias, the
   relay's ``relay_messages`` say whether (and when) the relay delivered mail between them;
-  the message nearest the forward's Date is the one meant. The header text only chooses
+  the message nearest the forward's Date is the one meant (the latest, when none is near
+  the Date the sender's clock wrote). The header text only chooses
   where to look: what it finds is the relay's record, and it can only ever make a report a
   complaint about ordinary mail, never an accusation.
 
@@ -185,16 +186,22 @@ def find_by_visible_fields(
         RelayMessage.alias == alias, RelayMessage.direction == "to_customer"
     )
     when = date if date is None or date.tzinfo else date.replace(tzinfo=UTC)
+    rows: list[RelayMessage] = []
     if when is not None:
-        stmt = stmt.where(
-            RelayMessage.created_at >= when - VISIBLE_DATE_SLACK,
-            RelayMessage.created_at <= when + VISIBLE_DATE_SLACK,
+        rows = list(
+            session.scalars(
+                stmt.where(
+                    RelayMessage.created_at >= when - VISIBLE_DATE_SLACK,
+                    RelayMessage.created_at <= when + VISIBLE_DATE_SLACK,
+                ).limit(200)
+            )
         )
-    rows = list(session.scalars(stmt.order_by(RelayMessage.id).limit(200)))
+        rows.sort(key=lambda r: abs((r.created_at - when).total_seconds()))
+    if not rows:
+        # A Date the sender's clock got wrong, or none shown: the pair's latest delivery.
+        rows = list(session.scalars(stmt.order_by(RelayMessage.id.desc()).limit(1)))
     if not rows:
         return None
-    if when is not None:
-        rows.sort(key=lambda r: abs((r.created_at - when).total_seconds()))
     return _record(session, rows[0], ("visible-fields",))
 
 

@@ -55,9 +55,11 @@ from mailveil.relay.identity import Sender
 from mailveil.relay.journal import Database
 from mailveil.relay.sender_auth import (
     Resolver,
+    aligned_with,
     check_sender,
     describe_temporary,
     from_mailbox_of,
+    resent_from_mailbox_of,
 )
 from mailveil.vault import Vault
 
@@ -85,7 +87,10 @@ def cause(exc: BaseException) -> str:
 def check_reporter(
     raw: bytes, *, mail_from: str, client_ip: str, helo: str, rcpt: str, resolver: Resolver
 ) -> MailboxAuth:
-    """Whether the report's From is proven (aligned SPF/DKIM), or why it cannot be told yet."""
+    """Whether the report's From is proven (aligned SPF/DKIM), or why it cannot be told yet.
+
+    A redirected report (the client sent the spam on unchanged, adding Resent-From) names
+    the reporter in Resent-From: that identity is checked the same way instead."""
     mailbox = from_mailbox_of(raw)
     auth = check_sender(
         raw,
@@ -95,11 +100,11 @@ def check_reporter(
         resolver=resolver,
         rcpt=rcpt,
     )
-    return MailboxAuth(
-        header_from=mailbox[0] if mailbox else "",
-        dmarc_pass=auth.aligned,
-        pending=describe_temporary(auth) if auth.temporary_failure else None,
-    )
+    pending = describe_temporary(auth) if auth.temporary_failure else None
+    resent = resent_from_mailbox_of(raw)
+    if resent is not None and not auth.aligned:
+        return MailboxAuth(resent[0], aligned_with(auth, resent[1]), pending)
+    return MailboxAuth(mailbox[0] if mailbox else "", auth.aligned, pending)
 
 
 def _envelope(sender: Sender, mailbox: MailboxAuth, why: str) -> dict[str, Any]:
@@ -108,6 +113,7 @@ def _envelope(sender: Sender, mailbox: MailboxAuth, why: str) -> dict[str, Any]:
         "client_ip": sender.client_ip,
         "helo": sender.helo[:255],
         "received_at": datetime.now(UTC).isoformat(),
+        "reporter": mailbox.header_from,
         "dmarc_pass": mailbox.dmarc_pass,
         "pending": mailbox.pending,
         "why": why,
@@ -306,7 +312,7 @@ def settle(
     settings, env = kit.settings, item.envelope
     if item.report_id is None:
         mailbox = MailboxAuth(
-            header_from=(from_mailbox_of(item.raw) or ("", ""))[0],
+            header_from=str(env.get("reporter") or ""),
             dmarc_pass=bool(env.get("dmarc_pass")),
             pending=env.get("pending") or None,
         )

@@ -41,6 +41,7 @@ from mailveil.relay.spf_check import check_spf, spf_identity
 DEFAULT_TIMEOUT = 10.0
 MAX_FROM_BYTES = 2048
 _FROM_FIELD = re.compile(rb"^from[ \t]*:", re.IGNORECASE)
+_RESENT_FROM_FIELD = re.compile(rb"^resent-from[ \t]*:", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -99,8 +100,8 @@ class SenderAuth:
         )
 
 
-def _from_fields(message: bytes) -> list[bytes]:
-    """The raw (unfolded) values of every From field in the header section."""
+def _from_fields(message: bytes, field: re.Pattern[bytes] = _FROM_FIELD) -> list[bytes]:
+    """The raw (unfolded) values of every From (or ``field``) field in the header section."""
     end = re.search(rb"\n\r?\n", message)
     head = message[: end.start()] if end else message
     values: list[bytes] = []
@@ -115,7 +116,7 @@ def _from_fields(message: bytes) -> list[bytes]:
         if current is not None:
             values.append(bytes(current))
             current = None
-        match = _FROM_FIELD.match(line)
+        match = field.match(line)
         if match:
             current = bytearray(line[match.end() :])
     if current is not None:
@@ -145,6 +146,26 @@ def from_mailbox_of(message: bytes) -> tuple[str, str] | None:
     if len(fields) != 1 or len(fields[0]) > MAX_FROM_BYTES:
         return None
     return parse_mailbox(fields[0].decode("utf-8", "replace"))
+
+
+def resent_from_mailbox_of(message: bytes) -> tuple[str, str] | None:
+    """(address, domain) of a redirected message's one Resent-From (RFC 5322 3.6.6): who
+    sent it on, when it was sent on unchanged."""
+    fields = _from_fields(message, _RESENT_FROM_FIELD)
+    if len(fields) != 1 or len(fields[0]) > MAX_FROM_BYTES:
+        return None
+    return parse_mailbox(fields[0].decode("utf-8", "replace"))
+
+
+def aligned_with(auth: SenderAuth, domain: str) -> bool:
+    """An SPF pass, or a DKIM pass naming the recipient, aligned (relaxed) with ``domain``:
+    DMARC's test, for an identity other than From (a redirect's Resent-From)."""
+    if auth.spf == "pass" and aligned(auth.spf_domain, domain):
+        return True
+    return any(
+        r.result == "pass" and r.coverage in ("rcpt", "") and aligned(r.domain, domain)
+        for r in auth.dkim
+    )
 
 
 def from_domain_of(message: bytes) -> str | None:
@@ -328,12 +349,14 @@ __all__ = [
     "Resolver",
     "SenderAuth",
     "StaticResolver",
+    "aligned_with",
     "check_sender",
     "customer_sender_ok",
     "describe_temporary",
     "from_domain_of",
     "from_mailbox_of",
     "parse_mailbox",
+    "resent_from_mailbox_of",
     "resolver_for",
     "sender_matches_principal",
 ]
