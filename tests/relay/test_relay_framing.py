@@ -14,11 +14,22 @@ from collections.abc import Iterator
 from email.message import EmailMessage
 from pathlib import Path
 
-import dkim
 import pytest
 import relay_server_kit as kit
 from fastapi.testclient import TestClient
-from framing_kit import SHAPES, mailbox_copy, named, report_of
+from framing_kit import (
+    ACME_SELECTOR,
+    FRAMER_IP,
+    NEUTRAL_DOMAIN,
+    SHAPES,
+    SOFT_DOMAIN,
+    accused,
+    acme_writes,
+    open_framing_relay,
+    report_of,
+    scan,
+    sign,
+)
 from relay_server_kit import (
     RIVAL_DKIM_SELECTOR,
     RIVAL_DOMAIN,
@@ -26,7 +37,6 @@ from relay_server_kit import (
     SELLER_DOMAIN,
     STRANGER_ADDRESS,
     Relay,
-    dkim_key,
     message,
     parsed,
 )
@@ -35,47 +45,11 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.api.app import create_app
 from mailveil.config import Settings
-from mailveil.contacts.principals import create_principal
 from mailveil.detect.models import AbuseReport, Incident, Signal
-from mailveil.detect.scan import scan_ledger
 from mailveil.relay import codes
 from mailveil.relay.strangers import BANNER
 
 relay_settings = kit.relay_settings
-FRAMER_IP = "127.0.0.2"
-ACME_SELECTOR = "a1"
-SOFT_DOMAIN = "soft-seller.example"
-NEUTRAL_DOMAIN = "neutral-seller.example"
-EXTRA_DNS = {
-    (f"{ACME_SELECTOR}._domainkey.{SELLER_DOMAIN}", "TXT"): [
-        f"v=DKIM1; k=rsa; p={dkim_key(SELLER_DOMAIN)[1]}"
-    ],
-    (SOFT_DOMAIN, "TXT"): ["v=spf1 ip4:192.0.2.1 ~all"],
-    (NEUTRAL_DOMAIN, "TXT"): ["v=spf1 ?all"],
-}
-
-
-def _open(
-    settings: Settings,
-    session_factory: sessionmaker[Session],
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-    **overrides: object,
-) -> Iterator[Relay]:
-    for relay in kit.logged_relay(
-        settings, session_factory, tmp_path, caplog, dns=EXTRA_DNS, **overrides
-    ):
-        with relay.session_factory() as session:
-            for name, domain in (("soft", SOFT_DOMAIN), ("neutral", NEUTRAL_DOMAIN)):
-                relay.world.principals[name] = create_principal(
-                    session,
-                    kind="seller",
-                    external_id=name,
-                    display_name=f"{name} shop",
-                    attributes={"sending_domains": [domain]},
-                )
-            session.commit()
-        yield relay
 
 
 @pytest.fixture
@@ -85,25 +59,7 @@ def relay(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> Iterator[Relay]:
-    yield from _open(relay_settings, session_factory, tmp_path, caplog)
-
-
-def sign(data: bytes, domain: str, selector: str, headers: list[bytes]) -> bytes:
-    pem, _ = dkim_key(domain)
-    return dkim.sign(data, selector.encode(), domain.encode(), pem, include_headers=headers) + data
-
-
-def scan(relay: Relay) -> list[Signal]:
-    relay.server.flush()
-    with relay.session_factory() as session:
-        scan_ledger(session, relay.settings, relay.runtime.signer)
-        session.commit()
-        return list(session.scalars(select(Signal).order_by(Signal.id)))
-
-
-def accused(relay: Relay) -> set[int]:
-    with relay.session_factory() as session:
-        return named(session)
+    yield from open_framing_relay(relay_settings, session_factory, tmp_path, caplog)
 
 
 def pieces(signal: Signal, role: str) -> list[dict[str, object]]:
@@ -223,21 +179,6 @@ def test_a_seller_that_really_wrote_to_another_sellers_alias_is_named(relay: Rel
 
 
 # --------------------------------------------------------------- relayed mail, replayed
-
-
-def acme_writes(relay: Relay, customer: str) -> bytes:
-    """acme's ordinary mail to ``customer`` through the relay; the customer's copy."""
-    w = relay.world
-    alias = w.alias(customer, "acme")
-    before = len(relay.delivered())
-    code, _ = relay.send(
-        message(from_=SELLER_ADDRESS, to=alias, subject="[shipping] Your parcel"),
-        mail_from=SELLER_ADDRESS,
-        rcpt=alias,
-        token=w.keys["acme"],
-    )
-    assert code == codes.QUEUED.code
-    return mailbox_copy(relay.delivered()[before])
 
 
 def test_a_customer_replaying_relayed_mail_to_her_alias_frames_no_one(relay: Relay) -> None:
@@ -363,7 +304,7 @@ def banner_relay(
     tmp_path: Path,
     caplog: pytest.LogCaptureFixture,
 ) -> Iterator[Relay]:
-    yield from _open(
+    yield from open_framing_relay(
         relay_settings, session_factory, tmp_path, caplog, relay_stranger_action="banner"
     )
 
