@@ -1,17 +1,13 @@
-"""What a framer works with: a customer's copy of relayed mail, the shapes in which customers
-report mail (every client's inline forward, attachments, ARF, pasted headers, body only,
-redirects), forged and replayed senders, and the check that no innocent principal is named.
+"""What a framer works with: a relay whose innocent sellers publish SPF and DKIM, a customer's
+copy of relayed mail, the shapes in which customers report mail (``report_shapes``), signed
+messages to replay, and the check that no innocent principal is named.
 
 Shared by the framing tests through the real relay (``test_relay_framing``) and the
 generated framing set (``test_relay_framing_props``)."""
 
 from __future__ import annotations
 
-import email
-import email.policy
-import email.utils
 from collections.abc import Iterator
-from email.message import EmailMessage, Message
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +16,7 @@ import pytest
 import relay_server_kit as kit
 from postfix_harness import Received
 from relay_server_kit import SELLER_ADDRESS, SELLER_DOMAIN, Relay, dkim_key, message
+from report_shapes import SHAPES, as_delivered, report_of
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -73,6 +70,11 @@ def sign(data: bytes, domain: str, selector: str, headers: list[bytes]) -> bytes
     return dkim.sign(data, selector.encode(), domain.encode(), pem, include_headers=headers) + data
 
 
+def mailbox_copy(got: Received) -> bytes:
+    """The message as the customer's mailbox keeps it: Return-Path added on delivery."""
+    return as_delivered(got.mail_from, got.data)
+
+
 def acme_writes(relay: Relay, customer: str) -> bytes:
     """acme's ordinary mail to ``customer`` through the relay; the customer's copy."""
     w = relay.world
@@ -100,166 +102,6 @@ def accused(relay: Relay) -> set[int]:
     relay.server.flush()
     with relay.session_factory() as session:
         return named(session)
-
-
-# Every shape a customer may report a message in, with the outcome relayed mail must get:
-# the body alone carries no original to find, so it accuses no one either way.
-SHAPES = (
-    "rfc822",
-    "eml-base64",
-    "gmail",
-    "outlook",
-    "outlook-html",
-    "apple",
-    "thunderbird",
-    "yahoo",
-    "arf",
-    "arf-fields-only",
-    "headers-only",
-    "redirect",
-    "body-only",
-)
-
-
-def mailbox_copy(got: Received) -> bytes:
-    """The message as the customer's mailbox keeps it: Return-Path added on delivery."""
-    return f"Return-Path: <{got.mail_from}>\r\n".encode() + got.data
-
-
-def _parsed(raw: bytes) -> EmailMessage:
-    out = email.message_from_bytes(raw, policy=email.policy.default)
-    assert isinstance(out, EmailMessage)
-    return out
-
-
-def _visible(original: EmailMessage) -> dict[str, str]:
-    sender = original["From"].addresses[0]
-    return {
-        "name": sender.display_name or sender.username,
-        "from": sender.addr_spec,
-        "to": ", ".join(a.addr_spec for a in original["To"].addresses),
-        "subject": str(original["Subject"] or ""),
-        "date": str(original["Date"] or ""),
-        "body": _text(original),
-    }
-
-
-def _text(message: Message) -> str:
-    assert isinstance(message, EmailMessage)
-    body = message.get_body(("plain",))
-    return body.get_content() if isinstance(body, EmailMessage) else ""
-
-
-def _wrapper(reporter: str, abuse: str, subject: str) -> EmailMessage:
-    report = EmailMessage()
-    report["From"] = reporter
-    report["To"] = abuse
-    report["Subject"] = f"Fwd: {subject}"
-    report["Date"] = email.utils.formatdate(usegmt=True)
-    report["Message-ID"] = email.utils.make_msgid(domain="client.example")
-    return report
-
-
-def report_of(shape: str, original: bytes, *, reporter: str, abuse: str) -> bytes:
-    """A customer's report of ``original`` (bytes as their mailbox holds them) in ``shape``."""
-    msg = _parsed(original)
-    v = _visible(msg)
-    when = email.utils.parsedate_to_datetime(v["date"]) if v["date"] else None
-    report = _wrapper(reporter, abuse, v["subject"])
-    if shape == "rfc822":
-        report.set_content("This is spam, please stop it.\n")
-        report.add_attachment(msg)
-    elif shape == "eml-base64":
-        report.set_content("See the attached message.\n")
-        report.add_attachment(
-            original, maintype="application", subtype="octet-stream", filename="spam.eml"
-        )
-    elif shape == "gmail":
-        stamp = when.strftime("%a, %b %-d, %Y at %-I:%M %p") if when else v["date"]
-        report.set_content(
-            "spam again\n\n---------- Forwarded message ---------\n"
-            f"From: {v['name']} <{v['from']}>\nDate: {stamp}\nSubject: {v['subject']}\n"
-            f"To: <{v['to']}>\n\n\n{v['body']}"
-        )
-    elif shape == "outlook":
-        stamp = when.strftime("%A, %B %-d, %Y %-I:%M %p") if when else v["date"]
-        report.set_content(
-            "Please look into this.\n\n-----Original Message-----\n"
-            f"From: {v['name']} <{v['from']}>\nSent: {stamp}\nTo: {v['to']}\n"
-            f"Subject: {v['subject']}\n\n{v['body']}"
-        )
-    elif shape == "outlook-html":
-        stamp = when.strftime("%A, %B %-d, %Y %-I:%M %p") if when else v["date"]
-        report.set_content("see below\n")
-        report.add_alternative(
-            "<html><body><p>Spam</p><div style='border-top:solid #E1E1E1 1.0pt'><p>"
-            f"<b>From:</b> {v['name']} &lt;{v['from']}&gt;<br><b>Sent:</b> {stamp}<br>"
-            f"<b>To:</b> {v['to']}<br><b>Subject:</b> {v['subject']}</p></div>"
-            f"<p>{v['body']}</p></body></html>",
-            subtype="html",
-        )
-    elif shape == "apple":
-        stamp = when.strftime("%-d %B %Y at %H:%M:%S %Z") if when else v["date"]
-        report.set_content(
-            f"Begin forwarded message:\n\nFrom: {v['name']} <{v['from']}>\n"
-            f"Subject: {v['subject']}\nDate: {stamp}\nTo: {v['to']}\n\n{v['body']}"
-        )
-    elif shape == "thunderbird":
-        report.set_content(
-            "\n\n-------- Forwarded Message --------\n"
-            f"Subject: \t{v['subject']}\nDate: \t{v['date']}\n"
-            f"From: \t{v['name']} <{v['from']}>\nTo: \t{v['to']}\n\n{v['body']}"
-        )
-    elif shape == "yahoo":
-        report.set_content(
-            f"\n\n----- Forwarded Message -----\nFrom: {v['name']} <{v['from']}>\n"
-            f"To: Me <{v['to']}>\nSent: {v['date']}\nSubject: {v['subject']}\n\n{v['body']}"
-        )
-    elif shape in ("arf", "arf-fields-only"):
-        return _arf(msg, original, reporter, abuse, with_copy=shape == "arf")
-    elif shape == "headers-only":
-        head = original.split(b"\r\n\r\n", 1)[0] + b"\r\n"
-        report.set_content("The headers of the message:\n")
-        report.add_attachment(head, maintype="text", subtype="rfc822-headers")
-    elif shape == "redirect":
-        # The client "redirects" (bounces) the message: the original with Resent-* added.
-        resent = (
-            f"Resent-From: {reporter}\r\nResent-To: {abuse}\r\n"
-            f"Resent-Date: {email.utils.formatdate(usegmt=True)}\r\n"
-        ).encode()
-        return resent + original
-    elif shape == "body-only":
-        report.set_content(f"I keep getting this:\n\n{v['body']}")
-    else:
-        raise ValueError(shape)
-    return report.as_bytes(policy=email.policy.SMTP)
-
-
-def _arf(
-    msg: EmailMessage, original: bytes, reporter: str, abuse: str, *, with_copy: bool
-) -> bytes:
-    return_path = str(msg.get("Return-Path") or "").strip()
-    fields = (
-        "Feedback-Type: abuse\r\nUser-Agent: Client/1.0\r\nVersion: 1\r\n"
-        f"Original-Mail-From: {return_path}\r\nOriginal-Rcpt-To: <{reporter}>\r\n"
-        f"Arrival-Date: {msg['Date']}\r\n"
-    )
-    parts = [
-        "--B\r\nContent-Type: text/plain\r\n\r\nAn abuse report.\r\n",
-        f"--B\r\nContent-Type: message/feedback-report\r\n\r\n{fields}\r\n",
-    ]
-    if with_copy:
-        parts.append(
-            "--B\r\nContent-Type: message/rfc822\r\n\r\n"
-            + original.decode("utf-8", "replace")
-            + "\r\n"
-        )
-    return (
-        f"From: {reporter}\r\nTo: {abuse}\r\nSubject: abuse report\r\n"
-        f"Date: {email.utils.formatdate(usegmt=True)}\r\nMIME-Version: 1.0\r\n"
-        "Content-Type: multipart/report; report-type=feedback-report; "
-        'boundary="B"\r\n\r\n' + "".join(parts) + "--B--\r\n"
-    ).encode()
 
 
 def named(session: Session) -> set[int]:
