@@ -33,7 +33,7 @@ from sqlalchemy import Engine, event, select, text
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.api.app import create_app
-from mailveil.config import Settings
+from mailveil.config import Settings, load_settings
 from mailveil.db.session import make_engine
 from mailveil.detect.models import AbuseReport
 from mailveil.relay import report_spool
@@ -321,3 +321,74 @@ def test_reports_the_database_cannot_take_in_time_are_queued_then_stored(
         causes = [r.getMessage() for r in caplog.records if "queued as Q-" in r.getMessage()]
         assert len(causes) == len(queued) and all("OperationalError" in c for c in causes)
         no_address_logged(caplog, relay)
+
+
+# ------------------------------------------------------- the operator's resolver, from the CLI
+
+
+def test_reports_recheck_asks_the_resolver_the_operator_names(tmp_path: Path) -> None:
+    """`mailveil reports recheck` with ``dns_nameservers`` pointing at a DNS server on
+    loopback: silent for the reporter's domain, the report stays pending; answering, it is
+    decided. The spool keeps it until then."""
+    from sender_auth_kit import LoopbackDns
+    from typer.testing import CliRunner
+
+    from mailveil.cli.app import app
+    from mailveil.contacts.customers import create_customer
+    from mailveil.db.session import make_session_factory
+    from mailveil.detect.reports import MailboxAuth, submit_report
+    from mailveil.ledger.signing import CheckpointSigner
+    from mailveil.vault import Vault
+
+    data = tmp_path / "var"
+    runner = CliRunner()
+
+    def cli(*args: str, env: dict[str, str] | None = None) -> Any:
+        result = runner.invoke(app, ["--data-dir", str(data), *args], env={**(env or {})})
+        assert result.exception is None or isinstance(result.exception, SystemExit), result
+        return result
+
+    assert cli("init").exit_code == 0
+    settings = load_settings(env={}, data_dir=data)
+    reporter = f"jo@{SECRET_DOMAIN}"
+    raw = (
+        f"From: {reporter}\r\nTo: report-abuse@{settings.relay_domain}\r\nSubject: spam\r\n"
+        "\r\nI got spam.\r\n"
+    ).encode()
+    engine = make_engine(settings)
+    with make_session_factory(engine)() as session:
+        create_customer(session, Vault.open(settings), external_id="c-1", email=reporter,
+                        country="DE")  # fmt: skip
+        out = submit_report(
+            session, settings=settings, signer=CheckpointSigner.load(settings),
+            vault=Vault.open(settings), raw=raw, channel="mailbox",
+            mailbox=MailboxAuth(reporter, False, pending="DNS did not answer for SPF"),
+        )  # fmt: skip
+        session.commit()
+    engine.dispose()
+    envelope = {"mail_from": reporter, "client_ip": "127.0.0.1", "helo": "client.example",
+                "received_at": datetime.now(UTC).isoformat(), "reporter": reporter,
+                "dmarc_pass": False, "pending": "DNS", "report_id": out.report_id}  # fmt: skip
+    report_spool.put(data, raw, envelope)
+    zone = {
+        (SECRET_DOMAIN, "TXT"): ["v=spf1 ip4:127.0.0.0/8 -all"],
+        (f"_dmarc.{SECRET_DOMAIN}", "TXT"): ["v=DMARC1; p=reject"],
+    }
+    silent = frozenset({SECRET_DOMAIN, f"_dmarc.{SECRET_DOMAIN}"})
+    with LoopbackDns(zone, silent=silent) as dns:
+        env = {"MAILVEIL_DNS_NAMESERVERS": f"127.0.0.1:{dns.port}",
+               "MAILVEIL_DNS_TIMEOUT_SECONDS": "0.3"}  # fmt: skip
+        first = cli("reports", "recheck", env=env)
+        assert first.exit_code == 0 and "1 still pending" in first.stdout, first.stdout
+        listed = cli("reports", "list", "--outcome", "pending", env={"COLUMNS": "200"})
+        assert "DNS did not answer" in listed.stdout
+    with LoopbackDns(zone) as dns:
+        env = {"MAILVEIL_DNS_NAMESERVERS": f"127.0.0.1:{dns.port}"}
+        second = cli("reports", "recheck", env=env)
+        assert second.exit_code == 0 and "1 decided" in second.stdout, second.stdout
+    shown = cli("reports", "show", str(out.report_id))
+    assert '"verification": "dmarc-aligned"' in shown.stdout and '"checks": 2' in shown.stdout
+    assert report_spool.names(data) == []
+    assert reporter not in shown.stdout + listed.stdout
+    bad = cli("reports", "recheck", env={"MAILVEIL_DNS_NAMESERVERS": "not-an-ip"})
+    assert bad.exit_code == 2 and "dns_nameservers" in bad.output
