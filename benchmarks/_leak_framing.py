@@ -34,7 +34,6 @@ recognition are the relay's own; reports go through ``submit_report``.
 
 from __future__ import annotations
 
-import base64
 import email.policy
 import email.utils
 import sys
@@ -45,12 +44,11 @@ from pathlib import Path
 from typing import Any
 
 import dkim
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.contacts.models import Alias, Principal
+from mailveil.demo.harness import SigningDomain
 from mailveil.detect.models import AbuseReport
 from mailveil.detect.reports import MailboxAuth, submit_report
 from mailveil.ledger.append import append
@@ -80,19 +78,6 @@ SPF_ENDINGS = ("-all", "~all", "?all", None)  # the innocent domain's SPF, by ta
 FRAMER_IP = "198.51.100.77"  # the buyers' and framers' servers: in no innocent's SPF
 SELECTOR = "k1"
 ABUSE = "report-abuse@relay.shop.example"
-
-
-def _dkim_key() -> tuple[bytes, str]:
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    der = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, base64.b64encode(der).decode("ascii")
 
 
 @dataclass
@@ -136,8 +121,9 @@ def build(w: World, guilty: set[int]) -> Framer:
         domains = list((attrs or {}).get("sending_domains") or [])
         if pid in guilty or pid == w.shady or not domains or len(targets) >= TARGETS:
             continue
-        pem, public = _dkim_key()
         domain = domains[0]
+        key = SigningDomain.make(domain)  # a fresh RSA key, as the demo's outside domains
+        pem, public = key.pem, key.public_b64
         ending = SPF_ENDINGS[len(targets) % len(SPF_ENDINGS)]
         if ending is not None:
             records[(domain, "TXT")] = [f"v=spf1 ip4:192.0.2.0/24 {ending}"]

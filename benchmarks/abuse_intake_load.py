@@ -301,7 +301,7 @@ def main() -> int:
     if args.quick:
         args.reports = 24
     levels = [int(x) for x in args.parallel.split(",") if x.strip()]
-    console = Console()
+    console = Console(width=140)  # the table whole, in a log as on a terminal
     console.print(f"abuse mailbox: {args.reports} reports per level, parallel reporters {levels}")
     sink_process, sink, sink_port = start(sink_main)
     rows: list[list[str]] = []

@@ -51,11 +51,8 @@ def _upload(backend: Api, customer_id: int, raw: bytes) -> Any:
     )
 
 
-def test_a_report_of_spam_at_an_alias_corroborates_the_relays_record_with_evidence(
-    admin: Api, session: Session, runtime: Runtime
-) -> None:
-    backend = admin.key_for("backend")
-    investigator = admin.key_for("investigator")
+def _shop(admin: Api) -> tuple[Any, Any, str]:
+    """A customer, the seller "s-leaky" she ordered from, and her alias for it."""
     cust = admin.customer("c-1", "victim@example.com")
     seller = admin.principal("seller", "s-leaky", display_name="Leaky Shop")
     admin.order("o-1", cust["id"], seller["id"])
@@ -65,6 +62,15 @@ def test_a_report_of_spam_at_an_alias_corroborates_the_relays_record_with_eviden
         201,
         json={"customer_id": cust["id"], "principal_id": seller["id"], "purpose": "order"},
     )["alias"]
+    return cust, seller, alias
+
+
+def test_a_report_of_spam_at_an_alias_corroborates_the_relays_record_with_evidence(
+    admin: Api, session: Session, runtime: Runtime
+) -> None:
+    backend = admin.key_for("backend")
+    investigator = admin.key_for("investigator")
+    cust, seller, alias = _shop(admin)
     seq = stranger_at(runtime, session, alias=alias, customer_id=cust["id"], owner_id=seller["id"])
     answer = _upload(backend, cust["id"], _forward(_spam(alias), "victim@example.com"))
     assert answer.status_code == 202
@@ -113,15 +119,7 @@ def test_a_report_of_an_alias_the_relay_has_no_record_of_accuses_no_one(
     reason, and listed (filters and paging) but never an incident."""
     backend = admin.key_for("backend")
     investigator = admin.key_for("investigator")
-    cust = admin.customer("c-1", "victim@example.com")
-    seller = admin.principal("seller", "s-1")
-    admin.order("o-1", cust["id"], seller["id"])
-    alias = admin.ok(
-        "post",
-        "/v1/disclosures",
-        201,
-        json={"customer_id": cust["id"], "principal_id": seller["id"], "purpose": "order"},
-    )["alias"]
+    cust, _seller, alias = _shop(admin)
     for _ in range(3):
         _upload(backend, cust["id"], _forward(_spam(alias), "victim@example.com"))
     assert investigator.ok("post", "/v1/detect/run")["signals"] == {}

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -59,7 +59,7 @@ ACKNOWLEDGEMENT = (
     "for your privacy we do not share what we find."
 )
 MIN_REPORTERS = 5
-OUTCOMES = (
+ReportOutcomeName = Literal[
     "pending",
     "complaint",
     "attributed",
@@ -69,7 +69,8 @@ OUTCOMES = (
     "unverified",
     "no_original",
     "rejected",
-)
+]
+OUTCOMES: tuple[str, ...] = get_args(ReportOutcomeName)
 
 
 @dataclass(frozen=True)
@@ -210,7 +211,7 @@ def submit_report(
         row=row,
         parse=parse,
         reporter=reporter,
-        verp_key=verp_key if verp_key is not None else verp_key_of(settings),
+        verp_key=verp_key,
     )
 
 
@@ -260,7 +261,9 @@ def finish_report(
 ) -> ReportOutcome:
     """Decide a stored report (``report_outcomes``), record it in the ledger and file what
     it supports: a ranked signal for real-address reports; a link to the stranger's signal
-    for a corroborated alias."""
+    for a corroborated alias. ``verp_key``: the relay's (read from the keys when None)."""
+    if verp_key is None:
+        verp_key = verp_key_of(settings)
     decision = decide(session, settings, vault, parse, reporter, verp_key)
     verified = reporter is not None
     row.reporter_customer_id = reporter.id if reporter else None
@@ -326,7 +329,7 @@ def recheck_report(
         row=row,
         parse=parse,
         reporter=reporter,
-        verp_key=verp_key if verp_key is not None else verp_key_of(settings),
+        verp_key=verp_key,
         rechecked=row.checks,
     )
 
@@ -432,6 +435,7 @@ __all__ = [
     "OUTCOMES",
     "MailboxAuth",
     "ReportOutcome",
+    "ReportOutcomeName",
     "expire_unreadable",
     "finish_report",
     "rank_sender",

@@ -152,13 +152,20 @@ def contain(
     }
     detail.pop("ledger_seq")
     detail.pop("incident_id")
-    out.ledger_seq = append(
-        session,
-        [Event("incident_action", actor, f"incident:{incident_id}", detail=detail)],
-        settings,
-        signer,
-    )[0]
+    out.ledger_seq = _ledger(session, settings, signer, actor, incident_id, detail)
     return out
+
+
+def _ledger(
+    session: Session,
+    settings: Settings,
+    signer: CheckpointSigner,
+    actor: str,
+    incident_id: int,
+    detail: dict[str, Any],
+) -> int:
+    event = Event("incident_action", actor, f"incident:{incident_id}", detail=detail)
+    return append(session, [event], settings, signer)[0]
 
 
 def _request(
@@ -183,12 +190,7 @@ def _request(
         "reason": reason,
         "culprits": out.culprits,
     }
-    out.ledger_seq = append(
-        session,
-        [Event("incident_action", actor, f"incident:{incident.id}", detail=detail)],
-        settings,
-        signer,
-    )[0]
+    out.ledger_seq = _ledger(session, settings, signer, actor, incident.id, detail)
     return out
 
 

@@ -26,7 +26,7 @@ from mailveil.detect.incidents import (
 )
 from mailveil.detect.jobs import run_detection
 from mailveil.detect.report_list import get_report, list_reports, report_view
-from mailveil.detect.reports import submit_report
+from mailveil.detect.reports import ReportOutcomeName, submit_report
 from mailveil.detect.signals import signal_view
 from mailveil.detect.strength import describe
 from mailveil.errors import InvalidInput
@@ -35,17 +35,6 @@ router = APIRouter(tags=["detection"])
 InvestigatorDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.INVESTIGATOR))]
 ReporterDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.BACKEND))]
 IncidentStatus = Literal["open", "confirmed", "contained", "closed", "dismissed"]
-ReportOutcomeName = Literal[
-    "pending",
-    "complaint",
-    "attributed",
-    "unconfirmed",
-    "real_address",
-    "unattributed",
-    "unverified",
-    "no_original",
-    "rejected",
-]
 
 
 class StatusIn(BaseModel):
