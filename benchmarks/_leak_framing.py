@@ -44,12 +44,13 @@ from pathlib import Path
 from typing import Any
 
 import dkim
+from rich.console import Console
+from rich.table import Table
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.contacts.models import Alias, Principal
 from mailveil.demo.harness import SigningDomain
-from mailveil.detect.models import AbuseReport
 from mailveil.detect.reports import MailboxAuth, submit_report
 from mailveil.ledger.append import append
 from mailveil.relay.context import RelayContext
@@ -286,8 +287,28 @@ def act(s: Session, f: Framer, day: int, days: int, leaked: list[str]) -> None:
         f.done.add("buyers")
 
 
-def report_outcomes(s: Session) -> Counter[str]:
-    return Counter(s.scalars(select(AbuseReport.outcome)))
+def summarise(console: Console, results: list[dict[str, Any]]) -> bool:
+    """Print the attempts by kind and what became of them; whether the adversary ran."""
+    framed = [r for r in results if r.get("framing")]
+    if not framed:
+        return False
+    t = Table(title="Framing attempts against innocent sellers (all scenarios)")
+    for col in ("kind", "attempts", "scenarios with it"):
+        t.add_column(col)
+    for kind in KINDS:
+        n = [r["framing"]["attempts"].get(kind, 0) for r in framed]
+        t.add_row(kind, str(sum(n)), f"{sum(1 for x in n if x)}/{len(framed)}")
+    console.print(t)
+    hit = [(r["seed"], p) for r in framed for p in r["framed_named"]]
+    outcomes: Counter[str] = Counter()
+    for r in framed:
+        outcomes.update(r["framing"]["report_outcomes"])
+    console.print(
+        f"  framed targets: {sum(len(r['framing']['targets']) for r in framed)} innocent "
+        f"sellers; named as culprits: {len(hit)} {hit[:6]}; their reports' outcomes: "
+        f"{dict(outcomes)}"
+    )
+    return True
 
 
-__all__ = ["KINDS", "Framer", "act", "build"]
+__all__ = ["KINDS", "Framer", "act", "build", "summarise"]

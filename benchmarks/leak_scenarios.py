@@ -525,26 +525,7 @@ def summarise(console: Console, results: list[dict[str, Any]]) -> bool:
     for r in results:
         for line in r["false_detail"][:2]:
             console.print(f"  false accusation, seed {r['seed']}: {line}")
-    framed = [r for r in results if r.get("framing")]
-    if framed:
-        t = Table(title="Framing attempts against innocent sellers (all scenarios)")
-        for col in ("kind", "attempts", "scenarios with it"):
-            t.add_column(col)
-        for kind in framing.KINDS:
-            n = [r["framing"]["attempts"].get(kind, 0) for r in framed]
-            t.add_row(kind, str(sum(n)), f"{sum(1 for x in n if x)}/{len(framed)}")
-        console.print(t)
-        hit = [(r["seed"], p) for r in framed for p in r["framed_named"]]
-        outcomes: dict[str, int] = defaultdict(int)
-        for r in framed:
-            for k, v in r["framing"]["report_outcomes"].items():
-                outcomes[k] += v
-        console.print(
-            f"  framed targets: {sum(len(r['framing']['targets']) for r in framed)} innocent "
-            f"sellers; named as culprits: {len(hit)} {hit[:6]}; their reports' outcomes: "
-            f"{dict(outcomes)}"
-        )
-
+    framed = framing.summarise(console, results)
     ok_alias = len(false_src) + len(false_rcpt) == 0 and all(x["exact"] for x in alias_leaks)
     ok_recall = true_src == guilty
     ok_rank = bool(enough) and len(first) >= 0.95 * len(enough)
