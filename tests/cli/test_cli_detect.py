@@ -119,3 +119,38 @@ def test_detect_run_and_canaries(
     assert listed.stdout.count("FR") == 2
     assert "no new signals" in cli.ok("detect", "run").stdout
     assert cli("canaries", "plant", "--principal", "nope", "--country", "FR").code == 2
+
+
+def test_containment_on_weak_evidence_needs_a_second_operator(
+    cli: Cli, cli_settings: Settings, db: sessionmaker[Session]
+) -> None:
+    """The seller wrote to both customers first (each saw their alias), then strangers wrote
+    to both aliases: named, weakly. The first operator asks; the same one cannot confirm;
+    another operator (another login) does."""
+    Path("c.csv").write_text(
+        "external_id,email,country\nc-1,ann.buyer@example.com,DE\nc-2,bo.buyer@example.com,FR\n"
+    )
+    cli.ok("customers", "import", "c.csv")
+    seller = add_seller(db, "s-1", "Acme Books")
+    signer = CheckpointSigner.load(cli_settings)
+    for ext in ("c-1", "c-2"):
+        cid = customer_id(db, ext)
+        with db.begin() as s:
+            create_order(s, external_id=f"o-{ext}", customer_id=cid, seller_id=seller)
+        alias = disclose_to(db, cli_settings, ext, seller, "order").alias
+        assert alias is not None
+        seen = Event("message", f"principal:{seller}", f"customer:{cid}", alias, "to_customer",
+                     "shipping", {"principal": f"principal:{seller}", "size": 1})  # fmt: skip
+        with db.begin() as s:
+            append(s, [seen], cli_settings, signer)
+        _stranger(db, cli_settings, alias, cid, seller)
+    cli.ok("detect", "run")
+    assert "relay-record, needs a 2nd person" in cli.ok("incidents", "list").flat
+    ana = {"LOGNAME": "ana", "USER": "ana"}  # who getpass says runs the command
+    first = cli.ok("incidents", "contain", "1", "--reason", "two aliases", env=ana)
+    assert "containment requested by operator:ana, nothing done yet" in first.flat
+    again = cli("incidents", "contain", "1", "--reason", "me again", env=ana)
+    assert again.code == 1 and "confirmed by another person" in again.flat
+    ben = {"LOGNAME": "ben", "USER": "ben"}
+    done = cli.ok("incidents", "contain", "1", "--reason", "confirmed", env=ben)
+    assert "contained: 1 suspended" in done.flat
