@@ -392,3 +392,14 @@ def test_reports_recheck_asks_the_resolver_the_operator_names(tmp_path: Path) ->
     assert reporter not in shown.stdout + listed.stdout
     bad = cli("reports", "recheck", env={"MAILVEIL_DNS_NAMESERVERS": "not-an-ip"})
     assert bad.exit_code == 2 and "dns_nameservers" in bad.output
+
+
+def test_a_spooled_report_set_aside_leaves_the_queue_but_is_kept(tmp_path: Path) -> None:
+    first = report_spool.put(tmp_path, b"From: a@b.example\r\n\r\none\r\n", {"report_id": None})
+    second = report_spool.put(tmp_path, b"From: a@b.example\r\n\r\ntwo\r\n", {"report_id": 7})
+    assert report_spool.names(tmp_path) == [first.name, second.name]
+    kept = report_spool.set_aside(tmp_path, first.name)
+    assert report_spool.names(tmp_path) == [second.name]
+    assert (report_spool.folder(tmp_path) / kept).read_bytes().endswith(b"one\r\n")
+    assert [i.report_id for i in report_spool.spooled(tmp_path)] == [7]
+    assert report_spool.read(tmp_path, "../../etc/passwd") is None

@@ -158,7 +158,7 @@ class AbuseReport(Base):
     # Why the outcome is what it is, in words (never quoting the report).
     reason: Mapped[str | None] = mapped_column(String(300), nullable=True)
     # A report kept pending (its sender could not be checked: DNS did not answer) is
-    # re-checked (``reports_pending``); how often so far, and when last.
+    # re-checked (``relay.abuse_intake.process_spool``); how often so far, and when last.
     checks: Mapped[int] = mapped_column(Integer, default=0)
     checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 

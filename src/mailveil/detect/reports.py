@@ -15,9 +15,9 @@ A report only counts when the reporter is the customer: an API upload names the 
 from an authenticated backend session; a mailbox report must come from the customer's own
 address with an aligned SPF/DKIM pass (DMARC). Anything else is stored as ``unverified`` and
 accuses no one. When DNS could not answer for the sender, the report is kept ``pending`` and
-re-checked later (``reports_pending``), never counted as unverified for the resolver's sake.
-Every report keeps the reason for its outcome. The reporter is only ever told that the
-report was received.
+re-checked later (``relay.abuse_intake.process_spool``), never counted as unverified for the
+resolver's sake. Every report keeps the reason for its outcome. The reporter is only ever
+told that the report was received.
 """
 
 from __future__ import annotations

@@ -171,9 +171,9 @@ class AbuseIntake:
             mailbox = MailboxAuth("", False, pending=f"the check failed ({type(exc).__name__})")
         outcome, why = await self._store(raw, mailbox)
         if outcome is None:
-            return self._queue(sender, raw, mailbox, why)
+            return await asyncio.to_thread(self._queue, sender, raw, mailbox, why)
         if outcome.outcome == "pending":
-            self._keep_pending(sender, raw, mailbox, outcome.report_id)
+            await asyncio.to_thread(self._keep_pending, sender, raw, mailbox, outcome.report_id)
         self._drain_soon()
         return codes.report_received(outcome.report_id)
 
@@ -246,8 +246,11 @@ class AbuseIntake:
                 async with self.lock:
                     done = await self.db.run(work, commit=True)
             except Exception as exc:
-                log.warning("relay: spool drain stopped (%s)", cause(exc))
-                return
+                if retryable(exc):
+                    log.warning("relay: spool drain stopped (%s)", cause(exc))
+                    return
+                set_aside(settings, item, exc)
+                continue
             after_commit(settings, item, done)
             stored += 1
         if stored:
@@ -263,6 +266,7 @@ class SpoolRun:
     still_pending: int = 0
     expired: int = 0  # judged unverified: DNS did not answer within report_pending_hours
     failed: int = 0  # left in the spool (the database did not answer)
+    set_aside: int = 0  # failed for another reason: moved out of the queue, kept
     reports: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
@@ -272,6 +276,7 @@ class SpoolRun:
             "still_pending": self.still_pending,
             "expired": self.expired,
             "failed": self.failed,
+            "set_aside": self.set_aside,
             "reports": self.reports,
         }
 
@@ -347,6 +352,13 @@ def settle(
     return Settled("expired" if expired and fresh.pending else "decided", row.id)
 
 
+def set_aside(settings: Settings, item: report_spool.Spooled, exc: BaseException) -> None:
+    """A report that fails for another reason than the database (a defect) is moved out of
+    the queue, kept for the operator, so it cannot hold up the reports behind it."""
+    kept = report_spool.set_aside(settings.data_dir, item.name)
+    log.error("relay: spooled report %s set aside as %s (%s)", item.reference, kept, cause(exc))
+
+
 def after_commit(settings: Settings, item: report_spool.Spooled, done: Settled) -> None:
     """Keep a report's bytes while it is pending (with its id), else let them go."""
     if done.kind == "stored" and done.pending:
@@ -379,7 +391,9 @@ def process_spool(
                 session.commit()
         except Exception as exc:
             if not retryable(exc):
-                raise
+                set_aside(kit.settings, item, exc)
+                run.set_aside += 1
+                continue
             log.warning("relay: spool pass stopped, the database did not answer (%s)", cause(exc))
             run.failed += 1
             break
@@ -423,5 +437,6 @@ __all__ = [
     "check_reporter",
     "process_spool",
     "retryable",
+    "set_aside",
     "settle",
 ]

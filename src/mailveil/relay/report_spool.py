@@ -7,16 +7,19 @@ Two kinds of report wait here, so that no reporter is ever turned away:
   reporter got its receipt; the report is stored when the spool is drained.
 * **pending**: the report is stored (it has an id) but its sender could not be checked
   because DNS did not answer. Its bytes and SMTP envelope are kept so the check can be
-  repeated (``detect.reports_pending``); the file goes once the report is decided.
+  repeated (``abuse_intake.process_spool``); the file goes once the report is decided.
 
 One file per report: a line of JSON (the envelope: MAIL FROM, client IP, HELO, when it
 arrived, why it waits, the report id if it has one), then the message byte for byte. The
 folder is 0700 and files 0600 (reports carry the reporter's real address); a file is written
-under a temporary name, synced and renamed, so a crash never leaves half a report.
+under a temporary name, synced and renamed, so a crash never leaves half a report. A report
+that fails for another reason than the database is set aside (``<name>.failed``) for the
+operator, so it cannot hold up the queue.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -132,6 +135,16 @@ def remove(data_dir: Path, name: str) -> bool:
     return True
 
 
+def set_aside(data_dir: Path, name: str) -> str:
+    """Move a report out of the queue (``<name>.failed``, still 0600) and return the new
+    name: a defect in one report must not hold up the ones behind it."""
+    kept = f"{name}.failed"
+    if _NAME.match(name):
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(folder(data_dir) / name, folder(data_dir) / kept)
+    return kept
+
+
 def rewrite(data_dir: Path, item: Spooled, envelope: dict[str, Any]) -> Spooled:
     """Replace a spooled report's envelope (a queued report got its id): a new file first,
     then the old one goes, so the report is never absent from the spool."""
@@ -149,5 +162,6 @@ __all__ = [
     "read",
     "remove",
     "rewrite",
+    "set_aside",
     "spooled",
 ]
