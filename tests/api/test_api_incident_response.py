@@ -159,6 +159,12 @@ def test_a_culprit_named_by_weak_evidence_needs_a_second_person_to_contain(
     asked = first.ok("post", url, 202, json={"reason": "two customers' aliases spammed"})
     assert (asked["status"], asked["suspended"]) == ("awaiting_confirmation", [])
     assert asked["culprits"][0]["strong"] is False
+    # Each piece of evidence that named it, with its strength and why it is weak.
+    shown = asked["culprits"][0]["pieces"]
+    assert [(p["strength"], p["basis"], p["weak"]) for p in shown] == [
+        ("relay-record", "alias-disclosure", True)
+    ] * 2
+    assert "2 customers" in shown[0]["reason"]
     assert admin.ok("get", f"/v1/principals/{seller['id']}")["status"] == "active"
     assert first.post(url, json={"reason": "me again"}).status_code == 409
     view = first.ok("get", f"/v1/incidents/{incident['id']}")

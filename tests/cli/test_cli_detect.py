@@ -149,6 +149,7 @@ def test_containment_on_weak_evidence_needs_a_second_operator(
     ana = {"LOGNAME": "ana", "USER": "ana"}  # who getpass says runs the command
     first = cli.ok("incidents", "contain", "1", "--reason", "two aliases", env=ana)
     assert "containment requested by operator:ana, nothing done yet" in first.flat
+    assert "2 x relay-record alias-disclosure (weak)" in first.flat
     again = cli("incidents", "contain", "1", "--reason", "me again", env=ana)
     assert again.code == 1 and "confirmed by another person" in again.flat
     ben = {"LOGNAME": "ben", "USER": "ben"}

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -225,14 +226,18 @@ def contain_command(
             reason=reason,
             actor=operator_actor(),
         )
-    table = Table("culprit", "role", "strength", "strong", "score")
+    table = Table("culprit", "role", "strength", "strong", "score", "pieces of evidence")
     for c in done.culprits:
+        kinds = Counter(
+            f"{p['strength']} {p['basis']}{' (weak)' if p['weak'] else ''}" for p in c["pieces"]
+        )
         table.add_row(
             cell(f"principal:{c['principal_id']}"),
             cell(c["role"]),
             cell(c["strength"] or "ungraded"),
             cell("yes" if c["strong"] else "no"),
             cell(c["score"]),
+            cell(", ".join(f"{n} x {k}" for k, n in kinds.most_common())),
         )
     console.print(table)
     if done.status != "contained":

@@ -31,12 +31,15 @@ from mailveil.contacts import validation as v
 from mailveil.contacts.models import Principal
 from mailveil.db.base import utcnow
 from mailveil.detect.incidents import get_incident
-from mailveil.detect.models import Incident, IncidentCulprit
+from mailveil.detect.models import Incident, IncidentCulprit, Signal
+from mailveil.detect.strength import pieces_of
 from mailveil.errors import Conflict, InvalidInput
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.notify.sends import kill_sends_of
+
+MAX_PIECES_SHOWN = 20  # per culprit, in the answer and the ledger entry
 
 
 @dataclass
@@ -95,6 +98,7 @@ def contain(
     )
     if not rows:
         raise InvalidInput(f"incident {incident_id} names no culprit: nothing to contain")
+    pieces = _counted_pieces(session, incident_id)
     culprits = [
         {
             "principal_id": c.principal_id,
@@ -103,6 +107,7 @@ def contain(
             "strong": bool(c.strong),
             "score": c.score,
             "evidence": c.evidence_count,
+            "pieces": pieces.get(c.principal_id, [])[:MAX_PIECES_SHOWN],
         }
         for c in rows
     ]
@@ -156,6 +161,21 @@ def contain(
     return out
 
 
+def _counted_pieces(session: Session, incident_id: int) -> dict[int, list[dict[str, Any]]]:
+    """Each culprit's counted pieces of evidence in the incident, with their signal."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for signal_id, evidence in session.execute(
+        select(Signal.id, Signal.evidence)
+        .where(Signal.incident_id == incident_id)
+        .order_by(Signal.id)
+    ):
+        for piece in pieces_of(evidence):
+            if piece.counted and piece.principal_id is not None:
+                shown = {"signal": signal_id, **piece.to_dict()}
+                out.setdefault(piece.principal_id, []).append(shown)
+    return out
+
+
 def _ledger(
     session: Session,
     settings: Settings,
@@ -164,6 +184,19 @@ def _ledger(
     incident_id: int,
     detail: dict[str, Any],
 ) -> int:
+    # The ledger keeps which signals and how strong, not the reasons (they are the signals').
+    if "culprits" in detail:
+        detail["culprits"] = [
+            {
+                **{k: v for k, v in c.items() if k != "pieces"},
+                "pieces": [
+                    {"signal": p["signal"], "strength": p["strength"], "basis": p["basis"],
+                     "weak": p["weak"]}
+                    for p in c.get("pieces", [])
+                ],
+            }
+            for c in detail["culprits"]
+        ]  # fmt: skip
     event = Event("incident_action", actor, f"incident:{incident_id}", detail=detail)
     return append(session, [event], settings, signer)[0]
 
