@@ -9,7 +9,6 @@ them in the common forwarding shapes. The injected leaks live in ``leak_scenario
 
 from __future__ import annotations
 
-import inspect
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
@@ -30,7 +29,7 @@ from mailveil.access.reveals import answer_reveal, request_reveal, view_reveal
 from mailveil.config import Settings, load_settings
 from mailveil.contacts.customers import import_customers
 from mailveil.contacts.disclosures import DisclosureRequest, disclose_batch
-from mailveil.contacts.models import Alias, Customer, Principal, SupportCase
+from mailveil.contacts.models import Alias, Customer, Order, Principal, SupportCase
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_order
 from mailveil.db.migrate import upgrade
@@ -41,8 +40,9 @@ from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner, init_signing_key
 from mailveil.policy import PolicyEngine
 from mailveil.relay import codes
+from mailveil.relay.dkim import init_dkim_keys
 from mailveil.relay.dkim_verify import DkimResult
-from mailveil.relay.messages import DIRECTION_TO_CUSTOMER
+from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, init_verp_key
 from mailveil.relay.pipeline import Sender, stranger_event
 from mailveil.relay.routes import Route
 from mailveil.relay.sender_auth import SenderAuth
@@ -139,6 +139,8 @@ def _kit(root: Path) -> tuple[Settings, Vault, CheckpointSigner, PolicyEngine, A
     settings = load_settings(env={}, data_dir=root / "var", relay_domain="relay.shop.example")
     init_keys(settings)
     init_signing_key(settings)
+    init_dkim_keys(settings)  # the relay's own, for the adversary's relayed mail
+    init_verp_key(settings)
     engine = make_engine(url=f"sqlite:///{root / 'mailveil.db'}")
     upgrade(engine)
     return (
@@ -406,11 +408,30 @@ def _ctx(w: World) -> Any:
     )
 
 
-_EXTRA = "extra" in inspect.signature(stranger_event).parameters
+def route_of(s: Session, a: Alias) -> Route:
+    """The relay's view of an alias (``relay.routes``), from the rows the benchmark has."""
+    status, placed = s.execute(
+        select(Order.status, Order.placed_at)
+        .where(Order.customer_id == a.customer_id, Order.seller_id == a.principal_id)
+        .order_by(Order.placed_at.desc())
+        .limit(1)
+    ).first() or (None, None)
+    return Route(
+        DIRECTION_TO_CUSTOMER,
+        a.address,
+        a.reverse_address,
+        a.revoked_at is not None,
+        s.get(Customer, a.customer_id),  # type: ignore[arg-type]
+        s.get(Principal, a.principal_id),  # type: ignore[arg-type]
+        status,
+        placed,
+        False,
+    )
 
 
 def strangers(s: Session, w: World, aliases: list[str], domain: str) -> None:
-    """Spam to aliases from ``domain``: the entries the relay writes when quarantining it."""
+    """Spam to aliases from ``domain``: the entries the relay writes when quarantining it.
+    The buyer signs with its own domain and passes SPF, aligned, as a bulk mailer does."""
     if not aliases:
         return
     rows = s.execute(select(Alias).where(Alias.address.in_(aliases))).scalars().all()
@@ -418,27 +439,20 @@ def strangers(s: Session, w: World, aliases: list[str], domain: str) -> None:
     auth = SenderAuth(
         spf="pass",
         spf_domain=domain,
-        dkim=[DkimResult(domain, "s1", "pass")],
+        dkim=[DkimResult(domain, "s1", "pass", "rcpt")],
         from_domain=domain,
         dmarc_policy=None,
         aligned=True,
         dmarc_result="none",
+        spf_aligned=True,
+        dkim_aligned_domains=(domain,),
+        rcpt_checked=True,
+        dkim_rcpt_domains=(domain,),
     )
     events = []
     for a in rows:
-        route = Route(
-            DIRECTION_TO_CUSTOMER,
-            a.address,
-            a.reverse_address,
-            False,
-            s.get(Customer, a.customer_id),
-            s.get(Principal, a.principal_id),  # type: ignore[arg-type]
-            None,
-            None,
-            False,
-        )
+        route = route_of(s, a)
         extra = {"action": "quarantine", "sha256": "0" * 64, "size": 5000}
-        kw: dict[str, Any] = {"extra": extra} if _EXTRA else {}
         events.append(
             stranger_event(
                 s,
@@ -448,7 +462,7 @@ def strangers(s: Session, w: World, aliases: list[str], domain: str) -> None:
                 codes.QUARANTINED,
                 header_from=f"offers@{domain}",
                 auth=auth,
-                **kw,
+                extra=extra,
             )
         )
     append(s, events, w.settings, w.signer)

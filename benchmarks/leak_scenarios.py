@@ -35,15 +35,22 @@ Injected leaks (every scenario has 2 and 3, plus one of 1, 4, 5 in rotation):
 
 Spam to an alias is a ``stranger_at_alias`` entry built by the relay's own ``stranger_event``.
 Noise that must accuse nobody: background spam to random real addresses, reported; a
-seller's newsletter to its own buyers, reported; relayed seller mail (From: a reverse alias)
-reported as spam by annoyed customers.
+seller's newsletter to its own buyers, reported; seller mail claiming to be relayed (From: a
+reverse alias, with no record of it) reported as spam by annoyed customers.
+
+An adversary (``_leak_framing.py``) tries, in every scenario, to get innocent sellers
+accused: forged senders and DKIM replays in the buyers' spam to leaked aliases, customers
+replaying relayed mail to their own aliases or writing to them alone, complaints about
+relayed mail in every report shape, forged spam to real addresses. ``--no-framing`` turns it
+off.
 
 The marketplace, its normal days, spam and reports are built in ``_leak_world.py``; the
 leaks, the scenario loop and the figures are here.
 
-Printed: culprit precision and recall, false accusations, rank of the true culprit in
-real-address scenarios, detection delay, and anomaly recall of ``run_anomaly_job`` at a
-fixed alert budget per 1,000 employee-days, with verdicts against the targets.
+Printed: culprit precision and recall, false accusations (and how many of them are the
+adversary's targets), framing attempts by kind, rank of the true culprit in real-address
+scenarios, detection delay, and anomaly recall of ``run_anomaly_job`` at a fixed alert budget
+per 1,000 employee-days, with verdicts against the targets.
 """
 
 from __future__ import annotations
@@ -77,6 +84,7 @@ try:  # another engineer is finishing the anomaly job; the benchmark runs withou
 except ImportError:  # pragma: no cover
     run_anomaly_job = None  # type: ignore[assignment]
 
+import _leak_framing as framing
 from _leak_world import (
     CLOCK,
     SHIFT,
@@ -325,6 +333,8 @@ def run_scenario(seed: int, size: dict[str, int]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mailveil-leaks-") as tmp:
         w = build_world(seed, Path(tmp), size["customers"], size["sellers"], size["employees"])
         p = plan(w, days, ROTATING[seed % len(ROTATING)])
+        guilty = {lk.culprit for lk in p.leaks} | {lk.buyer for lk in p.leaks if lk.buyer}
+        framer = framing.build(w, guilty) if size.get("framing", 1) else None
         named_day: dict[int, int] = {}
         with Session(w.engine) as s:
             for day in range(days):
@@ -333,6 +343,9 @@ def run_scenario(seed: int, size: dict[str, int]) -> dict[str, Any]:
                     noise(s, w, p, days)
                     relayed_complaints(s, w, p, 30)
                 leak_day(s, w, p, day, days - 1)
+                if framer is not None:
+                    leaked = [a for lk in p.leaks for a in lk.aliases]
+                    framing.act(s, framer, day, days, leaked)
                 CLOCK.set(day, 23.5)
                 scan_ledger(s, w.settings, w.signer)
                 for (src,) in s.execute(select(Signal.source_principal_id).distinct()):
@@ -340,6 +353,11 @@ def run_scenario(seed: int, size: dict[str, int]) -> dict[str, Any]:
                         named_day.setdefault(int(src), day)
                 s.commit()
             result = _collect(s, w, p, named_day)
+        result["framing"] = framer.summary() if framer is not None else None
+        framed = set(framer.innocent) if framer is not None else set()
+        result["framed_named"] = sorted(
+            framed & (set(result["false_sources"]) | set(result["false_recipients"]))
+        )
         result["anomaly"] = _anomalies(w, p, days)
         w.engine.dispose()
     result["seconds"] = time.perf_counter() - t0
@@ -507,11 +525,14 @@ def summarise(console: Console, results: list[dict[str, Any]]) -> bool:
     for r in results:
         for line in r["false_detail"][:2]:
             console.print(f"  false accusation, seed {r['seed']}: {line}")
-
+    framed = framing.summarise(console, results)
     ok_alias = len(false_src) + len(false_rcpt) == 0 and all(x["exact"] for x in alias_leaks)
+    ok_recall = true_src == guilty
     ok_rank = bool(enough) and len(first) >= 0.95 * len(enough)
+    with_framing = "with framing on" if framed else "framing off"
     verdicts = [
-        ("every alias leak attributed exactly, zero false accusations", ok_alias),
+        (f"every alias leak attributed exactly, zero false accusations ({with_framing})", ok_alias),
+        ("every real leak's culprit named", ok_recall),
         (
             f"culprit ranked 1st in ≥ 95 % of real-address scenarios with ≥ {MIN_REPORTS} reports",
             ok_rank,
@@ -572,10 +593,14 @@ def main() -> int:
     parser.add_argument("--employees", type=int, default=120)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--quick", action="store_true", help="2 small scenarios (smoke run)")
+    parser.add_argument(
+        "--no-framing", action="store_true", help="without the adversary (_leak_framing.py)"
+    )
     args, _unknown = parser.parse_known_args()  # run_all passes other benchmarks' flags too
     if args.quick:
         args.scenarios, args.employees, args.customers, args.days = 2, 40, 1200, 42
     size = {k: getattr(args, k) for k in ("days", "customers", "sellers", "employees")}
+    size["framing"] = 0 if args.no_framing else 1
     console = Console()
     console.print(
         f"{args.scenarios} scenarios from seed {args.seed}: {args.customers:,} customers, "

@@ -53,3 +53,25 @@ def test_malformed_toml_names_the_file(tmp_path: Path) -> None:
     cfg.write_text("api_port = = 3\n")
     with pytest.raises(SettingsError, match=r"m\.toml"):
         load_settings(env={}, config_file=cfg)
+
+
+def test_dns_resolvers_are_named_with_an_optional_port() -> None:
+    from mailveil.config import nameservers
+
+    assert nameservers("") == ([], 53)
+    assert nameservers("192.0.2.1, 192.0.2.2") == (["192.0.2.1", "192.0.2.2"], 53)
+    assert nameservers("127.0.0.1:5353") == (["127.0.0.1"], 5353)
+    assert nameservers("[2001:db8::1]:5353") == (["2001:db8::1"], 5353)
+    s = load_settings(
+        env={"MAILVEIL_DNS_NAMESERVERS": "192.0.2.1", "MAILVEIL_DNS_TIMEOUT_SECONDS": "1.5"}
+    )
+    assert (s.dns_nameservers, s.dns_timeout_seconds) == ("192.0.2.1", 1.5)
+    for bad, message in (
+        ("resolver.example", "is not an IP address"),
+        ("192.0.2.1:0", "no valid port"),
+        ("192.0.2.1:53, 192.0.2.2:5353", "same port"),
+    ):
+        with pytest.raises(SettingsError, match=message):
+            load_settings(env={"MAILVEIL_DNS_NAMESERVERS": bad})
+    with pytest.raises(SettingsError, match="report_pending_hours"):
+        load_settings(env={}, report_pending_hours=0)

@@ -104,6 +104,17 @@ class Settings:
     relay_stranger_action: str = "quarantine"
     # Local part of the abuse mailbox on the relay domain (reports go to detect.reports).
     abuse_mailbox_local: str = "report-abuse"
+    # How long a report waits for a busy database before the relay queues it in its spool
+    # (data_dir/report-spool) and answers the reporter anyway.
+    abuse_db_wait_seconds: float = 60.0
+    # A report whose sender DNS cannot check is kept pending and re-checked
+    # (`mailveil reports recheck`) for this long before it is judged unverified.
+    report_pending_hours: float = 72.0
+    # -- DNS for sender checks (SPF, DKIM keys, DMARC; mailveil.relay.sender_auth) ------------
+    # Resolvers to ask, "ip" or "ip:port" ("[v6]:port"), comma-separated; empty: the system's
+    # (/etc/resolv.conf). How long one question may take.
+    dns_nameservers: str = ""
+    dns_timeout_seconds: float = 3.0
     # -- employee access (mailveil.access) ----------------------------------------------------
     # Customers one employee may receive per clock hour / per 24 hours through contact
     # lookups, lists and exports. They are the Cedar context of the `list` action, so a policy
@@ -303,6 +314,36 @@ def load_settings(
     return settings
 
 
+def nameservers(text: str) -> tuple[list[str], int]:
+    """(resolver IPs, port) from ``dns_nameservers``; one port for all of them."""
+    import ipaddress
+
+    ips: list[str] = []
+    ports: set[int] = set()
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        host, port = item, "53"
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port = rest[1:] if rest.startswith(":") else "53"
+        elif item.count(":") == 1:
+            host, port = item.split(":")
+        try:
+            ips.append(str(ipaddress.ip_address(host)))
+            number = int(port)
+        except ValueError as exc:
+            raise SettingsError(
+                f"dns_nameservers: {item!r} is not an IP address with an optional port"
+            ) from exc
+        if not 0 < number < 65536:
+            raise SettingsError(f"dns_nameservers: {item!r} has no valid port")
+        ports.add(number)
+    if len(ports) > 1:
+        raise SettingsError("dns_nameservers: every resolver must use the same port")
+    return ips, ports.pop() if ports else 53
+
+
 def _check(settings: Settings) -> None:
     if settings.seller_contact_window_days < 0:
         raise SettingsError("seller_contact_window_days must be >= 0")
@@ -314,6 +355,11 @@ def _check(settings: Settings) -> None:
         raise SettingsError("relay_stranger_action must be quarantine, refuse or banner")
     if not settings.abuse_mailbox_local or any(c in settings.abuse_mailbox_local for c in "@ <>"):
         raise SettingsError("abuse_mailbox_local must be a bare local part")
+    if settings.abuse_db_wait_seconds < 0 or settings.report_pending_hours <= 0:
+        raise SettingsError("abuse_db_wait_seconds must be >= 0 and report_pending_hours > 0")
+    if settings.dns_timeout_seconds <= 0:
+        raise SettingsError("dns_timeout_seconds must be > 0")
+    nameservers(settings.dns_nameservers)
     for name in (
         "employee_rows_per_hour",
         "employee_rows_per_day",
@@ -429,4 +475,4 @@ def _check_witnesses(settings: Settings) -> None:
         raise SettingsError("witness_timeout_seconds must be > 0")
 
 
-__all__ = ["Settings", "SettingsError", "load_settings"]
+__all__ = ["Settings", "SettingsError", "load_settings", "nameservers"]

@@ -6,6 +6,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi.testclient import TestClient
+from sqlalchemy.orm import Session
+
+from mailveil.ledger.append import append
+from mailveil.ledger.events import Event
+from mailveil.runtime import Runtime
 
 
 @dataclass
@@ -84,3 +89,42 @@ class Api:
                 **extra,
             },
         )
+
+
+def stranger_at(
+    runtime: Runtime,
+    session: Session,
+    *,
+    alias: str,
+    customer_id: int,
+    owner_id: int,
+    sender: str = "deals@spam.example",
+    proven: bool = True,
+) -> int:
+    """Append the entry the relay writes for a stranger's mail to ``alias`` (as
+    ``relay.identity`` shapes it): ``proven``, the sender's domain passed SPF aligned with
+    its From; else SPF failed and nothing else was signed. Returns its ledger seq."""
+    domain = sender.rpartition("@")[2]
+    detail = {
+        "principal": f"principal:{owner_id}",
+        "reply": "250 2.7.0",
+        "revoked": False,
+        "envelope_from": sender,
+        "header_from": sender,
+        "authenticated_principal": None,
+        "client_ip": "203.0.113.9",
+        "helo": f"mx.{domain}",
+        "spf": "pass" if proven else "fail",
+        "spf_domain": domain,
+        "spf_aligned": proven,
+        "dkim": [],
+        "from_domain": domain,
+        "dmarc": "none",
+        "action": "quarantine",
+    }
+    event = Event(
+        "stranger_at_alias", None, f"customer:{customer_id}", alias, "to_customer", None, detail
+    )
+    seq = append(session, [event], runtime.settings, runtime.signer)[0]
+    session.commit()
+    return seq

@@ -9,7 +9,7 @@ import random
 from email.message import EmailMessage
 from typing import Any
 
-from api_testkit import Api
+from api_testkit import Api, stranger_at
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -51,11 +51,8 @@ def _upload(backend: Api, customer_id: int, raw: bytes) -> Any:
     )
 
 
-def test_a_report_of_mail_to_an_alias_names_the_principal_with_verifiable_evidence(
-    admin: Api, session: Session, runtime: Runtime
-) -> None:
-    backend = admin.key_for("backend")
-    investigator = admin.key_for("investigator")
+def _shop(admin: Api) -> tuple[Any, Any, str]:
+    """A customer, the seller "s-leaky" she ordered from, and her alias for it."""
     cust = admin.customer("c-1", "victim@example.com")
     seller = admin.principal("seller", "s-leaky", display_name="Leaky Shop")
     admin.order("o-1", cust["id"], seller["id"])
@@ -65,32 +62,79 @@ def test_a_report_of_mail_to_an_alias_names_the_principal_with_verifiable_eviden
         201,
         json={"customer_id": cust["id"], "principal_id": seller["id"], "purpose": "order"},
     )["alias"]
+    return cust, seller, alias
+
+
+def test_a_report_of_spam_at_an_alias_corroborates_the_relays_record_with_evidence(
+    admin: Api, session: Session, runtime: Runtime
+) -> None:
+    backend = admin.key_for("backend")
+    investigator = admin.key_for("investigator")
+    cust, seller, alias = _shop(admin)
+    seq = stranger_at(runtime, session, alias=alias, customer_id=cust["id"], owner_id=seller["id"])
     answer = _upload(backend, cust["id"], _forward(_spam(alias), "victim@example.com"))
     assert answer.status_code == 202
     body = answer.json()
     assert body["received"] is True and set(body) == {"report_id", "received", "message"}
     assert "Leaky" not in answer.text and alias not in answer.text
+    [report] = investigator.ok("get", "/v1/reports")["items"]
+    assert (report["outcome"], report["corroborates_entry"]) == ("attributed", seq)
+    assert f"ledger entry {seq}" in report["reason"]
+    assert investigator.ok("post", "/v1/detect/run")["signals"] == {"stranger_at_alias": 1}
     [incident] = investigator.ok("get", "/v1/incidents")["items"]
-    assert [(c["external_id"], c["role"]) for c in incident["culprits"]] == [("s-leaky", "source")]
+    named = [
+        (c["external_id"], c["role"], c["strength"], c["confirmation_required"])
+        for c in incident["culprits"]
+    ]
+    assert named == [("s-leaky", "source", "relay-record", False)]
     detail = investigator.ok("get", f"/v1/incidents/{incident['id']}")
     [signal] = detail["signals"]
-    assert signal["kind"] == "abuse_report" and signal["confidence"] == "exact"
-    assert signal["alias"] == alias
+    assert signal["kind"] == "stranger_at_alias" and signal["alias"] == alias
+    assert signal["strength"] == {"source": "relay-record", "recipient": "authenticated"}
+    assert [p["principal_id"] for p in signal["pieces"] if p["role"] == "recipient"] == [None]
     bundle = investigator.ok("get", f"/v1/incidents/{incident['id']}/evidence")
     check = verify_bundle(bundle, verifier_key=runtime.signer.verifier_key)
     assert check.ok, check.checks
+    assert bundle["culprits"][0]["strength"] == "relay-record"
+    assert bundle["claims"][0]["pieces"][0]["basis"] == "alias-disclosure"
     assert "victim@example.com" not in json.dumps(bundle) + json.dumps(detail)
     kinds = [
         e["kind"]
         for e in investigator.ok("get", f"/v1/incidents/{incident['id']}/timeline")["items"]
     ]
-    assert kinds[:3] == ["abuse_report", "incident_opened", "signal"]
+    assert kinds[:3] == ["stranger_at_alias", "incident_opened", "signal"]
     investigator.ok(
         "post",
         f"/v1/incidents/{incident['id']}/status",
         json={"status": "confirmed", "reason": "alias leak"},
     )
     assert backend.get("/v1/incidents").status_code == 403
+    assert backend.get("/v1/reports").status_code == 403
+
+
+def test_a_report_of_an_alias_the_relay_has_no_record_of_accuses_no_one(
+    admin: Api, session: Session
+) -> None:
+    """A customer knows their own alias: fabricated "spam" to it is a claim, kept with its
+    reason, and listed (filters and paging) but never an incident."""
+    backend = admin.key_for("backend")
+    investigator = admin.key_for("investigator")
+    cust, _seller, alias = _shop(admin)
+    for _ in range(3):
+        _upload(backend, cust["id"], _forward(_spam(alias), "victim@example.com"))
+    assert investigator.ok("post", "/v1/detect/run")["signals"] == {}
+    assert investigator.ok("get", "/v1/incidents")["items"] == []
+    page = investigator.ok("get", "/v1/reports", params={"outcome": "unconfirmed", "limit": 2})
+    assert [r["outcome"] for r in page["items"]] == ["unconfirmed", "unconfirmed"]
+    assert "no record" in page["items"][0]["reason"]
+    rest = investigator.ok("get", "/v1/reports", params={"after": page["next"], "limit": 2})
+    assert len(rest["items"]) == 1 and rest["next"] is None
+    assert investigator.ok("get", "/v1/reports", params={"verified": "false"})["items"] == []
+    assert investigator.get("/v1/reports", params={"outcome": "nonsense"}).status_code == 422
+    one = investigator.ok("get", f"/v1/reports/{rest['items'][0]['id']}")
+    assert one["reference"] == f"R-{one['id']}"
+    assert investigator.get("/v1/reports/999999").status_code == 404
+    assert "victim@example.com" not in json.dumps(page) + json.dumps(one)
 
 
 def test_reports_without_an_original_or_about_someone_else_accuse_no_one(
@@ -169,7 +213,21 @@ def test_reports_to_real_addresses_rank_the_leaking_principal_first(
     [signal] = signals
     assert signal["confidence"] == "ranked"
     assert signal["source_principal_id"] == leaky["id"]
-    assert signal["recipient_principal_id"] == spammer["id"]
+    # The spam's From names the spammer's domain, but it reached real addresses the relay
+    # never saw: a claimed sender, shown, never a culprit.
+    assert signal["recipient_principal_id"] is None
+    assert signal["strength"] == {"source": "statistical", "recipient": "claimed"}
+    by_role = {p["role"]: p for p in signal["pieces"]}
+    assert (by_role["source"]["counted"], by_role["source"]["weak"]) == (True, True)
+    assert by_role["source"]["score"] == signal["score"]
+    assert (by_role["recipient"]["principal_id"], by_role["recipient"]["counted"]) == (
+        spammer["id"],
+        False,
+    )
+    [incident] = investigator.ok("get", "/v1/incidents")["items"]
+    assert [(c["principal_id"], c["confirmation_required"]) for c in incident["culprits"]] == [
+        (leaky["id"], True)
+    ]
     ranking = signal["evidence"]["ranking"]
     assert ranking["explained"] >= 1
     assert ranking["ranked"][0]["principal_id"] == leaky["id"]
@@ -178,9 +236,13 @@ def test_reports_to_real_addresses_rank_the_leaking_principal_first(
     assert "@example.com" not in text
 
 
-def test_reports_of_a_sellers_own_relayed_mail_are_complaints_not_leaks(
+def test_mail_claiming_to_be_from_the_relay_without_its_record_accuses_no_one(
     admin: Api, session: Session
 ) -> None:
+    """A From on a reverse alias is header text: without the relay's record of the message
+    (its Message-ID, VERP token or a delivery between that pair) the report is a claim.
+    Real relayed mail reported in every shape is tested through the relay
+    (tests/relay/test_relay_framing.py)."""
     backend = admin.key_for("backend")
     seller = admin.principal("seller", "s-news", display_name="Newsletter Shop")
     for n in range(8):
@@ -195,9 +257,7 @@ def test_reports_of_a_sellers_own_relayed_mail_are_complaints_not_leaks(
         mail = _spam(f"buyer{n}@example.com", sender=reverse)
         raw = _forward(mail, f"buyer{n}@example.com")
         assert _upload(backend, c["id"], raw).status_code == 202
-    assert set(session.scalars(select(AbuseReport.outcome)).all()) == {"complaint"}
-    facts = session.scalars(select(AbuseReport.facts)).first()
-    assert facts is not None and facts["complaint_about"] == f"principal:{seller['id']}"
+    assert set(session.scalars(select(AbuseReport.outcome)).all()) == {"unconfirmed"}
     investigator = admin.key_for("investigator")
     assert investigator.ok("get", "/v1/signals")["items"] == []
     assert investigator.ok("get", "/v1/incidents")["items"] == []

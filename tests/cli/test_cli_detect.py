@@ -1,5 +1,5 @@
 """`mailveil detect run`, `incidents list|show|status|timeline|export|verify`,
-`canaries plant|list` and `reports submit` against a real database."""
+`canaries plant|list` and `reports submit|list|show` against a real database."""
 
 from __future__ import annotations
 
@@ -12,6 +12,30 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 from mailveil.contacts.relationships import create_order
+from mailveil.ledger.append import append
+from mailveil.ledger.events import Event
+from mailveil.ledger.signing import CheckpointSigner
+
+
+def _stranger(
+    db: sessionmaker[Session], settings: Settings, alias: str, cid: int, owner: int
+) -> None:
+    """What the relay records of a stranger's mail to ``alias`` (relay.identity), its
+    sender proving its own domain and nothing more."""
+    detail = {
+        "principal": f"principal:{owner}",
+        "envelope_from": "deals@spam.example",
+        "header_from": "deals@spam.example",
+        "spf": "pass",
+        "spf_domain": "spam.example",
+        "spf_aligned": True,
+        "dkim": [],
+        "from_domain": "spam.example",
+        "action": "quarantine",
+    }
+    event = Event("stranger_at_alias", None, f"customer:{cid}", alias, "to_customer", None, detail)
+    with db.begin() as s:
+        append(s, [event], settings, CheckpointSigner.load(settings))
 
 
 def _report(alias: str) -> bytes:
@@ -39,10 +63,22 @@ def test_report_incident_export_and_offline_verify(
     alias = disclose_to(db, cli_settings, "c-1", seller, "order").alias
     assert alias is not None
     (tmp_path / "r.eml").write_bytes(_report(alias))
+    # Before the relay saw any stranger there, the report is only the customer's claim.
     submitted = cli.ok("reports", "submit", str(tmp_path / "r.eml"), "--customer", "c-1")
-    assert "attributed" in submitted.stdout
+    assert "unconfirmed" in submitted.stdout
+    _stranger(db, cli_settings, alias, customer_id(db, "c-1"), seller)
+    assert "1 stranger_at_alias" in cli.ok("detect", "run").stdout
+    again = cli.ok("reports", "submit", str(tmp_path / "r.eml"), "--customer", "c-1")
+    assert "R-2: attributed" in again.stdout
+    reports = cli.ok("reports", "list")
+    assert "unconfirmed" in reports.flat and "attributed" in reports.flat
+    assert "no record" in reports.flat
+    assert '"corroborates_entry"' in cli.ok("reports", "show", "2").stdout
+    assert "R-2" in cli.ok("reports", "list", "--outcome", "attributed").flat
+    assert "R-1" not in cli.ok("reports", "list", "--after", "1").flat
+    assert cli("reports", "list", "--outcome", "nonsense").code == 1
     listed = cli.ok("incidents", "list")
-    assert "seller:s-1 (source)" in listed.flat
+    assert "seller:s-1 (source, relay-record)" in listed.flat
     cli.ok("incidents", "status", "1", "confirmed", "--reason", "alias in spam")
     assert "incident_status" in cli.ok("incidents", "timeline", "1").stdout
     assert "customers" in cli.ok("incidents", "blast", "1").stdout
@@ -77,7 +113,7 @@ def test_report_incident_export_and_offline_verify(
     assert tampered.code == 1 and "does not verify" in tampered.stderr
     bundle.write_text("{ not json")
     assert cli("incidents", "verify", str(bundle)).code == 2
-    assert "olga.buyer" not in listed.output + verified.output + submitted.output
+    assert "olga.buyer" not in listed.output + verified.output + submitted.output + reports.output
 
 
 def test_detect_run_and_canaries(
@@ -92,3 +128,39 @@ def test_detect_run_and_canaries(
     assert listed.stdout.count("FR") == 2
     assert "no new signals" in cli.ok("detect", "run").stdout
     assert cli("canaries", "plant", "--principal", "nope", "--country", "FR").code == 2
+
+
+def test_containment_on_weak_evidence_needs_a_second_operator(
+    cli: Cli, cli_settings: Settings, db: sessionmaker[Session]
+) -> None:
+    """The seller wrote to both customers first (each saw their alias), then strangers wrote
+    to both aliases: named, weakly. The first operator asks; the same one cannot confirm;
+    another operator (another login) does."""
+    Path("c.csv").write_text(
+        "external_id,email,country\nc-1,ann.buyer@example.com,DE\nc-2,bo.buyer@example.com,FR\n"
+    )
+    cli.ok("customers", "import", "c.csv")
+    seller = add_seller(db, "s-1", "Acme Books")
+    signer = CheckpointSigner.load(cli_settings)
+    for ext in ("c-1", "c-2"):
+        cid = customer_id(db, ext)
+        with db.begin() as s:
+            create_order(s, external_id=f"o-{ext}", customer_id=cid, seller_id=seller)
+        alias = disclose_to(db, cli_settings, ext, seller, "order").alias
+        assert alias is not None
+        seen = Event("message", f"principal:{seller}", f"customer:{cid}", alias, "to_customer",
+                     "shipping", {"principal": f"principal:{seller}", "size": 1})  # fmt: skip
+        with db.begin() as s:
+            append(s, [seen], cli_settings, signer)
+        _stranger(db, cli_settings, alias, cid, seller)
+    cli.ok("detect", "run")
+    assert "relay-record, needs a 2nd person" in cli.ok("incidents", "list").flat
+    ana = {"LOGNAME": "ana", "USER": "ana"}  # who getpass says runs the command
+    first = cli.ok("incidents", "contain", "1", "--reason", "two aliases", env=ana)
+    assert "containment requested by operator:ana, nothing done yet" in first.flat
+    assert "2 x relay-record alias-disclosure (weak)" in first.flat
+    again = cli("incidents", "contain", "1", "--reason", "me again", env=ana)
+    assert again.code == 1 and "confirmed by another person" in again.flat
+    ben = {"LOGNAME": "ben", "USER": "ben"}
+    done = cli.ok("incidents", "contain", "1", "--reason", "confirmed", env=ben)
+    assert "contained: 1 suspended" in done.flat

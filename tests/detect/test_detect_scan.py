@@ -54,7 +54,9 @@ def _shop(session: Session, kit: Kit) -> dict[str, Any]:
 
 
 def _stranger(session: Session, kit: Kit, shop: dict[str, Any], sender: str) -> int:
-    """A stranger_at_alias entry shaped as the relay writes it (see relay.pipeline)."""
+    """A stranger_at_alias entry shaped as the relay writes it (see relay.identity): SPF
+    and DKIM pass, aligned with the From domain, the signature naming the alias."""
+    domain = sender.split("@")[1]
     detail = {
         "principal": f"principal:{shop['leaky'].id}",
         "reply": "550 5.7.1 not disclosed to you",
@@ -65,7 +67,10 @@ def _stranger(session: Session, kit: Kit, shop: dict[str, Any], sender: str) -> 
         "client_ip": "192.0.2.7",
         "helo": "mx.spam.example",
         "spf": "pass",
-        "dkim": [{"d": sender.split("@")[1], "s": "s1", "result": "pass"}],
+        "spf_domain": domain,
+        "spf_aligned": True,
+        "dkim": [{"d": domain, "s": "s1", "result": "pass", "aligned": True, "covers": "rcpt"}],
+        "from_domain": domain,
         "dmarc": "pass",
     }
     event = Event(
@@ -93,14 +98,17 @@ def test_a_stranger_at_an_alias_names_who_leaked_it_and_who_received_it(
         shop["spammer"].id,
     )
     assert signal.ledger_seq == seq and signal.confidence == "exact"
-    assert signal.evidence["matched_by"] == "DKIM d=news.spam.example"
+    [recipient] = [p for p in signal.evidence["pieces"] if p["role"] == "recipient"]
+    assert (recipient["strength"], recipient["basis"]) == ("authenticated", "spf-aligned")
+    assert "sending domain spam.example" in recipient["reason"]
     incident = session.get(Incident, signal.incident_id)
     assert incident is not None and incident.source_principal_id == shop["leaky"].id
     view = incident_view(session, incident)
-    assert {(c["external_id"], c["role"]) for c in view["culprits"]} == {
-        ("s-leaky", "source"),
-        ("s-spam", "recipient"),
+    assert {(c["external_id"], c["role"], c["strength"]) for c in view["culprits"]} == {
+        ("s-leaky", "source", "relay-record"),
+        ("s-spam", "recipient", "authenticated"),
     }
+    assert not any(c["confirmation_required"] for c in view["culprits"])
     assert view["hours_left_to_notify"] > 71
     # Scanning again files nothing new; a second stranger joins the same incident.
     assert scan_ledger(session, kit.settings, kit.signer).signals == {}

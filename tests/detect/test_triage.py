@@ -12,7 +12,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailveil.contacts.principals import create_principal
-from mailveil.detect.attribution import attribution, strength_of
+from mailveil.detect.attribution_graph import attribution, strength_of
 from mailveil.detect.models import Incident, IncidentCulprit, Signal
 from mailveil.detect.signals import record_signal
 from mailveil.detect.triage import (
@@ -107,32 +107,44 @@ def test_a_signal_without_a_source_gets_an_incident_when_confirmed(
     assert lonely.incident_id is not None
 
 
+def _piece(role: str, strength: str, basis: str, *, counted: bool, score: float | None = None
+           ) -> dict[str, object]:  # fmt: skip
+    return {"role": role, "principal_id": 7, "strength": strength, "basis": basis,
+            "reason": f"{basis} reason", "counted": counted, "score": score}  # fmt: skip
+
+
 @pytest.mark.parametrize(
-    ("confidence", "evidence", "recipient", "level"),
+    ("pieces", "level", "basis"),
     [
-        ("exact", {"matched_by": "SMTP AUTH"}, True, "authenticated"),
-        ("exact", {"matched_by": "DKIM d=shop.example"}, True, "authenticated"),
-        ("exact", {"matched_by": "sending domain shop.example", "dmarc": "pass"}, True,
-         "authenticated"),
-        ("exact", {"matched_by": "sending domain shop.example", "dmarc": "fail"}, True,
-         "claimed"),
-        ("exact", {"matched_by": "sending address a@shop.example"}, True, "claimed"),
-        ("exact", {}, False, "unattributed"),
-        ("ranked", {"ranking": {"ranked": [{"p_value": 1e-9}]}}, True, "statistical"),
-        ("anomaly", {"reasons": ["x"]}, False, "statistical"),
+        ([_piece("recipient", "authenticated", "smtp-auth", counted=True)], "authenticated",
+         "smtp-auth reason"),
+        ([_piece("recipient", "authenticated", "dkim-aligned", counted=True),
+          _piece("recipient", "claimed", "header-from", counted=False)], "authenticated",
+         "dkim-aligned reason"),
+        ([_piece("recipient", "relay-record", "relay-message", counted=True)], "relay-record",
+         "relay-message reason"),
+        ([_piece("source", "relay-record", "alias-disclosure", counted=True),
+          _piece("recipient", "claimed", "header-from", counted=False)], "claimed",
+         "header-from reason"),
+        ([_piece("recipient", "claimed", "dkim-unbound", counted=False)], "claimed",
+         "dkim-unbound reason"),
+        ([_piece("source", "relay-record", "alias-disclosure", counted=True)], "unattributed",
+         None),
+        ([], "unattributed", None),
+        ([_piece("source", "statistical", "guilt-ranking", counted=True, score=9.0)],
+         "statistical", "guilt-ranking reason"),
     ],
 )  # fmt: skip
-def test_each_piece_of_evidence_says_how_strong_it_is(
-    confidence: str, evidence: dict[str, object], recipient: bool, level: str
+def test_each_signal_shows_its_strongest_piece_of_evidence(
+    pieces: list[dict[str, object]], level: str, basis: str | None
 ) -> None:
     signal = Signal(
-        kind="stranger_at_alias",
-        confidence=confidence,
-        evidence=evidence,
-        recipient_principal_id=7 if recipient else None,
-        summary="",
+        kind="stranger_at_alias", confidence="exact", evidence={"pieces": pieces}, summary=""
     )
-    assert strength_of(signal).level == level
+    shown = strength_of(signal)
+    assert shown.level == level
+    if basis is not None:
+        assert shown.basis == basis
 
 
 def test_attribution_prefers_the_relays_record_and_skips_dismissed(

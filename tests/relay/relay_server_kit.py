@@ -18,7 +18,7 @@ import json
 import logging
 import smtplib
 import ssl
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from pathlib import Path
@@ -44,7 +44,7 @@ from mailveil.ledger.signing import init_signing_key
 from mailveil.relay.context import RelayContext
 from mailveil.relay.dkim import DkimSigner, init_dkim_keys
 from mailveil.relay.messages import RelayMessage, init_verp_key
-from mailveil.relay.sender_auth import StaticResolver
+from mailveil.relay.sender_auth import Resolver, StaticResolver
 from mailveil.relay.server import RelayThread
 from mailveil.runtime import Runtime
 from mailveil.vault import init_keys
@@ -395,6 +395,7 @@ class Relay:
                 stmt = stmt.where(LedgerEntry.kind == kind)
             return [
                 {
+                    "seq": e.seq,
                     "kind": e.kind,
                     "actor": e.actor,
                     "subject": e.subject,
@@ -484,8 +485,12 @@ def open_relay(
     tmp_path: Path,
     *,
     tls: bool = False,
+    dns: dict[tuple[str, str], list[str]] | None = None,
+    resolver_wrap: Callable[[StaticResolver], Resolver] | None = None,
     **overrides: Any,
 ) -> Iterator[Relay]:
+    """The relay on the test's connection; ``dns``: records beside ``dns_records()``;
+    ``resolver_wrap``: what the relay asks instead of the static resolver (a DNS outage)."""
     sink = Sink(port=free_port()).start()
     cert = key = None
     if tls:
@@ -500,8 +505,10 @@ def open_relay(
     runtime = Runtime.open(settings, engine=engine, session_factory=session_factory)
     with session_factory() as session:
         world = build_world(session, runtime)
-    resolver = StaticResolver(dns_records())
-    ctx = RelayContext.load(runtime, resolver=resolver)
+    resolver = StaticResolver({**dns_records(), **(dns or {})})
+    ctx = RelayContext.load(
+        runtime, resolver=resolver_wrap(resolver) if resolver_wrap else resolver
+    )
     server = RelayThread(ctx)
     server.start()
     relay = Relay(runtime, world, sink, server, resolver, session_factory, cert)

@@ -97,7 +97,13 @@ def scan(relay: Relay) -> list[Signal]:
         return list(session.scalars(select(Signal).order_by(Signal.id)))
 
 
-def assert_names_acme_and_rival(relay: Relay, signal: Signal) -> None:
+def piece(signal: Signal, role: str) -> dict[str, object]:
+    [found] = [p for p in signal.evidence["pieces"] if p["role"] == role]
+    assert isinstance(found, dict)
+    return found
+
+
+def assert_names_acme_and_rival(relay: Relay, signal: Signal, basis: set[str]) -> None:
     w = relay.world
     assert signal.kind == "stranger_at_alias"
     assert signal.confidence == "exact"
@@ -105,6 +111,18 @@ def assert_names_acme_and_rival(relay: Relay, signal: Signal) -> None:
     assert signal.recipient_principal_id == w.principals["rival"].id  # who was found holding it
     assert signal.customer_id == w.customers["alice"].id
     assert signal.alias == w.alias("alice", "acme")
+    # The alias was never shown to alice (acme never wrote to her): a strong relay record.
+    source = piece(signal, "source")
+    assert (source["strength"], source["basis"], source["counted"], source["weak"]) == (
+        "relay-record",
+        "alias-disclosure",
+        True,
+        False,
+    )
+    recipient = piece(signal, "recipient")
+    assert (recipient["strength"], recipient["counted"]) == ("authenticated", True)
+    assert recipient["basis"] in basis
+    assert (signal.source_strength, signal.recipient_strength) == ("relay-record", "authenticated")
 
 
 def quarantine_files(relay: Relay) -> list[Path]:
@@ -128,7 +146,13 @@ def test_quarantine_holds_a_strangers_message_and_the_scan_names_both_sides(rela
     assert detail["reply"] == "250 2.7.0"
     assert (detail["envelope_from"], detail["header_from"]) == (RIVAL_BOUNCES, RIVAL_OFFERS)
     assert (detail["spf"], detail["dmarc"], detail["from_domain"]) == ("pass", "none", RIVAL_DOMAIN)
-    assert detail["dkim"] == [{"d": RIVAL_DOMAIN, "s": RIVAL_DKIM_SELECTOR, "result": "pass"}]
+    assert detail["spf_aligned"] is True
+    # Aligned with From, and its signed To: names the alias the mail arrived at.
+    assert detail["dkim"] == [
+        {"d": RIVAL_DOMAIN, "s": RIVAL_DKIM_SELECTOR, "result": "pass", "aligned": True,
+         "covers": "rcpt"}
+    ]  # fmt: skip
+    assert "relay_copy" not in detail
     [held] = quarantine_files(relay)
     assert held.name == detail["sha256"]
     assert held.read_bytes() == data  # byte for byte as it arrived
@@ -136,8 +160,7 @@ def test_quarantine_holds_a_strangers_message_and_the_scan_names_both_sides(rela
     assert stat.S_IMODE(held.stat().st_mode) == 0o600
     assert stat.S_IMODE(held.parent.stat().st_mode) == 0o700
     [signal] = scan(relay)
-    assert_names_acme_and_rival(relay, signal)
-    assert signal.evidence["matched_by"] == f"DKIM d={RIVAL_DOMAIN}"
+    assert_names_acme_and_rival(relay, signal, {"spf-aligned", "dkim-aligned"})
 
 
 def test_the_same_message_twice_is_one_file_and_two_entries(relay: Relay) -> None:
@@ -162,8 +185,7 @@ def test_a_client_authenticated_as_another_principal_is_held_too(relay: Relay) -
     assert entry["actor"] == f"principal:{w.principals['rival'].id}"
     assert entry["detail"]["authenticated_principal"] == entry["actor"]
     [signal] = scan(relay)
-    assert_names_acme_and_rival(relay, signal)
-    assert signal.evidence["matched_by"] == "SMTP AUTH"
+    assert_names_acme_and_rival(relay, signal, {"smtp-auth"})
 
 
 def test_refuse_mode_refuses_with_550_and_still_signals(refusing_relay: Relay) -> None:
@@ -178,7 +200,7 @@ def test_refuse_mode_refuses_with_550_and_still_signals(refusing_relay: Relay) -
     assert entry["detail"]["action"] == "refuse"
     assert "sha256" not in entry["detail"]
     [signal] = scan(relay)
-    assert_names_acme_and_rival(relay, signal)
+    assert_names_acme_and_rival(relay, signal, {"spf-aligned", "dkim-aligned"})
 
 
 def test_banner_mode_delivers_rewritten_with_the_warning_and_no_leak(banner_relay: Relay) -> None:
@@ -214,7 +236,7 @@ def test_banner_mode_delivers_rewritten_with_the_warning_and_no_leak(banner_rela
     assert (sent["actor"], sent["detail"]["stranger"]) == (None, True)
     assert quarantine_files(relay) == []
     [signal] = scan(relay)
-    assert_names_acme_and_rival(relay, signal)
+    assert_names_acme_and_rival(relay, signal, {"spf-aligned", "dkim-aligned"})
 
 
 def test_banner_in_html_parts_is_escaped(banner_relay: Relay) -> None:
@@ -317,7 +339,10 @@ def test_mail_to_a_canarys_own_address_is_held_and_names_its_principal(relay: Re
     assert (detail["envelope_from"], detail["header_from"]) == (RIVAL_BOUNCES, RIVAL_OFFERS)
     assert (detail["client_ip"], detail["helo"]) == ("127.0.0.1", kit.CLIENT_HELO)
     assert detail["spf"] == "pass" and detail["from_domain"] == RIVAL_DOMAIN
-    assert detail["dkim"] == [{"d": RIVAL_DOMAIN, "s": RIVAL_DKIM_SELECTOR, "result": "pass"}]
+    assert detail["dkim"] == [
+        {"d": RIVAL_DOMAIN, "s": RIVAL_DKIM_SELECTOR, "result": "pass", "aligned": True,
+         "covers": "rcpt"}
+    ]  # fmt: skip
     assert real.lower() not in entry["leaf"].lower()
     [held] = quarantine_files(relay)
     assert held.name == detail["sha256"] and held.read_bytes() == data
@@ -326,6 +351,8 @@ def test_mail_to_a_canarys_own_address_is_held_and_names_its_principal(relay: Re
     assert signal.source_principal_id == w.principals["agent"].id
     assert signal.recipient_principal_id == w.principals["rival"].id
     assert signal.customer_id == canary_id
+    assert (piece(signal, "source")["basis"], piece(signal, "source")["weak"]) == ("canary", False)
+    assert piece(signal, "recipient")["strength"] == "authenticated"
 
 
 def test_unknown_addresses_on_the_canary_domain_are_refused_at_rcpt(relay: Relay) -> None:
@@ -392,10 +419,21 @@ def stored(relay: Relay, rid: int) -> AbuseReport:
         return row
 
 
-def test_a_customers_report_of_spam_to_her_alias_names_the_seller(relay: Relay) -> None:
+def test_a_customers_report_of_spam_to_her_alias_corroborates_the_relays_record(
+    relay: Relay,
+) -> None:
+    """The spam crossed the relay (a stranger at alice's alias, held); alice's report of it
+    points to that record. The accusation is the record's, not the report's."""
     w = relay.world
     alias = w.alias("alice", "acme")
-    data = attached_report(w.real["alice"], abuse_address(relay), spam_to(alias))
+    spam = spam_to(alias)
+    code, text = relay.send(
+        spam.as_bytes(policy=email.policy.SMTP), mail_from=STRANGER_ADDRESS, rcpt=alias
+    )
+    assert said(code, text) == str(codes.QUARANTINED)
+    [stranger] = relay.ledger("stranger_at_alias")
+    [from_stranger] = scan(relay)
+    data = attached_report(w.real["alice"], abuse_address(relay), spam)
     # alice's provider: SPF passes for her domain from here, and it publishes DMARC.
     code, text = relay.send(data, mail_from=w.real["alice"], rcpt=abuse_address(relay))
     rid = report_id(relay, code, text)
@@ -408,15 +446,29 @@ def test_a_customers_report_of_spam_to_her_alias_names_the_seller(relay: Relay) 
         alias,
         w.customers["alice"].id,
     )
+    assert row.facts["corroborates_entry"] == stranger["seq"]
+    assert row.signal_id == from_stranger.id and row.reason
     [entry] = relay.ledger("abuse_report")
     assert entry["subject"] == f"customer:{w.customers['alice'].id}"
     assert (entry["detail"]["report"], entry["detail"]["outcome"]) == (rid, "attributed")
-    signals = scan(relay)  # the report filed its own signal; the scan adds none
-    [signal] = signals
-    assert (signal.kind, signal.confidence) == ("abuse_report", "exact")
-    assert signal.source_principal_id == w.principals["acme"].id
-    assert signal.alias == alias and signal.id == row.signal_id
+    assert [s.id for s in scan(relay)] == [from_stranger.id]  # the report adds no signal
+    assert from_stranger.source_principal_id == w.principals["acme"].id
     assert relay.delivered() == []
+
+
+def test_a_report_naming_an_alias_the_relay_saw_no_stranger_at_is_only_a_claim(
+    relay: Relay,
+) -> None:
+    """Any customer knows their own alias: a report of "spam" to it that never crossed the
+    relay is kept as unconfirmed and names nobody."""
+    w = relay.world
+    alias = w.alias("alice", "acme")
+    data = attached_report(w.real["alice"], abuse_address(relay), spam_to(alias))
+    code, text = relay.send(data, mail_from=w.real["alice"], rcpt=abuse_address(relay))
+    row = stored(relay, report_id(relay, code, text))
+    assert (row.verified, row.outcome, row.signal_id) == (True, "unconfirmed", None)
+    assert row.reason is not None and "no record" in row.reason
+    assert scan(relay) == []
 
 
 def test_a_dkim_signed_inline_forward_is_verified_too(relay: Relay) -> None:
@@ -437,7 +489,8 @@ def test_a_dkim_signed_inline_forward_is_verified_too(relay: Relay) -> None:
     data = customer_dkim_sign(report.as_bytes(policy=email.policy.SMTP))
     code, text = relay.send(data, mail_from=w.real["erin"], rcpt=abuse_address(relay))
     row = stored(relay, report_id(relay, code, text))
-    assert (row.verified, row.outcome, row.alias) == (True, "attributed", alias)
+    # Verified; the spam itself never crossed the relay, so it only claims the alias.
+    assert (row.verified, row.outcome, row.alias) == (True, "unconfirmed", alias)
     assert row.reporter_customer_id == w.customers["erin"].id
     assert w.real["erin"].endswith(DKIM_DOMAIN)
 

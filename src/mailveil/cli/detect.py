@@ -1,10 +1,11 @@
 """`mailveil detect run`, `mailveil incidents list|show|status|timeline|export|verify` (the
 regulator report is `mailveil incidents report ...`, in ``incident_report``),
-`mailveil canaries plant|list` and `mailveil reports submit`."""
+`mailveil canaries plant|list` and `mailveil reports submit|list|show|recheck`."""
 
 from __future__ import annotations
 
 import json
+from collections import Counter
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -36,7 +37,8 @@ from mailveil.detect.incidents import (
     timeline,
 )
 from mailveil.detect.jobs import run_detection
-from mailveil.detect.reports import submit_report
+from mailveil.detect.report_list import get_report, list_reports, report_view
+from mailveil.detect.reports import submit_report, verp_key_of
 from mailveil.incidents.blast import blast_radius, culprits_of
 from mailveil.incidents.containment import contain
 from mailveil.incidents.notices import prepare_notices
@@ -81,7 +83,11 @@ def list_command(ctx: typer.Context, status: Annotated[str | None, typer.Option(
         ]
     table = Table("id", "status", "title", "signals", "culprits", "detected", "hours left")
     for r in rows:
-        culprits = ", ".join(f"{c['kind']}:{c['external_id']} ({c['role']})" for c in r["culprits"])
+        culprits = ", ".join(
+            f"{c['kind']}:{c['external_id']} ({c['role']}, {c['strength'] or 'ungraded'}"
+            f"{'' if c['strong'] else ', needs a 2nd person'})"
+            for c in r["culprits"]
+        )
         table.add_row(
             cell(r["id"]),
             cell(r["status"]),
@@ -221,7 +227,10 @@ def contain_command(
     incident_id: int,
     reason: Annotated[str, typer.Option(help="why, for the ledger")],
 ) -> None:
-    """Suspend every culprit and revoke their aliases, reveals and sends."""
+    """Suspend every culprit and revoke their aliases, reveals and sends.
+
+    When a culprit was named only by statistics or weak evidence, the first operator's call
+    records a request and a second, different operator's call confirms it."""
     settings = ctx.obj.settings()
     with signed_unit(settings) as (session, signer):
         done = contain(
@@ -232,6 +241,27 @@ def contain_command(
             reason=reason,
             actor=operator_actor(),
         )
+    table = Table("culprit", "role", "strength", "strong", "score", "pieces of evidence")
+    for c in done.culprits:
+        kinds = Counter(
+            f"{p['strength']} {p['basis']}{' (weak)' if p['weak'] else ''}" for p in c["pieces"]
+        )
+        table.add_row(
+            cell(f"principal:{c['principal_id']}"),
+            cell(c["role"]),
+            cell(c["strength"] or "ungraded"),
+            cell("yes" if c["strong"] else "no"),
+            cell(c["score"]),
+            cell(", ".join(f"{n} x {k}" for k, n in kinds.most_common())),
+        )
+    console.print(table)
+    if done.status != "contained":
+        say(
+            f"[yellow]![/] incident {incident_id}: a culprit rests on weak evidence; "
+            f"containment requested by {escape(str(done.requested_by))}, nothing done yet. "
+            "Another person confirms it with the same command."
+        )
+        return
     say(
         f"[green]✓[/] contained: {len(done.suspended)} suspended "
         f"({len(done.already_suspended)} already were), {done.aliases_revoked} aliases and "
@@ -330,6 +360,85 @@ def submit(
                 reporter_customer_id=get_customer_by_external_id(session, customer).id,
             )
     say(f"[green]✓[/] report R-{outcome.report_id}: {outcome.outcome}")
+
+
+@reports_app.command("list")
+def reports_list(
+    ctx: typer.Context,
+    outcome: Annotated[str | None, typer.Option(help="e.g. pending, complaint, unverified")] = None,
+    verified: Annotated[
+        bool | None, typer.Option("--verified/--unverified", help="only (un)verified reporters")
+    ] = None,
+    channel: Annotated[str | None, typer.Option(help="api or mailbox")] = None,
+    customer: Annotated[str | None, typer.Option(help="the reporter's external id")] = None,
+    after: Annotated[int | None, typer.Option(help="ids above this one (paging)")] = None,
+    limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+) -> None:
+    """Abuse reports with their outcome and the reason for it, oldest first."""
+    settings = ctx.obj.settings()
+    with friendly_errors(), database(settings) as factory, session_scope(factory) as session:
+        customer_id = get_customer_by_external_id(session, customer).id if customer else None
+        rows = [
+            report_view(r)
+            for r in list_reports(
+                session,
+                outcome=outcome,
+                verified=verified,
+                channel=channel,
+                reporter_customer_id=customer_id,
+                after_id=after,
+                limit=limit,
+            )
+        ]
+    table = Table("ref", "received", "channel", "verified", "outcome", "reason")
+    for r in rows:
+        table.add_row(
+            cell(r["reference"]),
+            cell(r["received_at"][:19]),
+            cell(r["channel"]),
+            cell(r["verification"]),
+            cell(r["outcome"]),
+            cell(r["reason"]),
+        )
+    console.print(table)
+    if len(rows) == limit:
+        say(f"more: --after {rows[-1]['id']}", err=True)
+
+
+@reports_app.command("show")
+def reports_show(ctx: typer.Context, report_id: int) -> None:
+    """One report as JSON: outcome, reason, what the relay's records say about it."""
+    settings = ctx.obj.settings()
+    with friendly_errors(), database(settings) as factory, session_scope(factory) as session:
+        view = report_view(get_report(session, report_id))
+    console.print_json(data=view)
+
+
+@reports_app.command("recheck")
+def reports_recheck(
+    ctx: typer.Context,
+    limit: Annotated[
+        int | None, typer.Option(min=1, help="at most this many spooled reports")
+    ] = None,
+) -> None:
+    """Store reports the mailbox queued while the database was busy, and check again the
+    senders of reports kept pending because DNS did not answer (the resolver is the one
+    `dns_nameservers` names). A pending report is judged unverified once
+    `report_pending_hours` have passed. Safe to run from cron at any interval."""
+    from mailveil.relay.abuse_intake import Kit, process_spool
+    from mailveil.relay.sender_auth import resolver_for
+
+    settings = ctx.obj.settings()
+    with friendly_errors():
+        kit = Kit(settings, CheckpointSigner.load(settings), Vault.open(settings), None)
+        kit.verp_key = verp_key_of(settings)
+        with database(settings) as factory:
+            run = process_spool(factory, kit=kit, resolver=resolver_for(settings), limit=limit)
+    summary = run.to_dict()
+    summary.pop("reports")
+    say("[green]✓[/] " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in summary.items()))
+    if run.failed:
+        fail("the database did not answer; the rest stays in the spool for the next run")
 
 
 __all__ = ["canaries_app", "detect_app", "incidents_app", "reports_app"]

@@ -16,7 +16,7 @@ from mailveil.console import charts
 from mailveil.console.regulator import REPORTS
 from mailveil.console.sessions import Person
 from mailveil.console.web import Actor, DbDep, Viewer, console_of, flash, page, redirect, retry_busy
-from mailveil.detect.attribution import attribution, strength_of
+from mailveil.detect.attribution_graph import attribution, strength_of
 from mailveil.detect.evidence import build_bundle
 from mailveil.detect.incidents import (
     TRANSITIONS,

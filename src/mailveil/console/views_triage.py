@@ -11,7 +11,7 @@ from fastapi.responses import HTMLResponse, Response
 from mailveil.auth.keys import Role
 from mailveil.console.sessions import Person
 from mailveil.console.web import Actor, DbDep, Viewer, console_of, flash, page, redirect, retry_busy
-from mailveil.detect.attribution import strength_of
+from mailveil.detect.attribution_graph import strength_of
 from mailveil.detect.incidents import incident_view, list_incidents, list_signals
 from mailveil.detect.signals import LIVE_STATUSES, signal_view
 from mailveil.detect.triage import (

@@ -10,6 +10,12 @@ the entries (``cosigned_note`` carries their cosignatures). ``verify_bundle`` re
 everything from the bundle alone: the checkpoint signature, the witnesses' cosignatures when
 the verifier names the witnesses it trusts, every inclusion proof, and that each claim says
 what its entries say.
+
+Every claim carries its evidence pieces with their strength (``strength``: relay-record,
+authenticated, statistical, claimed) and every culprit the strongest strength that named it.
+The verifier re-derives what it can from the ledger entries themselves: a counted
+``authenticated`` piece must rest on an entry recording that SMTP AUTH, or an aligned SPF or
+DKIM pass bound to the recipient; a ``claimed`` piece never counts.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
 from mailveil.detect.models import Incident, IncidentCulprit, Signal
+from mailveil.detect.strength import leaf_supports, pieces_of
 from mailveil.errors import NotFound
 from mailveil.ledger import merkle
 from mailveil.ledger.models import LedgerEntry
@@ -86,6 +93,11 @@ def build_bundle(
                 "customer": f"customer:{signal.customer_id}" if signal.customer_id else None,
                 "evidence_entry": signal.ledger_seq,
                 "entries": seqs,
+                "strength": {
+                    "source": signal.source_strength,
+                    "recipient": signal.recipient_strength,
+                },
+                "pieces": [p.to_dict() for p in pieces_of(signal.evidence)],
             }
         )
     checkpoint = evidence_checkpoint(session, settings, signer, max(wanted, default=-1) + 1)
@@ -117,6 +129,8 @@ def build_bundle(
                 "principal": f"principal:{c.principal_id}",
                 "role": c.role,
                 "evidence": c.evidence_count,
+                "strength": c.strength,
+                "strong": bool(c.strong),
             }
             for c in culprits
         ],
@@ -241,6 +255,12 @@ def _check_claim(
     else:
         names = evidence.get("subject") == claim.get("customer")
         result.add(f"{label}: the evidence entry concerns {claim.get('customer')}", names, "")
+    for piece in claim.get("pieces") or ():
+        if not isinstance(piece, dict) or not piece.get("counted"):
+            continue
+        ok, why = leaf_supports(piece, evidence)
+        what = f"{label}: {piece.get('role')} principal:{piece.get('principal_id')} counts as "
+        result.add(what + str(piece.get("strength")), ok, why)
 
 
 __all__ = ["FORMAT", "BundleCheck", "build_bundle", "verify_bundle"]

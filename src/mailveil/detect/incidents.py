@@ -88,6 +88,12 @@ def incident_view(
                 "status": p.status,
                 "role": c.role,
                 "evidence": c.evidence_count,
+                "strength": c.strength,
+                "strong": bool(c.strong),
+                "score": c.score,
+                # Named only by statistics or weak evidence: containment waits for a
+                # second person (``incidents.containment``).
+                "confirmation_required": not c.strong,
             }
         )
     deadline = incident.detected_at + NOTIFY_WITHIN
@@ -103,6 +109,17 @@ def incident_view(
         "culprits": culprits,
         "updated_at": incident.updated_at.isoformat(),
         "closed_at": incident.closed_at.isoformat() if incident.closed_at else None,
+        "containment_request": (
+            {
+                "requested_by": incident.containment_requested_by,
+                "requested_at": incident.containment_requested_at.isoformat()
+                if incident.containment_requested_at
+                else None,
+                "reason": incident.containment_reason,
+            }
+            if incident.containment_requested_by
+            else None
+        ),
     }
     if with_signals:
         out["signals"] = [

@@ -14,6 +14,7 @@ from mailveil.config import Settings
 from mailveil.detect.models import Signal
 from mailveil.detect.scan import scan_ledger
 from mailveil.detect.signals import record_signal
+from mailveil.detect.strength import Piece
 from mailveil.ledger.signing import CheckpointSigner
 
 ANOMALY_LOOKBACK_DAYS = 7  # days scored per run; the job reads the history it needs itself
@@ -65,6 +66,12 @@ def file_anomalies(
         )
         if any(e.get("day") == day for e in known):
             continue
+        piece = Piece(
+            "source", alert.employee_id, "statistical", "access-anomaly",
+            f"access on {day} far outside the employee's own history and peers: "
+            + "; ".join(alert.reasons[:3]),
+            counted=True, weak=True, score=float(alert.score),
+        )  # fmt: skip
         record_signal(
             session,
             settings,
@@ -72,9 +79,9 @@ def file_anomalies(
             kind="access_anomaly",
             confidence="anomaly",
             summary=f"unusual access on {day}: " + "; ".join(alert.reasons[:3]),
-            source_principal_id=alert.employee_id,
             score=float(alert.score),
             evidence={"day": day, "reasons": alert.reasons, "features": alert.features},
+            pieces=[piece],
         )
         filed += 1
     return filed, report.employee_days

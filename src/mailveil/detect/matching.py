@@ -1,5 +1,8 @@
 """Who a sender is: match an outside sender's identity to a known principal by the sending
-addresses and domains sellers registered, and by the DKIM domain that signed the mail."""
+addresses and domains sellers registered, and by the DKIM domain that signed the mail.
+
+A match says whom an identity *names*; whether that identity was proven is decided apart
+(``attribution``): only an authenticated identity may name a culprit."""
 
 from __future__ import annotations
 
@@ -56,6 +59,18 @@ class SenderDirectory:
             found = self._domain(domain)
             if found is not None:
                 return found, f"sending domain {domain}"
+        return None, ""
+
+    def owner_of(self, address: str | None, domain: str | None) -> tuple[int | None, str]:
+        """The principal whose sending address is ``address``, else whose sending domain
+        covers ``domain`` (the From mailbox and its domain), and how."""
+        if address and address.lower() in self.addresses:
+            return self.addresses[address.lower()], f"sending address {address.lower()}"
+        parts = domain.lower().split(".") if domain else []
+        for start in range(len(parts) - 1):
+            registered = ".".join(parts[start:])
+            if registered in self.domains:
+                return self.domains[registered], f"sending domain {registered}"
         return None, ""
 
     def _domain(self, domain: str) -> int | None:

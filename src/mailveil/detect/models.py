@@ -52,6 +52,11 @@ class Incident(Base):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     closed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     signal_count: Mapped[int] = mapped_column(Integer, default=0)
+    # Containment of a culprit named only by weak evidence waits for a second person: who
+    # asked first, when and why (``incidents.containment``).
+    containment_requested_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    containment_requested_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    containment_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
 
     __table_args__ = (Index("ix_incidents_source_status", "source_principal_id", "status"),)
 
@@ -79,7 +84,17 @@ class Signal(Base):
     confidence: Mapped[str] = mapped_column(String(16))  # exact | ranked | anomaly
     score: Mapped[float | None] = mapped_column(Float, nullable=True)
     summary: Mapped[str] = mapped_column(String(500))
+    # Every piece of evidence, counted or not, under "pieces" (``strength``).
     evidence: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The strength of the source and recipient pieces (``strength.STRENGTHS``), counted or
+    # not; the principal columns above are set only when the piece counts.
+    source_strength: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    recipient_strength: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    # The principal the source piece points at even before it counts (a stranger at one
+    # customer's alias waits for a second customer's: ``attribution``).
+    candidate_source_id: Mapped[int | None] = mapped_column(
+        Integer, ForeignKey("principals.id", ondelete="SET NULL"), nullable=True
+    )
     # The ledger entry the signal was read from (strangers, canaries) or written as.
     ledger_seq: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     incident_id: Mapped[int | None] = mapped_column(
@@ -96,6 +111,7 @@ class Signal(Base):
         Index("ix_signals_kind_created", "kind", "created_at"),
         Index("ix_signals_source", "source_principal_id"),
         Index("ix_signals_incident", "incident_id"),
+        Index("ix_signals_candidate_source", "candidate_source_id"),
     )
 
 
@@ -113,6 +129,11 @@ class IncidentCulprit(Base):
     role: Mapped[str] = mapped_column(String(16))  # source | recipient
     evidence_count: Mapped[int] = mapped_column(Integer, default=0)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # The strongest evidence that named it, and whether any counted piece is strong
+    # (``strength``): a culprit with none needs a second person to contain it.
+    strength: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    strong: Mapped[bool] = mapped_column(Boolean, default=False)
+    score: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class AbuseReport(Base):
@@ -140,10 +161,17 @@ class AbuseReport(Base):
     signal_id: Mapped[int | None] = mapped_column(
         IdType, ForeignKey("signals.id", ondelete="SET NULL"), nullable=True
     )
+    # Why the outcome is what it is, in words (never quoting the report).
+    reason: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    # A report kept pending (its sender could not be checked: DNS did not answer) is
+    # re-checked (``relay.abuse_intake.process_spool``); how often so far, and when last.
+    checks: Mapped[int] = mapped_column(Integer, default=0)
+    checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         Index("ix_abuse_reports_sender_domain", "sender_domain"),
         Index("ix_abuse_reports_sender", "sender"),
+        Index("ix_abuse_reports_outcome", "outcome", "id"),
     )
 
 

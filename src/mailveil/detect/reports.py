@@ -1,41 +1,57 @@
 """Abuse reports: a customer forwards the spam they got (to the abuse mailbox, or uploaded
 through the marketplace's account page via the API); the intake finds the original message
-in it, and the report is attributed:
+in it, and ``report_outcomes`` decides what it shows from the relay's own records:
 
-- the original reached an **alias**: exact attribution, the alias names whom it was
-  disclosed to (a signal, filed under that principal's incident);
-- it reached the customer's **real address**: the report is kept for guilt ranking by its
-  sender's domain, and once enough reporters make one principal's overlap improbable, a
-  ranked signal names it (see ``ranking``).
+- a message the relay delivered from the alias's principal: a **complaint** about that
+  principal's ordinary mail, never a leak;
+- mail to an **alias** that the relay recorded from a stranger: the report corroborates that
+  ledger entry (the accusation, if any, is the ledger scan's, with its own rules);
+- mail to an alias the relay has no record of: **unconfirmed**, a claim that accuses nobody;
+- mail to the customer's **real address**: kept for guilt ranking by its sender's domain,
+  and once enough reporters make one principal's overlap improbable, a ranked signal names
+  it (``ranking``: statistical evidence; its sender is only claimed and names nobody).
 
 A report only counts when the reporter is the customer: an API upload names the customer
 from an authenticated backend session; a mailbox report must come from the customer's own
-address with an aligned SPF/DKIM pass (DMARC). Anything else is stored as ``unverified``
-and accuses no one. The reporter is only ever told that the report was received.
+address with an aligned SPF/DKIM pass (DMARC). Anything else is stored as ``unverified`` and
+accuses no one. When DNS could not answer for the sender, the report is kept ``pending`` and
+re-checked later (``relay.abuse_intake.process_spool``), never counted as unverified for the
+resolver's sake. Every report keeps the reason for its outcome. The reporter is only ever
+told that the report was received.
 """
 
 from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
-from mailveil.contacts.models import Alias, Customer
+from mailveil.contacts.models import Customer
+from mailveil.db.base import utcnow
 from mailveil.detect.intake import parse_report
 from mailveil.detect.intake_model import IntakeLimits, ReportParse
 from mailveil.detect.matching import SenderDirectory
 from mailveil.detect.models import AbuseReport, Signal
 from mailveil.detect.ranking import is_significant, rank_principals
+from mailveil.detect.report_outcomes import (
+    customer_by_address,
+    decide,
+    domain_of,
+    original_sender,
+)
 from mailveil.detect.signals import record_signal
+from mailveil.detect.strength import Piece
 from mailveil.errors import InvalidInput, NotFound
+from mailveil.keyfiles import KeyFileError
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.logs import scrub
+from mailveil.relay.messages import load_verp_key
 from mailveil.vault import Vault
 
 ACKNOWLEDGEMENT = (
@@ -43,6 +59,18 @@ ACKNOWLEDGEMENT = (
     "for your privacy we do not share what we find."
 )
 MIN_REPORTERS = 5
+ReportOutcomeName = Literal[
+    "pending",
+    "complaint",
+    "attributed",
+    "unconfirmed",
+    "real_address",
+    "unattributed",
+    "unverified",
+    "no_original",
+    "rejected",
+]
+OUTCOMES: tuple[str, ...] = get_args(ReportOutcomeName)
 
 
 @dataclass(frozen=True)
@@ -51,12 +79,15 @@ class MailboxAuth:
 
     header_from: str
     dmarc_pass: bool  # SPF or DKIM passed, aligned with the From domain
+    # Why the sender could not be checked now (DNS did not answer), if so: the report is
+    # kept pending and re-checked, not judged unverified.
+    pending: str | None = None
 
 
 @dataclass(frozen=True)
 class ReportOutcome:
     report_id: int
-    outcome: str  # attributed | real_address | unverified | unattributed | no_original | rejected
+    outcome: str  # one of OUTCOMES
     verified: bool
     signal_id: int | None
     acknowledgement: str
@@ -64,43 +95,6 @@ class ReportOutcome:
     def to_dict(self) -> dict[str, Any]:
         # What an API caller (the marketplace, on the customer's behalf) is told.
         return {"report_id": self.report_id, "received": True, "message": self.acknowledgement}
-
-
-def _domain(address: str | None) -> str | None:
-    if not address or "@" not in address:
-        return None
-    return address.rsplit("@", 1)[1].strip().strip(">").lower()[:255] or None
-
-
-def _customer_by_address(session: Session, vault: Vault, address: str | None) -> Customer | None:
-    if not address:
-        return None
-    try:
-        bidx = vault.blind_index(address)
-    except InvalidInput:
-        return None
-    return session.scalar(select(Customer).where(Customer.address_bidx == bidx))
-
-
-def _sender(parse: ReportParse) -> str | None:
-    original = parse.original
-    if original is not None:
-        if original.sender is not None:
-            return original.sender.address
-        if original.return_path:
-            return original.return_path
-    if parse.feedback is not None:
-        return parse.feedback.original_mail_from
-    return None
-
-
-def _recipients(parse: ReportParse) -> list[str]:
-    out: list[str] = []
-    if parse.original is not None:
-        out.extend(parse.original.recipients)
-    if parse.feedback is not None:
-        out.extend(parse.feedback.original_rcpt_to)
-    return list(dict.fromkeys(a.strip().strip("<>").lower() for a in out if a and "@" in a))
 
 
 def _facts(parse: ReportParse, relay_domain: str) -> dict[str, Any]:
@@ -130,6 +124,39 @@ def _facts(parse: ReportParse, relay_domain: str) -> dict[str, Any]:
     return facts
 
 
+def _reporter(
+    session: Session,
+    vault: Vault,
+    reporter_customer_id: int | None,
+    mailbox: MailboxAuth | None,
+) -> tuple[Customer | None, str]:
+    """(the verified reporting customer or None, how it was verified or why not)."""
+    if reporter_customer_id is not None:
+        reporter = session.get(Customer, reporter_customer_id)
+        if reporter is None:
+            raise NotFound(f"no customer {reporter_customer_id}")
+        return reporter, "api-session"
+    if mailbox is None:
+        return None, "unverified"
+    claimed = customer_by_address(session, vault, mailbox.header_from)
+    if claimed is None:
+        return None, "unverified"
+    if mailbox.dmarc_pass:
+        return claimed, "dmarc-aligned"
+    if mailbox.pending:
+        return None, "pending-dns"
+    return None, "from-customer-unauthenticated"
+
+
+def verp_key_of(settings: Settings) -> bytes | None:
+    """The relay's VERP key, to recognise its bounce addresses in a report (None before
+    the relay was ever set up)."""
+    try:
+        return load_verp_key(settings)
+    except (KeyFileError, OSError):
+        return None
+
+
 def submit_report(
     session: Session,
     *,
@@ -141,91 +168,120 @@ def submit_report(
     reporter_customer_id: int | None = None,
     mailbox: MailboxAuth | None = None,
     limits: IntakeLimits | None = None,
+    verp_key: bytes | None = None,
 ) -> ReportOutcome:
-    """Read, store and attribute one report. Does not commit. Never raises for bad input
+    """Read, store and decide one report. Does not commit. Never raises for bad input
     in the report itself (that is an outcome); raises NotFound for an unknown customer."""
     if channel not in ("api", "mailbox"):
         raise InvalidInput("channel must be api or mailbox")
     parse = parse_report(raw, limits=limits or IntakeLimits())
-    reporter: Customer | None = None
-    verification = "unverified"
-    if reporter_customer_id is not None:
-        reporter = session.get(Customer, reporter_customer_id)
-        if reporter is None:
-            raise NotFound(f"no customer {reporter_customer_id}")
-        verification = "api-session"
-    elif mailbox is not None:
-        claimed = _customer_by_address(session, vault, mailbox.header_from)
-        if claimed is not None and mailbox.dmarc_pass:
-            reporter, verification = claimed, "dmarc-aligned"
-        elif claimed is not None:
-            verification = "from-customer-unauthenticated"
-    verified = reporter is not None
-    sender = _sender(parse)
-    sender_customer = _customer_by_address(session, vault, sender)
+    reporter, verification = _reporter(session, vault, reporter_customer_id, mailbox)
+    sender = original_sender(parse)
+    sender_customer = customer_by_address(session, vault, sender)
     shown_sender = (
         f"customer:{sender_customer.id}" if sender_customer is not None else (sender or None)
     )
     row = AbuseReport(
         channel=channel,
         reporter_customer_id=reporter.id if reporter else None,
-        verified=verified,
+        verified=reporter is not None,
         verification=verification,
         outcome="pending",
         shape=parse.shape,
         sender=shown_sender[:320] if shown_sender else None,
-        sender_domain=_domain(sender),
+        sender_domain=domain_of(sender),
         raw_sha256=hashlib.sha256(raw).digest(),
         raw_bytes=len(raw),
         facts=_facts(parse, settings.relay_domain),
+        checks=0,
     )
     session.add(row)
     session.flush()
-    outcome, alias = _attribute(session, settings, vault, parse, reporter)
-    complained = _relayed_from(session, settings, sender)
-    if complained is not None and outcome in ("real_address", "unattributed"):
-        # Mail the relay itself delivered from a principal's reverse alias: a complaint about
-        # that principal's messages, not evidence of a leak (it had the alias legitimately).
-        outcome = "complaint"
-        row.facts = {**row.facts, "complaint_about": f"principal:{complained}"}
-    row.outcome = outcome if verified or outcome in ("no_original", "rejected") else "unverified"
-    row.alias = alias
-    subject = f"customer:{reporter.id}" if reporter else None
+    if verification == "pending-dns":
+        assert mailbox is not None and mailbox.pending
+        row.reason = scrub(f"the sender could not be checked yet: {mailbox.pending}", "")[:300]
+        _ledger(session, settings, signer, row, parse)
+        session.flush()
+        return _outcome(row)
+    return finish_report(
+        session,
+        settings=settings,
+        signer=signer,
+        vault=vault,
+        row=row,
+        parse=parse,
+        reporter=reporter,
+        verp_key=verp_key,
+    )
+
+
+def _ledger(
+    session: Session,
+    settings: Settings,
+    signer: CheckpointSigner,
+    row: AbuseReport,
+    parse: ReportParse,
+    **extra: Any,
+) -> int:
+    subject = (
+        f"customer:{row.reporter_customer_id}" if row.reporter_customer_id is not None else None
+    )
     detail = {
         "report": row.id,
-        "channel": channel,
+        "channel": row.channel,
         "outcome": row.outcome,
-        "verified": verified,
-        "verification": verification,
+        "verified": row.verified,
+        "verification": row.verification,
         "shape": parse.shape,
         "sender_domain": row.sender_domain,
         "reason": parse.reason.value,
+        **extra,
     }
-    seq = append(
-        session,
-        [Event("abuse_report", subject or "unverified", subject, alias, None, None, detail)],
-        settings,
-        signer,
-    )[0]
+    event = Event("abuse_report", subject or "unverified", subject, row.alias, None, None, detail)
+    return append(session, [event], settings, signer)[0]
+
+
+def _outcome(row: AbuseReport) -> ReportOutcome:
+    return ReportOutcome(
+        row.id, row.outcome, row.verified, row.signal_id, ACKNOWLEDGEMENT.format(id=row.id)
+    )
+
+
+def finish_report(
+    session: Session,
+    *,
+    settings: Settings,
+    signer: CheckpointSigner,
+    vault: Vault,
+    row: AbuseReport,
+    parse: ReportParse,
+    reporter: Customer | None,
+    verp_key: bytes | None,
+    **ledger_extra: Any,
+) -> ReportOutcome:
+    """Decide a stored report (``report_outcomes``), record it in the ledger and file what
+    it supports: a ranked signal for real-address reports; a link to the stranger's signal
+    for a corroborated alias. ``verp_key``: the relay's (read from the keys when None)."""
+    if verp_key is None:
+        verp_key = verp_key_of(settings)
+    decision = decide(session, settings, vault, parse, reporter, verp_key)
+    verified = reporter is not None
+    row.reporter_customer_id = reporter.id if reporter else None
+    row.verified = verified
+    row.alias = decision.alias
+    row.facts = {**row.facts, **decision.to_facts()}
+    if verified or decision.outcome in ("no_original", "rejected"):
+        row.outcome, row.reason = decision.outcome, decision.reason[:300]
+    else:
+        row.outcome = "unverified"
+        row.reason = (
+            f"the reporter is not proven to be the customer ({row.verification}); "
+            f"the report would have been: {decision.outcome}"
+        )[:300]
+    seq = _ledger(session, settings, signer, row, parse, **ledger_extra)
     signal: Signal | None = None
-    if row.outcome == "attributed" and alias is not None:
-        owner = session.scalar(select(Alias.principal_id).where(Alias.address == alias))
-        directory = SenderDirectory.load(session)
-        recipient, how = directory.match([sender], [d for d in row.facts.get("dkim_domains", [])])
-        signal = record_signal(
-            session,
-            settings,
-            signer,
-            kind="abuse_report",
-            confidence="exact",
-            summary="a customer reported mail sent to the alias disclosed to this principal",
-            source_principal_id=owner,
-            recipient_principal_id=recipient,
-            customer_id=reporter.id if reporter else None,
-            alias=alias,
-            ledger_seq=seq,
-            evidence={"report": row.id, "matched_by": how, "sender": row.sender, **row.facts},
-        )
+    if row.outcome == "attributed" and decision.corroborates is not None:
+        signal = session.scalar(select(Signal).where(Signal.ledger_seq == decision.corroborates))
     elif (
         row.outcome == "real_address"
         and row.sender_domain
@@ -234,43 +290,64 @@ def submit_report(
         signal = rank_sender(session, settings, signer, row.sender_domain, from_entry=seq)
     row.signal_id = signal.id if signal else None
     session.flush()
-    return ReportOutcome(
-        row.id, row.outcome, verified, row.signal_id, ACKNOWLEDGEMENT.format(id=row.id)
+    return _outcome(row)
+
+
+def recheck_report(
+    session: Session,
+    *,
+    settings: Settings,
+    signer: CheckpointSigner,
+    vault: Vault,
+    row: AbuseReport,
+    raw: bytes,
+    mailbox: MailboxAuth,
+    expired: bool,
+    verp_key: bytes | None = None,
+) -> ReportOutcome:
+    """Settle a ``pending`` report with a fresh check of its sender (``mailbox``): decided
+    as any report once the check answers; judged ``unverified`` (with the reason) when it
+    still cannot be checked and ``expired``; else left pending, counted. Does not commit."""
+    if row.outcome != "pending":
+        return _outcome(row)
+    row.checks = (row.checks or 0) + 1
+    row.checked_at = utcnow()
+    reporter, verification = _reporter(session, vault, None, mailbox)
+    if verification == "pending-dns" and not expired:
+        row.reason = scrub(f"the sender could not be checked yet: {mailbox.pending}", "")[:300]
+        session.flush()
+        return _outcome(row)
+    parse = parse_report(raw, limits=IntakeLimits())
+    if verification == "pending-dns":
+        verification = "dns-unanswered"
+    row.verification = verification
+    return finish_report(
+        session,
+        settings=settings,
+        signer=signer,
+        vault=vault,
+        row=row,
+        parse=parse,
+        reporter=reporter,
+        verp_key=verp_key,
+        rechecked=row.checks,
     )
 
 
-def _relayed_from(session: Session, settings: Settings, sender: str | None) -> int | None:
-    """The principal whose reverse alias sent this, if the sender is on the relay domain."""
-    if not sender or _domain(sender) != settings.relay_domain.lower():
-        return None
-    address = sender.strip().strip("<>").lower()
-    return session.scalar(select(Alias.principal_id).where(Alias.reverse_address == address))
-
-
-def _attribute(
-    session: Session,
-    settings: Settings,
-    vault: Vault,
-    parse: ReportParse,
-    reporter: Customer | None,
-) -> tuple[str, str | None]:
-    if parse.outcome == "rejected":
-        return "rejected", None
-    if parse.outcome != "found":
-        return "no_original", None
-    suffix = "@" + settings.relay_domain.lower()
-    recipients = _recipients(parse)
-    for address in recipients:
-        if address.endswith(suffix):
-            row = session.scalar(select(Alias).where(Alias.address == address))
-            if row is not None and (reporter is None or row.customer_id == reporter.id):
-                return "attributed", row.address
-    if reporter is not None:
-        for address in recipients:
-            found = _customer_by_address(session, vault, address)
-            if found is not None and found.id == reporter.id:
-                return "real_address", None
-    return "unattributed", None
+def expire_unreadable(
+    session: Session, *, settings: Settings, signer: CheckpointSigner, row: AbuseReport
+) -> None:
+    """A pending report whose kept bytes are gone (a crash between storing it and spooling
+    it): judged unverified, with that reason, in the ledger. Does not commit."""
+    row.outcome = "unverified"
+    row.verification = "dns-unanswered"
+    row.reason = "the sender could not be checked and the report's bytes were not kept"
+    row.checked_at = utcnow()
+    subject = f"customer:{row.reporter_customer_id}" if row.reporter_customer_id else None
+    detail = {"report": row.id, "channel": row.channel, "outcome": row.outcome, "lost": True}
+    event = Event("abuse_report", subject or "unverified", subject, None, None, None, detail)
+    append(session, [event], settings, signer)
+    session.flush()
 
 
 def rank_sender(
@@ -297,7 +374,9 @@ def rank_sender(
         }
     )
     directory = SenderDirectory.load(session)
-    sender_principal, _how = directory.match([f"x@{sender_domain}"])
+    # Claimed only: it leaves the claimed sender's own customers out of the ranking (which
+    # can only spare others) and is shown, never counted.
+    sender_principal, sender_how = directory.match([f"x@{sender_domain}"])
     ranking = rank_principals(
         session, reporters_ids, sender_principal=sender_principal, real_addresses=True
     )
@@ -313,6 +392,24 @@ def rank_sender(
     ):
         if existing.evidence.get("sender_domain") == sender_domain:
             return existing
+    pieces = [
+        Piece(
+            "source", top.principal_id, "statistical", "guilt-ranking",
+            f"{top.overlap} of {ranking.reporters} customers reporting mail from "
+            f"{sender_domain} were seen by this principal (p={top.p_value:.2e}, "
+            f"{ranking.candidates} principals scored, basis: {ranking.basis})",
+            counted=True, weak=True, score=top.score, entry=from_entry,
+        )
+    ]  # fmt: skip
+    if sender_principal is not None:
+        pieces.append(
+            Piece(
+                "recipient", sender_principal, "claimed", "header-from",
+                f"the reported mail names {sender_how}, but it reached real addresses the "
+                "relay never saw: nothing proves who sent it",
+                entry=from_entry,
+            )
+        )  # fmt: skip
     return record_signal(
         session,
         settings,
@@ -323,15 +420,26 @@ def rank_sender(
             f"{top.overlap} of {ranking.reporters} customers reporting mail from {sender_domain} "
             f"were seen by {top.kind} {top.name} (p={top.p_value:.2e})"
         ),
-        source_principal_id=top.principal_id,
-        recipient_principal_id=sender_principal,
         score=top.score,
         evidence={
             "sender_domain": sender_domain,
             "ranking": ranking.to_dict(),
             "from_entry": from_entry,
         },
+        pieces=pieces,
     )
 
 
-__all__ = ["ACKNOWLEDGEMENT", "MailboxAuth", "ReportOutcome", "rank_sender", "submit_report"]
+__all__ = [
+    "ACKNOWLEDGEMENT",
+    "OUTCOMES",
+    "MailboxAuth",
+    "ReportOutcome",
+    "ReportOutcomeName",
+    "expire_unreadable",
+    "finish_report",
+    "rank_sender",
+    "recheck_report",
+    "submit_report",
+    "verp_key_of",
+]

@@ -5,6 +5,12 @@ The relay writes what it saw (a ``stranger_at_alias`` entry with the sender's id
 access writes ``access_refused``. This job reads from where it stopped (a cursor) and files
 signals, so detection needs no second source of truth and re-running it is harmless
 (one signal per (kind, ledger entry)).
+
+Who each signal names, and how surely, is ``attribution``'s decision: the source from the
+ledger's disclosure unless something explains the stranger's knowledge of the alias, the
+recipient only from an authenticated identity. A stranger's mail at the alias of one
+customer who had already seen it waits (the signal is kept, naming nobody) until strangers
+write to a second customer's alias of the same principal; then both count.
 """
 
 from __future__ import annotations
@@ -20,9 +26,16 @@ from sqlalchemy.orm import Session
 from mailveil.access.models import Canary
 from mailveil.config import Settings
 from mailveil.contacts.models import Alias, Customer, Principal
+from mailveil.detect.attribution import (
+    NAME_CUSTOMERS,
+    STRONG_CUSTOMERS,
+    recipient_piece,
+    source_piece,
+)
 from mailveil.detect.matching import SenderDirectory
-from mailveil.detect.models import DetectCursor
-from mailveil.detect.signals import record_signal
+from mailveil.detect.models import DetectCursor, Signal
+from mailveil.detect.signals import promote_source, record_signal
+from mailveil.detect.strength import Piece
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.signing import CheckpointSigner
 
@@ -125,6 +138,11 @@ def scan_ledger(
                 result.signals[filed] = result.signals.get(filed, 0) + 1
     for pid, count in refusals.items():
         if count >= PROBING_REFUSALS:
+            piece = Piece(
+                "source", pid, "statistical", "refusal-count",
+                f"{count} refused access attempts in one scan (threshold {PROBING_REFUSALS})",
+                counted=True, weak=True, score=float(count), entry=refusal_seq[pid],
+            )  # fmt: skip
             record_signal(
                 session,
                 settings,
@@ -132,10 +150,10 @@ def scan_ledger(
                 kind="access_refusals",
                 confidence="anomaly",
                 summary=f"{count} refused access attempts by {_describe(session, pid)}",
-                source_principal_id=pid,
                 score=float(count),
                 evidence={"refusals": count, "last_entry": refusal_seq[pid]},
                 ledger_seq=refusal_seq[pid],
+                pieces=[piece],
             )
             result.signals["access_refusals"] = result.signals.get("access_refusals", 0) + 1
     cursor.seq = result.last_seq
@@ -164,6 +182,17 @@ def _file(
         if canary is None or detail.get("principal") is None or subject is None:
             return None
         sender = _principal_ref(actor)
+        pieces = [
+            Piece("source", canary.principal_id, "relay-record", "canary",
+                  "the relay delivered mail to a canary planted for this principal",
+                  counted=True, entry=seq),
+        ]  # fmt: skip
+        if sender is not None:
+            pieces.append(
+                Piece("recipient", sender, "authenticated", "relay-message",
+                      "the relay delivered the message as this principal's own",
+                      counted=True, entry=seq)
+            )  # fmt: skip
         record_signal(
             session,
             settings,
@@ -171,12 +200,11 @@ def _file(
             kind="canary_hit",
             confidence="exact",
             summary=f"mail to a canary's alias, sent by {_describe(session, sender)}",
-            source_principal_id=canary.principal_id,
-            recipient_principal_id=sender,
             customer_id=customer_id,
             alias=alias,
             ledger_seq=seq,
             evidence={"entry": seq, "via": "alias", "sender": actor},
+            pieces=pieces,
         )
         return "canary_hit"
     if kind == "canary_hit":
@@ -184,10 +212,14 @@ def _file(
         source = (
             canary.principal_id if canary is not None else _principal_ref(detail.get("principal"))
         )
-        recipient, how = directory.match(
-            [detail.get("envelope_from"), detail.get("header_from")],
-            [d.get("d") for d in detail.get("dkim") or () if d.get("result") == "pass"],
-        )
+        pieces = [
+            Piece("source", source, "relay-record", "canary",
+                  "mail reached the address of a canary planted for this principal",
+                  counted=source is not None, entry=seq),
+        ]  # fmt: skip
+        sent_by = recipient_piece(detail, directory, entry=seq)
+        if sent_by is not None:
+            pieces.append(sent_by)
         record_signal(
             session,
             settings,
@@ -195,24 +227,32 @@ def _file(
             kind="canary_hit",
             confidence="exact",
             summary=f"mail to a canary's own address, planted for {_describe(session, source)}",
-            source_principal_id=source,
-            recipient_principal_id=recipient,
             customer_id=customer_id,
             ledger_seq=seq,
-            evidence={"entry": seq, "via": "address", "matched_by": how, **_identity(detail)},
+            evidence={"entry": seq, "via": "address", **_identity(detail)},
+            pieces=pieces,
         )
         return "canary_hit"
     # stranger_at_alias
     source = owner if owner is not None else _principal_ref(detail.get("principal"))
-    recipient = _principal_ref(detail.get("authenticated_principal"))
-    how = "SMTP AUTH" if recipient is not None else ""
-    if recipient is None:
-        recipient, how = directory.match(
-            [detail.get("envelope_from"), detail.get("header_from")],
-            [d.get("d") for d in detail.get("dkim") or () if d.get("result") == "pass"],
-        )
+    so_far = _stranger_customers(session, source) if source is not None else []
+    about_source = source_piece(
+        session,
+        owner=source,
+        alias=alias,
+        customer_id=customer_id,
+        canary=canary is not None,
+        detail=detail,
+        entry=seq,
+        customers_so_far=so_far,
+    )
+    pieces = [about_source]
+    sent_by = recipient_piece(detail, directory, entry=seq)
+    if sent_by is not None:
+        pieces.append(sent_by)
+    recipient = sent_by.principal_id if sent_by is not None and sent_by.counted else None
     signal_kind = "canary_hit" if canary is not None else "stranger_at_alias"
-    record_signal(
+    signal = record_signal(
         session,
         settings,
         signer,
@@ -222,14 +262,57 @@ def _file(
             f"{_describe(session, recipient)} wrote to the alias disclosed to "
             f"{_describe(session, source)}"
         ),
-        source_principal_id=source,
-        recipient_principal_id=recipient,
         customer_id=customer_id,
         alias=alias,
         ledger_seq=seq,
-        evidence={"entry": seq, "matched_by": how, **_identity(detail)},
+        evidence={"entry": seq, **_identity(detail)},
+        pieces=pieces,
     )
+    if about_source.counted and about_source.basis == "alias-disclosure" and so_far:
+        _promote_waiting(session, settings, signer, signal, len(set(so_far) | {customer_id}))
     return signal_kind
+
+
+def _stranger_customers(session: Session, principal_id: int) -> list[int]:
+    """Customers of this principal whose aliases strangers wrote to, unexplained so far."""
+    return [
+        c
+        for c in session.scalars(
+            select(Signal.customer_id).where(
+                Signal.candidate_source_id == principal_id,
+                Signal.kind == "stranger_at_alias",
+                Signal.source_strength == "relay-record",
+            )
+        )
+        if c is not None
+    ]
+
+
+def _promote_waiting(
+    session: Session, settings: Settings, signer: CheckpointSigner, named: Signal, customers: int
+) -> None:
+    """Count the earlier signals of ``named``'s source that waited for a second customer."""
+    waiting = session.scalars(
+        select(Signal)
+        .where(
+            Signal.candidate_source_id == named.source_principal_id,
+            Signal.kind == "stranger_at_alias",
+            Signal.source_strength == "relay-record",
+            Signal.source_principal_id.is_(None),
+            Signal.id != named.id,
+        )
+        .order_by(Signal.id)
+    )
+    for signal in waiting:
+        promote_source(
+            session,
+            settings,
+            signer,
+            signal,
+            f"strangers wrote to the aliases of {customers} customers of this principal "
+            f"(named from {NAME_CUSTOMERS})",
+            weak=customers < STRONG_CUSTOMERS,
+        )
 
 
 def _identity(detail: dict[str, Any]) -> dict[str, Any]:
@@ -240,9 +323,11 @@ def _identity(detail: dict[str, Any]) -> dict[str, Any]:
         "helo",
         "spf",
         "spf_domain",
+        "spf_aligned",
         "dkim",
         "dmarc",
         "from_domain",
+        "relay_copy",
     )
     return {k: detail.get(k) for k in keys if detail.get(k) not in (None, "", [])}
 

@@ -7,6 +7,14 @@ and the open sends of templates it owns are killed (a culprit service's notifica
 stop). A principal already suspended is not suspended again, but anything disclosed to it
 since is still revoked. All of it is in the ledger, and the
 incident becomes ``contained``.
+
+Suspension on weak evidence is the framer's prize, so each culprit's evidence strength
+(``detect.strength``) decides who may contain it. When every culprit has strong evidence
+(a relay record or an authenticated identity), one investigator contains. When any culprit
+was named only by statistics (guilt ranking, anomaly scores) or by evidence its customers'
+own side could explain, the first call records a containment *request* (a ledger entry
+listing each culprit's strength) and changes nothing; a second, different person confirms
+it with the same call. The requester confirming their own request is refused.
 """
 
 from __future__ import annotations
@@ -23,17 +31,24 @@ from mailveil.contacts import validation as v
 from mailveil.contacts.models import Principal
 from mailveil.db.base import utcnow
 from mailveil.detect.incidents import get_incident
-from mailveil.detect.models import IncidentCulprit
+from mailveil.detect.models import Incident, IncidentCulprit, Signal
+from mailveil.detect.strength import pieces_of
 from mailveil.errors import Conflict, InvalidInput
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.notify.sends import kill_sends_of
 
+MAX_PIECES_SHOWN = 20  # per culprit, in the answer and the ledger entry
+
 
 @dataclass
 class Containment:
     incident_id: int
+    status: str = "contained"  # or "awaiting_confirmation"
+    requested_by: str | None = None
+    confirmed_by: str | None = None
+    culprits: list[dict[str, Any]] = field(default_factory=list)
     suspended: list[int] = field(default_factory=list)
     already_suspended: list[int] = field(default_factory=list)
     aliases_revoked: int = 0
@@ -44,6 +59,10 @@ class Containment:
     def to_dict(self) -> dict[str, Any]:
         return {
             "incident_id": self.incident_id,
+            "status": self.status,
+            "requested_by": self.requested_by,
+            "confirmed_by": self.confirmed_by,
+            "culprits": self.culprits,
             "suspended": self.suspended,
             "already_suspended": self.already_suspended,
             "aliases_revoked": self.aliases_revoked,
@@ -70,16 +89,41 @@ def contain(
             f"incident {incident_id} is {incident.status}; "
             "only an open or confirmed incident is contained"
         )
-    culprit_ids = sorted(
+    rows = list(
         session.scalars(
-            select(IncidentCulprit.principal_id).where(IncidentCulprit.incident_id == incident_id)
+            select(IncidentCulprit)
+            .where(IncidentCulprit.incident_id == incident_id)
+            .order_by(IncidentCulprit.principal_id)
         )
     )
-    if not culprit_ids:
+    if not rows:
         raise InvalidInput(f"incident {incident_id} names no culprit: nothing to contain")
-    out = Containment(incident_id)
+    pieces = _counted_pieces(session, incident_id)
+    culprits = [
+        {
+            "principal_id": c.principal_id,
+            "role": c.role,
+            "strength": c.strength,
+            "strong": bool(c.strong),
+            "score": c.score,
+            "evidence": c.evidence_count,
+            "pieces": pieces.get(c.principal_id, [])[:MAX_PIECES_SHOWN],
+        }
+        for c in rows
+    ]
+    out = Containment(incident_id, culprits=culprits)
+    if any(not c.strong for c in rows):
+        requested_by = incident.containment_requested_by
+        if requested_by is None:
+            return _request(session, settings, signer, incident, out, reason, actor)
+        if requested_by == actor:
+            raise Conflict(
+                f"incident {incident_id} names a culprit on weak evidence: containment "
+                f"was requested by {actor} and must be confirmed by another person"
+            )
+        out.requested_by, out.confirmed_by = requested_by, actor
     why = f"incident {incident_id}: {reason}"
-    for pid in culprit_ids:
+    for pid in (c.principal_id for c in rows):
         principal = session.get(Principal, pid, with_for_update=True)
         if principal is None:
             continue
@@ -100,6 +144,9 @@ def contain(
     was = incident.status
     incident.status = "contained"
     incident.updated_at = utcnow()
+    incident.containment_requested_by = None
+    incident.containment_requested_at = None
+    incident.containment_reason = None
     session.flush()
     detail = {
         "incident": incident_id,
@@ -110,12 +157,73 @@ def contain(
     }
     detail.pop("ledger_seq")
     detail.pop("incident_id")
-    out.ledger_seq = append(
-        session,
-        [Event("incident_action", actor, f"incident:{incident_id}", detail=detail)],
-        settings,
-        signer,
-    )[0]
+    out.ledger_seq = _ledger(session, settings, signer, actor, incident_id, detail)
+    return out
+
+
+def _counted_pieces(session: Session, incident_id: int) -> dict[int, list[dict[str, Any]]]:
+    """Each culprit's counted pieces of evidence in the incident, with their signal."""
+    out: dict[int, list[dict[str, Any]]] = {}
+    for signal_id, evidence in session.execute(
+        select(Signal.id, Signal.evidence)
+        .where(Signal.incident_id == incident_id)
+        .order_by(Signal.id)
+    ):
+        for piece in pieces_of(evidence):
+            if piece.counted and piece.principal_id is not None:
+                shown = {"signal": signal_id, **piece.to_dict()}
+                out.setdefault(piece.principal_id, []).append(shown)
+    return out
+
+
+def _ledger(
+    session: Session,
+    settings: Settings,
+    signer: CheckpointSigner,
+    actor: str,
+    incident_id: int,
+    detail: dict[str, Any],
+) -> int:
+    # The ledger keeps which signals and how strong, not the reasons (they are the signals').
+    if "culprits" in detail:
+        detail["culprits"] = [
+            {
+                **{k: v for k, v in c.items() if k != "pieces"},
+                "pieces": [
+                    {"signal": p["signal"], "strength": p["strength"], "basis": p["basis"],
+                     "weak": p["weak"]}
+                    for p in c.get("pieces", [])
+                ],
+            }
+            for c in detail["culprits"]
+        ]  # fmt: skip
+    event = Event("incident_action", actor, f"incident:{incident_id}", detail=detail)
+    return append(session, [event], settings, signer)[0]
+
+
+def _request(
+    session: Session,
+    settings: Settings,
+    signer: CheckpointSigner,
+    incident: Incident,
+    out: Containment,
+    reason: str,
+    actor: str,
+) -> Containment:
+    """Record the first person's request to contain on weak evidence; nothing else yet."""
+    incident.containment_requested_by = actor[:200]
+    incident.containment_requested_at = utcnow()
+    incident.containment_reason = reason
+    incident.updated_at = incident.containment_requested_at
+    session.flush()
+    out.status, out.requested_by = "awaiting_confirmation", actor
+    detail = {
+        "incident": incident.id,
+        "action": "contain_requested",
+        "reason": reason,
+        "culprits": out.culprits,
+    }
+    out.ledger_seq = _ledger(session, settings, signer, actor, incident.id, detail)
     return out
 
 

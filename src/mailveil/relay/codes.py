@@ -182,8 +182,15 @@ def part_refusal(reply: Reply, part: str) -> Reply:
     return Reply(reply.code, reply.text.format(part=part))
 
 
+def report_queued(reference: str) -> Reply:
+    """A report taken into the spool while the database was busy: the same receipt, with
+    the spool's reference (``Q-...``) instead of a report number."""
+    return Reply(REPORT_RECEIVED.code, REPORT_RECEIVED.text.replace("R-{id}", reference))
+
+
 __all__ = [name for name, value in globals().items() if isinstance(value, Reply)] + [
     "Reply",
     "part_refusal",
+    "report_queued",
     "report_received",
 ]

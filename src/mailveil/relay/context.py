@@ -9,7 +9,7 @@ from mailveil.relay.dkim import DkimSigner
 from mailveil.relay.messages import load_verp_key
 from mailveil.relay.parse import Limits
 from mailveil.relay.policy import MessagingPolicy
-from mailveil.relay.sender_auth import DnsResolver, Resolver
+from mailveil.relay.sender_auth import Resolver, resolver_for
 from mailveil.runtime import Runtime
 
 
@@ -35,7 +35,7 @@ class RelayContext:
             messaging=MessagingPolicy.from_settings(settings),
             dkim=DkimSigner.load(settings),
             verp_key=load_verp_key(settings),
-            resolver=resolver if resolver is not None else DnsResolver(),
+            resolver=resolver if resolver is not None else resolver_for(settings),
             limits=Limits(max_message_bytes=settings.relay_max_message_bytes),
         )
 

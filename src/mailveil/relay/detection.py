@@ -8,26 +8,21 @@ let it clean its list), quarantined, and recorded as a ``canary_hit`` naming the
 the canary was planted for and the sender's identity. Anything else on that domain gets
 ``550 5.1.1``, decided at RCPT with one indexed lookup (blind index).
 
-The abuse mailbox (``abuse_mailbox_local`` at the relay domain) takes reports from anyone:
-the relay's own sender checks (SPF, DKIM, DMARC alignment) say whether the From is proven,
-and ``detect.reports.submit_report`` decides whether the reporter is a customer, finds the
-original and files any signal. The reporter gets a receipt with a reference, nothing more.
+The abuse mailbox (``abuse_mailbox_local`` at the relay domain) is ``abuse_intake``'s.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailveil.access.models import Canary
 from mailveil.contacts.models import Customer
-from mailveil.detect.reports import MailboxAuth, submit_report
 from mailveil.errors import InvalidInput
 from mailveil.ledger.events import Event
 from mailveil.relay import codes, quarantine
-from mailveil.relay.codes import Reply
 from mailveil.relay.context import RelayContext
 from mailveil.relay.identity import Known, Sender, sender_identity
 from mailveil.relay.pipeline import reply_text
@@ -39,11 +34,13 @@ KIND_CANARY_HIT = "canary_hit"
 
 @dataclass(frozen=True)
 class CanaryTarget:
-    """A canary found by its real address at RCPT (ids only; the address is not kept)."""
+    """A canary found by its real address at RCPT (ids only in the ledger; the address is
+    held for the transaction, to see what a DKIM signature covers of it)."""
 
     customer_id: int
     principal_id: int
     bidx: bytes = b""
+    rcpt: str = field(default="", repr=False)
 
     @property
     def customer_ref(self) -> str:
@@ -61,16 +58,17 @@ def find_canary(session: Session, ctx: RelayContext, address: str) -> CanaryTarg
         .join(Canary, Canary.customer_id == Customer.id)
         .where(Customer.address_bidx == bidx, Customer.is_canary.is_(True))
     ).first()
-    return CanaryTarget(row[0], row[1], bidx) if row is not None else None
+    return CanaryTarget(row[0], row[1], bidx, address) if row is not None else None
 
 
-def _check(ctx: RelayContext, sender: Sender, raw: bytes) -> SenderAuth:
+def _check(ctx: RelayContext, sender: Sender, raw: bytes, rcpt: str) -> SenderAuth:
     return check_sender(
         raw,
         mail_from="" if sender.mail_from in ("", "<>") else sender.mail_from,
         client_ip=sender.client_ip,
         helo=sender.helo,
         resolver=ctx.resolver,
+        rcpt=rcpt or None,
     )
 
 
@@ -82,7 +80,7 @@ def canary_hit(
     DNS that does not answer only weakens the evidence (results say temperror): the
     message is kept either way, since a leak's buyer may never send again."""
     mailbox = from_mailbox_of(raw)
-    auth = _check(ctx, sender, raw)
+    auth = _check(ctx, sender, raw, target.rcpt)
     kept = quarantine.store(ctx.settings.data_dir, raw)
     identity = sender_identity(
         session,
@@ -108,25 +106,4 @@ def canary_hit(
     return Held(codes.QUEUED, event)
 
 
-def abuse_report(session: Session, ctx: RelayContext, sender: Sender, raw: bytes) -> Reply:
-    """Check the sender, hand the report to ``submit_report`` (the caller commits), and the
-    receipt. A DNS failure that leaves the sender unproven is a 4xx: a customer's report
-    retried later can be verified, one stored now could not."""
-    mailbox = from_mailbox_of(raw)
-    auth = _check(ctx, sender, raw)
-    if auth.temporary_failure:
-        return codes.SENDER_AUTH_TEMPORARY
-    runtime = ctx.runtime
-    outcome = submit_report(
-        session,
-        settings=ctx.settings,
-        signer=runtime.signer,
-        vault=runtime.vault,
-        raw=raw,
-        channel="mailbox",
-        mailbox=MailboxAuth(header_from=mailbox[0] if mailbox else "", dmarc_pass=auth.aligned),
-    )
-    return codes.report_received(outcome.report_id)
-
-
-__all__ = ["KIND_CANARY_HIT", "CanaryTarget", "abuse_report", "canary_hit", "find_canary"]
+__all__ = ["KIND_CANARY_HIT", "CanaryTarget", "canary_hit", "find_canary"]

@@ -10,6 +10,18 @@ Each DKIM-Signature gets one result in RFC 8601 words:
 * ``policy``: it verifies but only covers part of the body (``l=``), so anyone may append
   text after the signed part: it does not authenticate the message we deliver.
 
+A signature that verifies proves who wrote the signed fields and body, not who sent this copy
+to us: anyone holding a signed message can send it again, unchanged, to other addresses (a
+replay). With ``rcpt`` (the address the mail arrived at), each result also says what the
+signature covers of the recipient, in ``coverage``:
+
+* ``rcpt``: ``h=`` signs To or Cc, and the signed instances name ``rcpt``: the signer
+  addressed this very mailbox;
+* ``other``: ``h=`` signs To or Cc, but the signed instances name other addresses only: a
+  copy of mail the signer wrote to someone else;
+* ``none``: To and Cc are not signed: the signature says nothing about the recipient;
+* empty: no ``rcpt`` was given (or the signature could not be read).
+
 Bounds, because the sender chooses the work: only the first ``MAX_DKIM_SIGNATURES``
 signatures (top-most first) are verified and the rest are counted as skipped; a signature
 header over ``MAX_SIGNATURE_HEADER_BYTES`` or with more than ``MAX_SIGNED_FIELDS`` names in
@@ -40,10 +52,15 @@ MAX_RSA_BITS = 8192
 MIN_RSA_BITS = 1024
 
 
+COVERAGES = ("rcpt", "other", "none")
+_ADDRESS_FIELDS = (b"to", b"cc")
+
+
 class DkimResult(NamedTuple):
     domain: str
     selector: str
     result: str
+    coverage: str = ""  # rcpt | other | none, or "" when not asked (module docstring)
 
 
 class _DnsTemporary(Exception):
@@ -122,44 +139,83 @@ class _KeyLookup:
         return record
 
 
-def _precheck(value: bytes) -> tuple[str, str, str | None, bool]:
-    """(domain, selector, result if already decided, has l=) from a signature's tags."""
+class _Tags(NamedTuple):
+    domain: str
+    selector: str
+    decided: str | None  # the result, when the tags alone decide it
+    partial: bool  # l= present
+    signed: tuple[bytes, ...]  # h=, lower-cased
+
+
+def _precheck(value: bytes) -> _Tags:
+    """The tags a result needs, and the result itself when they already decide it."""
     from dkim.util import parse_tag_value
 
     if len(value) > MAX_SIGNATURE_HEADER_BYTES:
-        return ("", "", "permerror", False)
+        return _Tags("", "", "permerror", False, ())
     try:
         tags = parse_tag_value(value)
     except Exception:
-        return ("", "", "permerror", False)
+        return _Tags("", "", "permerror", False, ())
     domain, selector = _tag_text(tags.get(b"d")), _tag_text(tags.get(b"s"))
-    signed = [f.strip().lower() for f in re.split(rb":", tags.get(b"h", b""))]
+    signed = tuple(f.strip().lower() for f in re.split(rb":", tags.get(b"h", b"")))
     if len(signed) > MAX_SIGNED_FIELDS or b"from" not in signed:
         # RFC 6376 5.4: From must be signed; without it the signature says nothing about
         # who wrote the message.
-        return (domain, selector, "permerror", False)
-    return (domain, selector, None, b"l" in tags)
+        return _Tags(domain, selector, "permerror", False, ())
+    return _Tags(domain, selector, None, b"l" in tags, signed)
 
 
-def _verify_one(verifier: Any, idx: int, value: bytes, lookup: _KeyLookup) -> DkimResult:
+def _signed_instances(headers: list[tuple[bytes, bytes]], signed: tuple[bytes, ...]) -> list[bytes]:
+    """The To and Cc values a signature covers: RFC 6376 5.4.2 takes each name listed in h=
+    from the bottom of the header section up, one instance per listing."""
+    out: list[bytes] = []
+    for name in _ADDRESS_FIELDS:
+        wanted = signed.count(name)
+        if wanted:
+            found = [v for k, v in headers if k.strip().lower() == name]
+            out.extend(found[::-1][:wanted])
+    return out
+
+
+def coverage_of(headers: list[tuple[bytes, bytes]], signed: tuple[bytes, ...], rcpt: str) -> str:
+    """``rcpt``, ``other`` or ``none`` (module docstring) for one signature's ``h=``."""
+    import email.utils
+
+    if not any(name in signed for name in _ADDRESS_FIELDS):
+        return "none"
+    wanted = rcpt.strip().strip("<>").lower()
+    for value in _signed_instances(headers, signed):
+        text = value.decode("utf-8", "replace")[: 16 * 1024]
+        for _name, address in email.utils.getaddresses([text]):
+            if address.strip().lower() == wanted:
+                return "rcpt"
+    return "other"
+
+
+def _verify_one(
+    verifier: Any, idx: int, value: bytes, lookup: _KeyLookup, rcpt: str | None
+) -> DkimResult:
     import dkim
 
-    domain, selector, decided, partial = _precheck(value)
-    if decided is not None:
-        return DkimResult(domain, selector, decided)
+    tags = _precheck(value)
+    domain, selector = tags.domain, tags.selector
+    if tags.decided is not None:
+        return DkimResult(domain, selector, tags.decided)
+    coverage = coverage_of(verifier.headers, tags.signed, rcpt) if rcpt else ""
     try:
         ok = verifier.verify(idx=idx, dnsfunc=lookup)
     except _DnsTemporary:
-        return DkimResult(domain, selector, "temperror")
+        return DkimResult(domain, selector, "temperror", coverage)
     except dkim.ValidationError as exc:
         mismatch = "body hash mismatch" in str(exc)
-        return DkimResult(domain, selector, "fail" if mismatch else "permerror")
+        return DkimResult(domain, selector, "fail" if mismatch else "permerror", coverage)
     except Exception:
         # dkimpy raises many kinds of errors on damaged input; none of them is a pass.
-        return DkimResult(domain, selector, "permerror")
+        return DkimResult(domain, selector, "permerror", coverage)
     if ok:
-        return DkimResult(domain, selector, "policy" if partial else "pass")
-    return DkimResult(domain, selector, "permerror" if lookup.unusable else "fail")
+        return DkimResult(domain, selector, "policy" if tags.partial else "pass", coverage)
+    return DkimResult(domain, selector, "permerror" if lookup.unusable else "fail", coverage)
 
 
 def verify_dkim(
@@ -168,8 +224,10 @@ def verify_dkim(
     resolver: Resolver,
     deadline: float,
     max_signatures: int = MAX_DKIM_SIGNATURES,
+    rcpt: str | None = None,
 ) -> tuple[list[DkimResult], int]:
-    """(results of the first ``max_signatures`` signatures, number skipped). Never raises."""
+    """(results of the first ``max_signatures`` signatures, number skipped). Never raises.
+    ``rcpt``: the address the mail arrived at, for each result's ``coverage``."""
     import dkim
 
     try:
@@ -181,16 +239,18 @@ def verify_dkim(
     values = [v for name, v in verifier.headers if name.lower() == b"dkim-signature"]
     lookup = _KeyLookup(resolver, deadline)
     results = [
-        _verify_one(verifier, idx, value, lookup)
+        _verify_one(verifier, idx, value, lookup, rcpt)
         for idx, value in enumerate(values[: max(0, max_signatures)])
     ]
     return (results, max(0, len(values) - max(0, max_signatures)))
 
 
 __all__ = [
+    "COVERAGES",
     "MAX_DKIM_SIGNATURES",
     "MAX_RSA_BITS",
     "MAX_SIGNATURE_HEADER_BYTES",
     "DkimResult",
+    "coverage_of",
     "verify_dkim",
 ]

@@ -51,11 +51,12 @@ from mailveil.errors import InvalidInput
 from mailveil.ledger.events import Event
 from mailveil.policy.engine import Decision
 from mailveil.relay import codes
+from mailveil.relay.abuse_intake import AbuseIntake
 from mailveil.relay.bounces import handle_bounce
 from mailveil.relay.codes import Reply
 from mailveil.relay.context import RelayContext
 from mailveil.relay.delivery import PermanentDeliveryError, Smarthost, TemporaryDeliveryError
-from mailveil.relay.detection import CanaryTarget, abuse_report, canary_hit, find_canary
+from mailveil.relay.detection import CanaryTarget, canary_hit, find_canary
 from mailveil.relay.journal import Database, Journal, LedgerOnly, NewMessage, StatusChange
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
@@ -154,6 +155,7 @@ class RelayHandler(GuardedHandler):
         self.relay_domain = ctx.settings.relay_domain.lower()
         self.canary_domain = ctx.settings.canary_domain.lower().rstrip(".")
         self.abuse_local = ctx.settings.abuse_mailbox_local.lower()
+        self.intake = AbuseIntake(ctx, db)
 
     # -- EHLO / MAIL ----------------------------------------------------------------------
 
@@ -352,13 +354,9 @@ class RelayHandler(GuardedHandler):
         return str(await asyncio.shield(self._deliver(route, outcome, before)))
 
     async def _abuse(self, sender: Sender, raw: bytes) -> Reply:
-        """A report to the abuse mailbox; whatever goes wrong, a 4xx and the server goes on."""
-        ctx = self.ctx
-        try:
-            return await self.db.run(lambda s: abuse_report(s, ctx, sender, raw), commit=True)
-        except Exception as exc:
-            log.error("relay: abuse report failed (%s)", type(exc).__name__)
-            return codes.TEMPORARY_FAILURE
+        """A report to the abuse mailbox: taken whatever the database or DNS is doing
+        (``abuse_intake``: waited for, kept pending or queued, never bounced)."""
+        return await self.intake.take(sender, raw)
 
     async def _canary(self, target: CanaryTarget, sender: Sender, raw: bytes) -> Reply:
         ctx = self.ctx

@@ -2,9 +2,13 @@
 
 ``Sender`` is what the SMTP session knows; ``sender_identity`` adds what the message showed
 (its From, SPF/DKIM/DMARC) in the shape the detection scan reads (``detect.scan``):
-envelope_from, header_from, client_ip, helo, spf, spf_domain, dkim [{d, s, result}],
-from_domain, dmarc. An address that is a customer's is recorded as ``customer:<id>``:
-a customer's real address never goes into the ledger.
+envelope_from, header_from, client_ip, helo, spf, spf_domain, spf_aligned, dkim
+[{d, s, result, aligned, covers}], from_domain, dmarc. ``aligned``: the pass is aligned with
+the From domain (DMARC); ``covers``: what the signature covers of the address the mail
+arrived at (``rcpt``, ``other``, ``none``; see ``dkim_verify``). These are the facts from
+which ``detect.attribution`` decides whether the sender's identity is authenticated or only
+claimed. An address that is a customer's is recorded as ``customer:<id>``: a customer's real
+address never goes into the ledger.
 """
 
 from __future__ import annotations
@@ -70,6 +74,7 @@ def sender_identity(
     auth: SenderAuth | None = None,
 ) -> dict[str, Any]:
     """The ledger's record of a sender (module docstring)."""
+    aligned = auth.dkim_aligned_domains if auth else ()
     return {
         "envelope_from": masked(session, ctx, sender.mail_from, known),
         "header_from": masked(session, ctx, header_from or "", known),
@@ -78,8 +83,15 @@ def sender_identity(
         "helo": sender.helo[:255],
         "spf": auth.spf if auth else None,
         "spf_domain": auth.spf_domain if auth else None,
+        "spf_aligned": auth.spf_aligned if auth else None,
         "dkim": [
-            {"d": r.domain, "s": r.selector, "result": r.result}
+            {
+                "d": r.domain,
+                "s": r.selector,
+                "result": r.result,
+                "aligned": r.result == "pass" and r.domain in aligned,
+                "covers": r.coverage or None,
+            }
             for r in (auth.dkim if auth else [])
         ][:10],
         "from_domain": auth.from_domain if auth else None,

@@ -229,13 +229,16 @@ def outgoing(
     )
 
 
-def _check_sender(ctx: RelayContext, raw: bytes, sender: Sender) -> SenderAuth:
+def _check_sender(
+    ctx: RelayContext, raw: bytes, sender: Sender, rcpt: str | None = None
+) -> SenderAuth:
     return check_sender(
         raw,
         mail_from="" if sender.mail_from in ("", "<>") else sender.mail_from,
         client_ip=sender.client_ip,
         helo=sender.helo,
         resolver=ctx.resolver,
+        rcpt=rcpt,
     )
 
 
@@ -272,9 +275,9 @@ def to_customer(
     except RelayRefusal as exc:
         return refused(exc.reply, str(exc))
     if stranger:
-        return Stranger(message, header_from, _check_sender(ctx, raw, sender))
+        return Stranger(message, header_from, _check_sender(ctx, raw, sender, route.alias))
     if not verified:
-        auth = _check_sender(ctx, raw, sender)
+        auth = _check_sender(ctx, raw, sender, route.alias)
         attrs = route.principal.attributes or {}
         if not sender_matches_principal(
             auth,

@@ -5,7 +5,9 @@ relay's decisions:
 
 * ``sender_matches_principal``: a seller who sends from its own mail servers (no SMTP AUTH)
   is recognised when the From address is one of its sending addresses or on one of its
-  sending domains, and that domain is authenticated by an aligned SPF or DKIM pass;
+  sending domains, and that domain is authenticated by an aligned SPF pass, or an aligned
+  DKIM pass whose signature names the address the mail arrived at (``rcpt``: a signed
+  message replayed by someone else to another address does not speak for its signer);
 * ``customer_sender_ok``: a reply to a reverse alias is accepted only when its From domain is
   the customer's real address's domain, aligned-authenticated (no spoofing a customer into a
   seller's inbox).
@@ -24,6 +26,7 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from mailveil.config import Settings, nameservers
 from mailveil.relay.dkim_verify import MAX_DKIM_SIGNATURES, DkimResult, verify_dkim
 from mailveil.relay.dmarc import (
     DmarcRecord,
@@ -38,6 +41,7 @@ from mailveil.relay.spf_check import check_spf, spf_identity
 DEFAULT_TIMEOUT = 10.0
 MAX_FROM_BYTES = 2048
 _FROM_FIELD = re.compile(rb"^from[ \t]*:", re.IGNORECASE)
+_RESENT_FROM_FIELD = re.compile(rb"^resent-from[ \t]*:", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -67,6 +71,16 @@ class SenderAuth:
     dkim_aligned_domains: tuple[str, ...] = ()
     dkim_skipped: int = 0
     notes: tuple[str, ...] = field(default=())
+    # Checked against the address the mail arrived at (``check_sender(rcpt=...)``): the aligned
+    # DKIM passes whose signed To/Cc name it. Only these bind the signer to this delivery.
+    rcpt_checked: bool = False
+    dkim_rcpt_domains: tuple[str, ...] = ()
+
+    @property
+    def dkim_bound_domains(self) -> tuple[str, ...]:
+        """Aligned DKIM passes that speak for this delivery (all of them when the recipient
+        was not checked)."""
+        return self.dkim_rcpt_domains if self.rcpt_checked else self.dkim_aligned_domains
 
     @property
     def aligned_identities(self) -> tuple[str, ...]:
@@ -86,8 +100,8 @@ class SenderAuth:
         )
 
 
-def _from_fields(message: bytes) -> list[bytes]:
-    """The raw (unfolded) values of every From field in the header section."""
+def _from_fields(message: bytes, field: re.Pattern[bytes] = _FROM_FIELD) -> list[bytes]:
+    """The raw (unfolded) values of every From (or ``field``) field in the header section."""
     end = re.search(rb"\n\r?\n", message)
     head = message[: end.start()] if end else message
     values: list[bytes] = []
@@ -102,7 +116,7 @@ def _from_fields(message: bytes) -> list[bytes]:
         if current is not None:
             values.append(bytes(current))
             current = None
-        match = _FROM_FIELD.match(line)
+        match = field.match(line)
         if match:
             current = bytearray(line[match.end() :])
     if current is not None:
@@ -134,6 +148,26 @@ def from_mailbox_of(message: bytes) -> tuple[str, str] | None:
     return parse_mailbox(fields[0].decode("utf-8", "replace"))
 
 
+def resent_from_mailbox_of(message: bytes) -> tuple[str, str] | None:
+    """(address, domain) of a redirected message's one Resent-From (RFC 5322 3.6.6): who
+    sent it on, when it was sent on unchanged."""
+    fields = _from_fields(message, _RESENT_FROM_FIELD)
+    if len(fields) != 1 or len(fields[0]) > MAX_FROM_BYTES:
+        return None
+    return parse_mailbox(fields[0].decode("utf-8", "replace"))
+
+
+def aligned_with(auth: SenderAuth, domain: str) -> bool:
+    """An SPF pass, or a DKIM pass naming the recipient, aligned (relaxed) with ``domain``:
+    DMARC's test, for an identity other than From (a redirect's Resent-From)."""
+    if auth.spf == "pass" and aligned(auth.spf_domain, domain):
+        return True
+    return any(
+        r.result == "pass" and r.coverage in ("rcpt", "") and aligned(r.domain, domain)
+        for r in auth.dkim
+    )
+
+
 def from_domain_of(message: bytes) -> str | None:
     """The From domain when the message has exactly one From naming exactly one mailbox."""
     parsed = from_mailbox_of(message)
@@ -149,10 +183,13 @@ def check_sender(
     resolver: Resolver,
     timeout: float = DEFAULT_TIMEOUT,
     max_dkim_signatures: int = MAX_DKIM_SIGNATURES,
+    rcpt: str | None = None,
 ) -> SenderAuth:
     """SPF for the envelope, DKIM for the signatures, DMARC alignment for the From domain.
 
     ``timeout`` bounds the DNS work of the whole check (a lookup after it is a temperror).
+    ``rcpt``: the address the mail arrived at; each DKIM result then says whether its
+    signature names it (``DkimResult.coverage``).
     """
     deadline = time.monotonic() + timeout
     notes: list[str] = []
@@ -160,7 +197,11 @@ def check_sender(
         client_ip=client_ip, mail_from=mail_from, helo=helo, resolver=resolver, deadline=deadline
     )
     dkim_results, skipped = verify_dkim(
-        message, resolver=resolver, deadline=deadline, max_signatures=max_dkim_signatures
+        message,
+        resolver=resolver,
+        deadline=deadline,
+        max_signatures=max_dkim_signatures,
+        rcpt=rcpt,
     )
     if skipped:
         notes.append(f"{skipped} DKIM signatures beyond the first {max_dkim_signatures} ignored")
@@ -170,7 +211,7 @@ def check_sender(
         notes.append("no single readable From mailbox")
         return SenderAuth(
             spf_result, spf_domain, dkim_results, None, None, False, "fail",
-            dkim_skipped=skipped, notes=tuple(notes),
+            dkim_skipped=skipped, notes=tuple(notes), rcpt_checked=rcpt is not None,
         )  # fmt: skip
 
     record: DmarcRecord | None = None
@@ -189,6 +230,13 @@ def check_sender(
             r.domain
             for r in dkim_results
             if r.result == "pass" and aligned(r.domain, from_domain, adkim)
+        )
+    )
+    dkim_rcpt = tuple(
+        dict.fromkeys(
+            r.domain
+            for r in dkim_results
+            if r.domain in dkim_aligned and r.result == "pass" and r.coverage == "rcpt"
         )
     )
     is_aligned = spf_aligned or bool(dkim_aligned)
@@ -210,6 +258,8 @@ def check_sender(
         dkim_aligned_domains=dkim_aligned,
         dkim_skipped=skipped,
         notes=tuple(notes),
+        rcpt_checked=rcpt is not None,
+        dkim_rcpt_domains=dkim_rcpt,
     )
 
 
@@ -244,7 +294,10 @@ def sender_matches_principal(
       (a parent or subdomain): a sibling under a shared parent that is missing from the
       Public Suffix List (``tenant-a.mailhost.example`` vs ``tenant-b.mailhost.example``)
       does not vouch for the other;
-    * an SPF pass only counts for the envelope it was computed for (``envelope_from``).
+    * an SPF pass only counts for the envelope it was computed for (``envelope_from``);
+    * a DKIM pass only counts when its signature names the address the mail arrived at
+      (when the check was given it): otherwise it may be the principal's mail to someone
+      else, replayed.
     """
     parsed = parse_mailbox(header_from)
     if parsed is None or not auth.aligned:
@@ -254,10 +307,29 @@ def sender_matches_principal(
         return False
     if address not in _addresses(sending_addresses) and domain not in _domains(sending_domains):
         return False
-    identities = list(auth.dkim_aligned_domains)
+    identities = list(auth.dkim_bound_domains)
     if auth.spf_aligned and spf_identity(envelope_from, auth.spf_domain)[1] == auth.spf_domain:
         identities.append(auth.spf_domain)
     return any(in_same_branch(identity, domain) for identity in identities)
+
+
+def resolver_for(settings: Settings) -> DnsResolver:
+    """The resolver the operator named (``dns_nameservers``, ``dns_timeout_seconds``), or the
+    system's when none is named."""
+    ips, port = nameservers(settings.dns_nameservers)
+    return DnsResolver(timeout=settings.dns_timeout_seconds, nameservers=ips or None, port=port)
+
+
+def describe_temporary(auth: SenderAuth) -> str:
+    """Which DNS answers were missing, in words naming domains only (for a pending report's
+    reason and the logs)."""
+    missing = []
+    if auth.spf == "temperror":
+        missing.append(f"SPF for {auth.spf_domain or 'the envelope'}")
+    missing += [f"the DKIM key of {r.domain or '?'}" for r in auth.dkim if r.result == "temperror"]
+    if auth.dmarc_result == "temperror":
+        missing.append(f"DMARC for {auth.from_domain}")
+    return "DNS did not answer for " + (", ".join(missing) or "the sender")
 
 
 def customer_sender_ok(auth: SenderAuth, real_address_domain: str) -> bool:
@@ -277,10 +349,14 @@ __all__ = [
     "Resolver",
     "SenderAuth",
     "StaticResolver",
+    "aligned_with",
     "check_sender",
     "customer_sender_ok",
+    "describe_temporary",
     "from_domain_of",
     "from_mailbox_of",
     "parse_mailbox",
+    "resent_from_mailbox_of",
+    "resolver_for",
     "sender_matches_principal",
 ]

@@ -49,6 +49,7 @@ from mailveil.relay.pipeline import (
     stranger_event,
 )
 from mailveil.relay.policy import check_content
+from mailveil.relay.relay_copy import relay_copy
 from mailveil.relay.rewrite import new_message_id, rewrite_principal_to_customer
 from mailveil.relay.routes import Route
 
@@ -79,9 +80,22 @@ class Bannered:
 StrangerOutcome = Refused | Held | Bannered
 
 
-def banner_text(route: Route) -> str:
+def banner_name(route: Route, controller_name: str) -> str:
+    """Whom the customer gave the address, as the customer knows them: a seller by its shop
+    name; an employee only as the team of the marketplace (as the access log shows them,
+    never a person's name); a notification service as the marketplace."""
     principal = route.principal
-    return BANNER.format(name=principal.display_name or principal.external_id)
+    if principal.kind == "employee":
+        team = str((principal.attributes or {}).get("team") or "").strip()
+        team = " ".join(team.split())[:64]
+        return f"the {team} team of {controller_name}" if team else controller_name
+    if principal.kind == "service":
+        return controller_name
+    return principal.display_name or principal.external_id
+
+
+def banner_text(route: Route, controller_name: str) -> str:
+    return BANNER.format(name=banner_name(route, controller_name))
 
 
 def _text_parts(message: Message) -> Iterator[Message]:
@@ -171,7 +185,7 @@ def banner_outgoing(
     warning. Raises ``RelayRefusal`` (a content rule, a message that cannot be rewritten)."""
     relay_domain = ctx.settings.relay_domain.lower()
     check_content(ctx.messaging, message)
-    add_banner(message, banner_text(route))
+    add_banner(message, banner_text(route, ctx.settings.controller_name))
     hidden = {a: route.reverse_alias for a in route.principal_addresses()}
     # Every mailbox on the principal's domains and on the stranger's own (envelope and From):
     # a known principal's real address must not reach the customer through a stranger either.
@@ -214,10 +228,16 @@ def hold(
     found: Stranger,
     *,
     fallback: str | None = None,
+    facts: dict[str, Any] | None = None,
 ) -> Held:
     """Quarantine ``raw`` (the file first, then the entry the handler commits)."""
     kept = quarantine.store(ctx.settings.data_dir, raw)
-    extra: dict[str, Any] = {"action": "quarantine", "sha256": kept.sha256, "size": kept.size}
+    extra: dict[str, Any] = {
+        "action": "quarantine",
+        "sha256": kept.sha256,
+        "size": kept.size,
+        **(facts or {}),
+    }
     if fallback:
         extra["fallback"] = fallback
     event = stranger_event(
@@ -243,6 +263,7 @@ def decide(
 ) -> StrangerOutcome:
     """What ``relay_stranger_action`` makes of a stranger's message (module docstring)."""
     action = ctx.settings.relay_stranger_action
+    facts = copy_facts(session, ctx, route, raw, found)
     if action == "refuse":
         reply = codes.MAILBOX_DISABLED if route.revoked else codes.NOT_AUTHORIZED
         event = stranger_event(
@@ -253,7 +274,7 @@ def decide(
             reply,
             header_from=found.header_from,
             auth=found.auth,
-            extra={"action": "refuse"},
+            extra={"action": "refuse", **facts},
         )
         return Refused(reply, event)
     fallback = None
@@ -273,10 +294,27 @@ def decide(
                     codes.QUEUED,
                     header_from=found.header_from,
                     auth=found.auth,
-                    extra={"action": "banner", "relay_message": out.token},
+                    extra={"action": "banner", "relay_message": out.token, **facts},
                 )
                 return Bannered(out, event)
-    return hold(session, ctx, route, sender, raw, found, fallback=fallback)
+    return hold(session, ctx, route, sender, raw, found, fallback=fallback, facts=facts)
+
+
+def copy_facts(
+    session: Session, ctx: RelayContext, route: Route, raw: bytes, found: Stranger
+) -> dict[str, Any]:
+    """``{"relay_copy": ...}`` when the stranger's message is a copy of mail the relay
+    delivered (``relay_copy``), for the attribution to read; else nothing."""
+    copy = relay_copy(
+        session,
+        relay_domain=ctx.settings.relay_domain,
+        verp_key=ctx.verp_key,
+        signer=ctx.dkim,
+        raw=raw,
+        message=found.message,
+        arrived_at=route.alias,
+    )
+    return {"relay_copy": copy} if copy is not None else {}
 
 
 def refuse_at_rcpt(ctx: RelayContext) -> bool:
@@ -291,8 +329,10 @@ __all__ = [
     "Held",
     "StrangerOutcome",
     "add_banner",
+    "banner_name",
     "banner_outgoing",
     "banner_text",
+    "copy_facts",
     "decide",
     "hold",
     "refuse_at_rcpt",

@@ -3,6 +3,7 @@ canaries and the detection run."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -24,8 +25,10 @@ from mailveil.detect.incidents import (
     timeline,
 )
 from mailveil.detect.jobs import run_detection
-from mailveil.detect.reports import submit_report
+from mailveil.detect.report_list import get_report, list_reports, report_view
+from mailveil.detect.reports import ReportOutcomeName, submit_report
 from mailveil.detect.signals import signal_view
+from mailveil.detect.strength import describe
 from mailveil.errors import InvalidInput
 
 router = APIRouter(tags=["detection"])
@@ -152,6 +155,49 @@ async def post_report(
         return outcome.to_dict()
 
     return await run_in_threadpool(run)
+
+
+@router.get("/v1/reports")
+def get_reports(
+    session: SessionDep,
+    _caller: InvestigatorDep,
+    outcome: Annotated[ReportOutcomeName | None, Query()] = None,
+    verified: Annotated[bool | None, Query()] = None,
+    channel: Annotated[Literal["api", "mailbox"] | None, Query()] = None,
+    customer_id: Annotated[int | None, Query(ge=1, description="the reporting customer")] = None,
+    since: Annotated[datetime | None, Query(description="received at or after")] = None,
+    after: Annotated[int | None, Query(ge=0, description="the `next` of the previous page")] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> dict[str, Any]:
+    """Abuse reports, oldest first, each with its outcome and the reason for it (why it
+    did or did not count: unverified reporter, pending DNS, a complaint about relayed mail,
+    an alias the relay has no record of...). Never shows a real address."""
+    rows = list_reports(
+        session,
+        outcome=outcome,
+        verified=verified,
+        channel=channel,
+        reporter_customer_id=customer_id,
+        since=since,
+        after_id=after,
+        limit=limit,
+    )
+    return {
+        "items": [report_view(r) for r in rows],
+        "next": rows[-1].id if len(rows) == limit else None,
+    }
+
+
+@router.get("/v1/reports/{report_id}")
+def get_one_report(report_id: int, session: SessionDep, _caller: InvestigatorDep) -> dict[str, Any]:
+    return report_view(get_report(session, report_id))
+
+
+@router.get("/v1/evidence/strengths")
+def get_strengths(_caller: InvestigatorDep) -> dict[str, Any]:
+    """The evidence-strength model every signal, culprit and bundle uses: strengths (strongest
+    first), which of them can name a culprit, and every basis with its strength and meaning."""
+    return describe()
 
 
 @router.post("/v1/detect/run")

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
+from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
@@ -58,15 +59,26 @@ def get_dry_run(
     return blast_radius(session, principal_id, since=since, until=until, sample=sample).to_dict()
 
 
-@router.post("/v1/incidents/{incident_id}/contain")
+@router.post(
+    "/v1/incidents/{incident_id}/contain",
+    responses={
+        202: {"description": "a culprit rests on weak evidence: a second person must confirm"},
+        409: {"description": "not open or confirmed, or the requester confirming themselves"},
+    },
+)
 def post_contain(
     incident_id: int,
     body: ContainIn,
     session: SessionDep,
     runtime: RuntimeDep,
     caller: ResponderDep,
-) -> dict[str, Any]:
-    """Suspend every culprit, revoke their aliases, reveals and in-flight sends."""
+) -> JSONResponse:
+    """Suspend every culprit, revoke their aliases, reveals and in-flight sends.
+
+    Each culprit is listed with the strength of the evidence that named it. If any was
+    named only by statistics or by weak evidence, the first call records a request
+    (`202`, `status: awaiting_confirmation`) and a second person's call confirms it (`200`,
+    `status: contained`)."""
     done = contain(
         session,
         settings=runtime.settings,
@@ -76,7 +88,7 @@ def post_contain(
         actor=caller.actor,
     )
     session.commit()
-    return done.to_dict()
+    return JSONResponse(done.to_dict(), status_code=202 if done.status != "contained" else 200)
 
 
 @router.post("/v1/incidents/{incident_id}/notices", status_code=201)
