@@ -15,10 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
+from console_kit import ARTEFACTS, AXE, Tab
 from console_world import ANOMALY_REASON, World
 from sqlalchemy import select
 
-from conftest import ARTEFACTS, AXE, Tab
 from mailveil.access.models import RevealRequest
 from mailveil.detect.evidence import verify_bundle
 from mailveil.detect.models import Incident, Signal

@@ -11,11 +11,11 @@ from typing import Any
 
 import httpx
 import pytest
+from console_kit import csrf_of, sign_in_http
 from console_world import HOSTILE, World
 from itsdangerous import TimestampSigner, URLSafeTimedSerializer
 from sqlalchemy import func, select
 
-from conftest import csrf_of, sign_in_http
 from mailveil.auth.keys import Role, issue_key, revoke_key
 from mailveil.console.embed import SALT
 from mailveil.console.sessions import console_secret
