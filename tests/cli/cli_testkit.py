@@ -9,6 +9,7 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from email.message import EmailMessage
 from pathlib import Path
 
 from sqlalchemy import func, select
@@ -24,6 +25,8 @@ from mailveil.contacts.models import Customer
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_order
 from mailveil.db.session import make_engine, make_session_factory
+from mailveil.ledger.append import append
+from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy import PolicyEngine
@@ -248,3 +251,39 @@ def assert_no_address(run: Run, addresses: Sequence[str]) -> None:
         assert address.lower() not in text, f"{address!r} printed by {run}"
         local = address.lower().split("@", 1)[0] + "@"
         assert local not in text, f"local part of {address!r} printed by {run}"
+
+
+def record_stranger(
+    db: sessionmaker[Session], settings: Settings, alias: str, cid: int, owner: int
+) -> None:
+    """What the relay records of a stranger's mail to ``alias`` (relay.identity), its
+    sender proving its own domain and nothing more."""
+    detail = {
+        "principal": f"principal:{owner}",
+        "envelope_from": "deals@spam.example",
+        "header_from": "deals@spam.example",
+        "spf": "pass",
+        "spf_domain": "spam.example",
+        "spf_aligned": True,
+        "dkim": [],
+        "from_domain": "spam.example",
+        "action": "quarantine",
+    }
+    event = Event("stranger_at_alias", None, f"customer:{cid}", alias, "to_customer", None, detail)
+    with db.begin() as s:
+        append(s, [event], settings, CheckpointSigner.load(settings))
+
+
+def forwarded_report(alias: str) -> bytes:
+    """A customer forwarding, as an attachment, spam that a stranger sent to ``alias``."""
+    spam = EmailMessage()
+    spam["From"] = "deals@spam.example"
+    spam["To"] = alias
+    spam["Subject"] = "prize"
+    spam.set_content("click")
+    report = EmailMessage()
+    report["From"] = "olga.buyer@example.com"
+    report["Subject"] = "Fwd: prize"
+    report.set_content("spam!")
+    report.add_attachment(spam)
+    return report.as_bytes()

@@ -4,10 +4,16 @@
 from __future__ import annotations
 
 import json
-from email.message import EmailMessage
 from pathlib import Path
 
-from cli_testkit import Cli, add_seller, customer_id, disclose_to
+from cli_testkit import (
+    Cli,
+    add_seller,
+    customer_id,
+    disclose_to,
+    forwarded_report,
+    record_stranger,
+)
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
@@ -15,41 +21,6 @@ from mailveil.contacts.relationships import create_order
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
-
-
-def _stranger(
-    db: sessionmaker[Session], settings: Settings, alias: str, cid: int, owner: int
-) -> None:
-    """What the relay records of a stranger's mail to ``alias`` (relay.identity), its
-    sender proving its own domain and nothing more."""
-    detail = {
-        "principal": f"principal:{owner}",
-        "envelope_from": "deals@spam.example",
-        "header_from": "deals@spam.example",
-        "spf": "pass",
-        "spf_domain": "spam.example",
-        "spf_aligned": True,
-        "dkim": [],
-        "from_domain": "spam.example",
-        "action": "quarantine",
-    }
-    event = Event("stranger_at_alias", None, f"customer:{cid}", alias, "to_customer", None, detail)
-    with db.begin() as s:
-        append(s, [event], settings, CheckpointSigner.load(settings))
-
-
-def _report(alias: str) -> bytes:
-    spam = EmailMessage()
-    spam["From"] = "deals@spam.example"
-    spam["To"] = alias
-    spam["Subject"] = "prize"
-    spam.set_content("click")
-    report = EmailMessage()
-    report["From"] = "olga.buyer@example.com"
-    report["Subject"] = "Fwd: prize"
-    report.set_content("spam!")
-    report.add_attachment(spam)
-    return report.as_bytes()
 
 
 def test_report_incident_export_and_offline_verify(
@@ -62,11 +33,11 @@ def test_report_incident_export_and_offline_verify(
         create_order(s, external_id="o-1", customer_id=customer_id(db, "c-1"), seller_id=seller)
     alias = disclose_to(db, cli_settings, "c-1", seller, "order").alias
     assert alias is not None
-    (tmp_path / "r.eml").write_bytes(_report(alias))
+    (tmp_path / "r.eml").write_bytes(forwarded_report(alias))
     # Before the relay saw any stranger there, the report is only the customer's claim.
     submitted = cli.ok("reports", "submit", str(tmp_path / "r.eml"), "--customer", "c-1")
     assert "unconfirmed" in submitted.stdout
-    _stranger(db, cli_settings, alias, customer_id(db, "c-1"), seller)
+    record_stranger(db, cli_settings, alias, customer_id(db, "c-1"), seller)
     assert "1 stranger_at_alias" in cli.ok("detect", "run").stdout
     again = cli.ok("reports", "submit", str(tmp_path / "r.eml"), "--customer", "c-1")
     assert "R-2: attributed" in again.stdout
@@ -152,7 +123,7 @@ def test_containment_on_weak_evidence_needs_a_second_operator(
                      "shipping", {"principal": f"principal:{seller}", "size": 1})  # fmt: skip
         with db.begin() as s:
             append(s, [seen], cli_settings, signer)
-        _stranger(db, cli_settings, alias, cid, seller)
+        record_stranger(db, cli_settings, alias, cid, seller)
     cli.ok("detect", "run")
     assert "relay-record, needs a 2nd person" in cli.ok("incidents", "list").flat
     ana = {"LOGNAME": "ana", "USER": "ana"}  # who getpass says runs the command

@@ -7,13 +7,19 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cli_testkit import Cli, add_seller, assert_no_address, customer_id, disclose_to
+from cli_testkit import (
+    Cli,
+    add_seller,
+    assert_no_address,
+    customer_id,
+    disclose_to,
+    record_stranger,
+)
 from pypdf import PdfReader
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 from mailveil.contacts.relationships import create_order
-from spamkit import forwarded_spam
 
 
 def test_the_report_commands(
@@ -34,8 +40,8 @@ def test_the_report_commands(
             )
         aliases.append(disclose_to(db, cli_settings, ext, seller, "order").alias)
     assert aliases[0] is not None
-    (tmp_path / "r.eml").write_bytes(forwarded_spam(aliases[0], "olga.buyer@example.com"))
-    cli.ok("reports", "submit", str(tmp_path / "r.eml"), "--customer", "c-1")
+    record_stranger(db, cli_settings, aliases[0], customer_id(db, "c-1"), seller)
+    cli.ok("detect", "run")
     shown = cli.ok("incidents", "report", "show", "1")
     assert "DRAFT" in shown.stdout and "the incident is not confirmed yet" in shown.stdout
     assert "2 people" in shown.stdout and "US-WA:individuals" in shown.stdout

@@ -15,6 +15,7 @@ from mailveil.contacts.principals import create_principal
 from mailveil.detect.attribution_graph import attribution, strength_of
 from mailveil.detect.models import Incident, IncidentCulprit, Signal
 from mailveil.detect.signals import record_signal
+from mailveil.detect.strength import Piece
 from mailveil.detect.triage import (
     confirm_signal,
     dismiss_signal,
@@ -156,7 +157,12 @@ def test_attribution_prefers_the_relays_record_and_skips_dismissed(
     _signal(session, kit, leaker.id, kind="abuse_report", alias=alias, evidence={"sender": "x@y"})
     _signal(
         session, kit, leaker.id, alias=alias, recipient_principal_id=buyer.id,
-        evidence={"matched_by": "DKIM d=buyer.example"},
+        pieces=[
+            Piece("source", leaker.id, "relay-record", "alias-disclosure", "disclosed",
+                  counted=True),
+            Piece("recipient", buyer.id, "authenticated", "dkim-aligned", "bound DKIM pass",
+                  counted=True),
+        ],
     )  # fmt: skip
     gone = _signal(session, kit, leaker.id, alias="zz2@relay.mailveil.localhost")
     dismiss_signal(session, kit.settings, kit.signer, gone.id, reason="test", actor="p")

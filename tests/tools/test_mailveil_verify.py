@@ -25,8 +25,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "cli"), str(TESTS / "witness")]
-from cli_testkit import Cli, add_seller, customer_id, disclose_to, open_db  # noqa: E402
-from test_cli_detect import _report  # noqa: E402  (a customer forwarding spam sent to an alias)
+from cli_testkit import (  # noqa: E402
+    Cli,
+    add_seller,
+    customer_id,
+    disclose_to,
+    forwarded_report,
+    open_db,
+    record_stranger,
+)
 from witness_testkit import witness_thread  # noqa: E402
 
 from mailveil.contacts.relationships import create_order  # noqa: E402
@@ -102,7 +109,10 @@ def _incident(db: sessionmaker[Session], settings: Any, tmp_path: Path, cli: Cli
         create_order(s, external_id="o-1", customer_id=customer_id(db, "c-1"), seller_id=seller)
     alias = disclose_to(db, settings, "c-1", seller, "order").alias
     assert alias is not None
-    (tmp_path / "r.eml").write_bytes(_report(alias))
+    # The relay's record of a stranger's mail to the alias, then the customer's report of it.
+    record_stranger(db, settings, alias, customer_id(db, "c-1"), seller)
+    cli.ok("detect", "run")
+    (tmp_path / "r.eml").write_bytes(forwarded_report(alias))
     cli.ok("reports", "submit", str(tmp_path / "r.eml"), "--customer", "c-1")
 
 
