@@ -1,4 +1,4 @@
-"""The console's fixtures: one seeded world and one headless Chromium for the whole session
+"""The console's fixtures: one seeded world for the session and one headless Chromium per browser module
 (Debian's chromium driven by Playwright), and a tab per person that records every request
 the page makes and every dialog a script would open."""
 
@@ -33,8 +33,10 @@ def world() -> Iterator[World]:
         built.close()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
+    # Module scope, not session: Playwright's sync API keeps an asyncio loop marked running
+    # in the main thread while it is open, and later tests call asyncio.run().
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:
