@@ -46,6 +46,14 @@ class Settings:
     page_size_max: int = 1000
     log_level: str = "info"
     log_json: bool = True
+    # -- the API's own database pool (mailveil.api.database), apart from the relay's ---------
+    # Connections the API holds at most (pool plus overflow). A request that cannot get one
+    # within api_db_pool_timeout_seconds is answered 503 with Retry-After (never a stall).
+    api_db_pool_size: int = 10
+    api_db_max_overflow: int = 10
+    api_db_pool_timeout_seconds: float = 2.0
+    # How long an API request waits for SQLite's write lock before answering 503.
+    api_db_busy_timeout_seconds: float = 5.0
     # -- relay (SMTP): see mailveil.relay.server -------------------------------------------
     relay_host: str = "127.0.0.1"
     relay_port: int = 2525
@@ -357,6 +365,12 @@ def _check(settings: Settings) -> None:
         raise SettingsError("abuse_mailbox_local must be a bare local part")
     if settings.abuse_db_wait_seconds < 0 or settings.report_pending_hours <= 0:
         raise SettingsError("abuse_db_wait_seconds must be >= 0 and report_pending_hours > 0")
+    if settings.api_db_pool_size < 1 or settings.api_db_max_overflow < 0:
+        raise SettingsError("api_db_pool_size must be >= 1 and api_db_max_overflow >= 0")
+    if settings.api_db_pool_timeout_seconds <= 0 or settings.api_db_busy_timeout_seconds <= 0:
+        raise SettingsError(
+            "api_db_pool_timeout_seconds and api_db_busy_timeout_seconds must be > 0"
+        )
     if settings.dns_timeout_seconds <= 0:
         raise SettingsError("dns_timeout_seconds must be > 0")
     nameservers(settings.dns_nameservers)

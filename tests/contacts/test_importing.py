@@ -9,7 +9,9 @@ from collections.abc import Iterator
 import pytest
 
 from mailveil.contacts.importing import (
+    EMPTY_FILE,
     MAX_LINE_CHARS,
+    MAX_RECORD_LINES,
     Parsed,
     ParseError,
     detect_format,
@@ -62,11 +64,38 @@ def test_csv_rows_and_errors_by_line() -> None:
 )
 def test_csv_missing_header_is_reported_once(text: str) -> None:
     parsed = list(iter_csv(io.StringIO(text)))
-    if not text:
-        assert parsed == []
-        return
     assert len(parsed) == 1 and isinstance(parsed[0], ParseError) and parsed[0].line == 1
     assert "a@example.com" not in parsed[0].reason
+    if not text:  # an empty file is one clear error too (issue 12 §8), not a silent success
+        assert parsed[0].reason == EMPTY_FILE
+
+
+@pytest.mark.parametrize("fmt", ["csv", "ndjson"])
+@pytest.mark.parametrize("text", ["", "\n\n  \n", "external_id,email,country\n"])
+def test_a_file_without_records_is_one_error(fmt: str, text: str) -> None:
+    if fmt == "ndjson" and text.startswith("external_id"):
+        return
+    parsed = list(iter_records(io.StringIO(text), fmt))  # type: ignore[arg-type]
+    assert len(parsed) == 1 and isinstance(parsed[0], ParseError) and parsed[0].line == 1
+    # Blank lines where a CSV header belongs are reported as the missing header.
+    assert "nothing was imported" in parsed[0].reason or "missing header" in parsed[0].reason
+
+
+def test_an_unclosed_quote_over_millions_of_lines_is_one_error_read_no_further() -> None:
+    # A quoted field holding millions of newlines: one error, and the reader stops after
+    # MAX_RECORD_LINES lines instead of reading (and reporting) millions more.
+    lines_read = 0
+
+    def lines() -> Iterator[str]:
+        nonlocal lines_read
+        for text in ["external_id,email,country\n", 'a,"=x\n'] + ["\n"] * 3_000_000:
+            lines_read += 1
+            yield text
+
+    parsed = list(iter_csv(lines()))
+    assert len(parsed) == 1 and isinstance(parsed[0], ParseError)
+    assert parsed[0].line == 2 and "unclosed quote" in parsed[0].reason
+    assert lines_read <= MAX_RECORD_LINES + 3
 
 
 def test_csv_nul_bytes_are_left_to_field_validation() -> None:

@@ -11,8 +11,11 @@ from fastapi import FastAPI
 
 from mailveil import __version__
 from mailveil.access.reveals import expire_reveals
+from mailveil.api.database import install_database_handlers, write_session_factory
+from mailveil.api.docs import install_docs
 from mailveil.api.limits import BodySizeLimit
 from mailveil.api.metrics import Metrics, MetricsMiddleware
+from mailveil.api.openapi import install_exact_openapi
 from mailveil.api.problems import install_problem_handlers
 from mailveil.api.routers import (
     aliases,
@@ -82,11 +85,24 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    app = FastAPI(title="mailveil", version=__version__, description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(
+        title="mailveil",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+        # FastAPI's pages load their scripts from a CDN; /docs is served from a package.
+        docs_url=None,
+        redoc_url=None,
+    )
     app.state.runtime = runtime
+    app.state.read_sessions = runtime.session_factory
+    app.state.write_sessions = write_session_factory(runtime.session_factory)
     metrics = Metrics()
     app.state.metrics = metrics
     install_problem_handlers(app)
+    install_database_handlers(app)
+    install_exact_openapi(app)
+    install_docs(app)
     for module in (
         health,
         api_keys,

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from mailveil.auth.keys import Caller, Role, authenticate, require_role
@@ -17,25 +19,37 @@ def get_runtime(request: Request) -> Runtime:
     return runtime
 
 
-def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[Session]:
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def get_session(request: Request) -> Iterator[Session]:
     # Routes commit explicitly, after their last write; anything left is rolled back here.
-    session = runtime.session_factory()
+    # Writing requests get sessions that wait their turn for SQLite's write lock.
+    state = request.app.state
+    factory = state.read_sessions if request.method in SAFE_METHODS else state.write_sessions
+    session = factory()
     try:
         yield session
     finally:
-        session.rollback()
+        try:
+            session.rollback()
+        except SQLAlchemyError:
+            # The connection is already gone (the database restarted): nothing to undo,
+            # and the request has its answer; the pool replaces the connection.
+            session.invalidate()
         session.close()
+
+
+# Declared in the OpenAPI document (a bearer security scheme on every route that needs a
+# key); the token itself is checked by authenticate(), one 401 for every failure.
+bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api key>")
 
 
 def get_caller(
     session: Annotated[Session, Depends(get_session)],
-    authorization: Annotated[str | None, Header()] = None,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
 ) -> Caller:
-    token = None
-    if authorization:
-        scheme, _, value = authorization.partition(" ")
-        if scheme.lower() == "bearer":
-            token = value.strip()
+    token = credentials.credentials.strip() if credentials is not None else None
     caller = authenticate(session, token)
     # End the read transaction the lookup opened: a route's own work starts afresh, so on
     # SQLite its first write is not refused for a snapshot another writer has moved past.

@@ -16,6 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from mailveil.errors import MailveilError
 from mailveil.logs import scrub
@@ -39,7 +40,14 @@ _HTTP_CODES = {
 
 
 def problem(
-    status: int, code: str, title: str, detail: str, instance: str | None = None, **extra: Any
+    status: int,
+    code: str,
+    title: str,
+    detail: str,
+    instance: str | None = None,
+    *,
+    headers: dict[str, str] | None = None,
+    **extra: Any,
 ) -> JSONResponse:
     body: dict[str, Any] = {
         "type": PROBLEM_BASE + code,
@@ -50,7 +58,9 @@ def problem(
     if instance:
         body["instance"] = instance
     body.update(extra)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = dict(headers or {})
+    if status == 401:
+        headers["WWW-Authenticate"] = "Bearer"
     return JSONResponse(body, status_code=status, media_type=PROBLEM_MEDIA_TYPE, headers=headers)
 
 
@@ -79,13 +89,28 @@ def _scrubbed(request: Request, value: str) -> str:
     return scrub(value, request.app.state.runtime.settings.relay_domain)
 
 
+def _allowed_methods(request: Request) -> str:
+    """Every method some route takes at this path: Starlette's 405 names only the first
+    route that matched the path, and GET and POST of one path are often two routes."""
+    methods: set[str] = set()
+    for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method}
+        if any(r.matches(scope)[0] == Match.FULL for r in request.app.router.routes):
+            methods.add(method)
+    if "GET" in methods:
+        methods.add("HEAD")
+    return ", ".join(sorted(methods))
+
+
 def install_problem_handlers(app: FastAPI) -> None:
     log = structlog.get_logger("mailveil.api")
 
     @app.exception_handler(MailveilError)
     async def _domain(request: Request, exc: MailveilError) -> JSONResponse:
-        extra = {
-            k: v for k, v in exc.extra.items() if isinstance(v, str | int | float | bool | list)
+        extra: dict[str, Any] = {
+            k: v
+            for k, v in exc.extra.items()
+            if isinstance(v, str | int | float | bool | list) and k != "headers"
         }
         return problem(
             exc.status,
@@ -113,12 +138,16 @@ def install_problem_handlers(app: FastAPI) -> None:
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         code, title = _HTTP_CODES.get(exc.status_code, ("http-error", "HTTP error"))
         detail = exc.detail if isinstance(exc.detail, str) else title
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
         return problem(
             exc.status_code,
             code,
             title,
             _scrubbed(request, detail),
             _scrubbed(request, request.url.path),
+            headers=headers,
         )
 
     @app.exception_handler(Exception)

@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from fastapi import Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -27,29 +28,43 @@ def _response(status: int, body: Any, replayed: bool = False) -> JSONResponse:
 async def idempotent(
     request: Request, session: Session, caller: Caller, handler: Callable[[], Outcome]
 ) -> JSONResponse:
-    """Run ``handler`` once per (API key, Idempotency-Key); commit its work with the answer."""
+    """Run ``handler`` once per (API key, Idempotency-Key); commit its work with the answer.
+
+    The database work runs in the thread pool: ``mailveil serve`` shares its event loop with
+    the SMTP relay, which must not wait while a request waits for a busy database."""
     key = request.headers.get("idempotency-key")
     if key is None:
-        status, body = handler()
-        session.commit()
+
+        def plain() -> Outcome:
+            outcome = handler()
+            session.commit()
+            return outcome
+
+        status, body = await run_in_threadpool(plain)
         return _response(status, body)
-    key = idempotency.check_key(key)
+    checked = idempotency.check_key(key)
     fingerprint = idempotency.request_fingerprint(
         request.method, request.url.path, await request.body()
     )
-    hit = idempotency.lookup(session, caller.api_key_id, key, fingerprint)
-    if hit is not None:
-        return _response(hit[0], hit[1], replayed=True)
-    status, body = handler()
-    idempotency.remember(
-        session, caller.api_key_id, key, request.method, request.url.path, fingerprint, status, body
-    )
-    try:
-        session.commit()
-    except IntegrityError as exc:
-        # The same key committed first from a concurrent request: nothing of ours was stored.
-        session.rollback()
-        raise idempotency.IdempotencyInFlight(
-            "another request with this Idempotency-Key completed first; retry to get its answer"
-        ) from exc
-    return _response(status, body)
+    method, path = request.method, request.url.path
+
+    def keyed() -> tuple[Outcome, bool]:
+        hit = idempotency.lookup(session, caller.api_key_id, checked, fingerprint)
+        if hit is not None:
+            return hit, True
+        status, body = handler()
+        idempotency.remember(
+            session, caller.api_key_id, checked, method, path, fingerprint, status, body
+        )
+        try:
+            session.commit()
+        except IntegrityError as exc:
+            # The same key committed first from a concurrent request: nothing of ours stored.
+            session.rollback()
+            raise idempotency.IdempotencyInFlight(
+                "another request with this Idempotency-Key completed first; retry to get its answer"
+            ) from exc
+        return (status, body), False
+
+    (status, body), replayed = await run_in_threadpool(keyed)
+    return _response(status, body, replayed=replayed)

@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 
 from mailveil.auth.models import ApiKey
 from mailveil.db.base import utcnow
-from mailveil.errors import Forbidden, InvalidInput, NotFound
+from mailveil.errors import Conflict, Forbidden, InvalidInput, NotFound
 
 TOKEN_PREFIX = "mvk"  # noqa: S105 - a label, not a secret
 _KEY_ID_ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
@@ -46,6 +46,11 @@ class Unauthenticated(Forbidden):
     title = "Missing or invalid API key"
 
 
+class LastAdminKey(Conflict):
+    code = "last-admin-key"
+    title = "The last active admin key cannot be revoked"
+
+
 @dataclass(frozen=True)
 class Caller:
     api_key_id: int
@@ -68,7 +73,15 @@ class IssuedKey:
 
 
 def _hash(secret: str) -> bytes:
-    return hashlib.sha256(secret.encode("ascii")).digest()
+    # Header values arrive as Latin-1 text: a non-ASCII secret must hash (and then fail to
+    # match) like any other wrong secret, not raise.
+    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).digest()
+
+
+# Compared against when the key id is unknown or malformed, so every wrong credential costs
+# one lookup and one hash comparison: the time taken does not tell which key ids exist.
+_DUMMY_HASH = hashlib.sha256(b"mailveil: no such key").digest()
+BAD_KEY = "unknown, revoked or malformed API key"
 
 
 def issue_key(
@@ -114,22 +127,46 @@ def authenticate(session: Session, token: str | None) -> Caller:
     if not token:
         raise Unauthenticated("send 'Authorization: Bearer <api key>'")
     parts = token.split("_", 2)
-    if len(parts) != 3 or parts[0] != TOKEN_PREFIX:
-        raise Unauthenticated("malformed API key")
-    row = session.scalar(select(ApiKey).where(ApiKey.key_id == parts[1]))
-    if row is None or row.revoked_at is not None:
-        raise Unauthenticated("unknown or revoked API key")
-    if not hmac.compare_digest(row.secret_hash, _hash(parts[2])):
-        raise Unauthenticated("unknown or revoked API key")
+    well_formed = len(parts) == 3 and parts[0] == TOKEN_PREFIX
+    key_id, secret = (parts[1], parts[2]) if well_formed else ("", token)
+    # Key ids are short ASCII; anything else cannot exist and is looked up as "" (no row).
+    if len(key_id) > 64 or not key_id.isascii():
+        key_id = ""
+    row = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
+    matches = hmac.compare_digest(
+        row.secret_hash if row is not None else _DUMMY_HASH, _hash(secret)
+    )
+    if not well_formed or row is None or row.revoked_at is not None or not matches:
+        raise Unauthenticated(BAD_KEY)
     return Caller(
         api_key_id=row.id, key_id=row.key_id, role=Role(row.role), principal_id=row.principal_id
     )
 
 
+LAST_ADMIN_RECOVERY = (
+    "if every admin key is lost, issue a new one on the server: "
+    "`mailveil api-keys create --role admin` (with the same data directory and database)"
+)
+
+
 def revoke_key(session: Session, key_id: str) -> ApiKey:
+    """Revoke a key; the last active admin key is refused (nobody could administer then)."""
     row = session.scalar(select(ApiKey).where(ApiKey.key_id == key_id))
     if row is None:
         raise NotFound(f"no API key {key_id}")
+    if row.revoked_at is None and row.role == Role.ADMIN.value:
+        # Lock every active admin key so two revocations at once cannot both see "another
+        # admin remains" (PostgreSQL; SQLite serialises writers anyway).
+        admins = session.scalars(
+            select(ApiKey.id)
+            .where(ApiKey.role == Role.ADMIN.value, ApiKey.revoked_at.is_(None))
+            .with_for_update()
+        ).all()
+        if len(admins) <= 1:
+            raise LastAdminKey(
+                f"{key_id} is the last active admin key: issue another admin key first, "
+                f"then revoke this one ({LAST_ADMIN_RECOVERY})"
+            )
     if row.revoked_at is None:
         row.revoked_at = utcnow()
     return row

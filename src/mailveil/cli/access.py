@@ -4,7 +4,6 @@ contact lookup or an export -- the same functions, rules and ledger entries as t
 
 from __future__ import annotations
 
-import csv
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -43,6 +42,7 @@ from mailveil.cli.common import (
 from mailveil.config import Settings
 from mailveil.contacts.customers import get_customer_by_external_id
 from mailveil.contacts.principals import get_principal_by_external_id
+from mailveil.csvout import SafeCsvWriter
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
@@ -365,7 +365,7 @@ def export_command(
     page = _run(ctx, work)
     handle = out.open("w", newline="", encoding="utf-8") if out else sys.stdout
     try:
-        writer = csv.writer(handle, lineterminator="\r\n" if out else "\n")
+        writer = SafeCsvWriter(handle, lineterminator="\r\n" if out else "\n")
         writer.writerow(("external_id", "country", "alias", "reverse_alias"))
         writer.writerows((r.external_id, r.country, r.alias, r.reverse_alias) for r in page.rows)
     finally:

@@ -88,6 +88,7 @@ def serve(
     import uvicorn
 
     from mailveil.api.app import create_app
+    from mailveil.api.database import api_runtime
     from mailveil.logs import configure_logging
     from mailveil.relay.server import RelayServer, serve_beside
     from mailveil.runtime import Runtime
@@ -99,7 +100,8 @@ def serve(
         initialise(settings, issue_admin=False)
         configure_logging(settings)
         runtime = Runtime.open(settings)
-        api = create_app(runtime, background_checkpoints=True)
+        # The API gets its own database pool: a burst of requests cannot starve the relay.
+        api = create_app(api_runtime(runtime), background_checkpoints=True)
         relay_server = RelayServer.from_runtime(runtime) if relay else None
     say(
         f"mailveil API on http://{host}:{port} (OpenAPI at /openapi.json, docs at /docs)",

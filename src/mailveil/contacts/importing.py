@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from typing import IO, Any, Literal
 
 MAX_LINE_CHARS = 64 * 1024
+# A quoted CSV field may hold a few line breaks (an address block); one that runs on for
+# more lines than this is an unclosed quote, and everything after it would be misread.
+MAX_RECORD_LINES = 100
+EMPTY_FILE = "the file holds no records: nothing was imported"
 CSV_REQUIRED = ("external_id", "email")
 Format = Literal["csv", "ndjson"]
 
@@ -57,6 +61,18 @@ def _decoded(lines: Iterable[str | bytes], bad: set[int]) -> Iterator[str]:
         yield text
 
 
+class _RecordTooLong(Exception):
+    """A CSV record ran past MAX_RECORD_LINES physical lines."""
+
+
+def _bounded(lines: Iterator[str], start: list[int]) -> Iterator[str]:
+    """Lines for the CSV reader, stopping when the record begun at ``start[0]`` runs long."""
+    for number, text in enumerate(lines, start=1):
+        if number - start[0] >= MAX_RECORD_LINES:
+            raise _RecordTooLong
+        yield text
+
+
 def _line_problem(number: int, bad: set[int]) -> str | None:
     if number in bad:
         return "the line is not valid UTF-8"
@@ -68,13 +84,16 @@ def _line_problem(number: int, bad: set[int]) -> str | None:
 def iter_ndjson(lines: Iterable[str | bytes]) -> Iterator[Parsed]:
     """One JSON object per line; blank lines are skipped."""
     bad: set[int] = set()
+    seen = False
     for number, text in enumerate(_decoded(lines, bad), start=1):
         problem = _line_problem(number, bad)
         if problem:
+            seen = True
             yield ParseError(number, problem)
             continue
         if not text.strip():
             continue
+        seen = True
         try:
             value = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -87,6 +106,8 @@ def iter_ndjson(lines: Iterable[str | bytes]) -> Iterator[Parsed]:
             yield ParseError(number, f"expected a JSON object, got {type(value).__name__}")
             continue
         yield number, value
+    if not seen:
+        yield ParseError(1, EMPTY_FILE)
 
 
 def iter_csv(
@@ -94,20 +115,39 @@ def iter_csv(
 ) -> Iterator[Parsed]:
     """A header row naming the fields, then one record per row; blank rows are skipped.
 
-    A missing or unusable header is reported once, on line 1, and nothing else is read.
+    A missing or unusable header is reported once, on line 1, and nothing else is read; so
+    is an empty file, and a record running over MAX_RECORD_LINES lines (an unclosed quote)
+    ends the file with one error rather than one per misread line.
     """
     bad: set[int] = set()
-    reader = csv.reader(_decoded(lines, bad), strict=True)
+    start = [1]
+    reader = csv.reader(_bounded(_decoded(lines, bad), start), strict=True)
     header: list[str] | None = None
     last_line = 0
+    records = 0
     while True:
         first = last_line + 1
+        start[0] = first
         try:
             row = next(reader)
         except StopIteration:
+            if header is None:
+                yield ParseError(1, EMPTY_FILE)
+            elif records == 0:
+                yield ParseError(
+                    1, "the file has a header row but no records: nothing was imported"
+                )
+            return
+        except _RecordTooLong:
+            yield ParseError(
+                first,
+                f"a record runs over more than {MAX_RECORD_LINES} lines (an unclosed quote?); "
+                "the rest of the file was not read",
+            )
             return
         except csv.Error as exc:
             last_line = reader.line_num
+            records += 1
             yield ParseError(first, f"malformed CSV: {exc}")
             continue
         last_line = reader.line_num
@@ -133,10 +173,12 @@ def iter_csv(
             header = names
             continue
         if problem:
+            records += 1
             yield ParseError(first, problem)
             continue
         if not row or all(not cell.strip() for cell in row):
             continue
+        records += 1
         if len(row) != len(header):
             yield ParseError(first, f"expected {len(header)} columns, got {len(row)}")
             continue
@@ -163,7 +205,9 @@ def iter_records(
 
 __all__ = [
     "CSV_REQUIRED",
+    "EMPTY_FILE",
     "MAX_LINE_CHARS",
+    "MAX_RECORD_LINES",
     "Format",
     "ParseError",
     "Parsed",

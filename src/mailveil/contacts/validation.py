@@ -168,7 +168,9 @@ def moment(value: Any, what: str) -> datetime:
 
 
 def page_limit(limit: Any, maximum: int = 1000) -> int:
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= maximum:
+    # Callers ask for one row more than a page to learn whether a next page exists, so a
+    # full page of ``maximum`` rows is fetched as ``maximum + 1``.
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= maximum + 1:
         raise InvalidInput(f"limit must be an integer between 1 and {maximum}")
     return limit
 

@@ -11,14 +11,30 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 
+# Execution option: start transactions with BEGIN IMMEDIATE (take SQLite's write lock first,
+# waiting up to the busy timeout). A deferred transaction that reads and then writes fails at
+# once with "database is locked" when another writer committed in between; an immediate one
+# waits its turn instead.
+SQLITE_IMMEDIATE = "mailveil_sqlite_immediate"
+DEFAULT_SQLITE_BUSY_MS = 30_000
 
-def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
+
+def _sqlite_connect_with(busy_ms: int) -> Any:
+    def listener(dbapi_connection: Any, record: Any) -> None:
+        _sqlite_connect(dbapi_connection, record, busy_ms)
+
+    return listener
+
+
+def _sqlite_connect(
+    dbapi_connection: Any, _record: Any, busy_ms: int = DEFAULT_SQLITE_BUSY_MS
+) -> None:
     # Let SQLAlchemy, not pysqlite, issue BEGIN so SAVEPOINT works (SQLAlchemy's documented
     # recipe). WAL lets the API read while the relay writes; foreign keys are off by default.
     dbapi_connection.isolation_level = None
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     # SQLite's default page cache is 2 MiB; the random-keyed alias and blind-index B-trees
@@ -28,10 +44,19 @@ def _sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _sqlite_begin(connection: Connection) -> None:
-    connection.exec_driver_sql("BEGIN")
+    if connection.get_execution_options().get(SQLITE_IMMEDIATE):
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+    else:
+        connection.exec_driver_sql("BEGIN")
 
 
-def make_engine(settings: Settings | None = None, url: str | None = None, **kwargs: Any) -> Engine:
+def make_engine(
+    settings: Settings | None = None,
+    url: str | None = None,
+    *,
+    sqlite_busy_ms: int = DEFAULT_SQLITE_BUSY_MS,
+    **kwargs: Any,
+) -> Engine:
     target = url or (settings.db_url if settings else None)
     if not target:
         raise ValueError("make_engine needs settings or a url")
@@ -40,7 +65,7 @@ def make_engine(settings: Settings | None = None, url: str | None = None, **kwar
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {"check_same_thread": False})
         engine = create_engine(target, **kwargs)
-        event.listen(engine, "connect", _sqlite_connect)
+        event.listen(engine, "connect", _sqlite_connect_with(sqlite_busy_ms))
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if target.startswith("postgresql://"):

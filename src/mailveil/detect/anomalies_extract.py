@@ -129,6 +129,8 @@ class BatchLoader:
                 fd, path = tempfile.mkstemp(suffix=".csv", prefix="mailveil-anomalies-")
                 self._csv = (fd, path)
                 self._file = os.fdopen(fd, "w", newline="", encoding="utf-8")
+                # A staging file DuckDB reads back, never opened by a person: values stay
+                # exact, so not mailveil.csvout (whose quote would change them).
                 self._writer = csv.writer(self._file)
             self._writer.writerows(rows)
 

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.api.types import Cursor, Limit
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.aliases import alias_report, alias_view, revoke_alias
 
@@ -26,8 +27,8 @@ def get_alias_report(
     address: str,
     session: SessionDep,
     _caller: InvestigatorDep,
-    after_seq: Annotated[int | None, Query(ge=0)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    after_seq: Annotated[Cursor | None, Query(ge=0)] = None,
+    limit: Annotated[Limit, Query()] = 1000,
 ) -> dict[str, Any]:
     """The customer and principal behind an alias and its ledger history, paged by seq."""
     return alias_report(session, address, after_seq=after_seq, limit=limit).to_dict()

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.api.deps import RoleGate, SessionDep
 from mailveil.api.respond import idempotent
+from mailveil.api.types import Id
 from mailveil.auth.keys import Caller, Role, issue_key, list_keys, revoke_key
 from mailveil.auth.models import ApiKey
 from mailveil.contacts.principals import get_principal
@@ -21,14 +22,14 @@ AdminDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN))]
 class ApiKeyIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: Role
-    principal_id: int | None = None
+    principal_id: Id | None = None
     label: str = Field(default="", max_length=200)
 
 
 class ApiKeyOut(BaseModel):
     key_id: str
     role: str
-    principal_id: int | None
+    principal_id: Id | None
     label: str
     created_at: str
     revoked: bool

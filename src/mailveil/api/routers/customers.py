@@ -16,6 +16,7 @@ from mailveil.api.bulk import is_ndjson, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.pagination import clamp_limit, next_cursor
 from mailveil.api.respond import idempotent
+from mailveil.api.types import Id, Limit
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.customers import (
     create_customer,
@@ -197,7 +198,7 @@ def get_customers(
     session: SessionDep,
     runtime: RuntimeDep,
     caller: ListerDep,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[Limit | None, Query(ge=1)] = None,
     after: Annotated[
         str | None, Query(max_length=255, description="the `next` of the previous page")
     ] = None,
@@ -245,13 +246,13 @@ def get_customers(
 
 
 @router.get("/{customer_id}")
-def get_one_customer(customer_id: int, session: SessionDep, _caller: BackendDep) -> CustomerOut:
+def get_one_customer(customer_id: Id, session: SessionDep, _caller: BackendDep) -> CustomerOut:
     return CustomerOut(**customer_view(get_customer(session, customer_id)))
 
 
 @router.patch("/{customer_id}")
 def patch_customer(
-    customer_id: int, body: CustomerPatch, session: SessionDep, _caller: BackendDep
+    customer_id: Id, body: CustomerPatch, session: SessionDep, _caller: BackendDep
 ) -> CustomerOut:
     row = update_customer(
         session,
@@ -266,7 +267,7 @@ def patch_customer(
 
 
 @router.delete("/{customer_id}")
-def remove_customer(customer_id: int, session: SessionDep, _caller: BackendDep) -> CustomerOut:
+def remove_customer(customer_id: Id, session: SessionDep, _caller: BackendDep) -> CustomerOut:
     row = delete_customer(session, customer_id)
     session.commit()
     return CustomerOut(**customer_view(row))

@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.access.canaries import canaries_of, plant
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.api.types import Cursor, Id, Limit
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts import validation as v
 from mailveil.contacts.principals import get_principal
@@ -45,7 +46,7 @@ class StatusIn(BaseModel):
 
 class CanariesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    principal_id: int
+    principal_id: Id
     country: str = Field(min_length=2, max_length=2)
     count: int = Field(default=2, ge=1, le=100)
 
@@ -55,9 +56,9 @@ def get_signals(
     session: SessionDep,
     _caller: InvestigatorDep,
     kind: Annotated[str | None, Query(max_length=32)] = None,
-    incident_id: Annotated[int | None, Query(ge=1)] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    incident_id: Annotated[Id | None, Query(ge=1)] = None,
+    after: Annotated[Cursor | None, Query(ge=0)] = None,
+    limit: Annotated[Limit, Query()] = 100,
 ) -> dict[str, Any]:
     rows = list_signals(session, kind=kind, incident_id=incident_id, after_id=after, limit=limit)
     return {
@@ -71,8 +72,8 @@ def get_incidents(
     session: SessionDep,
     _caller: InvestigatorDep,
     status: Annotated[IncidentStatus | None, Query()] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[Cursor | None, Query(ge=0)] = None,
+    limit: Annotated[Limit, Query()] = 100,
 ) -> dict[str, Any]:
     rows = list_incidents(session, status=status, after_id=after, limit=limit)
     return {
@@ -83,7 +84,7 @@ def get_incidents(
 
 @router.get("/v1/incidents/{incident_id}")
 def get_one_incident(
-    incident_id: int, session: SessionDep, _caller: InvestigatorDep
+    incident_id: Id, session: SessionDep, _caller: InvestigatorDep
 ) -> dict[str, Any]:
     """The incident with its culprits, its signals and the 72-hour clock from detection."""
     return incident_view(session, get_incident(session, incident_id), with_signals=True)
@@ -91,7 +92,7 @@ def get_one_incident(
 
 @router.post("/v1/incidents/{incident_id}/status")
 def post_status(
-    incident_id: int,
+    incident_id: Id,
     body: StatusIn,
     session: SessionDep,
     runtime: RuntimeDep,
@@ -111,13 +112,13 @@ def post_status(
 
 
 @router.get("/v1/incidents/{incident_id}/timeline")
-def get_timeline(incident_id: int, session: SessionDep, _caller: InvestigatorDep) -> dict[str, Any]:
+def get_timeline(incident_id: Id, session: SessionDep, _caller: InvestigatorDep) -> dict[str, Any]:
     return {"items": timeline(session, incident_id)}
 
 
 @router.get("/v1/incidents/{incident_id}/evidence")
 def get_evidence(
-    incident_id: int, session: SessionDep, runtime: RuntimeDep, _caller: InvestigatorDep
+    incident_id: Id, session: SessionDep, runtime: RuntimeDep, _caller: InvestigatorDep
 ) -> dict[str, Any]:
     """The evidence bundle: ledger entries with inclusion proofs and a signed checkpoint,
     checkable without the database (`mailveil incidents verify FILE`)."""
@@ -132,7 +133,7 @@ async def post_report(
     session: SessionDep,
     runtime: RuntimeDep,
     _caller: ReporterDep,
-    customer_id: Annotated[int, Query(ge=1, description="the reporting customer (signed in)")],
+    customer_id: Annotated[Id, Query(description="the reporting customer (signed in)")],
 ) -> dict[str, Any]:
     """Upload the message a customer reports (`message/rfc822`, the raw bytes), on behalf of
     the signed-in customer. The answer only acknowledges receipt; it never says what was
@@ -164,10 +165,12 @@ def get_reports(
     outcome: Annotated[ReportOutcomeName | None, Query()] = None,
     verified: Annotated[bool | None, Query()] = None,
     channel: Annotated[Literal["api", "mailbox"] | None, Query()] = None,
-    customer_id: Annotated[int | None, Query(ge=1, description="the reporting customer")] = None,
+    customer_id: Annotated[Id | None, Query(ge=1, description="the reporting customer")] = None,
     since: Annotated[datetime | None, Query(description="received at or after")] = None,
-    after: Annotated[int | None, Query(ge=0, description="the `next` of the previous page")] = None,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    after: Annotated[
+        Cursor | None, Query(ge=0, description="the `next` of the previous page")
+    ] = None,
+    limit: Annotated[Limit, Query()] = 100,
 ) -> dict[str, Any]:
     """Abuse reports, oldest first, each with its outcome and the reason for it (why it
     did or did not count: unverified reporter, pending DNS, a complaint about relayed mail,
@@ -189,7 +192,7 @@ def get_reports(
 
 
 @router.get("/v1/reports/{report_id}")
-def get_one_report(report_id: int, session: SessionDep, _caller: InvestigatorDep) -> dict[str, Any]:
+def get_one_report(report_id: Id, session: SessionDep, _caller: InvestigatorDep) -> dict[str, Any]:
     return report_view(get_report(session, report_id))
 
 
@@ -240,7 +243,7 @@ def post_canaries(
 def get_canaries(
     session: SessionDep,
     _caller: Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.INVESTIGATOR))],
-    principal_id: Annotated[int, Query(ge=1)],
+    principal_id: Annotated[Id, Query()],
 ) -> dict[str, Any]:
     rows = canaries_of(session, principal_id)
     return {

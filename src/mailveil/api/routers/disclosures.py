@@ -23,6 +23,7 @@ from mailveil.api.access_shell import refusals_recorded
 from mailveil.api.bulk import is_ndjson, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.respond import idempotent
+from mailveil.api.types import Id
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.customers import get_customer_by_external_id
 from mailveil.contacts.disclosures import (
@@ -50,9 +51,9 @@ MAX_IDEMPOTENT_LINES = 10_000
 
 class DisclosureIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    customer_id: int | None = None
+    customer_id: Id | None = None
     customer_external_id: str | None = Field(default=None, max_length=255)
-    principal_id: int | None = None
+    principal_id: Id | None = None
     principal_kind: str | None = Field(default=None, max_length=20)
     principal_external_id: str | None = Field(default=None, max_length=255)
     purpose: str = Field(max_length=64, description="order, support, notification, ...")
@@ -74,8 +75,8 @@ class DisclosureIn(BaseModel):
 
 class DisclosureOut(BaseModel):
     status: str
-    customer_id: int | None
-    principal_id: int | None
+    customer_id: Id | None
+    principal_id: Id | None
     purpose: str
     ref: str | None
     alias: str | None = None

@@ -3,7 +3,6 @@ marketplace shows each customer. Included before the customers router (``/export
 
 from __future__ import annotations
 
-import csv
 import io
 from typing import Annotated, Any, Literal
 
@@ -15,7 +14,9 @@ from mailveil.access.contact import contact_for_employee
 from mailveil.access.listing import list_for_employee
 from mailveil.api.access_shell import refusals_recorded
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.api.types import Cursor, Id, Limit
 from mailveil.auth.keys import Caller, Role
+from mailveil.csvout import SafeCsvWriter
 from mailveil.errors import InvalidInput
 
 router = APIRouter(prefix="/v1/customers", tags=["employee access"])
@@ -34,7 +35,7 @@ def export_customers(
     scope: Annotated[str, Query(description="`assigned` or `all`")] = "assigned",
     country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
     after: Annotated[str | None, Query(max_length=255)] = None,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    limit: Annotated[Limit | None, Query(ge=1)] = None,
 ) -> Response:
     """CSV of this employee's aliases (the same rows and rules as the list). When more rows
     remain, the `X-Next-After` header carries the cursor for the next export."""
@@ -56,7 +57,7 @@ def export_customers(
         )
     session.commit()
     buffer = io.StringIO()
-    writer = csv.writer(buffer, lineterminator="\r\n")
+    writer = SafeCsvWriter(buffer)
     writer.writerow(EXPORT_COLUMNS)
     writer.writerows((r.external_id, r.country, r.alias, r.reverse_alias) for r in page.rows)
     headers = {"Content-Disposition": 'attachment; filename="customers.csv"'}
@@ -125,12 +126,14 @@ def get_contact(
 
 @router.get("/{customer_id}/access-log")
 def get_access_log(
-    customer_id: int,
+    customer_id: Id,
     session: SessionDep,
     runtime: RuntimeDep,
     _caller: BackendDep,
-    after: Annotated[int | None, Query(ge=0, description="the `next` of the previous page")] = None,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    after: Annotated[
+        Cursor | None, Query(ge=0, description="the `next` of the previous page")
+    ] = None,
+    limit: Annotated[Limit | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
     """Who saw this customer's alias or real address, when, and for what case or order: for
     the customer's account page. Teams, not people, unless the operator allows it."""

@@ -16,6 +16,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.api.types import Id, Version
 from mailveil.auth.keys import Caller, Role
 from mailveil.detect.incidents import get_incident
 from mailveil.incidents import filings
@@ -45,7 +46,9 @@ class ControllerIn(BaseModel):
     representative_name: Text200 | None = None
     representative_address: Text500 | None = None
     representative_email: Email | None = None
-    version: int | None = Field(default=None, description="refuse if the stored version differs")
+    version: Version | None = Field(
+        default=None, description="refuse if the stored version differs"
+    )
 
 
 class AssessmentIn(BaseModel):
@@ -62,7 +65,7 @@ class AssessmentIn(BaseModel):
     measures_proposed: list[Text500] | None = Field(default=None, max_length=30)
     consequences: list[Text500] | None = Field(default=None, max_length=30)
     nature: Annotated[str, Field(max_length=2000)] | None = None
-    version: int | None = None
+    version: Version | None = None
 
 
 class SubmissionIn(BaseModel):
@@ -84,7 +87,7 @@ class DecisionIn(BaseModel):
     explanation: Annotated[str, Field(min_length=10, max_length=2000)]
 
 
-def _report(session: Any, runtime: Any, incident_id: int) -> dict[str, Any]:
+def _report(session: Any, runtime: Any, incident_id: Id) -> dict[str, Any]:
     report = regulator_report(session, runtime.settings, incident_id, signer=runtime.signer)
     session.commit()  # the checkpoint the proofs may have needed
     return report
@@ -92,7 +95,7 @@ def _report(session: Any, runtime: Any, incident_id: int) -> dict[str, Any]:
 
 @router.get("/v1/incidents/{incident_id}/report")
 def get_report(
-    incident_id: int, session: SessionDep, runtime: RuntimeDep, _caller: OfficerDep
+    incident_id: Id, session: SessionDep, runtime: RuntimeDep, _caller: OfficerDep
 ) -> dict[str, Any]:
     """The report's data: controller, when (breach window, awareness with its proof), nature,
     people (exact counts per member state and place), consequences, measures, ENISA severity,
@@ -104,7 +107,7 @@ def get_report(
 
 @router.get("/v1/incidents/{incident_id}/report/html", response_class=HTMLResponse)
 def get_report_html(
-    incident_id: int,
+    incident_id: Id,
     session: SessionDep,
     runtime: RuntimeDep,
     _caller: OfficerDep,
@@ -123,7 +126,7 @@ def get_report_html(
     responses={200: {"content": {"application/pdf": {}}}},
 )
 async def get_report_pdf(
-    incident_id: int, session: SessionDep, runtime: RuntimeDep, _caller: OfficerDep
+    incident_id: Id, session: SessionDep, runtime: RuntimeDep, _caller: OfficerDep
 ) -> Response:
     """The report as PDF (A4; a draft carries DRAFT on every page)."""
     report = await run_in_threadpool(_report, session, runtime, incident_id)
@@ -142,7 +145,7 @@ async def get_report_pdf(
     responses={200: {"content": {"application/x-ndjson": {}}}},
 )
 def get_affected(
-    incident_id: int,
+    incident_id: Id,
     session: SessionDep,
     runtime: RuntimeDep,
     _caller: OfficerDep,
@@ -181,7 +184,7 @@ def get_affected(
 
 
 @router.get("/v1/incidents/{incident_id}/report/assessment")
-def get_assessment(incident_id: int, session: SessionDep, _caller: OfficerDep) -> dict[str, Any]:
+def get_assessment(incident_id: Id, session: SessionDep, _caller: OfficerDep) -> dict[str, Any]:
     """The officer's inputs as recorded, with their version."""
     get_incident(session, incident_id)
     values, version = filings.assessment_values(session, incident_id)
@@ -190,7 +193,7 @@ def get_assessment(incident_id: int, session: SessionDep, _caller: OfficerDep) -
 
 @router.patch("/v1/incidents/{incident_id}/report/assessment")
 def patch_assessment(
-    incident_id: int,
+    incident_id: Id,
     body: AssessmentIn,
     session: SessionDep,
     runtime: RuntimeDep,
@@ -216,7 +219,7 @@ def patch_assessment(
 
 
 @router.get("/v1/incidents/{incident_id}/report/submissions")
-def get_submissions(incident_id: int, session: SessionDep, _caller: OfficerDep) -> dict[str, Any]:
+def get_submissions(incident_id: Id, session: SessionDep, _caller: OfficerDep) -> dict[str, Any]:
     """Every submission (Art. 33(4) phases), oldest first, each with what changed."""
     get_incident(session, incident_id)
     return {
@@ -226,7 +229,7 @@ def get_submissions(incident_id: int, session: SessionDep, _caller: OfficerDep) 
 
 @router.post("/v1/incidents/{incident_id}/report/submissions", status_code=201)
 def post_submission(
-    incident_id: int,
+    incident_id: Id,
     body: SubmissionIn,
     session: SessionDep,
     runtime: RuntimeDep,
@@ -251,7 +254,7 @@ def post_submission(
 
 
 @router.get("/v1/incidents/{incident_id}/report/decisions")
-def get_decisions(incident_id: int, session: SessionDep, _caller: OfficerDep) -> dict[str, Any]:
+def get_decisions(incident_id: Id, session: SessionDep, _caller: OfficerDep) -> dict[str, Any]:
     """Every notify / do-not-notify decision, oldest first (the newest per recipient holds)."""
     get_incident(session, incident_id)
     return {"items": [filings.decision_view(d) for d in filings.decisions(session, incident_id)]}
@@ -259,7 +262,7 @@ def get_decisions(incident_id: int, session: SessionDep, _caller: OfficerDep) ->
 
 @router.post("/v1/incidents/{incident_id}/report/decisions", status_code=201)
 def post_decision(
-    incident_id: int,
+    incident_id: Id,
     body: DecisionIn,
     session: SessionDep,
     runtime: RuntimeDep,

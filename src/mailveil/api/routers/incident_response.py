@@ -11,6 +11,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.api.types import Id
 from mailveil.auth.keys import Caller, Role
 from mailveil.detect.incidents import get_incident
 from mailveil.errors import InvalidInput
@@ -29,7 +30,7 @@ class ContainIn(BaseModel):
 
 @router.get("/v1/incidents/{incident_id}/blast-radius")
 def get_blast_radius(
-    incident_id: int,
+    incident_id: Id,
     session: SessionDep,
     _caller: ResponderDep,
     since: datetime | None = None,
@@ -50,7 +51,7 @@ def get_blast_radius(
 def get_dry_run(
     session: SessionDep,
     _caller: ResponderDep,
-    principal_id: Annotated[list[int], Query(min_length=1, max_length=100)],
+    principal_id: Annotated[list[Id], Query(min_length=1, max_length=100)],
     since: datetime | None = None,
     until: datetime | None = None,
     sample: Annotated[int, Query(ge=0, le=1000)] = 20,
@@ -67,7 +68,7 @@ def get_dry_run(
     },
 )
 def post_contain(
-    incident_id: int,
+    incident_id: Id,
     body: ContainIn,
     session: SessionDep,
     runtime: RuntimeDep,
@@ -93,7 +94,7 @@ def post_contain(
 
 @router.post("/v1/incidents/{incident_id}/notices", status_code=201)
 def post_notices(
-    incident_id: int, session: SessionDep, runtime: RuntimeDep, caller: ResponderDep
+    incident_id: Id, session: SessionDep, runtime: RuntimeDep, caller: ResponderDep
 ) -> dict[str, Any]:
     """Prepare the breach notices of a confirmed incident: a membership fact per affected
     customer not yet told, and a send of the (lint-checked) notice template to them. Approve

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from pydantic import BaseModel, Field
 
 from mailveil.api.deps import CallerDep, RoleGate, RuntimeDep, SessionDep
+from mailveil.api.types import Count, Cursor, Limit
 from mailveil.auth.keys import Caller, Role
 from mailveil.detect.evidence import verify_bundle
 from mailveil.errors import InvalidInput, NotFound
@@ -80,8 +81,8 @@ def get_checkpoint(
 def get_inclusion_proof(
     session: SessionDep,
     _caller: CallerDep,
-    index: Annotated[int, Query(ge=0, description="leaf index (= sequence number)")],
-    tree_size: Annotated[int | None, Query(ge=1)] = None,
+    index: Annotated[Cursor, Query(description="leaf index (= sequence number)")],
+    tree_size: Annotated[Count | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
     return proofs.inclusion_proof(session, index, tree_size)
 
@@ -90,8 +91,8 @@ def get_inclusion_proof(
 def get_consistency_proof(
     session: SessionDep,
     _caller: CallerDep,
-    first: Annotated[int, Query(ge=1)],
-    second: Annotated[int | None, Query(ge=1)] = None,
+    first: Annotated[Count, Query()],
+    second: Annotated[Count | None, Query(ge=1)] = None,
 ) -> dict[str, Any]:
     return proofs.consistency_proof(session, first, second)
 
@@ -134,7 +135,7 @@ def post_publish(runtime: RuntimeDep, _caller: AdminDep) -> dict[str, Any]:
 def get_alerts(
     session: SessionDep,
     _caller: CallerDep,
-    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    limit: Annotated[Limit, Query()] = 100,
 ) -> dict[str, Any]:
     """Witness disagreements recorded in the ledger (``witness_alert`` entries), newest first."""
     return {"items": list_alerts(session, limit)}
@@ -151,7 +152,7 @@ class VerifyRequest(BaseModel):
     witnesses: list[str] | None = Field(
         None, description="witness verifier keys; default: the configured witnesses"
     )
-    quorum: int | None = Field(None, ge=1, description="default: the configured quorum")
+    quorum: Count | None = Field(None, description="default: the configured quorum")
 
 
 @router.post("/verify")

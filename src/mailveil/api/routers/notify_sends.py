@@ -17,6 +17,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.api.types import Count, Id
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts import validation as v
 from mailveil.contacts.customers import get_customer_by_external_id
@@ -52,14 +53,14 @@ SCOPE_PREFIXES = ("category:", "tag:", "list:")
 class SendIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     template: str = Field(max_length=64)
-    version: int | None = Field(default=None, ge=1)
+    version: Count | None = None
     audience: dict[str, Any]
 
 
 class CorrectionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     template: str = Field(max_length=64)
-    version: int | None = Field(default=None, ge=1)
+    version: Count | None = None
 
 
 class SuppressionIn(BaseModel):
@@ -115,13 +116,13 @@ def post_send(
 
 
 @router.get("/{send_id}")
-def get_one(send_id: int, session: SessionDep, caller: ReaderDep) -> dict[str, Any]:
+def get_one(send_id: Id, session: SessionDep, caller: ReaderDep) -> dict[str, Any]:
     return send_view(session, get_send(session, send_id))
 
 
 @router.post("/{send_id}/approve")
 def post_approve(
-    send_id: int, session: SessionDep, runtime: RuntimeDep, caller: PersonDep
+    send_id: Id, session: SessionDep, runtime: RuntimeDep, caller: PersonDep
 ) -> dict[str, Any]:
     """The second person's approval of a send the blast-radius guard holds."""
     send = approve(session, runtime.settings, runtime.signer, send_id, actor=caller.actor)
@@ -131,7 +132,7 @@ def post_approve(
 
 @router.post("/{send_id}/start", status_code=202)
 def post_start(
-    send_id: int, request: Request, session: SessionDep, runtime: RuntimeDep, caller: SenderDep
+    send_id: Id, request: Request, session: SessionDep, runtime: RuntimeDep, caller: SenderDep
 ) -> dict[str, Any]:
     send = check_startable(session, send_id)
     template = session.get(Template, send.template_id)
@@ -144,7 +145,7 @@ def post_start(
 
 @router.post("/{send_id}/kill")
 def post_kill(
-    send_id: int, session: SessionDep, runtime: RuntimeDep, caller: ReaderDep
+    send_id: Id, session: SessionDep, runtime: RuntimeDep, caller: ReaderDep
 ) -> dict[str, Any]:
     """The kill switch: the worker stops before its next group of recipients."""
     send = kill(session, runtime.settings, runtime.signer, send_id, actor=caller.actor)
@@ -154,7 +155,7 @@ def post_kill(
 
 @router.post("/{send_id}/correction", status_code=201)
 def post_correction(
-    send_id: int, body: CorrectionIn, session: SessionDep, runtime: RuntimeDep, caller: SenderDep
+    send_id: Id, body: CorrectionIn, session: SessionDep, runtime: RuntimeDep, caller: SenderDep
 ) -> dict[str, Any]:
     """A send of the given template to exactly the customers the ledger records as having
     received send ``send_id``."""
@@ -191,7 +192,7 @@ def post_suppression(body: SuppressionIn, session: SessionDep, caller: SenderDep
     return {"scope": scope, "customer": body.customer}
 
 
-def _exists(session: Session, scope: str, customer_id: int) -> bool:
+def _exists(session: Session, scope: str, customer_id: Id) -> bool:
     return (
         session.scalar(
             select(Suppression.id).where(

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.api.types import Count
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.models import Principal
 from mailveil.errors import Forbidden
@@ -69,13 +70,15 @@ def get_latest(name: str, session: SessionDep, caller: ReaderDep) -> dict[str, A
 
 
 @router.get("/{name}/versions/{version}")
-def get_version(name: str, version: int, session: SessionDep, caller: ReaderDep) -> dict[str, Any]:
+def get_version(
+    name: str, version: Count, session: SessionDep, caller: ReaderDep
+) -> dict[str, Any]:
     return view(session, get_template(session, name, version))
 
 
 @router.post("/{name}/versions/{version}/acknowledge")
 def post_acknowledge(
-    name: str, version: int, body: AckIn, session: SessionDep, caller: PersonDep
+    name: str, version: Count, body: AckIn, session: SessionDep, caller: PersonDep
 ) -> dict[str, Any]:
     """A named person accepts the version's warnings (errors cannot be acknowledged)."""
     row = acknowledge(session, name, version, person=body.person)

@@ -12,6 +12,7 @@ from mailveil.access.suspension import reinstate_principal, suspend_principal
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.pagination import clamp_limit, next_cursor
 from mailveil.api.respond import idempotent
+from mailveil.api.types import Cursor, Id, Limit
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.principals import (
     create_principal,
@@ -85,8 +86,8 @@ def get_principals(
     runtime: RuntimeDep,
     _caller: BackendDep,
     kind: Kind | None = None,
-    limit: Annotated[int | None, Query(ge=1)] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[Limit | None, Query(ge=1)] = None,
+    after: Annotated[Cursor | None, Query(ge=0)] = None,
 ) -> PrincipalPage:
     size = clamp_limit(limit, runtime.settings.page_size_default, runtime.settings.page_size_max)
     rows = list_principals(session, kind=kind, after_id=after, limit=size + 1)
@@ -96,13 +97,13 @@ def get_principals(
 
 
 @router.get("/{principal_id}")
-def get_one_principal(principal_id: int, session: SessionDep, _caller: BackendDep) -> PrincipalOut:
+def get_one_principal(principal_id: Id, session: SessionDep, _caller: BackendDep) -> PrincipalOut:
     return PrincipalOut(**principal_view(get_principal(session, principal_id)))
 
 
 @router.patch("/{principal_id}")
 def patch_principal(
-    principal_id: int,
+    principal_id: Id,
     body: PrincipalPatch,
     session: SessionDep,
     runtime: RuntimeDep,
@@ -133,7 +134,7 @@ class StatusChangeIn(BaseModel):
 
 
 class SuspensionOut(BaseModel):
-    principal_id: int
+    principal_id: Id
     aliases_revoked: int
     reveals_revoked: int
     ledger_seq: int
@@ -141,7 +142,7 @@ class SuspensionOut(BaseModel):
 
 @router.post("/{principal_id}/suspend")
 def suspend(
-    principal_id: int,
+    principal_id: Id,
     body: StatusChangeIn,
     session: SessionDep,
     runtime: RuntimeDep,
@@ -163,7 +164,7 @@ def suspend(
 
 @router.post("/{principal_id}/reinstate")
 def reinstate(
-    principal_id: int,
+    principal_id: Id,
     body: StatusChangeIn,
     session: SessionDep,
     runtime: RuntimeDep,

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.pagination import clamp_limit, next_cursor
 from mailveil.api.respond import idempotent
+from mailveil.api.types import Cursor, Id, Limit
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.relationships import (
     case_view,
@@ -36,8 +37,8 @@ class OrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["order"]
     external_id: str = Field(max_length=255)
-    customer_id: int
-    seller_id: int
+    customer_id: Id
+    seller_id: Id
     status: OrderStatus = "placed"
     placed_at: datetime | None = None
 
@@ -46,8 +47,8 @@ class CaseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["case"]
     external_id: str = Field(max_length=255)
-    customer_id: int
-    assignee_id: int | None = None
+    customer_id: Id
+    assignee_id: Id | None = None
     status: Literal["open", "closed"] = "open"
     opened_at: datetime | None = None
 
@@ -60,7 +61,7 @@ class OrderPatch(BaseModel):
 class CasePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     status: Literal["open", "closed"] | None = None
-    assignee_id: int | None = None
+    assignee_id: Id | None = None
 
 
 class RelationshipPage(BaseModel):
@@ -107,10 +108,10 @@ def get_relationships(
     runtime: RuntimeDep,
     _caller: BackendDep,
     type: Literal["order", "case"],
-    customer_id: int | None = None,
-    principal_id: Annotated[int | None, Query(description="seller or assignee")] = None,
-    limit: Annotated[int | None, Query(ge=1)] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
+    customer_id: Id | None = None,
+    principal_id: Annotated[Id | None, Query(description="seller or assignee")] = None,
+    limit: Annotated[Limit | None, Query(ge=1)] = None,
+    after: Annotated[Cursor | None, Query(ge=0)] = None,
 ) -> RelationshipPage:
     size = clamp_limit(limit, runtime.settings.page_size_default, runtime.settings.page_size_max)
     if type == "order":
@@ -131,13 +132,13 @@ def get_relationships(
 
 
 @router.get("/orders/{order_id}")
-def get_one_order(order_id: int, session: SessionDep, _caller: BackendDep) -> dict[str, Any]:
+def get_one_order(order_id: Id, session: SessionDep, _caller: BackendDep) -> dict[str, Any]:
     return {"type": "order", **order_view(get_order(session, order_id))}
 
 
 @router.patch("/orders/{order_id}")
 def patch_order(
-    order_id: int, body: OrderPatch, session: SessionDep, _caller: BackendDep
+    order_id: Id, body: OrderPatch, session: SessionDep, _caller: BackendDep
 ) -> dict[str, Any]:
     order = update_order(session, order_id, status=body.status)
     session.commit()
@@ -145,13 +146,13 @@ def patch_order(
 
 
 @router.get("/cases/{case_id}")
-def get_one_case(case_id: int, session: SessionDep, _caller: BackendDep) -> dict[str, Any]:
+def get_one_case(case_id: Id, session: SessionDep, _caller: BackendDep) -> dict[str, Any]:
     return {"type": "case", **case_view(get_case(session, case_id))}
 
 
 @router.patch("/cases/{case_id}")
 def patch_case(
-    case_id: int, body: CasePatch, session: SessionDep, _caller: BackendDep
+    case_id: Id, body: CasePatch, session: SessionDep, _caller: BackendDep
 ) -> dict[str, Any]:
     changes: dict[str, Any] = {}
     if body.status is not None:

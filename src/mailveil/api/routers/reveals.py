@@ -24,6 +24,7 @@ from mailveil.access.reveals import (
 )
 from mailveil.api.access_shell import refusals_recorded
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.api.types import Cursor, Id, Limit
 from mailveil.auth.keys import Caller, Role
 from mailveil.errors import Forbidden
 
@@ -40,14 +41,14 @@ Status = Literal["pending", "granted", "denied", "expired", "used", "revoked"]
 
 class RevealIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    customer_id: int
+    customer_id: Id
     case: str = Field(max_length=255, description="the support case's external id")
     justification: str = Field(max_length=1000, description="why, in at least 20 characters")
 
 
 class AnswerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    customer_id: int = Field(description="must be the request's customer")
+    customer_id: Id = Field(description="must be the request's customer")
     case: str = Field(max_length=255, description="must be the request's case")
     note: str = Field(default="", max_length=500)
 
@@ -78,8 +79,8 @@ def get_reveals(
     session: SessionDep,
     caller: ReaderDep,
     status: Annotated[Status | None, Query()] = None,
-    after: Annotated[int | None, Query(ge=0)] = None,
-    limit: Annotated[int | None, Query(ge=1, le=1000)] = None,
+    after: Annotated[Cursor | None, Query(ge=0)] = None,
+    limit: Annotated[Limit | None, Query(ge=1, le=1000)] = None,
 ) -> dict[str, Any]:
     """Employees see their own requests; approvers, admins and investigators see all."""
     mine = caller.principal_id if caller.role == Role.EMPLOYEE else None
@@ -93,7 +94,7 @@ def get_reveals(
 
 
 @router.get("/{request_id}")
-def get_one_reveal(request_id: int, session: SessionDep, caller: ReaderDep) -> dict[str, Any]:
+def get_one_reveal(request_id: Id, session: SessionDep, caller: ReaderDep) -> dict[str, Any]:
     row = get_reveal(session, request_id)
     if caller.role == Role.EMPLOYEE and row.requester_id != caller.principal_id:
         raise Forbidden("an employee sees only its own reveal requests")
@@ -101,7 +102,7 @@ def get_one_reveal(request_id: int, session: SessionDep, caller: ReaderDep) -> d
 
 
 def _answer(
-    request_id: int,
+    request_id: Id,
     body: AnswerIn,
     approve: bool,
     request: Request,
@@ -136,7 +137,7 @@ def _answer(
 
 @router.post("/{request_id}/approve")
 def approve(
-    request_id: int,
+    request_id: Id,
     body: AnswerIn,
     request: Request,
     session: SessionDep,
@@ -149,7 +150,7 @@ def approve(
 
 @router.post("/{request_id}/deny")
 def deny(
-    request_id: int,
+    request_id: Id,
     body: AnswerIn,
     request: Request,
     session: SessionDep,
@@ -162,7 +163,7 @@ def deny(
 
 @router.post("/{request_id}/view")
 def view(
-    request_id: int, request: Request, session: SessionDep, runtime: RuntimeDep, caller: EmployeeDep
+    request_id: Id, request: Request, session: SessionDep, runtime: RuntimeDep, caller: EmployeeDep
 ) -> JSONResponse:
     """Use one view of your granted reveal: the customer's real address."""
     with refusals_recorded(request, session, runtime):
