@@ -249,7 +249,7 @@ def main() -> None:
 
         watch = Stopwatch()
         # Module globals are looked up per call, so these wrappers see every batch.
-        for attr, label in (("append", "ledger append"), ("_mint", "alias minting")):
+        for attr, label in (("append", "ledger append"), ("mint_aliases", "alias minting")):
             setattr(disclosures_module, attr, watch.wrap(label, getattr(disclosures_module, attr)))
         with factory() as session, factory() as reader:
             session.commit = watch.wrap("commits", session.commit)  # type: ignore[method-assign]

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import binascii
 import email.policy
+import functools
 import quopri
 import re
 from collections.abc import Iterator
@@ -49,8 +50,23 @@ from mailveil.detect.intake_model import (
     ReportEnvelope,
     ReportParse,
 )
+from mailveil.relay import prescan
+from mailveil.relay.errors import (
+    HeaderSectionTooBig,
+    MimeTooDeep,
+    RelayRefusal,
+    TooManyHeaders,
+    TooManyParts,
+)
 
 _PARSER = BytesParser(policy=email.policy.default)
+# The relay's pre-scan refusals as intake reasons (the rest are header-field shapes).
+_SCAN_REASONS: tuple[tuple[type[RelayRefusal], Reason], ...] = (
+    (TooManyParts, Reason.TOO_MANY_PARTS),
+    (MimeTooDeep, Reason.MIME_TOO_DEEP),
+    (HeaderSectionTooBig, Reason.HEADERS_TOO_LARGE),
+    (TooManyHeaders, Reason.HEADERS_TOO_LARGE),
+)
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _BOUNDARY_LINE = re.compile(rb"^--", re.MULTILINE)
 _CONTAINER = re.compile(
@@ -99,6 +115,23 @@ class _State:
 # ------------------------------------------------------------------------------ parsing
 
 
+@functools.cache
+def _scan_limits(limits: IntakeLimits) -> prescan.Limits:
+    """The pre-scan's limits for the intake: its own sizes, the relay's per-field bounds.
+    Parts and depth are the intake's walk to count and name (``Budget.part``); the scan
+    only keeps them in the range where the parser's cost stays linear."""
+    return prescan.Limits(
+        max_message_bytes=limits.max_raw_bytes,
+        max_headers=1000,
+        max_header_line=limits.max_header_bytes,
+        max_header_bytes=limits.max_header_bytes,
+        max_mime_depth=2 * limits.max_mime_depth,
+        max_parts=2 * limits.max_parts + 64,
+        max_total_header_fields=10_000,
+        max_total_header_bytes=4 * limits.max_header_bytes,
+    )
+
+
 def _parse_bytes(data: bytes, budget: Budget, *, headers_only: bool = False) -> Message:
     """Parse within the limits: header section and part count checked on the bytes first,
     since the stdlib parser cannot be stopped once started."""
@@ -113,6 +146,12 @@ def _parse_bytes(data: bytes, budget: Budget, *, headers_only: bool = False) -> 
             raise IntakeStop(Reason.TOO_MANY_PARTS)
         if len(_CONTAINER.findall(data)) > budget.limits.max_parts:
             raise IntakeStop(Reason.TOO_MANY_PARTS)
+    try:
+        # The stdlib parser is quadratic on some header and nesting shapes: bound them first.
+        prescan.scan(data, _scan_limits(budget.limits), headers_only=headers_only)
+    except RelayRefusal as exc:
+        reason = next((r for kind, r in _SCAN_REASONS if isinstance(exc, kind)), None)
+        raise IntakeStop(reason or Reason.HEADERS_TOO_COMPLEX) from exc
     try:
         message = _PARSER.parsebytes(data, headersonly=headers_only)
     except RecursionError as exc:

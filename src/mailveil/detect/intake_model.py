@@ -26,6 +26,7 @@ class Reason(StrEnum):
     EMPTY = "empty"
     TOO_LARGE = "too-large"
     HEADERS_TOO_LARGE = "headers-too-large"
+    HEADERS_TOO_COMPLEX = "headers-too-complex"
     TOO_MANY_PARTS = "too-many-parts"
     MIME_TOO_DEEP = "mime-too-deep"
     FORWARD_TOO_DEEP = "forward-too-deep"
@@ -41,6 +42,10 @@ DETAILS: dict[Reason, str] = {
     Reason.EMPTY: "the report is empty",
     Reason.TOO_LARGE: "the report is larger than the intake accepts",
     Reason.HEADERS_TOO_LARGE: "a header section is larger than the intake accepts",
+    Reason.HEADERS_TOO_COMPLEX: (
+        "a header field has more parameters or encoded-words, or a header section more "
+        "Received fields, than the intake accepts"
+    ),
     Reason.TOO_MANY_PARTS: "the report has more MIME parts than the intake accepts",
     Reason.MIME_TOO_DEEP: "the report's MIME structure is nested too deeply",
     Reason.FORWARD_TOO_DEEP: "the report is forwarded more levels deep than the intake unwraps",

@@ -81,6 +81,17 @@ HEADER_SECTION_TOO_BIG = Reply(552, "5.3.4 Header section too big")
 MIME_TOO_DEEP = Reply(552, "5.3.4 MIME structure nested too deeply")
 TOO_MANY_PARTS = Reply(552, "5.3.4 Too many MIME parts")
 ATTACHMENT_TOO_BIG = Reply(552, "5.3.4 Attachment exceeds the maximum attachment size")
+# Shapes the stdlib parser is slow on, refused by the pre-scan before it runs (relay/prescan.py).
+TOO_MANY_PARAMETERS = Reply(552, "5.3.4 Too many parameters in one header field")
+TOO_MANY_PARAMETERS_IN_ALL = Reply(
+    552, "5.3.4 Too many Content-Type and Content-Disposition parameters in the message"
+)
+TOO_MANY_ENCODED_WORDS = Reply(552, "5.3.4 Too many encoded-words in one header field")
+TOO_MANY_HEADERS_IN_ALL = Reply(552, "5.3.4 Too many header fields in the message's parts together")
+HEADERS_TOO_BIG_IN_ALL = Reply(552, "5.3.4 Header sections of the message's parts too big together")
+
+# 5xx, routing (X.4.x). RFC 5321 6.3: a long Received chain is how a mail loop is detected.
+TOO_MANY_RECEIVED = Reply(554, "5.4.6 Too many Received header fields (mail loop)")
 
 # 5xx, protocol (X.5.x).
 SYNTAX_ERROR = Reply(501, "5.5.2 Syntax error")

@@ -98,6 +98,14 @@ class TooManyParts(LimitExceeded):
     reply = codes.TOO_MANY_PARTS
 
 
+class HeaderTooComplex(LimitExceeded):
+    """Too many parameters or encoded-words in a field, or Received fields in a section
+    (``prescan``); ``reply`` names which."""
+
+    code = "header-too-complex"
+    reply = codes.TOO_MANY_PARAMETERS
+
+
 class MessageTooBig(LimitExceeded):
     code = "message-too-big"
     reply = codes.MESSAGE_TOO_BIG
@@ -111,6 +119,7 @@ __all__ = [
     "HeaderLineTooLong",
     "HeaderNotUtf8",
     "HeaderSectionTooBig",
+    "HeaderTooComplex",
     "LimitExceeded",
     "MalformedMessage",
     "MessageTooBig",

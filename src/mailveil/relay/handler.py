@@ -50,7 +50,7 @@ from mailveil.auth.keys import PRINCIPAL_ROLES, Caller, Unauthenticated, authent
 from mailveil.errors import InvalidInput
 from mailveil.ledger.events import Event
 from mailveil.policy.engine import Decision
-from mailveil.relay import codes
+from mailveil.relay import codes, prescan
 from mailveil.relay.abuse_intake import AbuseIntake
 from mailveil.relay.bounces import handle_bounce
 from mailveil.relay.codes import Reply
@@ -294,7 +294,11 @@ class RelayHandler(GuardedHandler):
     # -- DATA -----------------------------------------------------------------------------
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        refusal = refusal_for(envelope.original_content or b"")
+        raw = envelope.original_content or b""
+        why = "smuggling-shaped line ending"
+        refusal = refusal_for(raw)
+        if refusal is None:  # every recipient, the abuse mailbox too: before any parser runs
+            refusal, why = prescan.refusal_for(raw, self.ctx.limits), "over a parsing limit"
         if refusal is None:
             return await self.handle_message(server, session, envelope)
         route = _state(envelope).route
@@ -302,7 +306,7 @@ class RelayHandler(GuardedHandler):
             sender = sender_of(session, envelope)
             actor = sender.actor if sender.principal_id == route.principal_id else None
             event = refusal_event(
-                route, refusal, actor=actor, stage="data", why="smuggling-shaped line ending",
+                route, refusal, actor=actor, stage="data", why=why,
                 relay_domain=self.relay_domain,
             )  # fmt: skip
             return str(await self._record(LedgerOnly(event), refusal))

@@ -1,7 +1,8 @@
 """Reading a message off the wire into ``email`` objects, within limits, or a specific refusal.
 
 Limits are checked on the raw bytes before parsing where they can be (the stdlib parser is
-recursive and builds every header), and on the parsed tree for what needs structure.
+recursive, builds every header and is quadratic on some shapes: ``prescan``), and on the
+parsed tree for what needs structure.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ import email.errors
 import email.policy
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
 
@@ -24,22 +24,7 @@ from mailveil.relay.errors import (
     TooManyHeaders,
     TooManyParts,
 )
-
-
-@dataclass(frozen=True)
-class Limits:
-    max_message_bytes: int = 25 * 1024 * 1024
-    # Per header section (the message's and each part's).
-    max_headers: int = 500
-    # RFC 5322 2.1.1: a line is at most 998 characters without its CRLF.
-    max_header_line: int = 998
-    max_header_bytes: int = 256 * 1024
-    # Multipart and message/* levels; the stdlib parser recurses and fails near ~1000.
-    max_mime_depth: int = 20
-    max_parts: int = 500
-
-
-DEFAULT_LIMITS = Limits()
+from mailveil.relay.prescan import DEFAULT_LIMITS, Limits, scan
 
 # Defects that leave the MIME structure ambiguous: two readers could see different parts, so
 # redaction on our reading proves nothing about the recipient's.
@@ -85,6 +70,7 @@ def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> EmailMessage:
     containers = len(_CONTAINER.findall(raw))
     if containers > limits.max_parts:
         raise TooManyParts(f"{containers} multipart or message parts")
+    scan(raw, limits)  # parameters, encoded-words, Received, nesting: before the parser
     try:
         message = BytesParser(policy=email.policy.default).parsebytes(raw)
     except RecursionError as exc:
