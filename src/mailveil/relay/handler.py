@@ -58,6 +58,7 @@ from mailveil.relay.context import RelayContext
 from mailveil.relay.delivery import PermanentDeliveryError, Smarthost, TemporaryDeliveryError
 from mailveil.relay.detection import CanaryTarget, canary_hit, find_canary
 from mailveil.relay.journal import Database, Journal, LedgerOnly, NewMessage, StatusChange
+from mailveil.relay.lifecycle import seller_gate
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
     is_verp_local,
@@ -81,6 +82,8 @@ from mailveil.relay.pipeline import (
 from mailveil.relay.routes import Route
 from mailveil.relay.smuggling import GuardedHandler, refusal_for
 from mailveil.relay.strangers import Bannered, Held, decide, refuse_at_rcpt
+from mailveil.relay.veto import VetoHook
+from mailveil.relay.veto import metadata as veto_metadata
 
 log = logging.getLogger("mailveil.relay")
 
@@ -156,6 +159,7 @@ class RelayHandler(GuardedHandler):
         self.canary_domain = ctx.settings.canary_domain.lower().rstrip(".")
         self.abuse_local = ctx.settings.abuse_mailbox_local.lower()
         self.intake = AbuseIntake(ctx, db)
+        self.veto = VetoHook(ctx.settings)
 
     # -- EHLO / MAIL ----------------------------------------------------------------------
 
@@ -237,8 +241,9 @@ class RelayHandler(GuardedHandler):
             reply = codes.MAILBOX_DISABLED if route.revoked else codes.NOT_AUTHORIZED
             event = stranger_event(None, self.ctx, route, sender, reply, extra={"action": "refuse"})
             return await self._record(LedgerOnly(event), reply)
-        gate = principal_gate(route)
-        why = "alias revoked, sender suspended or customer deleted"
+        ended = seller_gate(self.ctx.settings, route)  # first: expired aliases look alike
+        gate = principal_gate(route) if ended is None else ended[0]
+        why = "alias revoked, sender suspended or customer deleted" if ended is None else ended[1]
         if gate is None:
             decision = route.contact_decision(self.ctx.settings, self.ctx.runtime.policy)
             if not decision.allowed:
@@ -338,6 +343,8 @@ class RelayHandler(GuardedHandler):
 
         try:
             outcome = await self.db.run(work)
+            if isinstance(outcome, Outgoing) and self.veto.enabled:
+                outcome = await self._veto(route, outcome, raw)
         except Exception as exc:
             log.error("relay: message processing failed (%s)", type(exc).__name__)
             return str(codes.TEMPORARY_FAILURE)
@@ -352,6 +359,13 @@ class RelayHandler(GuardedHandler):
             outcome, before = outcome.outgoing, (outcome.event,)
         # Once the ledger has the message, see it through even if the client hangs up.
         return str(await asyncio.shield(self._deliver(route, outcome, before)))
+
+    async def _veto(self, route: Route, out: Outgoing, raw: bytes) -> Outgoing | Refused | Held:
+        """The marketplace's veto hook (``veto``): allow, refuse, or hold (also on no answer)."""
+        domain = self.relay_domain
+        meta = await self.db.run(lambda s: veto_metadata(s, route, out, domain))
+        verdict = await self.veto.ask(meta)
+        return await asyncio.to_thread(self.veto.verdict_outcome, verdict, route, out, raw)
 
     async def _abuse(self, sender: Sender, raw: bytes) -> Reply:
         """A report to the abuse mailbox: taken whatever the database or DNS is doing
