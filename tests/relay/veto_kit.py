@@ -36,6 +36,9 @@ class Receiver:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as a real hook would
+            # Headers and body go out as two writes: without this, Nagle holds the body
+            # until the client's delayed ACK (40 ms).
+            disable_nagle_algorithm = True
 
             def log_message(self, format: str, *args: Any) -> None:
                 return

@@ -104,14 +104,25 @@ class Tally:
         self.hosts |= other.hosts
 
 
-def _host_in(host: str, hosts: frozenset[str], path: str = "") -> bool:
-    host = host.lower().strip(".")
+@functools.cache
+def _host_index(hosts: frozenset[str]) -> dict[str, tuple[str, ...]]:
+    """name -> path prefixes ("" for any path), so a lookup walks the host's own labels."""
+    index: dict[str, list[str]] = {}
     for known in hosts:
         name, _, prefix = known.partition("/")
-        if (host == name or host.endswith("." + name)) and (
-            not prefix or path.lstrip("/").lower().startswith(prefix)
-        ):
-            return True
+        index.setdefault(name, []).append(prefix)
+    return {name: tuple(prefixes) for name, prefixes in index.items()}
+
+
+def _host_in(host: str, hosts: frozenset[str], path: str = "") -> bool:
+    index = _host_index(hosts)
+    labels = host.lower().strip(".").split(".")
+    for start in range(len(labels)):
+        prefixes = index.get(".".join(labels[start:]))
+        if prefixes is not None:
+            lowered = path.lstrip("/").lower()
+            if any(not p or lowered.startswith(p) for p in prefixes):
+                return True
     return False
 
 
@@ -176,6 +187,8 @@ def is_redirect(href: str, hosts: frozenset[str]) -> bool:
         return True
     if _destination(parts) is not None and _CLICK_PATHS.search(parts.path or ""):
         return True
+    if host.startswith(("click.", "clicks.")):
+        return True  # a subdomain named for click tracking (Salesforce, Exact Target...)
     return host.startswith(_CLICK_HOST_PREFIXES) and bool(_CLICK_PATHS.search(parts.path or ""))
 
 

@@ -30,6 +30,7 @@ import hashlib
 import hmac
 import json
 import logging
+import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -58,6 +59,8 @@ DECISIONS = ("allow", "hold", "refuse")
 MAX_ANSWER = 4096  # bytes of the hook's answer read; more is garbage
 MAX_LISTED = 20  # hosts and attachments listed in the metadata
 SIGNATURE_HEADER = "X-Mailveil-Signature"
+# Connections to the hook kept open: one per concurrent message, reused across messages.
+LIMITS = httpx.Limits(max_connections=100, max_keepalive_connections=32)
 
 
 def sign(secret: str, body: bytes, *, now: int | None = None) -> str:
@@ -177,10 +180,16 @@ class VetoHook:
         if self._client is None:
             self._client = httpx.AsyncClient(
                 timeout=httpx.Timeout(self.timeout),
-                limits=httpx.Limits(max_connections=100, max_keepalive_connections=32),
+                limits=LIMITS,
                 follow_redirects=False,
                 trust_env=False,  # no proxy from the environment between relay and hook
-                transport=self._transport,
+                transport=self._transport
+                or httpx.AsyncHTTPTransport(
+                    # Headers and body are separate writes: without NODELAY the body can wait
+                    # for the hook's delayed ACK (tens of ms) on every message.
+                    socket_options=[(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)],
+                    limits=LIMITS,
+                ),
             )
         return self._client
 
