@@ -333,18 +333,22 @@ class RelayHandler(GuardedHandler):
         ctx = self.ctx
         stranger = state.stranger
 
+        veto: dict[str, Any] = {}  # what the veto hook is shown, built in the same thread
+
         def work(s: DbSession) -> Outgoing | Refused | Held | Bannered:
             if route.direction != DIRECTION_TO_CUSTOMER:
                 return to_principal(s, ctx, route, sender, raw)
             out = to_customer(s, ctx, route, sender, raw, contact=contact, stranger=stranger)
             if isinstance(out, Stranger):
                 return decide(s, ctx, route, sender, raw, out)
+            if isinstance(out, Outgoing) and self.veto.enabled:
+                veto.update(veto_metadata(s, route, out, self.relay_domain))
             return out
 
         try:
             outcome = await self.db.run(work)
-            if isinstance(outcome, Outgoing) and self.veto.enabled:
-                outcome = await self._veto(route, outcome, raw)
+            if isinstance(outcome, Outgoing) and veto:
+                outcome = await self._veto(route, outcome, raw, veto)
         except Exception as exc:
             log.error("relay: message processing failed (%s)", type(exc).__name__)
             return str(codes.TEMPORARY_FAILURE)
@@ -360,11 +364,13 @@ class RelayHandler(GuardedHandler):
         # Once the ledger has the message, see it through even if the client hangs up.
         return str(await asyncio.shield(self._deliver(route, outcome, before)))
 
-    async def _veto(self, route: Route, out: Outgoing, raw: bytes) -> Outgoing | Refused | Held:
+    async def _veto(
+        self, route: Route, out: Outgoing, raw: bytes, meta: dict[str, Any]
+    ) -> Outgoing | Refused | Held:
         """The marketplace's veto hook (``veto``): allow, refuse, or hold (also on no answer)."""
-        domain = self.relay_domain
-        meta = await self.db.run(lambda s: veto_metadata(s, route, out, domain))
         verdict = await self.veto.ask(meta)
+        if verdict.decision == "allow":
+            return self.veto.verdict_outcome(verdict, route, out, raw)  # nothing blocking
         return await asyncio.to_thread(self.veto.verdict_outcome, verdict, route, out, raw)
 
     async def _abuse(self, sender: Sender, raw: bytes) -> Reply:
