@@ -17,7 +17,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from veto_kit import SECRET, Receiver
 
 from mailveil.config import Settings
+from mailveil.errors import Conflict
 from mailveil.relay import codes, quarantine
+from mailveil.relay.release import list_held, prepare_release
 from mailveil.relay.veto import sign, verify
 
 relay_settings = kit.relay_settings
@@ -120,6 +122,12 @@ def test_hold_quarantines_and_records(relay: Relay, receiver: Receiver) -> None:
     assert entry["detail"]["by"] == "veto" and entry["detail"]["why"] == "test hold"
     held = quarantine.read(relay.settings.data_dir, entry["detail"]["sha256"])
     assert b"Parcel" in held
+    with relay.session_factory() as session:  # the operator sees it, and why, and can delete
+        [listed] = list_held(session, relay.settings)
+        assert listed.kind == "message_held"
+        assert listed.view()["principal"] == f"principal:{relay.world.principals['acme'].id}"
+        with pytest.raises(Conflict, match="veto hook held"):
+            prepare_release(session, relay.server.ctx, listed.held.sha256, actor="test")
 
 
 @pytest.mark.parametrize(
