@@ -162,3 +162,40 @@ def test_response_times_route_and_the_no_response_needed_mark(
     assert other.post("/v1/relay-messages/in4/no-response-needed").status_code == 404
     metrics = admin.client.get("/metrics").text
     assert f'mailveil_seller_response_seconds{{quantile="0.5",seller="{seller}"}} 600.0' in metrics
+
+
+def test_console_sellers_page_shows_response_times_without_addresses(
+    admin: Api, session_factory: sessionmaker[Session]
+) -> None:
+    import re
+
+    from mailveil.relay.messages import RelayMessage
+
+    customer, seller, _ = seeded(admin)
+    now = utcnow()
+    with session_factory() as session:
+        for token, direction, ago in (("q1", "to_principal", 130), ("a1", "to_customer", 10)):
+            session.add(
+                RelayMessage(
+                    token=token, direction=direction, principal_id=seller, customer_id=customer,
+                    alias="a@relay.example", message_id=f"<{token}>", size=1, sha256="0" * 64,
+                    status="delivered", created_at=now - dt.timedelta(minutes=ago),
+                    updated_at=now,
+                )
+            )  # fmt: skip
+        session.commit()
+    client = admin.client
+    login = client.get("/console/login")
+    csrf = re.search(r'name="csrf" value="([^"]+)"', login.text)
+    assert csrf is not None
+    signed = client.post(
+        "/console/login",
+        data={"token": admin.token, "csrf": csrf.group(1), "next": "/console/"},
+        follow_redirects=False,
+    )
+    assert signed.status_code == 303, signed.text
+    page = client.get("/console/sellers")
+    assert page.status_code == 200
+    assert "default-src" in page.headers["content-security-policy"]
+    assert "s-1" in page.text and "2 h 00 min" in page.text  # p50 = p95 = 120 minutes
+    assert EMAIL.lower() not in page.text.lower() and "@" not in re.sub(r"<[^>]+>", "", page.text)
