@@ -4,7 +4,7 @@ Sellers are named by id, external id and display name; never an address."""
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse
@@ -30,7 +30,7 @@ def sellers(request: Request, session: DbDep, person: SeeDep, days: int = 30) ->
         p.id: (p.external_id, p.display_name)
         for p in session.scalars(select(Principal).where(Principal.id.in_(ids)))
     }
-    rows = [
+    rows: list[dict[str, Any]] = [
         {
             "times": t,
             "external_id": names.get(t.seller_id, ("", ""))[0],
@@ -40,7 +40,7 @@ def sellers(request: Request, session: DbDep, person: SeeDep, days: int = 30) ->
         for t in times
     ]
     # Slowest first: the sellers a marketplace's team looks at.
-    rows.sort(key=lambda r: -(r["times"].p95_seconds or 0))
+    rows.sort(key=lambda r: -(r["times"].p95_seconds or 0.0))
     return page(request, session, person, "sellers.html", rows=rows, days=days)
 
 
