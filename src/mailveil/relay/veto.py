@@ -220,7 +220,7 @@ class VetoHook:
                 status, answer = await self._post(client, body, headers)
         except TimeoutError:
             return held("timeout")
-        except httpx.HTTPError as exc:
+        except Exception as exc:  # httpx's errors, a malformed URL, anything: fail closed
             return held(f"error: {type(exc).__name__}")
         if status != 200:
             return held(f"status {status}")
