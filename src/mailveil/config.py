@@ -100,6 +100,34 @@ class Settings:
     relay_link_allowlist: str = ""
     relay_attachment_types: str = "application/pdf,image/png,image/jpeg,image/gif,text/plain"
     relay_max_attachment_bytes: int = 10 * 1024 * 1024
+    # -- the marketplace platform (issue 18; docs/platform.md) ---------------------------------
+    # Conversation lifecycles (mailveil.contacts.lifecycle): a seller may write to a customer
+    # for this many days after the order entered each status ("delivered": the return
+    # window); then the relay answers 5.2.1 "this conversation has ended". A customer's message
+    # to the seller reopens the conversation for lifecycle_reopen_days.
+    lifecycle_enabled: bool = True
+    lifecycle_windows: str = (
+        "placed=60,paid=60,shipped=60,delivered=30,returned=30,cancelled=14,closed=0"
+    )
+    lifecycle_reopen_days: float = 14.0
+    # At most this many messages from one seller to one customer per 24 hours (0: no cap).
+    lifecycle_flood_limit: int = 0
+    # The veto hook (mailveil.relay.veto): a URL that sees each seller message's metadata
+    # (never an address) and answers allow, hold or refuse before the relay accepts it. No
+    # valid answer within veto_timeout_seconds (hang, error, garbage, redirect) holds it.
+    veto_url: str = ""
+    veto_timeout_seconds: float = 0.5
+    # HMAC-SHA256 key signing veto and events requests; needed when either URL is set.
+    platform_webhook_secret: str = ""
+    # The events webhook (mailveil.platform.events): relayed, refused, bounced, complained,
+    # held; signed, delivered in batches from a cursor, retried with backoff.
+    events_url: str = ""
+    events_timeout_seconds: float = 5.0
+    events_batch_size: int = 100
+    # Tracking pixels and click-tracking redirects in mail to customers are removed
+    # (mailveil.relay.trackers); extra tracker hosts, comma-separated, beside the shipped list.
+    trackers_strip: bool = True
+    trackers_extra_hosts: str = ""
     # -- DKIM signing of outgoing mail (mailveil.relay.dkim); d= is the relay domain --------
     dkim_selector_ed25519: str = "mv-ed"
     dkim_selector_rsa: str = "mv-rsa"
@@ -456,6 +484,25 @@ def _check(settings: Settings) -> None:
         raise SettingsError("notify_broker_url must be a redis:// or amqp:// URL")
     _check_witnesses(settings)
     _check_report(settings)
+    _check_platform(settings)
+
+
+def _check_platform(settings: Settings) -> None:
+    from mailveil.contacts.lifecycle import parse_windows
+
+    parse_windows(settings.lifecycle_windows)
+    if settings.lifecycle_reopen_days < 0 or settings.lifecycle_flood_limit < 0:
+        raise SettingsError("lifecycle_reopen_days and lifecycle_flood_limit must be >= 0")
+    for name in ("veto_url", "events_url"):
+        url = getattr(settings, name)
+        if url and not url.startswith(("http://", "https://")):
+            raise SettingsError(f"{name} must be an http:// or https:// URL")
+        if url and not settings.platform_webhook_secret:
+            raise SettingsError(f"{name} needs platform_webhook_secret (requests are signed)")
+    if settings.veto_timeout_seconds <= 0 or settings.events_timeout_seconds <= 0:
+        raise SettingsError("veto_timeout_seconds and events_timeout_seconds must be > 0")
+    if settings.events_batch_size < 1:
+        raise SettingsError("events_batch_size must be >= 1")
 
 
 def _check_report(settings: Settings) -> None:

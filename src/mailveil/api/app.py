@@ -31,6 +31,7 @@ from mailveil.api.routers import (
     notify_facts,
     notify_sends,
     notify_templates,
+    platform,
     principals,
     relationships,
     reveals,
@@ -38,6 +39,7 @@ from mailveil.api.routers import (
 from mailveil.console.app import create_console
 from mailveil.db.session import session_scope
 from mailveil.ledger.append import checkpoint_now
+from mailveil.platform.response_times import ResponseTimeCollector
 from mailveil.runtime import Runtime
 from mailveil.witness.publish import publish_latest
 
@@ -98,6 +100,8 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
     app.state.read_sessions = runtime.session_factory
     app.state.write_sessions = write_session_factory(runtime.session_factory)
     metrics = Metrics()
+    # Sellers' response times, computed at scrape time from the relay's records.
+    metrics.registry.register(ResponseTimeCollector(runtime.session_factory))
     app.state.metrics = metrics
     install_problem_handlers(app)
     install_database_handlers(app)
@@ -120,6 +124,7 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
         notify_facts,
         notify_templates,
         notify_sends,
+        platform,
     ):
         app.include_router(module.router)
     app.include_router(notify_sends.suppressions)

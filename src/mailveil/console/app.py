@@ -22,6 +22,7 @@ from mailveil.console import (
     views_people,
     views_quarantine,
     views_reveals,
+    views_sellers,
     views_sends,
     views_triage,
 )
@@ -62,6 +63,7 @@ def create_console(runtime: Runtime, *, host_state: Any) -> FastAPI:
         views_sends,
         views_reveals,
         views_people,
+        views_sellers,
         views_ledger,
         embed,
     ):

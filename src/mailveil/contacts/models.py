@@ -30,7 +30,7 @@ IdType = BigInteger().with_variant(Integer(), "sqlite")
 
 PRINCIPAL_KINDS = ("seller", "employee", "service")
 PRINCIPAL_STATUSES = ("active", "suspended")
-ORDER_STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled", "returned")
+ORDER_STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled", "returned", "closed")
 CASE_STATUSES = ("open", "closed")
 
 
@@ -83,6 +83,9 @@ class Order(Base):
     status: Mapped[str] = mapped_column(String(16), default="placed")
     placed_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # When the order entered its current status: the conversation's contact window for that
+    # status runs from here (contacts.lifecycle). NULL on rows older than it: placed_at.
+    status_changed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         # The seller rule asks "latest order of this customer with this seller".

@@ -78,6 +78,7 @@ def create_order(
         status=status,
         placed_at=placed,
         updated_at=utcnow(),
+        status_changed_at=placed,
     )
     _insert(session, order, "order", ext)
     return order
@@ -101,6 +102,8 @@ def get_order_by_external_id(session: Session, external_id: str) -> Order:
 def update_order(session: Session, order_id: int, *, status: str) -> Order:
     new_status = v.choice(status, ORDER_STATUSES, "status")
     order = get_order(session, order_id)
+    if new_status != order.status:
+        order.status_changed_at = utcnow()
     order.status = new_status
     order.updated_at = utcnow()
     session.flush()
@@ -134,6 +137,7 @@ def order_view(order: Order) -> dict[str, Any]:
         "status": order.status,
         "placed_at": order.placed_at.isoformat(),
         "updated_at": order.updated_at.isoformat(),
+        "status_changed_at": (order.status_changed_at or order.placed_at).isoformat(),
     }
 
 

@@ -51,6 +51,10 @@ SMARTHOST_UNREACHABLE = Reply(451, "4.4.1 Next hop did not answer, try again lat
 CONNECTION_TIMEOUT = Reply(421, "4.4.2 Connection timed out")
 TOO_MANY_RECIPIENTS = Reply(452, "4.5.3 Too many recipients")
 POLICY_TEMPORARY = Reply(450, "4.7.1 Not accepted now, try again later")
+# One principal wrote to one customer more than lifecycle_flood_limit times in 24 hours.
+TOO_MANY_TO_CUSTOMER = Reply(
+    450, "4.7.1 Too many messages to this customer in 24 hours, try again later"
+)
 # The smarthost answered 4xx: the sender keeps the message and retries (before-queue relay).
 NEXT_HOP_DEFERRED = Reply(451, "4.4.0 Next hop deferred the message, try again later")
 NEXT_HOP_MAILBOX_BUSY = Reply(
@@ -70,6 +74,11 @@ BAD_SENDER_SYNTAX = Reply(501, "5.1.7 Bad sender mailbox address syntax")
 MAILBOX_DISABLED = Reply(550, "5.2.1 Mailbox disabled, not accepting messages")
 # The recipient's real address hard-bounced repeatedly (relay.bounces marks it).
 RECIPIENT_BOUNCING = Reply(550, "5.2.1 Recipient's address keeps bouncing; not accepting messages")
+# The order's conversation is past its contact window (relay.lifecycle); the customer can
+# reopen it by writing. The same words for every expired alias, whatever its customer's state.
+CONVERSATION_ENDED = Reply(
+    550, "5.2.1 This conversation has ended; the customer can reopen it by writing"
+)
 # A principal with neither a delivery address nor a sending address cannot receive replies.
 NO_DELIVERY_ADDRESS = Reply(550, "5.1.1 Recipient has no mailbox configured")
 
@@ -177,6 +186,10 @@ ADDRESS_IN_OPENPGP = Reply(
 ADDRESS_NOT_HIDDEN = Reply(
     550, "5.7.1 Message refused: {part} would still show a real email address after rewriting"
 )
+# The marketplace's veto hook (relay.veto) refused the message.
+VETO_REFUSED = Reply(550, "5.7.1 Message refused by the marketplace's message review")
+# The veto hook asked to hold it, or did not answer in time: kept for review, not delivered.
+VETO_HELD = Reply(250, "2.7.0 Message accepted and held for the marketplace's review")
 AUTH_INVALID = Reply(535, "5.7.8 Authentication credentials invalid")
 ENCRYPTION_REQUIRED = Reply(
     538, "5.7.11 Encryption required for requested authentication mechanism"

@@ -58,6 +58,7 @@ from mailveil.relay.context import RelayContext
 from mailveil.relay.delivery import PermanentDeliveryError, Smarthost, TemporaryDeliveryError
 from mailveil.relay.detection import CanaryTarget, canary_hit, find_canary
 from mailveil.relay.journal import Database, Journal, LedgerOnly, NewMessage, StatusChange
+from mailveil.relay.lifecycle import seller_gate
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
     is_verp_local,
@@ -81,6 +82,8 @@ from mailveil.relay.pipeline import (
 from mailveil.relay.routes import Route
 from mailveil.relay.smuggling import GuardedHandler, refusal_for
 from mailveil.relay.strangers import Bannered, Held, decide, refuse_at_rcpt
+from mailveil.relay.veto import VetoHook
+from mailveil.relay.veto import metadata as veto_metadata
 
 log = logging.getLogger("mailveil.relay")
 
@@ -156,6 +159,7 @@ class RelayHandler(GuardedHandler):
         self.canary_domain = ctx.settings.canary_domain.lower().rstrip(".")
         self.abuse_local = ctx.settings.abuse_mailbox_local.lower()
         self.intake = AbuseIntake(ctx, db)
+        self.veto = VetoHook(ctx.settings)
 
     # -- EHLO / MAIL ----------------------------------------------------------------------
 
@@ -237,8 +241,9 @@ class RelayHandler(GuardedHandler):
             reply = codes.MAILBOX_DISABLED if route.revoked else codes.NOT_AUTHORIZED
             event = stranger_event(None, self.ctx, route, sender, reply, extra={"action": "refuse"})
             return await self._record(LedgerOnly(event), reply)
-        gate = principal_gate(route)
-        why = "alias revoked, sender suspended or customer deleted"
+        ended = seller_gate(self.ctx.settings, route)  # first: expired aliases look alike
+        gate = principal_gate(route) if ended is None else ended[0]
+        why = "alias revoked, sender suspended or customer deleted" if ended is None else ended[1]
         if gate is None:
             decision = route.contact_decision(self.ctx.settings, self.ctx.runtime.policy)
             if not decision.allowed:
@@ -332,16 +337,22 @@ class RelayHandler(GuardedHandler):
         ctx = self.ctx
         stranger = state.stranger
 
+        veto: dict[str, Any] = {}  # what the veto hook is shown, built in the same thread
+
         def work(s: DbSession) -> Outgoing | Refused | Held | Bannered:
             if route.direction != DIRECTION_TO_CUSTOMER:
                 return to_principal(s, ctx, route, sender, raw)
             out = to_customer(s, ctx, route, sender, raw, contact=contact, stranger=stranger)
             if isinstance(out, Stranger):
                 return decide(s, ctx, route, sender, raw, out)
+            if isinstance(out, Outgoing) and self.veto.enabled:
+                veto.update(veto_metadata(s, route, out, self.relay_domain))
             return out
 
         try:
             outcome = await self.db.run(work)
+            if isinstance(outcome, Outgoing) and veto:
+                outcome = await self._veto(route, outcome, raw, veto)
         except Exception as exc:
             log.error("relay: message processing failed (%s)", type(exc).__name__)
             return str(codes.TEMPORARY_FAILURE)
@@ -356,6 +367,15 @@ class RelayHandler(GuardedHandler):
             outcome, before = outcome.outgoing, (outcome.event,)
         # Once the ledger has the message, see it through even if the client hangs up.
         return str(await asyncio.shield(self._deliver(route, outcome, before)))
+
+    async def _veto(
+        self, route: Route, out: Outgoing, raw: bytes, meta: dict[str, Any]
+    ) -> Outgoing | Refused | Held:
+        """The marketplace's veto hook (``veto``): allow, refuse, or hold (also on no answer)."""
+        verdict = await self.veto.ask(meta)
+        if verdict.decision == "allow":
+            return self.veto.verdict_outcome(verdict, route, out, raw)  # nothing blocking
+        return await asyncio.to_thread(self.veto.verdict_outcome, verdict, route, out, raw)
 
     async def _abuse(self, sender: Sender, raw: bytes) -> Reply:
         """A report to the abuse mailbox: taken whatever the database or DNS is doing

@@ -33,6 +33,7 @@ from mailveil.relay.codes import Reply
 from mailveil.relay.context import RelayContext
 from mailveil.relay.errors import DuplicateFrom, MissingFrom, RelayRefusal
 from mailveil.relay.identity import Known, Sender, sender_identity
+from mailveil.relay.lifecycle import seller_gate
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
     DIRECTION_TO_PRINCIPAL,
@@ -61,6 +62,7 @@ from mailveil.relay.sender_auth import (
     parse_mailbox,
     sender_matches_principal,
 )
+from mailveil.relay.trackers import strip_for_customer as strip_trackers
 
 log = logging.getLogger("mailveil.relay")
 
@@ -290,6 +292,9 @@ def to_customer(
                 return Refused(codes.SENDER_AUTH_TEMPORARY)
             return Stranger(message, header_from, auth)
         verified, actor = True, route.principal_ref
+    ended = seller_gate(settings, route)  # first: expired aliases look alike (relay.lifecycle)
+    if ended is not None:
+        return refused(*ended)
     early = principal_gate(route)
     if early is not None:
         return refused(early, "alias revoked, sender suspended or customer deleted")
@@ -321,6 +326,7 @@ def to_customer(
     except RelayRefusal as exc:
         known = reason if reason in ctx.messaging.known_reasons else None
         return refused(exc.reply, str(exc), known)
+    trackers = strip_trackers(settings, message)  # before rewriting: relay.trackers
     hidden = {a: route.reverse_alias for a in route.principal_addresses()}
     # Every mailbox on the principal's domains is its own, not only the ones it registered.
     domains = list((route.principal.attributes or {}).get("sending_domains") or [])
@@ -340,7 +346,7 @@ def to_customer(
     except RelayRefusal as exc:
         return refused(exc.reply, str(exc), reason)
     rcpt = customer_address(session, ctx.runtime.vault, route.customer)
-    return outgoing(
+    out = outgoing(
         ctx,
         route,
         direction=DIRECTION_TO_CUSTOMER,
@@ -350,6 +356,9 @@ def to_customer(
         message_id=message_id,
         rcpt=rcpt,
     )
+    if trackers is not None:
+        out.event.detail["trackers"] = trackers
+    return out
 
 
 def principal_gate(route: Route) -> Reply | None:

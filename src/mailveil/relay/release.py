@@ -42,7 +42,7 @@ from mailveil.relay.pipeline import (
 from mailveil.relay.routes import lookup_route
 from mailveil.relay.strangers import banner_outgoing, undeliverable
 
-HOLDING_KINDS = (KIND_STRANGER, "canary_hit")
+HOLDING_KINDS = (KIND_STRANGER, "canary_hit", "message_held")  # the last: the veto hook
 
 
 @dataclass(frozen=True)
@@ -127,6 +127,11 @@ def prepare_release(
     raw = quarantine.read(ctx.settings.data_dir, entry.held.sha256)
     if entry.kind is None or entry.detail is None:
         raise NotFound("no ledger entry holds this message; it can only be deleted")
+    if entry.kind == "message_held":
+        raise Conflict(
+            "the marketplace's veto hook held this message: releasing it is not supported "
+            "yet; delete it, and the seller sends it again once the marketplace allows it"
+        )
     if entry.kind != KIND_STRANGER or not entry.alias:
         raise Conflict("a canary's message is evidence with nobody to deliver it to")
     route = lookup_route(session, entry.alias)

@@ -16,19 +16,19 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import String, bindparam, exists, or_, select
+from sqlalchemy import String, bindparam, exists, func, or_, select
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
 from mailveil.contacts.models import Alias, Customer, Order, Principal, SupportCase
-from mailveil.db.base import utcnow
+from mailveil.db.base import UTCDateTime, utcnow
 from mailveil.policy.engine import PRINCIPAL_TYPES, Decision, PolicyEngine, PolicyInput
 from mailveil.policy.facts import context_attrs, customer_attrs, order_age_days, principal_attrs
 from mailveil.relay.bounces import RelayBounceMark
-from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, DIRECTION_TO_PRINCIPAL
+from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, DIRECTION_TO_PRINCIPAL, RelayMessage
 
 # The purpose a disclosure to each kind of principal is made for (policy/*.cedar).
 PURPOSE_BY_KIND = {"seller": "order", "employee": "support", "service": "notification"}
@@ -50,6 +50,12 @@ class Route:
     # Marked after repeated hard bounces (relay.bounces): mail to that side is refused.
     customer_bouncing: bool = False
     principal_bouncing: bool = False
+    # The conversation lifecycle (relay.lifecycle): when the latest order entered its status,
+    # when the customer last wrote to the principal, the principal's messages to the
+    # customer in the last 24 hours.
+    order_status_at: datetime | None = None
+    customer_wrote_at: datetime | None = None
+    recent_to_customer: int = 0
 
     @property
     def customer_id(self) -> int:
@@ -131,6 +137,30 @@ def _route_statement() -> Any:
     )
     status = latest.with_only_columns(Order.status).scalar_subquery()
     placed = latest.with_only_columns(Order.placed_at).scalar_subquery()
+    status_at = latest.with_only_columns(
+        func.coalesce(Order.status_changed_at, Order.placed_at)
+    ).scalar_subquery()
+    pair = (
+        RelayMessage.customer_id == Alias.customer_id,
+        RelayMessage.principal_id == Alias.principal_id,
+    )
+    wrote = (
+        select(func.max(RelayMessage.created_at))
+        .where(*pair, RelayMessage.direction == DIRECTION_TO_PRINCIPAL)
+        .correlate(Alias)
+        .scalar_subquery()
+    )
+    since: Any = bindparam("since", type_=UTCDateTime())
+    recent = (
+        select(func.count(RelayMessage.id))
+        .where(
+            *pair,
+            RelayMessage.direction == DIRECTION_TO_CUSTOMER,
+            RelayMessage.created_at >= since,
+        )
+        .correlate(Alias)
+        .scalar_subquery()
+    )
     open_case = (
         exists()
         .where(
@@ -166,6 +196,9 @@ def _route_statement() -> Any:
             open_case,
             customer_bouncing,
             principal_bouncing,
+            status_at,
+            wrote,
+            recent,
         )
         .join(Customer, Customer.id == Alias.customer_id)
         .join(Principal, Principal.id == Alias.principal_id)
@@ -178,10 +211,13 @@ def lookup_routes(session: Session, addresses: Sequence[str]) -> dict[str, Route
     wanted = sorted({a.strip().lower() for a in addresses})
     if not wanted:
         return {}
-    rows = session.execute(_route_statement(), {"addresses": wanted}).all()
+    since = utcnow() - timedelta(days=1)
+    rows = session.execute(_route_statement(), {"addresses": wanted, "since": since}).all()
     session.expunge_all()
     out: dict[str, Route] = {}
-    for alias, customer, principal, status, placed, open_case, c_bouncing, p_bouncing in rows:
+    for row in rows:
+        alias, customer, principal, status, placed, open_case, c_bouncing, p_bouncing = row[:8]
+        status_at, wrote, recent = row[8:]
         for address, direction in (
             (alias.address, DIRECTION_TO_CUSTOMER),
             (alias.reverse_address, DIRECTION_TO_PRINCIPAL),
@@ -199,6 +235,9 @@ def lookup_routes(session: Session, addresses: Sequence[str]) -> dict[str, Route
                     open_case=bool(open_case),
                     customer_bouncing=bool(c_bouncing),
                     principal_bouncing=bool(p_bouncing),
+                    order_status_at=status_at,
+                    customer_wrote_at=wrote,
+                    recent_to_customer=int(recent or 0),
                 )
     return out
 

@@ -313,6 +313,7 @@ class RelayServer:
         await asyncio.sleep(0)  # let the closed connections' tasks see it
         await self.journal.close()
         await self.smarthost.close()
+        await self.handler.veto.close()
 
     async def serve_forever(self, stop: asyncio.Event | None = None) -> None:
         await self.start()

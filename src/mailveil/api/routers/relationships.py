@@ -30,7 +30,7 @@ from mailveil.contacts.relationships import (
 
 router = APIRouter(prefix="/v1/relationships", tags=["relationships"])
 BackendDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.BACKEND))]
-OrderStatus = Literal["placed", "paid", "shipped", "delivered", "cancelled", "returned"]
+OrderStatus = Literal["placed", "paid", "shipped", "delivered", "cancelled", "returned", "closed"]
 
 
 class OrderIn(BaseModel):
