@@ -11,7 +11,8 @@ Protocol choices (each a setting, see ``config.Settings``):
 - ``ENHANCEDSTATUSCODES`` (RFC 2034): every reply carries an enhanced code. The relay's own
   replies come from ``codes``; aiosmtpd's fixed replies are mapped here (``enhance``).
 - Slow clients: each command, and a whole DATA transfer, must arrive within
-  ``relay_timeout_seconds`` or the connection is closed (aiosmtpd's timer); at most
+  ``relay_timeout_seconds`` or the client gets ``421 4.4.2`` and the connection is closed
+  (aiosmtpd's timer); at most
   ``relay_max_connections`` connections at once, others get ``421 4.7.0``.
 - One recipient per transaction, decisions at RCPT, before-queue delivery: see ``handler``.
 - aiosmtpd's own logger (``mail.log``) logs envelope addresses at INFO; the server raises its
@@ -204,6 +205,15 @@ class RelaySMTP(SMTP):
     async def smtp_VRFY(self, arg: str) -> None:
         # aiosmtpd echoes the argument; the relay confirms nothing about any address.
         await self.push(str(codes.CANNOT_VRFY))
+
+    def _timeout_cb(self) -> None:
+        # aiosmtpd only closes the connection; an idle or trickling client is told why first
+        # (RFC 5321 4.5.3.2: the server should say 421 before it closes on a timeout).
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(f"{codes.CONNECTION_TIMEOUT}\r\n".encode("ascii"))
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
 
     def restart_timer(self) -> None:
         """Give the relay's own work (delivery) a fresh timeout, not the client's leftover."""
