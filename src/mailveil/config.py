@@ -80,6 +80,15 @@ class Settings:
     smarthost_validate_certs: bool = True
     smarthost_username: str = ""
     smarthost_password: str = ""
+    # -- relay records (issue 16): rows a stopped relay left "sending", and retries ------------
+    # A row still "sending" after this long is from a relay that stopped before recording the
+    # smarthost's answer (a live relay settles one within a few smarthost_timeout): it becomes
+    # "unknown" with a message_unknown ledger entry (mailveil.relay.reconcile).
+    relay_reconcile_after_seconds: float = 600.0
+    # How often each relay looks for such rows (and always once when it starts).
+    relay_reconcile_interval_seconds: float = 60.0
+    # How long a sender may retry a deferred message and have it recognised as the same one.
+    relay_retry_window_seconds: float = 5 * 24 * 3600.0
     # -- relay messaging policy (principal -> customer): see mailveil.relay.policy -----------
     # "status=reason,reason; status=..." for the order statuses in contacts.models.
     relay_reasons_by_status: str = (
@@ -401,6 +410,12 @@ def _check(settings: Settings) -> None:
         )
     if settings.dns_timeout_seconds <= 0:
         raise SettingsError("dns_timeout_seconds must be > 0")
+    if settings.relay_reconcile_after_seconds < 0 or settings.relay_reconcile_interval_seconds <= 0:
+        raise SettingsError(
+            "relay_reconcile_after_seconds must be >= 0 and relay_reconcile_interval_seconds > 0"
+        )
+    if settings.relay_retry_window_seconds < 0:
+        raise SettingsError("relay_retry_window_seconds must be >= 0")
     nameservers(settings.dns_nameservers)
     for name in (
         "employee_rows_per_hour",

@@ -274,7 +274,15 @@ def test_smarthost_4xx_and_refused_recipient_map_to_our_replies(relay: Relay) ->
     relay.sink.refuse_rcpt = None
     code, text = relay.send(data, mail_from=SELLER_ADDRESS, rcpt=alias, token=w.keys["acme"])
     assert said(code, text) == str(codes.QUEUED)
-    assert [r.status for r in relay.relay_messages()] == ["deferred", "rejected", "delivered"]
+    # The second send is the deferred message's retry (same envelope, same bytes): it takes
+    # over its row. A message already rejected is over, so the third is a new message.
+    rows = relay.relay_messages()
+    assert [(r.status, r.attempts) for r in rows] == [("rejected", 2), ("delivered", 1)]
+    kinds = [e["kind"] for e in relay.ledger() if e["kind"].startswith("message")]
+    assert kinds == [
+        "message", "message_deferred", "message_rejected", "message", "message_delivered",
+    ]  # fmt: skip
+    assert relay.ledger("message_rejected")[0]["detail"]["relay_message"] == rows[0].token
 
 
 def test_slow_smarthost_gets_a_timeout_and_the_sender_a_451(relay: Relay) -> None:

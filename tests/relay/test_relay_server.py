@@ -421,8 +421,27 @@ def test_oversized_messages_are_refused_while_read(small_relay: Relay) -> None:
 def test_slow_clients_are_cut_off_and_connections_are_capped(small_relay: Relay) -> None:
     idle = raw(small_relay)
     time.sleep(1.6)
-    assert idle.rest() == b""  # closed by the server after relay_timeout_seconds
+    # Told why, then closed by the server after relay_timeout_seconds.
+    assert idle.rest() == f"{codes.CONNECTION_TIMEOUT}\r\n".encode()
     idle.close()
+    # A client trickling its DATA (each line inside the timeout, the whole too slow for it)
+    # gets the same reply in the middle of the transfer, and nothing is delivered.
+    trickle = raw(small_relay)
+    alias = small_relay.world.alias("alice", "acme")
+    assert trickle.command("EHLO trickle.example")[0] == 250
+    assert trickle.command(f"AUTH PLAIN {plain_auth(small_relay.world.keys['acme'])}")[0] == 235
+    assert trickle.command(f"MAIL FROM:<{SELLER_ADDRESS}>")[0] == 250
+    assert trickle.command(f"RCPT TO:<{alias}>")[0] == 250
+    assert trickle.command("DATA")[0] == 354
+    sent_for = 0.0
+    with pytest.raises(OSError):  # the server closes while the client still sends
+        while sent_for < 5.0:
+            trickle.send(b"Subject: [shipping] slow\r\n")
+            time.sleep(0.3)
+            sent_for += 0.3
+    assert f"{codes.CONNECTION_TIMEOUT}\r\n".encode() in trickle.buffer + trickle.rest()
+    trickle.close()
+    assert small_relay.delivered() == []
     held = [raw(small_relay) for _ in range(3)]
     extra = socket.create_connection(("127.0.0.1", small_relay.port), timeout=5)
     assert extra.recv(1024).startswith(str(codes.TOO_MANY_CONNECTIONS).encode())

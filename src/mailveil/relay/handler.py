@@ -41,6 +41,7 @@ import base64
 import binascii
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
@@ -79,6 +80,7 @@ from mailveil.relay.pipeline import (
     to_customer,
     to_principal,
 )
+from mailveil.relay.reconcile import as_retry, delivered_event, retry_key
 from mailveil.relay.routes import Route
 from mailveil.relay.smuggling import GuardedHandler, refusal_for
 from mailveil.relay.strangers import Bannered, Held, decide, refuse_at_rcpt
@@ -365,8 +367,10 @@ class RelayHandler(GuardedHandler):
         before: tuple[Event, ...] = ()
         if isinstance(outcome, Bannered):
             outcome, before = outcome.outgoing, (outcome.event,)
+        # A sender's retry of a deferred message is that message (relay.reconcile).
+        key = retry_key(route.direction, route.alias, sender.mail_from, raw)
         # Once the ledger has the message, see it through even if the client hangs up.
-        return str(await asyncio.shield(self._deliver(route, outcome, before)))
+        return str(await asyncio.shield(self._deliver(route, outcome, before, key)))
 
     async def _veto(
         self, route: Route, out: Outgoing, raw: bytes, meta: dict[str, Any]
@@ -391,16 +395,23 @@ class RelayHandler(GuardedHandler):
             return codes.TEMPORARY_FAILURE
         return await self._record(LedgerOnly(held.event), held.reply)
 
-    async def _deliver(self, route: Route, out: Outgoing, before: tuple[Event, ...] = ()) -> Reply:
+    async def _deliver(
+        self, route: Route, out: Outgoing, before: tuple[Event, ...] = (), key: str | None = None
+    ) -> Reply:
+        out = replace(out, row={**out.row, "retry_key": key, "attempts": 1})
         try:
-            await self.journal.write(NewMessage(out.row, out.event, before))
+            token = await self.journal.record(NewMessage(out.row, out.event, before))
         except Exception as exc:
             log.error("relay: ledger write failed before delivery (%s)", type(exc).__name__)
             return codes.TEMPORARY_FAILURE
+        settings = self.ctx.settings
+        out = as_retry(out, token, self.ctx.verp_key, settings.relay_domain)
         try:
             await self.smarthost.send(out.mail_from, out.rcpt, out.data)
         except (TemporaryDeliveryError, PermanentDeliveryError) as exc:
             temporary = isinstance(exc, TemporaryDeliveryError)
+            if temporary:  # its retry will come: recognise it (relay.reconcile)
+                self.journal.expect_retries(3 * settings.relay_reconcile_interval_seconds)
             status, kind = ("deferred", KIND_DEFERRED) if temporary else ("rejected", KIND_REJECTED)
             code = str(exc.next_hop_code) if exc.next_hop_code else exc.reply.enhanced
             change = StatusChange(
@@ -410,6 +421,7 @@ class RelayHandler(GuardedHandler):
             return exc.reply
         except Exception as exc:
             log.error("relay: delivery failed (%s)", type(exc).__name__)
+            self.journal.expect_retries(3 * settings.relay_reconcile_interval_seconds)
             reply = codes.SMARTHOST_UNREACHABLE
             change = StatusChange(
                 out.token,
@@ -420,11 +432,12 @@ class RelayHandler(GuardedHandler):
             )
             await self._record(change, reply)
             return reply
-        # The message is in the ledger (written before delivery); its row's status rides on
-        # the next group commit instead of holding the sender's 250 back for a commit of its
-        # own. After a crash in between, the row still says "sending": delivered or not is
-        # then the smarthost's log to tell, the ledger entry is there either way.
-        self.journal.submit(StatusChange(out.token, "delivered", row=out.row), lazy=True)
+        # The message is in the ledger (written before delivery); its outcome (row status and
+        # message_delivered entry) rides on the next group commit instead of holding the
+        # sender's 250 back for a commit of its own. After a crash in between, the row stays
+        # "sending" until relay.reconcile marks it "unknown" (never "delivered").
+        done = StatusChange(out.token, "delivered", event=delivered_event(out, route), row=out.row)
+        self.journal.submit(done, lazy=True)
         return codes.QUEUED
 
     async def _bounce(self, token: str, raw: bytes) -> Reply:

@@ -50,6 +50,7 @@ from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.relay.messages import RelayMessage
+from mailveil.relay.reconcile import take_over_retries
 from mailveil.relay.routes import Route, lookup_routes
 
 log = logging.getLogger("mailveil.relay")
@@ -62,6 +63,8 @@ GATHER = 0.005
 GATHER_ITEMS = 4
 # Core statements on the table: no ORM unit of work for rows nobody reads back here.
 _messages = cast(Table, RelayMessage.__table__)
+# Statuses an outcome may still replace.
+_OPEN = ("sending", "unknown")
 
 
 class Database:
@@ -157,8 +160,9 @@ class _Pending:
 
 def _upsert(session: Session, rows: list[dict[str, Any]], fresh: set[str]) -> None:
     """New rows and status rows in one statement. A status applies only to a row still
-    ``sending``: a bounce (relay/bounces.py, its own transaction) may already have marked it,
-    and a lazily written "delivered" must not undo that. A new row never updates one: the
+    ``sending`` (or ``unknown``: a reconcile gave up on it, but the relay that sent it learnt
+    the answer after all): a bounce (relay/bounces.py, its own transaction) may already have
+    marked it, and a lazily written "delivered" must not undo that. A new row never updates one: the
     tokens that come back show each was inserted, else IntegrityError as a plain INSERT."""
     dialect = session.get_bind().dialect.name
     ins: Any = pg_insert(_messages) if dialect == "postgresql" else sqlite_insert(_messages)
@@ -169,7 +173,9 @@ def _upsert(session: Session, rows: list[dict[str, Any]], fresh: set[str]) -> No
             "status_code": ins.excluded.status_code,
             "updated_at": ins.excluded.updated_at,
         },
-        where=(_messages.c.status == "sending") & (ins.excluded.status != "sending"),
+        # No IN list: an expanding parameter cannot go in an executemany.
+        where=((_messages.c.status == _OPEN[0]) | (_messages.c.status == _OPEN[1]))
+        & (ins.excluded.status != "sending"),
     ).returning(_messages.c.token)
     written = set(session.execute(stmt, rows).scalars())
     if not fresh <= written:
@@ -178,11 +184,31 @@ def _upsert(session: Session, rows: list[dict[str, Any]], fresh: set[str]) -> No
         )
 
 
+def _row(row: dict[str, Any]) -> dict[str, Any]:
+    # One executemany needs the same keys in every row; rows built before the retry columns
+    # (quarantine release, tests) have none.
+    if "retry_key" in row and "attempts" in row:
+        return row
+    return {"retry_key": None, "attempts": 1, **row}
+
+
 def apply_writes(
-    session: Session, writes: Sequence[Write], settings: Settings, signer: CheckpointSigner
-) -> None:
-    """Everything in ``writes``, in the caller's transaction (does not commit)."""
-    rows = {w.row["token"]: w.row for w in writes if isinstance(w, NewMessage)}
+    session: Session,
+    writes: Sequence[Write],
+    settings: Settings,
+    signer: CheckpointSigner,
+    *,
+    check_retries: bool = False,
+) -> dict[str, str]:
+    """Everything in ``writes``, in the caller's transaction (does not commit).
+
+    ``check_retries``: a new message whose ``retry_key`` names a deferred or unknown row is
+    that message's retry: the row is taken over and no second ``message`` entry is written
+    (``reconcile``). Returns new token -> the token of the row each retry took over."""
+    rows = {w.row["token"]: _row(w.row) for w in writes if isinstance(w, NewMessage)}
+    retried = take_over_retries(session, rows) if check_retries and rows else {}
+    for token in retried:
+        del rows[token]
     fresh = set(rows)
     merge = session.get_bind().dialect.name in ("sqlite", "postgresql")
     now = utcnow()
@@ -192,7 +218,7 @@ def apply_writes(
             continue
         if merge and w.row is not None and w.token not in fresh:
             rows[w.token] = {
-                **w.row,
+                **_row(w.row),
                 "status": w.status,
                 "status_code": w.status_code,
                 "updated_at": now,
@@ -204,31 +230,41 @@ def apply_writes(
     elif rows:
         session.execute(insert(_messages), list(rows.values()))
     for (status, code), tokens in by_status.items():
-        # Only from "sending" (see _upsert).
+        # Only from "sending" or "unknown" (see _upsert).
         session.execute(
             update(_messages)
-            .where(_messages.c.token.in_(tokens), _messages.c.status == "sending")
+            .where(_messages.c.token.in_(tokens), _messages.c.status.in_(_OPEN))
             .values(status=status, status_code=code, updated_at=now)
         )
     events: list[Event] = []
     for w in writes:
         if isinstance(w, NewMessage):
+            if w.row["token"] in retried:
+                continue  # its entries were written with its first attempt
             events.extend(w.before)
         if not isinstance(w, _Wake) and w.event is not None:
             events.append(w.event)
     if events:
         append(session, events, settings, signer)
+    return retried
 
 
 def apply_batch(
-    session: Session, items: Sequence[Item], settings: Settings, signer: CheckpointSigner
-) -> dict[str, Route]:
+    session: Session,
+    items: Sequence[Item],
+    settings: Settings,
+    signer: CheckpointSigner,
+    *,
+    check_retries: bool = False,
+) -> tuple[dict[str, Route], dict[str, str]]:
     """The writes, then one query for every lookup, in the caller's transaction (does not
-    commit). Writing first takes SQLite's write lock before the read, so the transaction never
-    has to turn a read snapshot into a write one (which fails if another process wrote)."""
-    apply_writes(session, [i for i in items if not isinstance(i, Lookup)], settings, signer)
+    commit): the routes looked up and the retries taken over (``apply_writes``). Writing
+    first takes SQLite's write lock before the read, so the transaction never has to turn a
+    read snapshot into a write one (which fails if another process wrote)."""
+    writes = [i for i in items if not isinstance(i, Lookup)]
+    retried = apply_writes(session, writes, settings, signer, check_retries=check_retries)
     addresses = [i.address for i in items if isinstance(i, Lookup)]
-    return lookup_routes(session, addresses) if addresses else {}
+    return (lookup_routes(session, addresses) if addresses else {}), retried
 
 
 class Journal:
@@ -260,6 +296,17 @@ class Journal:
         self.commits = 0
         self.writes = 0
         self.lookups = 0
+        # Until this loop time, new messages are checked for being retries (reconcile).
+        self._retries_until = 0.0
+
+    def expect_retries(self, seconds: float) -> None:
+        """Check new messages for retries of deferred/unknown ones for ``seconds`` from now
+        (after a deferral here, or a reconcile that saw retryable rows)."""
+        loop = asyncio.get_running_loop()
+        self._retries_until = max(self._retries_until, loop.time() + seconds)
+
+    def stop_expecting_retries(self) -> None:
+        self._retries_until = 0.0
 
     def start(self) -> None:
         if self._task is None:
@@ -270,6 +317,12 @@ class Journal:
         """Queue ``w`` and return once it is committed (or raise why it was not)."""
         await self.submit(w)
 
+    async def record(self, w: NewMessage) -> str:
+        """``write`` for a new message; the token of its row (a retry's is its first
+        attempt's, see ``apply_writes``)."""
+        token: str = await self.submit(w)
+        return token
+
     async def lookup(self, address: str) -> Route | None:
         """The route for ``address`` (see ``routes``), read in the next batch's transaction."""
         if self._queue is None:
@@ -279,7 +332,7 @@ class Journal:
         result: Route | None = await done
         return result
 
-    def submit(self, w: Write, *, lazy: bool = False) -> asyncio.Future[None]:
+    def submit(self, w: Write, *, lazy: bool = False) -> asyncio.Future[Any]:
         """Queue ``w``; the future resolves when it is committed. A failure nobody awaits is
         logged (by kind, never content).
 
@@ -288,7 +341,7 @@ class Journal:
         (a delivered status rides on the next message's commit instead of paying for one)."""
         if self._queue is None:
             raise RuntimeError("journal not started")
-        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         done.add_done_callback(_log_unawaited_failure)
         self._queue.put_nowait(_Pending(w, done, lazy, asyncio.get_running_loop().time()))
         return done
@@ -372,7 +425,7 @@ class Journal:
         if not batch:
             return
         try:
-            routes = await self.db.run(self._batch([p.item for p in batch]), commit=True)
+            result = await self.db.run(self._batch([p.item for p in batch]), commit=True)
         except Exception as exc:
             if len(batch) == 1:
                 _settle(batch[0].done, exc)
@@ -389,10 +442,13 @@ class Journal:
         self.writes += sum(not isinstance(p.item, Lookup) for p in batch)
         self.lookups += sum(isinstance(p.item, Lookup) for p in batch)
         for pending in batch:
-            _settle(pending.done, None, _answer(pending.item, routes))
+            _settle(pending.done, None, _answer(pending.item, result))
 
-    def _batch(self, items: list[Item]) -> Callable[[Session], dict[str, Route]]:
-        return lambda s: apply_batch(s, items, self.settings, self.signer)
+    def _batch(
+        self, items: list[Item]
+    ) -> Callable[[Session], tuple[dict[str, Route], dict[str, str]]]:
+        check = asyncio.get_running_loop().time() < self._retries_until
+        return lambda s: apply_batch(s, items, self.settings, self.signer, check_retries=check)
 
 
 def _writes_rows(pending: _Pending) -> bool:
@@ -402,11 +458,17 @@ def _writes_rows(pending: _Pending) -> bool:
     return isinstance(item, StatusChange) and item.row is not None and not pending.lazy
 
 
-def _answer(item: Item, routes: dict[str, Route]) -> Route | None:
-    return routes.get(item.address) if isinstance(item, Lookup) else None
+def _answer(item: Item, result: tuple[dict[str, Route], dict[str, str]]) -> Any:
+    routes, retried = result
+    if isinstance(item, Lookup):
+        return routes.get(item.address)
+    if isinstance(item, NewMessage):
+        token = item.row["token"]
+        return retried.get(token, token)
+    return None
 
 
-def _log_unawaited_failure(done: asyncio.Future[None]) -> None:
+def _log_unawaited_failure(done: asyncio.Future[Any]) -> None:
     if not done.cancelled() and done.exception() is not None:
         log.error("relay journal: write failed (%s)", type(done.exception()).__name__)
 

@@ -12,7 +12,12 @@ ledger entry holds (who, which alias, why, size, body hash) plus what the relay 
   reply in an existing thread (``thread_exists``), which the messaging policy treats apart.
 - ``status``: ``sending`` (written with the ledger entry before the smarthost is asked),
   then ``delivered``, ``deferred`` (smarthost 4xx or down: the sender was told to retry),
-  ``rejected`` (smarthost 5xx) or ``bounced`` (a DSN came back later).
+  ``rejected`` (smarthost 5xx), ``bounced`` (a DSN came back later) or ``unknown`` (the
+  relay stopped between asking the smarthost and recording its answer: ``relay.reconcile``
+  says so, it never guesses "delivered").
+- ``retry_key`` and ``attempts``: a sender's retry of a deferred (or unknown) message is the
+  same message (same envelope, same bytes); it takes over this row instead of making a new
+  one, so the ledger has one ``message`` entry per message (``relay.reconcile``).
 
 No address of either side is stored: customers and principals are named by id, the alias is
 on the relay domain.
@@ -45,7 +50,7 @@ _MAC_CHARS = MAC_BYTES * 8 // 5
 DIRECTION_TO_CUSTOMER = "to_customer"
 DIRECTION_TO_PRINCIPAL = "to_principal"
 DIRECTIONS = (DIRECTION_TO_CUSTOMER, DIRECTION_TO_PRINCIPAL)
-STATUSES = ("sending", "delivered", "deferred", "rejected", "bounced")
+STATUSES = ("sending", "delivered", "deferred", "rejected", "bounced", "unknown")
 
 
 class RelayMessage(Base):
@@ -68,11 +73,18 @@ class RelayMessage(Base):
     status_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    # What makes a sender's retry the same message (relay.reconcile.retry_key), and how many
+    # times the smarthost was asked for it.
+    retry_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
 
     __table_args__ = (
         # thread_exists: "was this Message-ID issued for this pair?"
         Index("ix_relay_messages_message_id", "message_id"),
         Index("ix_relay_messages_customer_principal", "customer_id", "principal_id"),
+        Index("ix_relay_messages_retry_key", "retry_key"),
+        # reconcile: rows still sending (or retryable) by age
+        Index("ix_relay_messages_status_updated", "status", "updated_at"),
     )
 
 

@@ -39,6 +39,7 @@ from mailveil.relay.pipeline import (
     header_from_address,
     outcome_event,
 )
+from mailveil.relay.reconcile import delivered_event
 from mailveil.relay.routes import lookup_route
 from mailveil.relay.strangers import banner_outgoing, undeliverable
 
@@ -189,7 +190,9 @@ def release(session: Session, ctx: RelayContext, sha256: str, *, actor: str) -> 
         apply_writes(session, [change], ctx.settings, ctx.runtime.signer)
         session.commit()
         raise
-    delivered = StatusChange(out.token, "delivered", row=out.row)
+    route = lookup_route(session, out.row["alias"])
+    event = delivered_event(out, route) if route else None
+    delivered = StatusChange(out.token, "delivered", event=event, row=out.row)
     apply_writes(session, [delivered], ctx.settings, ctx.runtime.signer)
     session.commit()
     quarantine.remove(ctx.settings.data_dir, entry.held.sha256)

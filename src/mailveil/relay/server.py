@@ -11,7 +11,8 @@ Protocol choices (each a setting, see ``config.Settings``):
 - ``ENHANCEDSTATUSCODES`` (RFC 2034): every reply carries an enhanced code. The relay's own
   replies come from ``codes``; aiosmtpd's fixed replies are mapped here (``enhance``).
 - Slow clients: each command, and a whole DATA transfer, must arrive within
-  ``relay_timeout_seconds`` or the connection is closed (aiosmtpd's timer); at most
+  ``relay_timeout_seconds`` or the client gets ``421 4.4.2`` and the connection is closed
+  (aiosmtpd's timer); at most
   ``relay_max_connections`` connections at once, others get ``421 4.7.0``.
 - One recipient per transaction, decisions at RCPT, before-queue delivery: see ``handler``.
 - aiosmtpd's own logger (``mail.log``) logs envelope addresses at INFO; the server raises its
@@ -25,6 +26,7 @@ uvicorn); ``RelayThread`` runs one in a thread of its own (tests, benchmarks), a
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
 import re
@@ -45,6 +47,7 @@ from mailveil.relay.context import RelayContext
 from mailveil.relay.delivery import Smarthost
 from mailveil.relay.handler import RelayEnvelope, RelayHandler, bounce_processor
 from mailveil.relay.journal import Database, Journal
+from mailveil.relay.reconcile import Reconciled, reconcile
 from mailveil.relay.sender_auth import Resolver
 from mailveil.runtime import Runtime
 
@@ -205,6 +208,15 @@ class RelaySMTP(SMTP):
         # aiosmtpd echoes the argument; the relay confirms nothing about any address.
         await self.push(str(codes.CANNOT_VRFY))
 
+    def _timeout_cb(self) -> None:
+        # aiosmtpd only closes the connection; an idle or trickling client is told why first
+        # (RFC 5321 4.5.3.2: the server should say 421 before it closes on a timeout).
+        transport = self.transport
+        if transport is not None and not transport.is_closing():
+            assert isinstance(transport, asyncio.WriteTransport)
+            transport.write(f"{codes.CONNECTION_TIMEOUT}\r\n".encode("ascii"))
+        super()._timeout_cb()  # type: ignore[no-untyped-call]
+
     def restart_timer(self) -> None:
         """Give the relay's own work (delivery) a fresh timeout, not the client's leftover."""
         self._reset_timeout()
@@ -253,6 +265,7 @@ class RelayServer:
         )
         self.tls = tls_context(settings.relay_tls_cert, settings.relay_tls_key)
         self._server: asyncio.Server | None = None
+        self._reconciler: asyncio.Task[None] | None = None
 
     @classmethod
     def from_runtime(
@@ -285,6 +298,9 @@ class RelayServer:
         # aiosmtpd logs envelope addresses at INFO and a deprecation on every AUTH at WARNING.
         logging.getLogger("mail.log").setLevel(logging.ERROR)
         loop = asyncio.get_running_loop()
+        # Before the first client: its retry of a message a killed relay left "sending" must
+        # find that row already "unknown" (and retries looked for).
+        await self.reconcile()
         try:
             if self.sock is not None:
                 self._server = await loop.create_server(self._protocol, sock=self.sock)
@@ -297,14 +313,45 @@ class RelayServer:
                 f"the relay cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
             ) from exc
         self.journal.start()
+        self._reconciler = loop.create_task(self._reconcile_every(), name="relay-reconcile")
         sockets = self._server.sockets
         if sockets:
             self.port = int(sockets[0].getsockname()[1])
         log.info("relay listening on %s:%s", self.host, self.port)
 
+    async def reconcile(self) -> Reconciled | None:
+        """One ``relay.reconcile`` pass: rows a stopped relay left ``sending`` become
+        ``unknown``; while retryable rows exist, new messages are checked for retries. A
+        failure is logged (the next pass tries again), never fatal to the relay."""
+        ctx = self.ctx
+        try:
+            done = await self.db.run(
+                lambda s: reconcile(s, ctx.settings, ctx.runtime.signer), commit=True
+            )
+        except Exception as exc:
+            log.error("relay: reconcile failed (%s)", type(exc).__name__)
+            return None
+        if done.unknown:
+            log.warning(
+                "relay: %d message(s) left sending by a stopped relay: unknown", done.unknown
+            )
+        if done.retryable:
+            self.journal.expect_retries(3 * ctx.settings.relay_reconcile_interval_seconds)
+        return done
+
+    async def _reconcile_every(self) -> None:
+        while True:
+            await asyncio.sleep(self.ctx.settings.relay_reconcile_interval_seconds)
+            await self.reconcile()
+
     async def stop(self) -> None:
         """Stop listening, hang up on clients (a transaction without its 250 is the client's
         to retry), finish the ledger writes under way, close the smarthost connections."""
+        if self._reconciler is not None:
+            self._reconciler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reconciler
+            self._reconciler = None
         if self._server is not None:
             self._server.close()
             self._connections.close_all()
