@@ -3,6 +3,15 @@
     .venv/bin/python benchmarks/leak_scenarios.py                  # 12 scenarios
     .venv/bin/python benchmarks/leak_scenarios.py --scenarios 30 --workers 2
     .venv/bin/python benchmarks/leak_scenarios.py --quick          # 2 small scenarios
+    .venv/bin/python benchmarks/leak_scenarios.py --seeds 101-112  # the held-out seeds
+    .venv/bin/python benchmarks/leak_scenarios.py --seeds 1-12,301-312 --keep DIR
+    .venv/bin/python benchmarks/leak_scenarios.py --rescore DIR    # anomaly job only
+
+Seeds: the anomaly job's features were tuned on ``TUNING_SEEDS`` (1-12 and 301-312) and
+are reported on ``HELD_OUT_SEEDS`` (101-112), run once; every run prints which of its seeds
+are which. ``--keep DIR`` saves each scenario's ledger (SQLite) and leak plan, and
+``--rescore DIR`` runs only the anomaly job over them again, so features can be tried
+without rebuilding the marketplaces.
 
 Each scenario is a fresh SQLite marketplace (migrated schema, real vault, keys, Cedar
 policies): customers imported through ``import_customers``, sellers, teams of employees with
@@ -56,6 +65,8 @@ per 1,000 employee-days, with verdicts against the targets.
 from __future__ import annotations
 
 import argparse
+import json
+import shutil
 import statistics
 import tempfile
 import time
@@ -74,7 +85,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailveil.access.listing import list_for_employee
+from mailveil.config import load_settings
 from mailveil.contacts.models import Alias
+from mailveil.db.session import make_engine
 from mailveil.detect.models import AbuseReport, IncidentCulprit, Signal
 from mailveil.detect.ranking import rank_principals
 from mailveil.detect.scan import scan_ledger
@@ -106,6 +119,9 @@ ROTATING = ("employee_export", "slow_leak", "case_cover")
 EMPLOYEE_LEAKS = ("employee_export", "reveal_resale", "slow_leak", "case_cover")
 BUDGETS = (0.5, 1.0, 2.0)
 MIN_REPORTS = 20
+# The anomaly job's features were tuned on these seeds only; HELD_OUT_SEEDS are reported.
+TUNING_SEEDS = frozenset([*range(1, 13), *range(301, 313)])
+HELD_OUT_SEEDS = frozenset(range(101, 113))
 
 
 # --- leaks -------------------------------------------------------------------------------
@@ -326,7 +342,7 @@ def relayed_complaints(s: Session, w: World, p: Plan, day: int) -> None:
 # --- one scenario ---------------------------------------------------------------------------
 
 
-def run_scenario(seed: int, size: dict[str, int]) -> dict[str, Any]:
+def run_scenario(seed: int, size: dict[str, int], keep: str | None = None) -> dict[str, Any]:
     CLOCK.install()
     days = size["days"]
     t0 = time.perf_counter()
@@ -358,8 +374,10 @@ def run_scenario(seed: int, size: dict[str, int]) -> dict[str, Any]:
         result["framed_named"] = sorted(
             framed & (set(result["false_sources"]) | set(result["false_recipients"]))
         )
-        result["anomaly"] = _anomalies(w, p, days)
+        result["anomaly"] = _anomalies(w.engine, w.settings, p.leaks, days)
         w.engine.dispose()
+        if keep is not None:
+            _keep(Path(keep), Path(tmp), seed, days, p.leaks)
     result["seconds"] = time.perf_counter() - t0
     result["seed"] = seed
     return result
@@ -423,14 +441,41 @@ def _collect(s: Session, w: World, p: Plan, named_day: dict[int, int]) -> dict[s
     }
 
 
-def _anomalies(w: World, p: Plan, days: int) -> dict[str, Any]:
+def _keep(keep: Path, tmp: Path, seed: int, days: int, leaks: list[Leak]) -> None:
+    """The scenario's ledger and leak plan, for ``--rescore``."""
+    keep.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(tmp / "mailveil.db", keep / f"seed-{seed}.db")
+    plan_ = [
+        {"kind": lk.kind, "culprit": lk.culprit, "start": lk.start, "end": lk.end} for lk in leaks
+    ]
+    (keep / f"seed-{seed}.json").write_text(
+        json.dumps({"seed": seed, "days": days, "leaks": plan_})
+    )
+
+
+def _rescore_one(path: str) -> dict[str, Any]:
+    meta = json.loads(Path(path).read_text())
+    leaks = [Leak(x["kind"], x["culprit"], None, x["start"], x["end"], "") for x in meta["leaks"]]
+    engine = make_engine(url=f"sqlite:///{Path(path).with_suffix('.db')}")
+    with tempfile.TemporaryDirectory(prefix="mailveil-rescore-") as tmp:
+        settings = load_settings(env={}, data_dir=Path(tmp), relay_domain="relay.shop.example")
+        try:
+            return {
+                "seed": meta["seed"],
+                "anomaly": _anomalies(engine, settings, leaks, meta["days"]),
+            }
+        finally:
+            engine.dispose()
+
+
+def _anomalies(engine: Any, settings: Any, leaks: list[Leak], days: int) -> dict[str, Any]:
     if run_anomaly_job is None:
         return {"available": False}
     out: dict[str, Any] = {"available": True, "budgets": {}}
     since, until = START + timedelta(days=7), START + timedelta(days=days - 1)
-    insiders = [lk for lk in p.leaks if lk.kind in EMPLOYEE_LEAKS]
+    insiders = [lk for lk in leaks if lk.kind in EMPLOYEE_LEAKS]
     for b in BUDGETS:
-        rep = run_anomaly_job(w.engine, w.settings, since=since, until=until, budget_per_1000=b)
+        rep = run_anomaly_job(engine, settings, since=since, until=until, budget_per_1000=b)
         found = {}
         for lk in insiders:
             hits = [
@@ -538,55 +583,134 @@ def summarise(console: Console, results: list[dict[str, Any]]) -> bool:
             ok_rank,
         ),
     ]
-    an = [r["anomaly"] for r in results]
+    verdicts.extend(anomaly_table(console, [r["anomaly"] for r in results]))
+    for what, ok in verdicts:
+        console.print(f"  target: {what}: {'PASS' if ok else 'FAIL'}")
+    return all(ok for _, ok in verdicts)
+
+
+def anomaly_table(console: Console, an: list[dict[str, Any]]) -> list[tuple[str, bool]]:
+    """The anomaly job's recall per budget, and its verdicts at 1 alert per 1,000."""
     if not all(a["available"] for a in an):
         console.print(
             "  anomaly job: mailveil.detect.anomalies.run_anomaly_job not importable; skipped"
         )
-    else:
-        t = Table(title="Anomaly job (run_anomaly_job) over the same ledgers")
-        for col in (
-            "budget /1000",
-            "recall",
-            "by kind",
-            "alerts /1000 (realised)",
-            "median delay (days)",
-        ):
-            t.add_column(col)
-        recall_at_1 = 0.0
-        for b in BUDGETS:
-            found = [(k, v) for a in an for k, v in a["budgets"][b]["found"].items()]
-            hit = [v for _, v in found if v is not None]
-            by_kind = {
-                k: f"{sum(v is not None for kk, v in found if kk == k)}/"
-                f"{sum(kk == k for kk, _ in found)}"
-                for k in EMPLOYEE_LEAKS
-                if any(kk == k for kk, _ in found)
-            }
-            alerts = sum(a["budgets"][b]["alerts"] for a in an)
-            edays = sum(a["budgets"][b]["employee_days"] for a in an)
-            t.add_row(
-                f"{b:g}",
-                _pct(len(hit), len(found)),
-                str(by_kind),
-                f"{1000 * alerts / max(edays, 1):.2f} ({alerts} in {edays:,} employee-days)",
-                _med([float(v) for v in hit]),
-            )
-            if b == 1.0:
-                recall_at_1 = len(hit) / max(len(found), 1)
-        console.print(t)
-        verdicts.append(
-            ("anomaly recall ≥ 0.9 at ≤ 1 alert per 1,000 employee-days", recall_at_1 >= 0.9)
+        return []
+    t = Table(title="Anomaly job (run_anomaly_job) over the same ledgers")
+    for col in (
+        "budget /1000",
+        "recall",
+        "by kind",
+        "alerts /1000 (realised)",
+        "median delay (days)",
+    ):
+        t.add_column(col)
+    recall_at_1, slow_at_1, slow_n = 0.0, 0, 0
+    for b in BUDGETS:
+        found = [(k, v) for a in an for k, v in a["budgets"][b]["found"].items()]
+        hit = [v for _, v in found if v is not None]
+        by_kind = {
+            k: f"{sum(v is not None for kk, v in found if kk == k)}/"
+            f"{sum(kk == k for kk, _ in found)}"
+            for k in EMPLOYEE_LEAKS
+            if any(kk == k for kk, _ in found)
+        }
+        alerts = sum(a["budgets"][b]["alerts"] for a in an)
+        edays = sum(a["budgets"][b]["employee_days"] for a in an)
+        t.add_row(
+            f"{b:g}",
+            _pct(len(hit), len(found)),
+            str(by_kind),
+            f"{1000 * alerts / max(edays, 1):.2f} ({alerts} in {edays:,} employee-days)",
+            _med([float(v) for v in hit]),
         )
+        if b == 1.0:
+            recall_at_1 = len(hit) / max(len(found), 1)
+            slow = [v for k, v in found if k == "slow_leak"]
+            slow_at_1, slow_n = sum(v is not None for v in slow), len(slow)
+    console.print(t)
+    return [
+        ("anomaly recall ≥ 0.9 at ≤ 1 alert per 1,000 employee-days", recall_at_1 >= 0.9),
+        (
+            f"slow leaks found at ≤ 1 alert per 1,000 employee-days: {slow_at_1}/{slow_n} (≥ 3/4)",
+            slow_at_1 >= 0.75 * slow_n,
+        ),
+    ]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """``1-12,301-312`` -> [1, ..., 12, 301, ..., 312]."""
+    seeds: list[int] = []
+    for part in text.split(","):
+        lo, _, hi = part.strip().partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"--seeds: {part!r} is not N or N-M") from None
+        if last < first:
+            raise argparse.ArgumentTypeError(f"--seeds: {part!r} runs backwards")
+        seeds.extend(range(first, last + 1))
+    return list(dict.fromkeys(seeds))
+
+
+def _spans(seeds: list[int]) -> str:
+    out: list[str] = []
+    for n in sorted(seeds):
+        if out and out[-1].split("-")[-1] == str(n - 1):
+            out[-1] = f"{out[-1].split('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ",".join(out) or "none"
+
+
+def seed_split(seeds: list[int]) -> str:
+    """Which seeds the anomaly job was tuned on and which it never saw while tuning."""
+    tuning = [x for x in seeds if x in TUNING_SEEDS]
+    held = [x for x in seeds if x in HELD_OUT_SEEDS]
+    other = [x for x in seeds if x not in TUNING_SEEDS and x not in HELD_OUT_SEEDS]
+    return (
+        f"seeds: tuning {_spans(tuning)}; held out {_spans(held)}; "
+        f"other (not used in tuning) {_spans(other)}"
+    )
+
+
+def rescore(console: Console, folder: Path, seeds: list[int] | None, workers: int) -> int:
+    """The anomaly job again over ledgers kept by ``--keep``."""
+    paths = sorted(folder.glob("seed-*.json"), key=lambda q: int(q.stem.split("-")[1]))
+    if seeds is not None:
+        paths = [q for q in paths if int(q.stem.split("-")[1]) in seeds]
+    if not paths:
+        console.print(f"no kept scenarios in {folder}")
+        return 1
+    console.print(seed_split([int(q.stem.split("-")[1]) for q in paths]))
+    if workers > 1:
+        with ProcessPoolExecutor(workers) as pool:
+            results = list(pool.map(_rescore_one, [str(q) for q in paths]))
+    else:
+        results = [_rescore_one(str(q)) for q in paths]
+    verdicts = anomaly_table(console, [r["anomaly"] for r in results])
+    for r in results:
+        missed = [
+            k
+            for k, v in r["anomaly"].get("budgets", {}).get(1.0, {}).get("found", {}).items()
+            if v is None
+        ]
+        if missed:
+            console.print(f"  seed {r['seed']}: missed at 1/1000: {missed}")
     for what, ok in verdicts:
         console.print(f"  target: {what}: {'PASS' if ok else 'FAIL'}")
-    return all(ok for _, ok in verdicts)
+    return 0
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenarios", type=int, default=12)
     parser.add_argument("--seed", type=int, default=1, help="first seed")
+    parser.add_argument(
+        "--seeds", type=parse_seeds, default=None, help="seeds to run, e.g. 101-112 or 1-12,301-312"
+    )
+    parser.add_argument("--keep", default=None, help="save each scenario's ledger here")
+    parser.add_argument("--rescore", default=None, help="rerun the anomaly job on kept ledgers")
     parser.add_argument("--days", type=int, default=49)
     parser.add_argument("--customers", type=int, default=3000)
     parser.add_argument("--sellers", type=int, default=30)
@@ -602,11 +726,14 @@ def main() -> int:
     size = {k: getattr(args, k) for k in ("days", "customers", "sellers", "employees")}
     size["framing"] = 0 if args.no_framing else 1
     console = Console()
+    if args.rescore:
+        return rescore(console, Path(args.rescore), args.seeds, args.workers)
+    seeds = args.seeds or list(range(args.seed, args.seed + args.scenarios))
     console.print(
-        f"{args.scenarios} scenarios from seed {args.seed}: {args.customers:,} customers, "
+        f"{len(seeds)} scenarios: {args.customers:,} customers, "
         f"{args.sellers} sellers, {args.employees} employees, {args.days} days each"
     )
-    seeds = list(range(args.seed, args.seed + args.scenarios))
+    console.print(seed_split(seeds))
     results: list[dict[str, Any]] = []
     t = time.perf_counter()
     with Progress(
@@ -619,13 +746,13 @@ def main() -> int:
         task = progress.add_task("scenarios", total=len(seeds))
         if args.workers > 1:
             with ProcessPoolExecutor(args.workers) as pool:
-                futures = [pool.submit(run_scenario, seed, size) for seed in seeds]
+                futures = [pool.submit(run_scenario, seed, size, args.keep) for seed in seeds]
                 for future in as_completed(futures):
                     results.append(future.result())
                     progress.advance(task)
         else:
             for seed in seeds:
-                results.append(run_scenario(seed, size))
+                results.append(run_scenario(seed, size, args.keep))
                 progress.advance(task)
     results.sort(key=lambda r: r["seed"])
     console.print(

@@ -183,3 +183,29 @@ def test_a_culprit_named_by_weak_evidence_needs_a_second_person_to_contain(
     assert done["status"] == "contained" and done["suspended"] == [seller["id"]]
     assert done["requested_by"] != done["confirmed_by"]
     assert admin.ok("get", f"/v1/principals/{seller['id']}")["status"] == "suspended"
+
+
+def test_the_notice_template_can_be_replaced_before_the_first_notice_round(
+    admin: Api, session: Session, runtime: Runtime
+) -> None:
+    """The incident-response service exists from the migration on, so an operator's own
+    breach notice is registered before any notice round, and the round sends that one."""
+    from mailveil.incidents.notices import BUILT_IN
+
+    own = {**BUILT_IN, "subject": "Example Market: an incident involving your contact details"}
+    made = admin.ok("post", "/v1/templates", 201, json=own)
+    assert made["owner"] == "incident-response" and made["version"] == 1
+    w = _incident(admin, session, runtime)
+    inv, incident = w["investigator"], w["incident"]
+    inv.ok("post", f"/v1/incidents/{incident['id']}/contain", json={"reason": "confirmed"})
+    inv.ok(
+        "patch",
+        "/v1/report/controller",
+        json={"name": "Example Market", "dpo_email": "privacy@market.example"},
+    )
+    first = inv.ok("post", f"/v1/incidents/{incident['id']}/notices", 201)
+    assert first["new_customers"] == 3
+    versions = [
+        t for t in admin.ok("get", "/v1/templates")["items"] if t["name"] == "breach-notice"
+    ]
+    assert [(t["version"], t["subject"]) for t in versions] == [(1, own["subject"])]
