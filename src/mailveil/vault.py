@@ -52,7 +52,7 @@ from sqlalchemy.orm import Mapped, Session, mapped_column
 from mailveil.config import Settings
 from mailveil.db.base import Base, UTCDateTime, utcnow
 from mailveil.errors import InvalidAddress, MailveilError
-from mailveil.keyfiles import KeyFileError, read_secret, write_secret
+from mailveil.keyfiles import MISSING_KEY_ADVICE, KeyFileError, read_secret, write_secret
 
 INDEX_KEY_FILE = "address-index.key"
 KEK_PREFIX = "address-kek-"
@@ -202,7 +202,7 @@ class Vault:
         vault = cls(keys_dir, index_key, {})
         vault._load_keks()
         if not vault._keks:
-            raise KeyFileError(f"no key-encryption key in {keys_dir}; run `mailveil init`")
+            raise KeyFileError(f"no key-encryption key in {keys_dir}: {MISSING_KEY_ADVICE}")
         return vault
 
     # -- keys ---------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import typer
 from rich.markup import escape
 
 from mailveil.cli import access, customers, detect, disclosures, keys, ledger, policy, quarantine
+from mailveil.cli import backup as backup_cli
 from mailveil.cli import incident_report as report_cli
 from mailveil.cli import notify as notify_cli
 from mailveil.cli import witness as witness_cli
@@ -40,6 +41,8 @@ app.add_typer(notify_cli.facts_app, name="facts")
 app.add_typer(notify_cli.templates_app, name="templates")
 app.add_typer(notify_cli.sends_app, name="sends")
 app.add_typer(witness_cli.app, name="witness")
+app.command("backup")(backup_cli.backup_command)
+app.command("restore")(backup_cli.restore_command)
 customers.app.command("access-log")(access.access_log_command)
 customers.app.command("contact")(access.contact_command)
 customers.app.command("export")(access.export_command)

@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mailveil.config import Settings
-from mailveil.keyfiles import KeyFileError, read_secret, write_secret
+from mailveil.keyfiles import MISSING_KEY_ADVICE, KeyFileError, read_secret, write_secret
 
 KEY_FILE = "ledger-ed25519.key"
 PUB_FILE = "ledger-ed25519.pub"
@@ -177,7 +177,7 @@ def load_public_key(settings: Settings) -> Ed25519PublicKey:
     try:
         text = pub_path(settings).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise KeyFileError(f"{pub_path(settings)} is missing; run `mailveil init`") from exc
+        raise KeyFileError(f"{pub_path(settings)} is missing: {MISSING_KEY_ADVICE}") from exc
     return parse_verifier_key(text)[1]
 
 
