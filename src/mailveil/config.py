@@ -233,6 +233,14 @@ class Settings:
     # How long a new DKIM selector is published before the relay signs with it, and how long
     # the old one stays published after (caches, messages in flight).
     dkim_overlap_hours: float = 48.0
+    # Where the address key-encryption keys and the ledger signing key live: "files" (the
+    # keys directory) or "pkcs11" (an HSM token through its PKCS#11 module, keys labelled
+    # "<pkcs11_key_prefix>-kek-<id>" and "<pkcs11_key_prefix>-ledger").
+    key_store: str = "files"
+    pkcs11_module: str = ""
+    pkcs11_token_label: str = ""
+    pkcs11_pin: str = ""
+    pkcs11_key_prefix: str = "mailveil"
 
     @property
     def db_url(self) -> str:
@@ -493,6 +501,12 @@ def _check_custody(settings: Settings) -> None:
         raise SettingsError("key_refresh_seconds must be > 0")
     if settings.verp_grace_days < 0 or settings.dkim_overlap_hours < 0:
         raise SettingsError("verp_grace_days and dkim_overlap_hours must be >= 0")
+    if settings.key_store not in ("files", "pkcs11"):
+        raise SettingsError("key_store must be files or pkcs11")
+    if settings.key_store == "pkcs11" and not (
+        settings.pkcs11_module and settings.pkcs11_token_label
+    ):
+        raise SettingsError("key_store = pkcs11 needs pkcs11_module and pkcs11_token_label")
 
 
 __all__ = ["Settings", "SettingsError", "load_settings", "nameservers"]

@@ -25,7 +25,13 @@ def _with_data(cli: Cli) -> None:
     cli.ok("init")
     settings = cli.settings()
     with open_db(settings) as db, db() as session:
-        create_customer(session, Vault.open(settings), external_id="c-1", email="kim.b@example.com", country="DE")
+        create_customer(
+            session,
+            Vault.open(settings),
+            external_id="c-1",
+            email="kim.b@example.com",
+            country="DE",
+        )
         session.commit()
         seller = add_seller(db, "s-1")
         add_order(db, "o-1", "c-1", seller)

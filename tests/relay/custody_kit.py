@@ -83,10 +83,12 @@ def pg_url_for(database: str, url: str) -> str:
 
 
 @contextmanager
-def running_relay(settings: Settings, db: LiveDb, tmp_path: Path) -> Iterator[Relay]:
+def running_relay(
+    settings: Settings, db: LiveDb, tmp_path: Path, **overrides: object
+) -> Iterator[Relay]:
     """The relay on the live database, its keys recorded as `mailveil init` records them."""
     factory = make_session_factory(db.engine)
-    gen = open_relay(settings.with_overrides(database_url=db.url), factory, tmp_path)
+    gen = open_relay(settings.with_overrides(database_url=db.url, **overrides), factory, tmp_path)
     relay = next(gen)
     with session_scope(factory) as session:
         bind_keys(session, relay.settings)
@@ -101,6 +103,7 @@ class Traffic:
     """A seller writing to a customer through the relay, message after message."""
 
     relay: Relay
+    both_directions: bool = False  # also the customer writing back through her reverse alias
     accepted: int = 0
     refused: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
@@ -114,15 +117,23 @@ class Traffic:
 
     def _run(self) -> None:
         w = self.relay.world
-        alias = w.alias("alice", "acme")
-        data = message(from_=SELLER_ADDRESS, to=alias, subject="[shipping] Parcel")
+        alias, reverse, real = w.alias("alice", "acme"), w.reverse("alice", "acme"), w.real["alice"]
+        to_customer = message(from_=SELLER_ADDRESS, to=alias, subject="[shipping] Parcel")
+        # The customer's reply is recognised by her address's blind index (RCPT and From).
+        to_principal = message(from_=f"Alice <{real}>", to=reverse, subject="Re: Parcel")
+        turn = 0
         while not self._stop.is_set():
+            turn += 1
+            both = self.both_directions and turn % 2 == 0
             try:
-                with self.relay.client(token=w.keys["acme"]) as client:
+                with self.relay.client(token=None if both else w.keys["acme"]) as client:
                     for _ in range(10):
                         if self._stop.is_set():
                             break
-                        code, reply = transaction(client, SELLER_ADDRESS, alias, data)
+                        if both:
+                            code, reply = transaction(client, real, reverse, to_principal)
+                        else:
+                            code, reply = transaction(client, SELLER_ADDRESS, alias, to_customer)
                         if code == 250:
                             self.accepted += 1
                         else:

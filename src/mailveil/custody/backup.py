@@ -246,6 +246,7 @@ def restore(
 ) -> RestoreReport:
     """Restore the keys (and, given ``data_file``, the database) for ``settings``; the keys
     are installed only if they open the data. Then the ledger is verified."""
+    from mailveil.custody.ledger_rotation import ledger_keys
     from mailveil.ledger.signing import CheckpointSigner
     from mailveil.ledger.verify import verify_ledger
 
@@ -277,7 +278,8 @@ def restore(
             report.keys_installed = install_keys(files, settings.keys_dir)
             if verify:
                 signer = CheckpointSigner.load(settings)
-                report.ledger = verify_ledger(engine, settings, signer.public_key, split=False)
+                keys = ledger_keys(settings, signer.public_key)
+                report.ledger = verify_ledger(engine, settings, keys, split=False)
         finally:
             engine.dispose()
     report.seconds = time.perf_counter() - started

@@ -98,6 +98,18 @@ def present_keys(keys_dir: Path) -> dict[tuple[str, str], str]:
     return found
 
 
+def present_key_set(settings: Settings) -> dict[tuple[str, str], str]:
+    """``present_keys`` of the keys directory and, with a PKCS#11 key store, the token's
+    KEKs and ledger key (key check values and public-key hashes: nothing leaves it)."""
+    from mailveil.custody.keystore import key_store
+
+    found = present_keys(settings.keys_dir)
+    store = key_store(settings)
+    if store is not None:
+        found.update(store.fingerprints())
+    return found
+
+
 class KeyMismatch(KeyFileError):
     """The keys directory does not hold the keys this database was made with."""
 
@@ -141,10 +153,16 @@ def check_recorded(
     """Problems with the recorded keys, and recorded KEKs that may be marked retired."""
     from mailveil.vault import VaultKey
 
-    used_keks = {f"address-kek-{k}.key" for k in session.scalars(select(VaultKey.kek_id))}
+    used_keks = {
+        name
+        for k in session.scalars(select(VaultKey.kek_id))
+        for name in (f"address-kek-{k}.key", f"pkcs11:{settings.pkcs11_key_prefix}-kek-{k}")
+    }
     problems: list[str] = []
     gone: list[KeyFingerprint] = []
     for row in recorded(session):
+        if row.state == RETIRED:
+            continue  # archived after a rotation: kept for old backups, needed by nothing
         have = present.get((row.purpose, row.key_id))
         if have is not None and have != row.fingerprint:
             problems.append(
@@ -162,8 +180,9 @@ def check_recorded(
 def check_against_data(session: Session, settings: Settings) -> list[str]:
     """Problems opening this database's data with the keys in ``keys_dir``."""
     from mailveil.contacts.models import Customer
+    from mailveil.custody.ledger_rotation import ledger_keys
     from mailveil.ledger.models import LedgerCheckpoint
-    from mailveil.ledger.signing import CheckpointError, CheckpointSigner, verify_checkpoint
+    from mailveil.ledger.signing import CheckpointError, CheckpointSigner, verify_checkpoint_any
     from mailveil.vault import Vault, VaultError, VaultKey
 
     problems: list[str] = []
@@ -200,7 +219,7 @@ def check_against_data(session: Session, settings: Settings) -> list[str]:
     if latest is not None:
         try:
             signer = CheckpointSigner.load(settings)
-            verify_checkpoint(latest.note, signer.public_key)
+            verify_checkpoint_any(latest.note, ledger_keys(settings, signer.public_key))
         except (KeyFileError, CheckpointError) as exc:
             problems.append(f"the newest checkpoint does not verify under the ledger key ({exc})")
     return problems
@@ -217,7 +236,7 @@ def bind_keys(
     """
     report = BindReport()
     keys_dir = settings.keys_dir
-    present = present_keys(keys_dir)
+    present = present_key_set(settings)
     if not recorded(session) and holds_data(session):
         problems = check_against_data(session, settings)
         if problems:
@@ -232,7 +251,7 @@ def bind_keys(
             report.retired.append(row.key_id)
     if mint is not None:
         mint()
-        present = present_keys(keys_dir)
+        present = present_key_set(settings)
     known = {(r.purpose, r.key_id) for r in recorded(session)}
     for (purpose, key_id), fp in sorted(present.items()):
         if (purpose, key_id) not in known:
@@ -263,6 +282,7 @@ __all__ = [
     "check_recorded",
     "holds_data",
     "mismatch_message",
+    "present_key_set",
     "present_keys",
     "recorded",
     "retire_recorded",
