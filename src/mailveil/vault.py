@@ -49,7 +49,17 @@ from typing import NamedTuple, cast
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Boolean, LargeBinary, String, Table, bindparam, func, select, update
+from sqlalchemy import (
+    Boolean,
+    LargeBinary,
+    String,
+    Table,
+    bindparam,
+    false,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from mailveil.config import Settings
@@ -489,6 +499,10 @@ def rotate_keys(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
+    # Write first: on SQLite a transaction that read before writing fails at once when the
+    # relay committed meanwhile; one that starts with a write waits for the lock instead.
+    session.commit()
+    session.execute(update(VaultKey).where(false()).values(active=VaultKey.active))
     new_kek = vault.new_kek()
     rows = list(session.scalars(select(VaultKey).order_by(VaultKey.created_at, VaultKey.id)))
     for row in rows:
@@ -543,10 +557,11 @@ def reencrypt_addresses(
         params = []
         for cid, ext, ct, dek_id, bidx in batch:
             new_ct, new_dek = vault.reseal(session, ct, dek_id, bidx, owner=ext)
-            params.append({"b_id": cid, "b_ct": new_ct, "b_dek": new_dek})
+            params.append({"b_id": cid, "b_old": dek_id, "b_ct": new_ct, "b_dek": new_dek})
+        session.commit()  # the read ends; the write starts its own transaction (SQLite)
         session.execute(
             update(table)
-            .where(table.c.id == bindparam("b_id"))
+            .where(table.c.id == bindparam("b_id"), table.c.address_dek == bindparam("b_old"))
             .values(address_ct=bindparam("b_ct"), address_dek=bindparam("b_dek")),
             params,
         )

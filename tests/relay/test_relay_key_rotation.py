@@ -43,7 +43,7 @@ from mailveil.ledger.signing import CheckpointSigner, verify_checkpoint
 from mailveil.ledger.verify import verify_ledger
 from mailveil.relay.dkim_rollover import load_signer, retire_rollover, start_rollover
 from mailveil.relay.messages import VERP_RETIRED_PREFIX, verify_bounce_local
-from mailveil.vault import INDEX_KEY_FILE, INDEX_NEXT_FILE, Vault, normalize_address
+from mailveil.vault import INDEX_KEY_FILE, INDEX_NEXT_FILE, Vault, normalize_address, rotate_keys
 
 relay_settings = kit.relay_settings
 REFRESH = 0.2  # key_refresh_seconds in these tests: processes pick a rotation up quickly
@@ -276,3 +276,32 @@ def test_ledger_key_rotates_as_a_ledger_entry_and_old_checkpoints_keep_verifying
         f"({report.entries} entries, {report.checkpoints} checkpoints, "
         f"{len(before)} signed by the old key before the rotation)"
     )
+
+
+def test_address_kek_rotates_and_reencrypts_under_traffic(
+    db: LiveDb, relay_settings: Settings, tmp_path: Path
+) -> None:
+    with running_relay(relay_settings, db, tmp_path) as relay:
+        settings = relay.settings
+        factory = make_session_factory(db.engine)
+        vault = Vault.open(settings)
+        traffic = Traffic(relay, both_directions=True).start()
+        try:
+            traffic.wait_for(6)
+            with factory() as session:
+                begin_write(session)
+                report = rotate_keys(session, vault, reencrypt=True, batch_size=2)
+            traffic.wait_for(traffic.accepted + 10)
+        finally:
+            traffic.stop()
+        assert traffic.refused == [] and traffic.errors == [], (traffic.refused, traffic.errors)
+        with factory() as session:
+            bind_keys(session, settings)  # the new KEK is recorded
+            session.commit()
+            assert set(session.scalars(select(Customer.address_dek))) == {report.new_dek_id}
+            assert check_recorded(session, settings, present_keys(settings.keys_dir))[0] == []
+        print(
+            f"\n[rotation address KEK {db.backend}] messages accepted: {traffic.accepted}, "
+            f"refused: {len(traffic.refused)}, errors: {len(traffic.errors)}; "
+            f"re-encrypted: {report.reencrypted_rows}"
+        )

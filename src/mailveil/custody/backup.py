@@ -34,6 +34,7 @@ from mailveil.custody.binding import (
     KeyMismatch,
     check_against_data,
     check_recorded,
+    present_key_set,
     present_keys,
 )
 from mailveil.custody.keyfile_export import (
@@ -268,7 +269,7 @@ def restore(
         engine = make_engine(settings)
         try:
             with session_scope(make_session_factory(engine)) as session:
-                problems, _ = check_recorded(session, check, present_keys(staged))
+                problems, _ = check_recorded(session, check, present_key_set(check))
                 problems += check_against_data(session, check)
             if problems:
                 raise KeyMismatch(

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from sqlalchemy import select
+from sqlalchemy import false, select, update
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
@@ -236,6 +236,9 @@ def bind_keys(
     """
     report = BindReport()
     keys_dir = settings.keys_dir
+    # Write first: on SQLite a transaction that read before writing fails at once when
+    # another writer (a running relay) committed meanwhile; one that writes first waits.
+    session.execute(update(KeyFingerprint).where(false()).values(state=KeyFingerprint.state))
     present = present_key_set(settings)
     if not recorded(session) and holds_data(session):
         problems = check_against_data(session, settings)
