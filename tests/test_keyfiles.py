@@ -32,6 +32,6 @@ def test_refuses_group_readable_key(tmp_path: Path) -> None:
         read_secret(path)
 
 
-def test_missing_key_points_at_init(tmp_path: Path) -> None:
-    with pytest.raises(KeyFileError, match="mailveil init"):
+def test_missing_key_points_at_the_existing_keys_not_at_minting_new_ones(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match="keys directory this database was initialised with"):
         read_secret(tmp_path / "absent.key")

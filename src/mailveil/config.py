@@ -266,6 +266,26 @@ class Settings:
     witness_quorum: int = 1
     # How long one witness may take to answer one submission.
     witness_timeout_seconds: float = 10.0
+    # -- key custody (mailveil.custody): where keys live, backups, rotations --------------
+    # The keys directory; empty means data_dir/keys. Keep it off the disk (and the backup)
+    # that holds the database: whoever holds both holds every address.
+    keys_path: str = ""
+    # How often a running process re-reads the key set, so a rotation done by another
+    # process (blind-index, VERP, DKIM) is picked up without a restart.
+    key_refresh_seconds: float = 30.0
+    # How long bounces to VERP addresses signed with a retired VERP key are still accepted.
+    verp_grace_days: float = 14.0
+    # How long a new DKIM selector is published before the relay signs with it, and how long
+    # the old one stays published after (caches, messages in flight).
+    dkim_overlap_hours: float = 48.0
+    # Where the address key-encryption keys and the ledger signing key live: "files" (the
+    # keys directory) or "pkcs11" (an HSM token through its PKCS#11 module, keys labelled
+    # "<pkcs11_key_prefix>-kek-<id>" and "<pkcs11_key_prefix>-ledger").
+    key_store: str = "files"
+    pkcs11_module: str = ""
+    pkcs11_token_label: str = ""
+    pkcs11_pin: str = ""
+    pkcs11_key_prefix: str = "mailveil"
 
     @property
     def db_url(self) -> str:
@@ -275,7 +295,7 @@ class Settings:
 
     @property
     def keys_dir(self) -> Path:
-        return self.data_dir / "keys"
+        return Path(self.keys_path) if self.keys_path else self.data_dir / "keys"
 
     @property
     def logs_dir(self) -> Path:
@@ -498,6 +518,7 @@ def _check(settings: Settings) -> None:
     ):
         raise SettingsError("notify_broker_url must be a redis:// or amqp:// URL")
     _check_witnesses(settings)
+    _check_custody(settings)
     _check_report(settings)
     _check_platform(settings)
 
@@ -549,6 +570,19 @@ def _check_witnesses(settings: Settings) -> None:
         )
     if settings.witness_timeout_seconds <= 0:
         raise SettingsError("witness_timeout_seconds must be > 0")
+
+
+def _check_custody(settings: Settings) -> None:
+    if settings.key_refresh_seconds <= 0:
+        raise SettingsError("key_refresh_seconds must be > 0")
+    if settings.verp_grace_days < 0 or settings.dkim_overlap_hours < 0:
+        raise SettingsError("verp_grace_days and dkim_overlap_hours must be >= 0")
+    if settings.key_store not in ("files", "pkcs11"):
+        raise SettingsError("key_store must be files or pkcs11")
+    if settings.key_store == "pkcs11" and not (
+        settings.pkcs11_module and settings.pkcs11_token_label
+    ):
+        raise SettingsError("key_store = pkcs11 needs pkcs11_module and pkcs11_token_label")
 
 
 __all__ = ["Settings", "SettingsError", "load_settings", "nameservers"]

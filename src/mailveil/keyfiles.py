@@ -10,6 +10,14 @@ import os
 import stat
 from pathlib import Path
 
+# Not "run `mailveil init`": against an existing database that would have minted a new,
+# unrelated key set (it now refuses to); the keys that exist must be found instead.
+MISSING_KEY_ADVICE = (
+    "point keys_path (MAILVEIL_KEYS_PATH) or --data-dir at the keys directory this database "
+    "was initialised with, or restore it (`mailveil restore --keys-only KEYFILE`); only for a "
+    "new database does `mailveil init` create keys"
+)
+
 
 class KeyFileError(RuntimeError):
     """A key file is missing, unreadable or readable by others."""
@@ -36,7 +44,7 @@ def read_secret(path: Path) -> bytes:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError as exc:
-        raise KeyFileError(f"{path} is missing; run `mailveil init`") from exc
+        raise KeyFileError(f"{path} is missing: {MISSING_KEY_ADVICE}") from exc
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"{path} is readable by others (mode {oct(mode & 0o777)}); chmod 600 it")
     return path.read_bytes()

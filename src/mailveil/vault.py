@@ -19,14 +19,17 @@ Encryption (envelope, AES-256-GCM)
 
 Blind index
     HMAC-SHA256 of the canonical form under ``address-index.key``, a key separate from the
-    KEKs. It is what uniqueness and lookup use; the vault never decrypts to search.
+    KEKs. It is what uniqueness and lookup use; the vault never decrypts to search. While the
+    key rotates (``custody.rotation``) ``address-index-next.key`` exists too: new rows are
+    indexed under it, lookups ask for both (``blind_indexes``) until every row is re-indexed
+    and the next key replaces the current one. Each process re-reads the two files every
+    ``key_refresh_seconds``.
 
 Rotation
     ``rotate_keys`` writes a new KEK, re-wraps every DEK under it (a few rows: no downtime, no
     address re-encryption needed), and makes a fresh DEK active for new writes; with
     ``reencrypt`` it then moves address rows to that DEK in committed batches. ``retire_keys``
-    deletes inactive DEKs no row uses and KEK files no DEK uses. The blind-index key is not
-    rotated: rotating it means re-indexing every row from plaintext (not provided yet).
+    deletes inactive DEKs no row uses and KEK files no DEK uses.
 """
 
 from __future__ import annotations
@@ -46,15 +49,27 @@ from typing import NamedTuple, cast
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Boolean, LargeBinary, String, Table, bindparam, func, select, update
+from sqlalchemy import (
+    Boolean,
+    LargeBinary,
+    String,
+    Table,
+    bindparam,
+    false,
+    func,
+    select,
+    update,
+)
 from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from mailveil.config import Settings
+from mailveil.custody.keystore import Aead, KeyStore, key_store
 from mailveil.db.base import Base, UTCDateTime, utcnow
 from mailveil.errors import InvalidAddress, MailveilError
-from mailveil.keyfiles import KeyFileError, read_secret, write_secret
+from mailveil.keyfiles import MISSING_KEY_ADVICE, KeyFileError, read_secret, write_secret
 
 INDEX_KEY_FILE = "address-index.key"
+INDEX_NEXT_FILE = "address-index-next.key"
 KEK_PREFIX = "address-kek-"
 KEK_SUFFIX = ".key"
 MAX_ADDRESS_CHARS = 320
@@ -95,6 +110,9 @@ class SealedAddress(NamedTuple):
     ciphertext: bytes
     dek_id: str
     blind_index: bytes
+    # Every index the address may be stored under (this one first): two while the
+    # blind-index key rotates. Uniqueness checks ask for all of them.
+    lookup: tuple[bytes, ...] = ()
 
 
 def _safe_reason(message: str) -> str:
@@ -118,6 +136,23 @@ def normalize_address(address: object) -> NormalizedAddress:
         raise InvalidAddress(_safe_reason(str(exc))) from None
     domain = (valid.ascii_domain or valid.domain).lower()
     return NormalizedAddress(valid.normalized, f"{valid.local_part.lower()}@{domain}")
+
+
+def _read_index_keys(keys_dir: Path) -> tuple[bytes, bytes | None]:
+    # The next key is read first: a rotation that finishes in between (next renamed over
+    # current) then still yields the new key, never the old one alone.
+    next_path = keys_dir / INDEX_NEXT_FILE
+    try:
+        next_key = read_secret(next_path) if next_path.exists() else None
+    except KeyFileError:
+        if next_path.exists():
+            raise
+        next_key = None  # renamed over the current key just now: that is read next
+    key = read_secret(keys_dir / INDEX_KEY_FILE)
+    for path, k in ((keys_dir / INDEX_KEY_FILE, key), (next_path, next_key)):
+        if k is not None and len(k) != 32:
+            raise KeyFileError(f"{path} is not a 32-byte key")
+    return key, (None if next_key == key else next_key)
 
 
 def _kek_id_now() -> str:
@@ -157,7 +192,13 @@ def init_keys(settings: Settings) -> list[str]:
         with contextlib.suppress(KeyFileError, FileExistsError):
             write_secret(index_path, secrets.token_bytes(32))
             made.append(INDEX_KEY_FILE)
-    if not _list_kek_ids(keys_dir):
+    store = key_store(settings)
+    if store is not None:
+        if not store.kek_ids():
+            kek_id = _kek_id_now()
+            store.new_kek(kek_id)
+            made.append(f"pkcs11 KEK {kek_id}")
+    elif not _list_kek_ids(keys_dir):
         kek_id = _new_kek(keys_dir)
         made.append(f"{KEK_PREFIX}{kek_id}{KEK_SUFFIX}")
     return made
@@ -185,10 +226,24 @@ class Vault:
     Holds the KEKs and the blind-index key read from ``keys_dir`` and caches unwrapped DEKs.
     """
 
-    def __init__(self, keys_dir: Path, index_key: bytes, keks: dict[str, bytes]) -> None:
+    def __init__(
+        self,
+        keys_dir: Path,
+        index_key: bytes,
+        keks: dict[str, bytes],
+        *,
+        next_index_key: bytes | None = None,
+        refresh_seconds: float = 30.0,
+        store: KeyStore | None = None,
+    ) -> None:
         self._keys_dir = keys_dir
         self._index_key = index_key
-        self._keks = dict(keks)
+        self._next_index_key = next_index_key
+        self._refresh_seconds = refresh_seconds
+        self._index_checked = time.monotonic()
+        # KEKs as AES-GCM operations: in memory (files) or inside an HSM (custody.keystore).
+        self._store = store
+        self._keks: dict[str, Aead] = {k: AESGCM(v) for k, v in keks.items()}
         self._deks: dict[str, AESGCM] = {}
         self._active: tuple[str, AESGCM] | None = None
         self._active_checked = 0.0
@@ -196,24 +251,35 @@ class Vault:
     @classmethod
     def open(cls, settings: Settings) -> Vault:
         keys_dir = settings.keys_dir
-        index_key = read_secret(keys_dir / INDEX_KEY_FILE)
-        if len(index_key) != 32:
-            raise KeyFileError(f"{keys_dir / INDEX_KEY_FILE} is not a 32-byte key")
-        vault = cls(keys_dir, index_key, {})
+        index_key, next_key = _read_index_keys(keys_dir)
+        vault = cls(
+            keys_dir,
+            index_key,
+            {},
+            next_index_key=next_key,
+            refresh_seconds=settings.key_refresh_seconds,
+            store=key_store(settings),
+        )
         vault._load_keks()
         if not vault._keks:
-            raise KeyFileError(f"no key-encryption key in {keys_dir}; run `mailveil init`")
+            where = "the PKCS#11 token" if vault._store is not None else str(keys_dir)
+            raise KeyFileError(f"no key-encryption key in {where}: {MISSING_KEY_ADVICE}")
         return vault
 
     # -- keys ---------------------------------------------------------------------------
 
     def _load_keks(self) -> None:
+        if self._store is not None:
+            for kek_id in self._store.kek_ids():
+                if kek_id not in self._keks:
+                    self._keks[kek_id] = self._store.kek(kek_id)
+            return
         for kek_id in _list_kek_ids(self._keys_dir):
             if kek_id not in self._keks:
                 key = read_secret(_kek_path(self._keys_dir, kek_id))
                 if len(key) != 32:
                     raise KeyFileError(f"key-encryption key {kek_id} is not a 32-byte key")
-                self._keks[kek_id] = key
+                self._keks[kek_id] = AESGCM(key)
 
     @property
     def current_kek_id(self) -> str:
@@ -222,12 +288,29 @@ class Vault:
     def kek_ids(self) -> list[str]:
         return sorted(self._keks)
 
-    def _kek(self, kek_id: str) -> AESGCM:
+    def new_kek(self) -> str:
+        """A new KEK (a file, or a key generated inside the HSM); the newest wraps from now."""
+        if self._store is None:
+            kek_id = _new_kek(self._keys_dir)
+        else:
+            kek_id = _kek_id_now()
+            self._store.new_kek(kek_id)
+        self._load_keks()
+        return kek_id
+
+    def delete_kek(self, kek_id: str) -> None:
+        if self._store is None:
+            _kek_path(self._keys_dir, kek_id).unlink(missing_ok=True)
+        else:
+            self._store.delete_kek(kek_id)
+        self._keks.pop(kek_id, None)
+
+    def _kek(self, kek_id: str) -> Aead:
         if kek_id not in self._keks:
             self._load_keks()  # rotated by another process since we started
         if kek_id not in self._keks:
             raise VaultError(f"key-encryption key {kek_id} is missing from the keys directory")
-        return AESGCM(self._keks[kek_id])
+        return self._keks[kek_id]
 
     def _wrap(self, dek_id: str, kek_id: str, dek: bytes) -> bytes:
         nonce = os.urandom(12)
@@ -301,12 +384,34 @@ class Vault:
 
     # -- addresses ----------------------------------------------------------------------
 
+    def refresh_index_keys(self, *, force: bool = False) -> None:
+        """Re-read the blind-index key files (every ``key_refresh_seconds``, or now)."""
+        now = time.monotonic()
+        if force or now - self._index_checked >= self._refresh_seconds:
+            self._index_key, self._next_index_key = _read_index_keys(self._keys_dir)
+            self._index_checked = now
+
+    @property
+    def index_rotating(self) -> bool:
+        self.refresh_index_keys()
+        return self._next_index_key is not None
+
     def blind_index(self, address: str) -> bytes:
-        """HMAC-SHA256 of the canonical form; validates the address first."""
+        """HMAC-SHA256 of the canonical form under the key new rows use; validates first."""
         return self._index(normalize_address(address).canonical)
 
+    def blind_indexes(self, address: str) -> tuple[bytes, ...]:
+        """Every index ``address`` may be stored under (two while the index key rotates)."""
+        return self._indexes(normalize_address(address).canonical)
+
     def _index(self, canonical: str) -> bytes:
-        return hmac.new(self._index_key, canonical.encode("utf-8"), hashlib.sha256).digest()
+        return self._indexes(canonical)[0]
+
+    def _indexes(self, canonical: str) -> tuple[bytes, ...]:
+        self.refresh_index_keys()
+        data = canonical.encode("utf-8")
+        keys = [k for k in (self._next_index_key, self._index_key) if k is not None]
+        return tuple(dict.fromkeys(hmac.new(k, data, hashlib.sha256).digest() for k in keys))
 
     @staticmethod
     def _aad(blind_index: bytes, owner: str) -> bytes:
@@ -316,7 +421,8 @@ class Vault:
         """Validate, normalise and encrypt ``address`` for the row named ``owner`` (a stable
         identifier of the row, e.g. the customer's external id)."""
         norm = normalize_address(address)
-        bidx = self._index(norm.canonical)
+        lookup = self._indexes(norm.canonical)
+        bidx = lookup[0]
         dek_id, aead = self._active_dek(session)
         nonce = os.urandom(12)
         ct = (
@@ -324,7 +430,7 @@ class Vault:
             + nonce
             + aead.encrypt(nonce, norm.stored.encode("utf-8"), self._aad(bidx, owner))
         )
-        return SealedAddress(ct, dek_id, bidx)
+        return SealedAddress(ct, dek_id, bidx, lookup)
 
     def decrypt(
         self, session: Session, ciphertext: bytes, dek_id: str, blind_index: bytes, *, owner: str
@@ -360,6 +466,15 @@ class Vault:
         )
         return ct, new_id
 
+    def reindex(
+        self, session: Session, ciphertext: bytes, dek_id: str, blind_index: bytes, *, owner: str
+    ) -> SealedAddress | None:
+        """The row re-sealed under the current index key (the index is in the ciphertext's
+        associated data), or None when it already is."""
+        plain = self.decrypt(session, ciphertext, dek_id, blind_index, owner=owner)
+        sealed = self.seal(session, plain, owner=owner)
+        return None if sealed.blind_index == bytes(blind_index) else sealed
+
     def forget_cached_keys(self) -> None:
         self._deks.clear()
         self._active = None
@@ -384,8 +499,11 @@ def rotate_keys(
     """
     if batch_size < 1:
         raise ValueError("batch_size must be >= 1")
-    new_kek = _new_kek(vault._keys_dir)
-    vault._load_keks()
+    # Write first: on SQLite a transaction that read before writing fails at once when the
+    # relay committed meanwhile; one that starts with a write waits for the lock instead.
+    session.commit()
+    session.execute(update(VaultKey).where(false()).values(active=VaultKey.active))
+    new_kek = vault.new_kek()
     rows = list(session.scalars(select(VaultKey).order_by(VaultKey.created_at, VaultKey.id)))
     for row in rows:
         dek = vault._unwrap(row)
@@ -439,10 +557,11 @@ def reencrypt_addresses(
         params = []
         for cid, ext, ct, dek_id, bidx in batch:
             new_ct, new_dek = vault.reseal(session, ct, dek_id, bidx, owner=ext)
-            params.append({"b_id": cid, "b_ct": new_ct, "b_dek": new_dek})
+            params.append({"b_id": cid, "b_old": dek_id, "b_ct": new_ct, "b_dek": new_dek})
+        session.commit()  # the read ends; the write starts its own transaction (SQLite)
         session.execute(
             update(table)
-            .where(table.c.id == bindparam("b_id"))
+            .where(table.c.id == bindparam("b_id"), table.c.address_dek == bindparam("b_old"))
             .values(address_ct=bindparam("b_ct"), address_dek=bindparam("b_dek")),
             params,
         )
@@ -497,8 +616,7 @@ def retire_keys(session: Session, vault: Vault, *, dry_run: bool = False) -> Ret
     report.kept_keks = [k for k in vault.kek_ids() if k not in unused]
     if not dry_run:
         for kek_id in unused:
-            _kek_path(vault._keys_dir, kek_id).unlink(missing_ok=True)
-            vault._keks.pop(kek_id, None)
+            vault.delete_kek(kek_id)
     return report
 
 

@@ -10,8 +10,10 @@ from rich.markup import escape
 
 from mailveil.cli import access, customers, detect, disclosures, keys, ledger, policy, quarantine
 from mailveil.cli import events as events_cli
+from mailveil.cli import backup as backup_cli
 from mailveil.cli import incident_report as report_cli
 from mailveil.cli import notify as notify_cli
+from mailveil.cli import rotate as rotate_cli
 from mailveil.cli import witness as witness_cli
 from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
@@ -42,6 +44,13 @@ app.add_typer(notify_cli.templates_app, name="templates")
 app.add_typer(notify_cli.sends_app, name="sends")
 app.add_typer(witness_cli.app, name="witness")
 app.add_typer(events_cli.app, name="events")
+app.command("backup")(backup_cli.backup_command)
+app.command("restore")(backup_cli.restore_command)
+keys.app.command("rotate-index")(rotate_cli.rotate_index)
+keys.app.command("rotate-verp")(rotate_cli.rotate_verp)
+keys.app.command("dkim-rollover")(rotate_cli.dkim_rollover)
+keys.app.command("dkim-retire")(rotate_cli.dkim_retire)
+keys.app.command("rotate-ledger")(rotate_cli.rotate_ledger)
 customers.app.command("access-log")(access.access_log_command)
 customers.app.command("contact")(access.contact_command)
 customers.app.command("export")(access.export_command)

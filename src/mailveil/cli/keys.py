@@ -12,6 +12,7 @@ from rich.table import Table
 from mailveil.auth.keys import Role, issue_key, list_keys, revoke_key
 from mailveil.cli.common import cell, console, database, emit, err_console, friendly_errors, say
 from mailveil.contacts.principals import get_principal
+from mailveil.custody.binding import bind_keys
 from mailveil.db.session import session_scope
 from mailveil.vault import Vault, key_status, retire_keys, rotate_keys
 
@@ -55,6 +56,8 @@ def rotate(
                     batch_size=batch,
                     progress=tick if reencrypt else None,
                 )
+            with session_scope(factory) as session:
+                bind_keys(session, settings)  # the new key-encryption key is recorded now
     say(
         f"[green]✓[/] new key-encryption key {report.new_kek_id}; "
         f"{report.rewrapped_deks} data key(s) re-wrapped; new data key "

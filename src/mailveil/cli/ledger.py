@@ -23,6 +23,7 @@ from mailveil.cli.common import (
     say,
 )
 from mailveil.config import Settings
+from mailveil.custody.ledger_rotation import ledger_keys
 from mailveil.db.session import make_session_factory, session_scope
 from mailveil.ledger import proofs
 from mailveil.ledger.append import checkpoint_now, latest_checkpoint, ledger_size
@@ -66,7 +67,7 @@ def verify(
                 report = verify_ledger(
                     engine,
                     settings,
-                    signer.public_key,
+                    ledger_keys(settings, signer.public_key),
                     progress=lambda done: progress.update(task, completed=done),
                     batch=batch,
                 )

@@ -125,7 +125,7 @@ def create_customer(
         }
     )
     sealed = vault.seal(session, address, owner=fields.external_id)
-    _check_unique(session, fields.external_id, sealed.blind_index)
+    _check_unique(session, fields.external_id, sealed.lookup)
     try:
         with session.begin_nested():
             new_id = session.execute(
@@ -133,7 +133,7 @@ def create_customer(
             ).scalar_one()
     except IntegrityError:
         # A concurrent writer got there between the check and the insert.
-        _check_unique(session, fields.external_id, sealed.blind_index)
+        _check_unique(session, fields.external_id, sealed.lookup)
         raise Duplicate(f"customer {fields.external_id!r} already exists") from None
     return get_customer(session, new_id)
 
@@ -153,11 +153,11 @@ def _listed(value: Any) -> Any:
     return list(value) if isinstance(value, tuple | set | frozenset) else value
 
 
-def _check_unique(session: Session, external_id: str, blind_index: bytes) -> None:
+def _check_unique(session: Session, external_id: str, indexes: tuple[bytes, ...]) -> None:
     by_ext = session.scalar(select(Customer.id).where(Customer.external_id == external_id))
     if by_ext is not None:
         raise Duplicate(f"external id {external_id!r} already exists (customer {by_ext})")
-    by_addr = session.scalar(select(Customer.id).where(Customer.address_bidx == blind_index))
+    by_addr = session.scalar(select(Customer.id).where(Customer.address_bidx.in_(indexes)).limit(1))
     if by_addr is not None:
         raise Duplicate(f"the address is already registered (customer {by_addr})")
 
@@ -179,8 +179,8 @@ def get_customer_by_external_id(session: Session, external_id: str) -> Customer:
 
 def find_customer_by_address(session: Session, vault: Vault, address: str) -> Customer | None:
     """The customer with this address (blind-index lookup), or None."""
-    bidx = vault.blind_index(address)
-    return session.scalar(select(Customer).where(Customer.address_bidx == bidx))
+    indexes = vault.blind_indexes(address)
+    return session.scalar(select(Customer).where(Customer.address_bidx.in_(indexes)).limit(1))
 
 
 def customer_addresses_among(session: Session, vault: Vault, candidates: Iterable[str]) -> set[str]:
@@ -189,7 +189,8 @@ def customer_addresses_among(session: Session, vault: Vault, candidates: Iterabl
     by_index: dict[bytes, list[str]] = {}
     for text in set(candidates):
         try:
-            by_index.setdefault(vault.blind_index(text), []).append(text)
+            for bidx in vault.blind_indexes(text):
+                by_index.setdefault(bidx, []).append(text)
         except InvalidAddress:
             continue
     found: set[str] = set()
@@ -284,8 +285,12 @@ def change_customer_address(
     ``relay.bounces``: contacts does not reach into the relay's tables)."""
     customer = get_customer(session, customer_id)
     sealed = vault.seal(session, email, owner=customer.external_id)
-    other = session.scalar(select(Customer.id).where(Customer.address_bidx == sealed.blind_index))
-    if other is not None and other != customer_id:
+    other = session.scalar(
+        select(Customer.id)
+        .where(Customer.address_bidx.in_(sealed.lookup), Customer.id != customer_id)
+        .limit(1)
+    )
+    if other is not None:
         raise Duplicate(f"the address is already registered (customer {other})")
     customer.address_ct = sealed.ciphertext
     customer.address_dek = sealed.dek_id
@@ -417,7 +422,7 @@ def _import_batch(
         ready.append((pos, line, fields, sealed))
 
     by_ext = _existing(session, Customer.external_id, [r[2].external_id for r in ready])
-    by_bidx = _existing(session, Customer.address_bidx, [r[3].blind_index for r in ready])
+    by_bidx = _existing(session, Customer.address_bidx, [b for r in ready for b in r[3].lookup])
     insertable = []
     for pos, line, fields, sealed in ready:
         ext = fields.external_id
@@ -430,14 +435,14 @@ def _import_batch(
                 code=Duplicate.code,
                 reason=f"external id already exists (customer {by_ext[ext]})",
             )
-        elif sealed.blind_index in by_bidx:
+        elif any(b in by_bidx for b in sealed.lookup):
+            holder = next(by_bidx[b] for b in sealed.lookup if b in by_bidx)
             outcomes[pos] = ImportOutcome(
                 line,
                 "duplicate",
                 ext,
                 code=Duplicate.code,
-                reason=f"the address is already registered (customer "
-                f"{by_bidx[sealed.blind_index]})",
+                reason=f"the address is already registered (customer {holder})",
             )
         else:
             insertable.append((pos, line, fields, sealed))

@@ -6,6 +6,7 @@ from mailveil.api import idempotency as _api_idempotency  # noqa: F401
 from mailveil.auth import models as _auth_models  # noqa: F401
 from mailveil.console import models as _console_models  # noqa: F401
 from mailveil.contacts import models as _contacts_models  # noqa: F401
+from mailveil.custody import models as _custody_models  # noqa: F401
 from mailveil.db.base import Base
 from mailveil.detect import models as _detect_models  # noqa: F401
 from mailveil.incidents import models as _incident_models  # noqa: F401

@@ -38,7 +38,7 @@ from sqlalchemy.orm import Session
 
 from mailveil.contacts.models import Alias
 from mailveil.ledger.models import LedgerEntry
-from mailveil.relay.messages import RelayMessage, verify_bounce_local
+from mailveil.relay.messages import RelayMessage, VerpKey, verify_bounce_local
 
 # What new_message_id writes: 32 hex digits at the relay domain.
 _RELAY_MESSAGE_ID = re.compile(r"<?\s*([0-9a-f]{32})@([A-Za-z0-9.-]{1,253})\s*>?")
@@ -90,7 +90,7 @@ def relay_message_ids(values: Iterable[str | None], relay_domain: str) -> list[s
     return list(dict.fromkeys(out))[:MAX_CANDIDATES]
 
 
-def verp_tokens(values: Iterable[str | None], relay_domain: str, verp_key: bytes) -> list[str]:
+def verp_tokens(values: Iterable[str | None], relay_domain: str, verp_key: VerpKey) -> list[str]:
     """Tokens of VERP addresses among ``values`` whose tag verifies."""
     domain = relay_domain.lower().rstrip(".")
     out: list[str] = []
@@ -121,7 +121,7 @@ def find_relayed(
     session: Session,
     *,
     relay_domain: str,
-    verp_key: bytes | None,
+    verp_key: VerpKey | None,
     message_ids: Iterable[str | None] = (),
     return_paths: Iterable[str | None] = (),
     extra_basis: tuple[str, ...] = (),

@@ -37,6 +37,7 @@ from mailveil.detect.intake_model import ReportParse
 from mailveil.detect.relay_records import RelayRecord, find_by_visible_fields, find_relayed
 from mailveil.errors import InvalidInput
 from mailveil.ledger.models import LedgerEntry
+from mailveil.relay.messages import VerpKey
 from mailveil.vault import Vault
 
 
@@ -71,10 +72,10 @@ def customer_by_address(session: Session, vault: Vault, address: str | None) -> 
     if not address:
         return None
     try:
-        bidx = vault.blind_index(address)
+        bidx = vault.blind_indexes(address)
     except InvalidInput:
         return None
-    return session.scalar(select(Customer).where(Customer.address_bidx == bidx))
+    return session.scalar(select(Customer).where(Customer.address_bidx.in_(bidx)).limit(1))
 
 
 def original_sender(parse: ReportParse) -> str | None:
@@ -99,7 +100,7 @@ def recipients(parse: ReportParse) -> list[str]:
 
 
 def _relay_record(
-    session: Session, settings: Settings, parse: ReportParse, verp_key: bytes | None
+    session: Session, settings: Settings, parse: ReportParse, verp_key: VerpKey | None
 ) -> RelayRecord | None:
     original = parse.original
     return_paths = [original.return_path if original else None]
@@ -138,7 +139,7 @@ def decide(
     vault: Vault,
     parse: ReportParse,
     reporter: Customer | None,
-    verp_key: bytes | None,
+    verp_key: VerpKey | None,
 ) -> Decision:
     """The report's outcome (module docstring). Reads only; files nothing."""
     if parse.outcome == "rejected":

@@ -51,7 +51,7 @@ from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.logs import scrub
-from mailveil.relay.messages import load_verp_key
+from mailveil.relay.messages import VerpKey, VerpKeys
 from mailveil.vault import Vault
 
 ACKNOWLEDGEMENT = (
@@ -148,11 +148,11 @@ def _reporter(
     return None, "from-customer-unauthenticated"
 
 
-def verp_key_of(settings: Settings) -> bytes | None:
-    """The relay's VERP key, to recognise its bounce addresses in a report (None before
-    the relay was ever set up)."""
+def verp_key_of(settings: Settings) -> VerpKey | None:
+    """The relay's VERP keys (retired ones in their grace too), to recognise its bounce
+    addresses in a report (None before the relay was ever set up)."""
     try:
-        return load_verp_key(settings)
+        return VerpKeys.load(settings).accepted()
     except (KeyFileError, OSError):
         return None
 
@@ -168,7 +168,7 @@ def submit_report(
     reporter_customer_id: int | None = None,
     mailbox: MailboxAuth | None = None,
     limits: IntakeLimits | None = None,
-    verp_key: bytes | None = None,
+    verp_key: VerpKey | None = None,
 ) -> ReportOutcome:
     """Read, store and decide one report. Does not commit. Never raises for bad input
     in the report itself (that is an outcome); raises NotFound for an unknown customer."""
@@ -256,7 +256,7 @@ def finish_report(
     row: AbuseReport,
     parse: ReportParse,
     reporter: Customer | None,
-    verp_key: bytes | None,
+    verp_key: VerpKey | None,
     **ledger_extra: Any,
 ) -> ReportOutcome:
     """Decide a stored report (``report_outcomes``), record it in the ledger and file what
@@ -303,7 +303,7 @@ def recheck_report(
     raw: bytes,
     mailbox: MailboxAuth,
     expired: bool,
-    verp_key: bytes | None = None,
+    verp_key: VerpKey | None = None,
 ) -> ReportOutcome:
     """Settle a ``pending`` report with a fresh check of its sender (``mailbox``): decided
     as any report once the check answers; judged ``unverified`` (with the reason) when it

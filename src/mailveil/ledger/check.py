@@ -16,10 +16,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from mailveil.ledger.leaf import GENESIS_PREV, PREFIX, PREV_END, PREV_START
 from mailveil.ledger.scan import Batch, Reader, read_ahead
+from mailveil.ledger.signing import LedgerKeys
 from mailveil.ledger.tree import Entry, Pending, TreeChecker, TreeFailure
 
 Progress = Callable[[int], None]
@@ -183,7 +182,7 @@ class _Chain:
 def verify_range(
     reader: Reader,
     origin: str,
-    public_key: Ed25519PublicKey,
+    public_key: LedgerKeys,
     lo: int,
     hi: int,
     progress: Progress | None = None,

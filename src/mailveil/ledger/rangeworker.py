@@ -107,7 +107,7 @@ def _peak_rss_kib() -> int | None:
 
 def main(stdin: IO[str], stdout: IO[str]) -> None:
     config = json.loads(stdin.readline())
-    key = Ed25519PublicKey.from_public_bytes(bytes.fromhex(config["public_key"]))
+    key = tuple(Ed25519PublicKey.from_public_bytes(bytes.fromhex(k)) for k in config["public_keys"])
     try:
         conn = _connect(config)
         try:

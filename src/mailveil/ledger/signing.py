@@ -29,7 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from mailveil.config import Settings
-from mailveil.keyfiles import KeyFileError, read_secret, write_secret
+from mailveil.keyfiles import MISSING_KEY_ADVICE, KeyFileError, read_secret, write_secret
 
 KEY_FILE = "ledger-ed25519.key"
 PUB_FILE = "ledger-ed25519.pub"
@@ -113,6 +113,12 @@ class CheckpointSigner:
 
     @classmethod
     def load(cls, settings: Settings) -> CheckpointSigner:
+        if settings.key_store != "files":
+            from mailveil.custody.keystore import key_store  # the key stays in the HSM
+
+            store = key_store(settings)
+            assert store is not None
+            return cls(settings.origin, store.ledger_key())
         seed = read_secret(key_path(settings))
         if len(seed) != 32:
             raise KeyFileError(f"{key_path(settings)} is not a 32-byte Ed25519 seed")
@@ -158,7 +164,13 @@ def init_signing_key(settings: Settings) -> str:
     """
     _check_key_name(settings.origin)
     path = key_path(settings)
-    if not path.exists():
+    if settings.key_store != "files":
+        from mailveil.custody.keystore import key_store
+
+        store = key_store(settings)
+        assert store is not None
+        store.ledger_key(create=True)
+    elif not path.exists():
         seed = Ed25519PrivateKey.generate().private_bytes_raw()
         # Another process may create it first; then use theirs.
         with contextlib.suppress(KeyFileError, FileExistsError):
@@ -177,7 +189,7 @@ def load_public_key(settings: Settings) -> Ed25519PublicKey:
     try:
         text = pub_path(settings).read_text(encoding="utf-8")
     except FileNotFoundError as exc:
-        raise KeyFileError(f"{pub_path(settings)} is missing; run `mailveil init`") from exc
+        raise KeyFileError(f"{pub_path(settings)} is missing: {MISSING_KEY_ADVICE}") from exc
     return parse_verifier_key(text)[1]
 
 
@@ -188,6 +200,23 @@ class ParsedCheckpoint:
     root: bytes
     time_us: int | None
     key_name: str
+
+
+# The ledger's keys over its life: the current one and those it replaced (a rotation is a
+# ledger entry, custody.ledger_rotation); a checkpoint verifies under any of them.
+LedgerKeys = Ed25519PublicKey | tuple[Ed25519PublicKey, ...]
+
+
+def verify_checkpoint_any(note: str, keys: LedgerKeys) -> ParsedCheckpoint:
+    """``verify_checkpoint`` under the first of ``keys`` that signed the note."""
+    tried = keys if isinstance(keys, tuple) else (keys,)
+    failure: CheckpointError | None = None
+    for key in tried:
+        try:
+            return verify_checkpoint(note, key)
+        except CheckpointError as exc:
+            failure = failure if failure and "does not verify" in str(failure) else exc
+    raise failure or CheckpointError("no signature by the given key on the checkpoint")
 
 
 def verify_checkpoint(
@@ -250,6 +279,7 @@ def verify_checkpoint(
 __all__ = [
     "CheckpointError",
     "CheckpointSigner",
+    "LedgerKeys",
     "ParsedCheckpoint",
     "checkpoint_body",
     "init_signing_key",
@@ -257,4 +287,5 @@ __all__ = [
     "parse_verifier_key",
     "verifier_key",
     "verify_checkpoint",
+    "verify_checkpoint_any",
 ]

@@ -14,11 +14,9 @@ import hashlib
 from dataclasses import dataclass
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
 from mailveil.ledger import merkle
 from mailveil.ledger.merkle import TILE_HEIGHT
-from mailveil.ledger.signing import CheckpointError, verify_checkpoint
+from mailveil.ledger.signing import CheckpointError, LedgerKeys, verify_checkpoint_any
 
 _sha256 = hashlib.sha256
 
@@ -72,7 +70,7 @@ def complete(prefix: list[Entry], blocks: list[Entry], produced: list[Node] | No
 
 
 class TreeChecker:
-    def __init__(self, origin: str, public_key: Ed25519PublicKey, floor: int = 0) -> None:
+    def __init__(self, origin: str, public_key: LedgerKeys, floor: int = 0) -> None:
         self.origin = origin
         self.public_key = public_key
         self.floor = floor
@@ -151,7 +149,7 @@ class TreeChecker:
         tree_size, root, time_us, note = int(cp[0]), bytes(cp[1]), int(cp[2]), str(cp[3])
         here = f"checkpoint at size {tree_size}"
         try:
-            parsed = verify_checkpoint(note, self.public_key)
+            parsed = verify_checkpoint_any(note, self.public_key)
         except CheckpointError as exc:
             return TreeFailure(f"{here}: {exc}", checkpoint=tree_size)
         mismatch = None

@@ -18,7 +18,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import Connection, Engine
 
 from mailveil.config import Settings
@@ -27,7 +26,7 @@ from mailveil.ledger.layout import TILE_HEIGHT
 from mailveil.ledger.merkle import frontier_pack
 from mailveil.ledger.rangeworker import RangeProcess, WorkerError
 from mailveil.ledger.scan import Reader
-from mailveil.ledger.signing import parse_verifier_key
+from mailveil.ledger.signing import LedgerKeys, parse_verifier_key
 from mailveil.ledger.tree import Entry, check_root, compare_nodes, complete, root_of
 
 Progress = Callable[[int], None]
@@ -77,7 +76,7 @@ class _Whole:
 def verify_ledger(
     bind: Engine | Connection,
     settings: Settings,
-    public_key: Ed25519PublicKey | str,
+    public_key: LedgerKeys | str,
     progress: Progress | None = None,
     batch: int = 10_000,
     threaded: bool = True,
@@ -115,7 +114,7 @@ def _run(
     conn: Connection,
     engine: Engine | None,
     settings: Settings,
-    key: Ed25519PublicKey,
+    key: LedgerKeys,
     report: VerifyReport,
     progress: Progress | None,
     batch: int,
@@ -170,7 +169,7 @@ def _split_point(
 
 
 def _worker_config(
-    conn: Connection, engine: Engine | None, settings: Settings, key: Ed25519PublicKey, batch: int
+    conn: Connection, engine: Engine | None, settings: Settings, key: LedgerKeys, batch: int
 ) -> dict[str, Any] | None:
     """How a worker process reaches the same database, or None if it cannot (a caller's
     connection may hold uncommitted rows; an in-memory SQLite database is private)."""
@@ -180,7 +179,9 @@ def _worker_config(
     config: dict[str, Any] = {
         "dialect": conn.dialect.name,
         "origin": settings.origin,
-        "public_key": key.public_bytes_raw().hex(),
+        "public_keys": [
+            k.public_bytes_raw().hex() for k in (key if isinstance(key, tuple) else (key,))
+        ],
         "batch": batch,
     }
     if conn.dialect.name == "sqlite":
@@ -211,7 +212,7 @@ def _two(
     report: VerifyReport,
     reader: Reader,
     settings: Settings,
-    key: Ed25519PublicKey,
+    key: LedgerKeys,
     config: dict[str, Any],
     at: int,
     size: int,

@@ -53,6 +53,7 @@ from mailveil.relay.codes import Reply
 from mailveil.relay.context import RelayContext
 from mailveil.relay.identity import Sender
 from mailveil.relay.journal import Database
+from mailveil.relay.messages import VerpKey
 from mailveil.relay.sender_auth import (
     Resolver,
     aligned_with,
@@ -128,7 +129,7 @@ class Kit:
     settings: Settings
     signer: CheckpointSigner
     vault: Vault
-    verp_key: bytes | None
+    verp_key: VerpKey | None
 
     def submit(self, session: Session, raw: bytes, mailbox: MailboxAuth) -> ReportOutcome:
         return submit_report(
@@ -149,7 +150,7 @@ class AbuseIntake:
     def __init__(self, ctx: RelayContext, db: Database) -> None:
         self.ctx = ctx
         self.db = db
-        self.kit = Kit(ctx.settings, ctx.runtime.signer, ctx.runtime.vault, ctx.verp_key)
+        self.kit = Kit(ctx.settings, ctx.runtime.signer, ctx.runtime.vault, ctx.verp_keys)
         self.rcpt = f"{ctx.settings.abuse_mailbox_local}@{ctx.settings.relay_domain}"
         self.lock = asyncio.Lock()
         self.draining: asyncio.Task[None] | None = None

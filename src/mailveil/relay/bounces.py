@@ -65,8 +65,9 @@ from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
     VERP_PREFIX,
     RelayMessage,
+    VerpKey,
+    VerpKeys,
     get_by_token,
-    load_verp_key,
     verify_bounce_local,
 )
 
@@ -245,7 +246,7 @@ def _clear_on_address_change(_mapper: Mapper[Any], connection: Connection, targe
 _TOKEN_SHAPE = re.compile(r"[a-z2-7]{16}")
 
 
-def _verified_token(key: bytes, token: str) -> str | None:
+def _verified_token(key: VerpKey, token: str) -> str | None:
     """The message token named by ``token``: a VERP local part or address (its tag is checked
     here), or a bare token the caller's RCPT check already verified (the handler's hook)."""
     value = token.strip().strip("<>")
@@ -312,7 +313,7 @@ def handle_bounce(
     token: str,
     message: bytes,
     *,
-    verp_key: bytes | None = None,
+    verp_key: VerpKey | None = None,
     sign: Callable[[bytes], bytes] | None = None,
     send: NoticeSend | None = SEND_VIA_SMARTHOST,
 ) -> BounceOutcome:
@@ -331,7 +332,7 @@ def handle_bounce(
     from mailveil.relay.delivery import PermanentDeliveryError
 
     settings = runtime.settings
-    key = verp_key if verp_key is not None else load_verp_key(settings)
+    key = verp_key if verp_key is not None else VerpKeys.load(settings).accepted()
     verified = _verified_token(key, token)
     if verified is None:
         return BounceOutcome(result=RESULT_BAD_TOKEN, reply=codes.BAD_DESTINATION)
@@ -478,7 +479,7 @@ async def process_bounce(
     token: str,
     message: bytes,
     *,
-    verp_key: bytes | None = None,
+    verp_key: VerpKey | None = None,
     sign: Callable[[bytes], bytes] | None = None,
 ) -> BounceOutcome:
     """``handle_bounce`` committed, then its notice handed to the smarthost: the relay's

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 
 from mailveil.config import Settings
 from mailveil.relay.dkim import DkimSigner
-from mailveil.relay.messages import load_verp_key
+from mailveil.relay.dkim_rollover import DkimKeyring
+from mailveil.relay.messages import VerpKeys
 from mailveil.relay.parse import Limits
 from mailveil.relay.policy import MessagingPolicy
 from mailveil.relay.sender_auth import Resolver, resolver_for
@@ -17,10 +18,25 @@ from mailveil.runtime import Runtime
 class RelayContext:
     runtime: Runtime
     messaging: MessagingPolicy
-    dkim: DkimSigner
-    verp_key: bytes
+    dkim_keys: DkimKeyring
+    verp: VerpKeys
     resolver: Resolver
     limits: Limits
+
+    @property
+    def dkim(self) -> DkimSigner:
+        """The signer for now (a selector rollover switches it without a restart)."""
+        return self.dkim_keys.signer
+
+    @property
+    def verp_key(self) -> bytes:
+        """The key new VERP addresses are signed with."""
+        return self.verp.current
+
+    @property
+    def verp_keys(self) -> tuple[bytes, ...]:
+        """Every key a bounce address may verify under (retired ones in their grace)."""
+        return self.verp.accepted()
 
     @property
     def settings(self) -> Settings:
@@ -33,8 +49,8 @@ class RelayContext:
         return cls(
             runtime=runtime,
             messaging=MessagingPolicy.from_settings(settings),
-            dkim=DkimSigner.load(settings),
-            verp_key=load_verp_key(settings),
+            dkim_keys=DkimKeyring(settings),
+            verp=VerpKeys.load(settings),
             resolver=resolver if resolver is not None else resolver_for(settings),
             limits=Limits(max_message_bytes=settings.relay_max_message_bytes),
         )

@@ -50,15 +50,15 @@ class CanaryTarget:
 def find_canary(session: Session, ctx: RelayContext, address: str) -> CanaryTarget | None:
     """The canary whose real address this is, or None (an unknown address)."""
     try:
-        bidx = ctx.runtime.vault.blind_index(address)
+        indexes = ctx.runtime.vault.blind_indexes(address)
     except InvalidInput:
         return None
     row = session.execute(
-        select(Customer.id, Canary.principal_id)
+        select(Customer.id, Canary.principal_id, Customer.address_bidx)
         .join(Canary, Canary.customer_id == Customer.id)
-        .where(Customer.address_bidx == bidx, Customer.is_canary.is_(True))
+        .where(Customer.address_bidx.in_(indexes), Customer.is_canary.is_(True))
     ).first()
-    return CanaryTarget(row[0], row[1], bidx, address) if row is not None else None
+    return CanaryTarget(row[0], row[1], bytes(row[2]), address) if row is not None else None
 
 
 def _check(ctx: RelayContext, sender: Sender, raw: bytes, rcpt: str) -> SenderAuth:

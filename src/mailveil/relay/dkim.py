@@ -100,9 +100,14 @@ def init_dkim_keys(settings: Settings) -> list[str]:
     """
     _check_selector(settings.dkim_selector_ed25519)
     _check_selector(settings.dkim_selector_rsa)
+    rolled = (settings.keys_dir / "dkim-rollover.json").exists()  # then it names the keys
     for path, make in (
-        (ed25519_key_path(settings), _new_ed25519),
-        (rsa_key_path(settings), _new_rsa),
+        ()
+        if rolled
+        else (
+            (ed25519_key_path(settings), _new_ed25519),
+            (rsa_key_path(settings), _new_rsa),
+        )
     ):
         if not path.exists():
             # Another process may create it first; then theirs is the key.
@@ -181,27 +186,32 @@ def _line_ending(message: bytes) -> bytes:
 class DkimSigner:
     """Signs messages for one domain with its keys (Ed25519 first, then RSA)."""
 
-    def __init__(self, domain: str, keys: list[DkimKey]) -> None:
+    def __init__(
+        self, domain: str, keys: list[DkimKey], *, published: list[DkimKey] | None = None
+    ) -> None:
         if not keys:
             raise DkimError("a DKIM signer needs at least one key")
         self.domain = domain.lower().rstrip(".")
         self.keys = tuple(keys)
+        # Keys of other selectors still published during a rollover (dkim_rollover): their
+        # records stay in DNS and their signatures are the relay's own; they sign nothing.
+        self.published = tuple(published or ())
         self._domain_b = self.domain.encode("ascii")
 
     @classmethod
     def load(cls, settings: Settings) -> DkimSigner:
-        """Read both keys once; sign() then touches no file."""
-        return cls(
-            settings.relay_domain,
-            [
-                load_ed25519_key(ed25519_key_path(settings), settings.dkim_selector_ed25519),
-                load_rsa_key(rsa_key_path(settings), settings.dkim_selector_rsa),
-            ],
-        )
+        """Read the keys once (the selectors of a rollover in progress, if any); sign() then
+        touches no file."""
+        from mailveil.relay.dkim_rollover import load_signer
+
+        return load_signer(settings)
 
     def dns_records(self) -> dict[str, str]:
         """TXT records to publish: ``<selector>._domainkey.<domain>`` -> ``v=DKIM1; ...``."""
-        return {f"{k.selector}._domainkey.{self.domain}": k.record_value() for k in self.keys}
+        return {
+            f"{k.selector}._domainkey.{self.domain}": k.record_value()
+            for k in (*self.keys, *self.published)
+        }
 
     def sign(self, message: bytes, *, timestamp: int | None = None) -> bytes:
         """The message with one DKIM-Signature header per key prepended."""

@@ -102,7 +102,7 @@ def bounce_processor(ctx: RelayContext, db: Database) -> BounceProcessor:
     async def process(token: str, raw: bytes) -> Reply:
         outcome = await db.run(
             lambda s: handle_bounce(
-                s, ctx.runtime, token, raw, verp_key=ctx.verp_key, sign=ctx.dkim.sign
+                s, ctx.runtime, token, raw, verp_key=ctx.verp_keys, sign=ctx.dkim.sign
             ),
             commit=True,
         )
@@ -212,7 +212,7 @@ class RelayHandler(GuardedHandler):
             state.abuse = True
             return codes.RECIPIENT_OK
         if is_verp_local(local):
-            token = verify_bounce_local(self.ctx.verp_key, local)
+            token = verify_bounce_local(self.ctx.verp_keys, local)
             if token is None or self.bounce is None:
                 return codes.BAD_DESTINATION
             state.bounce_token = token
@@ -276,8 +276,8 @@ class RelayHandler(GuardedHandler):
         why = "alias revoked, recipient unavailable or customer deleted"
         if gate is None:
             try:
-                same = self.ctx.runtime.vault.blind_index(sender.mail_from) == bytes(
-                    route.customer.address_bidx
+                same = bytes(route.customer.address_bidx) in self.ctx.runtime.vault.blind_indexes(
+                    sender.mail_from
                 )
             except InvalidInput:
                 same = False

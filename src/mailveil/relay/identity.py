@@ -52,10 +52,10 @@ def masked(session: Session | None, ctx: RelayContext, address: str, known: Know
     if not address or address == "<>":
         return ""
     try:
-        bidx = ctx.runtime.vault.blind_index(address)
+        indexes = ctx.runtime.vault.blind_indexes(address)
     except InvalidInput:
         return scrub(address, "")[:320]
-    if known is not None and bidx == known.bidx:
+    if known is not None and known.bidx in indexes:
         return known.ref
     if session is not None:
         other = find_customer_by_address(session, ctx.runtime.vault, address)

@@ -29,8 +29,10 @@ import base64
 import hashlib
 import hmac
 import os
+import time
 from collections.abc import Sequence
 from datetime import datetime
+from pathlib import Path
 
 from sqlalchemy import ForeignKey, Index, Integer, String, select
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -41,6 +43,8 @@ from mailveil.db.base import Base, UTCDateTime, utcnow
 from mailveil.keyfiles import KeyFileError, read_secret, write_secret
 
 VERP_KEY_FILE = "relay-verp.key"
+# Retired keys (custody.rotation): relay-verp-retired-<unix time of retirement>-<hex>.key
+VERP_RETIRED_PREFIX = "relay-verp-retired-"
 VERP_PREFIX = "bounce+"
 TOKEN_BYTES = 10  # 80 random bits: 16 base32 characters
 MAC_BYTES = 10  # 80-bit tag: forging a bounce address means guessing it
@@ -111,6 +115,58 @@ def load_verp_key(settings: Settings) -> bytes:
     return key
 
 
+# A key that verifies bounce addresses: the current one, or it and the retired ones.
+VerpKey = bytes | tuple[bytes, ...]
+
+
+class VerpKeys:
+    """The key that signs new VERP addresses and the retired ones still honoured (retired
+    less than ``verp_grace_days`` ago); re-read every ``key_refresh_seconds``."""
+
+    def __init__(self, keys_dir: Path, grace_seconds: float, refresh_seconds: float) -> None:
+        self._dir = keys_dir
+        self._grace = grace_seconds
+        self._refresh = refresh_seconds
+        self._checked = 0.0
+        self._keys: tuple[bytes, ...] = ()
+        self.refresh(force=True)
+
+    @classmethod
+    def load(cls, settings: Settings) -> VerpKeys:
+        return cls(
+            settings.keys_dir, settings.verp_grace_days * 86400.0, settings.key_refresh_seconds
+        )
+
+    def refresh(self, *, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self._checked < self._refresh:
+            return
+        current = _read_verp(self._dir / VERP_KEY_FILE)
+        retired = []
+        for path in sorted(self._dir.glob(f"{VERP_RETIRED_PREFIX}*.key"), reverse=True):
+            stamp = path.name[len(VERP_RETIRED_PREFIX) :].split("-", 1)[0]
+            if stamp.isdigit() and time.time() - int(stamp) <= self._grace:
+                retired.append(_read_verp(path))
+        self._keys = (current, *retired)
+        self._checked = now
+
+    @property
+    def current(self) -> bytes:
+        self.refresh()
+        return self._keys[0]
+
+    def accepted(self) -> tuple[bytes, ...]:
+        self.refresh()
+        return self._keys
+
+
+def _read_verp(path: Path) -> bytes:
+    key = read_secret(path)
+    if len(key) != 32:
+        raise KeyFileError(f"{path} is not a 32-byte key")
+    return key
+
+
 def new_token() -> str:
     return _b32(os.urandom(TOKEN_BYTES))
 
@@ -128,15 +184,19 @@ def is_verp_local(local: str) -> bool:
     return local.lower().startswith(VERP_PREFIX)
 
 
-def verify_bounce_local(key: bytes, local: str) -> str | None:
-    """The token named by a VERP local part (``bounce+...``) if its tag verifies, else None."""
+def verify_bounce_local(key: VerpKey, local: str) -> str | None:
+    """The token named by a VERP local part (``bounce+...``) if its tag verifies under the
+    key (or one of the keys), else None."""
     if not is_verp_local(local):
         return None
     rest = local[len(VERP_PREFIX) :].lower()
     if len(rest) != _TOKEN_CHARS + _MAC_CHARS:
         return None
     token, tag = rest[:_TOKEN_CHARS], rest[_TOKEN_CHARS:]
-    if not token.isalnum() or not hmac.compare_digest(tag, _mac(key, token)):
+    if not token.isalnum():
+        return None
+    keys = (key,) if isinstance(key, bytes) else key
+    if not any(hmac.compare_digest(tag, _mac(k, token)) for k in keys):
         return None
     return token
 
@@ -177,7 +237,10 @@ __all__ = [
     "STATUSES",
     "VERP_KEY_FILE",
     "VERP_PREFIX",
+    "VERP_RETIRED_PREFIX",
     "RelayMessage",
+    "VerpKey",
+    "VerpKeys",
     "get_by_token",
     "init_verp_key",
     "is_verp_local",

@@ -413,9 +413,9 @@ def to_principal(
     from_is_customer = False
     if header_from:
         try:
-            from_is_customer = ctx.runtime.vault.blind_index(header_from) == bytes(
+            from_is_customer = bytes(
                 route.customer.address_bidx
-            )
+            ) in ctx.runtime.vault.blind_indexes(header_from)
         except InvalidInput:
             from_is_customer = False
     if not (from_is_customer and customer_sender_ok(auth, real.rpartition("@")[2])):

@@ -25,6 +25,7 @@ from mailveil.detect.relay_records import find_relayed
 from mailveil.relay.dkim import DkimSigner
 from mailveil.relay.dkim_verify import verify_dkim
 from mailveil.relay.dns import normalise_name
+from mailveil.relay.messages import VerpKey
 
 OWN_DKIM_DEADLINE = 2.0  # seconds; no DNS is asked, this only bounds dkimpy's own work
 
@@ -74,7 +75,7 @@ def relay_copy(
     session: Session,
     *,
     relay_domain: str,
-    verp_key: bytes,
+    verp_key: VerpKey,
     signer: DkimSigner,
     raw: bytes,
     message: EmailMessage,

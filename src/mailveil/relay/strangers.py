@@ -308,7 +308,7 @@ def copy_facts(
     copy = relay_copy(
         session,
         relay_domain=ctx.settings.relay_domain,
-        verp_key=ctx.verp_key,
+        verp_key=ctx.verp_keys,
         signer=ctx.dkim,
         raw=raw,
         message=found.message,

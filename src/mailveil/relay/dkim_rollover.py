@@ -1,0 +1,165 @@
+"""DKIM selector rollover with overlap (M3AAWG's DKIM key rotation practice).
+
+``start_rollover`` makes keys under new selectors and records them in
+``keys_dir/dkim-rollover.json`` with the time the relay starts signing with them: now plus
+``dkim_overlap_hours``, so their DNS records are published (and cached) before any message
+needs them. Until then the relay keeps signing with the old selectors; from then on with the
+new ones, while the old records stay published so messages signed before the switch still
+verify. ``retire_rollover`` removes selectors whose successor has signed for the overlap too
+(their key files are deleted: print and withdraw their DNS records first).
+
+Without the state file the selectors are the settings' (``dkim_selector_ed25519``,
+``dkim_selector_rsa``); with it, the file decides. Every relay process re-reads it every
+``key_refresh_seconds`` (``DkimKeyring``), so no restart is needed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from mailveil.config import Settings
+from mailveil.keyfiles import KeyFileError, write_secret
+from mailveil.relay.dkim import (
+    DkimError,
+    DkimKey,
+    DkimSigner,
+    _check_selector,
+    _new_ed25519,
+    _new_rsa,
+    load_ed25519_key,
+    load_rsa_key,
+)
+
+STATE_FILE = "dkim-rollover.json"
+
+
+@dataclass(frozen=True)
+class Generation:
+    ed25519: str
+    rsa: str
+    signs_from: float  # unix time
+
+
+def _state_path(settings: Settings) -> Any:
+    return settings.keys_dir / STATE_FILE
+
+
+def generations(settings: Settings) -> list[Generation]:
+    path = _state_path(settings)
+    if not path.exists():
+        return [Generation(settings.dkim_selector_ed25519, settings.dkim_selector_rsa, 0.0)]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [Generation(g["ed25519"], g["rsa"], float(g["signs_from"])) for g in data]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyFileError(f"{path} is damaged ({exc})") from exc
+
+
+def _save(settings: Settings, gens: list[Generation]) -> None:
+    path = _state_path(settings)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(json.dumps([g.__dict__ for g in gens], indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _keys(settings: Settings, gen: Generation) -> list[DkimKey]:
+    d = settings.keys_dir
+    return [
+        load_ed25519_key(d / f"dkim-{gen.ed25519}.ed25519.key", gen.ed25519),
+        load_rsa_key(d / f"dkim-{gen.rsa}.rsa.pem", gen.rsa),
+    ]
+
+
+def load_signer(settings: Settings, now: float | None = None) -> DkimSigner:
+    """The signer for now: the newest generation whose time has come signs, every
+    generation's records are published (and its signatures recognised)."""
+    moment = time.time() if now is None else now
+    gens = generations(settings)
+    due = [g for g in gens if g.signs_from <= moment] or gens[:1]
+    active = due[-1]
+    published = [k for g in gens if g != active for k in _keys(settings, g)]
+    return DkimSigner(settings.relay_domain, _keys(settings, active), published=published)
+
+
+def start_rollover(
+    settings: Settings, ed25519_selector: str, rsa_selector: str, now: float | None = None
+) -> Generation:
+    """New keys under new selectors, signing from now + dkim_overlap_hours."""
+    for sel in (ed25519_selector, rsa_selector):
+        _check_selector(sel)
+    gens = generations(settings)
+    used = {s for g in gens for s in (g.ed25519, g.rsa)}
+    if ed25519_selector in used or rsa_selector in used:
+        raise DkimError("a new DKIM selector must differ from every selector in use")
+    d = settings.keys_dir
+    for path, make in (
+        (d / f"dkim-{ed25519_selector}.ed25519.key", _new_ed25519),
+        (d / f"dkim-{rsa_selector}.rsa.pem", _new_rsa),
+    ):
+        if path.exists():
+            raise DkimError(f"{path.name} already exists")
+        write_secret(path, make())
+    moment = time.time() if now is None else now
+    gen = Generation(ed25519_selector, rsa_selector, moment + settings.dkim_overlap_hours * 3600)
+    _save(settings, [*gens, gen])
+    return gen
+
+
+def retire_rollover(settings: Settings, now: float | None = None) -> list[str]:
+    """Drop generations whose successor has signed for dkim_overlap_hours; delete their key
+    files. Returns the selectors retired (withdraw their DNS records)."""
+    moment = time.time() if now is None else now
+    gens = generations(settings)
+    overlap = settings.dkim_overlap_hours * 3600
+    keep_from = 0
+    for i in range(1, len(gens)):
+        if gens[i].signs_from + overlap <= moment:
+            keep_from = i
+    retired = gens[:keep_from]
+    if not retired:
+        return []
+    _save(settings, gens[keep_from:])
+    d = settings.keys_dir
+    for g in retired:
+        for path in (d / f"dkim-{g.ed25519}.ed25519.key", d / f"dkim-{g.rsa}.rsa.pem"):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+    return [s for g in retired for s in (g.ed25519, g.rsa)]
+
+
+class DkimKeyring:
+    """The relay's signer, re-read every ``key_refresh_seconds`` (and when a generation's
+    time to sign comes)."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._settings = settings
+        self._checked = 0.0
+        self._signer = load_signer(settings)
+        self._checked = time.monotonic()
+
+    @property
+    def signer(self) -> DkimSigner:
+        now = time.monotonic()
+        if now - self._checked >= self._settings.key_refresh_seconds:
+            self._signer = load_signer(self._settings)
+            self._checked = now
+        return self._signer
+
+    def refresh(self) -> None:
+        self._checked = 0.0
+
+
+__all__ = [
+    "STATE_FILE",
+    "DkimKeyring",
+    "Generation",
+    "generations",
+    "load_signer",
+    "retire_rollover",
+    "start_rollover",
+]
