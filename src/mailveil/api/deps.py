@@ -28,6 +28,7 @@ def get_session(runtime: Annotated[Runtime, Depends(get_runtime)]) -> Iterator[S
 
 
 def get_caller(
+    request: Request,
     session: Annotated[Session, Depends(get_session)],
     authorization: Annotated[str | None, Header()] = None,
 ) -> Caller:
@@ -37,6 +38,7 @@ def get_caller(
         if scheme.lower() == "bearer":
             token = value.strip()
     caller = authenticate(session, token)
+    request.state.key_id = caller.key_id  # for the access log (api.metrics)
     # End the read transaction the lookup opened: a route's own work starts afresh, so on
     # SQLite its first write is not refused for a snapshot another writer has moved past.
     session.commit()
