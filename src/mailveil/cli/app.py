@@ -11,6 +11,7 @@ from rich.markup import escape
 from mailveil.cli import access, customers, detect, disclosures, keys, ledger, policy, quarantine
 from mailveil.cli import incident_report as report_cli
 from mailveil.cli import notify as notify_cli
+from mailveil.cli import ops as ops_cli
 from mailveil.cli import witness as witness_cli
 from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
@@ -40,6 +41,8 @@ app.add_typer(notify_cli.facts_app, name="facts")
 app.add_typer(notify_cli.templates_app, name="templates")
 app.add_typer(notify_cli.sends_app, name="sends")
 app.add_typer(witness_cli.app, name="witness")
+app.add_typer(ops_cli.alerts_app, name="alerts")
+app.command("doctor")(ops_cli.doctor_command)
 customers.app.command("access-log")(access.access_log_command)
 customers.app.command("contact")(access.contact_command)
 customers.app.command("export")(access.export_command)
@@ -146,6 +149,16 @@ def relay_command(
             runtime.engine.dispose()  # each worker opens its own after fork
             sock = listen(host, port)
     say(f"mailveil relay on {host}:{port} (SMTP, {workers} process(es))", markup=False)
+    if settings.metrics_port and workers == 1:
+        from prometheus_client import start_http_server
+
+        with friendly_errors(init_hint=False):
+            start_http_server(
+                settings.metrics_port, addr=settings.metrics_host, registry=runtime.metrics.registry
+            )
+        say(f"metrics on http://{settings.metrics_host}:{settings.metrics_port}/", markup=False)
+    elif settings.metrics_port:
+        say("metrics_port is ignored with relay_workers > 1 (one registry per process)")
     with friendly_errors(init_hint=False):
         if workers > 1:
             raise typer.Exit(serve_workers(settings, sock, workers))
