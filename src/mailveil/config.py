@@ -286,6 +286,22 @@ class Settings:
     pkcs11_token_label: str = ""
     pkcs11_pin: str = ""
     pkcs11_key_prefix: str = "mailveil"
+    # -- operations (mailveil.ops): metrics, alert webhooks ------------------------------------
+    # `mailveil relay` run alone serves Prometheus /metrics on this address (port 0: not at
+    # all); `mailveil serve` has them on the API's /metrics.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int = 0
+    # Alerts (incident opened, send halted, canary hit, witness disagreement) are POSTed as
+    # JSON to this URL, signed with HMAC-SHA256 under the secret (X-Mailveil-Signature).
+    # Empty URL: no webhook (alerts stay in the ledger and the logs).
+    alert_webhook_url: str = ""
+    alert_webhook_secret: str = ""
+    # First retry after this long, doubling up to an hour; given up after this many tries.
+    alert_retry_seconds: float = 30.0
+    alert_max_attempts: int = 20
+    alert_timeout_seconds: float = 10.0
+    # How often `serve` looks for new alerts and due retries.
+    alert_poll_seconds: float = 15.0
 
     @property
     def db_url(self) -> str:
@@ -521,6 +537,7 @@ def _check(settings: Settings) -> None:
     _check_custody(settings)
     _check_report(settings)
     _check_platform(settings)
+    _check_ops(settings)
 
 
 def _check_platform(settings: Settings) -> None:
@@ -539,6 +556,22 @@ def _check_platform(settings: Settings) -> None:
         raise SettingsError("veto_timeout_seconds and events_timeout_seconds must be > 0")
     if settings.events_batch_size < 1:
         raise SettingsError("events_batch_size must be >= 1")
+
+
+def _check_ops(settings: Settings) -> None:
+    if not 0 <= settings.metrics_port < 65536:
+        raise SettingsError("metrics_port must be a TCP port (0: off)")
+    if settings.alert_webhook_url:
+        if not settings.alert_webhook_url.startswith(("http://", "https://")):
+            raise SettingsError("alert_webhook_url must be an http:// or https:// URL")
+        if len(settings.alert_webhook_secret) < 16:
+            raise SettingsError(
+                "alert_webhook_url needs alert_webhook_secret (at least 16 characters)"
+            )
+    if min(settings.alert_retry_seconds, settings.alert_timeout_seconds) <= 0:
+        raise SettingsError("alert_retry_seconds and alert_timeout_seconds must be > 0")
+    if settings.alert_poll_seconds <= 0 or settings.alert_max_attempts < 1:
+        raise SettingsError("alert_poll_seconds must be > 0 and alert_max_attempts >= 1")
 
 
 def _check_report(settings: Settings) -> None:

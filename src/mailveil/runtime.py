@@ -6,7 +6,7 @@ and compiles the policies when a command or the server starts.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
@@ -14,6 +14,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailveil.config import Settings
 from mailveil.db.session import make_engine, make_session_factory
 from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ops.counting import count_ledger_commits
+from mailveil.ops.metrics import Metrics
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
 
@@ -26,6 +28,8 @@ class Runtime:
     vault: Vault
     policy: PolicyEngine
     signer: CheckpointSigner
+    # This process's Prometheus registry (API, relay, notify and detect counters).
+    metrics: Metrics = field(default_factory=Metrics)
 
     @classmethod
     def open(
@@ -39,6 +43,8 @@ class Runtime:
         own connection so each test's work can be rolled back."""
         engine = engine or make_engine(settings)
         factory = session_factory or make_session_factory(engine)
+        metrics = Metrics(factory)
+        count_ledger_commits(factory, metrics.ledger_appends)
         return cls(
             settings=settings,
             engine=engine,
@@ -46,4 +52,5 @@ class Runtime:
             vault=Vault.open(settings),
             policy=PolicyEngine.load(settings),
             signer=CheckpointSigner.load(settings),
+            metrics=metrics,
         )

@@ -132,8 +132,13 @@ def test_message_rules_decided_by_cedar(settings: Settings) -> None:
     assert refusal_of(reason, reason="order_question") == codes.REASON_NOT_ALLOWED
     assert refusal_of(reason, order_status=None) == codes.REASON_NOT_ALLOWED
     assert reason(reason="safety_recall", order_status=None) == "safety_recall"
-    assert refusal_of(reason, reason="free_stuff") == codes.REASON_UNKNOWN
-    assert refusal_of(reason, reason="Free Stuff!") == codes.REASON_UNKNOWN  # not a name
+    # An unknown reason is refused naming the ones this sender may give (issue 14).
+    unknown = refusal_of(reason, reason="free_stuff")
+    assert unknown.code == 550 and unknown.text.startswith(codes.REASON_UNKNOWN.text)
+    listed = unknown.text.split("; allowed: ", 1)[1].split(", ")
+    assert "free_stuff" not in listed
+    assert {"shipping", "review_request", "legal", "refund", "safety_recall"} <= set(listed)
+    assert refusal_of(reason, reason="Free Stuff!").text == unknown.text  # not a name
     assert refusal_of(reason, reason=None) == codes.REASON_MISSING
     assert refusal_of(reason, reason=None, in_thread=False) == codes.REASON_MISSING
     assert reason(reason=None, in_thread=True) == "reply"
@@ -144,7 +149,7 @@ def test_message_rules_decided_by_cedar(settings: Settings) -> None:
     assert refusal_of(reason, opt_outs=opted, in_thread=False) == codes.CUSTOMER_OPTED_OUT
     assert reason(opt_outs=opted, in_thread=True) == "shipping"
     assert reason(opt_outs=opted, reason="refund", order_status="cancelled") == "refund"
-    assert refusal_of(reason, opt_outs=opted, reason="lottery") == codes.REASON_UNKNOWN
+    assert refusal_of(reason, opt_outs=opted, reason="lottery").text == unknown.text
     assert reason("employee", reason="support", order_status=None) == "support"
     assert reason("employee", opt_outs=opted) == "shipping"  # the opt-out is sellers'
     assert refusal_of(reason, "employee", reason="review_request") == codes.REASON_NOT_ALLOWED
@@ -261,7 +266,9 @@ def test_reason_must_fit_the_order_status(relay: Relay) -> None:
     assert seller_sends(relay, "carol", "[order_question] Size?") == str(codes.QUEUED)
     assert seller_sends(relay, "carol", "[review_request] Review?") == str(codes.REASON_NOT_ALLOWED)
     assert seller_sends(relay, "carol", "[safety_recall] Stop using it") == str(codes.QUEUED)
-    assert seller_sends(relay, "carol", "[lottery] You won") == str(codes.REASON_UNKNOWN)
+    assert seller_sends(relay, "carol", "[lottery] You won").startswith(
+        str(codes.REASON_UNKNOWN) + "; allowed: "
+    )
     assert seller_sends(relay, "carol", "Untagged") == str(codes.REASON_MISSING)
     assert seller_sends(
         relay, "carol", "Plain subject", headers={"X-Contact-Reason": "shipping"}

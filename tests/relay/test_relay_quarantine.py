@@ -233,7 +233,19 @@ def test_quarantine_commands_on_a_real_data_directory(tmp_path: Path) -> None:
             return result.output
 
         listed = run("quarantine", "list")
-        assert all(sha[:12] in listed for sha in shas)
+        assert all(sha in listed for sha in shas)  # whole, never cut (issue 14)
+        rows = json.loads(run("quarantine", "list", "--json"))
+        assert sorted(r["sha256"] for r in rows) == sorted(shas)
+        assert all(r["kind"] == "stranger_at_alias" for r in rows)
+        # A unique prefix names a message; a short or unmatched one is refused in words.
+        view = json.loads(run("quarantine", "show", shas[0][:10]))
+        assert view["sha256"] == shas[0]
+        missing = next(p for p in ("0" * 9, "f" * 9) if not any(h.startswith(p) for h in shas))
+        for prefix, words in (("abc", "8+ hex digits"), (missing, "starts with")):
+            refused = CliRunner().invoke(
+                app, ["--data-dir", str(seeded.data), "quarantine", "show", prefix], env=env
+            )
+            assert refused.exit_code == 1 and words in refused.output, refused.output
         view = json.loads(run("quarantine", "show", shas[0]))
         assert (view["sha256"], view["kind"], view["alias"]) == (
             shas[0],

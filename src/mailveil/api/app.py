@@ -14,7 +14,7 @@ from mailveil.access.reveals import expire_reveals
 from mailveil.api.database import install_database_handlers, write_session_factory
 from mailveil.api.docs import install_docs
 from mailveil.api.limits import BodySizeLimit
-from mailveil.api.metrics import Metrics, MetricsMiddleware
+from mailveil.api.metrics import MetricsMiddleware
 from mailveil.api.openapi import install_exact_openapi
 from mailveil.api.problems import install_problem_handlers
 from mailveil.api.routers import (
@@ -39,7 +39,7 @@ from mailveil.api.routers import (
 from mailveil.console.app import create_console
 from mailveil.db.session import session_scope
 from mailveil.ledger.append import checkpoint_now
-from mailveil.platform.response_times import ResponseTimeCollector
+from mailveil.ops.alerts import pump
 from mailveil.runtime import Runtime
 from mailveil.witness.publish import publish_latest
 
@@ -73,16 +73,32 @@ def _checkpoint_once(runtime: Runtime) -> None:
     publish_latest(runtime.session_factory, runtime.settings, runtime.signer, sign_new=False)
 
 
+async def _alert_loop(runtime: Runtime) -> None:
+    """New alerts from the ledger and due retries, every ``alert_poll_seconds``."""
+    log = structlog.get_logger("mailveil.alerts")
+    settings = runtime.settings
+    while True:
+        try:
+            await asyncio.to_thread(
+                pump, runtime.session_factory, settings, metrics=runtime.metrics
+            )
+        except Exception as exc:  # keep the loop alive; the outbox keeps the alerts
+            log.error("alert_pump_failed", error_type=type(exc).__name__)
+        await asyncio.sleep(settings.alert_poll_seconds)
+
+
 def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> FastAPI:
     @contextlib.asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
-        task = None
+        tasks = []
         if background_checkpoints and runtime.settings.checkpoint_every_seconds > 0:
-            task = asyncio.create_task(_checkpoint_loop(runtime))
+            tasks.append(asyncio.create_task(_checkpoint_loop(runtime)))
+        if background_checkpoints and runtime.settings.alert_webhook_url:
+            tasks.append(asyncio.create_task(_alert_loop(runtime)))
         try:
             yield
         finally:
-            if task is not None:
+            for task in tasks:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
@@ -99,9 +115,7 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
     app.state.runtime = runtime
     app.state.read_sessions = runtime.session_factory
     app.state.write_sessions = write_session_factory(runtime.session_factory)
-    metrics = Metrics()
-    # Sellers' response times, computed at scrape time from the relay's records.
-    metrics.registry.register(ResponseTimeCollector(runtime.session_factory))
+    metrics = runtime.metrics
     app.state.metrics = metrics
     install_problem_handlers(app)
     install_database_handlers(app)

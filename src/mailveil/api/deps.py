@@ -46,11 +46,13 @@ bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <api ke
 
 
 def get_caller(
+    request: Request,
     session: Annotated[Session, Depends(get_session)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)] = None,
 ) -> Caller:
     token = credentials.credentials.strip() if credentials is not None else None
     caller = authenticate(session, token)
+    request.state.key_id = caller.key_id  # for the access log (api.metrics)
     # End the read transaction the lookup opened: a route's own work starts afresh, so on
     # SQLite its first write is not refused for a snapshot another writer has moved past.
     session.commit()

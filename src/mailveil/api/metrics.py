@@ -1,59 +1,41 @@
-"""Prometheus metrics. One registry per app (no global state); labels are route templates and
-outcomes, never paths with ids or addresses in them."""
+"""The API's request metrics and access log, in one pure-ASGI middleware.
+
+Labels and log fields are route templates (``/v1/customers/{customer_id}``), never paths
+with ids or addresses in them. The metrics registry is the Runtime's (``ops.metrics``).
+"""
 
 from __future__ import annotations
 
+import re
 import time
+import uuid
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from mailveil.logs import get_logger
+from mailveil.ops.metrics import Metrics
 
-class Metrics:
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.requests = Counter(
-            "mailveil_http_requests",
-            "HTTP requests",
-            ["method", "route", "status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "mailveil_http_request_seconds",
-            "HTTP request latency",
-            ["method", "route"],
-            registry=self.registry,
-            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
-        )
-        self.disclosures = Counter(
-            "mailveil_disclosures", "Disclosure decisions", ["outcome"], registry=self.registry
-        )
-        self.customers_imported = Counter(
-            "mailveil_customers_imported",
-            "Customer import rows",
-            ["outcome"],
-            registry=self.registry,
-        )
-        self.access_refusals = Counter(
-            "mailveil_access_refusals",
-            "Employee access refused (a signal input for detection)",
-            ["code"],
-            registry=self.registry,
-        )
-        self.reveals = Counter(
-            "mailveil_reveal_events", "Break-glass reveal steps", ["step"], registry=self.registry
-        )
-        self.ledger_appends = Counter(
-            "mailveil_ledger_entries_appended",
-            "Ledger entries appended through the API",
-            registry=self.registry,
-        )
+REQUEST_ID_HEADER = b"x-request-id"
+# A caller's request id is echoed and logged only when it is short and plain.
+_SANE_ID = re.compile(rb"^[A-Za-z0-9._:-]{1,64}$")
+
+
+def _request_id(scope: Scope) -> str:
+    for name, value in scope.get("headers", []):
+        if name == REQUEST_ID_HEADER and _SANE_ID.match(value):
+            return bytes(value).decode("ascii")
+    return uuid.uuid4().hex
 
 
 class MetricsMiddleware:
+    """Counts and times every request, logs one ``http_request`` line for it and returns
+    its request id in ``X-Request-Id`` (the caller's, when it sent a plain one)."""
+
     def __init__(self, app: ASGIApp, metrics: Metrics) -> None:
         self.app = app
         self.metrics = metrics
+        self.log = get_logger("mailveil.api")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -61,18 +43,38 @@ class MetricsMiddleware:
             return
         started = time.perf_counter()
         status = 500
+        request_id = _request_id(scope)
+        state = scope.setdefault("state", {})
+        state["request_id"] = request_id
 
         async def capture(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                headers = list(message.get("headers", []))
+                headers.append((REQUEST_ID_HEADER, request_id.encode("ascii")))
+                message = {**message, "headers": headers}
             await send(message)
 
-        try:
-            await self.app(scope, receive, capture)
-        finally:
-            route = scope.get("route")
-            template = getattr(route, "path", None) or "unmatched"
-            method = scope.get("method", "GET")
-            self.metrics.requests.labels(method, template, str(status)).inc()
-            self.metrics.latency.labels(method, template).observe(time.perf_counter() - started)
+        with structlog.contextvars.bound_contextvars(request_id=request_id):
+            try:
+                await self.app(scope, receive, capture)
+            finally:
+                elapsed = time.perf_counter() - started
+                route = scope.get("route")
+                template = getattr(route, "path", None) or "unmatched"
+                method = scope.get("method", "GET")
+                self.metrics.requests.labels(method, template, str(status)).inc()
+                self.metrics.latency.labels(method, template).observe(elapsed)
+                self.log.info(
+                    "http_request",
+                    method=method,
+                    route=template,
+                    status=status,
+                    latency_ms=round(elapsed * 1000, 2),
+                    key_id=state.get("key_id"),
+                    request_id=request_id,
+                )
+
+
+__all__ = ["Metrics", "MetricsMiddleware"]

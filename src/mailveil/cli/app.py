@@ -14,6 +14,7 @@ from mailveil.cli import backup as backup_cli
 from mailveil.cli import incident_report as report_cli
 from mailveil.cli import notify as notify_cli
 from mailveil.cli import rotate as rotate_cli
+from mailveil.cli import ops as ops_cli
 from mailveil.cli import witness as witness_cli
 from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
@@ -51,6 +52,8 @@ keys.app.command("rotate-verp")(rotate_cli.rotate_verp)
 keys.app.command("dkim-rollover")(rotate_cli.dkim_rollover)
 keys.app.command("dkim-retire")(rotate_cli.dkim_retire)
 keys.app.command("rotate-ledger")(rotate_cli.rotate_ledger)
+app.add_typer(ops_cli.alerts_app, name="alerts")
+app.command("doctor")(ops_cli.doctor_command)
 customers.app.command("access-log")(access.access_log_command)
 customers.app.command("contact")(access.contact_command)
 customers.app.command("export")(access.export_command)
@@ -159,6 +162,16 @@ def relay_command(
             runtime.engine.dispose()  # each worker opens its own after fork
             sock = listen(host, port)
     say(f"mailveil relay on {host}:{port} (SMTP, {workers} process(es))", markup=False)
+    if settings.metrics_port and workers == 1:
+        from prometheus_client import start_http_server
+
+        with friendly_errors(init_hint=False):
+            start_http_server(
+                settings.metrics_port, addr=settings.metrics_host, registry=runtime.metrics.registry
+            )
+        say(f"metrics on http://{settings.metrics_host}:{settings.metrics_port}/", markup=False)
+    elif settings.metrics_port:
+        say("metrics_port is ignored with relay_workers > 1 (one registry per process)")
     with friendly_errors(init_hint=False):
         if workers > 1:
             raise typer.Exit(serve_workers(settings, sock, workers))

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.table import Table
+from rich.table import Column, Table
 
 from mailveil.cli.common import cell, console, db_engine, fail, friendly_errors, operator_actor, say
 from mailveil.db.session import make_session_factory, session_scope
@@ -21,11 +21,19 @@ from mailveil.runtime import Runtime
 
 app = typer.Typer(help="Messages the relay held (strangers, canaries).", no_args_is_help=True)
 
-Sha = Annotated[str, typer.Argument(help="the message's SHA-256 (from `quarantine list`)")]
+Sha = Annotated[
+    str,
+    typer.Argument(
+        help="the message's SHA-256 from `quarantine list`, or a unique prefix (8+ hex digits)"
+    ),
+]
 
 
 @app.command("list")
-def list_command(ctx: typer.Context) -> None:
+def list_command(
+    ctx: typer.Context,
+    as_json: Annotated[bool, typer.Option("--json", help="print JSON (every field)")] = False,
+) -> None:
     """Held messages, oldest first, with the ledger entry that holds each."""
     settings = ctx.obj.settings()
     with (
@@ -34,10 +42,15 @@ def list_command(ctx: typer.Context) -> None:
         session_scope(make_session_factory(engine)) as session,
     ):
         rows = [e.view() for e in list_held(session, settings)]
+    if as_json:
+        console.print_json(data=rows)
+        return
     if not rows:
         say("the quarantine is empty")
         return
-    table = Table("sha256", "size", "held at", "kind", "entry", "alias", "sender")
+    table = Table("size", "held at", "kind", "entry", "alias", "sender")
+    # The whole name, never cut: `show`, `release` and `delete` take it (or a prefix).
+    table.columns.insert(0, Column("sha256", no_wrap=True, min_width=64))
     for r in rows:
         table.add_row(
             cell(r["sha256"]),
@@ -60,6 +73,7 @@ def show(
     """What the ledger says about one held message (JSON), or the message itself."""
     settings = ctx.obj.settings()
     with friendly_errors():
+        sha256 = quarantine.resolve(settings.data_dir, sha256)
         if raw:
             data = quarantine.read(settings.data_dir, sha256)
             sys.stdout.buffer.write(data)
@@ -75,6 +89,8 @@ def release_command(ctx: typer.Context, sha256: Sha) -> None:
     """Deliver a stranger's held message to the customer with the warning banner (as
     relay_stranger_action = "banner" would), ledgered; the file goes once delivered."""
     settings = ctx.obj.settings()
+    with friendly_errors():
+        sha256 = quarantine.resolve(settings.data_dir, sha256)
     with friendly_errors(), db_engine(settings) as engine:
         runtime = Runtime.open(settings, engine=engine)
         relay = RelayContext.load(runtime)
@@ -98,6 +114,8 @@ def delete_command(
     """Delete a held message (ledgered). A canary's message is evidence: export the
     incident first."""
     settings = ctx.obj.settings()
+    with friendly_errors():
+        sha256 = quarantine.resolve(settings.data_dir, sha256)
     if not yes and not typer.confirm(f"Delete held message {sha256}?"):
         raise typer.Exit(1)
     with friendly_errors(), db_engine(settings) as engine:

@@ -3,9 +3,10 @@ into signals."""
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
@@ -16,6 +17,12 @@ from mailveil.detect.scan import scan_ledger
 from mailveil.detect.signals import record_signal
 from mailveil.detect.strength import Piece
 from mailveil.ledger.signing import CheckpointSigner
+from mailveil.logs import get_logger
+
+if TYPE_CHECKING:
+    from mailveil.ops.metrics import Metrics
+
+_log = get_logger("mailveil.detect")
 
 ANOMALY_LOOKBACK_DAYS = 7  # days scored per run; the job reads the history it needs itself
 
@@ -93,16 +100,37 @@ def run_detection(
     signer: CheckpointSigner,
     *,
     anomalies: bool = False,
+    metrics: Metrics | None = None,
 ) -> DetectionRun:
     """Scan the ledger from where the last run stopped (and, with ``anomalies``, score the
-    last week of employee access). Does not commit."""
-    scanned = scan_ledger(session, settings, signer)
-    run = DetectionRun(scanned.entries, dict(scanned.signals))
-    if anomalies:
-        filed, days = file_anomalies(session, settings, signer)
-        if filed:
-            run.signals["access_anomaly"] = filed
-        run.anomaly_days_scored = days
+    last week of employee access). Does not commit. Logs one ``detection_run`` line (and
+    counts it in ``metrics`` when given)."""
+    started = time.perf_counter()
+    try:
+        scanned = scan_ledger(session, settings, signer)
+        run = DetectionRun(scanned.entries, dict(scanned.signals))
+        if anomalies:
+            filed, days = file_anomalies(session, settings, signer)
+            if filed:
+                run.signals["access_anomaly"] = filed
+            run.anomaly_days_scored = days
+    except Exception as exc:
+        if metrics is not None:
+            metrics.detect_runs.labels("failed").inc()
+        _log.error("detection_run", outcome="failed", error_type=type(exc).__name__)
+        raise
+    if metrics is not None:
+        metrics.detect_runs.labels("ok").inc()
+        for kind, n in run.signals.items():
+            metrics.detect_signals_filed.labels(kind).inc(n)
+    _log.info(
+        "detection_run",
+        outcome="ok",
+        entries_scanned=run.entries_scanned,
+        signals=run.signals,
+        anomaly_days_scored=run.anomaly_days_scored,
+        latency_ms=round((time.perf_counter() - started) * 1000, 2),
+    )
     return run
 
 

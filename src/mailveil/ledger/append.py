@@ -34,6 +34,7 @@ from mailveil.ledger.models import (
     from_time_us,
 )
 from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ops.counting import note_appended
 
 MAX_DETAIL_BYTES = 64 * 1024
 _LIMITS = {"kind": 64, "actor": 255, "subject": 255, "alias": 320, "purpose": 255, "ref": 255}
@@ -278,6 +279,7 @@ def append(
     if due and state.checkpoint_size < size:
         _make_checkpoint(session, state, settings, signer, at)
     _save_head(session, state)
+    note_appended(session, size - first)  # counted by the metrics when committed
     return list(range(first, size))
 
 

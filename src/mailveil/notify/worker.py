@@ -42,6 +42,7 @@ from mailveil.db.session import session_scope
 from mailveil.errors import InvalidInput
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
+from mailveil.logs import get_logger
 from mailveil.notify.audience import Entry, assess, evidence_context
 from mailveil.notify.models import Fact, Recipient, Send, Template
 from mailveil.notify.sends import send_ref, stage_sizes
@@ -51,6 +52,9 @@ from mailveil.relay.messages import RelayMessage
 from mailveil.runtime import Runtime
 
 log = logging.getLogger("mailveil.notify")
+_slog = get_logger("mailveil.notify")
+
+
 GROUP = 20  # recipients per commit; also how often the kill switch is looked at
 LEASE_SECONDS = 60.0
 MAX_DEFERRALS = 3
@@ -126,6 +130,15 @@ def _release(runtime: Runtime, send_id: int, worker: str) -> None:
         )
 
 
+def _step_done(runtime: Runtime, send: Send, wait: float | None, result: str) -> None:
+    """One ``send_step`` log line and count per worker step (ids and counts only)."""
+    runtime.metrics.notify_steps.labels(result).inc()
+    _slog.info(
+        "send_step", send=send.id, status=send.status, stage=send.stage, result=result,
+        next_in_seconds=wait,
+    )  # fmt: skip
+
+
 def step(runtime: Runtime, send_id: int, worker: str) -> float | None:
     """Drive the send; seconds to wait before the next call, or None when it is over."""
     with runtime.session_factory() as s:
@@ -144,8 +157,11 @@ def step(runtime: Runtime, send_id: int, worker: str) -> float | None:
         key = issue_key(s, Role.SERVICE, principal_id=owner.id, label=f"notify {worker}")
         s.commit()
         try:
-            return _drive(runtime, s, send, template, owner, worker, key.token)
+            wait = _drive(runtime, s, send, template, owner, worker, key.token)
+            _step_done(runtime, send, wait, "waiting" if wait is not None else "over")
+            return wait
         except Stop:
+            _step_done(runtime, send, None, "stopped")
             return None
         finally:
             s.rollback()
@@ -313,7 +329,11 @@ def _halt(
     event = Event("signal", "system", None, None, "notification", send_ref(send.id), detail)
     append(s, [event], runtime.settings, runtime.signer)
     s.commit()
-    log.warning("notify: send %s halted at stage %s (%s)", send.id, send.stage, why)
+    runtime.metrics.notify_gate_failures.labels(str(failed.get("gate", "unknown"))).inc()
+    _slog.warning(
+        "send_halted", send=send.id, stage=send.stage, gate=failed.get("gate"),
+        rate=failed.get("rate"), threshold=failed.get("threshold"),
+    )  # fmt: skip
 
 
 # -- delivery ----------------------------------------------------------------------------
@@ -552,6 +572,19 @@ def _record(
             .values(state="pending")
         )
     s.commit()
+    deliveries = runtime.metrics.notify_deliveries
+    for outcome_name, count in (
+        ("delivered", len(outcome.delivered)),
+        ("failed", len(outcome.failed)),
+        ("deferred", len(outcome.deferred)),
+        ("unsent", len(outcome.unsent)),
+    ):
+        if count:
+            deliveries.labels(outcome_name).inc(count)
+    _slog.info(
+        "send_batch", send=send.id, stage=send.stage, delivered=len(outcome.delivered),
+        failed=len(outcome.failed), deferred=len(outcome.deferred), unsent=len(outcome.unsent),
+    )  # fmt: skip
 
 
 __all__ = ["build_message", "cutoff_of", "gate", "gate_rates", "message_id", "step"]

@@ -40,6 +40,7 @@ import asyncio
 import base64
 import binascii
 import logging
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
@@ -65,6 +66,7 @@ from mailveil.relay.messages import (
     is_verp_local,
     verify_bounce_local,
 )
+from mailveil.relay.observe import transaction_done
 from mailveil.relay.pipeline import (
     KIND_DEFERRED,
     KIND_REJECTED,
@@ -122,6 +124,10 @@ class RelayEnvelope(Envelope):
         self.stranger = False  # authenticated as another principal than the alias's
         self.canary: CanaryTarget | None = None
         self.abuse = False
+        # For the transaction's log line and metrics (relay.observe).
+        self.started: float | None = None
+        self.decision: str | None = None
+        self.token: str | None = None
 
 
 def _state(envelope: Envelope) -> RelayEnvelope:
@@ -183,6 +189,7 @@ class RelayHandler(GuardedHandler):
     ) -> str:
         envelope.mail_from = address
         envelope.mail_options.extend(options)
+        _state(envelope).started = time.perf_counter()
         return str(codes.SENDER_OK)
 
     # -- RCPT -----------------------------------------------------------------------------
@@ -197,7 +204,23 @@ class RelayHandler(GuardedHandler):
         if reply is codes.RECIPIENT_OK:
             envelope.rcpt_tos.append(address)
             envelope.rcpt_options.extend(options)
+        else:  # one recipient per transaction: refused here, the transaction is decided
+            self._observe(state, reply, "refused_at_rcpt")
         return str(reply)
+
+    def _observe(self, state: RelayEnvelope, reply: Reply | str, decision: str | None) -> None:
+        route = state.route
+        direction = (
+            route.direction if route is not None
+            else "bounce" if state.bounce_token is not None
+            else "abuse_report" if state.abuse
+            else "canary" if state.canary is not None
+            else None
+        )  # fmt: skip
+        transaction_done(
+            self.ctx.runtime.metrics, started=state.started, reply=reply, direction=direction,
+            decision=decision or state.decision, token=state.token,
+        )  # fmt: skip
 
     async def _route_recipient(self, session: Session, state: RelayEnvelope, address: str) -> Reply:
         local, at, domain = address.rpartition("@")
@@ -301,6 +324,11 @@ class RelayHandler(GuardedHandler):
     # -- DATA -----------------------------------------------------------------------------
 
     async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
+        reply = await self._data(server, session, envelope)
+        self._observe(_state(envelope), reply, None)
+        return reply
+
+    async def _data(self, server: SMTP, session: Session, envelope: Envelope) -> str:
         raw = envelope.original_content or b""
         why = "smuggling-shaped line ending"
         refusal = refusal_for(raw)
@@ -358,6 +386,7 @@ class RelayHandler(GuardedHandler):
         except Exception as exc:
             log.error("relay: message processing failed (%s)", type(exc).__name__)
             return str(codes.TEMPORARY_FAILURE)
+        state.decision = type(outcome).__name__.lower()  # refused, held, bannered, outgoing
         if isinstance(outcome, Refused):
             if outcome.event is None:
                 return str(outcome.reply)
@@ -369,6 +398,7 @@ class RelayHandler(GuardedHandler):
             outcome, before = outcome.outgoing, (outcome.event,)
         # A sender's retry of a deferred message is that message (relay.reconcile).
         key = retry_key(route.direction, route.alias, sender.mail_from, raw)
+        state.token = outcome.token
         # Once the ledger has the message, see it through even if the client hangs up.
         return str(await asyncio.shield(self._deliver(route, outcome, before, key)))
 

@@ -284,9 +284,13 @@ def decide_message(
 
     ``in_thread`` is a database lookup: called only when the message references earlier
     ones and the decision with it differs from the one without it (both memoised)."""
+    kind = contact.principal_type.lower()
     if reason is not None and not _SLUG.match(reason):
         # Not a reason name at all (a header's free text): never a Cedar string or memo key.
-        raise PolicyRefusal("the contact reason is not a reason name", reply=codes.REASON_UNKNOWN)
+        raise PolicyRefusal(
+            "the contact reason is not a reason name",
+            reply=unknown_reason_reply(policy, kind, order_status),
+        )
     text = reason or ""
 
     def inp(thread: bool) -> PolicyInput:
@@ -302,7 +306,18 @@ def decide_message(
         decision = engine.decide(inp(False))
     if decision.allowed:
         return text or REPLY_REASON
-    raise PolicyRefusal(decision.reason, reply=reply_for(decision), policies=decision.policy_ids)
+    reply = reply_for(decision)
+    if reply is codes.REASON_UNKNOWN:
+        reply = unknown_reason_reply(policy, kind, order_status)
+    raise PolicyRefusal(decision.reason, reply=reply, policies=decision.policy_ids)
+
+
+def unknown_reason_reply(policy: MessagingPolicy, kind: str, order_status: str | None) -> Reply:
+    """``REASON_UNKNOWN`` naming the reasons this sender may give here (its kind's, for a
+    seller the order status's, and the critical ones), so the sender can correct the tag."""
+    allowed = sorted(set(policy.allowed_reasons(kind, order_status)) | policy.critical_reasons)
+    listed = ", ".join(allowed) if allowed else "none"
+    return Reply(codes.REASON_UNKNOWN.code, f"{codes.REASON_UNKNOWN.text}; allowed: {listed}")
 
 
 # -- content -----------------------------------------------------------------------------

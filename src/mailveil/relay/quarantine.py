@@ -21,10 +21,12 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from mailveil.errors import InvalidInput, NotFound
+from mailveil.errors import Conflict, InvalidInput, NotFound
 
 FOLDER = "quarantine"
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_PREFIX = re.compile(r"^[0-9a-f]{%d,64}$")
+MIN_PREFIX = 8  # hex digits: 4 billion names, enough to tell a quarantine's messages apart
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,24 @@ def held(data_dir: Path) -> list[Held]:
     return sorted(out, key=lambda h: (h.held_at, h.sha256))
 
 
+def resolve(data_dir: Path, text: str) -> str:
+    """The full SHA-256 of the one held message whose name starts with ``text`` (at least
+    ``MIN_PREFIX`` hex digits; a whole name is taken as it is)."""
+    value = text.strip().lower()
+    if _SHA256.match(value):
+        return value
+    if not re.match(_PREFIX.pattern % MIN_PREFIX, value):
+        raise InvalidInput(
+            f"name a quarantined message by its SHA-256 or its first {MIN_PREFIX}+ hex digits"
+        )
+    found = [h.sha256 for h in held(data_dir) if h.sha256.startswith(value)]
+    if not found:
+        raise NotFound(f"no quarantined message's SHA-256 starts with {value}")
+    if len(found) > 1:
+        raise Conflict(f"{len(found)} quarantined messages start with {value}: give more digits")
+    return found[0]
+
+
 def read(data_dir: Path, sha256: str) -> bytes:
     """The held message's bytes, checked against its name."""
     sha = check_sha(sha256)
@@ -116,4 +136,15 @@ def remove(data_dir: Path, sha256: str) -> None:
         raise NotFound("no quarantined message with that SHA-256") from None
 
 
-__all__ = ["FOLDER", "Held", "check_sha", "folder", "held", "read", "remove", "store"]
+__all__ = [
+    "FOLDER",
+    "MIN_PREFIX",
+    "Held",
+    "check_sha",
+    "folder",
+    "held",
+    "read",
+    "remove",
+    "resolve",
+    "store",
+]

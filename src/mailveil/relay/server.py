@@ -125,10 +125,16 @@ def _is_loopback(peer: Any) -> bool:
 
 
 class _Connections:
-    def __init__(self, limit: int) -> None:
+    def __init__(self, limit: int, gauge: Any = None) -> None:
         self.limit = limit
         self.open = 0
         self.live: set[RelaySMTP] = set()
+        self.gauge = gauge  # mailveil_relay_connections
+
+    def changed(self, delta: int) -> None:
+        self.open += delta
+        if self.gauge is not None:
+            self.gauge.inc(delta)
 
     def close_all(self) -> None:
         for protocol in list(self.live):
@@ -165,14 +171,14 @@ class RelaySMTP(SMTP):
         self._auth_require_tls = not (self._loopback_plain_auth and _is_loopback(self.session.peer))
         if first and not self._counted:
             self._counted = True
-            self._connections.open += 1
+            self._connections.changed(1)
             self._connections.live.add(self)
             self._over_limit = self._connections.open > self._connections.limit
 
     def connection_lost(self, error: Exception | None) -> None:
         if self._counted:
             self._counted = False
-            self._connections.open -= 1
+            self._connections.changed(-1)
             self._connections.live.discard(self)
         super().connection_lost(error)
 
@@ -250,7 +256,9 @@ class RelayServer:
         self.host = host if host is not None else settings.relay_host
         self.port = port if port is not None else settings.relay_port
         self.db = Database(ctx.runtime.session_factory)
-        self._connections = _Connections(settings.relay_max_connections)
+        self._connections = _Connections(
+            settings.relay_max_connections, ctx.runtime.metrics.relay_connections
+        )
         # Group commit waits for other connections' items only when there are others.
         self.journal = Journal(
             self.db, settings, ctx.runtime.signer, senders=lambda: self._connections.open

@@ -4,14 +4,15 @@ An alert is written as a ``witness_alert`` entry of the ledger itself (durable, 
 everything else, and covered by the next checkpoint), then handed to ``dispatch``.
 
 ``dispatch`` is the one hook point for outbound alerting: it runs after the alert's
-transaction committed, once per alert, outside any database transaction. Today it writes a
-structured warning log line; an outbound webhook (HMAC-signed JSON with retries) belongs in
-it, so every witness disagreement reaches it with nothing else to change.
+transaction committed, once per alert, outside any database transaction. It writes a
+structured warning log line and runs ``deliver`` (the publisher passes ``ops.alerts.pump``:
+the signed webhook, at once; the outbox retries it later if the receiver is down).
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -76,8 +77,15 @@ def record_alert(
     return append(session, [event], settings, signer)[0]
 
 
-def dispatch(alert: WitnessAlert, seq: int | None = None) -> None:
+def dispatch(
+    alert: WitnessAlert, seq: int | None = None, *, deliver: Callable[[], object] | None = None
+) -> None:
     """THE hook for outbound alerts (see the module docstring). Called after commit."""
+    if deliver is not None:
+        try:
+            deliver()
+        except Exception as exc:  # the outbox keeps it; the next pump retries
+            logger().error("witness_alert_delivery_failed", error_type=type(exc).__name__)
     logger().warning(
         "witness_disagreement",
         witness=alert.witness,

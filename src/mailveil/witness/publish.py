@@ -32,6 +32,7 @@ from mailveil.ledger import proofs
 from mailveil.ledger.append import Checkpoint, checkpoint_now, latest_checkpoint
 from mailveil.ledger.notes import Note, NoteError, open_note, parse_note, parse_signature_lines
 from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ops.alerts import pump
 from mailveil.witness import client
 from mailveil.witness.alerts import WitnessAlert, dispatch, record_alert
 from mailveil.witness.models import LedgerCosignature, LedgerWitnessStatus
@@ -125,7 +126,7 @@ def publish_to(
             else:
                 outcome.alert = None  # already raised for this state of the witness
     if outcome.alert is not None:
-        dispatch(outcome.alert, seq)
+        dispatch(outcome.alert, seq, deliver=lambda: pump(session_factory, settings))
     return outcome
 
 

@@ -211,7 +211,9 @@ def post_run(
     anomalies: Annotated[bool, Query(description="also score the last week of access")] = False,
 ) -> dict[str, Any]:
     """Run the detection job now: the ledger scan, and on request the access-anomaly job."""
-    result = run_detection(session, runtime.settings, runtime.signer, anomalies=anomalies)
+    result = run_detection(
+        session, runtime.settings, runtime.signer, anomalies=anomalies, metrics=runtime.metrics
+    )
     session.commit()
     return result.to_dict()
 

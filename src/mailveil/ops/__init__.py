@@ -1,0 +1,1 @@
+"""Operating mailveil: metrics, alerts (signed webhooks), the doctor's checks."""
