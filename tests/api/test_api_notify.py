@@ -84,7 +84,7 @@ def test_lint_blocks_and_warnings_need_a_person(admin: Api, backend: Api) -> Non
              "{{ facts.other.x }} Visit https://evil.example/login now",
         category="security", sensitivity=["pregnancy"], suppression_list=None,
         reviewer=None))  # fmt: skip
-    codes = {f["code"] for f in bad["lint"] if f["level"] == "error"}
+    codes = {f["code"] for f in bad["findings"] if f["level"] == "error"}
     assert {
         "spelling",
         "test-marker",
@@ -95,19 +95,19 @@ def test_lint_blocks_and_warnings_need_a_person(admin: Api, backend: Api) -> Non
         "sensitive-needs-reviewer",
     } <= codes
     assert not bad["sendable"]
-    assert any("terminated" in f["message"] for f in bad["lint"] if f["code"] == "spelling")
+    assert any("terminated" in f["message"] for f in bad["findings"] if f["code"] == "spelling")
     market = backend.ok("post", "/v1/templates", 201, json=template(
         name="promo", category="marketing", sensitivity=[], body="Deals for you."))  # fmt: skip
-    assert "missing-unsubscribe" in {f["code"] for f in market["lint"]}
+    assert "missing-unsubscribe" in {f["code"] for f in market["findings"]}
     escape = backend.ok("post", "/v1/templates", 201, json=template(
         name="escape", body="{{ ''.__class__.__mro__ }}"))  # fmt: skip
-    assert "sandbox-escape" in {f["code"] for f in escape["lint"]}
+    assert "sandbox-escape" in {f["code"] for f in escape["findings"]}
     # Errors cannot be acknowledged; warnings can, by a named person.
     r = admin.post("/v1/templates/registry-gift/versions/1/acknowledge", json={"person": "Ann"})
     assert r.status_code == 409
     loud = backend.ok("post", "/v1/templates", 201, json=template(
         name="loud", subject="Gift for your registry!!"))  # fmt: skip
-    assert not loud["sendable"] and {f["level"] for f in loud["lint"]} == {"warning"}
+    assert not loud["sendable"] and {f["level"] for f in loud["findings"]} == {"warning"}
     audience = {"customers": [{"customer": "c1"}]}
     r = backend.post("/v1/sends", json={"template": "loud", "audience": audience})
     assert r.status_code == 409
@@ -179,4 +179,4 @@ def test_bad_input(admin: Api, backend: Api) -> None:
     r = backend.post("/v1/templates", json=template(owner="no-such-service"))
     assert r.status_code == 404
     r = backend.post("/v1/templates", json=template(body="{% for %}"))
-    assert "template-syntax" in {f["code"] for f in r.json()["lint"]}
+    assert "template-syntax" in {f["code"] for f in r.json()["findings"]}

@@ -12,6 +12,7 @@ from mailveil.cli import access, customers, detect, disclosures, keys, ledger, p
 from mailveil.cli import incident_report as report_cli
 from mailveil.cli import notify as notify_cli
 from mailveil.cli import witness as witness_cli
+from mailveil.cli import worker as worker_cli
 from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
 
@@ -40,6 +41,7 @@ app.add_typer(notify_cli.facts_app, name="facts")
 app.add_typer(notify_cli.templates_app, name="templates")
 app.add_typer(notify_cli.sends_app, name="sends")
 app.add_typer(witness_cli.app, name="witness")
+app.command("worker")(worker_cli.worker_command)
 customers.app.command("access-log")(access.access_log_command)
 customers.app.command("contact")(access.contact_command)
 customers.app.command("export")(access.export_command)
