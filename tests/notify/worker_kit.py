@@ -105,3 +105,25 @@ def remove_queues(settings: Settings) -> None:
                 channel.queue_delete(name)
     finally:
         broker.close()
+
+
+RUN_TO_END = (
+    "import sys\n"
+    "from mailveil.config import load_settings\n"
+    "from mailveil.notify.queue import run_to_end\n"
+    "from mailveil.runtime import Runtime\n"
+    "run_to_end(Runtime.open(load_settings()), int(sys.argv[1]))\n"
+)
+
+
+def run_send_in_process(settings: Settings, send_id: int, timeout: float = 60) -> None:
+    """A fresh worker process drives the send to its end (the in-process worker of
+    `sends start`); its exit code and output are checked."""
+    done = subprocess.run(
+        [sys.executable, "-c", RUN_TO_END, str(send_id)],
+        env=environment(settings),
+        capture_output=True,
+        timeout=timeout,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr.decode(errors="replace")[-3000:]

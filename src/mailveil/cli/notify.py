@@ -55,9 +55,11 @@ from mailveil.notify.sends import (
 from mailveil.notify.templates import (
     DEFAULT_REASONS,
     get_template,
+    language_of,
+    lint_template,
     list_templates,
+    parse_translations,
     register_template,
-    relay_reasons,
 )
 from mailveil.runtime import Runtime
 
@@ -238,32 +240,17 @@ def lint_file(settings: Settings, data: dict[str, Any]) -> list[dict[str, Any]]:
     sensitivity = data.get("sensitivity") or []
     if not isinstance(words, list) or not isinstance(sensitivity, list):
         raise InvalidInput("words and sensitivity must be lists")
-    findings = [
-        f.to_dict()
-        for f in lint_mod.lint(
-            subject=subject,
-            body=body,
-            category=category,
-            sensitivity=[str(s) for s in sensitivity],
-            fact_names=parse_rule(data.get("rule")).names,
-            suppression_list=data.get("suppression_list") or None,
-            reviewer=data.get("reviewer") or None,
-            words=[str(w) for w in words],
-            words_file=settings.notify_words_file,
-        )
-    ]
+    rule = data.get("rule")
     reason = str(data.get("reason") or DEFAULT_REASONS[category]).replace("-", "_")
-    allowed = relay_reasons(settings)
-    if reason not in allowed:
-        findings.append(
-            lint_mod.Finding(
-                "error",
-                "relay-reason",
-                f"the relay refuses contact reason {reason!r} from services (allowed: "
-                f"{', '.join(sorted(allowed))})",
-            ).to_dict()
-        )
-    return findings
+    language = language_of(data.get("language") or "en", "language")
+    return lint_template(
+        settings, subject=subject, body=body, category=category,
+        sensitivity=[str(s) for s in sensitivity],
+        rule=parse_rule(rule) if rule not in (None, {}) else None,
+        suppression=data.get("suppression_list") or None, reviewer=data.get("reviewer") or None,
+        words=[str(w) for w in words], reason=reason, language=language,
+        translations=parse_translations(data.get("translations"), language),
+    )  # fmt: skip
 
 
 # -- sends ------------------------------------------------------------------------------------

@@ -88,6 +88,27 @@ def lapsed_sends(session: Session, now: datetime | None = None) -> list[int]:
     )
 
 
+def unconfirmed(runtime: Runtime) -> dict[str, Any]:
+    """Recipients a crash left unconfirmed, in sends no worker drives any more: settled
+    when the relay's record of their message has changed since (``notify.settle``)."""
+    from mailveil.notify.models import Recipient, Template
+    from mailveil.notify.settle import settle_unconfirmed
+    from mailveil.notify.templates import owner_of
+
+    settled = 0
+    with runtime.session_factory() as s:
+        ids = list(s.scalars(select(Recipient.send_id).where(Recipient.state == "unconfirmed")
+                             .distinct()))  # fmt: skip
+        for send_id in ids:
+            send = s.get(Send, send_id)
+            template = s.get(Template, send.template_id) if send is not None else None
+            if send is None or template is None:
+                continue
+            settled += settle_unconfirmed(runtime, s, send, template, owner_of(s, template))
+            s.commit()
+    return {"sends": len(ids), "settled": settled}
+
+
 def detect(runtime: Runtime) -> dict[str, Any]:
     from mailveil.detect.jobs import run_detection
 
@@ -152,6 +173,7 @@ def schedule(settings: Settings) -> list[Job]:
     jobs: list[Job] = []
     for name, run, every in (
         ("detect", detect, settings.worker_detect_every_seconds),
+        ("unconfirmed", unconfirmed, settings.worker_resume_every_seconds),
         ("checkpoint", checkpoint, settings.checkpoint_every_seconds),
         ("reports", reports, settings.worker_reports_every_seconds),
         ("sweep_idempotency", sweep_idempotency, settings.worker_sweep_every_seconds),
@@ -203,4 +225,5 @@ __all__ = [
     "run_job",
     "schedule",
     "sweep_idempotency",
+    "unconfirmed",
 ]
