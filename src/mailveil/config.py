@@ -258,6 +258,22 @@ class Settings:
     notify_batch_size: int = 2000
     # An extra spelling word list (one word a line) beside the shipped one.
     notify_words_file: str = ""
+    # -- workers (`mailveil worker`) and sends at scale ------------------------------------
+    # A send's lease: a worker that dies holds its send this long before another takes it.
+    notify_lease_seconds: float = 60.0
+    # Dramatiq threads per `mailveil worker` process, and the broker queue (installations
+    # sharing one broker each use their own).
+    worker_threads: int = 4
+    worker_queue: str = "mailveil_notify"
+    # The worker's scheduler (0 / -1: off): drive sends whose worker died, scan the ledger
+    # for signals, store spooled and re-check pending abuse reports, delete expired
+    # Idempotency-Key answers (checkpoints follow checkpoint_every_seconds), and the daily
+    # access-anomaly job at this UTC hour.
+    worker_resume_every_seconds: float = 15.0
+    worker_detect_every_seconds: float = 300.0
+    worker_reports_every_seconds: float = 600.0
+    worker_sweep_every_seconds: float = 3600.0
+    worker_anomaly_hour: int = 3
     # -- witnesses (mailveil.witness): C2SP tlog-witness servers that cosign checkpoints -----
     # One a line (or separated by ';'): "<cosignature/v1 verifier key> <URL prefix>", the URL
     # that `/add-checkpoint` is appended to. Empty: checkpoints are not published.
@@ -527,6 +543,12 @@ def _check(settings: Settings) -> None:
         raise SettingsError("notify_min_stage_size and notify_batch_size must be >= 1")
     if settings.notify_frequency_cap < 0 or settings.notify_soak_seconds < 0:
         raise SettingsError("notify_frequency_cap and notify_soak_seconds must be >= 0")
+    if settings.notify_lease_seconds <= 0 or settings.worker_threads < 1:
+        raise SettingsError("notify_lease_seconds must be > 0 and worker_threads >= 1")
+    if not settings.worker_queue.replace("_", "").replace("-", "").isalnum():
+        raise SettingsError("worker_queue must be letters, digits, '_' or '-'")
+    if not -1 <= settings.worker_anomaly_hour < 24:
+        raise SettingsError("worker_anomaly_hour must be an hour 0..23 (-1: off)")
     if not 0 <= settings.notify_relay_port < 65536:
         raise SettingsError("notify_relay_port must be a TCP port (0: relay_port)")
     if settings.notify_broker_url and not settings.notify_broker_url.startswith(

@@ -84,7 +84,7 @@ def test_lint_blocks_and_warnings_need_a_person(admin: Api, backend: Api) -> Non
              "{{ facts.other.x }} Visit https://evil.example/login now",
         category="security", sensitivity=["pregnancy"], suppression_list=None,
         reviewer=None))  # fmt: skip
-    codes = {f["code"] for f in bad["lint"] if f["level"] == "error"}
+    codes = {f["code"] for f in bad["findings"] if f["level"] == "error"}
     assert {
         "spelling",
         "test-marker",
@@ -95,19 +95,19 @@ def test_lint_blocks_and_warnings_need_a_person(admin: Api, backend: Api) -> Non
         "sensitive-needs-reviewer",
     } <= codes
     assert not bad["sendable"]
-    assert any("terminated" in f["message"] for f in bad["lint"] if f["code"] == "spelling")
+    assert any("terminated" in f["message"] for f in bad["findings"] if f["code"] == "spelling")
     market = backend.ok("post", "/v1/templates", 201, json=template(
         name="promo", category="marketing", sensitivity=[], body="Deals for you."))  # fmt: skip
-    assert "missing-unsubscribe" in {f["code"] for f in market["lint"]}
+    assert "missing-unsubscribe" in {f["code"] for f in market["findings"]}
     escape = backend.ok("post", "/v1/templates", 201, json=template(
         name="escape", body="{{ ''.__class__.__mro__ }}"))  # fmt: skip
-    assert "sandbox-escape" in {f["code"] for f in escape["lint"]}
+    assert "sandbox-escape" in {f["code"] for f in escape["findings"]}
     # Errors cannot be acknowledged; warnings can, by a named person.
     r = admin.post("/v1/templates/registry-gift/versions/1/acknowledge", json={"person": "Ann"})
     assert r.status_code == 409
     loud = backend.ok("post", "/v1/templates", 201, json=template(
         name="loud", subject="Gift for your registry!!"))  # fmt: skip
-    assert not loud["sendable"] and {f["level"] for f in loud["lint"]} == {"warning"}
+    assert not loud["sendable"] and {f["level"] for f in loud["findings"]} == {"warning"}
     audience = {"customers": [{"customer": "c1"}]}
     r = backend.post("/v1/sends", json={"template": "loud", "audience": audience})
     assert r.status_code == 409
@@ -179,4 +179,77 @@ def test_bad_input(admin: Api, backend: Api) -> None:
     r = backend.post("/v1/templates", json=template(owner="no-such-service"))
     assert r.status_code == 404
     r = backend.post("/v1/templates", json=template(body="{% for %}"))
-    assert "template-syntax" in {f["code"] for f in r.json()["lint"]}
+    assert "template-syntax" in {f["code"] for f in r.json()["findings"]}
+
+
+def test_the_approver_sees_the_targeting_and_a_halting_send_needs_their_word(
+    admin: Api, backend: Api
+) -> None:
+    world(admin, backend)
+    backend.ok("post", "/v1/templates", 201, json=template(expected_volume=None))
+    everyone = {"customers": [{"customer": f"c{n}"} for n in range(1, 7)]}
+    body = {"template": "registry-gift", "audience": everyone}
+    seen = backend.ok("post", "/v1/sends?preview=true", 200, json=body)
+    # Two of six have a gift for their own registry; the rule reaches three (c3's gift is
+    # for someone else's registry: `owns` is not in the population's upper bound).
+    aim = seen["targeting"]
+    assert (aim["verdict"], aim["rule_population"], aim["eligible"]) == ("mis-targeted", 3, 2)
+    assert "mis-targeted" in seen["approval_reason"] and seen["would_halt_at_first_stage"]
+    send = backend.ok("post", "/v1/sends", 201, json=body)
+    assert send["targeting"]["verdict"] == "mis-targeted"
+    assert send["forecast"]["gate"] == "ineligible" and send["forecast"]["ineligible"] == 4
+    refused = admin.post(f"/v1/sends/{send['id']}/approve")
+    assert refused.status_code == 409 and refused.json()["type"].endswith("send-would-halt")
+    assert "4 of 6" in refused.json()["detail"]
+    approved = admin.ok("post", f"/v1/sends/{send['id']}/approve", json={"despite_forecast": True})
+    assert approved["status"] == "ready"
+
+    # A send to exactly the rule's population reads as consistent.
+    two = {"customers": [{"customer": "c1"}, {"customer": "c2"}]}
+    right = backend.ok("post", "/v1/sends?preview=true", 200,
+                       json={"template": "registry-gift", "audience": two})  # fmt: skip
+    assert right["targeting"]["verdict"] == "consistent" and not right["would_halt_at_first_stage"]
+
+
+def test_lint_catches_a_bare_test_and_spells_each_language_in_its_own(
+    admin: Api, backend: Api
+) -> None:
+    world(admin, backend)
+    for subject in ("TEST", "[test] Someone bought a gift", "Test: a gift from your registry"):
+        got = backend.ok("post", "/v1/templates", 201, json=template(subject=subject))
+        assert "test-marker" in {f["code"] for f in got["findings"]}, subject
+    prose = backend.ok("post", "/v1/templates", 201,
+                       json=template(subject="Your test results are in your registry"))  # fmt: skip
+    assert "test-marker" not in {f["code"] for f in prose["findings"]}
+    german = {"subject": "Jemand hat ein Geschenk aus Ihrer Liste gekauft",
+              "body": "Hallo,\n\njemand hat {{ facts.gift.item }} für die Liste "
+                      "{{ facts.gift.registry_id }} gekauft.\n\nViele Grüße\n"}  # fmt: skip
+    both = backend.ok("post", "/v1/templates", 201, json=template(translations={"de": german}))
+    assert both["findings"] == [] and both["sendable"], both["findings"]
+    assert both["language"] == "en" and set(both["translations"]) == {"de"}
+    # German text checked as English is full of "misspellings"; as German it is clean.
+    as_english = backend.ok("post", "/v1/templates", 201,
+                            json=template(**german, name="registry-gift-de"))  # fmt: skip
+    assert len([f for f in as_english["findings"] if f["code"] == "spelling"]) >= 5
+    in_german = template(**german, name="registry-gift-de", language="de")
+    as_german = backend.ok("post", "/v1/templates", 201, json=in_german)
+    assert as_german["findings"] == []
+    typo = {**german, "body": german["body"].replace("Geschenk", "Geschenck")}
+    typo["subject"] = typo["subject"].replace("Geschenk", "Geschenck")
+    bad = backend.ok("post", "/v1/templates", 201, json=template(translations={"de": typo}))
+    assert [f["message"][:4] for f in bad["findings"] if f["code"] == "spelling"] == ["[de]"]
+    unknown = backend.post("/v1/templates", json=template(language="xx"))
+    assert unknown.status_code == 422 and "must be one of" in unknown.json()["detail"]
+
+
+def test_a_correction_template_needs_no_rule_and_cannot_start_a_send(
+    admin: Api, backend: Api
+) -> None:
+    world(admin, backend)
+    sorry = template(name="registry-sorry", rule=None, subject="About our earlier message",
+                     body="Hello,\n\nplease disregard our earlier message.\n")  # fmt: skip
+    got = backend.ok("post", "/v1/templates", 201, json=sorry)
+    assert got["sendable"] and got["findings"] == [] and got["rule"] == {}
+    audience = {"customers": [{"customer": "c1"}]}
+    refused = backend.post("/v1/sends", json={"template": "registry-sorry", "audience": audience})
+    assert refused.status_code == 409 and "only be used to correct" in refused.json()["detail"]

@@ -29,14 +29,18 @@ def test_operator_roles_need_no_principal(
     assert caller.principal_id is None
 
 
-@pytest.mark.parametrize(("role", "kind"), [("seller", "seller"), ("employee", "employee")])
+@pytest.mark.parametrize(
+    ("role", "kind"),
+    [("seller", "a seller"), ("employee", "an employee"), ("approver", "an employee")],
+)
 def test_a_principal_role_without_a_principal_fails_clearly(
     cli: Cli, db: sessionmaker[Session], role: str, kind: str
 ) -> None:
     run = cli("api-keys", "create", "--role", role)
     assert run.code == 1, str(run)
     assert run.stderr.strip() == (
-        f"error: a {role} key must be bound to a {kind} principal (invalid-input)"
+        f"error: {'an' if role[0] in 'aeiou' else 'a'} {role} key must be bound to {kind} "
+        "principal (invalid-input)"
     )
     assert run.stdout == ""
     assert [r[1] for r in table_rows(cli.ok("api-keys", "list").stdout)] == ["admin"]
@@ -63,8 +67,8 @@ def test_an_employee_key_bound_to_its_employee_works(cli: Cli, db: sessionmaker[
 @pytest.mark.parametrize(
     ("role", "principal", "message"),
     [
-        ("seller", "employee", "error: a seller key must be bound to a seller, not a employee"),
-        ("employee", "seller", "error: a employee key must be bound to a employee, not a seller"),
+        ("seller", "employee", "error: a seller key must be bound to a seller, not an employee"),
+        ("employee", "seller", "error: an employee key must be bound to an employee, not a seller"),
         ("seller", "missing", "error: no principal 999 (not-found)"),
     ],
 )

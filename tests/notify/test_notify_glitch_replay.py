@@ -34,6 +34,7 @@ def test_glitch_replay(env: NotifyEnv) -> None:
     session = env.session()
     add_facts(session, gift_facts(registries))
     token = issue_key(session, Role.BACKEND, label="backend").token
+    admin = {"Authorization": f"Bearer {issue_key(session, Role.ADMIN, label='ops').token}"}
     session.commit()
     headers = {"Authorization": f"Bearer {token}"}
     with TestClient(create_app(env.runtime), raise_server_exceptions=False) as client:
@@ -45,6 +46,11 @@ def test_glitch_replay(env: NotifyEnv) -> None:
         preview = client.post("/v1/sends?preview=true", json=body, headers=headers).json()
         assert preview["counts"]["eligible"] == len(registries)
         assert preview["would_halt_at_first_stage"] is True
+        assert preview["audience_source"] == "list"
+        # The guard tells a mis-targeted send from a large correct one.
+        aim = preview["targeting"]
+        assert aim["verdict"] == "mis-targeted" and aim["rule_population"] == len(registries)
+        assert "Reference None" not in str(preview["rendered"])
         send = client.post("/v1/sends", json=body, headers=headers).json()
         # 40 eligible against an expected volume of 100: no approval needed.
         assert send["status"] == "ready", send
@@ -63,6 +69,10 @@ def test_glitch_replay(env: NotifyEnv) -> None:
         assert len(delivered) == state["recipients"].get("delivered", 0)
         signals = session.scalars(select(LedgerEntry).where(LedgerEntry.kind == "signal")).all()
         assert any('"send_gate_failed"' in s.detail for s in signals)
+        # The halt is a signal anyone watching signals sees, not only a send's status.
+        listed = client.get("/v1/signals?kind=send_gate_failed", headers=admin).json()["items"]
+        assert [s["evidence"]["send"] for s in listed] == [send["id"]]
+        assert listed[0]["evidence"]["gate"] == "ineligible" and listed[0]["incident_id"] is None
         fix = client.post(
             f"/v1/sends/{send['id']}/correction",
             json={"template": SORRY_TEMPLATE["name"]},

@@ -84,6 +84,10 @@ _DUMMY_HASH = hashlib.sha256(b"mailveil: no such key").digest()
 BAD_KEY = "unknown, revoked or malformed API key"
 
 
+def _a(word: str) -> str:
+    return f"an {word}" if word[:1] in "aeiou" else f"a {word}"
+
+
 def issue_key(
     session: Session,
     role: Role | str,
@@ -102,10 +106,10 @@ def issue_key(
     wanted_kind = BOUND_ROLES.get(role)
     if wanted_kind is not None:
         if principal_id is None:
-            raise InvalidInput(f"a {role.value} key must be bound to a {wanted_kind} principal")
+            raise InvalidInput(f"{_a(role.value)} key must be bound to {_a(wanted_kind)} principal")
         if principal_kind is not None and principal_kind != wanted_kind:
             raise InvalidInput(
-                f"a {role.value} key must be bound to a {wanted_kind}, not a {principal_kind}"
+                f"{_a(role.value)} key must be bound to {_a(wanted_kind)}, not {_a(principal_kind)}"
             )
     key_id = "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(12))
     secret = secrets.token_urlsafe(32)

@@ -16,6 +16,7 @@ from mailveil.cli import notify as notify_cli
 from mailveil.cli import rotate as rotate_cli
 from mailveil.cli import ops as ops_cli
 from mailveil.cli import witness as witness_cli
+from mailveil.cli import worker as worker_cli
 from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
 
@@ -54,6 +55,7 @@ keys.app.command("dkim-retire")(rotate_cli.dkim_retire)
 keys.app.command("rotate-ledger")(rotate_cli.rotate_ledger)
 app.add_typer(ops_cli.alerts_app, name="alerts")
 app.command("doctor")(ops_cli.doctor_command)
+app.command("worker")(worker_cli.worker_command)
 customers.app.command("access-log")(access.access_log_command)
 customers.app.command("contact")(access.contact_command)
 customers.app.command("export")(access.export_command)

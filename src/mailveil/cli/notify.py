@@ -55,9 +55,11 @@ from mailveil.notify.sends import (
 from mailveil.notify.templates import (
     DEFAULT_REASONS,
     get_template,
+    language_of,
+    lint_template,
     list_templates,
+    parse_translations,
     register_template,
-    relay_reasons,
 )
 from mailveil.runtime import Runtime
 
@@ -238,32 +240,17 @@ def lint_file(settings: Settings, data: dict[str, Any]) -> list[dict[str, Any]]:
     sensitivity = data.get("sensitivity") or []
     if not isinstance(words, list) or not isinstance(sensitivity, list):
         raise InvalidInput("words and sensitivity must be lists")
-    findings = [
-        f.to_dict()
-        for f in lint_mod.lint(
-            subject=subject,
-            body=body,
-            category=category,
-            sensitivity=[str(s) for s in sensitivity],
-            fact_names=parse_rule(data.get("rule")).names,
-            suppression_list=data.get("suppression_list") or None,
-            reviewer=data.get("reviewer") or None,
-            words=[str(w) for w in words],
-            words_file=settings.notify_words_file,
-        )
-    ]
+    rule = data.get("rule")
     reason = str(data.get("reason") or DEFAULT_REASONS[category]).replace("-", "_")
-    allowed = relay_reasons(settings)
-    if reason not in allowed:
-        findings.append(
-            lint_mod.Finding(
-                "error",
-                "relay-reason",
-                f"the relay refuses contact reason {reason!r} from services (allowed: "
-                f"{', '.join(sorted(allowed))})",
-            ).to_dict()
-        )
-    return findings
+    language = language_of(data.get("language") or "en", "language")
+    return lint_template(
+        settings, subject=subject, body=body, category=category,
+        sensitivity=[str(s) for s in sensitivity],
+        rule=parse_rule(rule) if rule not in (None, {}) else None,
+        suppression=data.get("suppression_list") or None, reviewer=data.get("reviewer") or None,
+        words=[str(w) for w in words], reason=reason, language=language,
+        translations=parse_translations(data.get("translations"), language),
+    )  # fmt: skip
 
 
 # -- sends ------------------------------------------------------------------------------------
@@ -367,7 +354,7 @@ def _send_table(view: dict[str, Any]) -> Table:
     table = Table("field", "value", title=f"send {view['id']}")
     table.add_row("template", cell(f"{t['name']} v{t['version']}"))
     table.add_row("status", cell(view["status"]))
-    table.add_row("stage", cell(f"{view['stage'] + 1} of {len(view['stages'])}"))
+    table.add_row("stage", cell(view["stage_label"]))
     table.add_row("audience", cell(view["audience"]))
     table.add_row("eligible", cell(view["eligible"]))
     for state, n in sorted(view["recipients"].items()):
@@ -405,9 +392,20 @@ def sends_kill(ctx: typer.Context, send_id: SendId) -> None:
 
 @sends_app.command("correct")
 def sends_correct(
-    ctx: typer.Context, send_id: SendId, template: TemplateOpt, version: VersionOpt = None
+    ctx: typer.Context,
+    send_id: SendId,
+    template: TemplateOpt,
+    version: VersionOpt = None,
+    include_unconfirmed: Annotated[
+        bool,
+        typer.Option(
+            "--include-unconfirmed",
+            help="also the recipients whose delivery was never confirmed after a crash",
+        ),
+    ] = False,
 ) -> None:
-    """A send of TEMPLATE to exactly the customers the ledger says received SEND_ID."""
+    """A send of TEMPLATE to exactly the customers the ledger says received SEND_ID (and,
+    with --include-unconfirmed, those the original left unconfirmed: your decision)."""
     settings = ctx.obj.settings()
     with friendly_errors(), database(settings) as factory, factory() as session:
         send = correction(
@@ -418,6 +416,7 @@ def sends_correct(
             template_name=template,
             version=version,
             actor=operator_actor(),
+            include_unconfirmed=include_unconfirmed,
         )
         session.commit()
         view = send_view(session, send)
@@ -491,10 +490,7 @@ def _watch(factory: Any, send_id: int, worker: threading.Thread) -> dict[str, An
 
 def _status_line(view: dict[str, Any]) -> str:
     parts = ", ".join(f"{k} {n}" for k, n in sorted(view["recipients"].items()))
-    return (
-        f"send {view['id']}: {view['status']}, stage {view['stage'] + 1}/"
-        f"{len(view['stages'])} ({parts})"
-    )
+    return f"send {view['id']}: {view['status']}, stage {view['stage_label']} ({parts})"
 
 
 __all__ = ["facts_app", "lint_file", "read_template_file", "sends_app", "templates_app"]

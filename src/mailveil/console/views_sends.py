@@ -112,7 +112,9 @@ def approve_send(
 ) -> Response:
     _unchanged(request, session, send_id, seen_status)
     runtime = console_of(request).runtime
-    approve(session, runtime.settings, runtime.signer, send_id, actor=person.actor)
+    # The page showed the forecast (and its button says "despite the warning") before this.
+    approve(session, runtime.settings, runtime.signer, send_id, actor=person.actor,
+            despite_forecast=True)  # fmt: skip
     session.commit()
     flash(request, f"Send {send_id} approved; it can start.")
     return redirect(f"/console/sends/{send_id}")

@@ -17,5 +17,6 @@ from mailveil.ops import models as _ops_models  # noqa: F401
 from mailveil.relay import bounces as _relay_bounces  # noqa: F401
 from mailveil.relay import messages as _relay_messages  # noqa: F401
 from mailveil.witness import models as _witness_models  # noqa: F401
+from mailveil.worker import models as _worker_models  # noqa: F401
 
 __all__ = ["Base"]

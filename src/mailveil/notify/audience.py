@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Text, cast, func, select
+from sqlalchemy import Text, cast, func, intersect, select
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
@@ -40,6 +40,7 @@ EXEMPT_CATEGORIES = ("security", "legal")
 class Entry:
     external_id: str
     fact_ids: tuple[str, ...] | None  # None: look the evidence up in the fact store
+    language: str | None = None  # the translation to send them (None: the template's own)
 
 
 @dataclass(frozen=True)
@@ -63,16 +64,20 @@ class Assessment:
 def parse_entry(raw: Any, where: str) -> Entry:
     if not isinstance(raw, Mapping):
         raise InvalidInput(f"{where}: an audience entry must be an object")
-    unknown = set(raw) - {"customer", "facts"}
+    unknown = set(raw) - {"customer", "facts", "language"}
     if unknown:
         raise InvalidInput(f"{where}: unknown field(s) {', '.join(sorted(map(str, unknown)))}")
     ext = v.external_id(raw.get("customer"), f"{where}: customer")
+    language = raw.get("language")
+    if language is not None and (not isinstance(language, str) or not language.isalpha()
+                                 or len(language) > 8):  # fmt: skip
+        raise InvalidInput(f"{where}: language must be a language code such as 'de'")
     facts = raw.get("facts")
     if facts is None:
-        return Entry(ext, None)
+        return Entry(ext, None, language)
     if not isinstance(facts, list) or not 1 <= len(facts) <= MAX_NAMED_FACTS:
         raise InvalidInput(f"{where}: facts must list 1 to {MAX_NAMED_FACTS} fact ids")
-    return Entry(ext, tuple(v.external_id(f, f"{where}: fact id") for f in facts))
+    return Entry(ext, tuple(v.external_id(f, f"{where}: fact id") for f in facts), language)
 
 
 def parse_query(raw: Any) -> FactQuery:
@@ -280,6 +285,20 @@ def _verdict(
     return verdict.evidence if verdict.eligible else verdict.reason
 
 
+def rule_population(session: Session, rule: Rule, now: datetime) -> int:
+    """How many customers hold, for every fact the rule requires, one of its kind inside
+    its window: the population the rule can make eligible (attribute conditions and
+    ``owns`` not applied: an upper bound, one indexed query)."""
+    parts = []
+    for req in rule.require:
+        q = select(Fact.customer_id).where(Fact.kind == req.kind)
+        if req.within_days is not None:
+            q = q.where(Fact.occurred_at >= now - timedelta(days=req.within_days))
+        parts.append(q)
+    held = parts[0] if len(parts) == 1 else intersect(*parts)
+    return int(session.scalar(select(func.count(func.distinct(held.subquery().c[0])))) or 0)
+
+
 def evidence_context(rule: Rule, evidence: Sequence[FactRow], external_id: str) -> dict[str, Any]:
     """The template's view of one recipient: their external id and the bound facts."""
     bound: dict[str, Any] = {}
@@ -301,5 +320,6 @@ __all__ = [
     "parse_entry",
     "parse_query",
     "query_entries",
+    "rule_population",
     "suppression_scopes",
 ]

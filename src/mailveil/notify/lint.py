@@ -35,6 +35,13 @@ TEST_MARKERS = (
     "fixme",
     "asdf",
 )
+# "TEST" alone in a subject: in capitals anywhere, bracketed, or the whole subject or its
+# lead ("Test: ..."). A lower-case "test" in prose ("your test results") is a word.
+_SUBJECT_TEST = re.compile(
+    r"\bTEST(?:ING)?\b"
+    r"|(?i:[\[(]\s*test(?:ing)?\s*[\])])"
+    r"|(?i:^\s*test(?:ing)?\s*(?:[:\-\u2013|]|$))"
+)
 # Placeholder styles of other template languages that Jinja leaves as literal text.
 _FOREIGN_PLACEHOLDERS = re.compile(
     r"(?<!\{)\{\s*[A-Za-z_][A-Za-z0-9_.]*\s*\}(?!\})"  # {name}
@@ -44,7 +51,8 @@ _FOREIGN_PLACEHOLDERS = re.compile(
     r"|<<\s*[A-Za-z_]+\s*>>"  # <<name>>
     r"|%\([a-z_]+\)s|(?<![%\w])%s\b"  # %(name)s, %s
 )
-_WORD = re.compile(r"[A-Za-z][A-Za-z']*[A-Za-z]|[A-Za-z]")
+# Letters of any script (German umlauts, French accents): a word is a run of them.
+_WORD = re.compile(r"[^\W\d_](?:[^\W\d_]|')*[^\W\d_]|[^\W\d_]")
 _JINJA = re.compile(r"\{\{.*?\}\}|\{%.*?%\}|\{#.*?#\}", re.S)
 _URLISH = re.compile(r"\S+://\S+|www\.\S+|\S+@\S+")
 UNSUBSCRIBE = re.compile(r"unsubscribe", re.I)
@@ -83,15 +91,22 @@ def _operator_words(path: str) -> frozenset[str]:
     return _word_lines(Path(path).read_text("utf-8")) if path else frozenset()
 
 
+# The dictionaries pyspellchecker ships: a template is written (and linted) in one of them.
+LANGUAGES = ("ar", "de", "en", "es", "eu", "fa", "fr", "it", "lv", "nl", "pt", "ru")
+
+
 @functools.cache
-def _checker() -> Any:
+def _checker(language: str = "en") -> Any:
     from spellchecker import SpellChecker
 
-    return SpellChecker(distance=1)
+    return SpellChecker(language=language, distance=1)
 
 
-def misspelled(text: str, extra: Iterable[str] = ()) -> list[tuple[str, str | None]]:
-    """(word, suggestion) for each word the dictionary and word lists do not know."""
+def misspelled(
+    text: str, extra: Iterable[str] = (), language: str = "en"
+) -> list[tuple[str, str | None]]:
+    """(word, suggestion) for each word the language's dictionary and the word lists do
+    not know."""
     plain = _URLISH.sub(" ", _JINJA.sub(" ", text))
     known = _shipped_words() | {w.lower() for w in extra}
     words: dict[str, str] = {}
@@ -105,7 +120,7 @@ def misspelled(text: str, extra: Iterable[str] = ()) -> list[tuple[str, str | No
             lower = lower[:-2]
         if lower and lower not in known:
             words.setdefault(lower, word)
-    checker = _checker()
+    checker = _checker(language)
     unknown = checker.unknown(list(words))
     return [(words[w], checker.correction(w)) for w in sorted(unknown)]
 
@@ -158,6 +173,10 @@ def _fact_refs(env: SandboxedEnvironment, source: str) -> set[str]:
     return out
 
 
+def test_in_subject(subject: str) -> bool:
+    return bool(_SUBJECT_TEST.search(_JINJA.sub(" ", subject)))
+
+
 def lint(
     *,
     subject: str,
@@ -169,6 +188,8 @@ def lint(
     reviewer: str | None,
     words: Iterable[str] = (),
     words_file: str = "",
+    needs_evidence: bool = True,
+    language: str = "en",
 ) -> list[Finding]:
     env = environment()
     out: list[Finding] = []
@@ -198,8 +219,10 @@ def lint(
     for marker in TEST_MARKERS:
         if re.search(rf"\b{re.escape(marker)}\b", lowered):
             out.append(Finding("error", "test-marker", f"the text contains {marker!r}"))
+    if test_in_subject(subject):
+        out.append(Finding("error", "test-marker", "the subject marks the mail as a test"))
     extra = set(words) | _operator_words(words_file)
-    for word, suggestion in misspelled(text, extra):
+    for word, suggestion in misspelled(text, extra, language):
         hint = f" (did you mean {suggestion!r}?)" if suggestion and suggestion != word else ""
         out.append(
             Finding(
@@ -244,7 +267,7 @@ def lint(
                     f"a template tagged {', '.join(sensitivity)} needs a named reviewer",
                 )
             )
-    if not bound:
+    if not bound and needs_evidence:
         out.append(Finding("warning", "no-evidence", "the rule requires no facts"))
     if "!" * 2 in text or re.search(r"\b[A-Z]{6,}\b", _JINJA.sub(" ", text)):
         out.append(Finding("warning", "shouting", "repeated '!' or words in capitals"))
@@ -263,6 +286,7 @@ def warnings(findings: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
 
 __all__ = [
     "CONTEXT_NAMES",
+    "LANGUAGES",
     "TEST_MARKERS",
     "Finding",
     "blocking",
@@ -270,5 +294,6 @@ __all__ = [
     "lint",
     "misspelled",
     "parse_errors",
+    "test_in_subject",
     "warnings",
 ]

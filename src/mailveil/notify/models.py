@@ -1,9 +1,10 @@
 """Tables of the notify area: facts, templates, suppressions, sends and their recipients.
 
 Facts are the only source of eligibility; a send's recipients are rows whose ``state`` moves
-pending -> delivering -> delivered | failed (or starts ineligible / suppressed / capped and
-stays so). ``delivering`` is committed before the SMTP transaction and ``delivered`` after
-it, so a crash in between is reconciled from the relay's own records, never resent blindly.
+pending -> delivering -> delivered | failed | unconfirmed (or starts ineligible / suppressed /
+capped and stays so). ``delivering`` is committed before the SMTP transaction and
+``delivered`` after it, so a crash in between is reconciled from the relay's own records,
+never resent blindly (``notify.settle``).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ RECIPIENT_STATES = (
     "pending",
     "delivering",
     "delivered",
+    "unconfirmed",  # the relay's record of it never settled after a crash: unknown
     "failed",
     "ineligible",
     "suppressed",
@@ -80,6 +82,10 @@ class Template(Base):
     suppression_list: Mapped[str | None] = mapped_column(String(64), nullable=True)
     reviewer: Mapped[str | None] = mapped_column(String(200), nullable=True)
     words: Mapped[list[str]] = mapped_column(JSON, default=list)
+    # The language subject and body are written (and spell-checked) in; translations:
+    # {"de": {"subject", "body"}}, each checked in its own language.
+    language: Mapped[str] = mapped_column(String(8), default="en", server_default="en")
+    translations: Mapped[dict[str, dict[str, str]] | None] = mapped_column(JSON, nullable=True)
     findings: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     acknowledged_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
     acknowledged_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
@@ -128,6 +134,8 @@ class Send(Base):
     stage: Mapped[int] = mapped_column(Integer, default=0)  # index of the stage under way
     stage_done_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     halt_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    # The guard's comparison of the audience with the rule's eligible population.
+    targeting: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     stopped_by: Mapped[str | None] = mapped_column(String(255), nullable=True)
     # Which worker drives the send, until when (a dead worker's lease lapses).
     lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
@@ -153,6 +161,9 @@ class Recipient(Base):
     reason: Mapped[str | None] = mapped_column(String(200), nullable=True)
     fact_ids: Mapped[list[str]] = mapped_column(JSON, default=list)
     relay_token: Mapped[str | None] = mapped_column(String(32), nullable=True, unique=True)
+    # The translation this recipient gets (their audience entry named it); None: the
+    # template's own language.
+    language: Mapped[str | None] = mapped_column(String(8), nullable=True)
     attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 

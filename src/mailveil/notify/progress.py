@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from mailveil.contacts.models import Customer
 from mailveil.notify.models import Fact, Recipient, Send
-from mailveil.notify.sends import counts_of, stage_sizes
+from mailveil.notify.sends import counts_of, halt_forecast, stage_sizes
 from mailveil.notify.worker import cutoff_of, gate_rates
 
 GATES = ("ineligible", "bounce", "complaint", "unsubscribe")
@@ -52,20 +52,6 @@ def stage_progress(session: Session, send: Send) -> list[StageProgress]:
         if i > 0 and plan[i] == plan[i - 1] and state in ("waiting", "not reached"):
             break  # later stages add nobody
     return out
-
-
-def halt_forecast(send: Send, counts: dict[str, int] | None = None) -> dict[str, Any] | None:
-    """What the stored assessment says the first stage's ineligible gate will find: a
-    warning for the approver when it is above the threshold (else None)."""
-    counts = counts or {}
-    total = sum(counts.values())
-    if not total:
-        return None
-    rate = counts.get("ineligible", 0) / total
-    limit = float(send.thresholds.get("ineligible", 1.0))
-    if rate <= limit:
-        return None
-    return {"gate": "ineligible", "rate": rate, "threshold": limit, "ineligible": counts.get("ineligible", 0), "recipients": total}  # fmt: skip  # noqa: E501
 
 
 def forecast_of(session: Session, send: Send) -> dict[str, Any] | None:

@@ -2,9 +2,13 @@
 ``notify_broker_url`` names a broker. Nothing is built at import time: ``Dispatcher`` and
 ``dramatiq_broker`` build from settings when a process starts.
 
-With a broker, a message is ``drive(send_id)``; the actor calls ``worker.step`` and, when the
-send must wait (a soak, another worker's lease, in-flight recipients), sends itself again
-with that delay instead of sleeping, so any worker on any machine can take the next step.
+With a broker, a message is ``drive(send_id, chain)``; the actor calls ``worker.step`` and,
+when the send must wait (a soak, another worker's lease, in-flight recipients), sends itself
+again with that delay instead of sleeping, so any worker on any machine can take the next
+step. ``chain`` names the chain of messages: it is the lease owner, so the chain's next
+message takes the send back at once while another chain waits for the lease to lapse. A
+chain whose worker died is replaced by ``mailveil worker``'s scheduler once its lease lapsed
+(``worker.jobs.lapsed_sends``).
 """
 
 from __future__ import annotations
@@ -33,6 +37,23 @@ def worker_name() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
+def safe_step(runtime: Runtime, send_id: int, name: str) -> float | None:
+    """``step``, with a failed step turned into a wait (never raises: a worker keeps going)."""
+    try:
+        return step(runtime, send_id, name)
+    except OperationalError as exc:
+        if "locked" not in str(exc.orig):
+            log.error("notify: send %s step failed (%s)", send_id, type(exc).__name__)
+            return 2.0
+        # SQLite: another writer (the relay) committed after this transaction read;
+        # nothing was written, the step is simply taken again at once.
+        log.debug("notify: send %s step met a busy database; retrying", send_id)
+        return 0.02
+    except Exception as exc:  # a database or relay hiccup: try again shortly
+        log.error("notify: send %s step failed (%s)", send_id, type(exc).__name__)
+        return 2.0
+
+
 def run_to_end(
     runtime: Runtime,
     send_id: int,
@@ -44,20 +65,7 @@ def run_to_end(
     """Step the send until it is over (or ``stop`` is set), sleeping between steps."""
     name = worker or worker_name()
     while stop is None or not stop.is_set():
-        try:
-            wait = step(runtime, send_id, name)
-        except OperationalError as exc:
-            if "locked" not in str(exc.orig):
-                log.error("notify: send %s step failed (%s)", send_id, type(exc).__name__)
-                wait = 2.0
-            else:
-                # SQLite: another writer (the relay) committed after this transaction read;
-                # nothing was written, the step is simply taken again at once.
-                log.debug("notify: send %s step met a busy database; retrying", send_id)
-                wait = 0.02
-        except Exception as exc:  # a database or relay hiccup: try again shortly
-            log.error("notify: send %s step failed (%s)", send_id, type(exc).__name__)
-            wait = 2.0
+        wait = safe_step(runtime, send_id, name)
         if wait is None:
             return
         if stop is not None:
@@ -76,11 +84,15 @@ class Dispatcher:
         self._lock = threading.Lock()
         self._actor: Any = None
         if runtime.settings.notify_broker_url:
-            self._actor = declare_actor(dramatiq_broker(runtime.settings), lambda: runtime)
+            self._actor = declare_actor(
+                dramatiq_broker(runtime.settings),
+                lambda: runtime,
+                queue_name=runtime.settings.worker_queue,
+            )
 
     def start(self, send_id: int) -> str:
         if self._actor is not None:
-            self._actor.send(send_id)
+            self._actor.send(send_id, worker_name())
             return "queued"
         with self._lock:
             running = self.threads.get(send_id)
@@ -123,10 +135,11 @@ def declare_actor(
     never take each other's messages (a message is only a send id)."""
     import dramatiq
 
-    def drive(send_id: int) -> None:
-        wait = step(runtime_of(), send_id, worker_name())
+    def drive(send_id: int, chain: str | None = None) -> None:
+        chain = chain or worker_name()
+        wait = safe_step(runtime_of(), send_id, chain)
         if wait is not None:
-            actor.send_with_options(args=(send_id,), delay=int(max(wait, 0.05) * 1000))
+            actor.send_with_options(args=(send_id, chain), delay=int(max(wait, 0.05) * 1000))
 
     actor: Any = dramatiq.actor(
         actor_name=ACTOR,
@@ -140,29 +153,11 @@ def declare_actor(
     return actor
 
 
-def run_dramatiq_worker(
-    runtime: Runtime, *, threads: int = 2, stop: threading.Event | None = None
-) -> None:
-    """Consume ``drive`` messages until ``stop`` is set (or the process is signalled)."""
-    from dramatiq import Worker
-
-    broker = dramatiq_broker(runtime.settings)
-    declare_actor(broker, lambda: runtime)
-    worker = Worker(broker, worker_threads=threads)
-    worker.start()
-    try:
-        while stop is None or not stop.is_set():
-            time.sleep(0.2) if stop is None else stop.wait(0.2)
-    finally:
-        worker.stop()
-        broker.close()
-
-
 __all__ = [
     "Dispatcher",
     "declare_actor",
     "dramatiq_broker",
-    "run_dramatiq_worker",
     "run_to_end",
+    "safe_step",
     "worker_name",
 ]

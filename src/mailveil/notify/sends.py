@@ -28,13 +28,14 @@ from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.signing import CheckpointSigner
-from mailveil.notify.audience import Entry, assess, batched, evidence_context
+from mailveil.notify.audience import Entry, assess, batched, evidence_context, rule_population
+from mailveil.notify.guard import blast_radius, halt_forecast, targeting
 from mailveil.notify.models import OPEN_SEND_STATUSES, Recipient, Send, Template
 from mailveil.notify.templates import (
     expected_volume,
     get_template,
     render,
-    rule_of,
+    required_rule,
     sendable,
 )
 
@@ -61,59 +62,63 @@ def stage_sizes(floor: int, total: int, stages: list[float]) -> list[int]:
     return [min(total, max(floor, math.ceil(f * total))) for f in stages]
 
 
-def blast_radius(
-    settings: Settings, audience: int, expected: int | None
-) -> tuple[bool, str | None]:
-    """(needs a second approver, why)."""
-    if audience > settings.notify_blast_cap:
-        return True, f"audience {audience} is above the cap of {settings.notify_blast_cap}"
-    if expected is None:
-        return True, "the template has no send history and no declared expected volume"
-    limit = settings.notify_blast_factor * max(expected, 1)
-    if audience > limit:
-        return True, (
-            f"audience {audience} is above {settings.notify_blast_factor:g} x the expected "
-            f"volume {expected}"
-        )
-    return False, None
-
-
 def preview(
     session: Session,
     settings: Settings,
     template: Template,
     entries: Iterable[Entry],
+    *,
+    source: str = "list",
 ) -> dict[str, Any]:
     """A dry run: nothing is stored, nothing is sent. Counts, reasons, overlaps, samples."""
-    rule = rule_of(template)
+    rule = required_rule(template)
     now = utcnow()
     counts: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    languages: Counter[str] = Counter()
+    translated = set(template.translations or {})
     samples: dict[str, list[dict[str, Any]]] = {}
     rendered: list[dict[str, Any]] = []
+    shown_languages: set[str] = set()
     total = 0
     for batch in batched(entries, settings.notify_batch_size):
         total += len(batch)
-        for a in assess(session, settings, template, rule, batch, now):
+        verdicts = assess(session, settings, template, rule, batch, now)
+        for entry, a in zip(batch, verdicts, strict=True):
             counts[a.state] += 1
+            language = entry.language if entry.language in translated else template.language
             if a.state != "eligible":
                 reasons[f"{a.state}: {a.reason}"] += 1
             shown = samples.setdefault(a.state, [])
             if len(shown) < SAMPLES:
                 shown.append({"customer": a.external_id, "reason": a.reason or None})
-            if a.state == "eligible" and len(rendered) < 3:
+            if a.state != "eligible":
+                continue
+            languages[language] += 1
+            # Up to three samples, and one in each language the audience uses.
+            if len(rendered) < 3 or language not in shown_languages:
+                shown_languages.add(language)
                 context = evidence_context(rule, a.evidence, a.external_id)
-                context.update(send={"id": None}, unsubscribe_url=_unsubscribe(settings, 0))
+                # No send id yet: the sample says so instead of rendering "None".
+                context.update(send={"id": "(assigned when created)", "corrects": None},
+                               unsubscribe_url=_unsubscribe(settings, 0))  # fmt: skip
                 try:
-                    subject, body = render(template, context)
-                    rendered.append({"customer": a.external_id, "subject": subject, "body": body})
+                    subject, body = render(template, context, language)
+                    rendered.append({"customer": a.external_id, "language": language,
+                                     "subject": subject, "body": body})  # fmt: skip
                 except InvalidInput as exc:
-                    rendered.append({"customer": a.external_id, "error": exc.detail})
+                    rendered.append({"customer": a.external_id, "language": language,
+                                     "error": exc.detail})  # fmt: skip
     expected = expected_volume(session, template)
     needs, why = blast_radius(settings, counts["eligible"], expected)
     plan = stage_sizes(settings.notify_min_stage_size, total, stages_of(settings))
+    aim = targeting(settings, total, counts["eligible"], counts["ineligible"],
+                    rule_population(session, rule, now))  # fmt: skip
+    if needs and why:
+        why = f"{why}; {aim['summary']}"
     return {
         "template": {"name": template.name, "version": template.version},
+        "audience_source": source,
         "audience": total,
         "counts": {s: counts[s] for s in ("eligible", "ineligible", "suppressed", "capped")},
         "ineligible_rate": (counts["ineligible"] / total) if total else 0.0,
@@ -126,8 +131,9 @@ def preview(
         "needs_second_approver": needs,
         "approval_reason": why,
         "stages": plan,
-        "would_halt_at_first_stage": total > 0
-        and counts["ineligible"] / total > settings.notify_max_ineligible_rate,
+        "would_halt_at_first_stage": aim["verdict"] == "mis-targeted",
+        "targeting": aim,
+        "languages": dict(languages.most_common()),
     }
 
 
@@ -179,11 +185,13 @@ def create_send(
     )
     session.add(send)
     session.flush()
-    rule = None if corrects is not None else rule_of(template)
+    rule = None if corrects is not None else required_rule(template)
     counts: Counter[str] = Counter()
+    translated = set(template.translations or {})
     for batch in batched(entries, settings.notify_batch_size):
         rows = []
-        for a in assess(session, settings, template, rule, batch, now):
+        verdicts = assess(session, settings, template, rule, batch, now)
+        for entry, a in zip(batch, verdicts, strict=True):
             counts["audience"] += 1
             if a.customer_id is None:
                 counts["unknown"] += 1
@@ -198,6 +206,7 @@ def create_send(
                     "state": state,
                     "reason": a.reason or None,
                     "fact_ids": list(a.fact_ids),
+                    "language": entry.language if entry.language in translated else None,
                 }
             )
         _insert(session, rows)
@@ -213,8 +222,14 @@ def create_send(
     send.audience = sum(stored.values()) + counts["unknown"]
     send.eligible = stored.get("pending", 0)
     if corrects is None:
+        assert rule is not None
         send.expected_volume = expected_volume(session, template)
         needs, why = blast_radius(settings, send.eligible, send.expected_volume)
+        send.targeting = targeting(settings, send.audience, send.eligible,
+                                   stored.get("ineligible", 0) + counts["unknown"],
+                                   rule_population(session, rule, now))  # fmt: skip
+        if needs and why:
+            why = f"{why}; {send.targeting['summary']}"[:500]
     else:
         needs, why = False, None
     send.needs_approval, send.approval_reason = needs, why
@@ -260,23 +275,45 @@ def _cas(session: Session, send: Send, **values: Any) -> None:
 
 
 def approve(
-    session: Session, settings: Settings, signer: CheckpointSigner, send_id: int, *, actor: str
+    session: Session,
+    settings: Settings,
+    signer: CheckpointSigner,
+    send_id: int,
+    *,
+    actor: str,
+    despite_forecast: bool = False,
 ) -> Send:
+    """The second person's approval. When the stored assessment says the first stage would
+    halt, the approver must say they saw it (``despite_forecast``)."""
     send = get_send(session, send_id)
     if actor == send.created_by:
         raise Forbidden("the send's creator cannot approve it: a second person must")
     if send.status != "awaiting_approval":
         raise Conflict(f"send {send_id} is {send.status}, not awaiting approval")
+    forecast = halt_forecast(send, counts_of(session, send_id))
+    if forecast is not None and not despite_forecast:
+        raise HaltForecast(
+            f"send {send_id} would halt at its first stage: {forecast['ineligible']} of "
+            f"{forecast['recipients']} recipients ({forecast['rate']:.1%}) are not eligible, "
+            f"above the {forecast['threshold']:g} gate; check the audience, or approve "
+            "despite the forecast"
+        )
     _cas(session, send, status="ready", approved_by=actor)
     append(
         session,
         [Event("send_approved", actor, None, None, "notification", send_ref(send_id), {
             "send": send_id, "reason": send.approval_reason,
+            "despite_forecast": forecast is not None,
         })],
         settings,
         signer,
     )  # fmt: skip
     return send
+
+
+class HaltForecast(Conflict):
+    code = "send-would-halt"
+    title = "The send would halt at its first stage"
 
 
 def check_startable(session: Session, send_id: int) -> Send:
@@ -357,9 +394,15 @@ def counts_of(session: Session, send_id: int) -> dict[str, int]:
     return {state: int(n) for state, n in rows}
 
 
+def stage_label(stage: int, stages: int) -> str:
+    """Which stage a send is at, for people: past the last one it is done, not "5 of 4"."""
+    return f"all {stages} done" if stage >= stages else f"{stage + 1} of {stages}"
+
+
 def send_view(session: Session, send: Send) -> dict[str, Any]:
     template = session.get(Template, send.template_id)
     assert template is not None
+    counts = counts_of(session, send.id)
     return {
         "id": send.id,
         "template": {"name": template.name, "version": template.version},
@@ -373,11 +416,14 @@ def send_view(session: Session, send: Send) -> dict[str, Any]:
         "approved_by": send.approved_by,
         "stages": send.stages,
         "stage": send.stage,
+        "stage_label": stage_label(send.stage, len(send.stages)),
         "soak_seconds": send.soak_seconds,
         "thresholds": send.thresholds,
         "halt_reason": send.halt_reason,
         "stopped_by": send.stopped_by,
-        "recipients": counts_of(session, send.id),
+        "targeting": send.targeting,
+        "forecast": halt_forecast(send, counts) if send.status == "awaiting_approval" else None,
+        "recipients": counts,
         "created_by": send.created_by,
         "created_at": send.created_at.isoformat(),
         "updated_at": send.updated_at.isoformat(),
@@ -419,16 +465,28 @@ def correction(
     version: int | None,
     actor: str,
     commit: bool = False,
+    include_unconfirmed: bool = False,
 ) -> Send:
-    """A send of ``template_name`` to exactly the customers the ledger says got the original."""
+    """A send of ``template_name`` to exactly the customers the ledger says got the original;
+    with ``include_unconfirmed`` (an operator's decision), also those whose delivery was
+    never confirmed after a crash (``notify.settle``)."""
     original = get_send(session, original_id)
     if original.status in ("awaiting_approval", "ready"):
         raise Conflict(f"send {original_id} has not sent anything to correct")
     template = get_template(session, template_name, version)
     from mailveil.contacts.models import Customer
 
+    def customers() -> Iterator[int]:
+        yield from delivered_customers(session, original)
+        if include_unconfirmed:
+            yield from session.scalars(
+                select(Recipient.customer_id)
+                .where(Recipient.send_id == original.id, Recipient.state == "unconfirmed")
+                .order_by(Recipient.id)
+            )
+
     def entries() -> Iterator[Entry]:
-        for part in batched_ids(delivered_customers(session, original), 2000):
+        for part in batched_ids(customers(), 2000):
             rows = session.execute(
                 select(Customer.id, Customer.external_id).where(Customer.id.in_(part))
             )
@@ -462,6 +520,7 @@ def batched_ids(ids: Iterable[int], size: int) -> Iterator[list[int]]:
 
 __all__ = [
     "KIND_SEND",
+    "HaltForecast",
     "approve",
     "blast_radius",
     "bucket",
@@ -471,10 +530,13 @@ __all__ = [
     "create_send",
     "delivered_customers",
     "get_send",
+    "halt_forecast",
     "kill",
     "preview",
     "send_ref",
     "send_view",
+    "stage_label",
     "stage_sizes",
     "stages_of",
+    "targeting",
 ]

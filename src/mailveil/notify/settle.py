@@ -1,7 +1,16 @@
 """Settling deliveries against the relay's own records: which relay message carried a
 recipient's notification (the relay replaces the client's Message-ID, so attempts are matched
 by service, customer and time), marking recipients delivered with their ledger entries, and
-reconciling what a dead worker left in flight."""
+reconciling what a dead worker left in flight.
+
+A recipient left ``delivering`` is settled by the relay's row for it: none or ``deferred``
+means the smarthost never took it (sent again); ``rejected``, failed; ``delivered`` or
+``bounced`` (taken, came back later), delivered. ``sending`` means the relay wrote the row
+and died before it recorded the smarthost's answer (it writes "delivered" lazily after the
+250): the mail may or may not have gone. Such a recipient is ``unconfirmed``: shown in the
+counts, never resent, given no ``send`` ledger entry (so no correction reaches them unless
+an operator includes them, ``correction(include_unconfirmed=True)``), and settled later if
+the relay's row ever changes."""
 
 from __future__ import annotations
 
@@ -74,7 +83,8 @@ def mark_delivered(
     template: Template,
     items: dict[int, tuple[int, str | None, list[str], str | None]],
 ) -> None:
-    """Recipients delivered: state, token and one ``send`` ledger entry each, one commit."""
+    """Recipients delivered (from ``delivering``, or ``unconfirmed`` once the relay's row
+    says so): state, token and one ``send`` ledger entry each. Does not commit."""
     if not items:
         return
     now = utcnow()
@@ -82,7 +92,7 @@ def mark_delivered(
     for rid, (cid, alias, fact_ids, tok) in items.items():
         s.execute(
             update(Recipient)
-            .where(Recipient.id == rid, Recipient.state == "delivering")
+            .where(Recipient.id == rid, Recipient.state.in_(("delivering", "unconfirmed")))
             .values(state="delivered", relay_token=tok, delivered_at=now, reason=None)
         )
         detail: dict[str, Any] = {
@@ -109,16 +119,21 @@ def mark_delivered(
     append(s, events, runtime.settings, runtime.signer)
 
 
+UNCONFIRMED_REASON = "the relay took it but never recorded the smarthost's answer"
+
+
 def reconcile(
     runtime: Runtime, s: Session, send: Send, template: Template, owner: Principal
 ) -> float | None:
-    """Settle recipients a dead worker left ``delivering`` from the relay's records. Returns
-    seconds to wait when some are too recent to judge (the relay may still be on them)."""
+    """Settle recipients a dead worker left ``delivering`` from the relay's records (and
+    ``unconfirmed`` ones whose relay row has since changed). Returns seconds to wait when
+    some are too recent to judge (the relay may still be on them)."""
     rows = s.execute(
         select(Recipient.id, Recipient.customer_id, Recipient.attempt_at, Recipient.fact_ids).where(
             Recipient.send_id == send.id, Recipient.state == "delivering"
         )
     ).all()
+    settle_unconfirmed(runtime, s, send, template, owner)
     if not rows:
         return None
     horizon = timedelta(seconds=runtime.settings.notify_reconcile_after_seconds)
@@ -128,43 +143,120 @@ def reconcile(
         oldest = min(r.attempt_at or now for r in young)
         return max((oldest + horizon - now).total_seconds(), 0.2)
     tokens = match_tokens(s, owner.id, {r.customer_id: r.attempt_at for r in rows})
-    statuses: dict[str, str] = {
-        tok: status
-        for tok, status in s.execute(
-            select(RelayMessage.token, RelayMessage.status).where(
-                RelayMessage.token.in_(list(tokens.values()))
-            )
-        )
-    }
-    alias_of: dict[int, str] = {
-        cid: address
-        for cid, address in s.execute(
-            select(Alias.customer_id, Alias.address).where(
-                Alias.principal_id == owner.id,
-                Alias.customer_id.in_([r.customer_id for r in rows]),
-            )
-        )
-    }
+    statuses = _statuses(s, list(tokens.values()))
+    alias_of = _aliases(s, owner.id, [r.customer_id for r in rows])
     delivered: dict[int, tuple[int, str | None, list[str], str | None]] = {}
+    tally: dict[str, int] = {}
     for r in rows:
         tok = tokens.get(r.customer_id)
         status = statuses.get(tok) if tok else None
-        if tok is None or status == "deferred":
-            values: dict[str, Any] = {"state": "pending"}
-        elif status == "rejected":
-            values = {"state": "failed", "reason": "rejected by the smarthost", "relay_token": tok}
-        else:
+        outcome = _settled(status)
+        tally[outcome] = tally.get(outcome, 0) + 1
+        if outcome == "delivered":
             delivered[r.id] = (r.customer_id, alias_of.get(r.customer_id), list(r.fact_ids), tok)
             continue
+        values: dict[str, Any] = {"state": outcome}
+        if outcome == "failed":
+            values.update(reason="rejected by the smarthost", relay_token=tok)
+        elif outcome == "unconfirmed":
+            values.update(reason=UNCONFIRMED_REASON, relay_token=tok)
         s.execute(
             update(Recipient)
             .where(Recipient.id == r.id, Recipient.state == "delivering")
             .values(**values)
         )
     mark_delivered(runtime, s, send, template, delivered)
+    if tally.get("unconfirmed"):
+        _note_unconfirmed(runtime, s, send, tally["unconfirmed"])
     s.commit()
-    log.info("notify: send %s reconciled %d in-flight recipient(s)", send.id, len(rows))
+    log.info("notify: send %s reconciled %d in-flight recipient(s): %s", send.id, len(rows), tally)
     return None
 
 
-__all__ = ["attempt_times", "mark_delivered", "match_tokens", "reconcile"]
+def _settled(status: str | None) -> str:
+    """A recipient's state from their relay row's status (None: no row)."""
+    if status is None or status == "deferred":
+        return "pending"
+    if status == "rejected":
+        return "failed"
+    if status == "sending":
+        return "unconfirmed"
+    return "delivered"  # delivered, or bounced after the smarthost took it
+
+
+def settle_unconfirmed(
+    runtime: Runtime, s: Session, send: Send, template: Template, owner: Principal
+) -> int:
+    """Unconfirmed recipients whose relay row has since changed: settled like the rest.
+    Does not commit; how many changed."""
+    rows = s.execute(
+        select(
+            Recipient.id, Recipient.customer_id, Recipient.fact_ids, Recipient.relay_token
+        ).where(Recipient.send_id == send.id, Recipient.state == "unconfirmed")
+    ).all()
+    statuses = _statuses(s, [r.relay_token for r in rows if r.relay_token])
+    changed = [r for r in rows if statuses.get(r.relay_token or "", "sending") != "sending"]
+    if not changed:
+        return 0
+    alias_of = _aliases(s, owner.id, [r.customer_id for r in changed])
+    delivered: dict[int, tuple[int, str | None, list[str], str | None]] = {}
+    for r in changed:
+        outcome = _settled(statuses[r.relay_token])
+        if outcome == "delivered":
+            delivered[r.id] = (r.customer_id, alias_of.get(r.customer_id), list(r.fact_ids),
+                               r.relay_token)  # fmt: skip
+            continue
+        values: dict[str, Any] = {"state": outcome, "reason": None}
+        if outcome == "pending":
+            values["relay_token"] = None
+        else:
+            values["reason"] = "rejected by the smarthost"
+        s.execute(
+            update(Recipient)
+            .where(Recipient.id == r.id, Recipient.state == "unconfirmed")
+            .values(**values)
+        )
+    mark_delivered(runtime, s, send, template, delivered)
+    return len(changed)
+
+
+def _statuses(s: Session, tokens: list[str]) -> dict[str, str]:
+    if not tokens:
+        return {}
+    return {
+        tok: status
+        for tok, status in s.execute(
+            select(RelayMessage.token, RelayMessage.status).where(RelayMessage.token.in_(tokens))
+        )
+    }
+
+
+def _aliases(s: Session, principal_id: int, customer_ids: list[int]) -> dict[int, str]:
+    return {
+        cid: address
+        for cid, address in s.execute(
+            select(Alias.customer_id, Alias.address).where(
+                Alias.principal_id == principal_id, Alias.customer_id.in_(customer_ids)
+            )
+        )
+    }
+
+
+def _note_unconfirmed(runtime: Runtime, s: Session, send: Send, count: int) -> None:
+    """The ledger says some recipients of the send are unknown (shown, not counted sent)."""
+    detail = {"send": send.id, "stage": send.stage, "unconfirmed": count,
+              "reason": UNCONFIRMED_REASON}  # fmt: skip
+    event = Event("send_unconfirmed", "system", None, None, "notification", send_ref(send.id),
+                  detail)  # fmt: skip
+    append(s, [event], runtime.settings, runtime.signer)
+    log.warning("notify: send %s has %d unconfirmed recipient(s)", send.id, count)
+
+
+__all__ = [
+    "UNCONFIRMED_REASON",
+    "attempt_times",
+    "mark_delivered",
+    "match_tokens",
+    "reconcile",
+    "settle_unconfirmed",
+]

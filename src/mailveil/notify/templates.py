@@ -47,8 +47,17 @@ FIELDS = {
     "suppression_list",
     "reviewer",
     "words",
+    "language",
+    "translations",
 }
 MAX_TEXT = 100_000
+MAX_TRANSLATIONS = 20
+# Checks of the text itself, repeated for each translation (the others concern the template
+# as a whole and are reported once).
+TEXT_CODES = frozenset({
+    "template-syntax", "sandbox-escape", "unresolved-placeholder", "unbound-fact", "test-marker",
+    "spelling", "link-in-notice", "missing-unsubscribe", "shouting", "long-subject",
+})  # fmt: skip
 
 
 def _env() -> SandboxedEnvironment:
@@ -59,6 +68,76 @@ def relay_reasons(settings: Settings) -> frozenset[str]:
     """The contact reasons the relay's shipped rules accept from a service."""
     policy = MessagingPolicy.from_settings(settings)
     return frozenset(policy.allowed_reasons("service", None)) | policy.critical_reasons
+
+
+def text_pair(data: Mapping[str, Any], where: str) -> tuple[str, str]:
+    """(subject, body), checked: a one-line subject, a body of bounded size."""
+    subject = v.text(data.get("subject"), f"{where}subject", 998, allow_empty=False)
+    if "\n" in subject or "\r" in subject:
+        raise InvalidInput(f"{where}subject must be one line")
+    body = data.get("body")
+    if not isinstance(body, str) or not body.strip() or len(body) > MAX_TEXT:
+        raise InvalidInput(f"{where}body must be text of 1 to {MAX_TEXT} characters")
+    return subject, body
+
+
+def language_of(raw: Any, where: str) -> str:
+    if not isinstance(raw, str) or raw not in lint_mod.LANGUAGES:
+        raise InvalidInput(f"{where} must be one of {', '.join(lint_mod.LANGUAGES)}")
+    return raw
+
+
+def parse_translations(raw: Any, language: str) -> dict[str, dict[str, str]]:
+    """``{"de": {"subject", "body"}, ...}``: the same template in other languages (a
+    recipient gets the one their audience entry names, else the template's own)."""
+    if raw in (None, {}):
+        return {}
+    if not isinstance(raw, Mapping) or len(raw) > MAX_TRANSLATIONS:
+        raise InvalidInput(f"translations must map up to {MAX_TRANSLATIONS} languages to "
+                           "{'subject', 'body'}")  # fmt: skip
+    out: dict[str, dict[str, str]] = {}
+    for lang, item in raw.items():
+        lang = language_of(lang, "a translations key")
+        if lang == language:
+            raise InvalidInput(f"translations.{lang}: that is the template's own language")
+        if not isinstance(item, Mapping) or set(item) - {"subject", "body"}:
+            raise InvalidInput(f"translations.{lang} must be {{'subject', 'body'}}")
+        subject, body = text_pair(item, f"translations.{lang}.")
+        out[lang] = {"subject": subject, "body": body}
+    return out
+
+
+def lint_template(
+    settings: Settings, *, subject: str, body: str, category: str, sensitivity: list[str],
+    rule: Rule | None, suppression: str | None, reviewer: str | None, words: list[str],
+    reason: str, language: str = "en", translations: Mapping[str, Mapping[str, str]] | None = None,
+) -> list[dict[str, Any]]:  # fmt: skip
+    """Every finding of a template: its text in its own language, each translation's text
+    in that translation's language (messages start with ``[lang]``), the relay's reasons."""
+
+    def run(subj: str, text: str, lang: str) -> list[lint_mod.Finding]:
+        return lint_mod.lint(
+            subject=subj, body=text, category=category, sensitivity=sensitivity,
+            fact_names=rule.names if rule is not None else (), suppression_list=suppression,
+            reviewer=reviewer, words=words, words_file=settings.notify_words_file,
+            needs_evidence=rule is not None, language=lang,
+        )  # fmt: skip
+
+    findings = [f.to_dict() for f in run(subject, body, language)]
+    for lang, item in sorted((translations or {}).items()):
+        for f in run(item["subject"], item["body"], lang):
+            if f.code in TEXT_CODES:
+                findings.append({**f.to_dict(), "message": f"[{lang}] {f.message}"})
+    if reason not in relay_reasons(settings):
+        findings.append(
+            lint_mod.Finding(
+                "error",
+                "relay-reason",
+                f"the relay refuses contact reason {reason!r} from services (allowed: "
+                f"{', '.join(sorted(relay_reasons(settings)))})",
+            ).to_dict()
+        )
+    return findings
 
 
 def register_template(
@@ -73,14 +152,13 @@ def register_template(
         raise InvalidInput(f"unknown template field(s): {', '.join(sorted(map(str, unknown)))}")
     name = v.slug(data.get("name"), "name")
     category = v.choice(data.get("category"), CATEGORIES, "category")
-    subject = v.text(data.get("subject"), "subject", 998, allow_empty=False)
-    if "\n" in subject or "\r" in subject:
-        raise InvalidInput("subject must be one line")
-    body = data.get("body")
-    if not isinstance(body, str) or not body.strip() or len(body) > MAX_TEXT:
-        raise InvalidInput(f"body must be text of 1 to {MAX_TEXT} characters")
+    subject, body = text_pair(data, "")
+    language = language_of(data.get("language") or "en", "language")
+    translations = parse_translations(data.get("translations"), language)
     sensitivity = v.slug_list(data.get("sensitivity"), "sensitivity")
-    rule = parse_rule(data.get("rule"))
+    # A template without a rule can only correct a send (its audience is the ledger's
+    # record of who got the original): no evidence to require, nothing to warn about.
+    rule = parse_rule(data["rule"]) if data.get("rule") not in (None, {}) else None
     owner_ext = v.external_id(data.get("owner"), "owner")
     owner = get_principal_by_external_id(session, "service", owner_ext)
     reason = data.get("reason") or DEFAULT_REASONS[category]
@@ -94,29 +172,11 @@ def register_template(
     suppression = None if suppression in (None, "") else v.slug(suppression, "suppression_list")
     reviewer = v.text(data.get("reviewer"), "reviewer", 200) or None
     words = v.slug_list(data.get("words"), "words") if data.get("words") else []
-    findings = [
-        f.to_dict()
-        for f in lint_mod.lint(
-            subject=subject,
-            body=body,
-            category=category,
-            sensitivity=sensitivity,
-            fact_names=rule.names,
-            suppression_list=suppression,
-            reviewer=reviewer,
-            words=words,
-            words_file=settings.notify_words_file,
-        )
-    ]
-    if reason not in relay_reasons(settings):
-        findings.append(
-            lint_mod.Finding(
-                "error",
-                "relay-reason",
-                f"the relay refuses contact reason {reason!r} from services (allowed: "
-                f"{', '.join(sorted(relay_reasons(settings)))})",
-            ).to_dict()
-        )
+    findings = lint_template(
+        settings, subject=subject, body=body, category=category, sensitivity=sensitivity,
+        rule=rule, suppression=suppression, reviewer=reviewer, words=words, reason=reason,
+        language=language, translations=translations,
+    )  # fmt: skip
     latest = session.scalar(select(func.max(Template.version)).where(Template.name == name))
     if latest is not None:
         previous = get_template(session, name, latest)
@@ -129,13 +189,15 @@ def register_template(
         subject=subject,
         body=body,
         sensitivity=sensitivity,
-        rule=rule.to_json(),
+        rule=rule.to_json() if rule is not None else {},
         owner_id=owner.id,
         reason=reason,
         declared_volume=volume,
         suppression_list=suppression,
         reviewer=reviewer,
         words=words,
+        language=language,
+        translations=translations or None,
         findings=findings,
         created_by=actor,
         created_at=utcnow(),
@@ -195,8 +257,20 @@ def sendable(row: Template) -> None:
         raise Conflict(f"template {row.name} v{row.version} has warnings no one has acknowledged")
 
 
-def rule_of(row: Template) -> Rule:
-    return parse_rule(row.rule)
+def rule_of(row: Template) -> Rule | None:
+    """The version's eligibility rule; None for a correction-only template."""
+    return parse_rule(row.rule) if row.rule else None
+
+
+def required_rule(row: Template) -> Rule:
+    """The rule a send needs; Conflict for a correction-only template."""
+    rule = rule_of(row)
+    if rule is None:
+        raise Conflict(
+            f"template {row.name} v{row.version} has no eligibility rule: it can only be "
+            "used to correct a send (sends correct / POST /v1/sends/{id}/correction)"
+        )
+    return rule
 
 
 def expected_volume(session: Session, row: Template) -> int | None:
@@ -212,13 +286,23 @@ def expected_volume(session: Session, row: Template) -> int | None:
     return row.declared_volume
 
 
-def render(row: Template, context: Mapping[str, Any]) -> tuple[str, str]:
-    """(subject, body) for one recipient; InvalidInput when a value is missing or the
-    template reaches outside the sandbox."""
+def languages_of(row: Template) -> list[str]:
+    return [row.language, *sorted(row.translations or {})]
+
+
+def render(
+    row: Template, context: Mapping[str, Any], language: str | None = None
+) -> tuple[str, str]:
+    """(subject, body) for one recipient, in ``language`` when the template has it (else
+    its own); InvalidInput when a value is missing or the template reaches outside the
+    sandbox."""
     env = _env()
+    variant = (row.translations or {}).get(language or "") or {
+        "subject": row.subject, "body": row.body,
+    }  # fmt: skip
     try:
-        subject = env.from_string(row.subject).render(context)
-        body = env.from_string(row.body).render(context)
+        subject = env.from_string(variant["subject"]).render(context)
+        body = env.from_string(variant["body"]).render(context)
     except TemplateError as exc:
         raise InvalidInput(f"render failed: {type(exc).__name__}: {exc}") from exc
     subject = " ".join(subject.split())
@@ -240,7 +324,9 @@ def template_view(row: Template, owner_external_id: str | None = None) -> dict[s
         "suppression_list": row.suppression_list,
         "reviewer": row.reviewer,
         "words": row.words,
-        "lint": row.findings,
+        "language": row.language,
+        "translations": row.translations or {},
+        "findings": row.findings,
         "sendable": not lint_mod.blocking(row.findings)
         and (not lint_mod.warnings(row.findings) or bool(row.acknowledged_by)),
         "acknowledged_by": row.acknowledged_by,
@@ -254,10 +340,13 @@ __all__ = [
     "acknowledge",
     "expected_volume",
     "get_template",
+    "languages_of",
+    "lint_template",
     "list_templates",
     "register_template",
     "relay_reasons",
     "render",
+    "required_rule",
     "rule_of",
     "sendable",
     "template_view",

@@ -25,6 +25,7 @@ import contextlib
 import logging
 import smtplib
 import ssl
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -32,6 +33,7 @@ from email.policy import SMTP as SMTP_POLICY
 from typing import Any
 
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from mailveil.auth.keys import Role, issue_key, revoke_key
@@ -39,6 +41,7 @@ from mailveil.contacts.disclosures import DisclosureRequest, disclose_batch
 from mailveil.contacts.models import Customer, Principal
 from mailveil.db.base import utcnow
 from mailveil.db.session import session_scope
+from mailveil.detect.signals import record_signal
 from mailveil.errors import InvalidInput
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
@@ -56,7 +59,6 @@ _slog = get_logger("mailveil.notify")
 
 
 GROUP = 20  # recipients per commit; also how often the kill switch is looked at
-LEASE_SECONDS = 60.0
 MAX_DEFERRALS = 3
 FINAL = ("completed", "halted", "killed")
 
@@ -85,7 +87,7 @@ def _now() -> datetime:
     return utcnow()
 
 
-def _take_lease(session: Session, send: Send, worker: str) -> float | None:
+def _take_lease(session: Session, send: Send, worker: str, lease: float) -> float | None:
     """None when this worker holds the send, else seconds until another's lease lapses."""
     now = _now()
     if send.lease_owner not in (None, worker) and send.lease_until and send.lease_until > now:
@@ -96,7 +98,7 @@ def _take_lease(session: Session, send: Send, worker: str) -> float | None:
         .where(Send.id == send.id, Send.version == send.version)
         .values(
             lease_owner=worker,
-            lease_until=now + timedelta(seconds=LEASE_SECONDS),
+            lease_until=now + timedelta(seconds=lease),
             status=status,
             version=send.version + 1,
             updated_at=now,
@@ -108,12 +110,12 @@ def _take_lease(session: Session, send: Send, worker: str) -> float | None:
     return None
 
 
-def _renew(session: Session, send_id: int, worker: str) -> None:
+def _renew(session: Session, send_id: int, worker: str, lease: float) -> None:
     """Keep the lease; raise Stop if the send was killed or another worker holds it."""
     done = session.execute(
         update(Send)
         .where(Send.id == send_id, Send.lease_owner == worker, Send.status == "running")
-        .values(lease_until=_now() + timedelta(seconds=LEASE_SECONDS))
+        .values(lease_until=_now() + timedelta(seconds=lease))
     )
     if getattr(done, "rowcount", 0) != 1:
         session.rollback()
@@ -121,12 +123,19 @@ def _renew(session: Session, send_id: int, worker: str) -> None:
     session.commit()
 
 
-def _release(runtime: Runtime, send_id: int, worker: str) -> None:
+def _release(runtime: Runtime, send_id: int, worker: str, wait: float | None) -> None:
+    """Over: let the lease go. Waiting: keep it until the caller's next step is due plus a
+    lease, so the same caller (a thread, a chain of Dramatiq messages) takes the send back
+    and nobody else does while it lives; when it dies, the lease lapses and the worker's
+    scheduler drives the send again (``worker.jobs.lapsed_sends``)."""
+    if wait is None:
+        values: dict[str, Any] = {"lease_owner": None, "lease_until": None}
+    else:
+        lease = runtime.settings.notify_lease_seconds
+        values = {"lease_until": _now() + timedelta(seconds=wait + lease)}
     with session_scope(runtime.session_factory) as s:
         s.execute(
-            update(Send)
-            .where(Send.id == send_id, Send.lease_owner == worker)
-            .values(lease_owner=None, lease_until=None)
+            update(Send).where(Send.id == send_id, Send.lease_owner == worker).values(**values)
         )
 
 
@@ -145,7 +154,7 @@ def step(runtime: Runtime, send_id: int, worker: str) -> float | None:
         send = s.get(Send, send_id)
         if send is None or send.status in FINAL or send.status in ("awaiting_approval", "creating"):
             return None
-        wait = _take_lease(s, send, worker)
+        wait = _take_lease(s, send, worker, runtime.settings.notify_lease_seconds)
         if wait is not None:
             return wait
         s.commit()
@@ -156,18 +165,19 @@ def step(runtime: Runtime, send_id: int, worker: str) -> float | None:
         assert owner is not None
         key = issue_key(s, Role.SERVICE, principal_id=owner.id, label=f"notify {worker}")
         s.commit()
+        result: float | None = None
         try:
-            wait = _drive(runtime, s, send, template, owner, worker, key.token)
-            _step_done(runtime, send, wait, "waiting" if wait is not None else "over")
-            return wait
+            result = _drive(runtime, s, send, template, owner, worker, key.token)
+            _step_done(runtime, send, result, "waiting" if result is not None else "over")
         except Stop:
+            result = None
             _step_done(runtime, send, None, "stopped")
-            return None
         finally:
             s.rollback()
             revoke_key(s, key.key.key_id)
             s.commit()
-            _release(runtime, send_id, worker)
+            _release(runtime, send_id, worker, result)
+        return result
 
 
 def _slice(send_id: int, cutoff: tuple[int, int]) -> Any:
@@ -319,20 +329,22 @@ def _halt(
     if getattr(done, "rowcount", 0) != 1:
         s.rollback()
         return
-    detail = {
-        "signal": "send_gate_failed",
-        "send": send.id,
-        "template": template.name,
-        "version": template.version,
-        **failed,
-    }
-    event = Event("signal", "system", None, None, "notification", send_ref(send.id), detail)
+    detail = {"send": send.id, "template": template.name, "version": template.version, **failed}
+    # A signal (listed by GET /v1/signals?kind=send_gate_failed, shown in triage) and the
+    # send's own ledger entry; no principal is accused: a halt names a send, not a culprit.
+    signal = record_signal(
+        s, runtime.settings, runtime.signer, kind="send_gate_failed", confidence="exact",
+        summary=f"send {send.id} ({template.name} v{template.version}) halted at stage "
+        f"{send.stage + 1}: {why}", evidence=detail, group=False, pieces=[],
+    )  # fmt: skip
+    event = Event("send_halted", "system", None, None, "notification", send_ref(send.id),
+                  {**detail, "signal_id": signal.id})  # fmt: skip
     append(s, [event], runtime.settings, runtime.signer)
     s.commit()
     runtime.metrics.notify_gate_failures.labels(str(failed.get("gate", "unknown"))).inc()
     _slog.warning(
         "send_halted", send=send.id, stage=send.stage, gate=failed.get("gate"),
-        rate=failed.get("rate"), threshold=failed.get("threshold"),
+        rate=failed.get("rate"), threshold=failed.get("threshold"), signal=signal.id,
     )  # fmt: skip
 
 
@@ -353,10 +365,14 @@ def _deliver_stage(
     client: smtplib.SMTP | None = None
     try:
         while True:
-            _renew(s, send.id, worker)
+            _renew(s, send.id, worker, runtime.settings.notify_lease_seconds)
             rows = s.execute(
                 select(
-                    Recipient.id, Recipient.customer_id, Recipient.fact_ids, Customer.external_id
+                    Recipient.id,
+                    Recipient.customer_id,
+                    Recipient.fact_ids,
+                    Recipient.language,
+                    Customer.external_id,
                 )
                 .join(Customer, Customer.id == Recipient.customer_id)
                 .where(_slice(send.id, cutoff), Recipient.state == "pending")
@@ -371,7 +387,7 @@ def _deliver_stage(
             if client is None:
                 client = _connect(runtime, token)
             outcome = _transmit(client, runtime, send, template, ready)
-            _record(runtime, s, send, template, owner, ready, outcome, deferrals)
+            _record_settled(runtime, s, send, template, owner, ready, outcome, deferrals)
             if outcome.broken:
                 client = None
                 return 5.0
@@ -421,7 +437,7 @@ def _prepare(
     rendered: list[tuple[Any, str, str]] = []
     for row, context in keep:
         try:
-            subject, body = render(template, context)
+            subject, body = render(template, context, row.language)
         except InvalidInput as exc:
             drop[row.id] = ("ineligible", exc.detail[:200])
             continue
@@ -520,6 +536,35 @@ def _refused(out: Outcome, rid: int, code: int, text: bytes | str) -> None:
         out.deferred.add(rid)
     else:
         out.failed[rid] = f"relay refused: {code} {shown}"[:200]
+
+
+def _record_settled(
+    runtime: Runtime,
+    s: Session,
+    send: Send,
+    template: Template,
+    owner: Principal,
+    ready: list[Ready],
+    outcome: Outcome,
+    deferrals: dict[int, int],
+) -> None:
+    """``_record``, taken again when SQLite refuses the write because another writer
+    committed since this transaction read (nothing was written; every change is guarded by
+    the recipient's state, so doing it again is safe). The mail has gone: giving up here
+    would leave the group to the reconciliation after a crash."""
+    for _attempt in range(200):
+        try:
+            _record(runtime, s, send, template, owner, ready, outcome, dict(deferrals))
+        except OperationalError as exc:
+            if "locked" not in str(exc.orig):
+                raise
+            s.rollback()
+            time.sleep(0.02)
+            continue
+        for rid in outcome.deferred:
+            deferrals[rid] = deferrals.get(rid, 0) + 1
+        return
+    _record(runtime, s, send, template, owner, ready, outcome, deferrals)
 
 
 def _record(

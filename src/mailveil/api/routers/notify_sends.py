@@ -61,6 +61,20 @@ class CorrectionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     template: str = Field(max_length=64)
     version: Count | None = None
+    include_unconfirmed: bool = Field(
+        default=False,
+        description="also the original's unconfirmed recipients (an operator's decision: "
+        "admin keys only)",
+    )
+
+
+class ApproveIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    despite_forecast: bool = Field(
+        default=False,
+        description="approve although the send's forecast says its first stage would halt "
+        "(without it, such an approval is refused with the forecast: 409 send-would-halt)",
+    )
 
 
 class SuppressionIn(BaseModel):
@@ -102,7 +116,8 @@ def post_send(
     )
     if is_preview:
         response.status_code = 200  # a dry run creates nothing
-        return preview(session, runtime.settings, template, entries)
+        source = "list" if isinstance(audience, list) else "segment"
+        return preview(session, runtime.settings, template, entries, source=source)
     send = create_send(
         session,
         runtime.settings,
@@ -122,10 +137,17 @@ def get_one(send_id: Id, session: SessionDep, caller: ReaderDep) -> dict[str, An
 
 @router.post("/{send_id}/approve")
 def post_approve(
-    send_id: Id, session: SessionDep, runtime: RuntimeDep, caller: PersonDep
+    send_id: Id,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    caller: PersonDep,
+    body: ApproveIn | None = None,
 ) -> dict[str, Any]:
-    """The second person's approval of a send the blast-radius guard holds."""
-    send = approve(session, runtime.settings, runtime.signer, send_id, actor=caller.actor)
+    """The second person's approval of a send the blast-radius guard holds. Read the send
+    first (`targeting`, `forecast`): a send whose first stage would halt is approved only
+    with `{"despite_forecast": true}`."""
+    send = approve(session, runtime.settings, runtime.signer, send_id, actor=caller.actor,
+                   despite_forecast=bool(body and body.despite_forecast))  # fmt: skip
     session.commit()
     return send_view(session, send)
 
@@ -160,6 +182,8 @@ def post_correction(
     """A send of the given template to exactly the customers the ledger records as having
     received send ``send_id``."""
     _owned(caller, get_template(session, body.template, body.version))
+    if body.include_unconfirmed and caller.role != Role.ADMIN:
+        raise Forbidden("including unconfirmed recipients is an operator's decision (admin key)")
     send = correction(
         session,
         runtime.settings,
@@ -168,6 +192,7 @@ def post_correction(
         template_name=body.template,
         version=body.version,
         actor=caller.actor,
+        include_unconfirmed=body.include_unconfirmed,
     )
     session.commit()
     return send_view(session, send)
