@@ -4,7 +4,7 @@ The cursor starts at the ledger's size at upgrade time: an existing deployment i
 flooded with alerts for incidents that opened before alerting existed.
 
 Revision ID: 0011_r14_ops
-Revises: 0009_r11_framing
+Revises: 0010_r14_keys
 Create Date: 2026-12-06 23:00:00
 """
 
@@ -16,7 +16,7 @@ from alembic import op
 import mailveil.db.base
 
 revision: str = "0011_r14_ops"
-down_revision: str | None = "0009_r11_framing"
+down_revision: str | None = "0010_r14_keys"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -3,7 +3,7 @@ template's language and translations, the translation each recipient gets; what 
 found about a send's targeting.
 
 Revision ID: 0012_r17_notify
-Revises: 0009_r11_framing
+Revises: 0011_r14_ops
 Create Date: 2026-12-06 23:30:00
 """
 
@@ -15,7 +15,7 @@ from alembic import op
 import mailveil.db.base
 
 revision: str = "0012_r17_notify"
-down_revision: str | None = "0009_r11_framing"
+down_revision: str | None = "0011_r14_ops"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

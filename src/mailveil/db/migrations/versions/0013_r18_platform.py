@@ -5,7 +5,7 @@ needing no response.
 Orders from before this revision keep NULL: their window runs from placed_at.
 
 Revision ID: 0013_r18_platform
-Revises: 0009_r11_framing
+Revises: 0012_r17_notify
 Create Date: 2026-12-06 23:30:00
 """
 
@@ -17,7 +17,7 @@ from alembic import op
 import mailveil.db.base
 
 revision: str = "0013_r18_platform"
-down_revision: str | None = "0009_r11_framing"
+down_revision: str | None = "0012_r17_notify"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -6,7 +6,7 @@ Rows written before this revision have no retry key: a retry of one is a new mes
 before.
 
 Revision ID: 0014_r16_relay
-Revises: 0009_r11_framing
+Revises: 0013_r18_platform
 Create Date: 2026-12-06 23:30:00
 """
 
@@ -16,7 +16,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision: str = "0014_r16_relay"
-down_revision: str | None = "0009_r11_framing"
+down_revision: str | None = "0013_r18_platform"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -6,8 +6,8 @@ with "no service with external id 'incident-response'" (branch r11-anomaly).
 
 Idempotent: a database where a notice round already created the principal keeps it as is.
 
-Revision ID: 0010_r11_incident_service
-Revises: 0009_r11_framing
+Revision ID: 0015_r11_incident_service
+Revises: 0014_r16_relay
 Create Date: 2026-12-06 23:10:00
 """
 
@@ -19,8 +19,8 @@ from alembic import op
 
 import mailveil.db.base
 
-revision: str = "0010_r11_incident_service"
-down_revision: str | None = "0009_r11_framing"
+revision: str = "0015_r11_incident_service"
+down_revision: str | None = "0014_r16_relay"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 
