@@ -9,12 +9,12 @@ import typer
 from rich.markup import escape
 
 from mailveil.cli import access, customers, detect, disclosures, keys, ledger, policy, quarantine
-from mailveil.cli import events as events_cli
 from mailveil.cli import backup as backup_cli
+from mailveil.cli import events as events_cli
 from mailveil.cli import incident_report as report_cli
 from mailveil.cli import notify as notify_cli
-from mailveil.cli import rotate as rotate_cli
 from mailveil.cli import ops as ops_cli
+from mailveil.cli import rotate as rotate_cli
 from mailveil.cli import witness as witness_cli
 from mailveil.cli import worker as worker_cli
 from mailveil.cli.common import CliState, emit, friendly_errors, say

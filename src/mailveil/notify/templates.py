@@ -17,6 +17,7 @@ from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
 from mailveil.contacts import validation as v
+from mailveil.contacts.models import Principal
 from mailveil.contacts.principals import get_principal_by_external_id, update_principal
 from mailveil.db.base import utcnow
 from mailveil.errors import Conflict, InvalidInput, NotFound
@@ -309,6 +310,13 @@ def render(
     return subject, body
 
 
+def owner_of(session: Session, row: Template) -> Principal:
+    owner = session.get(Principal, row.owner_id)
+    if owner is None:
+        raise NotFound("the template's owner service no longer exists")
+    return owner
+
+
 def template_view(row: Template, owner_external_id: str | None = None) -> dict[str, Any]:
     return {
         "name": row.name,
@@ -343,6 +351,7 @@ __all__ = [
     "languages_of",
     "lint_template",
     "list_templates",
+    "owner_of",
     "register_template",
     "relay_reasons",
     "render",
