@@ -33,9 +33,9 @@ def _exceptions() -> set[tuple[str, str]]:
         cells = [c.strip() for c in line.strip("|").split("|")]
         if len(cells) < 3 or not cells[0].startswith("`mailveil."):
             continue
-        source = cells[0].strip("`").split(".")[1]
+        sources = re.findall(r"`mailveil\.(\w+)`", cells[0])
         targets = re.findall(r"`mailveil\.(\w+)`", cells[1]) or ["*"]
-        out.update((source, t) for t in targets)
+        out.update((source, t) for source in sources for t in targets)
     return out
 
 
