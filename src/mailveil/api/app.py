@@ -119,7 +119,7 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
     app.state.metrics = metrics
     install_problem_handlers(app)
     install_database_handlers(app)
-    install_exact_openapi(app)
+    install_exact_openapi(app, [customers.CustomerIn, disclosures.DisclosureIn])
     install_docs(app)
     for module in (
         health,

@@ -25,6 +25,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.api.problems import problem
+from mailveil.config import Settings
 from mailveil.db.session import SQLITE_IMMEDIATE, make_engine, make_session_factory
 from mailveil.logs import scrub
 from mailveil.runtime import Runtime
@@ -36,16 +37,23 @@ RETRY_UNAVAILABLE = 2
 _SQLITE_BUSY = ("database is locked", "database table is locked", "database is busy")
 
 
-def api_runtime(runtime: Runtime) -> Runtime:
-    """The runtime with the API's own engine (pool) on the same database."""
-    settings = runtime.settings
-    engine = make_engine(
+def api_engine(settings: Settings, url: str | None = None, **kwargs: Any) -> Engine:
+    """An engine sized and timed for the API from its settings (``url`` and ``kwargs`` let a
+    test or benchmark point it at a database of its own)."""
+    return make_engine(
         settings,
+        url,
         sqlite_busy_ms=int(settings.api_db_busy_timeout_seconds * 1000),
         pool_size=settings.api_db_pool_size,
         max_overflow=settings.api_db_max_overflow,
         pool_timeout=settings.api_db_pool_timeout_seconds,
+        **kwargs,
     )
+
+
+def api_runtime(runtime: Runtime, engine: Engine | None = None) -> Runtime:
+    """The runtime with the API's own engine (pool) on the same database."""
+    engine = engine or api_engine(runtime.settings)
     return dataclasses.replace(runtime, engine=engine, session_factory=make_session_factory(engine))
 
 
@@ -123,4 +131,10 @@ def install_database_handlers(app: FastAPI) -> None:
         return problem(422, "out-of-range", "Invalid input", "a value is out of range", path)
 
 
-__all__ = ["api_runtime", "classify", "install_database_handlers", "write_session_factory"]
+__all__ = [
+    "api_engine",
+    "api_runtime",
+    "classify",
+    "install_database_handlers",
+    "write_session_factory",
+]

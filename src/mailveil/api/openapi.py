@@ -10,10 +10,12 @@ the suite) checks that the document and the server agree.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
+from pydantic import BaseModel
 
 from mailveil.api.problems import PROBLEM_MEDIA_TYPE
 
@@ -78,8 +80,11 @@ def _problem_response(status: str, existing: dict[str, Any] | None) -> dict[str,
     return response
 
 
-def exact_openapi(app: FastAPI) -> dict[str, Any]:
-    """The document FastAPI builds, with every operation's problem answers declared."""
+def exact_openapi(app: FastAPI, models: Sequence[type[BaseModel]] = ()) -> dict[str, Any]:
+    """The document FastAPI builds, with every operation's problem answers declared.
+
+    ``models`` are request bodies a route reads itself (JSON or NDJSON by media type) and
+    names by reference in its ``openapi_extra``."""
     if app.openapi_schema is not None:
         return app.openapi_schema
     doc = get_openapi(
@@ -90,6 +95,10 @@ def exact_openapi(app: FastAPI) -> dict[str, Any]:
     )
     schemas = doc.setdefault("components", {}).setdefault("schemas", {})
     schemas["Problem"] = PROBLEM_SCHEMA
+    for model in models:
+        schemas.setdefault(
+            model.__name__, model.model_json_schema(ref_template="#/components/schemas/{model}")
+        )
     for path_item in doc.get("paths", {}).values():
         for method, operation in path_item.items():
             if method not in ("get", "put", "post", "patch", "delete", "head", "options"):
@@ -104,8 +113,8 @@ def exact_openapi(app: FastAPI) -> dict[str, Any]:
     return doc
 
 
-def install_exact_openapi(app: FastAPI) -> None:
-    app.openapi = lambda: exact_openapi(app)  # type: ignore[method-assign]
+def install_exact_openapi(app: FastAPI, models: Sequence[type[BaseModel]] = ()) -> None:
+    app.openapi = lambda: exact_openapi(app, models)  # type: ignore[method-assign]
 
 
 __all__ = ["PROBLEM_SCHEMA", "exact_openapi", "install_exact_openapi"]

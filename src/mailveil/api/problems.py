@@ -90,15 +90,14 @@ def _scrubbed(request: Request, value: str) -> str:
 
 
 def _allowed_methods(request: Request) -> str:
-    """Every method some route takes at this path: Starlette's 405 names only the first
-    route that matched the path, and GET and POST of one path are often two routes."""
+    """Every method some route takes at this path (as the OpenAPI document lists them):
+    Starlette's 405 names only the first route that matched, and GET and POST of one path
+    are often two routes."""
     methods: set[str] = set()
     for method in ("GET", "POST", "PUT", "PATCH", "DELETE"):
         scope = {**request.scope, "method": method}
         if any(r.matches(scope)[0] == Match.FULL for r in request.app.router.routes):
             methods.add(method)
-    if "GET" in methods:
-        methods.add("HEAD")
     return ", ".join(sorted(methods))
 
 

@@ -8,28 +8,57 @@ query runs. Every router uses these for path, query and body integers alike.
 
 from __future__ import annotations
 
-from typing import Annotated
+from datetime import datetime
+from typing import Annotated, Any
 
 from annotated_types import Ge, Le
+from pydantic import AfterValidator, BeforeValidator
 
-# The largest value a BIGINT (and SQLite's INTEGER) can hold.
-MAX_DB_INT = 2**63 - 1
+# The largest integer the API takes: JSON numbers are doubles to most clients (and to schema
+# validators), exact only up to 2^53 - 1; any id the database hands out stays far below, and
+# below BIGINT's 2^63 - 1 the driver would overflow at.
+MAX_DB_INT = 2**53 - 1
 # The most rows one page may ask for; the router fetches one more to find the next page.
 MAX_PAGE = 1000
 
-Id = Annotated[int, Ge(1), Le(MAX_DB_INT)]
+
+def _integer_only(value: Any) -> Any:
+    # JSON true/false is not a number (pydantic would take it as 1/0); the document says
+    # "integer", so the server must not accept more than that.
+    if isinstance(value, bool):
+        raise ValueError("expected an integer, not a boolean")
+    return value
+
+
+def _iso_only(value: Any) -> Any:
+    # pydantic reads a number ("0.5") as a Unix time; the document says ISO 8601 date-time.
+    if not isinstance(value, str | datetime) or (isinstance(value, str) and "T" not in value):
+        raise ValueError("expected an ISO 8601 date-time such as 2026-01-31T12:00:00Z")
+    return value
+
+
+def _aware(value: datetime) -> datetime:
+    if value.tzinfo is None:
+        raise ValueError("the date-time must carry a time zone (e.g. Z)")
+    return value
+
+
+Moment = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_aware)]
+"""An ISO 8601 date-time with a time zone."""
+
+Id = Annotated[int, Ge(1), Le(MAX_DB_INT), BeforeValidator(_integer_only)]
 """A row id (customer, principal, incident, request, send, order, case...)."""
 
-Cursor = Annotated[int, Ge(0), Le(MAX_DB_INT)]
+Cursor = Annotated[int, Ge(0), Le(MAX_DB_INT), BeforeValidator(_integer_only)]
 """An ``after=`` cursor or a ledger sequence number."""
 
-Limit = Annotated[int, Ge(1), Le(MAX_PAGE)]
+Limit = Annotated[int, Ge(1), Le(MAX_PAGE), BeforeValidator(_integer_only)]
 """A page size."""
 
-Version = Annotated[int, Ge(0), Le(MAX_DB_INT)]
+Version = Annotated[int, Ge(0), Le(MAX_DB_INT), BeforeValidator(_integer_only)]
 """An optimistic-concurrency version (0 before the first write)."""
 
-Count = Annotated[int, Ge(1), Le(MAX_DB_INT)]
+Count = Annotated[int, Ge(1), Le(MAX_DB_INT), BeforeValidator(_integer_only)]
 """A version, a tree size or another positive count stored in the database."""
 
-__all__ = ["MAX_DB_INT", "MAX_PAGE", "Count", "Cursor", "Id", "Limit", "Version"]
+__all__ = ["MAX_DB_INT", "MAX_PAGE", "Count", "Cursor", "Id", "Limit", "Moment", "Version"]

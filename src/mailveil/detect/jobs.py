@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
+from mailveil.db.session import SQLITE_IMMEDIATE
 from mailveil.detect.models import Signal
 from mailveil.detect.scan import scan_ledger
 from mailveil.detect.signals import record_signal
@@ -42,7 +43,10 @@ class DetectionRun:
 
 def _engine(session: Session) -> Engine:
     bind = session.get_bind()
-    return bind if isinstance(bind, Engine) else bind.engine
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    # The job reads through connections of its own while this session may hold SQLite's
+    # write lock (an API request begins IMMEDIATE): they must read, not queue behind it.
+    return engine.execution_options(**{SQLITE_IMMEDIATE: False})
 
 
 def file_anomalies(

@@ -3,7 +3,6 @@ canaries and the detection run."""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -12,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.access.canaries import canaries_of, plant
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
-from mailveil.api.types import Cursor, Id, Limit
+from mailveil.api.types import Cursor, Id, Limit, Moment
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts import validation as v
 from mailveil.contacts.principals import get_principal
@@ -166,7 +165,7 @@ def get_reports(
     verified: Annotated[bool | None, Query()] = None,
     channel: Annotated[Literal["api", "mailbox"] | None, Query()] = None,
     customer_id: Annotated[Id | None, Query(ge=1, description="the reporting customer")] = None,
-    since: Annotated[datetime | None, Query(description="received at or after")] = None,
+    since: Annotated[Moment | None, Query(description="received at or after")] = None,
     after: Annotated[
         Cursor | None, Query(ge=0, description="the `next` of the previous page")
     ] = None,

@@ -158,10 +158,11 @@ def _count(request: Request, results: list[DisclosureResult]) -> None:
     status_code=201,
     openapi_extra={
         "requestBody": {
+            "required": True,
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/DisclosureIn"}},
                 NDJSON: {"schema": {"type": "string", "description": "one DisclosureIn per line"}},
-            }
+            },
         }
     },
     responses={

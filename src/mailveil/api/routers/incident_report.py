@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
-from mailveil.api.types import Id, Version
+from mailveil.api.types import Id, Moment, Version
 from mailveil.auth.keys import Caller, Role
 from mailveil.detect.incidents import get_incident
 from mailveil.incidents import filings
@@ -59,8 +59,8 @@ class AssessmentIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: Text500 = Field(min_length=1)
     severity: dict[str, str | int | bool | None] | None = None
-    breach_from: datetime | None = None
-    breach_to: datetime | None = None
+    breach_from: Moment | None = None
+    breach_to: Moment | None = None
     breach_basis: Annotated[str, Field(max_length=2000)] | None = None
     measures_proposed: list[Text500] | None = Field(default=None, max_length=30)
     consequences: list[Text500] | None = Field(default=None, max_length=30)
@@ -74,7 +74,7 @@ class SubmissionIn(BaseModel):
         description='a deadline row\'s key, e.g. "EEA:authority" or "US-TX:attorney_general"'
     )
     kind: Literal["initial", "update", "final"]
-    submitted_at: datetime | None = Field(default=None, description="default: now")
+    submitted_at: Moment | None = Field(default=None, description="default: now")
     reference: Text200 = ""
     note: Annotated[str, Field(max_length=2000)] = ""
 

@@ -3,7 +3,6 @@ breach notices. The regulator report has its own router (``incident_report``).""
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -11,7 +10,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
-from mailveil.api.types import Id
+from mailveil.api.types import Id, Moment
 from mailveil.auth.keys import Caller, Role
 from mailveil.detect.incidents import get_incident
 from mailveil.errors import InvalidInput
@@ -33,8 +32,8 @@ def get_blast_radius(
     incident_id: Id,
     session: SessionDep,
     _caller: ResponderDep,
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Moment | None = None,
+    until: Moment | None = None,
     sample: Annotated[int, Query(ge=0, le=1000)] = 20,
 ) -> dict[str, Any]:
     """Every customer whose alias or real address the incident's source principals held in
@@ -52,8 +51,8 @@ def get_dry_run(
     session: SessionDep,
     _caller: ResponderDep,
     principal_id: Annotated[list[Id], Query(min_length=1, max_length=100)],
-    since: datetime | None = None,
-    until: datetime | None = None,
+    since: Moment | None = None,
+    until: Moment | None = None,
     sample: Annotated[int, Query(ge=0, le=1000)] = 20,
 ) -> dict[str, Any]:
     """The same computation for any principals, before an incident is confirmed."""

@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -13,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.pagination import clamp_limit, next_cursor
 from mailveil.api.respond import idempotent
-from mailveil.api.types import Cursor, Id, Limit
+from mailveil.api.types import Cursor, Id, Limit, Moment
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.relationships import (
     case_view,
@@ -40,7 +39,7 @@ class OrderIn(BaseModel):
     customer_id: Id
     seller_id: Id
     status: OrderStatus = "placed"
-    placed_at: datetime | None = None
+    placed_at: Moment | None = None
 
 
 class CaseIn(BaseModel):
@@ -50,7 +49,7 @@ class CaseIn(BaseModel):
     customer_id: Id
     assignee_id: Id | None = None
     status: Literal["open", "closed"] = "open"
-    opened_at: datetime | None = None
+    opened_at: Moment | None = None
 
 
 class OrderPatch(BaseModel):
