@@ -15,6 +15,7 @@ import csv
 import io
 import json
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +23,7 @@ from mailveil.contacts.importing import MAX_LINE_CHARS, ParseError, iter_csv, it
 
 REAL = "ada.lovelace@private-mailbox.example"
 REQUIRED = ("external_id", "email")
+pytestmark = pytest.mark.slow  # hundreds of examples: in make test, not make test-fast
 FUZZ = settings(max_examples=200, deadline=5000, suppress_health_check=[HealthCheck.too_slow])
 
 cells = st.text(

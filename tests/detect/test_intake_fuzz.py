@@ -15,6 +15,7 @@ deadline (generous: the suite shares the machine).
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -23,6 +24,7 @@ from mailveil.detect.intake import parse_report
 from mailveil.detect.intake_model import DETAILS, Reason
 
 ALIAS = "alias-7f3k@relay.example"
+pytestmark = pytest.mark.slow  # hundreds of examples: in make test, not make test-fast
 FUZZ = settings(
     max_examples=150,
     deadline=5000,

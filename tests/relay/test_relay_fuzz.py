@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from email.message import EmailMessage
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from relay_testkit import traces
@@ -39,6 +40,7 @@ from mailveil.relay.rewrite import rewrite_customer_to_principal
 ALIAS = "c-7f3a9k@relay.example"
 MESSAGE_ID = "<fixed@relay.example>"
 CATALOGUE = {value for value in vars(codes).values() if isinstance(value, codes.Reply)}
+pytestmark = pytest.mark.slow  # hundreds of examples: in make test, not make test-fast
 FUZZ = settings(
     max_examples=150,
     deadline=5000,
