@@ -16,6 +16,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # a real mailveil serve, as the README runs it
+
 ROOT = Path(__file__).resolve().parents[1]
 MAILVEIL = Path(sys.executable).with_name("mailveil")
 

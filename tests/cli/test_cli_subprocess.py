@@ -20,6 +20,8 @@ from cli_testkit import Cli, addresses_by_external_id, open_db, tokens
 from mailveil.auth.keys import Role, authenticate
 from mailveil.demo.harness import free_port
 
+pytestmark = pytest.mark.slow  # real processes (init, import, serve)
+
 ROOT = Path(__file__).resolve().parents[2]
 
 

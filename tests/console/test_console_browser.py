@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from console_kit import ARTEFACTS, AXE, Tab
 from console_world import ANOMALY_REASON, World
 from sqlalchemy import select
@@ -24,6 +25,8 @@ from mailveil.detect.evidence import verify_bundle
 from mailveil.detect.models import Incident, Signal
 from mailveil.ledger.models import LedgerEntry
 from mailveil.notify.models import Send
+
+pytestmark = pytest.mark.slow  # headless Chromium and an OIDC provider
 
 
 def _session(world: World) -> Any:

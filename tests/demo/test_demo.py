@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import io
 
+import pytest
 from rich.console import Console
 
 from mailveil.demo.story import run_demo
+
+pytestmark = pytest.mark.slow  # the whole demo, both acts
 
 
 def test_the_demo_tells_the_story() -> None:

@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
 
 
+@pytest.mark.slow  # runs a benchmark in a subprocess
 def test_the_quick_benchmark_runs_and_its_list_verifies() -> None:
     done = subprocess.run(
         [sys.executable, "affected_list.py", "--quick"],

@@ -41,6 +41,8 @@ from mailveil.ledger.append import ledger_size
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.ledger.verify import VerifyReport, verify_ledger
 
+pytestmark = pytest.mark.slow  # verification over two processes
+
 N = 70  # checkpoints at 16, 32, 48, 64
 _SPOIL_NOTE = "UPDATE ledger_checkpoints SET note = note || ' ' WHERE tree_size = %s"
 

@@ -36,6 +36,8 @@ from mailveil.notify.audience import Entry
 from mailveil.notify.models import Send
 from mailveil.notify.sends import counts_of, create_send, get_send
 
+pytestmark = pytest.mark.slow  # worker processes killed and resumed
+
 CUSTOMERS = 120
 INELIGIBLE = set(range(10, CUSTOMERS + 1, 10))  # no gift fact: never sent to
 ELIGIBLE = sorted(set(range(1, CUSTOMERS + 1)) - INELIGIBLE)

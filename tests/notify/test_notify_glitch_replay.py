@@ -18,6 +18,8 @@ from mailveil.api.app import create_app
 from mailveil.auth.keys import Role, issue_key
 from mailveil.ledger.models import LedgerEntry
 
+pytestmark = pytest.mark.slow  # 2,000 customers through the API, worker and relay
+
 notify_db = kit.notify_db
 CUSTOMERS = 2000
 

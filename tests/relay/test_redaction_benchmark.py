@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "redaction.py"
 
 
+@pytest.mark.slow  # runs a benchmark in a subprocess
 def test_redaction_benchmark_quick_mode_prints_every_shape() -> None:
     done = subprocess.run(
         [sys.executable, str(BENCHMARK), "--quick"],

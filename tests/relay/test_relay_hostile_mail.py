@@ -84,6 +84,7 @@ def matches(got: str, want: Reply) -> bool:
     return got == str(want)
 
 
+@pytest.mark.slow  # ~40 messages of up to 3 MB through the relay, on each backend
 def test_every_hostile_shape_gets_its_named_reply_and_nothing_corrupt_is_kept(
     relay: Relay, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -38,6 +38,8 @@ from mailveil.relay.server import RelayThread
 from mailveil.runtime import Runtime
 from mailveil.vault import init_keys
 
+pytestmark = pytest.mark.slow  # a private Postfix and swaks, end to end
+
 relay_settings = kit.relay_settings
 
 

@@ -8,8 +8,11 @@ import email.policy
 import smtplib
 import uuid
 
+import pytest
 from postfix_harness import Smarthost, postfix_version, swaks
 from relay_testkit import RawClient
+
+pytestmark = pytest.mark.slow  # a private Postfix
 
 
 def _marker() -> str:

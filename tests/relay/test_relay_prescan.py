@@ -25,6 +25,7 @@ from hostile_mail import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from fuzz_kit import hostile_messages
 from mailveil.detect.intake import parse_report
 from mailveil.detect.intake_model import Reason
 from mailveil.relay import codes
@@ -131,6 +132,15 @@ def test_real_messages_are_not_refused() -> None:
     assert files
     refused = {path.name: refusal_for(path.read_bytes()) for path in files}
     assert {name: reply for name, reply in refused.items() if reply is not None} == {}
+
+
+@settings(max_examples=300, deadline=2000)
+@given(st.binary(max_size=3000) | hostile_messages)
+def test_the_scan_refuses_by_name_or_passes_and_never_raises_anything_else(raw: bytes) -> None:
+    try:
+        scan(raw)
+    except RelayRefusal as exc:
+        assert exc.reply.text.startswith(("5.3.4", "5.4.6")), exc.reply
 
 
 # ------------------------------------------------------- the scan sees what the parser sees

@@ -28,6 +28,8 @@ from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_order
 from mailveil.runtime import Runtime
 
+pytestmark = pytest.mark.slow  # the relay and the API as real processes
+
 LAUNCHER = [sys.executable, "-m", "mailveil"]
 REAL = "Real.Customer@private-mailbox.example"
 

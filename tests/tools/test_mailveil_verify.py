@@ -23,6 +23,8 @@ from hypothesis import strategies as st
 from packaging.requirements import Requirement
 from sqlalchemy.orm import Session, sessionmaker
 
+pytestmark = pytest.mark.slow  # the verifier in its own Python processes
+
 TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "cli"), str(TESTS / "witness")]
 from cli_testkit import (  # noqa: E402
