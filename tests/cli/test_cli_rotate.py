@@ -74,3 +74,28 @@ def test_rotate_ledger_and_dkim_from_the_command_line(cli: Cli, tmp_path: Path) 
     bad = cli("keys", "dkim-rollover", "--ed25519-selector", "ed2", "--rsa-selector", "rsa3")
     assert bad.code == 1 and "must differ" in bad.flat, str(bad)
     cli.ok("init")
+    # The key export takes the rolled-over state and the retired ledger key along.
+    secret = tmp_path / "pass"
+    secret.write_text("a long enough passphrase\n")
+    keys_out = tmp_path / "vault" / "k.mvkeys"
+    cli.ok(
+        "backup",
+        "--out",
+        str(tmp_path / "b"),
+        "--keys-out",
+        str(keys_out),
+        "--passphrase-file",
+        str(secret),
+    )
+    restored = Cli(tmp_path / "restored")
+    (snapshot,) = (tmp_path / "b").glob("*.sqlite")
+    run = restored.ok(
+        "restore",
+        "--data",
+        str(snapshot),
+        "--keys",
+        str(keys_out),
+        "--passphrase-file",
+        str(secret),
+    )
+    assert "ledger verifies" in run.flat, str(run)

@@ -206,3 +206,38 @@ def test_a_wrong_pin_is_a_clear_error(hsm_settings: Settings) -> None:
     assert done.returncode == 3, done.stderr
     assert "cannot be opened (PinIncorrect)" in done.stdout, done.stdout
     assert "wrong-pin" not in done.stdout
+
+
+def test_the_command_line_on_an_hsm(hsm_settings: Settings, tmp_path: Path) -> None:
+    """init, a checkpoint, a KEK rotation, verify: settings from MAILVEIL_* variables as an
+    operator would give them."""
+    from typer.testing import CliRunner
+
+    from mailveil.cli.app import app
+
+    env = {k: None for k in os.environ if k.startswith("MAILVEIL_")}
+    env.update(
+        {
+            "MAILVEIL_KEY_STORE": "pkcs11",
+            "MAILVEIL_PKCS11_MODULE": hsm_settings.pkcs11_module,
+            "MAILVEIL_PKCS11_TOKEN_LABEL": hsm_settings.pkcs11_token_label,
+            "MAILVEIL_PKCS11_PIN": hsm_settings.pkcs11_pin,
+            "MAILVEIL_PKCS11_KEY_PREFIX": hsm_settings.pkcs11_key_prefix,
+            "COLUMNS": "200",
+        }
+    )
+    data = ["--data-dir", str(tmp_path / "hsm-var")]
+
+    def ok(*args: str) -> str:
+        result = CliRunner().invoke(app, [*data, *args], env=env)
+        assert result.exit_code == 0, (args, result.output, result.exception)
+        return result.output
+
+    ok("init")
+    keys_dir = tmp_path / "hsm-var" / "keys"
+    assert (
+        not list(keys_dir.glob("address-kek-*")) and not (keys_dir / "ledger-ed25519.key").exists()
+    )
+    ok("keys", "rotate")
+    ok("init")  # the new token KEK was recorded by the rotation
+    assert "ledger" in ok("ledger", "key")

@@ -68,7 +68,8 @@ def test_blind_index_key_rotates_with_lookups_working_throughout(
             traffic.wait_for(6)
             with factory() as session:
                 assert begin_index_rotation(session, settings)
-            traffic.wait_for(traffic.accepted + 4)  # > REFRESH: the relay is dual now
+            time.sleep(3 * REFRESH)  # what rotate_index_key waits: the relay is dual now
+            traffic.wait_for(traffic.accepted + 4)
             with factory() as session:
                 # A customer added mid-rotation is indexed under the next key at once ...
                 begin_write(session)
@@ -108,6 +109,7 @@ def test_blind_index_key_rotates_with_lookups_working_throughout(
                 assert find_customer_by_address(session, Vault.open(settings), address)
             # The record follows the rotation: a restart accepts the new key set.
             assert check_recorded(session, settings, present_keys(settings.keys_dir))[0] == []
+            session.commit()  # end the read: bind_keys writes first in its own transaction
             bind_keys(session, settings)
         print(
             f"\n[rotation blind-index {db.backend}] messages accepted: {traffic.accepted}, "

@@ -43,7 +43,8 @@ def read_keys_dir(keys_dir: Path) -> dict[str, bytes]:
     files: dict[str, bytes] = {}
     for path in sorted(keys_dir.iterdir()):
         if path.is_file() and not path.name.startswith("."):
-            files[path.name] = read_secret(path) if path.suffix != ".pub" else path.read_bytes()
+            public = path.suffix in (".pub", ".json")  # verifier keys, the DKIM rollover state
+            files[path.name] = path.read_bytes() if public else read_secret(path)
     if not files:
         raise KeyFileError(f"the keys directory {keys_dir} is empty")
     return files

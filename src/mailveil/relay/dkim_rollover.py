@@ -17,10 +17,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import time
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
 
 from mailveil.config import Settings
 from mailveil.keyfiles import KeyFileError, write_secret
@@ -45,7 +44,7 @@ class Generation:
     signs_from: float  # unix time
 
 
-def _state_path(settings: Settings) -> Any:
+def _state_path(settings: Settings) -> Path:
     return settings.keys_dir / STATE_FILE
 
 
@@ -61,10 +60,8 @@ def generations(settings: Settings) -> list[Generation]:
 
 
 def _save(settings: Settings, gens: list[Generation]) -> None:
-    path = _state_path(settings)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(json.dumps([g.__dict__ for g in gens], indent=2) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    text = json.dumps([g.__dict__ for g in gens], indent=2) + "\n"
+    write_secret(_state_path(settings), text.encode("utf-8"), overwrite=True)
 
 
 def _keys(settings: Settings, gen: Generation) -> list[DkimKey]:
