@@ -5,6 +5,7 @@ folder it names."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -181,3 +182,34 @@ def test_the_demo_leaves_its_files_in_a_folder_it_names(
     files = sorted(p.name for p in folder.iterdir())
     assert any(f.endswith(".html") for f in files) and any(f.endswith(".pdf") for f in files)
     assert f"Open them in {folder}: {', '.join(files)}" in " ".join(done.stdout.split())
+
+
+def test_serve_writes_only_json_lines(tmp_path: Path) -> None:
+    """`mailveil serve` as deployed: uvicorn's own lines, the relay's and the access log all
+    go through the one JSON pipeline, to stderr and to the log file."""
+    api_port, relay_port = _free_port(), _free_port()
+    env = _env(tmp_path, MAILVEIL_API_PORT=str(api_port), MAILVEIL_RELAY_PORT=str(relay_port))
+    server = subprocess.Popen(
+        [str(MAILVEIL), "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        for _ in range(900):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/healthz", timeout=1):
+                    break
+            except OSError:
+                assert server.poll() is None, "serve stopped"
+                time.sleep(0.2)
+        with urllib.request.urlopen(f"http://127.0.0.1:{api_port}/metrics", timeout=10):
+            pass
+    finally:
+        server.terminate()
+        _out, err = server.communicate(timeout=60)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert lines and all(line.startswith("{") for line in lines), lines[:5]
+    records = [json.loads(line) for line in lines]
+    assert any(r["logger"] == "uvicorn.error" for r in records)
+    assert any(r["event"] == "http_request" and r["route"] == "/metrics" for r in records)
+    logged = (tmp_path / "var" / "logs" / "mailveil.log").read_text(encoding="utf-8")
+    assert all(line.startswith("{") for line in logged.splitlines() if line.strip())

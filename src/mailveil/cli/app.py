@@ -125,17 +125,21 @@ def serve(
         runtime = Runtime.open(settings)
         api = create_app(runtime, background_checkpoints=True)
         relay_server = RelayServer.from_runtime(runtime) if relay else None
+    # log_config=None: uvicorn keeps the logging configured above (JSON, scrubbed) instead of
+    # installing its own plain-text handlers; its access log is off (the API logs requests).
+    uvicorn_options: dict[str, Any] = {
+        "host": host, "port": port, "log_level": settings.log_level, "access_log": False,
+        "log_config": None,
+    }  # fmt: skip
     say(
         f"mailveil API on http://{host}:{port} (OpenAPI at /openapi.json, docs at /docs)",
         markup=False,
     )
     if relay_server is None:
-        uvicorn.run(api, host=host, port=port, log_level=settings.log_level, access_log=False)
+        uvicorn.run(api, **uvicorn_options)
         return
     say(f"mailveil relay on {relay_server.host}:{relay_server.port} (SMTP)", markup=False)
-    config = uvicorn.Config(
-        api, host=host, port=port, log_level=settings.log_level, access_log=False
-    )
+    config = uvicorn.Config(api, **uvicorn_options)
     with friendly_errors(init_hint=False):
         asyncio.run(serve_beside(relay_server, uvicorn.Server(config).serve()))
 
