@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ import pytest
 from cli_testkit import Cli, addresses_by_external_id, open_db, tokens
 
 from mailveil.auth.keys import Role, authenticate
+from mailveil.demo.harness import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -120,12 +120,6 @@ def test_no_arguments_prints_usage(launcher: list[str]) -> None:
     assert "Usage" in run.stdout + run.stderr
     assert "customers" in run.stdout + run.stderr
     assert "Traceback" not in run.stderr
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture

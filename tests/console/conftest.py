@@ -1,6 +1,6 @@
-"""The console's fixtures: one seeded world for the session and one headless Chromium per browser module
-(Debian's chromium driven by Playwright), and a tab per person that records every request
-the page makes and every dialog a script would open."""
+"""The console's fixtures: one seeded world for the session, one headless Chromium per
+browser module (Debian's chromium driven by Playwright), and a tab per person that records
+every request the page makes and every dialog a script would open."""
 
 from __future__ import annotations
 

@@ -20,7 +20,11 @@ from mailveil.auth.keys import Role, issue_key, revoke_key
 from mailveil.console.embed import SALT
 from mailveil.console.sessions import console_secret
 from mailveil.console.web import CSP
-from mailveil.detect.models import Signal
+from mailveil.contacts.models import Alias, Principal
+from mailveil.detect.jobs import run_detection
+from mailveil.detect.models import Incident, Signal
+from mailveil.ledger.append import append
+from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
 from mailveil.notify.models import Send
 
@@ -270,3 +274,95 @@ def test_customer_links_cannot_be_forged_reused_late_or_minted_by_others(
     late = old.dumps({"c": customer_id, "l": None})
     expired = http.get("/console/embed/access-log.json", params={"t": late})
     assert expired.status_code == 403 and "expired" in expired.json()["detail"]
+
+
+def _weak_incident(world: World) -> int:
+    """Strangers, unauthenticated, at the aliases of two customers the seller had written
+    to (as the relay records them): detection names the seller, but only weakly."""
+    runtime = world.env.runtime
+    seller = world.market.sellers["s-kids"]
+    with runtime.session_factory() as s:
+        aliases = list(
+            s.execute(
+                select(Alias.address, Alias.customer_id)
+                .where(Alias.principal_id == seller.id)
+                .order_by(Alias.id)
+                .limit(2)
+            )
+        )
+        assert len(aliases) == 2
+        for address, customer_id in aliases:
+            wrote = Event(
+                "message",
+                f"principal:{seller.id}",
+                f"customer:{customer_id}",
+                address,
+                "to_customer",
+                "shipping",
+                {"principal": f"principal:{seller.id}", "size": 1, "sha256": "0" * 64},
+            )
+            stranger = Event(
+                "stranger_at_alias",
+                None,
+                f"customer:{customer_id}",
+                address,
+                "to_customer",
+                None,
+                {
+                    "principal": f"principal:{seller.id}",
+                    "reply": "250 2.7.0",
+                    "envelope_from": "deals@framer.example",
+                    "header_from": "deals@framer.example",
+                    "authenticated_principal": None,
+                    "spf": "fail",
+                    "spf_domain": "framer.example",
+                    "spf_aligned": False,
+                    "dkim": [],
+                    "from_domain": "framer.example",
+                    "dmarc": "none",
+                    "action": "banner",
+                },
+            )
+            append(s, [wrote, stranger], runtime.settings, runtime.signer)
+        run_detection(s, runtime.settings, runtime.signer)
+        s.commit()
+        found = s.scalar(
+            select(Incident.id).where(
+                Incident.source_principal_id == seller.id, Incident.status == "open"
+            )
+        )
+    assert found is not None
+    return int(found)
+
+
+def test_weak_evidence_containment_waits_for_a_second_person(
+    world: World, http: httpx.Client
+) -> None:
+    incident_id = _weak_incident(world)
+    first = sign_in_http(http, world.keys["investigator"])
+    page = http.get(f"/console/incidents/{incident_id}/contain")
+    assert "A second person must confirm" in page.text and "Request containment" in page.text
+    url = f"/console/incidents/{incident_id}/contain"
+    asked = http.post(url, data={"csrf": first, "reason": "two aliases spammed"})
+    assert asked.status_code == 303
+    landed = http.get(asked.headers["location"])
+    assert "Containment requested" in landed.text and "Nothing is suspended yet" in landed.text
+    with world.env.runtime.session_factory() as s:
+        row = s.get(Incident, incident_id)
+        seller = s.get(Principal, world.market.sellers["s-kids"].id)
+        assert row is not None and row.status == "open" and seller is not None
+        assert seller.status == "active"
+    # The same person cannot confirm their own request.
+    again = http.post(url, data={"csrf": first, "reason": "still me"})
+    assert again.status_code == 409
+    other = httpx.Client(base_url=world.base, follow_redirects=False)
+    second = sign_in_http(other, _person(world, Role.INVESTIGATOR))
+    assert "Confirm containment" in other.get(url).text
+    done = other.post(url, data={"csrf": second, "reason": "confirmed: same shop"})
+    other.close()
+    assert done.status_code == 303
+    with world.env.runtime.session_factory() as s:
+        row = s.get(Incident, incident_id)
+        seller = s.get(Principal, world.market.sellers["s-kids"].id)
+        assert row is not None and row.status == "contained"
+        assert seller is not None and seller.status == "suspended"

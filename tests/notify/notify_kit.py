@@ -6,7 +6,6 @@ Modules take fixtures by assigning them (``notify_env = kit.notify_env``).
 
 from __future__ import annotations
 
-import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from mailveil.contacts.principals import create_principal
 from mailveil.db.base import utcnow
 from mailveil.db.migrate import upgrade
 from mailveil.db.session import make_engine, make_session_factory
+from mailveil.demo.harness import free_port
 from mailveil.ledger.signing import init_signing_key
 from mailveil.notify.facts import ingest_batch
 from mailveil.notify.templates import register_template
@@ -107,12 +107,6 @@ def policy_dir(base: Path) -> str:
     base.mkdir(parents=True, exist_ok=True)
     (base / "services.cedar").write_text(SERVICES_CEDAR, encoding="utf-8")
     return str(base)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def address(n: int) -> str:

@@ -27,14 +27,10 @@ from pathlib import Path
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from mailveil.demo.harness import free_port
+
 DAEMON_DIRECTORY = Path("/usr/lib/postfix/sbin")
 LOOPBACK = "127.0.0.1"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((LOOPBACK, 0))
-        return int(sock.getsockname()[1])
 
 
 def postfix_installed() -> bool:

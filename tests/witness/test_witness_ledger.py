@@ -17,7 +17,7 @@ from witness_testkit import MemoryLog, WitnessProcess, events, start_witness
 from mailveil.config import Settings, load_settings
 from mailveil.db.migrate import upgrade
 from mailveil.db.session import make_engine, make_session_factory, session_scope
-from mailveil.ledger.append import append, latest_checkpoint
+from mailveil.ledger.append import append, checkpoint_now, latest_checkpoint
 from mailveil.ledger.models import LedgerCheckpoint, LedgerEntry, LedgerHead, LedgerNode
 from mailveil.ledger.signing import CheckpointSigner, init_signing_key
 from mailveil.witness.alerts import ALERT_KIND, list_alerts
@@ -201,3 +201,43 @@ def test_the_witness_state_survives_sigkill(tmp_path: Path) -> None:
         assert grown.status == 200
     finally:
         second.stop()
+
+
+def test_the_console_ledger_page_shows_the_stored_cosignatures(ledger: Ledger) -> None:
+    """The console reads the cosignatures the ledger stored (each verified when received),
+    not the signature lines of a note."""
+    from mailveil.auth.keys import Role
+    from mailveil.console.web import templates
+    from mailveil.witness.queries import witness_statuses
+
+    ledger.grow(5)
+    assert ledger.publish().cosigned == 1
+    ledger.grow(3, start=5)  # the current checkpoint is newer than the witnessed one
+    with session_scope(ledger.factory) as session:
+        witnessed = witnessed_checkpoint(session, ledger.settings)
+        assert witnessed is not None and witnessed.tree_size == 5
+        current = checkpoint_now(session, ledger.settings, ledger.signer)
+        assert current is not None and current.tree_size == 8
+        html = (
+            templates()
+            .get_template("ledger.html")
+            .render(
+                request=None,
+                me=None,
+                Role=Role,
+                flash=None,
+                oidc_label=None,
+                checkpoint=current,
+                current=checkpoint_view(session, ledger.settings, current),
+                witnessed=checkpoint_view(session, ledger.settings, witnessed),
+                witnesses=witness_statuses(session, ledger.settings),
+                verifier_key=ledger.signer.verifier_key,
+                entry=None,
+                checked=None,
+                problem=None,
+            )
+        )
+    assert "No witness has cosigned this checkpoint yet" in html
+    assert "Newest witnessed checkpoint" in html and "5 entries, cosigned by 1" in html
+    assert "witness.test/w1" in html and "verified against the witness" in html
+    assert "Cosigned up to" in html and "never" not in html

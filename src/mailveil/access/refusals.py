@@ -72,11 +72,6 @@ class LimitExceeded(AccessRefused):
     title = "Employee access limit exceeded"
 
 
-class ContactDenied(AccessRefused):
-    code = "contact-denied"
-    title = "Denied by policy"
-
-
 class NotAnApprover(AccessRefused):
     code = "not-an-approver"
     title = "Only approvers may answer reveal requests"
@@ -159,7 +154,6 @@ __all__ = [
     "AccessRefused",
     "ApprovalMismatch",
     "ApprovalReplayed",
-    "ContactDenied",
     "EmployeeSuspended",
     "LimitExceeded",
     "NotAnApprover",

@@ -2,16 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Generic, TypeVar
-
-from pydantic import BaseModel
-
-T = TypeVar("T")
-
-
-class Page(BaseModel, Generic[T]):
-    items: list[T]
-    next: str | None = None
+from typing import Any
 
 
 def clamp_limit(limit: int | None, default: int, maximum: int) -> int:

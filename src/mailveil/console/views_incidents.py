@@ -173,6 +173,13 @@ def contain_now(
         actor=person.actor,
     )
     session.commit()
+    if done.status == "awaiting_confirmation":
+        flash(
+            request,
+            "Containment requested: a culprit is named on weak evidence, so another person "
+            "must confirm it from the incident's page. Nothing is suspended yet.",
+        )
+        return redirect(f"/console/incidents/{incident_id}")
     flash(
         request,
         f"Contained: {len(done.suspended)} principals suspended, {done.aliases_revoked} aliases "

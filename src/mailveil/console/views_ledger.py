@@ -11,10 +11,10 @@ from fastapi.responses import HTMLResponse
 
 from mailveil.console.sessions import Person
 from mailveil.console.web import DbDep, Viewer, console_of, page
-from mailveil.console.witnesses import cosignatures
 from mailveil.errors import MailveilError
 from mailveil.ledger.append import checkpoint_now
 from mailveil.ledger.entry_check import check_entry
+from mailveil.witness.queries import checkpoint_view, witness_statuses, witnessed_checkpoint
 
 router = APIRouter(prefix="/ledger")
 SeeDep = Annotated[Person, Depends(Viewer())]
@@ -27,6 +27,13 @@ def ledger(
     runtime = console_of(request).runtime
     checkpoint = checkpoint_now(session, runtime.settings, runtime.signer)
     session.commit()
+    # Cosignatures are stored only once verified against the witness's configured key
+    # (``witness.publish``); the newest checkpoint a quorum cosigned is shown beside the
+    # current one, which witnesses may not have seen yet.
+    settings = runtime.settings
+    current = checkpoint_view(session, settings, checkpoint) if checkpoint else None
+    witnessed = witnessed_checkpoint(session, settings)
+    witnessed_view = checkpoint_view(session, settings, witnessed) if witnessed else None
     checked, problem = None, None
     if entry is not None:
         try:
@@ -41,7 +48,9 @@ def ledger(
         person,
         "ledger.html",
         checkpoint=checkpoint,
-        cosigned=cosignatures(checkpoint.note, runtime.signer.key_name) if checkpoint else [],
+        current=current,
+        witnessed=witnessed_view,
+        witnesses=witness_statuses(session, settings),
         verifier_key=runtime.signer.verifier_key,
         entry=entry,
         checked=checked,

@@ -13,13 +13,13 @@ from mailveil.console.sessions import Person
 from mailveil.console.web import Actor, DbDep, Viewer, console_of, flash, page, redirect, retry_busy
 from mailveil.detect.attribution_graph import strength_of
 from mailveil.detect.incidents import incident_view, list_incidents, list_signals
+from mailveil.detect.report_list import list_reports
 from mailveil.detect.signals import LIVE_STATUSES, signal_view
 from mailveil.detect.triage import (
     confirm_signal,
     dismiss_signal,
-    list_reports,
     merge_signal,
-    report_view,
+    report_in_words,
     triage_queue,
 )
 
@@ -98,7 +98,7 @@ def merge(
 
 @router.get("/reports", response_class=HTMLResponse)
 def reports(request: Request, session: DbDep, person: SeeDep) -> HTMLResponse:
-    items = [report_view(r) for r in list_reports(session, limit=500)]
+    items = [report_in_words(r) for r in list_reports(session, limit=500, newest_first=True)]
     return page(request, session, person, "reports.html", reports=items)
 
 

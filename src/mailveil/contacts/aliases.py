@@ -101,12 +101,6 @@ def alias_for_pair(session: Session, customer_id: int, principal_id: int) -> Ali
     )
 
 
-def aliases_of_customer(session: Session, customer_id: int) -> list[Alias]:
-    return list(
-        session.scalars(select(Alias).where(Alias.customer_id == customer_id).order_by(Alias.id))
-    )
-
-
 def revoke_alias(
     session: Session,
     settings: Settings,
@@ -225,7 +219,6 @@ __all__ = [
     "alias_for_pair",
     "alias_report",
     "alias_view",
-    "aliases_of_customer",
     "get_alias",
     "lookup_alias",
     "lookup_reverse_alias",

@@ -29,8 +29,10 @@ def list_reports(
     since: datetime | None = None,
     after_id: int | None = None,
     limit: int = 100,
+    newest_first: bool = False,
 ) -> list[AbuseReport]:
-    """Reports, oldest first, filtered; paged by id (``after_id``: the last one seen)."""
+    """Reports, oldest first (or newest first), filtered; paged by id (``after_id``: the
+    last one seen)."""
     stmt = select(AbuseReport)
     if outcome is not None:
         stmt = stmt.where(AbuseReport.outcome == v.choice(outcome, OUTCOMES, "outcome"))
@@ -43,8 +45,9 @@ def list_reports(
     if since is not None:
         stmt = stmt.where(AbuseReport.received_at >= since)
     if after_id is not None:
-        stmt = stmt.where(AbuseReport.id > after_id)
-    return list(session.scalars(stmt.order_by(AbuseReport.id).limit(v.page_limit(limit))))
+        stmt = stmt.where(AbuseReport.id < after_id if newest_first else AbuseReport.id > after_id)
+    order = AbuseReport.id.desc() if newest_first else AbuseReport.id
+    return list(session.scalars(stmt.order_by(order).limit(v.page_limit(limit))))
 
 
 def get_report(session: Session, report_id: int) -> AbuseReport:

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from mailveil.access.models import Canary
 from mailveil.config import Settings
-from mailveil.contacts.models import Alias, Customer, Principal
+from mailveil.contacts.models import Alias, Principal
 from mailveil.detect.attribution import (
     NAME_CUSTOMERS,
     STRONG_CUSTOMERS,
@@ -332,8 +332,4 @@ def _identity(detail: dict[str, Any]) -> dict[str, Any]:
     return {k: detail.get(k) for k in keys if detail.get(k) not in (None, "", [])}
 
 
-def customer_is_canary(session: Session, customer_id: int) -> bool:
-    return bool(session.scalar(select(Customer.is_canary).where(Customer.id == customer_id)))
-
-
-__all__ = ["SCANNED_KINDS", "ScanResult", "customer_is_canary", "scan_ledger"]
+__all__ = ["SCANNED_KINDS", "ScanResult", "scan_ledger"]

@@ -14,6 +14,7 @@ from mailveil.db.base import utcnow
 from mailveil.detect.incidents import get_incident
 from mailveil.detect.intake_model import DETAILS, Reason
 from mailveil.detect.models import AbuseReport, Incident, IncidentCulprit, Signal
+from mailveil.detect.report_list import report_view
 from mailveil.detect.signals import LIVE_STATUSES, incident_for
 from mailveil.errors import Conflict, NotFound
 from mailveil.ledger.append import append
@@ -26,6 +27,9 @@ OUTCOME_WORDS = {
         "the spam reached the customer's own address; kept for ranking who saw the reporters"
     ),
     "complaint": "mail the relay itself delivered from a principal: a complaint, not a leak",
+    "unconfirmed": (
+        "the alias names whom it was disclosed to, but the mail is not proven to be theirs"
+    ),
     "unverified": "the reporter could not be proven to be the customer; it accuses no one",
     "unattributed": "the original message was found, but it names no alias or known sender",
     "no_original": "no original message was found in the report",
@@ -193,38 +197,20 @@ def queue_counts(session: Session) -> dict[str, int]:
     return {"incidents": int(live or 0), "triage": int(new or 0)}
 
 
-def list_reports(
-    session: Session, *, after_id: int | None = None, limit: int = 100
-) -> list[AbuseReport]:
-    """Abuse reports, newest first."""
-    stmt = select(AbuseReport)
-    if after_id is not None:
-        stmt = stmt.where(AbuseReport.id < after_id)
-    return list(session.scalars(stmt.order_by(AbuseReport.id.desc()).limit(v.page_limit(limit))))
-
-
-def report_view(row: AbuseReport) -> dict[str, Any]:
-    """A report with its outcome and why, in words."""
+def report_in_words(row: AbuseReport) -> dict[str, Any]:
+    """A report as ``GET /v1/reports`` lists it, with its outcome, verification and intake
+    in words for people; ``why`` is the stored reason when there is one."""
     facts = row.facts or {}
     try:
         intake = DETAILS[Reason(str(facts.get("reason")))]
     except ValueError:
         intake = str(facts.get("reason") or "")
     return {
-        "id": row.id,
-        "received_at": row.received_at.isoformat(),
-        "channel": row.channel,
-        "reporter_customer_id": row.reporter_customer_id,
-        "verified": row.verified,
+        **report_view(row),
         "verification": VERIFICATION_WORDS.get(row.verification, row.verification),
-        "outcome": row.outcome,
-        "why": OUTCOME_WORDS.get(row.outcome, row.outcome),
+        "why": row.reason or OUTCOME_WORDS.get(row.outcome, row.outcome),
         "intake": intake,
-        "shape": row.shape,
-        "sender": row.sender,
-        "alias": row.alias,
         "subject": facts.get("subject"),
-        "signal_id": row.signal_id,
     }
 
 
@@ -232,9 +218,8 @@ __all__ = [
     "confirm_signal",
     "dismiss_signal",
     "get_signal",
-    "list_reports",
     "merge_signal",
     "queue_counts",
-    "report_view",
+    "report_in_words",
     "triage_queue",
 ]

@@ -24,7 +24,7 @@ from mailveil.config import Settings
 from mailveil.errors import InvalidInput
 from mailveil.ledger import merkle
 from mailveil.ledger.events import Event
-from mailveil.ledger.layout import HEAD_ID, TILE_HEIGHT
+from mailveil.ledger.layout import HEAD_ID
 from mailveil.ledger.leaf import GENESIS_PREV, canonical_detail, leaf_text
 from mailveil.ledger.models import (
     LedgerCheckpoint,
@@ -253,22 +253,15 @@ def append(
     every = settings.checkpoint_every_entries
     sha256 = hashlib.sha256
     rows: list[dict[str, Any]] = []
-    nodes: list[dict[str, Any]] = []
+    tiles: list[merkle.Tile] = []
     for ev, detail in prepared:
         leaf = leaf_text(
             size, at, prev, ev.kind, ev.actor, ev.subject, ev.alias, ev.purpose, ev.ref, detail
         )
         lh = sha256(b"\x00" + leaf.encode("ascii")).digest()
         rows.append({"seq": size, "leaf": leaf, "leaf_hash": lh})
-        # Frontier push, recording completed subtrees of height 8, 16, ... as tiles.
-        node, s, height = lh, size, 0
-        while s & 1:
-            node = sha256(b"\x01" + frontier.pop() + node).digest()
-            s >>= 1
-            height += 1
-            if height % TILE_HEIGHT == 0:
-                nodes.append({"level": height, "idx": ((size + 1) >> height) - 1, "hash": node})
-        frontier.append(node)
+        # Completed subtrees of height 8, 16, ... are stored as tiles for proofs.
+        merkle.frontier_push(frontier, size, lh, tiles)
         size += 1
         prev = lh
         if size - state.checkpoint_size >= every:
@@ -278,7 +271,8 @@ def append(
             _make_checkpoint(session, state, settings, signer, at)
     if rows:
         session.execute(insert(_entries), rows)
-    if nodes:
+    if tiles:
+        nodes = [{"level": level, "idx": idx, "hash": node} for level, idx, node in tiles]
         session.execute(insert(_nodes), nodes)
     state.size, state.last_hash, state.frontier = size, prev, frontier
     due = at - state.checkpoint_time_us >= settings.checkpoint_every_seconds * 1_000_000

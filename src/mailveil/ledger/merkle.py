@@ -70,22 +70,31 @@ def root(hashes: Sequence[bytes]) -> bytes:
 # --- frontier -------------------------------------------------------------------------
 
 
-def frontier_push(frontier: list[bytes], size: int, leaf: bytes) -> None:
-    """Add one leaf hash to the frontier of a tree of ``size`` leaves (in place)."""
-    node = leaf
-    while size & 1:
-        node = _sha256(_NODE + frontier.pop() + node).digest()
-        size >>= 1
-    frontier.append(node)
+Tile = tuple[int, int, bytes]  # (level, index at that level, hash)
 
 
-def push_subtree(frontier: list[bytes], size: int, height: int, node: bytes) -> None:
-    """Add a perfect subtree of 2**height leaves, aligned at ``size`` (size % 2**height == 0)."""
+def push_subtree(
+    frontier: list[bytes], size: int, height: int, node: bytes, tiles: list[Tile] | None = None
+) -> None:
+    """Add a perfect subtree of 2**height leaves, aligned at ``size`` (size % 2**height == 0),
+    to the frontier (in place). With ``tiles``, each completed node at a level that is a
+    multiple of ``TILE_HEIGHT`` is noted there (what the ledger stores for proofs)."""
+    end = size + (1 << height)
     size >>= height
     while size & 1:
         node = _sha256(_NODE + frontier.pop() + node).digest()
         size >>= 1
+        height += 1
+        if tiles is not None and height % TILE_HEIGHT == 0:
+            tiles.append((height, (end >> height) - 1, node))
     frontier.append(node)
+
+
+def frontier_push(
+    frontier: list[bytes], size: int, leaf: bytes, tiles: list[Tile] | None = None
+) -> None:
+    """Add one leaf hash to the frontier of a tree of ``size`` leaves (in place)."""
+    push_subtree(frontier, size, 0, leaf, tiles)
 
 
 def extend(frontier: list[bytes], size: int, hashes: Sequence[bytes]) -> int:
@@ -435,6 +444,7 @@ __all__ = [
     "HASH_SIZE",
     "TILE_HEIGHT",
     "ProofError",
+    "Tile",
     "check_subtree",
     "consistency_path",
     "extend",

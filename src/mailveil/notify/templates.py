@@ -17,7 +17,6 @@ from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
 from mailveil.contacts import validation as v
-from mailveil.contacts.models import Principal
 from mailveil.contacts.principals import get_principal_by_external_id, update_principal
 from mailveil.db.base import utcnow
 from mailveil.errors import Conflict, InvalidInput, NotFound
@@ -226,13 +225,6 @@ def render(row: Template, context: Mapping[str, Any]) -> tuple[str, str]:
     return subject, body
 
 
-def owner_of(session: Session, row: Template) -> Principal:
-    owner = session.get(Principal, row.owner_id)
-    if owner is None:
-        raise NotFound("the template's owner service no longer exists")
-    return owner
-
-
 def template_view(row: Template, owner_external_id: str | None = None) -> dict[str, Any]:
     return {
         "name": row.name,
@@ -263,7 +255,6 @@ __all__ = [
     "expected_volume",
     "get_template",
     "list_templates",
-    "owner_of",
     "register_template",
     "relay_reasons",
     "render",

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -433,11 +433,6 @@ def engine_for(settings: Settings, policy_dir: Path | None = None) -> PolicyEngi
     return PolicyEngine.load(settings)
 
 
-def policy_labels(engine: PolicyEngine) -> Mapping[str, str]:
-    """File name -> where it was loaded from ("shipped policy x.cedar" or its path)."""
-    return {source.name: source.label for source in engine.sources}
-
-
 __all__ = [
     "CaseError",
     "CaseResult",
@@ -448,7 +443,6 @@ __all__ = [
     "find_case_files",
     "load_case_file",
     "parse_case",
-    "policy_labels",
     "run_case",
     "run_files",
 ]
