@@ -7,11 +7,16 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-fast lint typecheck bench venv services debian node clean demo
 
+# Progress while installing: one line per package pip fetches (the first run takes minutes).
 $(STAMP): pyproject.toml requirements.lock
+	@echo "Setting up $(VENV): mailveil and its pinned dependencies (first time: a few minutes)..."
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
+	@$(BIN)/python -m pip install --quiet --upgrade pip
+	@set -o pipefail; $(BIN)/python -m pip install --progress-bar off -c requirements.lock \
+	  -e '.[dev]' | { grep --line-buffered -E '^(Collecting|Installing collected|Successfully)' \
+	  || true; } | sed -u -e 's/^Collecting /  fetching /' -e 's/^Installing collected packages:.*/  installing.../'
 	@touch $(STAMP)
+	@echo "$(VENV) is ready."
 
 venv: $(STAMP)
 

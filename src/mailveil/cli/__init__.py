@@ -17,9 +17,9 @@ def main() -> None:
 
         standalone()
         return
-    from mailveil.cli.app import app
+    from mailveil.cli.app import command
 
-    app()
+    command()()
 
 
 def __getattr__(name: str) -> Any:

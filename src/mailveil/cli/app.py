@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.markup import escape
@@ -17,7 +17,7 @@ from mailveil.cli import ops as ops_cli
 from mailveil.cli import rotate as rotate_cli
 from mailveil.cli import witness as witness_cli
 from mailveil.cli import worker as worker_cli
-from mailveil.cli.common import CliState, emit, friendly_errors, say
+from mailveil.cli.common import CliState, emit, fail, friendly_errors, say
 from mailveil.cli.setup import initialise
 
 app = typer.Typer(
@@ -59,6 +59,26 @@ app.command("worker")(worker_cli.worker_command)
 customers.app.command("access-log")(access.access_log_command)
 customers.app.command("contact")(access.contact_command)
 customers.app.command("export")(access.export_command)
+
+
+def command() -> Any:
+    """The click command `mailveil` runs: Typer's, with the type column of flags left empty
+    (Typer prints ``<bool>`` beside every flag, ``--help`` included, which reads as if the
+    flag took a value)."""
+    built = typer.main.get_command(app)
+    _quiet_flags(built)
+    return built
+
+
+def _quiet_flags(cmd: Any) -> None:
+    for param in cmd.params:
+        if getattr(param, "is_flag", False):
+            param.metavar = ""
+    help_option = cmd.get_help_option(type(cmd).context_class(cmd))
+    if help_option is not None:
+        help_option.metavar = ""
+    for sub in getattr(cmd, "commands", {}).values():
+        _quiet_flags(sub)
 
 
 @app.callback()
@@ -112,6 +132,7 @@ def serve(
     settings = ctx.obj.settings()
     host = host if host is not None else settings.api_host
     port = port if port is not None else settings.api_port
+    _api_port_free(host, port)
     with friendly_errors(init_hint=False):
         initialise(settings, issue_admin=False)
         configure_logging(settings)
@@ -119,19 +140,40 @@ def serve(
         # The API gets its own database pool: a burst of requests cannot starve the relay.
         api = create_app(api_runtime(runtime), background_checkpoints=True)
         relay_server = RelayServer.from_runtime(runtime) if relay else None
+    # log_config=None: uvicorn keeps the logging configured above (JSON, scrubbed) instead of
+    # installing its own plain-text handlers; its access log is off (the API logs requests).
+    uvicorn_options: dict[str, Any] = {
+        "host": host, "port": port, "log_level": settings.log_level, "access_log": False,
+        "log_config": None,
+    }  # fmt: skip
     say(
         f"mailveil API on http://{host}:{port} (OpenAPI at /openapi.json, docs at /docs)",
         markup=False,
     )
     if relay_server is None:
-        uvicorn.run(api, host=host, port=port, log_level=settings.log_level, access_log=False)
+        uvicorn.run(api, **uvicorn_options)
         return
     say(f"mailveil relay on {relay_server.host}:{relay_server.port} (SMTP)", markup=False)
-    config = uvicorn.Config(
-        api, host=host, port=port, log_level=settings.log_level, access_log=False
-    )
+    config = uvicorn.Config(api, **uvicorn_options)
     with friendly_errors(init_hint=False):
         asyncio.run(serve_beside(relay_server, uvicorn.Server(config).serve()))
+
+
+def _api_port_free(host: str, port: int) -> None:
+    """Fail now, in words, if the API cannot listen (uvicorn would log a bare errno later)."""
+    import errno
+    import os
+    import socket
+
+    try:
+        with socket.create_server((host, port), reuse_port=False):
+            pass
+    except OSError as exc:
+        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        hint = ""
+        if exc.errno == errno.EADDRINUSE:
+            hint = f" (port {port} is taken: stop the other server, or use --port or api_port)"
+        fail(f"the API cannot listen on {host}:{port}: {why}{hint}")
 
 
 @app.command("relay")
@@ -183,16 +225,23 @@ def relay_command(
 @app.command()
 def demo(
     out: Annotated[
-        Path | None, typer.Option(help="keep the demo's reports (regulator report) here")
-    ] = None,
+        Path,
+        typer.Option(help="where the demo writes what it leaves to open (the regulator report)"),
+    ] = Path("mailveil-demo"),
     customers: Annotated[int, typer.Option(min=50, max=20_000)] = 400,
 ) -> None:
     """Replay both incidents end to end on the embedded defaults, in one process, with an
-    in-process mail sink; prints each step. Uses a temporary data directory."""
+    in-process mail sink; prints each step. Uses a temporary data directory; what is worth
+    opening afterwards goes to --out (./mailveil-demo by default)."""
     from rich.console import Console
 
     from mailveil.demo.story import run_demo
 
-    report = run_demo(Console(), customers=customers, out_dir=out)
+    folder = out.resolve()
+    say(f"The demo's files go to {folder}", markup=False)
+    report = run_demo(Console(), customers=customers, out_dir=folder)
+    files = sorted(p.name for p in folder.iterdir()) if folder.is_dir() else []
+    if files:
+        say(f"Open them in {folder}: {', '.join(files)}", markup=False)
     if not report.ok:
         raise typer.Exit(1)

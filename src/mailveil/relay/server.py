@@ -27,8 +27,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
+import inspect
 import ipaddress
 import logging
+import os
 import re
 import signal
 import socket
@@ -115,6 +118,17 @@ def enhance(line: str) -> str:
         return str(codes.COMMAND_UNRECOGNIZED)
     enhanced = _BY_CODE.get(code, f"{code // 100}.0.0")
     return f"{code} {enhanced} {text}"
+
+
+def listen_problem(host: str, port: int, exc: OSError) -> str:
+    """Why the relay cannot listen, naming the port and what to change."""
+    why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    text = f"the relay cannot listen on {host}:{port}: {why}"
+    if exc.errno == errno.EADDRINUSE:
+        text += f" (port {port} is taken: stop the other relay or MTA, or set relay_port)"
+    elif exc.errno == errno.EACCES:
+        text += f" (port {port} needs privileges: use a port above 1023 behind Postfix)"
+    return text
 
 
 def _is_loopback(peer: Any) -> bool:
@@ -317,9 +331,7 @@ class RelayServer:
                     self._protocol, host=self.host, port=self.port
                 )
         except OSError as exc:
-            raise RelayStartError(
-                f"the relay cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
-            ) from exc
+            raise RelayStartError(listen_problem(self.host, self.port, exc)) from exc
         self.journal.start()
         self._reconciler = loop.create_task(self._reconcile_every(), name="relay-reconcile")
         sockets = self._server.sockets
@@ -391,7 +403,12 @@ async def serve_beside(relay: RelayServer, main: Awaitable[Any]) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM):
             previous[sig] = signal.signal(sig, lambda _sig, _frame: None)
     try:
-        await relay.start()
+        try:
+            await relay.start()
+        except BaseException:
+            if inspect.iscoroutine(main):
+                main.close()  # never started: no "coroutine was never awaited" warning
+            raise
         try:
             await main
         finally:

@@ -19,7 +19,12 @@ import socket
 import sys
 
 from mailveil.config import Settings
-from mailveil.relay.server import RelayServer, RelayStartError, serve_until_signalled
+from mailveil.relay.server import (
+    RelayServer,
+    RelayStartError,
+    listen_problem,
+    serve_until_signalled,
+)
 from mailveil.runtime import Runtime
 
 log = logging.getLogger("mailveil.relay")
@@ -30,9 +35,7 @@ def listen(host: str, port: int) -> socket.socket:
     try:
         sock = socket.create_server((host, port), backlog=BACKLOG)
     except OSError as exc:
-        raise RelayStartError(
-            f"the relay cannot listen on {host}:{port}: {exc.strerror or exc}"
-        ) from exc
+        raise RelayStartError(listen_problem(host, port, exc)) from exc
     sock.setblocking(False)
     return sock
 
