@@ -11,7 +11,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -23,6 +24,7 @@ from mailveil.contacts.customers import get_customer_by_external_id
 from mailveil.db.base import utcnow
 from mailveil.errors import Forbidden, InvalidInput
 from mailveil.notify.audience import parse_audience, query_entries
+from mailveil.notify.feedback import record_unsubscribe
 from mailveil.notify.models import Suppression, Template
 from mailveil.notify.queue import Dispatcher
 from mailveil.notify.sends import (
@@ -40,6 +42,14 @@ from mailveil.runtime import Runtime
 
 router = APIRouter(prefix="/v1/sends", tags=["notifications"])
 suppressions = APIRouter(prefix="/v1/suppressions", tags=["notifications"])
+# RFC 8058 one-click unsubscribe: no API key (the link's token is the credential), served at
+# https://<relay domain>/unsubscribe/<token>.
+unsubscribe = APIRouter(prefix="/unsubscribe", tags=["notifications"])
+UNSUBSCRIBE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Unsubscribe</title></head><body><h1>Unsubscribe</h1>
+<p>Stop receiving messages like this one?</p>
+<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">
+<button type="submit">Unsubscribe</button></form></body></html>"""
 SenderDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.BACKEND, Role.SERVICE))]
 PersonDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.APPROVER))]
 ReaderDep = Annotated[
@@ -195,6 +205,24 @@ def post_correction(
     )
     session.commit()
     return send_view(session, send)
+
+
+@unsubscribe.get("/{token}", response_class=HTMLResponse)
+def get_unsubscribe(token: Annotated[str, Path(max_length=64)]) -> HTMLResponse:
+    """A page with a button: a GET never unsubscribes (link scanners follow links)."""
+    return HTMLResponse(UNSUBSCRIBE_PAGE, headers={"Cache-Control": "no-store"})
+
+
+@unsubscribe.post("/{token}")
+def post_unsubscribe(
+    token: Annotated[str, Path(max_length=64)], session: SessionDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """The one-click POST (body ``List-Unsubscribe=One-Click``) a mailbox provider sends, or
+    the page's button: the customer is suppressed for the template's list (or category) and
+    the send's unsubscribe gate counts it. Repeating it changes nothing."""
+    done = record_unsubscribe(session, runtime.settings, runtime.signer, token)
+    session.commit()
+    return {"unsubscribed": True, "scope": done["scope"]}
 
 
 def _scope(value: str) -> str:
