@@ -27,7 +27,6 @@ import shutil
 import smtplib
 import tempfile
 import time
-from email.policy import SMTP as SMTP_POLICY
 from pathlib import Path
 
 from rich.console import Console
@@ -37,9 +36,10 @@ from sqlalchemy import select
 from mailveil.auth.keys import Role, issue_key, revoke_key
 from mailveil.contacts.models import Alias
 from mailveil.notify import sends
+from mailveil.notify.feedback import unsubscribe_key, unsubscribe_url
 from mailveil.notify.queue import run_to_end
 from mailveil.notify.templates import register_template, render
-from mailveil.notify.worker import Ready, build_message
+from mailveil.notify.worker import WIRE, Ready, build_message
 from notify_glitch import (
     close_world,
     everyone,
@@ -126,19 +126,19 @@ def main() -> int:
                 ).all()
             )
             settings = env.runtime.settings
+            link_key = unsubscribe_key(settings)
             messages = []
             for cid in sorted(aliases):
+                link = unsubscribe_url(settings, link_key, send_id, cid)
                 context = {
                     "customer": {"id": f"c{cid}"},
                     "facts": {"gift": {"item": "a teddy bear", "registry_id": f"R{cid}"}},
                     "send": {"id": send_id, "corrects": None},
-                    "unsubscribe_url": f"https://{settings.relay_domain}/unsubscribe/{send_id}",
+                    "unsubscribe_url": link,
                 }
                 subject, body = render(template, context)
-                item = Ready(0, cid, aliases[cid], subject, body, [])
-                data_bytes = build_message(env.runtime, send, template, item).as_bytes(
-                    policy=SMTP_POLICY
-                )
+                item = Ready(0, cid, aliases[cid], subject, body, [], link)
+                data_bytes = build_message(env.runtime, send, template, item).as_bytes(policy=WIRE)
                 messages.append((aliases[cid], data_bytes))
         with env.session_factory() as s:  # a fresh transaction: the relay wrote meanwhile
             key = issue_key(s, Role.SERVICE, principal_id=env.service.id, label="bench peer")

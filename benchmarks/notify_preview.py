@@ -3,6 +3,7 @@ audience, beside a bare SQL join of the same tables, in one run.
 
     .venv/bin/python benchmarks/notify_preview.py               # 10,000,000 recipients
     .venv/bin/python benchmarks/notify_preview.py --n 1000000   # quicker
+    .venv/bin/python benchmarks/notify_preview.py --quick       # 20,000: the suite's run
 
 Set-up (untimed, SQLite under a temp dir): ``--n`` customers inserted by one SQL statement
 (synthetic ciphertexts under the vault's real data key: a preview never decrypts an
@@ -71,7 +72,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=TARGET_N, help="recipients in the audience")
     parser.add_argument("--batch", type=int, default=2000, help="notify_batch_size")
+    parser.add_argument("--quick", action="store_true", help="20,000 recipients (the suite)")
     args, _unknown = parser.parse_known_args()  # run_all passes other benchmarks' flags too
+    if args.quick:
+        args.n = 20_000
     console = Console(width=max(120, Console().width))
     work = Path(tempfile.mkdtemp(prefix="mailveil-bench-preview-"))
     world = open_world(work, relay=False, notify_batch_size=args.batch)
@@ -143,7 +147,8 @@ def main() -> int:
             verdict(grew <= 32),
         )
         console.print(targets)
-        return 0
+        # The preview must agree with the peer on who has a gift (exits 1 otherwise).
+        return 0 if shown["counts"]["eligible"] == with_gift else 1
     finally:
         close_world(world)
         shutil.rmtree(work, ignore_errors=True)

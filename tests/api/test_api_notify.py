@@ -253,3 +253,28 @@ def test_a_correction_template_needs_no_rule_and_cannot_start_a_send(
     audience = {"customers": [{"customer": "c1"}]}
     refused = backend.post("/v1/sends", json={"template": "registry-sorry", "audience": audience})
     assert refused.status_code == 409 and "only be used to correct" in refused.json()["detail"]
+
+
+def test_an_audience_too_large_for_json_is_uploaded_as_ndjson(admin: Api, backend: Api) -> None:
+    world(admin, backend)
+    backend.ok("post", "/v1/templates", 201, json=template(expected_volume=100_000))
+    named = [{"customer": f"c{n}"} for n in range(1, 60_001)]  # c7.. do not exist
+    as_json = {"template": "registry-gift", "audience": {"customers": named}}
+    assert len(json.dumps(as_json)) > 1024 * 1024
+    assert backend.post("/v1/sends?preview=true", json=as_json).status_code == 413
+    body = "".join(json.dumps(e) + "\n" for e in named)
+    ndjson = {"Content-Type": "application/x-ndjson"}
+    seen = backend.post("/v1/sends/ndjson?template=registry-gift&preview=true", content=body,
+                        headers=ndjson)  # fmt: skip
+    assert seen.status_code == 200, seen.text
+    got = seen.json()
+    assert got["audience_source"] == "ndjson" and got["audience"] == 60_000
+    assert (
+        got["counts"]["eligible"] == 2 and got["reasons"]["ineligible: unknown customer"] == 59_994
+    )
+    bad = body[:100] + '{"customer": "c9", "colour": "red"}\n'
+    r = backend.post("/v1/sends/ndjson?template=registry-gift", content=bad, headers=ndjson)
+    assert r.status_code == 422 and r.json()["detail"].startswith("line "), r.text
+    small = '{"customer": "c1"}\n{"customer": "c2", "language": "en"}\n'
+    made = backend.post("/v1/sends/ndjson?template=registry-gift", content=small, headers=ndjson)
+    assert made.status_code == 201 and made.json()["eligible"] == 2, made.text

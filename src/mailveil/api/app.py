@@ -142,6 +142,7 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
     ):
         app.include_router(module.router)
     app.include_router(notify_sends.suppressions)
+    app.include_router(notify_sends.unsubscribe)
     app.mount("/console", create_console(runtime, host_state=app.state))
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     app.add_middleware(

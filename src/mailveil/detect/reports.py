@@ -289,6 +289,11 @@ def finish_report(
     ):
         signal = rank_sender(session, settings, signer, row.sender_domain, from_entry=seq)
     row.signal_id = signal.id if signal else None
+    if decision.relay is not None and decision.relay.from_principal:
+        # A complaint about a notification feeds its send's complaint gate.
+        from mailveil.notify.feedback import record_complaint
+
+        record_complaint(session, settings, signer, decision.relay.token, row.id)
     session.flush()
     return _outcome(row)
 

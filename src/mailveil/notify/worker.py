@@ -47,6 +47,7 @@ from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.logs import get_logger
 from mailveil.notify.audience import Entry, assess, evidence_context
+from mailveil.notify.feedback import ONE_CLICK, unsubscribe_key, unsubscribe_url
 from mailveil.notify.models import Fact, Recipient, Send, Template
 from mailveil.notify.sends import send_ref, stage_sizes
 from mailveil.notify.settle import attempt_times, mark_delivered, match_tokens, reconcile
@@ -58,6 +59,9 @@ log = logging.getLogger("mailveil.notify")
 _slog = get_logger("mailveil.notify")
 
 
+# No folding: List-Unsubscribe's long URL would become encoded words (RFC 5322 allows lines
+# of 998 octets; a subject is at most that).
+WIRE = SMTP_POLICY.clone(max_line_length=None)
 GROUP = 20  # recipients per commit; also how often the kill switch is looked at
 MAX_DEFERRALS = 3
 FINAL = ("completed", "halted", "killed")
@@ -405,6 +409,7 @@ class Ready:
     subject: str
     body: str
     fact_ids: list[str]
+    unsubscribe: str  # this recipient's one-click unsubscribe URL (RFC 8058)
 
 
 def _prepare(
@@ -416,6 +421,7 @@ def _prepare(
     now = _now()
     correcting = send.corrects_id is not None
     rule = None if correcting else rule_of(template)
+    key = unsubscribe_key(settings)
     entries = [Entry(r.external_id, tuple(r.fact_ids) if r.fact_ids else None) for r in rows]
     verdicts = assess(s, settings, template, rule, entries, now)
     drop: dict[int, tuple[str, str]] = {}
@@ -431,7 +437,7 @@ def _prepare(
         )
         context.update(
             send={"id": send.id, "corrects": send.corrects_id},
-            unsubscribe_url=f"https://{settings.relay_domain}/unsubscribe/{send.id}",
+            unsubscribe_url=unsubscribe_url(settings, key, send.id, row.customer_id),
         )
         keep.append((row, context))
     rendered: list[tuple[Any, str, str]] = []
@@ -458,8 +464,9 @@ def _prepare(
         if not result.allowed or result.alias is None:
             drop[row.id] = ("failed", f"disclosure denied: {result.reason}"[:200])
             continue
+        url = unsubscribe_url(settings, key, send.id, row.customer_id)
         ready.append(
-            Ready(row.id, row.customer_id, result.alias, subject, body, list(row.fact_ids))
+            Ready(row.id, row.customer_id, result.alias, subject, body, list(row.fact_ids), url)
         )
     for rid, (state, reason) in drop.items():
         s.execute(
@@ -499,8 +506,10 @@ def build_message(runtime: Runtime, send: Send, template: Template, item: Ready)
     msg["Subject"] = item.subject
     msg["Message-ID"] = message_id(send.id, item.customer_id, domain)
     msg["X-Contact-Reason"] = template.reason
-    if template.category == "marketing":
-        msg["List-Unsubscribe"] = f"<https://{domain}/unsubscribe/{send.id}>"
+    # RFC 8058 one-click, on every notification: the relay keeps exactly these (its own
+    # endpoint) and signs them with DKIM; mailbox providers show an unsubscribe button.
+    msg["List-Unsubscribe"] = f"<{item.unsubscribe}>"
+    msg["List-Unsubscribe-Post"] = ONE_CLICK
     msg.set_content(item.body)
     return msg
 
@@ -511,7 +520,7 @@ def _transmit(
     out = Outcome()
     mail_from = f"notifications@{runtime.settings.relay_domain}"
     for pos, item in enumerate(ready):
-        data = build_message(runtime, send, template, item).as_bytes(policy=SMTP_POLICY)
+        data = build_message(runtime, send, template, item).as_bytes(policy=WIRE)
         try:
             client.sendmail(mail_from, [item.alias], data)
         except smtplib.SMTPRecipientsRefused as exc:

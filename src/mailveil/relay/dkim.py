@@ -53,6 +53,8 @@ SIGNED_FIELDS: tuple[bytes, ...] = (
     b"reply-to",
     b"in-reply-to",
     b"references",
+    b"list-unsubscribe",  # RFC 8058: the one-click fields must be covered by the signature
+    b"list-unsubscribe-post",
 )
 OVERSIGNED_FIELDS: tuple[bytes, ...] = (b"from",)
 

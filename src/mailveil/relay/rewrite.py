@@ -21,7 +21,10 @@ Both directions (customer → principal and principal → customer) use the same
    - ``DKIM-Signature``, ``ARC-*``, ``Authentication-Results``, ``Received-SPF``: results and
      signatures from outside; they name the sender's domain and no longer verify after the
      rewrite. The relay signs again with its own key.
-   - ``List-Unsubscribe``, ``List-*``: ``mailto:`` links to the sender; the relay sets its own.
+   - ``List-Unsubscribe``, ``List-*``: ``mailto:`` links to the sender. Kept only when it is
+     the relay's own one-click endpoint (``https://<relay domain>/unsubscribe/<token>``, with
+     ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``, RFC 8058), which mailveil's
+     notifications write.
    - provider fields (``X-MS-*``, ``X-Google-*``, ``X-Gm-*``, ``X-Yahoo-*``, ``X-Apple-*``...):
      account identifiers and client details.
 
@@ -192,6 +195,25 @@ def rewrite(
         raise MalformedMessage(f"message could not be rewritten: {type(exc).__name__}") from exc
 
 
+def _own_unsubscribe(message: EmailMessage, relay_domain: str) -> list[tuple[str, str]]:
+    """The relay's own one-click unsubscribe (RFC 8058, written by mailveil's notifications:
+    an opaque token on the relay domain, no address), kept when it is exactly that."""
+
+    def values(name: str) -> list[str]:
+        return [
+            _UNFOLD.sub("", str(v)).strip() for k, v in message.raw_items() if k.lower() == name
+        ]
+
+    link, post = values("list-unsubscribe"), values("list-unsubscribe-post")
+    own = re.compile(rf"<https://{re.escape(relay_domain)}/unsubscribe/[a-z2-7]{{1,64}}>")
+    if len(link) != 1 or not own.fullmatch(link[0]) or post not in ([], [_ONE_CLICK]):
+        return []
+    return [("List-Unsubscribe", link[0])] + [("List-Unsubscribe-Post", p) for p in post]
+
+
+_ONE_CLICK = "List-Unsubscribe=One-Click"
+
+
 def _rewrite(
     message: EmailMessage,
     from_alias: str,
@@ -205,6 +227,7 @@ def _rewrite(
     date = _utc_date(message)
 
     kept = [(k, v) for k, v in message.raw_items() if k.lower() in KEPT_HEADERS]
+    unsubscribe = _own_unsubscribe(message, relay_domain)
     for key in {k.lower() for k in message}:
         del message[key]
     for key, value in kept:
@@ -225,6 +248,12 @@ def _rewrite(
         message.set_raw(key, value)
 
     out = canonical_crlf(message.as_bytes(policy=email.policy.SMTP))
+    if unsubscribe:
+        # Written as they came (one line each, under 998 octets): the generator would fold a
+        # long URL into encoded words, which no mailbox provider reads as a link.
+        head, sep, body = out.partition(b"\r\n\r\n")
+        extra = b"".join(f"{k}: {v}\r\n".encode("ascii") for k, v in unsubscribe)
+        out = head + b"\r\n" + extra[:-2] + sep + body
     if redactor.found_bytes(out):
         # Belt and braces: refusing is better than delivering a trace of a real address.
         raise MalformedMessage("redaction could not be verified on the output")

@@ -9,13 +9,18 @@ Dramatiq queue when ``notify_broker_url`` is set); ``kill`` stops it before its 
 
 from __future__ import annotations
 
+import json
+from collections.abc import Iterator
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request, Response
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from mailveil.api.bulk import is_ndjson, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.types import Count, Id
 from mailveil.auth.keys import Caller, Role
@@ -23,7 +28,8 @@ from mailveil.contacts import validation as v
 from mailveil.contacts.customers import get_customer_by_external_id
 from mailveil.db.base import utcnow
 from mailveil.errors import Forbidden, InvalidInput
-from mailveil.notify.audience import parse_audience, query_entries
+from mailveil.notify.audience import Entry, parse_audience, parse_entry, query_entries
+from mailveil.notify.feedback import record_unsubscribe
 from mailveil.notify.models import Suppression, Template
 from mailveil.notify.queue import Dispatcher
 from mailveil.notify.sends import (
@@ -41,6 +47,14 @@ from mailveil.runtime import Runtime
 
 router = APIRouter(prefix="/v1/sends", tags=["notifications"])
 suppressions = APIRouter(prefix="/v1/suppressions", tags=["notifications"])
+# RFC 8058 one-click unsubscribe: no API key (the link's token is the credential), served at
+# https://<relay domain>/unsubscribe/<token>.
+unsubscribe = APIRouter(prefix="/unsubscribe", tags=["notifications"])
+UNSUBSCRIBE_PAGE = """<!doctype html><html lang="en"><head><meta charset="utf-8">
+<title>Unsubscribe</title></head><body><h1>Unsubscribe</h1>
+<p>Stop receiving messages like this one?</p>
+<form method="post"><input type="hidden" name="List-Unsubscribe" value="One-Click">
+<button type="submit">Unsubscribe</button></form></body></html>"""
 SenderDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.BACKEND, Role.SERVICE))]
 PersonDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.APPROVER))]
 ReaderDep = Annotated[
@@ -130,6 +144,54 @@ def post_send(
     return send_view(session, send)
 
 
+@router.post("/ndjson", status_code=201)
+async def post_send_ndjson(
+    request: Request,
+    response: Response,
+    session: SessionDep,
+    runtime: RuntimeDep,
+    caller: SenderDep,
+    template: Annotated[str, Query(max_length=64)],
+    version: Annotated[int | None, Query(ge=1)] = None,
+    is_preview: Annotated[bool, Query(alias="preview")] = False,
+) -> dict[str, Any]:
+    """A send (or a preview) whose audience is uploaded as NDJSON (``application/x-ndjson``,
+    one ``{"customer", "facts"?, "language"?}`` a line): for explicit lists too large for a
+    JSON body. The body is spooled to disk and read line by line; a bad line is a 422
+    naming its line number."""
+    if not is_ndjson(request):
+        raise InvalidInput("send the audience as application/x-ndjson, one entry a line")
+    body = await spool(request)
+
+    def entries() -> Iterator[Entry]:
+        for number, line in enumerate(body.lines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                raw = json.loads(line)
+            except ValueError as exc:
+                raise InvalidInput(f"line {number}: not JSON") from exc
+            yield parse_entry(raw, f"line {number}")
+
+    def work() -> dict[str, Any]:
+        row = get_template(session, template, version)
+        _owned(caller, row)
+        if is_preview:
+            return preview(session, runtime.settings, row, entries(), source="ndjson")
+        send = create_send(session, runtime.settings, runtime.signer, template=row,
+                           entries=entries(), actor=caller.actor)  # fmt: skip
+        session.commit()
+        return send_view(session, send)
+
+    try:
+        out = await run_in_threadpool(work)
+    finally:
+        body.close()
+    if is_preview:
+        response.status_code = 200
+    return out
+
+
 @router.get("/{send_id}")
 def get_one(send_id: Id, session: SessionDep, caller: ReaderDep) -> dict[str, Any]:
     return send_view(session, get_send(session, send_id))
@@ -196,6 +258,24 @@ def post_correction(
     )
     session.commit()
     return send_view(session, send)
+
+
+@unsubscribe.get("/{token}", response_class=HTMLResponse)
+def get_unsubscribe(token: Annotated[str, Path(max_length=64)]) -> HTMLResponse:
+    """A page with a button: a GET never unsubscribes (link scanners follow links)."""
+    return HTMLResponse(UNSUBSCRIBE_PAGE, headers={"Cache-Control": "no-store"})
+
+
+@unsubscribe.post("/{token}")
+def post_unsubscribe(
+    token: Annotated[str, Path(max_length=64)], session: SessionDep, runtime: RuntimeDep
+) -> dict[str, Any]:
+    """The one-click POST (body ``List-Unsubscribe=One-Click``) a mailbox provider sends, or
+    the page's button: the customer is suppressed for the template's list (or category) and
+    the send's unsubscribe gate counts it. Repeating it changes nothing."""
+    done = record_unsubscribe(session, runtime.settings, runtime.signer, token)
+    session.commit()
+    return {"unsubscribed": True, "scope": done["scope"]}
 
 
 def _scope(value: str) -> str:
