@@ -132,6 +132,8 @@ class Settings:
     # held; signed, delivered in batches from a cursor, retried with backoff.
     events_url: str = ""
     events_timeout_seconds: float = 5.0
+    # How often `mailveil serve` pushes new events (`mailveil events push` does it by hand).
+    events_push_seconds: float = 5.0
     events_batch_size: int = 100
     # Tracking pixels and click-tracking redirects in mail to customers are removed
     # (mailveil.relay.trackers); extra tracker hosts, comma-separated, beside the shipped list.
@@ -574,8 +576,17 @@ def _check_platform(settings: Settings) -> None:
             raise SettingsError(f"{name} must be an http:// or https:// URL")
         if url and not settings.platform_webhook_secret:
             raise SettingsError(f"{name} needs platform_webhook_secret (requests are signed)")
-    if settings.veto_timeout_seconds <= 0 or settings.events_timeout_seconds <= 0:
-        raise SettingsError("veto_timeout_seconds and events_timeout_seconds must be > 0")
+    if (
+        min(
+            settings.veto_timeout_seconds,
+            settings.events_timeout_seconds,
+            settings.events_push_seconds,
+        )
+        <= 0
+    ):
+        raise SettingsError(
+            "veto_timeout_seconds, events_timeout_seconds and events_push_seconds must be > 0"
+        )
     if settings.events_batch_size < 1:
         raise SettingsError("events_batch_size must be >= 1")
 

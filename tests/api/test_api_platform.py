@@ -199,3 +199,59 @@ def test_console_sellers_page_shows_response_times_without_addresses(
     assert "default-src" in page.headers["content-security-policy"]
     assert "s-1" in page.text and "2 h 00 min" in page.text  # p50 = p95 = 120 minutes
     assert EMAIL.lower() not in page.text.lower() and "@" not in re.sub(r"<[^>]+>", "", page.text)
+
+
+def test_serve_pushes_new_events_to_the_webhook(
+    runtime: Runtime, session_factory: sessionmaker[Session]
+) -> None:
+    import threading
+    import time
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+    from typing import Any
+
+    from fastapi.testclient import TestClient
+
+    from mailveil.api.app import create_app
+
+    bodies: list[dict[str, Any]] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, format: str, *args: Any) -> None:
+            return
+
+        def do_POST(self) -> None:
+            bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(200)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        runtime.settings = runtime.settings.with_overrides(
+            events_url=f"http://127.0.0.1:{server.server_address[1]}/events",
+            platform_webhook_secret="serve-events-secret",
+            events_push_seconds=0.2,
+            checkpoint_every_seconds=3600,
+        )
+        with session_factory() as session:
+            append(
+                session,
+                [
+                    Event(
+                        kind="message",
+                        subject="customer:1",
+                        purpose="to_customer",
+                        detail={"relay_message": "m1"},
+                    )
+                ],
+                runtime.settings,
+                runtime.signer,
+            )
+            session.commit()
+        with TestClient(create_app(runtime, background_checkpoints=True)):
+            time.sleep(1.5)  # about seven ticks of the 0.2 s loop
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [e["message"] for b in bodies for e in b["events"]] == ["m1"]  # once, not per tick

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator
 
+import httpx
 import structlog
 from fastapi import FastAPI
 
@@ -40,6 +41,7 @@ from mailveil.console.app import create_console
 from mailveil.db.session import session_scope
 from mailveil.ledger.append import checkpoint_now
 from mailveil.ops.alerts import pump
+from mailveil.platform.events import push_once, webhook_client
 from mailveil.runtime import Runtime
 from mailveil.witness.publish import publish_latest
 
@@ -85,6 +87,26 @@ async def _alert_loop(runtime: Runtime) -> None:
         except Exception as exc:  # keep the loop alive; the outbox keeps the alerts
             log.error("alert_pump_failed", error_type=type(exc).__name__)
         await asyncio.sleep(settings.alert_poll_seconds)
+async def _events_loop(runtime: Runtime) -> None:
+    """Pushes new message events to ``events_url`` (``platform.events``: signed, retried
+    with backoff, the cursor moving only on the receiver's 2xx)."""
+    log = structlog.get_logger("mailveil.events")
+    settings = runtime.settings
+    with webhook_client(settings) as client:
+        while True:
+            await asyncio.sleep(settings.events_push_seconds)
+            try:
+                await asyncio.to_thread(_push_events, runtime, client)
+            except Exception as exc:  # keep the loop alive; the next tick retries
+                log.error("events_push_failed", error_type=type(exc).__name__)
+
+
+def _push_events(runtime: Runtime, client: httpx.Client) -> None:
+    while True:
+        with session_scope(runtime.session_factory) as session:
+            result = push_once(session, runtime.settings, client)
+        if result.error or result.waiting or result.sent == 0:
+            return
 
 
 def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> FastAPI:
@@ -95,6 +117,8 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
             tasks.append(asyncio.create_task(_checkpoint_loop(runtime)))
         if background_checkpoints and runtime.settings.alert_webhook_url:
             tasks.append(asyncio.create_task(_alert_loop(runtime)))
+        if background_checkpoints and runtime.settings.events_url:
+            tasks.append(asyncio.create_task(_events_loop(runtime)))
         try:
             yield
         finally:
