@@ -115,11 +115,17 @@ def take_over_retries(session: Session, rows: dict[str, dict[str, Any]]) -> dict
     taken: dict[str, str] = {}
     for key, token in found:
         new = rows[by_key[key]]
-        # The copy now on its way is this attempt's: replies are matched by its Message-ID.
+        # The copy now on its way is this attempt's: replies are matched by its Message-ID,
+        # and notify.settle matches a recipient's attempt to the row by its time.
         session.execute(
             update(_messages)
             .where(_messages.c.token == token)
-            .values(message_id=new["message_id"], size=new["size"], sha256=new["sha256"])
+            .values(
+                message_id=new["message_id"],
+                size=new["size"],
+                sha256=new["sha256"],
+                created_at=new["created_at"],
+            )
         )
         taken[by_key[key]] = str(token)
     return taken
