@@ -2,8 +2,15 @@
 into an SMTP sink, in one run.
 
     .venv/bin/python benchmarks/relay.py                      # 2,000 messages, 8 connections
+    .venv/bin/python benchmarks/relay.py --quick              # 150 messages (the suite's)
     .venv/bin/python benchmarks/relay.py --n 10000 --concurrency 16
     .venv/bin/python benchmarks/relay.py --profile            # also: where mailveil's time goes
+
+Runs on SQLite and then PostgreSQL (a private database, dropped afterwards; ``--backends``
+picks, ``--database-url`` names one database instead) and ends with issue 16's targets, each
+with what was measured on each backend and its verdict -- "not measured" for those this run
+does not measure (memory over 100,000 mixed messages, mixed API load, scale-out) -- and the
+load average while it ran: on a shared machine the figures are noisy.
 
 Set-up (untimed): a temporary data directory made by ``mailveil init`` (SQLite unless
 ``--database-url``), DKIM and VERP keys, ``--customers`` customers each with a shipped order
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import multiprocessing as mp
 import os
@@ -57,6 +65,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import event, insert, select
 
+from _memory import rss_mib
 from mailveil.config import Settings, load_settings
 
 HERE = Path(__file__).resolve().parent
@@ -244,12 +253,14 @@ def relay_main(settings: Settings, conn: Connection, profile: bool) -> None:
         loop = asyncio.get_running_loop()
         commands = ThreadPoolExecutor(1)  # not the default pool: that one runs DB work
         base: dict[str, int] = {}
+        base_rss = rss_mib()
         while True:
             command = await loop.run_in_executor(commands, conn.recv)
             if command == "reset":
                 counts.clear()
                 kinds.clear()
                 base = {"commits": server.journal.commits, "writes": server.journal.writes}
+                base_rss = rss_mib()
                 if profile and not _have_py_spy():
                     import cProfile
 
@@ -262,8 +273,10 @@ def relay_main(settings: Settings, conn: Connection, profile: bool) -> None:
                 stats: dict[str, Any] = dict(counts)
                 stats["journal_commits"] = server.journal.commits - base.get("commits", 0)
                 stats["journal_writes"] = server.journal.writes - base.get("writes", 0)
+                stats["rss_before_mib"] = base_rss
                 stats["sent"] = server.smarthost.sent
                 stats["kinds"] = kinds.most_common()
+                stats["rss_mib"] = rss_mib()
                 conn.send(stats)
             elif command == "stop":
                 break
@@ -436,21 +449,64 @@ def report(
             "-" if r.round_trips is None else f"{r.round_trips:.2f}",
         )
     console.print(table)
+    if mv.detail:
+        console.print(mv.detail)
+
+
+Verdict = tuple[str, str, bool | None]  # target, measured, met (None: not measured)
+NOT_MEASURED = "not measured"
+
+
+def verdicts(
+    mv: Result, pf: Result, probes: list[Result], concurrency: int, rss: tuple[float, float]
+) -> list[Verdict]:
+    """Every target of issue 16, as measured in this run (or said not to be)."""
     ratio = mv.rate / pf.rate
     p99 = percentile(mv.submit_ms, 0.99)
     rt = mv.round_trips or 0.0
-    targets = Table(title="targets")
-    for column in ("target", "measured", "met"):
-        targets.add_column(column)
-    for label, value, ok in (
-        ("throughput >= 1.0 x Postfix (end to end)", f"{ratio:.2f} x", ratio >= 1.0),
-        ("p99 latency <= 50 ms (mailveil submission)", f"{p99:.1f} ms", p99 <= 50),
+    out: list[Verdict] = [
+        (f"end to end >= 1.0 x Postfix, {concurrency} connections", f"{ratio:.2f} x "
+         f"({mv.rate:,.0f} vs {pf.rate:,.0f} msg/s)", ratio >= 1.0),
+    ]  # fmt: skip
+    if probes:
+        one, pf_one = probes
+        r1, p50 = one.rate / pf_one.rate, percentile(one.submit_ms, 0.5)
+        out.append(("one connection >= 0.5 x Postfix", f"{r1:.2f} x ({one.rate:,.0f} vs "
+                    f"{pf_one.rate:,.0f} msg/s)", r1 >= 0.5))  # fmt: skip
+    else:
+        out.append(("one connection >= 0.5 x Postfix", NOT_MEASURED, None))
+    out.append((f"submission p99 <= 50 ms, {concurrency} connections", f"{p99:.1f} ms", p99 <= 50))
+    if probes:
+        out.append(("submission p50 <= 5 ms, one connection", f"{p50:.1f} ms", p50 <= 5))
+    else:
+        out.append(("submission p50 <= 5 ms, one connection", NOT_MEASURED, None))
+    out += [
         ("<= 3 database round trips per message", f"{rt:.2f}", rt <= 3),
-    ):
-        targets.add_row(label, value, "[green]yes[/]" if ok else "[red]no[/]")
-    console.print(targets)
-    if mv.detail:
-        console.print(mv.detail)
+        # The target is 100,000 mixed and hostile messages against 10,000: not this run's
+        # 2 KB stream, whose RSS is shown for what it is.
+        ("memory flat: RSS at 100,000 mixed msgs within 10 % of at 10,000",
+         f"{NOT_MEASURED} (2 KB run: {rss[0]:.0f} -> {rss[1]:.0f} MiB)", None),
+        ("mixed load: relay p99 <= 1.5 x idle while the API is loaded", NOT_MEASURED, None),
+        ("scale out: msg/s grows with processes and hosts, none lost or doubled",
+         NOT_MEASURED, None),
+    ]  # fmt: skip
+    return out
+
+
+def print_verdicts(console: Console, runs: dict[str, list[Verdict]], note: str) -> None:
+    table = Table(title="issue 16 targets", caption=note)
+    table.add_column("target")
+    for backend in runs:
+        table.add_column(f"{backend}: measured")
+        table.add_column("met")
+    labels = [label for label, _, _ in next(iter(runs.values()))]
+    for i, label in enumerate(labels):
+        cells = [label]
+        for rows in runs.values():
+            _, value, ok = rows[i]
+            cells += [value, "-" if ok is None else "[green]yes[/]" if ok else "[red]no[/]"]
+        table.add_row(*cells)
+    console.print(table)
 
 
 _FRAME = re.compile(r"^(?P<fn>.*?) \((?P<file>[^:()]*?)(?::\d+)?\)$")
@@ -505,6 +561,9 @@ def summarise_py_spy(raw: Path, top: int = 20) -> str:
 # ---------------------------------------------------------------------------------- main
 
 
+PG_URL = os.environ.get("MAILVEIL_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=2000, help="messages per path")
@@ -514,10 +573,69 @@ def main() -> int:
     parser.add_argument(
         "--probe", type=int, default=200, help="messages over one connection (unloaded latency)"
     )
-    parser.add_argument("--database-url", default="", help="default: SQLite in the data dir")
+    parser.add_argument(
+        "--database-url", default="", help="one database instead of SQLite and PostgreSQL"
+    )
+    parser.add_argument(
+        "--backends", default="sqlite,postgresql", help="comma-separated: sqlite, postgresql"
+    )
+    parser.add_argument("--pg-url", default=PG_URL, help="server for a private database")
+    parser.add_argument("--quick", action="store_true", help="a small run (the suite's)")
     parser.add_argument("--profile", action="store_true", help="profile the relay process")
     args = parser.parse_args()
+    if args.quick:
+        args.n, args.warmup, args.probe, args.customers = 150, 20, 40, 50
     console = Console(width=max(120, Console().width))
+    runs: dict[str, list[Verdict]] = {}
+    code = 0
+    if args.database_url:
+        targets = [(args.database_url.split(":")[0], args.database_url)]
+    else:
+        targets = [(b.strip(), "") for b in args.backends.split(",") if b.strip()]
+    for backend, url in targets:
+        console.rule(backend)
+        if backend == "postgresql" and not url:
+            with private_database(args.pg_url) as private:
+                rc, rows = bench(args, private, console)
+        else:
+            rc, rows = bench(args, url, console)
+        code = code or rc
+        if rows:
+            runs[backend] = rows
+    if runs:
+        load = os.getloadavg()[0]
+        print_verdicts(
+            console,
+            runs,
+            f"one run each, {args.n:,} messages; load average {load:.1f} on {os.cpu_count()} "
+            "CPUs while measured (figures are noisy when it exceeds the CPU count)",
+        )
+    return code
+
+
+@contextlib.contextmanager
+def private_database(pg_url: str) -> Iterator[str]:
+    """A PostgreSQL database of its own for one run (dropped afterwards)."""
+    from sqlalchemy import text
+
+    from mailveil.db.session import make_engine
+
+    name = f"mv_bench_relay_{os.getpid()}_{int(time.time())}"
+    admin = make_engine(url=pg_url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield pg_url.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def bench(
+    args: argparse.Namespace, database_url: str, console: Console
+) -> tuple[int, list[Verdict]]:
+    """One backend: the relay and Postfix side by side; exit code and the targets' verdicts."""
     sys.path.insert(0, str(HARNESS))
     from postfix_harness import (  # type: ignore[import-not-found,unused-ignore]
         PostfixInstance,
@@ -527,13 +645,13 @@ def main() -> int:
 
     if not postfix_installed():
         console.print("postfix is not installed: run scripts/ensure-debian.sh")
-        return 1
+        return 1, []
     work = Path(tempfile.mkdtemp(prefix="mailveil-bench-relay-"))
     postfix_root = Path(tempfile.mkdtemp(prefix="mailveil-bench-postfix-"))
     settings = load_settings(
         env={},
         data_dir=work / "var",
-        database_url=args.database_url,
+        database_url=database_url,
         relay_host="127.0.0.1",
         relay_allow_plain_auth_on_loopback=True,
         smarthost_host="127.0.0.1",
@@ -623,6 +741,8 @@ def main() -> int:
             + ", ".join(f"{kind} {count / args.n:.2f}" for kind, count in stats["kinds"])
         )
         report(console, mv, pf, probes, args)
+        rss = (float(stats.get("rss_before_mib", 0.0)), float(stats.get("rss_mib", 0.0)))
+        rows = verdicts(mv, pf, probes, args.concurrency, rss)
         console.print(
             f"submission latency (ms): mailveil mean {statistics.mean(mv.submit_ms):.1f}, "
             f"Postfix mean {statistics.mean(pf.submit_ms):.1f}"
@@ -637,7 +757,7 @@ def main() -> int:
                 console.print("cProfile of the relay's event-loop thread:\n" + text, markup=False)
         sinks.send(("stop", ""))
         sinks.recv()
-        return 1 if leaks else 0
+        return (1 if leaks else 0), rows
     finally:
         if postfix is not None:
             postfix.stop()

@@ -17,7 +17,8 @@ ledger entry holds (who, which alias, why, size, body hash) plus what the relay 
   says so, it never guesses "delivered").
 - ``retry_key`` and ``attempts``: a sender's retry of a deferred (or unknown) message is the
   same message (same envelope, same bytes); it takes over this row instead of making a new
-  one, so the ledger has one ``message`` entry per message (``relay.reconcile``).
+  one, so the ledger has one ``message`` entry per message (``relay.reconcile``); the row's
+  ``created_at``, Message-ID, size and hash are then the latest attempt's.
 
 No address of either side is stored: customers and principals are named by id, the alias is
 on the relay domain.

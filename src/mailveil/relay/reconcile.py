@@ -23,7 +23,10 @@ kill between the smarthost's acceptance and the 250 gives a duplicate (README).
 
 Recognising a retry costs one statement per group commit, so the journal only looks while
 retryable rows may exist: after this process deferred a message, or when the last reconcile
-saw a retryable row younger than ``relay_retry_window_seconds``.
+saw a retryable row younger than ``relay_retry_window_seconds``. Another relay process learns of
+a deferral at its next reconcile (``relay_reconcile_interval_seconds``, 60 s): a retry reaching it
+sooner is recorded as a new message. MTAs wait minutes before a first retry (Postfix:
+``minimal_backoff_time``, 300 s), so in practice every retry is recognised.
 """
 
 from __future__ import annotations
@@ -115,11 +118,17 @@ def take_over_retries(session: Session, rows: dict[str, dict[str, Any]]) -> dict
     taken: dict[str, str] = {}
     for key, token in found:
         new = rows[by_key[key]]
-        # The copy now on its way is this attempt's: replies are matched by its Message-ID.
+        # The copy now on its way is this attempt's: replies are matched by its Message-ID,
+        # and notify.settle matches a recipient's attempt to the row by its time.
         session.execute(
             update(_messages)
             .where(_messages.c.token == token)
-            .values(message_id=new["message_id"], size=new["size"], sha256=new["sha256"])
+            .values(
+                message_id=new["message_id"],
+                size=new["size"],
+                sha256=new["sha256"],
+                created_at=new["created_at"],
+            )
         )
         taken[by_key[key]] = str(token)
     return taken

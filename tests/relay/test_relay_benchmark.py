@@ -1,0 +1,62 @@
+"""The relay benchmark's quick mode runs beside Postfix on SQLite and PostgreSQL and prints
+every issue-16 target with a verdict, "not measured" for those it does not run (figures are
+not judged here: they belong to benchmarks/, beside Postfix's)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from postfix_harness import postfix_installed, postfix_required
+
+from dbkit import PG_URL
+
+BENCHMARK = Path(__file__).resolve().parents[2] / "benchmarks" / "relay.py"
+TARGETS = (
+    "end to end >= 1.0 x Postfix, 8 connections",
+    "one connection >= 0.5 x Postfix",
+    "submission p99 <= 50 ms, 8 connections",
+    "submission p50 <= 5 ms, one connection",
+    "<= 3 database round trips per message",
+    "memory flat",
+    "mixed load",
+    "scale out",
+)
+
+
+def test_relay_benchmark_quick_mode_prints_every_target_on_both_backends(
+    _pg_available: bool,
+) -> None:
+    if not postfix_installed():
+        if postfix_required():
+            pytest.fail("postfix is required here but not installed (scripts/ensure-debian.sh)")
+        pytest.skip("postfix is not installed (scripts/ensure-debian.sh)")
+    backends = "sqlite,postgresql" if _pg_available else "sqlite"
+    done = subprocess.run(
+        [sys.executable, str(BENCHMARK), "--quick", "--backends", backends, "--pg-url", PG_URL],
+        capture_output=True,
+        text=True,
+        timeout=1200,
+        env={**os.environ, "COLUMNS": "250"},
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    verdicts = done.stdout[done.stdout.index("issue 16 targets") :]
+    header = verdicts.splitlines()[2]
+    for backend in backends.split(","):
+        assert f"{backend}: measured" in header
+    rows = {
+        line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+        for line in verdicts.splitlines()
+        if line.startswith("│") and "measured" not in line.split("│")[1]
+    }
+    for target in TARGETS:
+        [cells] = [v for k, v in rows.items() if k.startswith(target)]
+        mets = cells[1::2]
+        assert len(mets) == len(backends.split(","))
+        if target in ("memory flat", "mixed load", "scale out"):
+            assert all(m == "-" for m in mets) and all("not measured" in c for c in cells[::2])
+        else:
+            assert all(m in ("yes", "no") for m in mets), (target, cells)
