@@ -86,7 +86,7 @@ from sqlalchemy.orm import Session
 
 from mailveil.access.listing import list_for_employee
 from mailveil.config import load_settings
-from mailveil.contacts.models import Alias
+from mailveil.contacts.models import Alias, Principal
 from mailveil.db.session import make_engine
 from mailveil.detect.models import AbuseReport, IncidentCulprit, Signal
 from mailveil.detect.ranking import rank_principals
@@ -377,7 +377,8 @@ def run_scenario(seed: int, size: dict[str, int], keep: str | None = None) -> di
         result["anomaly"] = _anomalies(w.engine, w.settings, p.leaks, days)
         w.engine.dispose()
         if keep is not None:
-            _keep(Path(keep), Path(tmp), seed, days, p.leaks)
+            kept = {k: v for k, v in result.items() if k != "anomaly"}
+            _keep(Path(keep), Path(tmp), seed, days, p.leaks, kept)
     result["seconds"] = time.perf_counter() - t0
     result["seed"] = seed
     return result
@@ -441,16 +442,17 @@ def _collect(s: Session, w: World, p: Plan, named_day: dict[int, int]) -> dict[s
     }
 
 
-def _keep(keep: Path, tmp: Path, seed: int, days: int, leaks: list[Leak]) -> None:
-    """The scenario's ledger and leak plan, for ``--rescore``."""
+def _keep(
+    keep: Path, tmp: Path, seed: int, days: int, leaks: list[Leak], result: dict[str, Any]
+) -> None:
+    """The scenario's ledger, leak plan and attribution figures, for ``--rescore``."""
     keep.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(tmp / "mailveil.db", keep / f"seed-{seed}.db")
     plan_ = [
         {"kind": lk.kind, "culprit": lk.culprit, "start": lk.start, "end": lk.end} for lk in leaks
     ]
-    (keep / f"seed-{seed}.json").write_text(
-        json.dumps({"seed": seed, "days": days, "leaks": plan_})
-    )
+    meta = {"seed": seed, "days": days, "leaks": plan_, "result": result}
+    (keep / f"seed-{seed}.json").write_text(json.dumps(meta, default=str))
 
 
 def _rescore_one(path: str) -> dict[str, Any]:
@@ -460,12 +462,31 @@ def _rescore_one(path: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="mailveil-rescore-") as tmp:
         settings = load_settings(env={}, data_dir=Path(tmp), relay_domain="relay.shop.example")
         try:
-            return {
-                "seed": meta["seed"],
-                "anomaly": _anomalies(engine, settings, leaks, meta["days"]),
-            }
+            result = dict(meta.get("result") or _attribution_after(engine, leaks))
+            result["anomaly"] = _anomalies(engine, settings, leaks, meta["days"])
+            result["seed"] = meta["seed"]
+            return result
         finally:
             engine.dispose()
+
+
+def _attribution_after(engine: Any, leaks: list[Leak]) -> dict[str, Any]:
+    """Attribution figures from a ledger kept without them: what the database says (who was
+    named, how exactly); report counts, ranks, delays and the adversary's attempts were
+    only in the run's memory (``post_hoc`` marks them missing)."""
+    with Session(engine) as s:
+        shady = s.scalar(
+            select(Principal.id).where(
+                Principal.kind == "seller", Principal.external_id == "s-bulk"
+            )
+        )
+        for lk in leaks:
+            lk.buyer = shady if lk.kind in ROTATING else None
+        result = _collect(s, None, Plan(leaks), {})  # type: ignore[arg-type]
+    result["framing"] = None
+    result["framed_named"] = []
+    result["post_hoc"] = True
+    return result
 
 
 def _anomalies(engine: Any, settings: Any, leaks: list[Leak], days: int) -> dict[str, Any]:
@@ -688,7 +709,12 @@ def rescore(console: Console, folder: Path, seeds: list[int] | None, workers: in
             results = list(pool.map(_rescore_one, [str(q) for q in paths]))
     else:
         results = [_rescore_one(str(q)) for q in paths]
-    verdicts = anomaly_table(console, [r["anomaly"] for r in results])
+    if any(r.get("post_hoc") for r in results):
+        console.print(
+            "  kept without figures: attribution recounted from the database (report counts, "
+            "ranks, delays and framing attempts were not kept: ignore those rows)"
+        )
+    summarise(console, results)
     for r in results:
         missed = [
             k
@@ -697,8 +723,6 @@ def rescore(console: Console, folder: Path, seeds: list[int] | None, workers: in
         ]
         if missed:
             console.print(f"  seed {r['seed']}: missed at 1/1000: {missed}")
-    for what, ok in verdicts:
-        console.print(f"  target: {what}: {'PASS' if ok else 'FAIL'}")
     return 0
 
 

@@ -35,6 +35,7 @@ from mailveil.config import Settings
 from mailveil.detect.anomalies_extract import ExtractStats, LoadMethod, load_from_database
 from mailveil.detect.anomalies_features import (
     DAILY_FEATURES,
+    DRIFT_FEATURES,
     ROLLING_FEATURES,
     FeatureConfig,
     build_features,
@@ -54,6 +55,7 @@ LABELS = {
     "customers_7d": "customers looked up over 7 days",
     "no_case_7d": "lookups without a case over 7 days",
     "reveals_7d": "reveals over 7 days",
+    "uncited_share_wd": "customers looked up without their case",
 }
 
 
@@ -70,6 +72,11 @@ class AnomalyConfig(FeatureConfig):
     min_score: float = 6.0
     cooldown_days: int = 7
     reason_z: float = 3.0
+    # Drift shares: without this many customers in the own baseline there is no drift to
+    # speak of (a new employee's habits are not a change); the baseline is shrunk towards
+    # the peers' share as if it had drift_prior_n more customers; counts are binomial.
+    drift_min_base_n: float = 40.0
+    drift_prior_n: float = 10.0
     seed: int = 0
 
 
@@ -105,7 +112,10 @@ def _us(day: date) -> int:
 def _window(config: AnomalyConfig, since: date | None, until: date | None) -> tuple[int, int]:
     """What to read: the scored days plus enough before them for the baselines."""
     # history_days counts active days: read enough calendar days to cover them.
-    back = 2 * config.history_days + config.rolling_days
+    back = max(
+        2 * config.history_days + config.rolling_days,
+        config.drift_days + config.drift_base_days,
+    )
     t0 = 0 if since is None else _us(since - timedelta(days=back))
     t1 = 2**62 if until is None else _us(until + timedelta(days=1))
     return t0, t1
@@ -181,10 +191,45 @@ def _evidence(cols: dict[str, Any], config: AnomalyConfig) -> _Scored:
         adds = z_peer[daily] >= 1.0
         z_own[f], z_peer[f] = np.full(n, np.nan), zp
         evidence[f] = np.where(adds, np.minimum(zp, npeer), 0.0).clip(0.0, config.z_cap)
+    for f, (x_col, _) in DRIFT_FEATURES.items():
+        zo, zp = _drift_z(cols, f, config)
+        # Counted on days that add to it, like the trailing sums.
+        adds = _col(cols, x_col) >= 1
+        z_own[f], z_peer[f] = zo, zp
+        drift = np.minimum(np.nan_to_num(zo, nan=0.0), zp)
+        evidence[f] = np.where(adds, drift, 0.0).clip(0.0, config.z_cap)
     forest_z = _forest(cols, config) if n else np.zeros(0)
     rules = np.sqrt(sum((e**2 for e in evidence.values()), np.zeros(n)))
     score = np.sqrt(rules**2 + (config.forest_weight * forest_z) ** 2)
     return _Scored(cols, evidence, z_own, z_peer, forest_z, score)
+
+
+def _binomial_z(x: Array, n: Array, p: Array) -> Array:
+    """How far x successes of n are above the share p (a continuity-free normal
+    approximation, +1 in the variance so a handful of customers is never news)."""
+    return np.clip((x - n * p) / np.sqrt(n * p * (1.0 - p) + 1.0), 0.0, np.inf)
+
+
+def _drift_shares(cols: dict[str, Any], f: str, config: AnomalyConfig) -> tuple[Array, Array]:
+    """(own baseline share, peers' share) for a drift feature: peers without the employee,
+    the own baseline shrunk towards the peers' by ``drift_prior_n`` customers."""
+    x, n = _col(cols, f"{f}__x"), _col(cols, f"{f}__n")
+    bx, bn = _col(cols, f"{f}__base_x"), _col(cols, f"{f}__base_n")
+    px = np.nan_to_num(_col(cols, f"{f}__peer_x")) - x
+    pn = np.nan_to_num(_col(cols, f"{f}__peer_n")) - n
+    # A share of 0 or 1 has no variance: keep both inside [1 %, 99 %].
+    peer = np.clip((px + 1.0) / (pn + 10.0), 0.01, 0.99)
+    prior = config.drift_prior_n
+    own = np.clip((bx + prior * peer) / (bn + prior), 0.01, 0.99)
+    return own, peer
+
+
+def _drift_z(cols: dict[str, Any], f: str, config: AnomalyConfig) -> tuple[Array, Array]:
+    """(own z, peer z); own z is NaN where the baseline is too small to tell drift."""
+    x, n = _col(cols, f"{f}__x"), _col(cols, f"{f}__n")
+    own, peer = _drift_shares(cols, f, config)
+    known = _col(cols, f"{f}__base_n") >= config.drift_min_base_n
+    return np.where(known, _binomial_z(x, n, own), np.nan), _binomial_z(x, n, peer)
 
 
 def _forest(cols: dict[str, Any], config: AnomalyConfig) -> Array:
@@ -219,14 +264,28 @@ def _num(v: float) -> str:
     return f"{v:.0f}" if abs(v - round(v)) < 1e-9 else f"{v:.1f}"
 
 
+def _drift_reason(
+    s: _Scored, i: int, f: str, zo: float, zp: float, group: str, config: AnomalyConfig
+) -> str:
+    own, peer = (float(a[i]) for a in _drift_shares(s.cols, f, config))
+    k, n = float(s.cols[f"{f}__x"][i]), float(s.cols[f"{f}__n"][i])
+    return (
+        f"{LABELS[f]} over {config.drift_days} days: {_num(k)} of {_num(n)} "
+        f"({_pct(k / max(n, 1.0))}) vs own baseline {_pct(own)} (z={zo:.1f}); "
+        f"peers {_pct(peer)} (z={zp:.1f}, {group})"
+    )
+
+
 def _reason(s: _Scored, i: int, f: str, config: AnomalyConfig) -> str:
     c = s.cols
-    x = float(c[f][i])
     zo, zp = float(s.z_own[f][i]), float(s.z_peer[f][i])
+    group = str(c["peer_group"][i])
+    if f in DRIFT_FEATURES:
+        return _drift_reason(s, i, f, zo, zp, group, config)
+    x = float(c[f][i])
     om = c.get(f"{f}__own_med")
     own = None if om is None or np.isnan(zo) else float(om[i])
     pm = float(c[f"{f}__peer_med"][i])
-    group = str(c["peer_group"][i])
     if f == "out_region_share":
         head = f"{_pct(x)} of customers outside region {c['region'][i]}"
         own_t = f"own median {_pct(own)}, " if own is not None else ""
@@ -247,6 +306,12 @@ def _features_of(s: _Scored, i: int) -> dict[str, Any]:
     for f in [*DAILY_FEATURES, *ROLLING_FEATURES, "cases", "listed", "events", "off_hours_events"]:
         v = s.cols[f][i]
         out[f] = round(float(v), 4) if "share" in f else int(v)
+    for f in [*DRIFT_FEATURES, "uncited"]:
+        if f in DRIFT_FEATURES:
+            n = float(s.cols[f"{f}__n"][i])
+            out[f] = round(float(s.cols[f"{f}__x"][i]) / n, 4) if n else 0.0
+        else:
+            out[f] = int(s.cols[f][i])
     for f in ("team", "role", "region", "peer_group"):
         v = s.cols[f][i]
         out[f] = None if v is None else str(v)

@@ -37,8 +37,17 @@ ROLLING_FEATURES: dict[str, str] = {
     "no_case_7d": "no_case",
     "reveals_7d": "reveals",
 }
+# Drift over a longer window from the employee's own baseline: share of the customers looked
+# up without their case (no case cited, or another customer's) over the last ``drift_days``
+# against the same share over the ``drift_base_days`` before them and against the peers'.
+# A slow leak adds a few uncited customers a day: never news on one day, clear over two weeks.
+# Name -> (count column, of-column) summed over the window; scored in ``anomalies``.
+DRIFT_FEATURES: dict[str, tuple[str, str]] = {
+    "uncited_share_wd": ("uncited", "customers"),
+}
 # Not scored, shown in reasons and alerts.
 CONTEXT_COLUMNS = (
+    "uncited",
     "cases",
     "listed",
     "events",
@@ -67,6 +76,8 @@ class FeatureConfig:
     work_end_hour: int = 20  # UTC, exclusive; outside [start, end) is off hours
     history_days: int = 20  # own baseline: the employee's previous 20 active days
     rolling_days: int = 7
+    drift_days: int = 14  # the drift window (calendar days, today included)
+    drift_base_days: int = 42  # the own baseline: calendar days just before the window
     list_gap_seconds: int = 60  # a list page's rows precede its summary by at most this
     min_peers: int = 10  # with >= 10, one member alone cannot set the 90th percentile
     regions: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_REGIONS))
@@ -146,7 +157,8 @@ per_customer AS (
            count(*) AS lookups,
            count(*) FILTER (WHERE NOT case_ok) AS no_case,
            count(*) FILTER (WHERE case_other) AS case_mismatch,
-           count(*) FILTER (WHERE off_hours) AS off_hours_events
+           count(*) FILTER (WHERE off_hours) AS off_hours_events,
+           count(*) FILTER (WHERE case_ok) AS cited
     FROM a WHERE kind = 'disclosure' AND NOT listed
     GROUP BY employee_id, day, customer_id
 ),
@@ -154,6 +166,8 @@ lk AS (
     SELECT employee_id, day, e.region,
            sum(lookups) AS lookups, count(*) AS customers, sum(no_case) AS no_case,
            sum(case_mismatch) AS case_mismatch, sum(off_hours_events) AS off_hours_events,
+           -- customers of the day none of whose lookups cited their own case
+           count(*) FILTER (WHERE cited = 0) AS uncited,
            count(*) FILTER (WHERE cust_region IS NOT NULL AND e.region IS NOT NULL
                               AND cust_region <> e.region) AS out_region_customers,
            count(*) FILTER (WHERE cust_region IS NOT NULL) AS known_region_customers
@@ -184,6 +198,7 @@ other AS (
 SELECT employee_id, day, e.team, e.role, e.region,
        coalesce(l.lookups, 0) AS lookups, coalesce(l.customers, 0) AS customers,
        coalesce(l.no_case, 0) AS no_case, coalesce(l.case_mismatch, 0) AS case_mismatch,
+       coalesce(l.uncited, 0) AS uncited,
        coalesce(cc.cases, 0) AS cases,
        coalesce(o.reveals, 0) AS reveals, coalesce(o.exports, 0) AS exports,
        coalesce(o.export_rows, 0) AS export_rows, coalesce(o.refusals, 0) AS refusals,
@@ -209,10 +224,16 @@ WITH d AS (
             AS out_region_share,
         sum(customers) OVER w7 AS customers_7d,
         sum(no_case) OVER w7 AS no_case_7d,
-        sum(reveals) OVER w7 AS reveals_7d
+        sum(reveals) OVER w7 AS reveals_7d,
+        {drift_sums}
     FROM daily
     WINDOW w7 AS (PARTITION BY employee_id ORDER BY day
-                  RANGE BETWEEN INTERVAL {roll_back} DAYS PRECEDING AND CURRENT ROW)
+                  RANGE BETWEEN INTERVAL {roll_back} DAYS PRECEDING AND CURRENT ROW),
+           wd AS (PARTITION BY employee_id ORDER BY day
+                  RANGE BETWEEN INTERVAL {drift_back} DAYS PRECEDING AND CURRENT ROW),
+           wb AS (PARTITION BY employee_id ORDER BY day
+                  RANGE BETWEEN INTERVAL {base_back} DAYS PRECEDING
+                            AND INTERVAL {drift_days} DAYS PRECEDING)
 ),
 g AS (
     SELECT *,
@@ -247,7 +268,8 @@ o AS (
 ),
 pg AS (
     SELECT day, peer_group,
-        {peer}
+        {peer},
+        {peer_sums}
     FROM p GROUP BY day, peer_group
 )
 SELECT o.* EXCLUDE ({own_list_names}),
@@ -272,7 +294,19 @@ def _own_peer_columns() -> dict[str, str]:
             f"median({f}) AS {f}__peer_med, mad({f}) AS {f}__peer_mad, "
             f"quantile_disc({f}, 0.9) AS {f}__peer_q90"
         )
+    sums, peer_sums = [], []
+    for f, (x, of) in DRIFT_FEATURES.items():
+        # Window, baseline and the peer group's window totals (the job takes the employee's
+        # own out of the peers' before comparing).
+        sums.append(
+            f"coalesce(sum({x}) OVER wd, 0) AS {f}__x, coalesce(sum({of}) OVER wd, 0) AS {f}__n, "
+            f"coalesce(sum({x}) OVER wb, 0) AS {f}__base_x, "
+            f"coalesce(sum({of}) OVER wb, 0) AS {f}__base_n"
+        )
+        peer_sums.append(f"sum({f}__x) AS {f}__peer_x, sum({f}__n) AS {f}__peer_n")
     return {
+        "drift_sums": ",\n        ".join(sums),
+        "peer_sums": ",\n        ".join(peer_sums),
         "own_lists": ",\n        ".join(lists),
         "own_list_names": ", ".join(names),
         "own": "\n    ".join(own),
@@ -295,6 +329,9 @@ def build_features(
     sql = FEATURES_SQL.format(
         **_own_peer_columns(),
         roll_back=int(config.rolling_days) - 1,
+        drift_back=int(config.drift_days) - 1,
+        drift_days=int(config.drift_days),
+        base_back=int(config.drift_days) + int(config.drift_base_days) - 1,
         hist=int(config.history_days),
         min_peers=int(config.min_peers),
     )
@@ -307,6 +344,7 @@ __all__ = [
     "CONTEXT_COLUMNS",
     "DAILY_FEATURES",
     "DEFAULT_REGIONS",
+    "DRIFT_FEATURES",
     "ROLLING_FEATURES",
     "FeatureConfig",
     "build_features",
