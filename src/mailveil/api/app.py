@@ -87,6 +87,8 @@ async def _alert_loop(runtime: Runtime) -> None:
         except Exception as exc:  # keep the loop alive; the outbox keeps the alerts
             log.error("alert_pump_failed", error_type=type(exc).__name__)
         await asyncio.sleep(settings.alert_poll_seconds)
+
+
 async def _events_loop(runtime: Runtime) -> None:
     """Pushes new message events to ``events_url`` (``platform.events``: signed, retried
     with backoff, the cursor moving only on the receiver's 2xx)."""
