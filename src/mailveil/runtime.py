@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 from mailveil.db.session import make_engine, make_session_factory
+from mailveil.ledger.counting import count_ledger_commits
 from mailveil.ledger.signing import CheckpointSigner
-from mailveil.ops.counting import count_ledger_commits
 from mailveil.ops.metrics import Metrics
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault

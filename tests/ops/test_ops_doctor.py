@@ -24,7 +24,7 @@ from sender_auth_kit import LoopbackDns
 from mailveil.cli.app import app
 from mailveil.cli.setup import initialise
 from mailveil.config import load_settings
-from mailveil.ops.doctor import run_checks
+from mailveil.doctor import run_checks
 from mailveil.relay.dkim import DkimSigner
 from mailveil.relay.sender_auth import StaticResolver
 

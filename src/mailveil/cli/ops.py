@@ -29,7 +29,7 @@ def doctor_command(
 ) -> None:
     """Check settings, keys, database, ports, smarthost and published DNS records; one
     verdict per item. Exits 1 when any item failed."""
-    from mailveil.ops import doctor
+    from mailveil import doctor
 
     settings = ctx.obj.settings()
     if offline:

@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from mailveil.config import Settings
 from mailveil.errors import InvalidInput
 from mailveil.ledger import merkle
+from mailveil.ledger.counting import note_appended
 from mailveil.ledger.events import Event
 from mailveil.ledger.layout import HEAD_ID
 from mailveil.ledger.leaf import GENESIS_PREV, canonical_detail, leaf_text
@@ -34,7 +35,6 @@ from mailveil.ledger.models import (
     from_time_us,
 )
 from mailveil.ledger.signing import CheckpointSigner
-from mailveil.ops.counting import note_appended
 
 MAX_DETAIL_BYTES = 64 * 1024
 _LIMITS = {"kind": 64, "actor": 255, "subject": 255, "alias": 320, "purpose": 255, "ref": 255}
