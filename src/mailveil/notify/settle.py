@@ -5,7 +5,8 @@ reconciling what a dead worker left in flight.
 
 A recipient left ``delivering`` is settled by the relay's row for it: none or ``deferred``
 means the smarthost never took it (sent again); ``rejected``, failed; ``delivered`` or
-``bounced`` (taken, came back later), delivered. ``sending`` means the relay wrote the row
+``bounced`` (taken, came back later), delivered. ``sending`` (or ``unknown``, what the relay's
+reconcile makes of it) means the relay wrote the row
 and died before it recorded the smarthost's answer (it writes "delivered" lazily after the
 250): the mail may or may not have gone. Such a recipient is ``unconfirmed``: shown in the
 counts, never resent, given no ``send`` ledger entry (so no correction reaches them unless
@@ -173,13 +174,18 @@ def reconcile(
     return None
 
 
+# Relay rows whose outcome nobody knows: ``sending`` (the relay died before recording the
+# smarthost's answer) and ``unknown`` (what the relay's reconcile makes of such a row).
+UNSETTLED = ("sending", "unknown")
+
+
 def _settled(status: str | None) -> str:
     """A recipient's state from their relay row's status (None: no row)."""
     if status is None or status == "deferred":
         return "pending"
     if status == "rejected":
         return "failed"
-    if status == "sending":
+    if status in UNSETTLED:
         return "unconfirmed"
     return "delivered"  # delivered, or bounced after the smarthost took it
 
@@ -195,7 +201,7 @@ def settle_unconfirmed(
         ).where(Recipient.send_id == send.id, Recipient.state == "unconfirmed")
     ).all()
     statuses = _statuses(s, [r.relay_token for r in rows if r.relay_token])
-    changed = [r for r in rows if statuses.get(r.relay_token or "", "sending") != "sending"]
+    changed = [r for r in rows if statuses.get(r.relay_token or "", "sending") not in UNSETTLED]
     if not changed:
         return 0
     alias_of = _aliases(s, owner.id, [r.customer_id for r in changed])
