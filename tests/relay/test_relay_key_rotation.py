@@ -47,6 +47,7 @@ from mailveil.vault import INDEX_KEY_FILE, INDEX_NEXT_FILE, Vault, normalize_add
 
 relay_settings = kit.relay_settings
 REFRESH = 0.2  # key_refresh_seconds in these tests: processes pick a rotation up quickly
+SEEDED = 300  # customers besides the relay's world in the blind-index rotation
 
 
 @pytest.fixture(params=["sqlite", "postgres"])
@@ -63,6 +64,16 @@ def test_blind_index_key_rotates_with_lookups_working_throughout(
         old_key = read_secret(settings.keys_dir / INDEX_KEY_FILE)
         factory = make_session_factory(db.engine)
         vault = Vault.open(settings)  # the operator's process, apart from the relay's
+        with factory() as session:  # enough rows that the re-index takes several batches
+            for n in range(SEEDED):
+                create_customer(
+                    session,
+                    vault,
+                    external_id=f"bulk-{n}",
+                    email=f"bulk{n}@example.org",
+                    country="DE",
+                )
+            session.commit()
         traffic = Traffic(relay, both_directions=True).start()
         try:
             traffic.wait_for(6)
@@ -81,7 +92,7 @@ def test_blind_index_key_rotates_with_lookups_working_throughout(
                     country="DE",
                 )
                 session.commit()
-                reindexed = reindex_addresses(session, vault, batch_size=2)
+                reindexed = reindex_addresses(session, vault, batch_size=25)
                 # ... and every address is found while both keys are live.
                 for address in relay.world.customer_addresses:
                     assert find_customer_by_address(session, vault, address) is not None
