@@ -143,7 +143,8 @@ def _boundary(value: bytes) -> bytes | None:
     """The boundary of a multipart Content-Type value, read as the stdlib reads it
     (quoting, RFC 2231 forms); its parameters are already bounded by ``_field``."""
     holder = Message()
-    holder["Content-Type"] = value.decode("utf-8", "surrogateescape").replace("\r\n", "")
+    text = value.decode("utf-8", "surrogateescape")
+    holder["Content-Type"] = text.replace("\r", "").replace("\n", "")  # unfolded
     found = holder.get_boundary()
     if found is not None and len(found) > 200:  # RFC 2046 5.1.1: at most 70 characters
         raise MalformedMessage(f"multipart boundary of {len(found)} characters")
