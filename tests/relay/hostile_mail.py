@@ -137,7 +137,7 @@ def transfer_encoded(cte: str, body: bytes) -> bytes:
 
 
 def attachment(size: int, seed: int = 1) -> bytes:
-    data = random.Random(seed).randbytes(size)
+    data = b"%PDF-1.4\n" + random.Random(seed).randbytes(size)  # a PDF by its magic
     encoded = base64.encodebytes(data).replace(b"\n", CRLF)
     return (
         b"Content-Type: multipart/mixed; boundary=z\r\n\r\n"
@@ -248,6 +248,12 @@ def shapes(max_message_bytes: int) -> list[Shape]:
             "8-bit header, not UTF-8",
             lambda: b"X-Note: caf\xe9\r\n\r\nbody\r\n",
             codes.HEADER_NOT_UTF8,
+            RECEIPT,
+        ),
+        Shape(
+            "large attachment within the size limit",  # scanned off the event loop
+            lambda: attachment(max_message_bytes // 2),
+            codes.QUEUED,
             RECEIPT,
         ),
         Shape(

@@ -143,8 +143,12 @@ def _boundary(value: bytes) -> bytes | None:
     """The boundary of a multipart Content-Type value, read as the stdlib reads it
     (quoting, RFC 2231 forms); its parameters are already bounded by ``_field``."""
     holder = Message()
-    holder["Content-Type"] = value.decode("utf-8", "surrogateescape").replace("\r\n", "")
-    found = holder.get_boundary()
+    text = value.decode("utf-8", "surrogateescape")
+    holder["Content-Type"] = text.replace("\r", "").replace("\n", "")  # unfolded
+    try:
+        found = holder.get_boundary()
+    except (UnicodeError, ValueError, LookupError) as exc:  # 8-bit junk in the field
+        raise MalformedMessage(f"unreadable multipart Content-Type: {type(exc).__name__}") from exc
     if found is not None and len(found) > 200:  # RFC 2046 5.1.1: at most 70 characters
         raise MalformedMessage(f"multipart boundary of {len(found)} characters")
     return found.encode("utf-8", "surrogateescape") if found else None
