@@ -9,6 +9,7 @@ from __future__ import annotations
 QUICK: dict[str, list[str]] = {
     "abuse_intake_load.py": ["--quick"],
     "affected_list.py": ["--quick"],
+    "api_load.py": ["--quick"],
     "anomalies.py": ["--n", "20000", "--seeds", "1"],
     "blast_radius.py": ["--customers", "2000", "--rows", "10000", "--culprit-aliases", "500"],
     "disclosures.py": ["--n", "2000", "--batch", "500"],
@@ -18,10 +19,13 @@ QUICK: dict[str, list[str]] = {
     "header_bombs.py": ["--quick"],
     "intake.py": ["--reports", "60"],
     "leak_scenarios.py": ["--quick"],
+    "ledger_appends.py": ["--quick"],
     "ledger_verify.py": ["--n", "2000", "--batch", "500", "--repeat", "1"],
     "notify_delivery.py": ["--n", "100"],
     "notify_glitch.py": ["--n", "2000"],
     "notify_preview.py": ["--n", "2000"],
     "redaction.py": ["--quick"],
-    "relay.py": ["--n", "40", "--warmup", "10", "--customers", "50", "--probe", "10"],
+    "relay.py": ["--quick"],
+    "trackers.py": ["--quick"],
+    "veto_hook.py": ["--quick"],
 }

@@ -21,7 +21,12 @@ SCRIPTS = sorted(
 # Already run by their own tests, which also check what they print.
 COVERED = {
     "affected_list.py": "tests/incidents/test_affected_list_benchmark.py",
+    "api_load.py": "tests/api/test_api_load_benchmark.py",
+    "ledger_appends.py": "tests/ledger/test_ledger_appends_benchmark.py",
     "redaction.py": "tests/relay/test_redaction_benchmark.py",
+    "relay.py": "tests/relay/test_relay_benchmark.py",
+    "trackers.py": "tests/relay/test_relay_trackers.py",
+    "veto_hook.py": "tests/relay/test_veto_benchmark.py",
 }
 
 
