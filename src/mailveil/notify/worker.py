@@ -136,6 +136,11 @@ def _release(runtime: Runtime, send_id: int, worker: str, wait: float | None) ->
         )
 
 
+def release(runtime: Runtime, send_id: int, worker: str) -> None:
+    """Let the send go now (a worker stopping on purpose)."""
+    _release(runtime, send_id, worker, None)
+
+
 def step(runtime: Runtime, send_id: int, worker: str) -> float | None:
     """Drive the send; seconds to wait before the next call, or None when it is over."""
     with runtime.session_factory() as s:
@@ -511,4 +516,4 @@ def _record(
     s.commit()
 
 
-__all__ = ["build_message", "cutoff_of", "gate", "gate_rates", "message_id", "step"]
+__all__ = ["build_message", "cutoff_of", "gate", "gate_rates", "message_id", "release", "step"]
