@@ -13,6 +13,7 @@ chain whose worker died is replaced by ``mailveil worker``'s scheduler once its 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -25,7 +26,7 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from mailveil.config import Settings
-from mailveil.notify.worker import step
+from mailveil.notify.worker import release, step
 from mailveil.runtime import Runtime
 
 log = logging.getLogger("mailveil.notify")
@@ -72,6 +73,10 @@ def run_to_end(
             stop.wait(wait)
         else:
             sleep(wait)
+    # Stopped on purpose (Ctrl-C, the server shutting down): let the send go at once rather
+    # than make the next worker wait for the lease to lapse.
+    with contextlib.suppress(Exception):
+        release(runtime, send_id, name)
 
 
 class Dispatcher:

@@ -32,7 +32,7 @@ from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -41,18 +41,15 @@ from mailveil.contacts.disclosures import DisclosureRequest, disclose_batch
 from mailveil.contacts.models import Customer, Principal
 from mailveil.db.base import utcnow
 from mailveil.db.session import session_scope
-from mailveil.detect.signals import record_signal
 from mailveil.errors import InvalidInput
-from mailveil.ledger.append import append
-from mailveil.ledger.events import Event
 from mailveil.logs import get_logger
 from mailveil.notify.audience import Entry, assess, evidence_context
 from mailveil.notify.feedback import ONE_CLICK, unsubscribe_key, unsubscribe_url
-from mailveil.notify.models import Fact, Recipient, Send, Template
-from mailveil.notify.sends import send_ref, stage_sizes
+from mailveil.notify.gates import gate, gate_rates, halt, slice_of
+from mailveil.notify.models import Recipient, Send, Template
+from mailveil.notify.sends import stage_sizes
 from mailveil.notify.settle import attempt_times, mark_delivered, match_tokens, reconcile
 from mailveil.notify.templates import render, rule_of
-from mailveil.relay.messages import RelayMessage
 from mailveil.runtime import Runtime
 
 log = logging.getLogger("mailveil.notify")
@@ -152,6 +149,11 @@ def _step_done(runtime: Runtime, send: Send, wait: float | None, result: str) ->
     )  # fmt: skip
 
 
+def release(runtime: Runtime, send_id: int, worker: str) -> None:
+    """Let the send go now (a worker stopping on purpose)."""
+    _release(runtime, send_id, worker, None)
+
+
 def step(runtime: Runtime, send_id: int, worker: str) -> float | None:
     """Drive the send; seconds to wait before the next call, or None when it is over."""
     with runtime.session_factory() as s:
@@ -182,14 +184,6 @@ def step(runtime: Runtime, send_id: int, worker: str) -> float | None:
             s.commit()
             _release(runtime, send_id, worker, result)
         return result
-
-
-def _slice(send_id: int, cutoff: tuple[int, int]) -> Any:
-    b, i = cutoff
-    return and_(
-        Recipient.send_id == send_id,
-        or_(Recipient.bucket < b, and_(Recipient.bucket == b, Recipient.id <= i)),
-    )
 
 
 def cutoff_of(s: Session, send: Send, stage: int | None = None) -> tuple[int, int] | None:
@@ -241,7 +235,7 @@ def _drive(
             return min(remaining, 5.0)
         failed = gate(s, send, cutoff)
         if failed is not None:
-            _halt(runtime, s, send, template, failed)
+            halt(runtime, s, send, template, failed)
             return None
         s.execute(
             update(Send)
@@ -259,97 +253,6 @@ def _drive(
     )
     s.commit()
     return None
-
-
-def gate(s: Session, send: Send, cutoff: tuple[int, int]) -> dict[str, Any] | None:
-    """The first failing gate of the stage just delivered (cumulative over the stages so
-    far), or None."""
-    rates, total, delivered = gate_rates(s, send, cutoff)
-    for name, rate in rates.items():
-        limit = float(send.thresholds.get(name, 1.0))
-        if rate > limit:
-            return {
-                "gate": name,
-                "rate": round(rate, 6),
-                "threshold": limit,
-                "stage": send.stage,
-                "stage_recipients": total,
-                "delivered": delivered,
-            }
-    return None
-
-
-def gate_rates(
-    s: Session, send: Send, cutoff: tuple[int, int]
-) -> tuple[dict[str, float], int, int]:
-    """The gates' measures over the recipients up to ``cutoff``: (rates by gate,
-    recipients, delivered)."""
-    states = dict(
-        s.execute(
-            select(Recipient.state, func.count())
-            .where(_slice(send.id, cutoff))
-            .group_by(Recipient.state)
-        ).all()
-    )
-    total = sum(states.values())
-    delivered = states.get("delivered", 0)
-    failed = states.get("failed", 0)
-    bounced = failed + (
-        s.scalar(
-            select(func.count())
-            .select_from(Recipient)
-            .join(RelayMessage, RelayMessage.token == Recipient.relay_token)
-            .where(_slice(send.id, cutoff), RelayMessage.status.in_(("bounced", "rejected")))
-        )
-        or 0
-    )
-    feedback = {"complaint": 0, "unsubscribe": 0}
-    for kind, attrs in s.execute(
-        select(Fact.kind, Fact.attributes).where(
-            Fact.kind.in_(("notify.complaint", "notify.unsubscribe")),
-            Fact.created_at >= send.created_at,
-        )
-    ):
-        if str((attrs or {}).get("send")) == str(send.id):
-            feedback[kind.split(".", 1)[1]] += 1
-    rates = {
-        "ineligible": states.get("ineligible", 0) / total if total else 0.0,
-        "bounce": bounced / (delivered + failed) if delivered + failed else 0.0,
-        "complaint": feedback["complaint"] / delivered if delivered else 0.0,
-        "unsubscribe": feedback["unsubscribe"] / delivered if delivered else 0.0,
-    }
-    return rates, total, delivered
-
-
-def _halt(
-    runtime: Runtime, s: Session, send: Send, template: Template, failed: dict[str, Any]
-) -> None:
-    why = f"{failed['gate']} rate {failed['rate']:.4f} above {failed['threshold']:g}"
-    done = s.execute(
-        update(Send)
-        .where(Send.id == send.id, Send.status == "running")
-        .values(status="halted", halt_reason=why[:500], updated_at=_now(), version=send.version + 1)
-    )
-    if getattr(done, "rowcount", 0) != 1:
-        s.rollback()
-        return
-    detail = {"send": send.id, "template": template.name, "version": template.version, **failed}
-    # A signal (listed by GET /v1/signals?kind=send_gate_failed, shown in triage) and the
-    # send's own ledger entry; no principal is accused: a halt names a send, not a culprit.
-    signal = record_signal(
-        s, runtime.settings, runtime.signer, kind="send_gate_failed", confidence="exact",
-        summary=f"send {send.id} ({template.name} v{template.version}) halted at stage "
-        f"{send.stage + 1}: {why}", evidence=detail, group=False, pieces=[],
-    )  # fmt: skip
-    event = Event("send_halted", "system", None, None, "notification", send_ref(send.id),
-                  {**detail, "signal_id": signal.id})  # fmt: skip
-    append(s, [event], runtime.settings, runtime.signer)
-    s.commit()
-    runtime.metrics.notify_gate_failures.labels(str(failed.get("gate", "unknown"))).inc()
-    _slog.warning(
-        "send_halted", send=send.id, stage=send.stage, gate=failed.get("gate"),
-        rate=failed.get("rate"), threshold=failed.get("threshold"), signal=signal.id,
-    )  # fmt: skip
 
 
 # -- delivery ----------------------------------------------------------------------------
@@ -379,7 +282,7 @@ def _deliver_stage(
                     Customer.external_id,
                 )
                 .join(Customer, Customer.id == Recipient.customer_id)
-                .where(_slice(send.id, cutoff), Recipient.state == "pending")
+                .where(slice_of(send.id, cutoff), Recipient.state == "pending")
                 .order_by(Recipient.bucket, Recipient.id)
                 .limit(GROUP)
             ).all()
@@ -641,4 +544,4 @@ def _record(
     )  # fmt: skip
 
 
-__all__ = ["build_message", "cutoff_of", "gate", "gate_rates", "message_id", "step"]
+__all__ = ["build_message", "cutoff_of", "gate", "gate_rates", "message_id", "release", "step"]

@@ -206,7 +206,7 @@ def run_job(runtime: Runtime, job: Job) -> dict[str, Any]:
         log.error("worker: job %s failed (%s)", job.name, type(exc).__name__)
         with runtime.session_factory() as s:
             finished(s, job.name, f"failed: {type(exc).__name__}")
-        return {"failed": type(exc).__name__}
+        return {"error": type(exc).__name__}
     with runtime.session_factory() as s:
         finished(s, job.name, "ok")
     log.info("worker: job %s done %s", job.name, result)
