@@ -104,7 +104,7 @@ def issue_key(
         if principal_id is None:
             raise InvalidInput(f"a {role.value} key must be bound to a {wanted_kind} principal")
         if principal_kind is not None and principal_kind != wanted_kind:
-            raise InvalidInput(
+            raise Conflict(
                 f"a {role.value} key must be bound to a {wanted_kind}, not a {principal_kind}"
             )
     key_id = "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(12))

@@ -30,7 +30,11 @@ router = APIRouter(tags=["regulator report"])
 OfficerDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.INVESTIGATOR))]
 Text200 = Annotated[str, Field(max_length=200)]
 Text500 = Annotated[str, Field(max_length=500)]
-Email = Annotated[str, Field(max_length=320)]
+# "" clears a stored address.
+Email = Annotated[
+    str,
+    Field(max_length=320, json_schema_extra={"anyOf": [{"format": "email"}, {"maxLength": 0}]}),
+]
 
 
 class ControllerIn(BaseModel):
