@@ -16,10 +16,10 @@ from pydantic import AfterValidator, BeforeValidator, Field
 
 from mailveil.contacts.validation import ISO_COUNTRIES
 
-# The largest integer the API takes: JSON numbers are doubles to most clients (and to schema
-# validators), exact only up to 2^53 - 1; any id the database hands out stays far below, and
-# below BIGINT's 2^63 - 1 the driver would overflow at.
-MAX_DB_INT = 2**53 - 1
+# The largest integer the API takes: the largest a database INTEGER column holds (ids,
+# versions, sequence numbers); beyond it PostgreSQL refuses the value and SQLite's driver
+# overflows. Well inside what a JSON number carries exactly (2^53 - 1).
+MAX_DB_INT = 2**31 - 1
 # The most rows one page may ask for; the router fetches one more to find the next page.
 MAX_PAGE = 1000
 

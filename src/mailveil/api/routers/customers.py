@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from mailveil.access.listing import list_for_employee
 from mailveil.api import idempotency
@@ -36,23 +36,33 @@ BackendDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.BACKEND))]
 MAX_REPORTED = 10_000
 
 
+# The code within the country ("CA"), or the country's own prefix with it ("US-CA"): the
+# prefix must be the customer's country, which the server checks.
+SUBDIVISION_PATTERN = r"^(([A-Za-z]{2}-)?[A-Za-z0-9]{1,3})?$"
+
+
 class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     external_id: ExternalId
     email: Email = Field(description="the real address; stored encrypted only")
     country: Country
     subdivision: str | None = Field(
-        default=None, max_length=6, description="ISO 3166-2, e.g. US-CA (US laws apply by state)"
+        default=None,
+        max_length=6,
+        pattern=SUBDIVISION_PATTERN,
+        description="ISO 3166-2, e.g. US-CA (US laws apply by state)",
     )
     opt_outs: list[Slug] = Field(default_factory=list, max_length=32)
     sensitive_topics: list[Slug] = Field(default_factory=list, max_length=32)
-    is_canary: bool = False
+    is_canary: StrictBool = False
 
 
 class CustomerPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
     country: Country | None = None
-    subdivision: str | None = Field(default=None, max_length=6, description='"" clears it')
+    subdivision: str | None = Field(
+        default=None, max_length=6, pattern=SUBDIVISION_PATTERN, description='"" clears it'
+    )
     opt_outs: list[Slug] | None = Field(default=None, max_length=32)
     sensitive_topics: list[Slug] | None = Field(default=None, max_length=32)
 

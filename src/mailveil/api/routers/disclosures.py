@@ -64,6 +64,19 @@ class DisclosureIn(BaseModel):
             ],
             "allOf": [
                 {
+                    "anyOf": [
+                        {
+                            "required": ["principal_id"],
+                            "properties": {"principal_id": {"type": "integer"}},
+                        },
+                        {
+                            "required": ["principal_kind"],
+                            "properties": {"principal_kind": {"type": "string"}},
+                        },
+                    ],
+                    "description": "seller and employee keys name themselves",
+                },
+                {
                     "if": {
                         "required": ["principal_kind"],
                         "properties": {"principal_kind": {"type": "string"}},

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
-from mailveil.api.types import Id, Moment, Version
+from mailveil.api.types import Country, Id, Moment, Version
 from mailveil.auth.keys import Caller, Role
 from mailveil.detect.incidents import get_incident
 from mailveil.incidents import filings
@@ -43,7 +43,7 @@ class ControllerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: Text200 | None = None
     address: Text500 | None = None
-    establishment_country: Annotated[str, Field(max_length=2)] | None = None
+    establishment_country: Country | Literal[""] | None = None
     dpo_name: Text200 | None = None
     dpo_email: Email | None = None
     dpo_phone: Annotated[str, Field(max_length=40)] | None = None
