@@ -37,10 +37,27 @@ Email = Annotated[
 ]
 
 
+_CONTROLLER_FIELDS = (
+    "name",
+    "address",
+    "establishment_country",
+    "dpo_name",
+    "dpo_email",
+    "dpo_phone",
+    "representative_name",
+    "representative_address",
+    "representative_email",
+)
+
+
 class ControllerIn(BaseModel):
     """Only the fields given change; "" clears one."""
 
-    model_config = ConfigDict(extra="forbid")
+    # At least one field to change (a version alone changes nothing: 422 otherwise).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"anyOf": [{"required": [f]} for f in _CONTROLLER_FIELDS]},
+    )
     name: Text200 | None = None
     address: Text500 | None = None
     establishment_country: Country | Literal[""] | None = None
