@@ -200,9 +200,13 @@ def test_bulk_idempotency_replays_the_summary(backend: Api) -> None:
 def test_patch_and_delete(backend: Api) -> None:
     c = backend.customer("c-1", "one@example.com")
     patched = backend.ok(
-        "patch", f"/v1/customers/{c['id']}", json={"country": "fr", "opt_outs": ["marketing"]}
+        "patch", f"/v1/customers/{c['id']}", json={"country": "FR", "opt_outs": ["marketing"]}
     )
     assert (patched["country"], patched["opt_outs"]) == ("FR", ["marketing"])
+    # The document lists the ISO codes (upper or lower case); the API takes exactly those.
+    for odd in ("fR", " FR", "ZZ", "00"):
+        refused = backend.patch(f"/v1/customers/{c['id']}", json={"country": odd})
+        assert refused.status_code == 422, refused.text
     deleted = backend.ok("delete", f"/v1/customers/{c['id']}")
     assert deleted["deleted_at"] is not None
     assert backend.ok("get", "/v1/customers")["items"] == []

@@ -52,6 +52,8 @@ def test_schemathesis_finds_nothing(own_engine: Engine, settings: Settings, tmp_
         done = subprocess.run(
             [
                 str(Path(sys.executable).parent / "schemathesis"),
+                "--config-file",
+                str(HERE / "schemathesis.toml"),
                 "run",
                 f"{url}/openapi.json",
                 "--checks",

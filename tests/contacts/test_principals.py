@@ -27,7 +27,7 @@ from mailveil.contacts.relationships import (
     update_case,
     update_order,
 )
-from mailveil.errors import Duplicate, InvalidInput, NotFound
+from mailveil.errors import Conflict, Duplicate, InvalidInput, NotFound
 from mailveil.vault import Vault
 
 
@@ -141,7 +141,7 @@ def test_orders(session: Session, vault: Vault) -> None:
         ({"status": "lost"}, InvalidInput, "status must be one of"),
         ({"customer_id": 999}, NotFound, "no customer 999"),
         ({"seller_id": 999}, NotFound, "no principal 999"),
-        ({"seller_id": "employee"}, InvalidInput, "is a employee; the seller of an order"),
+        ({"seller_id": "employee"}, Conflict, "is a employee; the seller of an order"),
         ({"placed_at": "yesterday"}, InvalidInput, "ISO 8601"),
         ({"placed_at": "2024-03-01T10:00:00"}, InvalidInput, "time zone"),
         ({"external_id": "o-1"}, Duplicate, "order with external id 'o-1' already exists"),
@@ -175,7 +175,7 @@ def test_support_cases(session: Session, vault: Vault) -> None:
     s = seller(session, 1)
     k = create_case(session, external_id="k-1", customer_id=c.id, assignee_id=e.id)
     assert k.status == "open" and k.closed_at is None
-    with pytest.raises(InvalidInput, match="is a seller; the assignee"):
+    with pytest.raises(Conflict, match="is a seller; the assignee"):
         update_case(session, k.id, assignee_id=s.id)
     assert k.assignee_id == e.id
     update_case(session, k.id, status="closed")

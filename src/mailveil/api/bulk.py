@@ -10,7 +10,7 @@ import hashlib
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import IO
+from typing import IO, Any
 
 from fastapi import Request
 
@@ -32,6 +32,12 @@ class SpooledBody:
 
     def close(self) -> None:
         self.file.close()
+
+
+def ndjson_body(description: str) -> dict[str, Any]:
+    """The OpenAPI schema of an NDJSON request body: text, at least one byte (an empty body
+    is refused; blank or bad lines are reported line by line in a 200 answer)."""
+    return {"type": "string", "minLength": 1, "description": description}
 
 
 def media_type(request: Request) -> str:

@@ -62,7 +62,12 @@ class MetricsMiddleware:
             finally:
                 elapsed = time.perf_counter() - started
                 route = scope.get("route")
-                template = getattr(route, "path", None) or "unmatched"
+                # path_format drops convertors ("{customer_id:int}" is counted as "{customer_id}").
+                template = (
+                    getattr(route, "path_format", None)
+                    or getattr(route, "path", None)
+                    or "unmatched"
+                )
                 method = scope.get("method", "GET")
                 self.metrics.requests.labels(method, template, str(status)).inc()
                 self.metrics.latency.labels(method, template).observe(elapsed)

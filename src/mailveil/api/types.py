@@ -12,12 +12,14 @@ from datetime import datetime
 from typing import Annotated, Any
 
 from annotated_types import Ge, Le
-from pydantic import AfterValidator, BeforeValidator
+from pydantic import AfterValidator, BeforeValidator, Field
 
-# The largest integer the API takes: JSON numbers are doubles to most clients (and to schema
-# validators), exact only up to 2^53 - 1; any id the database hands out stays far below, and
-# below BIGINT's 2^63 - 1 the driver would overflow at.
-MAX_DB_INT = 2**53 - 1
+from mailveil.contacts.validation import ISO_COUNTRIES
+
+# The largest integer the API takes: the largest a database INTEGER column holds (ids,
+# versions, sequence numbers); beyond it PostgreSQL refuses the value and SQLite's driver
+# overflows. Well inside what a JSON number carries exactly (2^53 - 1).
+MAX_DB_INT = 2**31 - 1
 # The most rows one page may ask for; the router fetches one more to find the next page.
 MAX_PAGE = 1000
 
@@ -37,6 +39,17 @@ def _iso_only(value: Any) -> Any:
     return value
 
 
+def _iso_country(value: str) -> str:
+    # Upper or lower case (clients send both), nothing else: the document lists exactly these.
+    if value.upper() not in ISO_COUNTRIES or value not in (value.upper(), value.lower()):
+        raise ValueError("expected an ISO 3166-1 alpha-2 country code, e.g. DE")
+    return value.upper()
+
+
+# No surrounding white space, no '@', no control characters (contacts.validation's rules).
+EXTERNAL_ID_PATTERN = r"^[^\s@\x00-\x1f\x7f](?:[^@\x00-\x1f\x7f]*[^\s@\x00-\x1f\x7f])?$"
+
+
 def _aware(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("the date-time must carry a time zone (e.g. Z)")
@@ -45,6 +58,26 @@ def _aware(value: datetime) -> datetime:
 
 Moment = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_aware)]
 """An ISO 8601 date-time with a time zone."""
+
+Country = Annotated[
+    str,
+    Field(
+        json_schema_extra={"enum": sorted(ISO_COUNTRIES | {c.lower() for c in ISO_COUNTRIES})},
+        description="ISO 3166-1 alpha-2 (upper or lower case)",
+    ),
+    AfterValidator(_iso_country),
+]
+"""A country as the document lists it: one of the ISO 3166-1 alpha-2 codes."""
+
+ExternalId = Annotated[str, Field(min_length=1, max_length=255, pattern=EXTERNAL_ID_PATTERN)]
+"""The marketplace's own id: no '@' (it would carry an address), no control characters, no
+surrounding white space."""
+
+Slug = Annotated[str, Field(pattern=r"^[a-z0-9][a-z0-9_.-]{0,63}$")]
+"""A name: 1-64 of a-z, 0-9, '_', '.', '-', starting with a letter or digit."""
+
+Email = Annotated[str, Field(max_length=320, json_schema_extra={"format": "email"})]
+"""An e-mail address (checked with email-validator; never echoed in an error)."""
 
 Id = Annotated[int, Ge(1), Le(MAX_DB_INT), BeforeValidator(_integer_only)]
 """A row id (customer, principal, incident, request, send, order, case...)."""
@@ -61,4 +94,17 @@ Version = Annotated[int, Ge(0), Le(MAX_DB_INT), BeforeValidator(_integer_only)]
 Count = Annotated[int, Ge(1), Le(MAX_DB_INT), BeforeValidator(_integer_only)]
 """A version, a tree size or another positive count stored in the database."""
 
-__all__ = ["MAX_DB_INT", "MAX_PAGE", "Count", "Cursor", "Id", "Limit", "Moment", "Version"]
+__all__ = [
+    "MAX_DB_INT",
+    "MAX_PAGE",
+    "Count",
+    "Country",
+    "Cursor",
+    "Email",
+    "ExternalId",
+    "Id",
+    "Limit",
+    "Moment",
+    "Slug",
+    "Version",
+]

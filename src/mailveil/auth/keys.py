@@ -108,7 +108,7 @@ def issue_key(
         if principal_id is None:
             raise InvalidInput(f"{_a(role.value)} key must be bound to {_a(wanted_kind)} principal")
         if principal_kind is not None and principal_kind != wanted_kind:
-            raise InvalidInput(
+            raise Conflict(
                 f"{_a(role.value)} key must be bound to {_a(wanted_kind)}, not {_a(principal_kind)}"
             )
     key_id = "".join(secrets.choice(_KEY_ID_ALPHABET) for _ in range(12))

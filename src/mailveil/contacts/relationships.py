@@ -20,7 +20,7 @@ from mailveil.contacts.models import (
     SupportCase,
 )
 from mailveil.db.base import utcnow
-from mailveil.errors import Duplicate, InvalidInput, NotFound
+from mailveil.errors import Conflict, Duplicate, NotFound
 
 _UNSET: Any = object()
 
@@ -37,7 +37,8 @@ def _principal_of_kind(session: Session, principal_id: int, kind: str, role: str
     if principal is None:
         raise NotFound(f"no principal {principal_id}")
     if principal.kind != kind:
-        raise InvalidInput(
+        # The request is well formed; the principal it names is of another kind (409).
+        raise Conflict(
             f"principal {principal_id} is a {principal.kind}; the {role} must be a {kind}"
         )
     return principal

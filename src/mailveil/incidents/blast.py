@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from mailveil.access.models import RevealRequest
 from mailveil.contacts.models import Alias, Customer, Principal
 from mailveil.detect.models import IncidentCulprit
-from mailveil.errors import InvalidInput
+from mailveil.errors import InvalidInput, NotFound
 from mailveil.policy.facts import chunks
 
 STREAM_BATCH = 20_000
@@ -244,7 +244,7 @@ def blast_radius(
     known = set(session.scalars(select(Principal.id).where(Principal.id.in_(list(principals)))))
     missing = sorted(set(principals) - known)
     if missing:
-        raise InvalidInput(f"unknown principal(s): {', '.join(map(str, missing))}")
+        raise NotFound(f"unknown principal(s): {', '.join(map(str, missing))}")
     out = BlastRadius(tuple(sorted(principals)), since, until)
     stream = exposures(session, principals, since=since, until=until)
     out.sample = list(itertools.islice(stream, sample))

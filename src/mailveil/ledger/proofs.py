@@ -87,7 +87,8 @@ def _resolve_size(session: Session, tree_size: int | None, needed: int) -> tuple
         latest = latest_checkpoint(session)
         tree_size = latest.tree_size if latest and latest.tree_size >= needed else current
     if tree_size < 1:
-        raise InvalidInput("tree size must be at least 1")
+        # Only when the ledger is still empty (a caller's size is at least 1 at the edge).
+        raise NotFound("the ledger is empty: there is no tree to prove against")
     if tree_size > current:
         raise NotFound(f"tree size {tree_size} is beyond the ledger's size {current}")
     return tree_size, current

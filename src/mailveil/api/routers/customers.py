@@ -7,16 +7,16 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from mailveil.access.listing import list_for_employee
 from mailveil.api import idempotency
 from mailveil.api.access_shell import refusals_recorded
-from mailveil.api.bulk import is_ndjson, spool
+from mailveil.api.bulk import is_ndjson, ndjson_body, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.pagination import clamp_limit, next_cursor
 from mailveil.api.respond import idempotent
-from mailveil.api.types import Id, Limit
+from mailveil.api.types import Country, Email, ExternalId, Id, Limit, Slug
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.customers import (
     create_customer,
@@ -36,25 +36,35 @@ BackendDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.BACKEND))]
 MAX_REPORTED = 10_000
 
 
+# The code within the country ("CA"), or the country's own prefix with it ("US-CA"): the
+# prefix must be the customer's country, which the server checks.
+SUBDIVISION_PATTERN = r"^(([A-Za-z]{2}-)?[A-Za-z0-9]{1,3})?$"
+
+
 class CustomerIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    external_id: str = Field(max_length=255)
-    email: str = Field(max_length=320, description="the real address; stored encrypted only")
-    country: str = Field(min_length=2, max_length=2, description="ISO 3166-1 alpha-2")
+    external_id: ExternalId
+    email: Email = Field(description="the real address; stored encrypted only")
+    country: Country
     subdivision: str | None = Field(
-        default=None, max_length=6, description="ISO 3166-2, e.g. US-CA (US laws apply by state)"
+        default=None,
+        max_length=6,
+        pattern=SUBDIVISION_PATTERN,
+        description="ISO 3166-2, e.g. US-CA (US laws apply by state)",
     )
-    opt_outs: list[str] = Field(default_factory=list, max_length=64)
-    sensitive_topics: list[str] = Field(default_factory=list, max_length=64)
-    is_canary: bool = False
+    opt_outs: list[Slug] = Field(default_factory=list, max_length=32)
+    sensitive_topics: list[Slug] = Field(default_factory=list, max_length=32)
+    is_canary: StrictBool = False
 
 
 class CustomerPatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    country: str | None = Field(default=None, min_length=2, max_length=2)
-    subdivision: str | None = Field(default=None, max_length=6, description='"" clears it')
-    opt_outs: list[str] | None = Field(default=None, max_length=64)
-    sensitive_topics: list[str] | None = Field(default=None, max_length=64)
+    country: Country | None = None
+    subdivision: str | None = Field(
+        default=None, max_length=6, pattern=SUBDIVISION_PATTERN, description='"" clears it'
+    )
+    opt_outs: list[Slug] | None = Field(default=None, max_length=32)
+    sensitive_topics: list[Slug] | None = Field(default=None, max_length=32)
 
 
 class CustomerOut(BaseModel):
@@ -91,9 +101,7 @@ class ImportSummary(BaseModel):
             "required": True,
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/CustomerIn"}},
-                "application/x-ndjson": {
-                    "schema": {"type": "string", "description": "one CustomerIn per line"}
-                },
+                "application/x-ndjson": {"schema": ndjson_body("one CustomerIn per line")},
             },
         }
     },
@@ -208,7 +216,7 @@ def get_customers(
     scope: Annotated[
         str, Query(description="employees: `assigned` (open cases assigned to me) or `all`")
     ] = "assigned",
-    country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
+    country: Annotated[Country | None, Query()] = None,
     canaries: Annotated[bool, Query(description="backend: include canary customers")] = False,
 ) -> CustomerPage | EmployeePage:
     """The marketplace backend pages through customers by id. An employee gets only its own

@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.access.canaries import canaries_of, plant
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
-from mailveil.api.types import Cursor, Id, Limit, Moment
+from mailveil.api.types import Country, Cursor, Id, Limit, Moment
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts import validation as v
 from mailveil.contacts.principals import get_principal
@@ -46,7 +46,7 @@ class StatusIn(BaseModel):
 class CanariesIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     principal_id: Id
-    country: str = Field(min_length=2, max_length=2)
+    country: Country
     count: int = Field(default=2, ge=1, le=100)
 
 
@@ -126,7 +126,20 @@ def get_evidence(
     return bundle
 
 
-@router.post("/v1/reports", status_code=202)
+@router.post(
+    "/v1/reports",
+    status_code=202,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "message/rfc822": {
+                    "schema": {"type": "string", "minLength": 1, "description": "the raw message"}
+                }
+            },
+        }
+    },
+)
 async def post_report(
     request: Request,
     session: SessionDep,

@@ -20,10 +20,10 @@ from sqlalchemy.orm import Session
 from mailveil.access.contact import contact_for_employee
 from mailveil.api import idempotency
 from mailveil.api.access_shell import refusals_recorded
-from mailveil.api.bulk import is_ndjson, spool
+from mailveil.api.bulk import is_ndjson, ndjson_body, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.respond import idempotent
-from mailveil.api.types import Id
+from mailveil.api.types import Id, Slug
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.customers import get_customer_by_external_id
 from mailveil.contacts.disclosures import (
@@ -50,13 +50,64 @@ MAX_IDEMPOTENT_LINES = 10_000
 
 
 class DisclosureIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # The rules of the validator below, stated in the document too: the customer by exactly
+    # one of id or external id; the principal by id, or by kind and external id together.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["customer_id"], "properties": {"customer_id": {"type": "integer"}}},
+                {
+                    "required": ["customer_external_id"],
+                    "properties": {"customer_external_id": {"type": "string"}},
+                },
+            ],
+            "allOf": [
+                {
+                    "anyOf": [
+                        {
+                            "required": ["principal_id"],
+                            "properties": {"principal_id": {"type": "integer"}},
+                        },
+                        {
+                            "required": ["principal_kind"],
+                            "properties": {"principal_kind": {"type": "string"}},
+                        },
+                    ],
+                    "description": "seller and employee keys name themselves",
+                },
+                {
+                    "if": {
+                        "required": ["principal_kind"],
+                        "properties": {"principal_kind": {"type": "string"}},
+                    },
+                    "then": {
+                        "required": ["principal_external_id"],
+                        "properties": {
+                            "principal_external_id": {"type": "string"},
+                            "principal_id": {"type": "null"},
+                        },
+                    },
+                },
+                {
+                    "if": {
+                        "required": ["principal_external_id"],
+                        "properties": {"principal_external_id": {"type": "string"}},
+                    },
+                    "then": {
+                        "required": ["principal_kind"],
+                        "properties": {"principal_kind": {"type": "string"}},
+                    },
+                },
+            ],
+        },
+    )
     customer_id: Id | None = None
     customer_external_id: str | None = Field(default=None, max_length=255)
     principal_id: Id | None = None
     principal_kind: str | None = Field(default=None, max_length=20)
     principal_external_id: str | None = Field(default=None, max_length=255)
-    purpose: str = Field(max_length=64, description="order, support, notification, ...")
+    purpose: Slug = Field(description="order, support, notification, ...")
     ref: str | None = Field(
         default=None, max_length=255, description="the order, case or template this is for"
     )
@@ -161,7 +212,7 @@ def _count(request: Request, results: list[DisclosureResult]) -> None:
             "required": True,
             "content": {
                 "application/json": {"schema": {"$ref": "#/components/schemas/DisclosureIn"}},
-                NDJSON: {"schema": {"type": "string", "description": "one DisclosureIn per line"}},
+                NDJSON: {"schema": ndjson_body("one DisclosureIn per line")},
             },
         }
     },

@@ -14,7 +14,7 @@ from mailveil.access.contact import contact_for_employee
 from mailveil.access.listing import list_for_employee
 from mailveil.api.access_shell import refusals_recorded
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
-from mailveil.api.types import Cursor, Id, Limit
+from mailveil.api.types import Country, Cursor, Id, Limit
 from mailveil.auth.keys import Caller, Role
 from mailveil.csvout import SafeCsvWriter
 from mailveil.errors import InvalidInput
@@ -33,7 +33,7 @@ def export_customers(
     caller: EmployeeDep,
     purpose: Annotated[str, Query(max_length=64)] = "support",
     scope: Annotated[str, Query(description="`assigned` or `all`")] = "assigned",
-    country: Annotated[str | None, Query(min_length=2, max_length=2)] = None,
+    country: Annotated[Country | None, Query()] = None,
     after: Annotated[str | None, Query(max_length=255)] = None,
     limit: Annotated[Limit | None, Query(ge=1)] = None,
 ) -> Response:

@@ -16,7 +16,7 @@ from fastapi.responses import HTMLResponse, Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
-from mailveil.api.types import Id, Moment, Version
+from mailveil.api.types import Country, Id, Moment, Version
 from mailveil.auth.keys import Caller, Role
 from mailveil.detect.incidents import get_incident
 from mailveil.incidents import filings
@@ -30,16 +30,37 @@ router = APIRouter(tags=["regulator report"])
 OfficerDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.INVESTIGATOR))]
 Text200 = Annotated[str, Field(max_length=200)]
 Text500 = Annotated[str, Field(max_length=500)]
-Email = Annotated[str, Field(max_length=320)]
+# "" clears a stored address.
+Email = Annotated[
+    str,
+    Field(max_length=320, json_schema_extra={"anyOf": [{"format": "email"}, {"maxLength": 0}]}),
+]
+
+
+_CONTROLLER_FIELDS = (
+    "name",
+    "address",
+    "establishment_country",
+    "dpo_name",
+    "dpo_email",
+    "dpo_phone",
+    "representative_name",
+    "representative_address",
+    "representative_email",
+)
 
 
 class ControllerIn(BaseModel):
     """Only the fields given change; "" clears one."""
 
-    model_config = ConfigDict(extra="forbid")
+    # At least one field to change (a version alone changes nothing: 422 otherwise).
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"anyOf": [{"required": [f]} for f in _CONTROLLER_FIELDS]},
+    )
     name: Text200 | None = None
     address: Text500 | None = None
-    establishment_country: Annotated[str, Field(max_length=2)] | None = None
+    establishment_country: Country | Literal[""] | None = None
     dpo_name: Text200 | None = None
     dpo_email: Email | None = None
     dpo_phone: Annotated[str, Field(max_length=40)] | None = None

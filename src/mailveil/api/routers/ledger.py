@@ -7,13 +7,13 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from mailveil.api.deps import CallerDep, RoleGate, RuntimeDep, SessionDep
 from mailveil.api.types import Count, Cursor, Limit
 from mailveil.auth.keys import Caller, Role
 from mailveil.detect.evidence import verify_bundle
-from mailveil.errors import InvalidInput, NotFound
+from mailveil.errors import Conflict, InvalidInput, NotFound
 from mailveil.ledger import proofs
 from mailveil.ledger.append import checkpoint_now
 from mailveil.ledger.notes import ALG_ED25519, verifier_key
@@ -113,7 +113,7 @@ def post_publish(runtime: RuntimeDep, _caller: AdminDep) -> dict[str, Any]:
     """Sign a checkpoint if needed and submit it to every witness now (the background job
     does this every ``checkpoint_every_seconds``)."""
     if not configured(runtime.settings):
-        raise InvalidInput("no witnesses are configured (the `witnesses` setting)")
+        raise Conflict("no witnesses are configured (the `witnesses` setting)")
     report = publish_latest(runtime.session_factory, runtime.settings, runtime.signer)
     return {
         "tree_size": report.checkpoint.tree_size if report.checkpoint else None,
@@ -143,6 +143,16 @@ def get_alerts(
 
 class VerifyRequest(BaseModel):
     """A checkpoint note or an evidence bundle, and who must have signed it."""
+
+    # Exactly one of the two, as the route checks (declared so the document says so too).
+    model_config = ConfigDict(
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["checkpoint"], "properties": {"checkpoint": {"type": "string"}}},
+                {"required": ["bundle"], "properties": {"bundle": {"type": "object"}}},
+            ]
+        }
+    )
 
     checkpoint: str | None = Field(None, description="a signed (and cosigned) checkpoint note")
     bundle: dict[str, Any] | None = Field(None, description="an evidence bundle (JSON)")

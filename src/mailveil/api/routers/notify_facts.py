@@ -14,7 +14,7 @@ from fastapi import APIRouter, Depends, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import StreamingResponse
 
-from mailveil.api.bulk import is_ndjson, spool
+from mailveil.api.bulk import is_ndjson, ndjson_body, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.auth.keys import Caller, Role
 from mailveil.errors import InvalidInput
@@ -27,7 +27,28 @@ ReaderDep = Annotated[
 ]
 
 
-@router.post("", status_code=201, response_model=None)
+@router.post(
+    "",
+    status_code=201,
+    response_model=None,
+    responses={
+        200: {
+            "description": "the fact was already recorded (JSON), or one result a line (NDJSON)",
+            "content": {"application/json": {}, "application/x-ndjson": {}},
+        }
+    },
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"type": "object", "description": "one fact (see the README)"}
+                },
+                "application/x-ndjson": {"schema": ndjson_body("one fact per line")},
+            },
+        }
+    },
+)
 async def post_facts(
     request: Request, session: SessionDep, runtime: RuntimeDep, caller: WriterDep
 ) -> Any:

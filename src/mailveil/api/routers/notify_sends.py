@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session
 
 from mailveil.api.bulk import is_ndjson, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
-from mailveil.api.types import Count, Id
+from mailveil.api.types import Count, ExternalId, Id
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts import validation as v
 from mailveil.contacts.customers import get_customer_by_external_id
@@ -93,8 +93,12 @@ class ApproveIn(BaseModel):
 
 class SuppressionIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    scope: str = Field(max_length=80, description="global, category:<c>, tag:<t> or list:<name>")
-    customer: str = Field(max_length=255, description="the customer's external id")
+    scope: str = Field(
+        max_length=80,
+        pattern=r"^(global|(category|tag|list):[a-z0-9][a-z0-9_.-]{0,63})$",
+        description="global, category:<c>, tag:<t> or list:<name>",
+    )
+    customer: ExternalId = Field(description="the customer's external id")
 
 
 def _owned(caller: Caller, template: Template) -> None:

@@ -12,7 +12,7 @@ from mailveil.access.suspension import reinstate_principal, suspend_principal
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.pagination import clamp_limit, next_cursor
 from mailveil.api.respond import idempotent
-from mailveil.api.types import Cursor, Id, Limit
+from mailveil.api.types import Cursor, ExternalId, Id, Limit
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.principals import (
     create_principal,
@@ -30,7 +30,7 @@ Kind = Literal["seller", "employee", "service"]
 class PrincipalIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     kind: Kind
-    external_id: str = Field(max_length=255)
+    external_id: ExternalId
     display_name: str = Field(default="", max_length=200)
     attributes: dict[str, Any] = Field(
         default_factory=dict,

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.pagination import clamp_limit, next_cursor
 from mailveil.api.respond import idempotent
-from mailveil.api.types import Cursor, Id, Limit, Moment
+from mailveil.api.types import Cursor, ExternalId, Id, Limit, Moment
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.relationships import (
     case_view,
@@ -35,7 +35,7 @@ OrderStatus = Literal["placed", "paid", "shipped", "delivered", "cancelled", "re
 class OrderIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["order"]
-    external_id: str = Field(max_length=255)
+    external_id: ExternalId
     customer_id: Id
     seller_id: Id
     status: OrderStatus = "placed"
@@ -45,7 +45,7 @@ class OrderIn(BaseModel):
 class CaseIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     type: Literal["case"]
-    external_id: str = Field(max_length=255)
+    external_id: ExternalId
     customer_id: Id
     assignee_id: Id | None = None
     status: Literal["open", "closed"] = "open"
