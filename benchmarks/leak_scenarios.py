@@ -595,7 +595,13 @@ def summarise(console: Console, results: list[dict[str, Any]]) -> bool:
     ok_alias = len(false_src) + len(false_rcpt) == 0 and all(x["exact"] for x in alias_leaks)
     ok_recall = true_src == guilty
     ok_rank = bool(enough) and len(first) >= 0.95 * len(enough)
-    with_framing = "with framing on" if framed else "framing off"
+    with_framing = (
+        "with framing on"
+        if framed
+        else "framing not recorded"
+        if any(r.get("post_hoc") for r in results)
+        else "framing off"
+    )
     verdicts = [
         (f"every alias leak attributed exactly, zero false accusations ({with_framing})", ok_alias),
         ("every real leak's culprit named", ok_recall),

@@ -8,7 +8,12 @@ DuckDB (``anomalies_features``) and scores every employee-day three ways:
 * peers: robust z against the same team (else role, else everyone) that day, also for
   trailing 7-day sums, which is where a slow leak shows;
 * an IsolationForest over the feature vectors taken relative to the peer medians, for
-  combinations no single feature gives away.
+  combinations no single feature gives away;
+* drift over a longer window (``drift_days``): the share of customers looked up without
+  their case, binomial z against the employee's own share in the ``drift_base_days`` before
+  (shrunk towards the peers', none without ``drift_min_base_n`` customers there) and against
+  the peers' share (the employee left out); the smaller counts. A slow leak of a few
+  customers a day is in no day's counts but moves this share for weeks.
 
 Only excess counts (more lookups, more exports ...). A feature's evidence is the smaller of
 its own and peer z when the employee has enough history (unusual for them AND for their
