@@ -22,6 +22,7 @@ SCRIPTS = sorted(
 COVERED = {
     "affected_list.py": "tests/incidents/test_affected_list_benchmark.py",
     "api_load.py": "tests/api/test_api_load_benchmark.py",
+    "leak_scenarios.py": "tests/detect/test_leak_scenarios_benchmark.py",
     "ledger_appends.py": "tests/ledger/test_ledger_appends_benchmark.py",
     "redaction.py": "tests/relay/test_redaction_benchmark.py",
     "relay.py": "tests/relay/test_relay_benchmark.py",
