@@ -17,7 +17,7 @@ from mailveil.contacts.disclosures import existing_aliases, mint_aliases
 from mailveil.contacts.models import Alias
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_case
-from mailveil.errors import InvalidInput
+from mailveil.errors import InvalidInput, NotFound
 from mailveil.incidents.blast import blast_radius, exposures
 
 T0 = datetime(2026, 10, 1, tzinfo=UTC)
@@ -119,5 +119,5 @@ def test_hand_computed_radius(session: Session, parts: Any) -> None:
     assert blast_radius(session, [bad.id, fence.id]).customers == 6
     with pytest.raises(InvalidInput):
         blast_radius(session, [])
-    with pytest.raises(InvalidInput):
+    with pytest.raises(NotFound):
         blast_radius(session, [987654])

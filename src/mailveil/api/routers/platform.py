@@ -7,12 +7,13 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, Query, Response
+from fastapi import APIRouter, Depends, Path, Query, Response
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict
 
 from mailveil.api.deps import CallerDep, RoleGate, RuntimeDep, SessionDep
 from mailveil.api.pagination import clamp_limit
+from mailveil.api.types import MAX_PAGE, Id
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.lifecycle import transition_order
 from mailveil.contacts.relationships import get_order, order_view
@@ -22,6 +23,7 @@ from mailveil.platform.reasons import order_reasons
 from mailveil.platform.response_times import mark_no_response_needed, response_times
 from mailveil.platform.trackers import tracker_counts
 
+Token = Annotated[str, Path(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]
 router = APIRouter(tags=["platform"])
 BackendDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN, Role.BACKEND))]
 OrderStatus = Literal["placed", "paid", "shipped", "delivered", "cancelled", "returned", "closed"]
@@ -44,7 +46,7 @@ def own_seller(caller: Caller, seller_id: int) -> None:
 
 @router.post("/v1/relationships/orders/{order_id}/transitions")
 def post_transition(
-    order_id: int, body: TransitionIn, session: SessionDep, _caller: BackendDep
+    order_id: Id, body: TransitionIn, session: SessionDep, _caller: BackendDep
 ) -> dict[str, Any]:
     """Move an order along its life (placed, paid, shipped, delivered, returned, cancelled,
     closed); its conversation's contact window starts again. 409 names the allowed moves."""
@@ -55,7 +57,7 @@ def post_transition(
 
 @router.get("/v1/relationships/orders/{order_id}/contact-reasons")
 def get_contact_reasons(
-    order_id: int, session: SessionDep, runtime: RuntimeDep, caller: CallerDep
+    order_id: Id, session: SessionDep, runtime: RuntimeDep, caller: CallerDep
 ) -> dict[str, Any]:
     """The contact reasons the order's seller may use now, each with why (or why not)."""
     order = get_order(session, order_id)
@@ -70,8 +72,10 @@ def get_events(
     session: SessionDep,
     runtime: RuntimeDep,
     _caller: BackendDep,
-    after: Annotated[int, Query(ge=-1, description="the cursor of the last event you have")] = -1,
-    limit: Annotated[int | None, Query(ge=1)] = None,
+    after: Annotated[
+        int, Query(ge=-1, le=2**62, description="the cursor of the last event you have")
+    ] = -1,
+    limit: Annotated[int | None, Query(ge=1, le=MAX_PAGE)] = None,
 ) -> StreamingResponse:
     """Message events (relayed, refused, bounced, complained, held) after a cursor, as
     NDJSON, oldest first. ``X-Next-Cursor`` is the ``after`` of the next page (absent when
@@ -86,7 +90,7 @@ def get_events(
 
 @router.get("/v1/sellers/{seller_id}/response-times")
 def get_response_times(
-    seller_id: int,
+    seller_id: Id,
     session: SessionDep,
     caller: CallerDep,
     days: Annotated[float, Query(gt=0, le=366)] = 30,
@@ -98,7 +102,7 @@ def get_response_times(
 
 
 @router.post("/v1/relay-messages/{token}/no-response-needed", status_code=204)
-def post_no_response_needed(token: str, session: SessionDep, caller: CallerDep) -> Response:
+def post_no_response_needed(token: Token, session: SessionDep, caller: CallerDep) -> Response:
     """Mark a customer's message as needing no response (its seller, or the backend)."""
     if caller.role in (Role.ADMIN, Role.BACKEND):
         seller = None
@@ -113,7 +117,7 @@ def post_no_response_needed(token: str, session: SessionDep, caller: CallerDep) 
 
 @router.get("/v1/sellers/{seller_id}/trackers")
 def get_trackers(
-    seller_id: int,
+    seller_id: Id,
     session: SessionDep,
     caller: CallerDep,
     days: Annotated[int, Query(ge=1, le=366)] = 30,
