@@ -63,7 +63,7 @@ class ControllerIn(BaseModel):
     establishment_country: Country | Literal[""] | None = None
     dpo_name: Text200 | None = None
     dpo_email: Email | None = None
-    dpo_phone: Annotated[str, Field(max_length=40)] | None = None
+    dpo_phone: Annotated[str, Field(max_length=40, pattern=r"^[0-9 +\-()./]*$")] | None = None
     representative_name: Text200 | None = None
     representative_address: Text500 | None = None
     representative_email: Email | None = None
