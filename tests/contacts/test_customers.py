@@ -23,7 +23,7 @@ from mailveil.contacts.customers import (
     update_customer,
 )
 from mailveil.contacts.importing import iter_records
-from mailveil.errors import Duplicate, InvalidAddress, InvalidInput, NotFound
+from mailveil.errors import Conflict, Duplicate, InvalidAddress, InvalidInput, NotFound
 from mailveil.vault import Vault
 
 
@@ -132,6 +132,11 @@ def test_update_change_address_and_delete(session: Session, vault: Vault) -> Non
     with pytest.raises(InvalidInput):
         update_customer(session, c.id, country="ZZ", opt_outs=["surveys"])
     assert c.opt_outs == ["marketing"]  # the bad call changed nothing
+    # A well-formed subdivision of another country conflicts with the customer's own.
+    with pytest.raises(Conflict):
+        update_customer(session, c.id, subdivision="US-CA")
+    update_customer(session, c.id, subdivision="ES-M")
+    assert c.subdivision == "M"  # stored without its country prefix
     with pytest.raises(Duplicate):
         change_customer_address(session, vault, c.id, address(2))
     change_customer_address(session, vault, c.id, "New.Box@elsewhere.example")

@@ -21,7 +21,14 @@ from mailveil.contacts import validation as v
 from mailveil.contacts.importing import ParseError
 from mailveil.contacts.models import Customer
 from mailveil.db.base import utcnow
-from mailveil.errors import Duplicate, InvalidAddress, InvalidInput, MailveilError, NotFound
+from mailveil.errors import (
+    Conflict,
+    Duplicate,
+    InvalidAddress,
+    InvalidInput,
+    MailveilError,
+    NotFound,
+)
 from mailveil.vault import SealedAddress, Vault
 
 FIELDS = (
@@ -265,7 +272,13 @@ def update_customer(
     if subdivision is not None or (new_country is not None and new_country != customer.country):
         # A subdivision belongs to its country: a move abroad drops the old one.
         raw = subdivision if subdivision is not None else ""
-        customer.subdivision = v.subdivision(raw, new_country or customer.country)
+        country = new_country or customer.country
+        prefix, dash, _rest = raw.strip().upper().partition("-")
+        if dash and prefix != country:
+            # Valid on its own, but not in the customer's country: a conflict with what the
+            # customer is, not a malformed request.
+            raise Conflict(f"subdivision {v.shown(raw)} is not in the customer's country {country}")
+        customer.subdivision = v.subdivision(raw, country)
     if new_country is not None:
         customer.country = new_country
     if new_opt is not None:
