@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session
 from mailveil.config import Settings
 from mailveil.db.base import utcnow
 from mailveil.errors import NotFound
+from mailveil.keyfiles import KeyFileError
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
@@ -122,7 +123,12 @@ def record_unsubscribe(
 ) -> dict[str, Any]:
     """A one-click unsubscribe. NotFound for a token that is not genuine or names a send
     that did not go to that customer. Does not commit."""
-    found = read_unsubscribe_token(unsubscribe_key(settings), token)
+    try:
+        key = unsubscribe_key(settings)
+    except KeyFileError:
+        # No relay key: no notification with an unsubscribe link was ever sent from here.
+        raise NotFound("no such unsubscribe link") from None
+    found = read_unsubscribe_token(key, token)
     if found is None:
         raise NotFound("no such unsubscribe link")
     send_id, customer_id = found
