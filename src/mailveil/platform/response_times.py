@@ -67,7 +67,7 @@ def response_times(
     if principal is None:
         raise NotFound(f"no principal {seller_id}")
     if principal.kind != "seller":
-        raise InvalidInput(f"principal {seller_id} is a {principal.kind}, not a seller")
+        raise NotFound(f"no seller {seller_id}")  # another kind of principal is no seller
     now = now or utcnow()
     since = now - _window(days)
     rows = session.execute(

@@ -196,12 +196,12 @@ async def post_send_ndjson(
     return out
 
 
-@router.get("/{send_id}")
+@router.get("/{send_id:int}")
 def get_one(send_id: Id, session: SessionDep, caller: ReaderDep) -> dict[str, Any]:
     return send_view(session, get_send(session, send_id))
 
 
-@router.post("/{send_id}/approve")
+@router.post("/{send_id:int}/approve")
 def post_approve(
     send_id: Id,
     session: SessionDep,
@@ -218,7 +218,7 @@ def post_approve(
     return send_view(session, send)
 
 
-@router.post("/{send_id}/start", status_code=202)
+@router.post("/{send_id:int}/start", status_code=202)
 def post_start(
     send_id: Id, request: Request, session: SessionDep, runtime: RuntimeDep, caller: SenderDep
 ) -> dict[str, Any]:
@@ -231,7 +231,7 @@ def post_start(
     return {**send_view(session, send), "worker": state}
 
 
-@router.post("/{send_id}/kill")
+@router.post("/{send_id:int}/kill")
 def post_kill(
     send_id: Id, session: SessionDep, runtime: RuntimeDep, caller: ReaderDep
 ) -> dict[str, Any]:
@@ -241,7 +241,7 @@ def post_kill(
     return send_view(session, send)
 
 
-@router.post("/{send_id}/correction", status_code=201)
+@router.post("/{send_id:int}/correction", status_code=201)
 def post_correction(
     send_id: Id, body: CorrectionIn, session: SessionDep, runtime: RuntimeDep, caller: SenderDep
 ) -> dict[str, Any]:
