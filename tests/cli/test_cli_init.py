@@ -100,13 +100,16 @@ def test_the_token_is_printed_whole_on_a_narrow_terminal(cli: Cli) -> None:
         assert authenticate(session, token).role is Role.ADMIN
 
 
-def test_init_issues_a_new_admin_key_when_every_admin_key_was_revoked(cli: Cli) -> None:
+def test_the_last_admin_key_is_kept_and_a_lost_one_is_replaced_on_the_server(cli: Cli) -> None:
+    """Revoking the last active admin key is refused with the way back; an operator who lost
+    every admin token issues a new one from the server's command line."""
     (token,) = tokens(cli.ok("init").stdout)
     key_id = token.split("_")[1]
-    cli.ok("api-keys", "revoke", key_id)
-    again = cli.ok("init")
-    (new_token,) = tokens(again.stdout)
-    assert new_token != token
+    refused = cli("api-keys", "revoke", key_id)
+    assert refused.code == 1 and "last active admin key" in refused.flat, str(refused)
+    assert "api-keys create --role admin" in refused.flat
+    (new_token,) = tokens(cli.ok("api-keys", "create", "--role", "admin").stdout)
+    cli.ok("api-keys", "revoke", key_id)  # no longer the last one
     with open_db(cli.settings()) as db, db() as session:
         assert authenticate(session, new_token).role is Role.ADMIN
         with pytest.raises(Unauthenticated):
