@@ -48,9 +48,13 @@ def test_make_shows_progress_while_installing_and_keeps_pips_failure(tmp_path: P
     stub.chmod(0o755)
 
     def make(**env: str) -> subprocess.CompletedProcess[str]:
+        # Under `make test` this runs as a sub-make: it must not inherit the outer make's
+        # flags, nor print the directory it enters.
+        inherited = ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")
+        outer = {k: v for k, v in os.environ.items() if k not in inherited}
         return subprocess.run(
-            ["make", "-B", f"VENV={venv}", f"{venv}/.installed"], cwd=ROOT,
-            capture_output=True, text=True, env={**os.environ, **env}, timeout=60,
+            ["make", "--no-print-directory", "-B", f"VENV={venv}", f"{venv}/.installed"],
+            cwd=ROOT, capture_output=True, text=True, env={**outer, **env}, timeout=60,
         )  # fmt: skip
 
     done = make()
