@@ -40,6 +40,7 @@ from mailveil.api.routers import (
 from mailveil.console.app import create_console
 from mailveil.db.session import session_scope
 from mailveil.ledger.append import checkpoint_now
+from mailveil.ledger.counting import count_ledger_commits
 from mailveil.ops.alerts import pump
 from mailveil.platform.events import push_once, webhook_client
 from mailveil.runtime import Runtime
@@ -140,7 +141,10 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
     )
     app.state.runtime = runtime
     app.state.read_sessions = runtime.session_factory
-    app.state.write_sessions = write_session_factory(runtime.session_factory)
+    app.state.write_sessions = write_sessions = write_session_factory(runtime.session_factory)
+    if write_sessions is not runtime.session_factory:
+        # The ledger counter listens per factory: the writers' factory counts too.
+        count_ledger_commits(write_sessions, runtime.metrics.ledger_appends)
     metrics = runtime.metrics
     app.state.metrics = metrics
     install_problem_handlers(app)
