@@ -120,8 +120,6 @@ def build(
         people.append(
             ("employee", f"E{i:06d}", f"Agent {i}", "active", json.dumps(attrs), now, now)
         )
-    # The schema seeds the incident-response service principal; these rows take fixed ids.
-    conn.execute("DELETE FROM principals")
     conn.execute("BEGIN")
     conn.executemany(
         "INSERT INTO principals (kind, external_id, display_name, status, attributes, "

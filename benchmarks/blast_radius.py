@@ -115,8 +115,6 @@ def build(path: Path, customers: int, rows: int, culprit_n: int, console: Consol
     for idx in saved.values():
         for name, _ddl in idx:
             con.execute(f"DROP INDEX {name}")
-    # The schema seeds the incident-response service principal; these rows take fixed ids.
-    con.execute("DELETE FROM principals")
     con.execute("BEGIN")
     con.execute(
         "INSERT INTO principals (id, kind, external_id, display_name, status, attributes, "

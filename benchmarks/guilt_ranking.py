@@ -132,8 +132,6 @@ def build(path: Path, rows: int, seed: int, console: Console) -> None:
             now,
         )
     )
-    # The schema seeds the incident-response service principal; these rows take fixed ids.
-    con.execute("DELETE FROM principals")
     con.executemany(
         "INSERT INTO principals (id, kind, external_id, display_name, status, attributes, "
         "created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",

@@ -188,8 +188,8 @@ def test_a_culprit_named_by_weak_evidence_needs_a_second_person_to_contain(
 def test_the_notice_template_can_be_replaced_before_the_first_notice_round(
     admin: Api, session: Session, runtime: Runtime
 ) -> None:
-    """The incident-response service exists from the migration on, so an operator's own
-    breach notice is registered before any notice round, and the round sends that one."""
+    """The incident-response service is created when its template is first registered, so
+    an operator's own breach notice comes before any notice round, which sends that one."""
     from mailveil.incidents.notices import BUILT_IN
 
     own = {**BUILT_IN, "subject": "Example Market: an incident involving your contact details"}

@@ -157,8 +157,9 @@ def test_the_readme_relay_recipe_runs_as_written(tmp_path: Path) -> None:
         both = both.replace("export API=http://127.0.0.1:8700", f"export API={api}")
         both += "\n" + ports(script)
         run = subprocess.run(
-            ["bash", "-c", both], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
-        )
+            ["bash", "-c", both], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+            stdin=subprocess.DEVNULL,  # swaks asks on stdin for what is missing: never wait
+        )  # fmt: skip
     finally:
         server.terminate()
         server.wait(timeout=30)

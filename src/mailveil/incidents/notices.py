@@ -97,7 +97,9 @@ class NoticeRound:
         }
 
 
-def _service(session: Session) -> Principal:
+def ensure_service(session: Session) -> Principal:
+    """The incident-response service principal, created on first use (a fresh install's
+    first principal is the operator's own, so the README's ids hold)."""
     found = session.scalar(
         select(Principal).where(Principal.kind == "service", Principal.external_id == SERVICE)
     )
@@ -110,7 +112,7 @@ def _service(session: Session) -> Principal:
 
 def ensure_template(session: Session, settings: Settings, actor: str) -> Any:
     """The latest version of the notice (registering the built-in one on first use)."""
-    _service(session)
+    ensure_service(session)
     try:
         return get_template(session, TEMPLATE)
     except NotFound:
@@ -247,6 +249,7 @@ __all__ = [
     "SERVICE",
     "TEMPLATE",
     "NoticeRound",
+    "ensure_service",
     "ensure_template",
     "fact_id",
     "is_notice_send",

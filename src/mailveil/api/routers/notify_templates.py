@@ -17,6 +17,8 @@ from mailveil.api.types import Count
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.models import Principal
 from mailveil.errors import Forbidden
+from mailveil.incidents.notices import SERVICE as NOTICE_OWNER
+from mailveil.incidents.notices import ensure_service
 from mailveil.notify.models import Template
 from mailveil.notify.templates import (
     acknowledge,
@@ -53,6 +55,9 @@ def post_template(
         owner = session.get(Principal, caller.principal_id)
         if owner is None or body.get("owner") != owner.external_id:
             raise Forbidden("a service key registers templates it owns only")
+    elif body.get("owner") == NOTICE_OWNER:
+        # An operator's own breach notice may come before the first notice round.
+        ensure_service(session)
     row = register_template(session, runtime.settings, body, actor=caller.actor)
     session.commit()
     return view(session, row)
