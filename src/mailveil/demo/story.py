@@ -67,7 +67,9 @@ def run_demo(
     report = DemoReport()
     # The send worker retries a step that meets a busy database (the relay writes to the
     # same SQLite file); those retries are routine here and would only clutter the story.
-    logging.getLogger("mailveil.notify").setLevel(logging.CRITICAL)
+    notify_log = logging.getLogger("mailveil.notify")
+    level_before = notify_log.level
+    notify_log.setLevel(logging.CRITICAL)
     console.print(Panel.fit("mailveil demo: the two incidents, replayed", style="bold"))
     env = DemoEnv.start(
         OUTSIDE_DOMAINS,
@@ -115,6 +117,7 @@ def run_demo(
         report.failures.extend(_check_glitch(glitch))
     finally:
         env.stop()
+        notify_log.setLevel(level_before)  # the demo may run inside a longer-lived process
     report.seconds = time.monotonic() - started
     for problem in report.failures:
         console.print(f"[bold red]✗ {problem}[/]")
