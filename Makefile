@@ -4,6 +4,9 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Tests run in parallel processes, each with its own databases (a SQLite file and a private
+# PostgreSQL schema) and its own loopback ports; TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= auto
 
 .PHONY: run test test-fast lint typecheck bench venv services debian node clean demo
 
@@ -44,12 +47,12 @@ typecheck: $(STAMP)
 
 ## Lint, type-check and the whole suite on SQLite and PostgreSQL.
 test: $(STAMP) debian node services lint typecheck
-	@set +e; $(BIN)/python -m pytest $(PYTEST_ARGS); rc=$$?; \
+	@set +e; $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 ## The suite without the tests marked slow: the developer's loop (make test is the gate).
 test-fast: $(STAMP) debian node services
-	@set +e; $(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS); rc=$$?; \
+	@set +e; $(BIN)/python -m pytest -n $(TEST_WORKERS) --dist worksteal -m "not slow" $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests"; exit 1; fi; exit $$rc
 
 ## Both incidents replayed end to end in one process (under a minute).

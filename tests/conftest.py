@@ -20,6 +20,9 @@ from mailveil.config import Settings, load_settings
 from mailveil.db.migrate import upgrade
 from mailveil.db.session import make_engine
 
+# The whole suite's log scan (logscan.py) and the measured fast subset (durations.py).
+pytest_plugins = ["logscan", "durations"]
+
 
 def _postgres_reachable() -> bool:
     try:

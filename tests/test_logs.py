@@ -4,6 +4,7 @@ from pathlib import Path
 
 import structlog
 
+from logscan import logging_an_address
 from mailveil.config import load_settings
 from mailveil.logs import configure_logging, scrub
 
@@ -22,7 +23,8 @@ def test_log_lines_never_carry_a_real_address(tmp_path: Path) -> None:
     settings = load_settings(env={}, data_dir=tmp_path / "var", relay_domain="relay.test")
     configure_logging(settings)
     try:
-        structlog.get_logger("t").warning("oops", detail="failed for carol@example.net")
+        with logging_an_address():
+            structlog.get_logger("t").warning("oops", detail="failed for carol@example.net")
         for handler in logging.getLogger().handlers:
             handler.flush()
         line = (settings.logs_dir / "mailveil.log").read_text().strip().splitlines()[-1]

@@ -10,6 +10,7 @@ import pytest
 from fastapi.testclient import TestClient
 from ops_kit import NEW_CUSTOMER, STRANGER, drive_slice, json_lines, notify_kit, shared_runtime
 
+from logscan import logging_an_address
 from mailveil.api.app import create_app
 from mailveil.config import Settings, load_settings
 from mailveil.logs import configure_logging, get_logger, reset_logging, scrub
@@ -36,7 +37,8 @@ def test_a_whole_slice_logs_json_lines_without_any_real_address(
     with TestClient(create_app(runtime), raise_server_exceptions=False) as client:
         drive_slice(env, runtime, client)
     # An accident: an address in a log call is scrubbed before it is written.
-    get_logger("mailveil.test").warning("oops", detail=f"failed for {kit.address(7)}")
+    with logging_an_address():
+        get_logger("mailveil.test").warning("oops", detail=f"failed for {kit.address(7)}")
 
     records = json_lines(env.settings.logs_dir / "mailveil.log")
     events = {r.get("event") for r in records}
@@ -72,11 +74,12 @@ def test_the_scrubber_reaches_nested_values_and_keeps_aliases(tmp_path: object) 
     settings = load_settings(env={}, data_dir=tmp_path, relay_domain="relay.test")  # type: ignore[arg-type]
     configure_logging(settings)
     try:
-        get_logger("t").info(
-            "nested",
-            who={"to": ["eve@example.com", "k7m2q9xhw3cd4f@relay.test"]},
-            raw=b"from <mallory@example.net>",
-        )
+        with logging_an_address():
+            get_logger("t").info(
+                "nested",
+                who={"to": ["eve@example.com", "k7m2q9xhw3cd4f@relay.test"]},
+                raw=b"from <mallory@example.net>",
+            )
         record = json_lines(settings.logs_dir / "mailveil.log")[-1]
         assert record["who"] == {"to": ["[address]", "k7m2q9xhw3cd4f@relay.test"]}
         assert record["raw"] == "from <[address]>"
@@ -92,7 +95,8 @@ def test_standard_library_records_are_json_too(tmp_path: object) -> None:
     settings = load_settings(env={}, data_dir=tmp_path, relay_domain="relay.test")  # type: ignore[arg-type]
     configure_logging(settings)
     try:
-        logging.getLogger("mailveil.relay").error("relay: lookup failed for %s", "x@y.example")
+        with logging_an_address():
+            logging.getLogger("mailveil.relay").error("relay: lookup failed for %s", "x@y.example")
         record = json_lines(settings.logs_dir / "mailveil.log")[-1]
         assert record["event"] == "relay: lookup failed for [address]"
         assert record["level"] == "error" and record["logger"] == "mailveil.relay"
