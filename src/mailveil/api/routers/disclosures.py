@@ -22,6 +22,7 @@ from mailveil.api import idempotency
 from mailveil.api.access_shell import refusals_recorded
 from mailveil.api.bulk import is_ndjson, ndjson_body, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.api.problems import problem_body
 from mailveil.api.respond import idempotent
 from mailveil.api.types import Id, Slug
 from mailveil.auth.keys import Caller, Role
@@ -172,14 +173,8 @@ def _answer(result: DisclosureResult) -> tuple[int, Any]:
         return 201, result.to_dict()
     if result.error:
         raise (NotFound if result.error == NotFound.code else InvalidInput)(result.reason)
-    return 403, {
-        "type": "urn:mailveil:problem:policy-denied",
-        "title": "Denied by policy",
-        "status": 403,
-        "detail": result.reason,
-        "policies": list(result.policy_ids),
-        "ledger_seq": result.ledger_seq,
-    }
+    denied = result.denial()
+    return denied.status, problem_body(denied)
 
 
 def _decide(
