@@ -50,9 +50,16 @@ class Duplicate(Conflict):
 
 
 class PolicyDenied(MailveilError):
+    """A decided refusal: the Cedar policies that decided and the ledger entry recording it."""
+
     code = "policy-denied"
     status = 403
     title = "Denied by policy"
+
+    def __init__(
+        self, detail: str, *, policies: tuple[str, ...] = (), ledger_seq: int | None = None
+    ) -> None:
+        super().__init__(detail, policies=list(policies), ledger_seq=ledger_seq)
 
 
 class Forbidden(MailveilError):

@@ -10,7 +10,8 @@ Addresses
     are not folded: they are not universal.
 
 Encryption (envelope, AES-256-GCM)
-    Key-encryption keys (KEKs) are local files ``address-kek-<id>.key`` in ``keys_dir`` (0600);
+    Key-encryption keys (KEKs) are local files ``address-kek-<id>.key`` in ``keys_dir`` (0600,
+    made and listed by ``custody.vault_files``; the ``vault_keys`` table is in ``custody.models``);
     the newest id (ids sort by creation time) wraps new data keys. Data-encryption keys (DEKs)
     are random, stored wrapped in ``vault_keys`` with the id of their KEK; the wrap's AAD names
     the DEK and KEK ids. Each address ciphertext is ``0x01 || nonce || ct+tag`` under one DEK
@@ -34,7 +35,6 @@ Rotation
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 import os
@@ -42,36 +42,34 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import NamedTuple, cast
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import (
-    Boolean,
-    LargeBinary,
-    String,
-    Table,
-    bindparam,
-    false,
-    func,
-    select,
-    update,
-)
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import Table, bindparam, false, func, select, update
+from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
 from mailveil.custody.keystore import Aead, KeyStore, key_store
-from mailveil.db.base import Base, UTCDateTime, utcnow
+from mailveil.custody.models import VaultKey
+from mailveil.custody.vault_files import (
+    INDEX_KEY_FILE,
+    INDEX_NEXT_FILE,
+    KEK_PREFIX,
+    KEK_SUFFIX,
+    init_keys,
+    kek_id_now,
+    kek_path,
+    list_kek_ids,
+    new_kek_file,
+    read_index_keys,
+)
+from mailveil.db.base import utcnow
 from mailveil.errors import InvalidAddress, MailveilError
-from mailveil.keyfiles import MISSING_KEY_ADVICE, KeyFileError, read_secret, write_secret
+from mailveil.keyfiles import MISSING_KEY_ADVICE, KeyFileError, read_secret
 
-INDEX_KEY_FILE = "address-index.key"
-INDEX_NEXT_FILE = "address-index-next.key"
-KEK_PREFIX = "address-kek-"
-KEK_SUFFIX = ".key"
 MAX_ADDRESS_CHARS = 320
 _CT_VERSION = b"\x01"
 _ADDRESS_AAD = b"mailveil/address/v1\x00"
@@ -87,18 +85,6 @@ class VaultError(MailveilError):
     code = "vault-error"
     status = 500
     title = "Vault failure"
-
-
-class VaultKey(Base):
-    """A data-encryption key, wrapped under the KEK named by ``kek_id``."""
-
-    __tablename__ = "vault_keys"
-
-    id: Mapped[str] = mapped_column(String(32), primary_key=True)
-    kek_id: Mapped[str] = mapped_column(String(64), index=True)
-    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
 
 
 class NormalizedAddress(NamedTuple):
@@ -136,72 +122,6 @@ def normalize_address(address: object) -> NormalizedAddress:
         raise InvalidAddress(_safe_reason(str(exc))) from None
     domain = (valid.ascii_domain or valid.domain).lower()
     return NormalizedAddress(valid.normalized, f"{valid.local_part.lower()}@{domain}")
-
-
-def _read_index_keys(keys_dir: Path) -> tuple[bytes, bytes | None]:
-    # The next key is read first: a rotation that finishes in between (next renamed over
-    # current) then still yields the new key, never the old one alone.
-    next_path = keys_dir / INDEX_NEXT_FILE
-    try:
-        next_key = read_secret(next_path) if next_path.exists() else None
-    except KeyFileError:
-        if next_path.exists():
-            raise
-        next_key = None  # renamed over the current key just now: that is read next
-    key = read_secret(keys_dir / INDEX_KEY_FILE)
-    for path, k in ((keys_dir / INDEX_KEY_FILE, key), (next_path, next_key)):
-        if k is not None and len(k) != 32:
-            raise KeyFileError(f"{path} is not a 32-byte key")
-    return key, (None if next_key == key else next_key)
-
-
-def _kek_id_now() -> str:
-    # Sortable by creation time; the random tail keeps two rotations in one microsecond apart.
-    now = datetime.now(UTC)
-    return f"{now:%Y%m%dT%H%M%S}{now.microsecond:06d}Z-{secrets.token_hex(3)}"
-
-
-def _kek_path(settings_dir: Path, kek_id: str) -> Path:
-    return settings_dir / f"{KEK_PREFIX}{kek_id}{KEK_SUFFIX}"
-
-
-def _list_kek_ids(keys_dir: Path) -> list[str]:
-    if not keys_dir.is_dir():
-        return []
-    return sorted(
-        p.name[len(KEK_PREFIX) : -len(KEK_SUFFIX)]
-        for p in keys_dir.iterdir()
-        if p.name.startswith(KEK_PREFIX) and p.name.endswith(KEK_SUFFIX)
-    )
-
-
-def _new_kek(keys_dir: Path) -> str:
-    kek_id = _kek_id_now()
-    write_secret(_kek_path(keys_dir, kek_id), AESGCM.generate_key(bit_length=256))
-    return kek_id
-
-
-def init_keys(settings: Settings) -> list[str]:
-    """Create the blind-index key and a first KEK if absent (idempotent). Returns what was made."""
-    made: list[str] = []
-    keys_dir = settings.keys_dir
-    keys_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    index_path = keys_dir / INDEX_KEY_FILE
-    if not index_path.exists():
-        # Another process may create it first; then theirs is used.
-        with contextlib.suppress(KeyFileError, FileExistsError):
-            write_secret(index_path, secrets.token_bytes(32))
-            made.append(INDEX_KEY_FILE)
-    store = key_store(settings)
-    if store is not None:
-        if not store.kek_ids():
-            kek_id = _kek_id_now()
-            store.new_kek(kek_id)
-            made.append(f"pkcs11 KEK {kek_id}")
-    elif not _list_kek_ids(keys_dir):
-        kek_id = _new_kek(keys_dir)
-        made.append(f"{KEK_PREFIX}{kek_id}{KEK_SUFFIX}")
-    return made
 
 
 @dataclass
@@ -251,7 +171,7 @@ class Vault:
     @classmethod
     def open(cls, settings: Settings) -> Vault:
         keys_dir = settings.keys_dir
-        index_key, next_key = _read_index_keys(keys_dir)
+        index_key, next_key = read_index_keys(keys_dir)
         vault = cls(
             keys_dir,
             index_key,
@@ -274,9 +194,9 @@ class Vault:
                 if kek_id not in self._keks:
                     self._keks[kek_id] = self._store.kek(kek_id)
             return
-        for kek_id in _list_kek_ids(self._keys_dir):
+        for kek_id in list_kek_ids(self._keys_dir):
             if kek_id not in self._keks:
-                key = read_secret(_kek_path(self._keys_dir, kek_id))
+                key = read_secret(kek_path(self._keys_dir, kek_id))
                 if len(key) != 32:
                     raise KeyFileError(f"key-encryption key {kek_id} is not a 32-byte key")
                 self._keks[kek_id] = AESGCM(key)
@@ -291,16 +211,16 @@ class Vault:
     def new_kek(self) -> str:
         """A new KEK (a file, or a key generated inside the HSM); the newest wraps from now."""
         if self._store is None:
-            kek_id = _new_kek(self._keys_dir)
+            kek_id = new_kek_file(self._keys_dir)
         else:
-            kek_id = _kek_id_now()
+            kek_id = kek_id_now()
             self._store.new_kek(kek_id)
         self._load_keks()
         return kek_id
 
     def delete_kek(self, kek_id: str) -> None:
         if self._store is None:
-            _kek_path(self._keys_dir, kek_id).unlink(missing_ok=True)
+            kek_path(self._keys_dir, kek_id).unlink(missing_ok=True)
         else:
             self._store.delete_kek(kek_id)
         self._keks.pop(kek_id, None)
@@ -388,7 +308,7 @@ class Vault:
         """Re-read the blind-index key files (every ``key_refresh_seconds``, or now)."""
         now = time.monotonic()
         if force or now - self._index_checked >= self._refresh_seconds:
-            self._index_key, self._next_index_key = _read_index_keys(self._keys_dir)
+            self._index_key, self._next_index_key = read_index_keys(self._keys_dir)
             self._index_checked = now
 
     @property
@@ -644,6 +564,10 @@ def key_status(session: Session, vault: Vault) -> dict[str, object]:
 
 
 __all__ = [
+    "INDEX_KEY_FILE",
+    "INDEX_NEXT_FILE",
+    "KEK_PREFIX",
+    "KEK_SUFFIX",
     "NormalizedAddress",
     "RetireReport",
     "RotationReport",

@@ -41,6 +41,7 @@ from mailveil.console.app import create_console
 from mailveil.db.session import session_scope
 from mailveil.ledger.append import checkpoint_now
 from mailveil.ledger.counting import count_ledger_commits
+from mailveil.notify.queue import Dispatcher
 from mailveil.ops.alerts import pump
 from mailveil.platform.events import push_once, webhook_client
 from mailveil.runtime import Runtime
@@ -114,7 +115,7 @@ def _push_events(runtime: Runtime, client: httpx.Client) -> None:
 
 def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> FastAPI:
     @contextlib.asynccontextmanager
-    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+    async def lifespan(served: FastAPI) -> AsyncIterator[None]:
         tasks = []
         if background_checkpoints and runtime.settings.checkpoint_every_seconds > 0:
             tasks.append(asyncio.create_task(_checkpoint_loop(runtime)))
@@ -129,6 +130,8 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+            # In-process sends stop between steps (a worker resumes them); joins wait.
+            await asyncio.to_thread(served.state.notify_dispatcher.close)
 
     app = FastAPI(
         title="mailveil",
@@ -147,6 +150,9 @@ def create_app(runtime: Runtime, *, background_checkpoints: bool = False) -> Fas
         count_ledger_commits(write_sessions, runtime.metrics.ledger_appends)
     metrics = runtime.metrics
     app.state.metrics = metrics
+    # One per process, built here (not on first use, where two requests could race) and
+    # closed when the app shuts down; the console mounted below starts sends with it too.
+    app.state.notify_dispatcher = Dispatcher(runtime)
     install_problem_handlers(app)
     install_database_handlers(app)
     install_exact_openapi(app, [customers.CustomerIn, disclosures.DisclosureIn])

@@ -8,32 +8,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Integer, LargeBinary, String, Text
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from mailveil.db.base import Base, UTCDateTime, utcnow
+from mailveil.api.models import MAX_KEY_LENGTH, IdempotencyRecord
+from mailveil.db.base import utcnow
 from mailveil.errors import Conflict, InvalidInput
 
 TTL = timedelta(hours=24)
-MAX_KEY_LENGTH = 200
-
-
-class IdempotencyRecord(Base):
-    __tablename__ = "idempotency_keys"
-
-    api_key_id: Mapped[int] = mapped_column(
-        ForeignKey("api_keys.id", ondelete="CASCADE"), primary_key=True
-    )
-    key: Mapped[str] = mapped_column(String(MAX_KEY_LENGTH), primary_key=True)
-    method: Mapped[str] = mapped_column(String(10))
-    path: Mapped[str] = mapped_column(String(500))
-    request_hash: Mapped[bytes] = mapped_column(LargeBinary(32))
-    status_code: Mapped[int] = mapped_column(Integer)
-    response_body: Mapped[str] = mapped_column(Text)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow, index=True)
 
 
 class IdempotencyMismatch(InvalidInput):
@@ -93,3 +77,16 @@ def remember(
             created_at=utcnow(),
         )
     )
+
+
+__all__ = [
+    "MAX_KEY_LENGTH",
+    "TTL",
+    "IdempotencyInFlight",
+    "IdempotencyMismatch",
+    "IdempotencyRecord",
+    "check_key",
+    "lookup",
+    "remember",
+    "request_fingerprint",
+]

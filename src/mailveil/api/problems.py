@@ -39,6 +39,18 @@ _HTTP_CODES = {
 }
 
 
+def problem_body(exc: MailveilError) -> dict[str, Any]:
+    """A domain error's problem JSON, for a handler that answers it rather than raising it
+    (a policy denial: its ledger entry commits with the answer)."""
+    return {
+        "type": PROBLEM_BASE + exc.code,
+        "title": exc.title,
+        "status": exc.status,
+        "detail": exc.detail,
+        **exc.extra,
+    }
+
+
 def problem(
     status: int,
     code: str,

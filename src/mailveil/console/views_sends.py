@@ -121,12 +121,9 @@ def approve_send(
 
 
 def _dispatcher(request: Request) -> Dispatcher:
-    """The hosting app's dispatcher (one per process, shared with the API)."""
-    state = console_of(request).host_state
-    found: Dispatcher | None = getattr(state, "notify_dispatcher", None)
-    if found is None:
-        found = Dispatcher(console_of(request).runtime)
-        state.notify_dispatcher = found
+    """The hosting app's dispatcher (one per process, shared with the API, built and closed
+    with it by ``create_app``)."""
+    found: Dispatcher = console_of(request).host_state.notify_dispatcher
     return found
 
 

@@ -30,7 +30,7 @@ from mailveil.contacts import validation as v
 from mailveil.contacts.aliases import mint_pairs
 from mailveil.contacts.models import PRINCIPAL_KINDS, Alias, Customer, Principal
 from mailveil.db.base import utcnow
-from mailveil.errors import InvalidInput, MailveilError, NotFound
+from mailveil.errors import InvalidInput, MailveilError, NotFound, PolicyDenied
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
@@ -110,6 +110,10 @@ class DisclosureResult(NamedTuple):
         out["policies"] = list(self.policy_ids)
         out["ledger_seq"] = self.ledger_seq
         return out
+
+    def denial(self) -> PolicyDenied:
+        """A refusal as the error every shell answers it with (the API: a 403 problem)."""
+        return PolicyDenied(self.reason, policies=self.policy_ids, ledger_seq=self.ledger_seq)
 
 
 _REF_BAD = re.compile(r"[\x00-\x1f\x7f@]")

@@ -1,10 +1,11 @@
-"""The key_fingerprints table: which keys this database's data was made with."""
+"""Custody's tables: key_fingerprints (which keys this database's data was made with) and
+vault_keys (the vault's wrapped data-encryption keys, used by ``mailveil.vault``)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import String
+from sqlalchemy import Boolean, LargeBinary, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from mailveil.db.base import Base, UTCDateTime, utcnow
@@ -30,4 +31,16 @@ class KeyFingerprint(Base):
     retired_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
-__all__ = ["ACTIVE", "RETIRED", "KeyFingerprint"]
+class VaultKey(Base):
+    """A data-encryption key, wrapped under the KEK named by ``kek_id``."""
+
+    __tablename__ = "vault_keys"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    kek_id: Mapped[str] = mapped_column(String(64), index=True)
+    wrapped: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
+    active: Mapped[bool] = mapped_column(Boolean, default=True, index=True)
+
+
+__all__ = ["ACTIVE", "RETIRED", "KeyFingerprint", "VaultKey"]

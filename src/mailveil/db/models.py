@@ -1,8 +1,7 @@
 """Imports every area's models so Base.metadata is complete (Alembic, create_all)."""
 
-from mailveil import vault as _vault  # noqa: F401
 from mailveil.access import models as _access_models  # noqa: F401
-from mailveil.api import idempotency as _api_idempotency  # noqa: F401
+from mailveil.api import models as _api_models  # noqa: F401
 from mailveil.auth import models as _auth_models  # noqa: F401
 from mailveil.console import models as _console_models  # noqa: F401
 from mailveil.contacts import models as _contacts_models  # noqa: F401

@@ -5,17 +5,15 @@ from __future__ import annotations
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, StrictBool
 
 from mailveil.access.listing import list_for_employee
-from mailveil.api import idempotency
 from mailveil.api.access_shell import refusals_recorded
 from mailveil.api.bulk import is_ndjson, ndjson_body, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
 from mailveil.api.pagination import clamp_limit, next_cursor
-from mailveil.api.respond import idempotent
+from mailveil.api.respond import idempotent, idempotent_bulk
 from mailveil.api.types import Country, Email, ExternalId, Id, Limit, Slug
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.customers import (
@@ -139,49 +137,32 @@ async def post_customers(
 async def _bulk_import(
     request: Request, session: Any, runtime: Any, caller: Caller
 ) -> JSONResponse:
-    key = request.headers.get("idempotency-key")
     body = await spool(request)
+
+    def run() -> dict[str, Any]:
+        counts = {"created": 0, "duplicate": 0, "error": 0}
+        problems: list[dict[str, Any]] = []
+        for outcome in import_customers(session, runtime.vault, iter_ndjson(body.lines())):
+            counts[outcome.status] += 1
+            if outcome.status != "created" and len(problems) < MAX_REPORTED:
+                problems.append(outcome.to_dict())
+        metrics = request.app.state.metrics
+        for status, n in counts.items():
+            metrics.customers_imported.labels(status).inc(n)
+        return {
+            "created": counts["created"],
+            "duplicates": counts["duplicate"],
+            "errors": counts["error"],
+            "problems": problems,
+            "truncated": counts["duplicate"] + counts["error"] > len(problems),
+        }
+
+    def answer(status: int, summary: Any, replayed: bool) -> JSONResponse:
+        headers = {"Idempotent-Replayed": "true"} if replayed else None
+        return JSONResponse(summary, status_code=status, headers=headers)
+
     try:
-        if key is not None:
-            key = idempotency.check_key(key)
-            hit = idempotency.lookup(session, caller.api_key_id, key, body.sha256)
-            if hit is not None:
-                return JSONResponse(
-                    hit[1], status_code=hit[0], headers={"Idempotent-Replayed": "true"}
-                )
-
-        def run() -> dict[str, Any]:
-            counts = {"created": 0, "duplicate": 0, "error": 0}
-            problems: list[dict[str, Any]] = []
-            for outcome in import_customers(session, runtime.vault, iter_ndjson(body.lines())):
-                counts[outcome.status] += 1
-                if outcome.status != "created" and len(problems) < MAX_REPORTED:
-                    problems.append(outcome.to_dict())
-            metrics = request.app.state.metrics
-            for status, n in counts.items():
-                metrics.customers_imported.labels(status).inc(n)
-            return {
-                "created": counts["created"],
-                "duplicates": counts["duplicate"],
-                "errors": counts["error"],
-                "problems": problems,
-                "truncated": counts["duplicate"] + counts["error"] > len(problems),
-            }
-
-        summary = await run_in_threadpool(run)
-        if key is not None:
-            idempotency.remember(
-                session,
-                caller.api_key_id,
-                key,
-                request.method,
-                request.url.path,
-                body.sha256,
-                200,
-                summary,
-            )
-            session.commit()
-        return JSONResponse(summary, status_code=200)
+        return await idempotent_bulk(request, session, caller, body, run, answer)
     finally:
         body.close()
 

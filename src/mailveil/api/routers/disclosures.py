@@ -8,21 +8,21 @@ policy's reason.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import Response, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from sqlalchemy.orm import Session
 
 from mailveil.access.contact import contact_for_employee
-from mailveil.api import idempotency
 from mailveil.api.access_shell import refusals_recorded
 from mailveil.api.bulk import is_ndjson, ndjson_body, spool
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
-from mailveil.api.respond import idempotent
+from mailveil.api.problems import problem_body
+from mailveil.api.respond import idempotent, idempotent_bulk
 from mailveil.api.types import Id, Slug
 from mailveil.auth.keys import Caller, Role
 from mailveil.contacts.customers import get_customer_by_external_id
@@ -31,6 +31,7 @@ from mailveil.contacts.disclosures import (
     DisclosureRequest,
     DisclosureResult,
     ExternalDisclosureRequest,
+    disclose_batch,
     disclose_bulk,
 )
 from mailveil.contacts.importing import ParseError, iter_ndjson
@@ -172,29 +173,20 @@ def _answer(result: DisclosureResult) -> tuple[int, Any]:
         return 201, result.to_dict()
     if result.error:
         raise (NotFound if result.error == NotFound.code else InvalidInput)(result.reason)
-    return 403, {
-        "type": "urn:mailveil:problem:policy-denied",
-        "title": "Denied by policy",
-        "status": 403,
-        "detail": result.reason,
-        "policies": list(result.policy_ids),
-        "ledger_seq": result.ledger_seq,
-    }
+    denied = result.denial()
+    return denied.status, problem_body(denied)
 
 
 def _decide(
     session: Session, runtime: Runtime, requests: list[AnyRequest], actor: str
 ) -> list[DisclosureResult]:
-    return list(
-        disclose_bulk(
-            session,
-            settings=runtime.settings,
-            policy=runtime.policy,
-            signer=runtime.signer,
-            requests=requests,
-            actor=actor,
-            commit=False,
-        )
+    return disclose_batch(
+        session,
+        settings=runtime.settings,
+        policy=runtime.policy,
+        signer=runtime.signer,
+        requests=requests,
+        actor=actor,
     )
 
 
@@ -260,75 +252,75 @@ async def post_disclosure(
     return await idempotent(request, session, caller, handler)
 
 
+def _error(line: int, code: str, reason: str) -> dict[str, Any]:
+    return {"line": line, "status": "error", "error": code, "reason": reason}
+
+
 def _line_results(
-    session: Session, runtime: Runtime, caller: Caller, parsed: list[tuple[int, Any] | ParseError]
-) -> list[dict[str, Any]]:
-    """Results for one batch of parsed lines, in input order, each tagged with its line."""
-    out: list[dict[str, Any] | None] = [None] * len(parsed)
-    requests: list[AnyRequest] = []
-    positions: list[int] = []
-    for pos, item in enumerate(parsed):
-        if isinstance(item, ParseError):
-            out[pos] = {
-                "line": item.line,
-                "status": "error",
-                "error": "invalid-input",
-                "reason": item.reason,
-            }
-            continue
-        line, record = item
-        try:
-            requests.append(to_request(session, DisclosureIn.model_validate(record), caller))
-            positions.append(pos)
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            where = ".".join(str(p) for p in first.get("loc", ())) or "line"
-            out[pos] = {
-                "line": line,
-                "status": "error",
-                "error": "invalid-input",
-                "reason": f"{where}: {first.get('msg', 'invalid')}",
-            }
-        except MailveilError as exc:
-            out[pos] = {"line": line, "status": "error", "error": exc.code, "reason": exc.detail}
-    for pos, result in zip(
-        positions, _decide(session, runtime, requests, caller.actor), strict=True
-    ):
-        item = parsed[pos]
-        assert not isinstance(item, ParseError)
-        out[pos] = {"line": item[0], **result.to_dict()}
-    session.commit()
-    return [r for r in out if r is not None]
+    session: Session, runtime: Runtime, caller: Caller, lines: Iterable[bytes]
+) -> Iterator[dict[str, Any]]:
+    """One result per input line, in input order. ``disclose_bulk`` batches the requests and
+    commits each batch before its results come out; a line that does not parse or names
+    nothing is answered in its place."""
+    # Lines read but not yet answered, in order: an error, or None for a request whose
+    # result ``disclose_bulk`` has yet to give.
+    pending: deque[tuple[int, dict[str, Any] | None]] = deque()
+
+    def requests() -> Iterator[AnyRequest]:
+        for item in iter_ndjson(lines):
+            if isinstance(item, ParseError):
+                pending.append((item.line, _error(item.line, "invalid-input", item.reason)))
+                continue
+            line, record = item
+            try:
+                request = to_request(session, DisclosureIn.model_validate(record), caller)
+            except ValidationError as exc:
+                first = exc.errors()[0]
+                where = ".".join(str(p) for p in first.get("loc", ())) or "line"
+                reason = f"{where}: {first.get('msg', 'invalid')}"
+                pending.append((line, _error(line, "invalid-input", reason)))
+            except MailveilError as exc:
+                pending.append((line, _error(line, exc.code, exc.detail)))
+            else:
+                pending.append((line, None))
+                yield request
+
+    results = disclose_bulk(
+        session,
+        settings=runtime.settings,
+        policy=runtime.policy,
+        signer=runtime.signer,
+        requests=requests(),
+        actor=caller.actor,
+        batch_size=BULK_BATCH,
+    )
+    for result in results:
+        line, error = pending.popleft()
+        while error is not None:
+            yield error
+            line, error = pending.popleft()
+        yield {"line": line, **result.to_dict()}
+    session.commit()  # the lookups after the last batch
+    for _, error in pending:
+        assert error is not None
+        yield error
 
 
-def _batches(
-    items: Iterator[tuple[int, Any] | ParseError], size: int
-) -> Iterator[list[tuple[int, Any] | ParseError]]:
-    batch: list[tuple[int, Any] | ParseError] = []
-    for item in items:
-        batch.append(item)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _ndjson(status: int, results: Any, replayed: bool) -> Response:
+    headers = {"Idempotent-Replayed": "true"} if replayed else None
+    return Response(
+        "".join(json.dumps(r) + "\n" for r in results),
+        status_code=status,
+        media_type=NDJSON,
+        headers=headers,
+    )
 
 
 async def _bulk(request: Request, session: Session, runtime: Runtime, caller: Caller) -> Response:
-    key = request.headers.get("idempotency-key")
     body = await spool(request)
-    if key is not None:
-        try:
-            key = idempotency.check_key(key)
-            hit = idempotency.lookup(session, caller.api_key_id, key, body.sha256)
-            if hit is not None:
-                return Response(
-                    "".join(json.dumps(r) + "\n" for r in hit[1]),
-                    status_code=hit[0],
-                    media_type=NDJSON,
-                    headers={"Idempotent-Replayed": "true"},
-                )
+    if request.headers.get("idempotency-key") is not None:
 
+        def at_most_max_lines() -> None:
             if sum(1 for _ in body.lines()) > MAX_IDEMPOTENT_LINES:
                 raise InvalidInput(
                     f"with an Idempotency-Key a bulk request may hold at most "
@@ -336,26 +328,12 @@ async def _bulk(request: Request, session: Session, runtime: Runtime, caller: Ca
                     "(a repeated disclosure returns the same alias)"
                 )
 
-            def run_all() -> list[dict[str, Any]]:
-                results: list[dict[str, Any]] = []
-                for batch in _batches(iter_ndjson(body.lines()), BULK_BATCH):
-                    results.extend(_line_results(session, runtime, caller, batch))
-                return results
+        def run_all() -> list[dict[str, Any]]:
+            return list(_line_results(session, runtime, caller, body.lines()))
 
-            results = await run_in_threadpool(run_all)
-            idempotency.remember(
-                session,
-                caller.api_key_id,
-                key,
-                request.method,
-                request.url.path,
-                body.sha256,
-                200,
-                results,
-            )
-            session.commit()
-            return Response(
-                "".join(json.dumps(r) + "\n" for r in results), status_code=200, media_type=NDJSON
+        try:
+            return await idempotent_bulk(
+                request, session, caller, body, run_all, _ndjson, before_run=at_most_max_lines
             )
         finally:
             body.close()
@@ -367,9 +345,8 @@ async def _bulk(request: Request, session: Session, runtime: Runtime, caller: Ca
     def stream() -> Iterator[bytes]:
         try:
             with session_scope(runtime.session_factory) as own:
-                for batch in _batches(iter_ndjson(body.lines()), BULK_BATCH):
-                    for result in _line_results(own, runtime, caller, batch):
-                        yield (json.dumps(result) + "\n").encode()
+                for result in _line_results(own, runtime, caller, body.lines()):
+                    yield (json.dumps(result) + "\n").encode()
         finally:
             body.close()
 

@@ -14,6 +14,7 @@ from mailveil.access.contact import contact_for_employee
 from mailveil.access.listing import list_for_employee
 from mailveil.api.access_shell import refusals_recorded
 from mailveil.api.deps import RoleGate, RuntimeDep, SessionDep
+from mailveil.api.problems import PROBLEM_MEDIA_TYPE, problem_body
 from mailveil.api.types import Country, Cursor, Id, Limit
 from mailveil.auth.keys import Caller, Role
 from mailveil.csvout import SafeCsvWriter
@@ -102,15 +103,10 @@ def get_contact(
     session.commit()
     if not result.allowed:
         request.app.state.metrics.access_refusals.labels("contact-denied").inc()
-        body: dict[str, Any] = {
-            "type": "urn:mailveil:problem:policy-denied",
-            "title": "Denied by policy",
-            "status": 403,
-            "detail": result.reason,
-            "policies": list(result.policy_ids),
-            "ledger_seq": result.ledger_seq,
-        }
-        return JSONResponse(body, status_code=403, media_type="application/problem+json")
+        denied = result.denial()
+        return JSONResponse(
+            problem_body(denied), status_code=denied.status, media_type=PROBLEM_MEDIA_TYPE
+        )
     return JSONResponse(
         {
             "customer_id": result.customer_id,

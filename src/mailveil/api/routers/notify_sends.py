@@ -43,7 +43,6 @@ from mailveil.notify.sends import (
     send_view,
 )
 from mailveil.notify.templates import get_template
-from mailveil.runtime import Runtime
 
 router = APIRouter(prefix="/v1/sends", tags=["notifications"])
 suppressions = APIRouter(prefix="/v1/suppressions", tags=["notifications"])
@@ -106,11 +105,9 @@ def _owned(caller: Caller, template: Template) -> None:
         raise Forbidden("a service key sends only the templates it owns")
 
 
-def dispatcher(request: Request, runtime: Runtime) -> Dispatcher:
-    found: Dispatcher | None = getattr(request.app.state, "notify_dispatcher", None)
-    if found is None:
-        found = Dispatcher(runtime)
-        request.app.state.notify_dispatcher = found
+def dispatcher(request: Request) -> Dispatcher:
+    """The app's dispatcher, built with it (``create_app``) and closed at its shutdown."""
+    found: Dispatcher = request.app.state.notify_dispatcher
     return found
 
 
@@ -227,7 +224,7 @@ def post_start(
     assert template is not None
     _owned(caller, template)
     session.commit()
-    state = dispatcher(request, runtime).start(send_id)
+    state = dispatcher(request).start(send_id)
     return {**send_view(session, send), "worker": state}
 
 
