@@ -52,7 +52,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 
 from mailveil.relay.errors import DuplicateFrom, MalformedMessage, MissingFrom, RelayRefusal
-from mailveil.relay.parse import header_text
+from mailveil.relay.parse import POLICY, SMTP_POLICY, header_text
 from mailveil.relay.redact import Redactor, clean_header_value, decode_words, redact_message
 from mailveil.relay.smuggling import canonical_crlf
 
@@ -120,7 +120,7 @@ def _display_name(raw_from: str) -> str:
     decoded = decode_words(raw_from)
     clean_header_value(decoded)  # Refuses a line break smuggled in through an encoded-word.
     try:
-        header = email.policy.default.header_factory("From", raw_from)
+        header = POLICY.header_factory("From", raw_from)
         addresses = getattr(header, "addresses", ())
         if addresses:
             return str(addresses[0].display_name)
@@ -247,7 +247,7 @@ def _rewrite(
     for key, value in kept:
         message.set_raw(key, value)
 
-    out = canonical_crlf(message.as_bytes(policy=email.policy.SMTP))
+    out = canonical_crlf(message.as_bytes(policy=SMTP_POLICY))
     if unsubscribe:
         # Written as they came (one line each, under 998 octets): the generator would fold a
         # long URL into encoded words, which no mailbox provider reads as a link.
