@@ -46,3 +46,30 @@ def test_long_values_are_parsed_each_time() -> None:
     a, b = headers("Subject", long), headers("Subject", long)
     assert a == b == long
     assert a is not b
+
+
+NAMES = ["Acme Bench", "Acme, Inc.", "J. Doe", "O'Brien & Sons", "a;b", "x:y", "Müller", "",
+         "Customer Service Team of a Company With a Long Name", "(paren) name"]  # fmt: skip
+FIELDS = [
+    ("To", "a1b2c3@relay.example"),
+    ("To", "a@relay.example, b.c@relay.example"),
+    ("To", "undisclosed-recipients:;"),
+    ("Cc", ", ".join(f"alias-{i}@relay.example" for i in range(6))),  # folded: the registry
+    ("Date", "Tue, 01 Oct 2024 08:00:00 +0000"),
+    ("Message-ID", "<de456ba3b35ed5034370b105c33c6840@relay.example>"),
+]
+
+
+def test_own_fields_are_written_as_the_registry_writes_them() -> None:
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+
+    from mailveil.relay.rewrite import set_own
+
+    values: list[tuple[str, str | Address]] = list(FIELDS)
+    values += [("From", Address(display_name=n, addr_spec="r-x@relay.example")) for n in NAMES]
+    for name, value in values:
+        ours, theirs = EmailMessage(policy=POLICY), EmailMessage(policy=POLICY)
+        set_own(ours, name, value)
+        theirs[name] = value
+        assert ours.as_bytes(policy=SMTP_POLICY) == theirs.as_bytes(policy=SMTP_POLICY), value
