@@ -32,9 +32,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -76,8 +79,14 @@ class Database:
     is serialised then; an Engine-bound factory runs freely.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    # Threads of the relay's own (not the event loop's default executor, which ``mailveil
+    # serve`` shares with the API's background work): a busy API cannot take them.
+    THREADS = 8
+
+    def __init__(self, session_factory: sessionmaker[Session], *, threads: int = THREADS) -> None:
         self.session_factory = session_factory
+        self._threads = threads
+        self._executor: ThreadPoolExecutor | None = None
         bind = session_factory.kw.get("bind")
         self._lock = threading.Lock() if isinstance(bind, Connection) else None
         self.read_factory = session_factory
@@ -100,8 +109,22 @@ class Database:
                 raise
 
     async def run(self, fn: Callable[[Session], T], *, commit: bool = False) -> T:
-        """``fn(session)`` in a worker thread; ``commit``: it writes, commit when it returns."""
-        return await asyncio.to_thread(self._call, fn, commit)
+        """``fn(session)`` in one of the relay's worker threads; ``commit``: it writes, commit
+        when it returns."""
+        return await self.in_thread(self._call, fn, commit)
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in one of the relay's worker threads (context variables carried)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="relay-db")
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def close(self) -> None:
+        """Let the worker threads go once their work is done (``run`` makes new ones)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
 
 @dataclass(frozen=True)
