@@ -1,7 +1,8 @@
 """The relay's database work: one worker that batches, and reads in worker threads.
 
 ``Journal`` is the relay's database worker. Everything a message needs from the database on
-its common path goes through it: the RCPT lookup (``lookup``) and the writes (a
+its common path goes through it: the RCPT lookup (``lookup``; read on its own while only one
+SMTP connection is open, as there is nothing to share a transaction with) and the writes (a
 ``relay_messages`` row with its ``message`` ledger entry, a status change, a refusal or
 stranger event). Its task takes everything queued since its last batch and runs it in one
 transaction -- the writes first (one upsert for the new rows and the status changes that
@@ -350,8 +351,16 @@ class Journal:
         """The route for ``address`` (see ``routes``), read in the next batch's transaction."""
         if self._queue is None:
             raise RuntimeError("journal not started")
+        key = address.strip().lower()
+        if self.senders is not None and self.senders() <= 1:
+            # One SMTP connection: no other item to share a transaction with, so a read of its
+            # own (one round trip in autocommit on PostgreSQL) instead of waiting behind the
+            # writer's commit of the previous message's lazy status.
+            found = await self.db.run(lambda s: lookup_routes(s, [key]).get(key))
+            self.lookups += 1
+            return found
         done: asyncio.Future[Route | None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(Lookup(address.strip().lower()), done))
+        self._queue.put_nowait(_Pending(Lookup(key), done))
         result: Route | None = await done
         return result
 
