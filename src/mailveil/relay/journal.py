@@ -188,7 +188,25 @@ def _upsert(session: Session, rows: list[dict[str, Any]], fresh: set[str]) -> No
     the answer after all): a bounce (relay/bounces.py, its own transaction) may already have
     marked it, and a lazily written "delivered" must not undo that. A new row never updates one: the
     tokens that come back show each was inserted, else IntegrityError as a plain INSERT."""
-    dialect = session.get_bind().dialect.name
+    written = set(
+        session.execute(_upsert_statement(session.get_bind().dialect.name), rows).scalars()
+    )
+    if not fresh <= written:
+        raise IntegrityError(
+            "INSERT relay_messages", None, ValueError("relay message token already used")
+        )
+
+
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert_statement(dialect: str) -> Any:
+    """The upsert of ``_upsert``, built once per dialect (on first use): a Core statement is
+    immutable and safe to share; building it (the ``excluded`` table, its columns, the
+    clauses) for every batch showed in the relay's profile on PostgreSQL."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is not None:
+        return stmt
     ins: Any = pg_insert(_messages) if dialect == "postgresql" else sqlite_insert(_messages)
     stmt = ins.on_conflict_do_update(
         index_elements=[_messages.c.token],
@@ -201,11 +219,8 @@ def _upsert(session: Session, rows: list[dict[str, Any]], fresh: set[str]) -> No
         where=((_messages.c.status == _OPEN[0]) | (_messages.c.status == _OPEN[1]))
         & (ins.excluded.status != "sending"),
     ).returning(_messages.c.token)
-    written = set(session.execute(stmt, rows).scalars())
-    if not fresh <= written:
-        raise IntegrityError(
-            "INSERT relay_messages", None, ValueError("relay message token already used")
-        )
+    _UPSERTS[dialect] = stmt
+    return stmt
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:
