@@ -13,6 +13,7 @@ and p99 meanwhile, and the verdict (loaded p99 <= 1.5 x idle p99).
     .venv/bin/python benchmarks/relay_mixed.py                  # SQLite and PostgreSQL
     .venv/bin/python benchmarks/relay_mixed.py --quick          # the suite's: small, SQLite
     .venv/bin/python benchmarks/relay_mixed.py --api-clients 64 --messages 600
+    .venv/bin/python benchmarks/relay_mixed.py --split         # API and relay: a process each
 
 The machine is shared: the load average is printed with the figures.
 """
@@ -25,6 +26,7 @@ import logging
 import multiprocessing as mp
 import os
 import shutil
+import socket
 import tempfile
 import time
 from multiprocessing.connection import Connection
@@ -51,8 +53,9 @@ from relay import (
 TARGET = 1.5
 
 
-def serve_main(settings: Settings) -> None:
-    """What ``mailveil serve`` runs: the API and the relay on one event loop."""
+def serve_main(settings: Settings, part: str = "both") -> None:
+    """What ``mailveil serve`` runs: the API and the relay on one event loop (``part``
+    "both"), or one of them alone ("api", "relay": ``--split``, a process each)."""
     import uvicorn
 
     from mailveil.api.app import create_app
@@ -70,7 +73,23 @@ def serve_main(settings: Settings) -> None:
         api, host="127.0.0.1", port=settings.api_port, log_level="error", access_log=False,
         log_config=None, backlog=2048,
     )  # fmt: skip
-    asyncio.run(serve_beside(relay, uvicorn.Server(config).serve()))
+    if part == "relay":
+        asyncio.run(relay.serve_forever())
+    elif part == "api":
+        uvicorn.Server(config).run()
+    else:
+        asyncio.run(serve_beside(relay, uvicorn.Server(config).serve()))
+
+
+def _wait_relay(port: int, deadline: float) -> None:
+    while True:
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=2):
+                return
+        except OSError:
+            if time.monotonic() > deadline:
+                raise SystemExit("the relay did not start") from None
+            time.sleep(0.2)
 
 
 def admin_key(settings: Settings) -> str:
@@ -121,12 +140,14 @@ def bench(args: argparse.Namespace, database_url: str, console: Console) -> tupl
         initialise(settings, console)
         world = seed(settings, args.customers)
         token = admin_key(settings)
-        server = ctx.Process(target=serve_main, args=(settings,), daemon=True)
-        server.start()
-        processes.append(server)
+        for part in ("api", "relay") if args.split else ("both",):
+            server = ctx.Process(target=serve_main, args=(settings, part), daemon=True)
+            server.start()
+            processes.append(server)
         base = f"http://127.0.0.1:{settings.api_port}"
         _wait_up(base, "/healthz", time.monotonic() + 120)
 
+        _wait_relay(settings.relay_port, time.monotonic() + 120)
         load, load_end = ctx.Pipe()
         seconds = args.api_seconds
         clients = ctx.Process(
@@ -164,9 +185,10 @@ def bench(args: argparse.Namespace, database_url: str, console: Console) -> tupl
         clients.join(timeout=30)
         load_avg = os.getloadavg()[0]
 
+        where = "its own process beside the API's" if args.split else "`mailveil serve`"
         table = Table(
-            title=f"relay in `mailveil serve` beside the API: {n} messages over {k} "
-            f"connection(s), {args.api_clients} API clients"
+            title=f"relay in {where}: {n} messages over {k} connection(s), "
+            f"{args.api_clients} API clients"
         )
         for column in ("", "relay p50 ms", "relay p99 ms", "relay msg/s", "API req/s",
                        "API p99 ms", "API statuses"):  # fmt: skip
@@ -216,6 +238,12 @@ def main() -> int:
     )
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--pg-url", default=PG_URL, help="server for a private database")
+    parser.add_argument(
+        "--split",
+        action="store_true",
+        help="the API and the relay in a process each (as a supervisor would run them), "
+        "instead of one mailveil serve process",
+    )
     parser.add_argument("--quick", action="store_true", help="a small run (the suite's)")
     args = parser.parse_args()
     if args.quick:
