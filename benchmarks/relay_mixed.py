@@ -247,8 +247,8 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true", help="a small run (the suite's)")
     args = parser.parse_args()
     if args.quick:
-        args.messages, args.warmup, args.customers = 40, 10, 20
-        args.api_clients, args.api_seconds, args.backends = 8, 8.0, "sqlite"
+        args.messages, args.warmup, args.customers = 30, 5, 20
+        args.api_clients, args.api_seconds, args.backends = 8, 6.0, "sqlite"
     console = Console(width=max(120, Console().width))
     verdicts = []
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
