@@ -26,6 +26,7 @@ QUICK: dict[str, list[str]] = {
     "notify_preview.py": ["--n", "2000"],
     "redaction.py": ["--quick"],
     "relay.py": ["--quick"],
+    "relay_mixed.py": ["--quick"],
     "trackers.py": ["--quick"],
     "veto_hook.py": ["--quick"],
 }

@@ -582,6 +582,15 @@ def main() -> int:
     parser.add_argument("--pg-url", default=PG_URL, help="server for a private database")
     parser.add_argument("--quick", action="store_true", help="a small run (the suite's)")
     parser.add_argument("--profile", action="store_true", help="profile the relay process")
+    parser.add_argument(
+        "--profile-gil",
+        action="store_true",
+        help="with --profile: sample only the thread holding the GIL (py-spy --gil), so a "
+        "thread waiting for the GIL is not counted where it waits",
+    )
+    parser.add_argument(
+        "--profile-raw", default="", help="with --profile: keep py-spy's raw stacks in this file"
+    )
     args = parser.parse_args()
     if args.quick:
         args.n, args.warmup, args.probe, args.customers = 150, 20, 40, 50
@@ -706,7 +715,8 @@ def bench(
             raw = work / "py-spy.txt"
             spy = subprocess.Popen(
                 [_py_spy(), "record", "--pid", str(relay_proc.pid), "--format", "raw",
-                 "--output", str(raw), "--rate", "200", "--threads", "--nonblocking"],
+                 "--output", str(raw), "--rate", "200", "--threads", "--nonblocking",
+                 *(["--gil"] if args.profile_gil else [])],
                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
             )  # fmt: skip
             time.sleep(1.0)  # py-spy attaches
@@ -753,6 +763,9 @@ def bench(
         if args.profile:
             if spy is not None and (work / "py-spy.txt").exists():
                 console.print(summarise_py_spy(work / "py-spy.txt"), markup=False)
+                if args.profile_raw:  # one file per backend
+                    backend = "postgresql" if database_url.startswith("postgres") else "sqlite"
+                    shutil.copy(work / "py-spy.txt", f"{args.profile_raw}.{backend}")
             elif text:
                 console.print("cProfile of the relay's event-loop thread:\n" + text, markup=False)
         sinks.send(("stop", ""))

@@ -226,6 +226,7 @@ def fold_map(
     return Folded(text, "".join(parts), starts, spans, exact)
 
 
+@functools.lru_cache(maxsize=1024)  # pure, and asked for every message's addresses
 def domain_forms(domain: str) -> frozenset[str]:
     """The folded forms of ``domain``: as given, IDNA (ACE) and Unicode, and its equivalents."""
     base = fold(domain).strip().rstrip(".")
@@ -240,6 +241,7 @@ def domain_forms(domain: str) -> frozenset[str]:
     return frozenset(f for f in forms if f)
 
 
+@functools.lru_cache(maxsize=1024)
 def mailbox_key(address: str) -> str:
     """One string per mailbox: folded, tag removed, dots removed where the provider ignores
     them, domain in IDNA form. Two addresses with one key reach the same mailbox."""
@@ -258,6 +260,7 @@ def _alternatives(forms: Iterable[str]) -> str:
     return "(?:" + "|".join(re.escape(f) for f in sorted(forms, key=len, reverse=True)) + ")"
 
 
+@functools.lru_cache(maxsize=1024)
 def _address_pattern(address: str) -> tuple[str, frozenset[str]] | None:
     local, _, domain = address.strip().rpartition("@")
     if not local or not domain:
@@ -273,6 +276,7 @@ def _address_pattern(address: str) -> tuple[str, frozenset[str]] | None:
     return f'{local_re}{tag}"?@{_alternatives(forms)}', forms
 
 
+@functools.lru_cache(maxsize=256)
 def _domain_pattern(domain: str) -> tuple[str, frozenset[str]]:
     forms = domain_forms(domain)
     return rf'(?<=[\w.!#$%&\'*+/=?^`{{|}}~-])"?@(?:[\w-]+\.)*{_alternatives(forms)}', forms

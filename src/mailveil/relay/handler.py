@@ -338,7 +338,7 @@ class RelayHandler(GuardedHandler):
             if len(raw) < PRESCAN_INLINE_BYTES:
                 refusal = prescan.refusal_for(raw, self.ctx.limits)
             else:  # ~10 ns a byte: a large message is scanned off the event loop
-                refusal = await asyncio.to_thread(prescan.refusal_for, raw, self.ctx.limits)
+                refusal = await self.db.in_thread(prescan.refusal_for, raw, self.ctx.limits)
         if refusal is None:
             return await self.handle_message(server, session, envelope)
         route = _state(envelope).route
@@ -414,7 +414,7 @@ class RelayHandler(GuardedHandler):
         verdict = await self.veto.ask(meta)
         if verdict.decision == "allow":
             return self.veto.verdict_outcome(verdict, route, out, raw)  # nothing blocking
-        return await asyncio.to_thread(self.veto.verdict_outcome, verdict, route, out, raw)
+        return await self.db.in_thread(self.veto.verdict_outcome, verdict, route, out, raw)
 
     async def _abuse(self, sender: Sender, raw: bytes) -> Reply:
         """A report to the abuse mailbox: taken whatever the database or DNS is doing

@@ -1,7 +1,8 @@
 """The relay's database work: one worker that batches, and reads in worker threads.
 
 ``Journal`` is the relay's database worker. Everything a message needs from the database on
-its common path goes through it: the RCPT lookup (``lookup``) and the writes (a
+its common path goes through it: the RCPT lookup (``lookup``; read on its own while only one
+SMTP connection is open, as there is nothing to share a transaction with) and the writes (a
 ``relay_messages`` row with its ``message`` ledger entry, a status change, a refusal or
 stranger event). Its task takes everything queued since its last batch and runs it in one
 transaction -- the writes first (one upsert for the new rows and the status changes that
@@ -32,9 +33,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
+import functools
 import logging
 import threading
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any, TypeVar, cast
 
@@ -76,8 +80,14 @@ class Database:
     is serialised then; an Engine-bound factory runs freely.
     """
 
-    def __init__(self, session_factory: sessionmaker[Session]) -> None:
+    # Threads of the relay's own (not the event loop's default executor, which ``mailveil
+    # serve`` shares with the API's background work): a busy API cannot take them.
+    THREADS = 8
+
+    def __init__(self, session_factory: sessionmaker[Session], *, threads: int = THREADS) -> None:
         self.session_factory = session_factory
+        self._threads = threads
+        self._executor: ThreadPoolExecutor | None = None
         bind = session_factory.kw.get("bind")
         self._lock = threading.Lock() if isinstance(bind, Connection) else None
         self.read_factory = session_factory
@@ -100,8 +110,22 @@ class Database:
                 raise
 
     async def run(self, fn: Callable[[Session], T], *, commit: bool = False) -> T:
-        """``fn(session)`` in a worker thread; ``commit``: it writes, commit when it returns."""
-        return await asyncio.to_thread(self._call, fn, commit)
+        """``fn(session)`` in one of the relay's worker threads; ``commit``: it writes, commit
+        when it returns."""
+        return await self.in_thread(self._call, fn, commit)
+
+    async def in_thread(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in one of the relay's worker threads (context variables carried)."""
+        if self._executor is None:
+            self._executor = ThreadPoolExecutor(self._threads, thread_name_prefix="relay-db")
+        call = functools.partial(contextvars.copy_context().run, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    def close(self) -> None:
+        """Let the worker threads go once their work is done (``run`` makes new ones)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
 
 @dataclass(frozen=True)
@@ -164,7 +188,25 @@ def _upsert(session: Session, rows: list[dict[str, Any]], fresh: set[str]) -> No
     the answer after all): a bounce (relay/bounces.py, its own transaction) may already have
     marked it, and a lazily written "delivered" must not undo that. A new row never updates one: the
     tokens that come back show each was inserted, else IntegrityError as a plain INSERT."""
-    dialect = session.get_bind().dialect.name
+    written = set(
+        session.execute(_upsert_statement(session.get_bind().dialect.name), rows).scalars()
+    )
+    if not fresh <= written:
+        raise IntegrityError(
+            "INSERT relay_messages", None, ValueError("relay message token already used")
+        )
+
+
+_UPSERTS: dict[str, Any] = {}
+
+
+def _upsert_statement(dialect: str) -> Any:
+    """The upsert of ``_upsert``, built once per dialect (on first use): a Core statement is
+    immutable and safe to share; building it (the ``excluded`` table, its columns, the
+    clauses) for every batch showed in the relay's profile on PostgreSQL."""
+    stmt = _UPSERTS.get(dialect)
+    if stmt is not None:
+        return stmt
     ins: Any = pg_insert(_messages) if dialect == "postgresql" else sqlite_insert(_messages)
     stmt = ins.on_conflict_do_update(
         index_elements=[_messages.c.token],
@@ -177,11 +219,8 @@ def _upsert(session: Session, rows: list[dict[str, Any]], fresh: set[str]) -> No
         where=((_messages.c.status == _OPEN[0]) | (_messages.c.status == _OPEN[1]))
         & (ins.excluded.status != "sending"),
     ).returning(_messages.c.token)
-    written = set(session.execute(stmt, rows).scalars())
-    if not fresh <= written:
-        raise IntegrityError(
-            "INSERT relay_messages", None, ValueError("relay message token already used")
-        )
+    _UPSERTS[dialect] = stmt
+    return stmt
 
 
 def _row(row: dict[str, Any]) -> dict[str, Any]:
@@ -327,8 +366,16 @@ class Journal:
         """The route for ``address`` (see ``routes``), read in the next batch's transaction."""
         if self._queue is None:
             raise RuntimeError("journal not started")
+        key = address.strip().lower()
+        if self.senders is not None and self.senders() <= 1:
+            # One SMTP connection: no other item to share a transaction with, so a read of its
+            # own (one round trip in autocommit on PostgreSQL) instead of waiting behind the
+            # writer's commit of the previous message's lazy status.
+            found = await self.db.run(lambda s: lookup_routes(s, [key]).get(key))
+            self.lookups += 1
+            return found
         done: asyncio.Future[Route | None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(Lookup(address.strip().lower()), done))
+        self._queue.put_nowait(_Pending(Lookup(key), done))
         result: Route | None = await done
         return result
 

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import email.errors
 import email.policy
+import functools
 import re
 from collections.abc import Iterator
+from email.headerregistry import BaseHeader, HeaderRegistry
 from email.message import EmailMessage, Message
 from email.parser import BytesParser
+from typing import Any
 
 from mailveil.relay.errors import (
     HeaderLineTooLong,
@@ -35,6 +38,50 @@ _STRUCTURAL_DEFECTS: tuple[type[email.errors.MessageDefect], ...] = (
     email.errors.FirstHeaderLineIsContinuationDefect,
     email.errors.MissingHeaderBodySeparatorDefect,
 )
+
+
+class CachedHeaders(HeaderRegistry):
+    """The stdlib's header registry, without its two costs per header read.
+
+    ``email.policy.default`` parses a header field again on every read (the relay reads a
+    part's Content-Type a dozen times: its type, parameters, charset...) and its registry makes
+    a new class for every header it parses. Parsed header objects are immutable (a ``str`` with
+    read-only attributes; folding builds a new tree), so one parse per field value is enough:
+    the same ``(name, value)`` gives the same object, from a bounded cache (values longer than
+    ``MAX_CACHED_CHARS`` are parsed each time, so a hostile message cannot fill it with large
+    ones). The class per header name is made once."""
+
+    MAX_CACHED_CHARS = 512
+    CACHE_ENTRIES = 4096
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+        self._cached = functools.lru_cache(maxsize=self.CACHE_ENTRIES)(self._parse)
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+    def _parse(self, name: str, value: Any) -> BaseHeader:
+        header: BaseHeader = self[name](name, value)
+        return header
+
+    def __call__(self, name: str, value: Any) -> BaseHeader:
+        # Only plain text is a cache key (an Address or a list given to __setitem__ is not).
+        if type(value) is not str or len(value) > self.MAX_CACHED_CHARS:
+            return self._parse(name, value)
+        header: BaseHeader = self._cached(name, value)
+        return header
+
+
+_HEADERS = CachedHeaders()
+# ``email.policy.default`` and ``email.policy.SMTP`` (for output) with the cached registry.
+POLICY = email.policy.default.clone(header_factory=_HEADERS)
+SMTP_POLICY = email.policy.SMTP.clone(header_factory=_HEADERS)
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
 _LINE = re.compile(rb"\r?\n")
@@ -72,7 +119,7 @@ def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> EmailMessage:
         raise TooManyParts(f"{containers} multipart or message parts")
     scan(raw, limits)  # parameters, encoded-words, Received, nesting: before the parser
     try:
-        message = BytesParser(policy=email.policy.default).parsebytes(raw)
+        message = BytesParser(policy=POLICY).parsebytes(raw)
     except RecursionError as exc:
         raise MimeTooDeep("MIME nesting exhausted the parser") from exc
     except Exception as exc:
@@ -126,6 +173,9 @@ def header_text(raw: str) -> str:
 
 __all__ = [
     "DEFAULT_LIMITS",
+    "POLICY",
+    "SMTP_POLICY",
+    "CachedHeaders",
     "Limits",
     "check_structure",
     "header_text",

@@ -266,6 +266,7 @@ def _store(policy: Policy, name: str, value: str) -> str:
 
 
 def _reencode_text(part: Message, text: str, cte: str, charset: str | None) -> None:
+    given = charset  # as the part names it (lower-cased), or None
     charset = charset or "us-ascii"
     try:
         data = text.encode(charset)
@@ -283,12 +284,14 @@ def _reencode_text(part: Message, text: str, cte: str, charset: str | None) -> N
         payload = quopri.encodestring(data).decode("ascii")
     part.set_payload(payload)
     _set_cte(part, cte)
-    part.set_param("charset", charset)
+    if charset != given:  # else the part names it already: its Content-Type is left as it is
+        part.set_param("charset", charset)
 
 
 def _set_cte(part: Message, cte: str) -> None:
     del part["Content-Transfer-Encoding"]
-    part["Content-Transfer-Encoding"] = cte
+    # One of our own four tokens: stored as it is written, not run through a header parser.
+    part.set_raw("Content-Transfer-Encoding", cte)
 
 
 def _raw_payload(part: Message) -> bytes:

@@ -52,7 +52,7 @@ from email.headerregistry import Address
 from email.message import EmailMessage
 
 from mailveil.relay.errors import DuplicateFrom, MalformedMessage, MissingFrom, RelayRefusal
-from mailveil.relay.parse import header_text
+from mailveil.relay.parse import POLICY, SMTP_POLICY, header_text
 from mailveil.relay.redact import Redactor, clean_header_value, decode_words, redact_message
 from mailveil.relay.smuggling import canonical_crlf
 
@@ -120,7 +120,7 @@ def _display_name(raw_from: str) -> str:
     decoded = decode_words(raw_from)
     clean_header_value(decoded)  # Refuses a line break smuggled in through an encoded-word.
     try:
-        header = email.policy.default.header_factory("From", raw_from)
+        header = POLICY.header_factory("From", raw_from)
         addresses = getattr(header, "addresses", ())
         if addresses:
             return str(addresses[0].display_name)
@@ -156,7 +156,30 @@ def _utc_date(message: EmailMessage) -> str:
         when = None
     if when is None or when.tzinfo is None:
         when = dt.datetime.now(dt.UTC)
-    return email.utils.format_datetime(when.astimezone(dt.UTC), usegmt=True)
+    # "+0000", as the header registry writes a UTC date back (not "GMT").
+    return email.utils.format_datetime(when.astimezone(dt.UTC))
+
+
+_OWN_LINE = 78  # a field that fits on one line is written as is (RFC 5322's SHOULD)
+
+
+def set_own(message: EmailMessage, name: str, value: str | Address) -> None:
+    """Add one of the rewriter's own fields (From, To, Cc, Date, Message-ID).
+
+    Short plain ASCII text is stored as written: the header registry would parse it only to
+    fold it back to the same line (``test_relay_rewrite`` holds us to that). Anything else (a
+    non-ASCII display name needing encoded-words, a line to fold) goes through the registry."""
+    text = str(value)
+    if (
+        text
+        and text.isascii()
+        and len(name) + 2 + len(text) <= _OWN_LINE
+        and text == text.strip()
+        and not any(c in text for c in "\r\n\t")
+    ):
+        message.set_raw(name, text)
+    else:
+        message[name] = value
 
 
 def new_message_id(relay_domain: str) -> str:
@@ -238,16 +261,16 @@ def _rewrite(
     kept = list(message.raw_items())
     for key in {k.lower() for k in message}:
         del message[key]
-    message["From"] = Address(display_name=name, addr_spec=from_alias)
-    message["To"] = ", ".join(to) if to else "undisclosed-recipients:;"
+    set_own(message, "From", Address(display_name=name, addr_spec=from_alias))
+    set_own(message, "To", ", ".join(to) if to else "undisclosed-recipients:;")
     if cc:
-        message["Cc"] = ", ".join(cc)
-    message["Date"] = date
-    message["Message-ID"] = message_id or new_message_id(relay_domain)
+        set_own(message, "Cc", ", ".join(cc))
+    set_own(message, "Date", date)
+    set_own(message, "Message-ID", message_id or new_message_id(relay_domain))
     for key, value in kept:
         message.set_raw(key, value)
 
-    out = canonical_crlf(message.as_bytes(policy=email.policy.SMTP))
+    out = canonical_crlf(message.as_bytes(policy=SMTP_POLICY))
     if unsubscribe:
         # Written as they came (one line each, under 998 octets): the generator would fold a
         # long URL into encoded words, which no mailbox provider reads as a link.
@@ -309,4 +332,5 @@ __all__ = [
     "rewrite_customer_to_principal",
     "rewrite_principal_to_customer",
     "sanitize_display_name",
+    "set_own",
 ]

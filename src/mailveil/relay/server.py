@@ -379,6 +379,7 @@ class RelayServer:
             self._server = None
         await asyncio.sleep(0)  # let the closed connections' tasks see it
         await self.journal.close()
+        self.db.close()
         await self.smarthost.close()
         await self.handler.veto.close()
 
