@@ -267,6 +267,15 @@ def test_header_injection_through_an_encoded_display_name_is_refused() -> None:
     assert raised.value.reply == codes.HEADER_INJECTION
 
 
+@pytest.mark.parametrize("breaker", ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e"])
+def test_a_character_that_ends_a_line_on_output_is_refused_in_any_header(breaker: str) -> None:
+    field = f"Content-Disposition: attachment; {breaker}Bcc: victim@example.org\r\n"
+    raw = b"From: <alice.smith@example.com>\r\n" + field.encode() + b"Subject: x\r\n\r\nbody\r\n"
+    with pytest.raises(HeaderInjection) as raised:
+        relay(raw)
+    assert raised.value.reply == codes.HEADER_INJECTION
+
+
 @pytest.mark.parametrize(
     ("raw", "error", "reply"),
     [

@@ -349,6 +349,18 @@ BAD_INPUT = {
         + b"\r\nhi\r\n",
         codes.HEADER_INJECTION,
     ),
+    # Python's generator ends a line at a vertical tab: out of the relay it would be two
+    # fields, the second one the sender's (found by the rewriting fuzzer).
+    "vertical tab splitting a header": (
+        _headers(b"X-Note: hi\x0bBcc: victim@example.org\r\n") + b"\r\nhi\r\n",
+        codes.HEADER_INJECTION,
+    ),
+    "form feed in an attachment's header": (
+        _headers(b"MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=b\r\n")
+        + b"\r\n--b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment;\x0c"
+        + b"Bcc: victim@example.org\r\n\r\nhi\r\n--b--\r\n",
+        codes.HEADER_INJECTION,
+    ),
     # 999 characters: under aiosmtpd's line limit, over RFC 5322's 998.
     "header line too long": (
         _headers(b"X-Long: " + b"a" * 991 + b"\r\n") + b"\r\nhi\r\n",

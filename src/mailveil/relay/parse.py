@@ -18,6 +18,7 @@ from email.parser import BytesParser
 from typing import Any
 
 from mailveil.relay.errors import (
+    HeaderInjection,
     HeaderLineTooLong,
     HeaderNotUtf8,
     HeaderSectionTooBig,
@@ -84,6 +85,11 @@ POLICY = email.policy.default.clone(header_factory=_HEADERS)
 SMTP_POLICY = email.policy.SMTP.clone(header_factory=_HEADERS)
 
 _HEADER_END = re.compile(rb"\r?\n\r?\n")
+# ASCII characters Python's str.splitlines() ends a line at besides CR and LF: the generator
+# that writes the relay's output would break a header field there, so a field holding one
+# becomes two on the way out (header injection). No legitimate field holds one. (8-bit bytes
+# stay surrogate escapes once parsed, which splitlines() leaves alone.)
+_LINE_BREAKERS = re.compile("[\x0b\x0c\x1c\x1d\x1e]")
 _LINE = re.compile(rb"\r?\n")
 _CONTAINER = re.compile(
     rb"^content-type:[ \t]*(?:\r?\n[ \t]+)*(?:multipart|message)/", re.IGNORECASE | re.MULTILINE
@@ -154,10 +160,13 @@ def check_structure(message: Message, limits: Limits = DEFAULT_LIMITS) -> None:
         for defect in part.defects:
             if isinstance(defect, _STRUCTURAL_DEFECTS):
                 raise MalformedMessage(f"malformed MIME: {type(defect).__name__}")
-        if depth:
-            for _name, value in part.raw_items():
-                if isinstance(value, str):
-                    header_text(value)
+        for _name, value in part.raw_items():
+            if not isinstance(value, str):
+                continue
+            if _LINE_BREAKERS.search(value):
+                raise HeaderInjection("a header field holds a character that ends a line")
+            if depth:
+                header_text(value)
 
 
 def header_text(raw: str) -> str:
