@@ -24,6 +24,7 @@ from sender_auth_kit import LoopbackDns
 from mailveil.cli.app import app
 from mailveil.cli.setup import initialise
 from mailveil.config import load_settings
+from mailveil.demo.harness import free_port
 from mailveil.doctor import run_checks
 from mailveil.relay.dkim import DkimSigner
 from mailveil.relay.sender_auth import StaticResolver
@@ -37,15 +38,9 @@ class Accepting:
         return "250 OK"
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
 def smarthost() -> Iterator[Controller]:
-    controller = Controller(Accepting(), hostname="127.0.0.1", port=_free_port())
+    controller = Controller(Accepting(), hostname="127.0.0.1", port=free_port())
     controller.start()
     try:
         yield controller
@@ -72,8 +67,8 @@ def _env(data_dir: Path, smarthost_port: int, dns_port: int) -> dict[str, str | 
         "MAILVEIL_DATA_DIR": str(data_dir), "MAILVEIL_RELAY_DOMAIN": DOMAIN,
         "MAILVEIL_CANARY_DOMAIN": CANARY, "MAILVEIL_SMARTHOST_PORT": str(smarthost_port),
         "MAILVEIL_DNS_NAMESERVERS": f"127.0.0.1:{dns_port}",
-        "MAILVEIL_DNS_TIMEOUT_SECONDS": "1", "MAILVEIL_API_PORT": str(_free_port()),
-        "MAILVEIL_RELAY_PORT": str(_free_port()), "COLUMNS": "200",
+        "MAILVEIL_DNS_TIMEOUT_SECONDS": "1", "MAILVEIL_API_PORT": str(free_port()),
+        "MAILVEIL_RELAY_PORT": str(free_port()), "COLUMNS": "200",
     })  # fmt: skip
     return env
 
@@ -107,7 +102,7 @@ def test_doctor_passes_a_ready_installation_and_names_each_fault(
     zone[(f"mv-rsa._domainkey.{DOMAIN}", "TXT")] = ["v=DKIM1; k=rsa; p=QUJDRA=="]
     zone.pop((CANARY, "MX"))
     with LoopbackDns(zone) as dns_server, socket.socket() as squatter:
-        env = _env(data_dir, _free_port(), dns_server.port)
+        env = _env(data_dir, free_port(), dns_server.port)
         squatter.bind(("127.0.0.1", 0))  # not listening: a port another process holds
         env["MAILVEIL_API_HOST"] = "192.0.2.1"  # not an address of this machine
         code, items = _doctor(env)
