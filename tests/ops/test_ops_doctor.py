@@ -11,10 +11,8 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
@@ -28,24 +26,16 @@ from mailveil.demo.harness import free_port
 from mailveil.doctor import run_checks
 from mailveil.relay.dkim import DkimSigner
 from mailveil.relay.sender_auth import StaticResolver
+from smtp_kit import Sink
 
 DOMAIN = "relay.shop.example"
 CANARY = "canary.shop.example"
 
 
-class Accepting:
-    async def handle_DATA(self, *_args: Any) -> str:
-        return "250 OK"
-
-
 @pytest.fixture
-def smarthost() -> Iterator[Controller]:
-    controller = Controller(Accepting(), hostname="127.0.0.1", port=free_port())
-    controller.start()
-    try:
-        yield controller
-    finally:
-        controller.stop()
+def smarthost() -> Iterator[Sink]:
+    with Sink() as sink:
+        yield sink
 
 
 def _zone(data_dir: Path) -> dict[tuple[str, str], list[str]]:
@@ -80,7 +70,7 @@ def _doctor(env: dict[str, str | None]) -> tuple[int, dict[str, dict[str, str]]]
 
 
 def test_doctor_passes_a_ready_installation_and_names_each_fault(
-    tmp_path: Path, smarthost: Controller
+    tmp_path: Path, smarthost: Sink
 ) -> None:
     data_dir = tmp_path / "var"
     initialise(load_settings(env={}, data_dir=data_dir, relay_domain=DOMAIN), issue_admin=False)

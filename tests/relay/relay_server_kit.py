@@ -26,7 +26,6 @@ from typing import Any
 
 import dkim
 import pytest
-from postfix_harness import Received, Sink
 from relay_testkit import free_port, traces
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
@@ -48,6 +47,7 @@ from mailveil.relay.sender_auth import Resolver, StaticResolver
 from mailveil.relay.server import RelayThread
 from mailveil.runtime import Runtime
 from mailveil.vault import init_keys
+from smtp_kit import Received, Sink
 
 SECRET_DOMAIN = "private-mailbox.example"
 SPOOF_DOMAIN = "no-spf-mailbox.example"

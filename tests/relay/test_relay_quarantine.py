@@ -16,7 +16,6 @@ from pathlib import Path
 
 import pytest
 import relay_server_kit as kit
-from postfix_harness import Sink
 from relay_server_kit import STRANGER_ADDRESS, Relay, dns_records, message, parsed
 from relay_testkit import free_port
 from test_relay_detection import plant_canary
@@ -33,6 +32,7 @@ from mailveil.relay.sender_auth import StaticResolver
 from mailveil.relay.server import RelayThread
 from mailveil.relay.strangers import BANNER, add_banner
 from mailveil.runtime import Runtime
+from smtp_kit import Sink
 
 relay = kit.relay
 relay_settings = kit.relay_settings

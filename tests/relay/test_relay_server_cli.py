@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from postfix_harness import Sink
 from relay_server_kit import SELLER_ADDRESS, message, parsed
 from relay_testkit import free_port
 
@@ -27,6 +26,7 @@ from mailveil.contacts.disclosures import disclose
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_order
 from mailveil.runtime import Runtime
+from smtp_kit import Sink
 
 pytestmark = pytest.mark.slow  # the relay and the API as real processes
 
