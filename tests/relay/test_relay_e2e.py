@@ -34,9 +34,6 @@ from mailveil.relay.dkim import DkimSigner
 from mailveil.relay.messages import verify_bounce_local
 from smtp_kit import Received
 
-relay = kit.relay
-relay_settings = kit.relay_settings
-
 
 def said(code: int, text: str) -> str:
     return f"{code} {text}"

@@ -18,10 +18,10 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from process_kit import seed, start, stop
 from relay_server_kit import SELLER_ADDRESS, message, parsed
 from relay_testkit import free_port
 from sqlalchemy import func, select
-from test_relay_server_cli import seed, start, stop
 
 from mailveil.config import load_settings
 from mailveil.ledger.models import LedgerEntry

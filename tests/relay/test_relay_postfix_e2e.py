@@ -34,8 +34,6 @@ from smtp_kit import Received
 
 pytestmark = pytest.mark.slow  # a private Postfix and swaks, end to end
 
-relay_settings = kit.relay_settings
-
 
 @pytest.fixture(scope="module")
 def e2e_postfix(swaks_path: str) -> Iterator[tuple[Smarthost, int]]:

@@ -15,11 +15,9 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-import relay_server_kit as kit
-from relay_server_kit import STRANGER_ADDRESS, Relay, dns_records, message, parsed
+from process_kit import child_env, seed
+from relay_server_kit import STRANGER_ADDRESS, Relay, dns_records, message, parsed, plant_canary
 from relay_testkit import free_port
-from test_relay_detection import plant_canary
-from test_relay_server_cli import child_env, seed
 from typer.testing import CliRunner
 
 from mailveil.cli.app import app
@@ -33,9 +31,6 @@ from mailveil.relay.server import RelayThread
 from mailveil.relay.strangers import BANNER, add_banner
 from mailveil.runtime import Runtime
 from smtp_kit import Sink
-
-relay = kit.relay
-relay_settings = kit.relay_settings
 
 WARNING = "Warning: heed this"
 

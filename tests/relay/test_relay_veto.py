@@ -22,7 +22,6 @@ from mailveil.relay import codes, quarantine
 from mailveil.relay.release import list_held, prepare_release
 from mailveil.relay.veto import sign, verify
 
-relay_settings = kit.relay_settings
 TIMEOUT = 1.0  # generous: a loaded test machine must not turn an allow into a hold
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
