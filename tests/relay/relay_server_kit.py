@@ -26,7 +26,7 @@ from typing import Any
 
 import dkim
 import pytest
-from relay_testkit import free_port, traces
+from relay_testkit import traces
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -40,6 +40,7 @@ from mailveil.contacts.models import Alias, Customer, Principal
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_case, create_order
 from mailveil.db.base import utcnow
+from mailveil.demo.harness import free_port
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.signing import init_signing_key
 from mailveil.relay.context import RelayContext

@@ -20,10 +20,10 @@ from pathlib import Path
 
 from process_kit import seed, start, stop
 from relay_server_kit import SELLER_ADDRESS, message, parsed
-from relay_testkit import free_port
 from sqlalchemy import func, select
 
 from mailveil.config import load_settings
+from mailveil.demo.harness import free_port
 from mailveil.ledger.models import LedgerEntry
 from mailveil.relay.messages import RelayMessage
 from mailveil.runtime import Runtime

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from process_kit import child_env, seed
 from relay_server_kit import STRANGER_ADDRESS, Relay, dns_records, message, parsed, plant_canary
-from relay_testkit import free_port
 from typer.testing import CliRunner
 
 from mailveil.cli.app import app
 from mailveil.config import SettingsError, load_settings
+from mailveil.demo.harness import free_port
 from mailveil.errors import Conflict, InvalidInput, NotFound
 from mailveil.relay import codes, quarantine
 from mailveil.relay.context import RelayContext

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from process_kit import LAUNCHER, REAL, child_env, seed, start, stop, wait_for_smtp
 from relay_server_kit import SELLER_ADDRESS, message, parsed
-from relay_testkit import free_port
 
+from mailveil.demo.harness import free_port
 from smtp_kit import Sink
 
 pytestmark = pytest.mark.slow  # the relay and the API as real processes

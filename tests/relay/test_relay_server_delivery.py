@@ -9,8 +9,8 @@ import pytest
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from hypothesis import given
 from hypothesis import strategies as st
-from relay_testkit import free_port
 
+from mailveil.demo.harness import free_port
 from mailveil.relay import codes
 from mailveil.relay.delivery import (
     PermanentDeliveryError,

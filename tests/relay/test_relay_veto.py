@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 import relay_server_kit as kit
 from relay_server_kit import SELLER_ADDRESS, Relay, message
-from relay_testkit import free_port
 from sqlalchemy.orm import Session, sessionmaker
 from veto_kit import SECRET, Receiver
 
 from mailveil.config import Settings
+from mailveil.demo.harness import free_port
 from mailveil.errors import Conflict
 from mailveil.relay import codes, quarantine
 from mailveil.relay.release import list_held, prepare_release
