@@ -57,7 +57,7 @@ from mailveil.relay.messages import init_verp_key
 from mailveil.vault import init_keys
 
 HERE = Path(__file__).resolve().parent
-HARNESS = HERE.parent / "tests" / "relay"  # postfix_harness.py: the aiosmtpd sink
+HARNESS = HERE.parent / "tests" / "relay"  # beside tests/smtp_kit.py: the aiosmtpd sink
 DOMAIN = "reporters.example"
 RELAY_DOMAIN = "relay.bench.example"
 ABUSE = f"report-abuse@{RELAY_DOMAIN}"
@@ -163,8 +163,8 @@ def relay_main(conn: Connection, settings: Settings) -> None:
 
 
 def sink_main(conn: Connection) -> None:
-    sys.path.insert(0, str(HARNESS))
-    from postfix_harness import Sink  # type: ignore[import-not-found,unused-ignore]
+    sys.path[:0] = [str(HARNESS), str(HARNESS.parent)]  # tests/relay, tests (smtp_kit)
+    from smtp_kit import Sink  # type: ignore[import-not-found,unused-ignore]
 
     sink = Sink().start()
     conn.send(sink.port)

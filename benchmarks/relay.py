@@ -183,8 +183,8 @@ def message(i: int, alias: str) -> bytes:
 
 def sink_main(conn: Connection) -> None:
     """Two sinks (one per path) in a process of their own, answering commands."""
-    sys.path.insert(0, str(HARNESS))
-    from postfix_harness import Sink  # type: ignore[import-not-found,unused-ignore]
+    sys.path[:0] = [str(HARNESS), str(HARNESS.parent)]  # tests/relay, tests (smtp_kit)
+    from smtp_kit import Sink  # type: ignore[import-not-found,unused-ignore]
 
     sinks = {"mailveil": Sink().start(), "postfix": Sink().start()}
     conn.send({name: sink.port for name, sink in sinks.items()})
@@ -645,7 +645,7 @@ def bench(
     args: argparse.Namespace, database_url: str, console: Console
 ) -> tuple[int, list[Verdict]]:
     """One backend: the relay and Postfix side by side; exit code and the targets' verdicts."""
-    sys.path.insert(0, str(HARNESS))
+    sys.path[:0] = [str(HARNESS), str(HARNESS.parent)]  # tests/relay, tests (smtp_kit)
     from postfix_harness import (  # type: ignore[import-not-found,unused-ignore]
         PostfixInstance,
         postfix_installed,

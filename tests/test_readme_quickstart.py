@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import re
-import socket
 import subprocess
 import sys
 import time
@@ -18,16 +17,12 @@ from pathlib import Path
 
 import pytest
 
+from mailveil.demo.harness import free_port
+
 pytestmark = pytest.mark.slow  # a real mailveil serve, as the README runs it
 
 ROOT = Path(__file__).resolve().parents[1]
 MAILVEIL = Path(sys.executable).with_name("mailveil")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def quickstart_script() -> str:
@@ -40,7 +35,7 @@ def quickstart_script() -> str:
 
 
 def test_quickstart_runs_as_written(tmp_path: Path) -> None:
-    api_port, relay_port = _free_port(), _free_port()
+    api_port, relay_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILVEIL_")}
     env.update(
         MAILVEIL_DATA_DIR=str(tmp_path / "var"),

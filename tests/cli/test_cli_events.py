@@ -5,7 +5,6 @@ sends the same events)."""
 from __future__ import annotations
 
 import json
-import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -16,6 +15,7 @@ from cli_testkit import Cli
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
+from mailveil.demo.harness import free_port
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
@@ -52,12 +52,6 @@ def messages(db: sessionmaker[Session], settings: Settings, n: int) -> None:
         ]  # fmt: skip
         append(session, events, settings, CheckpointSigner.load(settings))
         session.commit()
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def test_push_needs_a_url(cli: Cli, cli_settings: Settings) -> None:

@@ -4,8 +4,10 @@ backends (exit 0 allowed, 1 denied, 2 no decision), operator case runs, the load
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cli_testkit import (
@@ -20,9 +22,16 @@ from cli_testkit import (
     open_db,
     table_rows,
 )
+from sqlalchemy import select
 
 from mailveil.config import Settings
+from mailveil.contacts.disclosures import DisclosureRequest, disclose_batch
+from mailveil.contacts.models import Alias, Principal
+from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_case
+from mailveil.ledger.signing import CheckpointSigner
+from mailveil.policy.engine import Decision, PolicyEngine, PolicyInput, policy_sources
+from mailveil.relay.routes import lookup_route
 
 ADDRESSES = {"c-1": "olga.policy@example.com", "c-2": "piet.policy@example.org"}
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "policy-tests"
@@ -150,6 +159,113 @@ def test_check_json(shop: Shop) -> None:
         }
     ]
     assert_no_address(run, list(ADDRESSES.values()))
+
+
+class RecordingEngine(PolicyEngine):
+    """The real engine, keeping every input production asks it to decide."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(policy_sources(settings))
+        self.seen: list[PolicyInput] = []
+
+    def decide_many(self, inputs: Sequence[PolicyInput]) -> list[Decision]:
+        self.seen.extend(inputs)
+        return super().decide_many(inputs)
+
+
+# (principal, customer, purpose, ref); in the shop, plus service n-1 owning template t-1.
+SAME_INPUT_CASES = [
+    ("seller:s-1", "c-1", "order", "o-1"),  # allowed: a recent order
+    ("seller:s-1", "c-2", "order", None),  # denied: no order
+    ("seller:s-1", "c-1", "marketing", None),  # forbidden purpose
+    ("employee:e-1", "c-2", "support", None),  # allowed: an assigned open case
+    ("employee:e-1", "c-1", "support", None),  # denied: no case
+    ("service:n-1", "c-1", "notification", "t-1"),  # allowed: its template
+    ("service:n-1", "c-2", "notification", "other"),  # denied: not its template
+]
+
+
+def test_check_gives_cedar_what_production_gives_it(shop: Shop) -> None:
+    """For each case, the Cedar request ``policy check --json`` shows is the one a disclosure
+    (``disclose_batch``, behind the API, the workers and the employee lookup) decides on, with
+    the same verdict; for a pair with an alias, also the relay's contact decision (its purpose
+    by kind, no ref) equals the check's for that purpose without a ref."""
+    with open_db(shop.settings) as db:
+        with db.begin() as session:
+            create_principal(
+                session, kind="service", external_id="n-1", attributes={"templates": ["t-1"]}
+            )
+        ids = {ext: customer_id(db, ext) for ext in ADDRESSES}
+        with db() as session:
+            principals = {
+                f"{p.kind}:{p.external_id}": p.id for p in session.scalars(select(Principal))
+            }
+
+    def checked(principal: str, customer: str, purpose: str, ref: str | None) -> dict[str, Any]:
+        extra = ("--ref", ref) if ref else ()
+        run = check(shop.cli, principal, customer, purpose, *extra, "--json")
+        assert run.code in (0, 1), str(run)
+        doc: dict[str, Any] = json.loads(run.stdout)
+        assert run.code == (0 if doc["allowed"] else 1)
+        return doc
+
+    cli_docs = [checked(*case) for case in SAME_INPUT_CASES]
+    relay_purpose = {"seller": "order", "employee": "support", "service": "notification"}
+    relay_cases = sorted({(p, c) for p, c, _, _ in SAME_INPUT_CASES})
+    relay_docs = {
+        (p, c): checked(p, c, relay_purpose[p.split(":")[0]], None) for p, c in relay_cases
+    }
+
+    engine = RecordingEngine(shop.settings)
+    with open_db(shop.settings) as db, db() as session:
+        results = disclose_batch(
+            session,
+            settings=shop.settings,
+            policy=engine,
+            signer=CheckpointSigner.load(shop.settings),
+            requests=[
+                DisclosureRequest(ids[c], principals[p], purpose, ref)
+                for p, c, purpose, ref in SAME_INPUT_CASES
+            ],
+            actor="test:same-input",
+        )
+        assert len(engine.seen) == len(SAME_INPUT_CASES)
+        for case, doc, inp, result in zip(
+            SAME_INPUT_CASES, cli_docs, engine.seen, results, strict=True
+        ):
+            assert result.error is None, (case, result)
+            explained = engine.explain(inp).to_dict()
+            assert doc["request"] == explained["request"], case
+            assert (doc["allowed"], doc["decided_by"]) == (
+                result.allowed,
+                list(result.policy_ids),
+            ), case
+            assert doc["reason"] == result.reason, case
+        assert [r.allowed for r in results] == [True, False, False, True, False, True, False]
+
+        # The relay: routes of the pairs that now have an alias (minted by the allowed ones).
+        routed = 0
+        for principal, customer in relay_cases:
+            alias = session.scalar(
+                select(Alias.address).where(
+                    Alias.customer_id == ids[customer], Alias.principal_id == principals[principal]
+                )
+            )
+            if alias is None:
+                continue
+            route = lookup_route(session, alias)
+            assert route is not None
+            inp = route.policy_input(shop.settings)
+            doc = relay_docs[(principal, customer)]
+            assert doc["request"] == engine.explain(inp).to_dict()["request"], principal
+            decision = route.contact_decision(shop.settings, engine)
+            assert (doc["allowed"], doc["decided_by"]) == (
+                decision.allowed,
+                list(decision.policy_ids),
+            )
+            routed += 1
+        assert routed == 3  # s-1/c-1, e-1/c-2, n-1/c-1
+        session.rollback()  # nothing of this stays
 
 
 @pytest.mark.parametrize(

@@ -7,22 +7,17 @@ Work is committed for real, so each test gets its own database."""
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session
 
 import mailveil.ledger.append as ledger_append
-from dbkit import private_pg_engine
 from mailveil.config import Settings
 from mailveil.contacts.customers import create_customer
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_case
-from mailveil.db.migrate import upgrade
-from mailveil.db.session import make_engine
 from mailveil.detect.anomalies import AnomalyConfig, run_anomaly_job
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner, init_signing_key
@@ -32,23 +27,6 @@ DAYS = 35
 FIRST = date(2026, 3, 2)  # a Monday
 LEAK_FROM = 21  # the slow leak: weekdays from day 21 on
 STAFF = 14
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-def own_engine(
-    request: pytest.FixtureRequest, tmp_path: Path, _pg_available: bool
-) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        eng = make_engine(url=f"sqlite:///{tmp_path / 'drift.db'}")
-        upgrade(eng)
-        yield eng
-        eng.dispose()
-        return
-    if not _pg_available:
-        pytest.skip("PostgreSQL not reachable")
-    with private_pg_engine("mv_drift") as eng:
-        upgrade(eng)
-        yield eng
 
 
 def _at(day: date, hour: int) -> int:

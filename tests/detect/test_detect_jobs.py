@@ -5,9 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from detect_testkit import LAST, insider_history
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
-from test_anomalies import LAST, _history, own_engine  # noqa: F401  (fixture)
 
 from mailveil.config import Settings
 from mailveil.detect.jobs import file_anomalies
@@ -16,11 +16,11 @@ from mailveil.ledger.signing import CheckpointSigner
 
 
 def test_anomaly_alerts_become_signals_once(
-    own_engine: Engine,  # noqa: F811
+    own_engine: Engine,
     settings: Settings,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    insider = _history(own_engine, settings, monkeypatch)
+    insider = insider_history(own_engine, settings, monkeypatch)
     monkeypatch.undo()  # ledger times are real again for the signals themselves
     signer = CheckpointSigner.load(settings)
     window = {"since": LAST - timedelta(days=9), "until": LAST, "budget_per_1000": 10.0}

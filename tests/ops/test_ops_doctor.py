@@ -11,10 +11,8 @@ import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from aiosmtpd.controller import Controller
 from typer.testing import CliRunner
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "relay"))
@@ -24,33 +22,20 @@ from sender_auth_kit import LoopbackDns
 from mailveil.cli.app import app
 from mailveil.cli.setup import initialise
 from mailveil.config import load_settings
+from mailveil.demo.harness import free_port
 from mailveil.doctor import run_checks
 from mailveil.relay.dkim import DkimSigner
 from mailveil.relay.sender_auth import StaticResolver
+from smtp_kit import Sink
 
 DOMAIN = "relay.shop.example"
 CANARY = "canary.shop.example"
 
 
-class Accepting:
-    async def handle_DATA(self, *_args: Any) -> str:
-        return "250 OK"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture
-def smarthost() -> Iterator[Controller]:
-    controller = Controller(Accepting(), hostname="127.0.0.1", port=_free_port())
-    controller.start()
-    try:
-        yield controller
-    finally:
-        controller.stop()
+def smarthost() -> Iterator[Sink]:
+    with Sink() as sink:
+        yield sink
 
 
 def _zone(data_dir: Path) -> dict[tuple[str, str], list[str]]:
@@ -72,8 +57,8 @@ def _env(data_dir: Path, smarthost_port: int, dns_port: int) -> dict[str, str | 
         "MAILVEIL_DATA_DIR": str(data_dir), "MAILVEIL_RELAY_DOMAIN": DOMAIN,
         "MAILVEIL_CANARY_DOMAIN": CANARY, "MAILVEIL_SMARTHOST_PORT": str(smarthost_port),
         "MAILVEIL_DNS_NAMESERVERS": f"127.0.0.1:{dns_port}",
-        "MAILVEIL_DNS_TIMEOUT_SECONDS": "1", "MAILVEIL_API_PORT": str(_free_port()),
-        "MAILVEIL_RELAY_PORT": str(_free_port()), "COLUMNS": "200",
+        "MAILVEIL_DNS_TIMEOUT_SECONDS": "1", "MAILVEIL_API_PORT": str(free_port()),
+        "MAILVEIL_RELAY_PORT": str(free_port()), "COLUMNS": "200",
     })  # fmt: skip
     return env
 
@@ -85,7 +70,7 @@ def _doctor(env: dict[str, str | None]) -> tuple[int, dict[str, dict[str, str]]]
 
 
 def test_doctor_passes_a_ready_installation_and_names_each_fault(
-    tmp_path: Path, smarthost: Controller
+    tmp_path: Path, smarthost: Sink
 ) -> None:
     data_dir = tmp_path / "var"
     initialise(load_settings(env={}, data_dir=data_dir, relay_domain=DOMAIN), issue_admin=False)
@@ -107,7 +92,7 @@ def test_doctor_passes_a_ready_installation_and_names_each_fault(
     zone[(f"mv-rsa._domainkey.{DOMAIN}", "TXT")] = ["v=DKIM1; k=rsa; p=QUJDRA=="]
     zone.pop((CANARY, "MX"))
     with LoopbackDns(zone) as dns_server, socket.socket() as squatter:
-        env = _env(data_dir, _free_port(), dns_server.port)
+        env = _env(data_dir, free_port(), dns_server.port)
         squatter.bind(("127.0.0.1", 0))  # not listening: a port another process holds
         env["MAILVEIL_API_HOST"] = "192.0.2.1"  # not an address of this machine
         code, items = _doctor(env)

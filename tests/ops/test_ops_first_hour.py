@@ -18,14 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from mailveil.demo.harness import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 MAILVEIL = Path(sys.executable).with_name("mailveil")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _env(tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -95,7 +91,7 @@ def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
             env=_env(tmp_path), timeout=300,
         )  # fmt: skip
         relay = subprocess.run(
-            [str(MAILVEIL), "serve", "--port", str(_free_port())], capture_output=True,
+            [str(MAILVEIL), "serve", "--port", str(free_port())], capture_output=True,
             text=True, env=_env(tmp_path, MAILVEIL_RELAY_PORT=str(port)), timeout=300,
         )  # fmt: skip
     assert api.returncode == 1
@@ -118,7 +114,7 @@ def _section(title: str) -> list[str]:
 def test_the_readme_relay_recipe_runs_as_written(tmp_path: Path) -> None:
     sink_cmd, serve_cmd, script = _section("### Try the relay")
     quickstart = next(b for b in _section("## Quick start") if "export TOKEN" in b)
-    api_port, relay_port, sink_port = _free_port(), _free_port(), _free_port()
+    api_port, relay_port, sink_port = free_port(), free_port(), free_port()
 
     def ports(text: str) -> str:
         return text.replace("127.0.0.1:2526", f"127.0.0.1:{sink_port}").replace(
@@ -192,7 +188,7 @@ def test_the_demo_leaves_its_files_in_a_folder_it_names(
 def test_serve_writes_only_json_lines(tmp_path: Path) -> None:
     """`mailveil serve` as deployed: uvicorn's own lines, the relay's and the access log all
     go through the one JSON pipeline, to stderr and to the log file."""
-    api_port, relay_port = _free_port(), _free_port()
+    api_port, relay_port = free_port(), free_port()
     env = _env(tmp_path, MAILVEIL_API_PORT=str(api_port), MAILVEIL_RELAY_PORT=str(relay_port))
     server = subprocess.Popen(
         [str(MAILVEIL), "serve"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,

@@ -16,7 +16,6 @@ from mailveil.config import Settings, load_settings
 from mailveil.logs import configure_logging, get_logger, reset_logging, scrub
 
 kit = notify_kit
-notify_db = kit.notify_db
 
 
 @pytest.fixture

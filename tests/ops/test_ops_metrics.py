@@ -17,7 +17,6 @@ from mailveil.config import Settings
 from mailveil.ledger.models import LedgerEntry
 
 kit = notify_kit
-notify_db = kit.notify_db
 
 
 @pytest.fixture

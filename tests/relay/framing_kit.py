@@ -14,7 +14,6 @@ from typing import Any
 import dkim
 import pytest
 import relay_server_kit as kit
-from postfix_harness import Received
 from relay_server_kit import SELLER_ADDRESS, SELLER_DOMAIN, Relay, dkim_key, message
 from report_shapes import SHAPES, as_delivered, report_of
 from sqlalchemy import select
@@ -25,6 +24,7 @@ from mailveil.contacts.principals import create_principal
 from mailveil.detect.models import IncidentCulprit, Signal
 from mailveil.detect.scan import scan_ledger
 from mailveil.relay import codes
+from smtp_kit import Received
 
 FRAMER_IP = "127.0.0.2"
 ACME_SELECTOR = "a1"

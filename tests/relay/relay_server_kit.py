@@ -3,8 +3,8 @@ port with its database work on the test's connection, an aiosmtpd sink as the sm
 smtplib client, DKIM verification with dkimpy and the privacy invariant checked on every
 message the sink received.
 
-Test modules take the fixtures by assigning them (``relay = kit.relay``), so they share one
-definition without touching the shared conftest.
+The fixtures built on it (``relay_settings``, ``relay``, ``refusing_relay``) live in
+tests/relay/conftest.py; tests that need another relay call ``open_relay`` / ``logged_relay``.
 """
 
 from __future__ import annotations
@@ -26,19 +26,21 @@ from typing import Any
 
 import dkim
 import pytest
-from postfix_harness import Received, Sink
-from relay_testkit import free_port, traces
+from relay_testkit import traces
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+from mailveil.access.canaries import plant
 from mailveil.auth.keys import Role, issue_key
 from mailveil.config import Settings
 from mailveil.contacts.customers import create_customer, update_customer
+from mailveil.contacts.customers import customer_address as stored_address
 from mailveil.contacts.disclosures import disclose
 from mailveil.contacts.models import Alias, Customer, Principal
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_case, create_order
 from mailveil.db.base import utcnow
+from mailveil.demo.harness import free_port
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.signing import init_signing_key
 from mailveil.relay.context import RelayContext
@@ -48,6 +50,7 @@ from mailveil.relay.sender_auth import Resolver, StaticResolver
 from mailveil.relay.server import RelayThread
 from mailveil.runtime import Runtime
 from mailveil.vault import init_keys
+from smtp_kit import Received, Sink
 
 SECRET_DOMAIN = "private-mailbox.example"
 SPOOF_DOMAIN = "no-spf-mailbox.example"
@@ -466,19 +469,6 @@ def check_privacy(relay: Relay) -> None:
             assert address.lower() not in entry["leaf"].lower(), entry["kind"]
 
 
-@pytest.fixture
-def relay_settings(settings: Settings) -> Settings:
-    return settings.with_overrides(
-        relay_host="127.0.0.1",
-        relay_port=0,
-        relay_allow_plain_auth_on_loopback=True,
-        smarthost_host="127.0.0.1",
-        smarthost_timeout=5.0,
-        smarthost_pool_size=2,
-        relay_timeout_seconds=10.0,
-    )
-
-
 def open_relay(
     settings: Settings,
     session_factory: sessionmaker[Session],
@@ -533,27 +523,21 @@ def logged_relay(
     assert_no_addresses_logged(caplog, relay_settings)
 
 
-@pytest.fixture
-def relay(
-    relay_settings: Settings,
-    session_factory: sessionmaker[Session],
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-) -> Iterator[Relay]:
-    yield from logged_relay(relay_settings, session_factory, tmp_path, caplog)
-
-
-@pytest.fixture
-def refusing_relay(
-    relay_settings: Settings,
-    session_factory: sessionmaker[Session],
-    tmp_path: Path,
-    caplog: pytest.LogCaptureFixture,
-) -> Iterator[Relay]:
-    """A relay that refuses strangers at aliases (``relay_stranger_action = "refuse"``)."""
-    yield from logged_relay(
-        relay_settings, session_factory, tmp_path, caplog, relay_stranger_action="refuse"
-    )
+def plant_canary(relay: Relay, principal: str = "agent") -> tuple[int, str]:
+    """A canary disclosed to ``principal`` (committed): its customer id and real address."""
+    with relay.session_factory() as session:
+        [canary] = plant(
+            session,
+            settings=relay.settings,
+            vault=relay.runtime.vault,
+            signer=relay.runtime.signer,
+            principal_id=relay.world.principals[principal].id,
+            country="DE",
+            count=1,
+        )
+        real = stored_address(session, relay.runtime.vault, canary)
+        session.commit()
+    return canary.id, real
 
 
 def assert_no_addresses_logged(caplog: pytest.LogCaptureFixture, settings: Settings) -> None:
@@ -583,9 +567,7 @@ __all__ = [
     "message",
     "open_relay",
     "parsed",
-    "refusing_relay",
-    "relay",
-    "relay_settings",
+    "plant_canary",
     "reply_of",
     "transaction",
     "verify_dkim",

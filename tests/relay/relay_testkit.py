@@ -1,5 +1,5 @@
-"""Test kit for the relay: a recording aiosmtpd handler, a server on a free loopback port and a
-raw-socket SMTP client.
+"""Test kit for the relay: the known smuggling variants, a recording aiosmtpd handler, a
+server on a free loopback port and a raw-socket SMTP client.
 
 The raw client exists because smtplib fixes line endings and dot-stuffs: smuggling tests must
 put exact bytes on the wire.
@@ -24,6 +24,22 @@ from aiosmtpd.smtp import SMTP, Envelope, Session
 from mailveil.demo.harness import free_port
 from mailveil.relay import codes
 from mailveil.relay.smuggling import GuardedHandler
+
+# The known SMTP smuggling variants: (fake end of data, the reply that names its first
+# offending byte).
+VARIANTS: list[tuple[bytes, codes.Reply]] = [
+    (b"\n.\n", codes.BARE_LF),
+    (b"\n.\r", codes.BARE_LF),
+    (b"\r.\n", codes.BARE_CR),
+    (b"\r.\r", codes.BARE_CR),
+    (b"\n.\r\n", codes.BARE_LF),
+    (b"\r.\r\n", codes.BARE_CR),
+    (b"\r\n\x00.\r\n", codes.NUL_IN_DATA),
+    (b"\r\n.\n", codes.BARE_LF),
+    (b"\r\n.\r", codes.BARE_CR),
+    (b"\r\n.\r\r\n", codes.BARE_CR),
+    (b"\r\r\n.\r\r\n", codes.BARE_CR),
+]
 
 
 @dataclass

@@ -7,12 +7,12 @@ import datetime as dt
 from collections.abc import Iterator
 
 import pytest
-from relay_testkit import free_port
 from sqlalchemy.orm import Session
 from veto_kit import SECRET, Receiver
 
 from mailveil.config import Settings
 from mailveil.db.base import utcnow
+from mailveil.demo.harness import free_port
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner, init_signing_key

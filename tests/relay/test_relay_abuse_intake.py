@@ -40,8 +40,6 @@ from mailveil.relay import report_spool
 from mailveil.relay.abuse_intake import Kit, process_spool
 from mailveil.relay.sender_auth import DnsTemporaryError, StaticResolver
 
-relay_settings = kit.relay_settings
-
 
 class Outage:
     """The static resolver, except that while ``down`` every question about ``domain`` (and

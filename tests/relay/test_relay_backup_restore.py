@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import relay_server_kit as kit
 from custody_kit import LiveDb, Traffic, live_db, new_pg_database, pg_url_for, running_relay
 from sqlalchemy import func, select
 
@@ -19,7 +18,6 @@ from mailveil.db.session import make_engine, make_session_factory
 from mailveil.relay.messages import RelayMessage
 from mailveil.vault import init_keys
 
-relay_settings = kit.relay_settings
 PASSPHRASE = "correct horse battery staple"
 
 

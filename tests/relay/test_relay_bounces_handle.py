@@ -17,7 +17,7 @@ from typing import TypeVar
 
 import pytest
 from postfix_harness import Smarthost
-from relay_testkit import free_port, traces
+from relay_testkit import traces
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -26,6 +26,7 @@ from mailveil.contacts.customers import change_customer_address, create_customer
 from mailveil.contacts.models import Alias
 from mailveil.contacts.principals import create_principal
 from mailveil.db.base import utcnow
+from mailveil.demo.harness import free_port
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.signing import init_signing_key
 from mailveil.relay import codes

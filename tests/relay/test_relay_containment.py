@@ -4,7 +4,6 @@ the incident."""
 
 from __future__ import annotations
 
-import relay_server_kit as kit
 from relay_server_kit import SELLER_ADDRESS, STRANGER_ADDRESS, Relay, message, reply_of
 from sqlalchemy import select
 
@@ -13,9 +12,6 @@ from mailveil.detect.scan import scan_ledger
 from mailveil.detect.signals import record_signal
 from mailveil.incidents.containment import contain
 from mailveil.relay import codes
-
-relay = kit.relay
-relay_settings = kit.relay_settings
 
 
 def test_contained_culprit_is_cut_off_and_strangers_still_signal(relay: Relay) -> None:

@@ -29,6 +29,7 @@ from relay_server_kit import (
     dkim_sign,
     message,
     parsed,
+    plant_canary,
     verify_dkim,
 )
 from sqlalchemy import select
@@ -36,7 +37,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.access.canaries import disclose_canaries, plant
 from mailveil.config import Settings
-from mailveil.contacts.customers import customer_address
 from mailveil.contacts.models import Principal
 from mailveil.contacts.principals import update_principal
 from mailveil.detect.models import AbuseReport, Signal
@@ -44,10 +44,6 @@ from mailveil.detect.scan import scan_ledger
 from mailveil.relay import codes, quarantine
 from mailveil.relay.messages import verify_bounce_local
 from mailveil.relay.strangers import BANNER
-
-relay = kit.relay
-refusing_relay = kit.refusing_relay
-relay_settings = kit.relay_settings
 
 RIVAL_OFFERS = f"offers@{RIVAL_DOMAIN}"
 RIVAL_BOUNCES = f"bounces@{RIVAL_DOMAIN}"
@@ -304,22 +300,6 @@ def test_banner_mode_holds_what_it_may_not_deliver(banner_relay: Relay) -> None:
 
 
 # ------------------------------------------------------------------- canaries' own addresses
-
-
-def plant_canary(relay: Relay, principal: str = "agent") -> tuple[int, str]:
-    with relay.session_factory() as session:
-        [canary] = plant(
-            session,
-            settings=relay.settings,
-            vault=relay.runtime.vault,
-            signer=relay.runtime.signer,
-            principal_id=relay.world.principals[principal].id,
-            country="DE",
-            count=1,
-        )
-        real = customer_address(session, relay.runtime.vault, canary)
-        session.commit()
-    return canary.id, real
 
 
 def test_mail_to_a_canarys_own_address_is_held_and_names_its_principal(relay: Relay) -> None:

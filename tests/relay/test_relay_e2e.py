@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import relay_server_kit as kit
-from postfix_harness import Received
 from relay_server_kit import (
     SELLER_ADDRESS,
     SELLER_OTHER_ADDRESS,
@@ -33,9 +32,7 @@ from mailveil.relay import codes
 from mailveil.relay.bounces import RelayBounceMark
 from mailveil.relay.dkim import DkimSigner
 from mailveil.relay.messages import verify_bounce_local
-
-relay = kit.relay
-relay_settings = kit.relay_settings
+from smtp_kit import Received
 
 
 def said(code: int, text: str) -> str:

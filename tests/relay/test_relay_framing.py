@@ -15,7 +15,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-import relay_server_kit as kit
 from fastapi.testclient import TestClient
 from framing_kit import (
     ACME_SELECTOR,
@@ -48,8 +47,6 @@ from mailveil.config import Settings
 from mailveil.detect.models import AbuseReport, Incident, Signal
 from mailveil.relay import codes
 from mailveil.relay.strangers import BANNER
-
-relay_settings = kit.relay_settings
 
 
 @pytest.fixture

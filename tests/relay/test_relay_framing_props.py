@@ -30,7 +30,6 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-import relay_server_kit as kit
 from fastapi.testclient import TestClient
 from framing_kit import (
     ACME_SELECTOR,
@@ -66,7 +65,6 @@ from mailveil.config import Settings
 from mailveil.detect.models import AbuseReport
 from mailveil.relay import codes
 
-relay_settings = kit.relay_settings
 INNOCENT = ("acme", "soft", "neutral", "agent")
 CLAIMS = {
     "seller-address": SELLER_ADDRESS,

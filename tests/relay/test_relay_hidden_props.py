@@ -23,7 +23,6 @@ import urllib.parse
 from collections import Counter
 from random import Random
 
-import relay_server_kit as kit
 from hiding_kit import (
     Customer,
     add_customer,
@@ -39,9 +38,6 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from leak_oracle import shown
 from relay_server_kit import SELLER_ADDRESS, SELLER_OTHER_ADDRESS, Relay
-
-relay = kit.relay
-relay_settings = kit.relay_settings
 
 EXAMPLES = int(os.environ.get("MAILVEIL_HIDDEN_EXAMPLES", "90"))
 INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\u00ad", "\ufeff", "\u180e", "\u034f"]

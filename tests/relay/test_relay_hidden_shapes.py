@@ -19,7 +19,6 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import relay_server_kit as kit
 from hiding_kit import (
     Customer,
     add_customer,
@@ -39,9 +38,6 @@ from rich.console import Console
 from rich.table import Table
 
 from mailveil.relay import codes
-
-relay = kit.relay
-relay_settings = kit.relay_settings
 
 REDACTED = "redacted"
 

@@ -31,7 +31,6 @@ from mailveil.ledger.verify import verify_ledger
 from mailveil.relay import codes
 from mailveil.relay.codes import Reply
 
-relay_settings = kit.relay_settings
 MAX_MESSAGE_BYTES = 2 * 1024 * 1024
 CLIENT_TIMEOUT = 30.0  # the bound on one message: a relay that stalls fails the test
 

@@ -45,7 +45,6 @@ from mailveil.relay.dkim_rollover import load_signer, retire_rollover, start_rol
 from mailveil.relay.messages import VERP_RETIRED_PREFIX, verify_bounce_local
 from mailveil.vault import INDEX_KEY_FILE, INDEX_NEXT_FILE, Vault, normalize_address, rotate_keys
 
-relay_settings = kit.relay_settings
 REFRESH = 0.2  # key_refresh_seconds in these tests: processes pick a rotation up quickly
 SEEDED = 300  # customers besides the relay's world in the blind-index rotation
 

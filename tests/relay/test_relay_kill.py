@@ -18,16 +18,16 @@ import time
 from collections import Counter
 from pathlib import Path
 
-from postfix_harness import Received, Sink
+from process_kit import seed, start, stop
 from relay_server_kit import SELLER_ADDRESS, message, parsed
-from relay_testkit import free_port
 from sqlalchemy import func, select
-from test_relay_server_cli import seed, start, stop
 
 from mailveil.config import load_settings
+from mailveil.demo.harness import free_port
 from mailveil.ledger.models import LedgerEntry
 from mailveil.relay.messages import RelayMessage
 from mailveil.runtime import Runtime
+from smtp_kit import Received, Sink
 
 CLIENTS = 4
 PER_CLIENT = 12

@@ -29,9 +29,6 @@ from mailveil.errors import Conflict
 from mailveil.relay import codes
 from mailveil.relay.bounces import RelayBounceMark
 
-relay = kit.relay
-relay_settings = kit.relay_settings
-
 
 def said(code: int, text: str) -> str:
     return f"{code} {text}"

@@ -18,8 +18,6 @@ from mailveil.platform.events import events_after, push_once, webhook_client
 from mailveil.platform.response_times import response_times
 from mailveil.relay import codes
 
-relay_settings = kit.relay_settings
-
 
 @pytest.fixture
 def hook() -> Iterator[Receiver]:

@@ -36,9 +36,6 @@ from mailveil.relay.policy import (
 )
 from mailveil.relay.routes import PURPOSE_BY_KIND
 
-relay = kit.relay
-relay_settings = kit.relay_settings
-
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 
 

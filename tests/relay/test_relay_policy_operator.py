@@ -16,8 +16,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailveil.config import Settings
 from mailveil.relay import codes
 
-relay_settings = kit.relay_settings
-
 NO_REVIEW_REQUESTS = """
 @id("operator-no-review-requests")
 @reason("this marketplace does not let sellers ask for reviews by mail")

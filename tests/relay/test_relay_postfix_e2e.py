@@ -15,20 +15,13 @@ from pathlib import Path
 
 import pytest
 import relay_server_kit as kit
-from postfix_harness import (
-    Received,
-    Smarthost,
-    free_port,
-    need,
-    postfix_installed,
-    running_smarthost,
-    swaks,
-)
+from postfix_harness import Smarthost, need, postfix_installed, running_smarthost, swaks
 from relay_server_kit import SELLER_ADDRESS, Relay, message, parsed, verify_dkim
 from relay_testkit import traces
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
+from mailveil.demo.harness import free_port
 from mailveil.ledger.signing import init_signing_key
 from mailveil.relay.context import RelayContext
 from mailveil.relay.dkim import DkimSigner, init_dkim_keys
@@ -37,10 +30,9 @@ from mailveil.relay.sender_auth import StaticResolver
 from mailveil.relay.server import RelayThread
 from mailveil.runtime import Runtime
 from mailveil.vault import init_keys
+from smtp_kit import Received
 
 pytestmark = pytest.mark.slow  # a private Postfix and swaks, end to end
-
-relay_settings = kit.relay_settings
 
 
 @pytest.fixture(scope="module")

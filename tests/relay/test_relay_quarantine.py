@@ -15,16 +15,13 @@ from email.message import EmailMessage
 from pathlib import Path
 
 import pytest
-import relay_server_kit as kit
-from postfix_harness import Sink
-from relay_server_kit import STRANGER_ADDRESS, Relay, dns_records, message, parsed
-from relay_testkit import free_port
-from test_relay_detection import plant_canary
-from test_relay_server_cli import child_env, seed
+from process_kit import child_env, seed
+from relay_server_kit import STRANGER_ADDRESS, Relay, dns_records, message, parsed, plant_canary
 from typer.testing import CliRunner
 
 from mailveil.cli.app import app
 from mailveil.config import SettingsError, load_settings
+from mailveil.demo.harness import free_port
 from mailveil.errors import Conflict, InvalidInput, NotFound
 from mailveil.relay import codes, quarantine
 from mailveil.relay.context import RelayContext
@@ -33,9 +30,7 @@ from mailveil.relay.sender_auth import StaticResolver
 from mailveil.relay.server import RelayThread
 from mailveil.relay.strangers import BANNER, add_banner
 from mailveil.runtime import Runtime
-
-relay = kit.relay
-relay_settings = kit.relay_settings
+from smtp_kit import Sink
 
 WARNING = "Warning: heed this"
 

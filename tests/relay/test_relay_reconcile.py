@@ -8,9 +8,9 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
+from journal_kit import count, journal, new_message
 from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
-from test_relay_server_journal import count, ids, journal, new_message
 
 from mailveil.config import Settings
 from mailveil.db.base import utcnow
@@ -20,8 +20,6 @@ from mailveil.ledger.signing import CheckpointSigner
 from mailveil.relay.journal import NewMessage, StatusChange
 from mailveil.relay.messages import RelayMessage
 from mailveil.relay.reconcile import reconcile
-
-__all__ = ["ids"]  # the fixture, shared with the journal's tests
 
 
 def keyed(ids: tuple[int, int], key: str) -> NewMessage:

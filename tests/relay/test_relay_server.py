@@ -21,9 +21,8 @@ from relay_server_kit import (
     message,
     transaction,
 )
-from relay_testkit import RawClient
+from relay_testkit import VARIANTS, RawClient
 from sqlalchemy.orm import Session, sessionmaker
-from test_relay_smuggling import VARIANTS
 
 from mailveil.config import Settings
 from mailveil.contacts.aliases import revoke_alias
@@ -32,10 +31,6 @@ from mailveil.relay import codes
 from mailveil.relay.messages import verp_address
 from mailveil.relay.server import enhance
 from mailveil.relay.smuggling import to_wire
-
-relay = kit.relay
-refusing_relay = kit.refusing_relay
-relay_settings = kit.relay_settings
 
 
 def said(code: int, text: str) -> str:

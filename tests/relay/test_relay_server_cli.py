@@ -3,132 +3,27 @@ sink smarthost, clean exit on SIGTERM, and a clear error when the port is taken.
 
 from __future__ import annotations
 
-import os
-import signal
 import smtplib
 import socket
 import subprocess
-import sys
-import time
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from postfix_harness import Sink
+from process_kit import LAUNCHER, REAL, child_env, seed, start, stop, wait_for_smtp
 from relay_server_kit import SELLER_ADDRESS, message, parsed
-from relay_testkit import free_port
 
-from mailveil.auth.keys import Role, issue_key
-from mailveil.config import load_settings
-from mailveil.contacts.customers import create_customer
-from mailveil.contacts.disclosures import disclose
-from mailveil.contacts.principals import create_principal
-from mailveil.contacts.relationships import create_order
-from mailveil.runtime import Runtime
+from mailveil.demo.harness import free_port
+from smtp_kit import Sink
 
 pytestmark = pytest.mark.slow  # the relay and the API as real processes
-
-LAUNCHER = [sys.executable, "-m", "mailveil"]
-REAL = "Real.Customer@private-mailbox.example"
-
-
-def child_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILVEIL_")}
-    env.update({"COLUMNS": "200", "NO_COLOR": "1", "PYTHONWARNINGS": "error"}, **extra)
-    return env
-
-
-@dataclass
-class Seeded:
-    data: Path
-    alias: str
-    reverse: str
-    token: str
-
-
-def seed(data: Path) -> Seeded:
-    init = subprocess.run(
-        [*LAUNCHER, "--data-dir", str(data), "init"],
-        capture_output=True,
-        text=True,
-        env=child_env(),
-    )
-    assert init.returncode == 0, init.stderr
-    settings = load_settings(env={}, data_dir=data)
-    runtime = Runtime.open(settings)
-    try:
-        with runtime.session_factory() as session:
-            customer = create_customer(
-                session, runtime.vault, external_id="c1", email=REAL, country="DE"
-            )
-            seller = create_principal(
-                session,
-                kind="seller",
-                external_id="s1",
-                display_name="Shop",
-                attributes={"sending_addresses": [SELLER_ADDRESS]},
-            )
-            create_order(session, external_id="o1", customer_id=customer.id, seller_id=seller.id)
-            result = disclose(
-                session,
-                settings=settings,
-                policy=runtime.policy,
-                signer=runtime.signer,
-                customer_id=customer.id,
-                principal_id=seller.id,
-                purpose="order",
-                actor="test",
-            )
-            token = issue_key(session, Role.SELLER, principal_id=seller.id).token
-            session.commit()
-    finally:
-        runtime.engine.dispose()
-    assert result.alias and result.reverse_alias
-    return Seeded(data, result.alias, result.reverse_alias, token)
-
-
-def wait_for_smtp(port: int, proc: subprocess.Popen[str], log: Path) -> None:
-    deadline = time.monotonic() + 60
-    while True:
-        if proc.poll() is not None:
-            pytest.fail(f"exited {proc.returncode}: {log.read_text()}")
-        try:
-            with smtplib.SMTP("127.0.0.1", port, timeout=2) as client:
-                assert client.ehlo()[0] == 250
-                return
-        except OSError:
-            if time.monotonic() > deadline:
-                pytest.fail(f"no SMTP on {port} within 60 s: {log.read_text()}")
-            time.sleep(0.2)
 
 
 @pytest.fixture
 def sink() -> Iterator[Sink]:
     with Sink(port=free_port()) as running:
         yield running
-
-
-def start(args: list[str], log: Path, **env: str) -> subprocess.Popen[str]:
-    with log.open("w") as out:  # the child keeps its own copy of the descriptor
-        return subprocess.Popen(
-            [*LAUNCHER, *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=child_env(**env),
-        )
-
-
-def stop(proc: subprocess.Popen[str]) -> int:
-    proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait(timeout=20)
-        raise
 
 
 def test_mailveil_relay_delivers_and_stops_cleanly(tmp_path: Path, sink: Sink) -> None:

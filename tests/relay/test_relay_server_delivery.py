@@ -9,9 +9,8 @@ import pytest
 from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
 from hypothesis import given
 from hypothesis import strategies as st
-from postfix_harness import Sink
-from relay_testkit import free_port
 
+from mailveil.demo.harness import free_port
 from mailveil.relay import codes
 from mailveil.relay.delivery import (
     PermanentDeliveryError,
@@ -21,6 +20,7 @@ from mailveil.relay.delivery import (
     reply_for_next_hop,
 )
 from mailveil.relay.smuggling import to_wire
+from smtp_kit import Sink
 
 
 @given(st.binary(max_size=300).filter(lambda b: b"\x00" not in b))

@@ -7,68 +7,17 @@ import asyncio
 import re
 from typing import Any
 
-import pytest
-from sqlalchemy import event, func, select, update
+from journal_kit import count, journal, new_message
+from sqlalchemy import event, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
-from mailveil.contacts.customers import create_customer
 from mailveil.contacts.models import Alias
-from mailveil.contacts.principals import create_principal
-from mailveil.db.base import utcnow
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner, init_signing_key
-from mailveil.relay.journal import Database, Journal, LedgerOnly, NewMessage, StatusChange
+from mailveil.relay.journal import Journal, LedgerOnly, StatusChange
 from mailveil.relay.messages import RelayMessage, new_token
-from mailveil.vault import Vault, init_keys
-
-
-@pytest.fixture
-def ids(settings: Settings, session_factory: sessionmaker[Session]) -> tuple[int, int]:
-    init_keys(settings)
-    with session_factory() as session:
-        customer = create_customer(
-            session,
-            Vault.open(settings),
-            external_id="c",
-            email="x.y@private.example",
-            country="DE",
-        )
-        principal = create_principal(session, kind="seller", external_id="s")
-        session.commit()
-        return customer.id, principal.id
-
-
-def new_message(ids: tuple[int, int], token: str | None = None) -> NewMessage:
-    now = utcnow()
-    token = token or new_token()
-    row: dict[str, Any] = {
-        "token": token,
-        "direction": "to_customer",
-        "customer_id": ids[0],
-        "principal_id": ids[1],
-        "alias": "a@relay.example",
-        "reason": "shipping",
-        "message_id": f"<{token}@relay.example>",
-        "size": 1,
-        "sha256": "0" * 64,
-        "status": "sending",
-        "created_at": now,
-        "updated_at": now,
-    }
-    return NewMessage(row, Event(kind="message", detail={"relay_message": token}))
-
-
-def journal(settings: Settings, session_factory: sessionmaker[Session], **kw: Any) -> Journal:
-    init_signing_key(settings)
-    return Journal(Database(session_factory), settings, CheckpointSigner.load(settings), **kw)
-
-
-def count(session_factory: sessionmaker[Session], model: Any) -> int:
-    with session_factory() as session:
-        return int(session.scalar(select(func.count()).select_from(model)) or 0)
 
 
 def test_concurrent_writes_share_commits(

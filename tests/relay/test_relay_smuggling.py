@@ -13,7 +13,7 @@ from collections.abc import Callable
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from relay_testkit import RawClient, RunningServer
+from relay_testkit import VARIANTS, RawClient, RunningServer
 
 from mailveil.relay import codes
 from mailveil.relay.errors import BareLineEnding, NulInData
@@ -26,21 +26,6 @@ SMUGGLED = (
     b"DATA\r\n"
     b"From: <ceo@bank.example>\r\nSubject: smuggled\r\n\r\nsmuggled body\r\n"
 )
-
-# (fake end of data, the reply that names its first offending byte)
-VARIANTS: list[tuple[bytes, codes.Reply]] = [
-    (b"\n.\n", codes.BARE_LF),
-    (b"\n.\r", codes.BARE_LF),
-    (b"\r.\n", codes.BARE_CR),
-    (b"\r.\r", codes.BARE_CR),
-    (b"\n.\r\n", codes.BARE_LF),
-    (b"\r.\r\n", codes.BARE_CR),
-    (b"\r\n\x00.\r\n", codes.NUL_IN_DATA),
-    (b"\r\n.\n", codes.BARE_LF),
-    (b"\r\n.\r", codes.BARE_CR),
-    (b"\r\n.\r\r\n", codes.BARE_CR),
-    (b"\r\r\n.\r\r\n", codes.BARE_CR),
-]
 
 
 def _open_transaction(client: RawClient) -> None:

@@ -10,15 +10,11 @@ import sys
 from email.message import EmailMessage
 from pathlib import Path
 
-import relay_server_kit as kit
 from relay_server_kit import SELLER_ADDRESS, Relay, parsed
 
 from mailveil.platform.trackers import tracker_counts
 from mailveil.relay import codes
 from mailveil.relay.trackers import strip_html, strip_message
-
-relay = kit.relay
-relay_settings = kit.relay_settings
 
 PIXEL = '<img src="https://u1.ct.sendgrid.net/wf/open?upn=abc" width="1" height="1" alt="">'
 SES = "https://x.r.us-east-1.awstrack.me/L0/https:%2F%2Fshop.example%2Forder%2F7/1/0100/abc=364"

@@ -12,17 +12,16 @@ from pathlib import Path
 import pytest
 import relay_server_kit as kit
 from relay_server_kit import SELLER_ADDRESS, Relay, message
-from relay_testkit import free_port
 from sqlalchemy.orm import Session, sessionmaker
 from veto_kit import SECRET, Receiver
 
 from mailveil.config import Settings
+from mailveil.demo.harness import free_port
 from mailveil.errors import Conflict
 from mailveil.relay import codes, quarantine
 from mailveil.relay.release import list_held, prepare_release
 from mailveil.relay.veto import sign, verify
 
-relay_settings = kit.relay_settings
 TIMEOUT = 1.0  # generous: a loaded test machine must not turn an allow into a hold
 PDF = b"%PDF-1.4\n1 0 obj<<>>endobj\ntrailer<<>>\n%%EOF\n"
 

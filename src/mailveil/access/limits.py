@@ -19,12 +19,10 @@ from mailveil.access.models import EmployeeUsage
 from mailveil.access.refusals import LimitExceeded
 from mailveil.config import Settings
 from mailveil.contacts.models import Principal
-from mailveil.policy.engine import ACTION_LIST, PolicyEngine, PolicyInput
-from mailveil.policy.facts import customer_attrs, principal_attrs
+from mailveil.policy.engine import PolicyEngine
+from mailveil.policy.facts import list_input, principal_entity_of
 
 _usage = cast(Table, EmployeeUsage.__table__)
-# The `list` action is about many customers; Cedar still wants a resource.
-_NO_CUSTOMER = customer_attrs("ZZ", (), (), False)
 
 
 def hour_of(moment: datetime) -> int:
@@ -50,32 +48,6 @@ def charge(session: Session, principal_id: int, rows: int, now: datetime) -> tup
     return int(totals[0]), int(totals[1])
 
 
-def list_input(
-    settings: Settings,
-    employee: Principal,
-    *,
-    purpose: str,
-    requested: int,
-    used_hour: int,
-    used_day: int,
-) -> PolicyInput:
-    context = (
-        ("day_limit", settings.employee_rows_per_day),
-        ("hour_limit", settings.employee_rows_per_hour),
-        ("purpose", purpose),
-        ("requested", requested),
-        ("used_day", used_day),
-        ("used_hour", used_hour),
-    )
-    return PolicyInput(
-        "Employee",
-        principal_attrs("employee", employee.status, employee.attributes),
-        _NO_CUSTOMER,
-        context,
-        ACTION_LIST,
-    )
-
-
 def enforce_limits(
     session: Session,
     settings: Settings,
@@ -91,12 +63,13 @@ def enforce_limits(
     # Uncached: the counters make every input new; memoising them would evict useful ones.
     decision = policy.decide_uncached(
         list_input(
-            settings,
-            employee,
+            principal_entity_of(employee),
             purpose=purpose,
             requested=rows,
             used_hour=used_hour - rows,
             used_day=used_day - rows,
+            hour_limit=settings.employee_rows_per_hour,
+            day_limit=settings.employee_rows_per_day,
         )
     )
     if not decision.allowed:
@@ -113,4 +86,4 @@ def enforce_limits(
     return used_hour, used_day
 
 
-__all__ = ["charge", "enforce_limits", "hour_of", "list_input"]
+__all__ = ["charge", "enforce_limits", "hour_of"]

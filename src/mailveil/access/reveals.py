@@ -44,8 +44,8 @@ from mailveil.errors import Conflict, InvalidInput, NotFound
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
-from mailveil.policy.engine import ACTION_REQUEST_REVEAL, PolicyEngine, PolicyInput
-from mailveil.policy.facts import customer_attrs, principal_attrs
+from mailveil.policy.engine import PolicyEngine
+from mailveil.policy.facts import customer_entity_of, principal_entity_of, reveal_input
 from mailveil.vault import Vault
 
 JUSTIFICATION_MIN = 20
@@ -132,22 +132,14 @@ def request_reveal(
             subject=subject,
             ref=case_ref,
         )
-    inp = PolicyInput(
-        "Employee",
-        principal_attrs("employee", employee.status, employee.attributes),
-        customer_attrs(
-            customer.country,
-            customer.opt_outs,
-            customer.sensitive_topics,
-            customer.deleted_at is not None,
-        ),
-        (
-            ("case_assigned", found.assignee_id == employee.id),
-            ("case_open", found.status == "open"),
-        ),
-        ACTION_REQUEST_REVEAL,
+    decision = policy.decide(
+        reveal_input(
+            principal_entity_of(employee),
+            customer_entity_of(customer),
+            case_assigned=found.assignee_id == employee.id,
+            case_open=found.status == "open",
+        )
     )
-    decision = policy.decide(inp)
     if not decision.allowed:
         raise RevealRefused(
             decision.reason,

@@ -34,15 +34,15 @@ from mailveil.errors import InvalidInput, MailveilError, NotFound, PolicyDenied
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner
-from mailveil.policy.engine import PRINCIPAL_TYPES, PolicyEngine, PolicyInput
+from mailveil.policy.engine import PolicyEngine
 from mailveil.policy.facts import (
+    PrincipalEntity,
     chunks,
-    context_attrs,
     customer_attrs,
+    disclose_input,
     latest_orders,
     open_case_pairs,
-    order_age_days,
-    principal_attrs,
+    principal_entity,
 )
 
 DEFAULT_BATCH = 5000
@@ -250,7 +250,7 @@ def disclose_batch(
             ).where(Customer.id.in_(part))
         ):
             customers[cid] = customer_attrs(country, opt, topics, deleted is not None)
-    principals: dict[int, tuple[str, Any, str]] = {}
+    principals: dict[int, tuple[PrincipalEntity, str]] = {}
     for part in chunks(sorted({t[2] for t in todo})):
         for pid, kind, status, attrs, name in session.execute(
             select(
@@ -261,7 +261,7 @@ def disclose_batch(
                 Principal.display_name,
             ).where(Principal.id.in_(part))
         ):
-            principals[pid] = (kind, principal_attrs(kind, status, attrs), name)
+            principals[pid] = (principal_entity(kind, status, attrs), name)
 
     live: list[tuple[int, int, int, str, str | None]] = []
     for item in todo:
@@ -271,7 +271,7 @@ def disclose_batch(
             results[pos] = DisclosureResult(
                 False, cid, pid, purpose, ref, reason=missing, error=NotFound.code
             )
-        elif principals[pid][0] == "service" and ref is None:
+        elif principals[pid][0].kind == "service" and ref is None:
             # A service is given an alias for a template it owns: the template is the ref.
             # (The relay decides a service's mail without one: it is not known at RCPT.)
             results[pos] = DisclosureResult(
@@ -290,30 +290,34 @@ def disclose_batch(
     existing = existing_aliases(session, pairs)
     window = settings.seller_contact_window_days
     now = utcnow()
-    orders = latest_orders(session, [p for p in pairs if principals[p[1]][0] == "seller"])
-    cases = open_case_pairs(session, [p for p in pairs if principals[p[1]][0] == "employee"])
-
-    inputs: list[PolicyInput] = []
-    for _, cid, pid, purpose, ref in live:
-        kind, pattrs, _ = principals[pid]
-        placed = orders.get((cid, pid))
-        age = None if placed is None else order_age_days(now, placed, window)
-        ctx = context_attrs(
-            kind, purpose, ref, window, order_age=age, open_case=(cid, pid) in cases
+    kinds = {pid: entity.kind for pid, (entity, _) in principals.items()}
+    orders = latest_orders(session, [p for p in pairs if kinds[p[1]] == "seller"])
+    cases = open_case_pairs(session, [p for p in pairs if kinds[p[1]] == "employee"])
+    inputs = [
+        disclose_input(
+            principals[pid][0],
+            customers[cid],
+            purpose=purpose,
+            ref=ref,
+            window_days=window,
+            order_placed_at=orders.get((cid, pid)),
+            open_case=(cid, pid) in cases,
+            now=now,
         )
-        inputs.append(PolicyInput(PRINCIPAL_TYPES[kind], pattrs, customers[cid], ctx))
+        for _, cid, pid, purpose, ref in live
+    ]
     decisions = policy.decide_many(inputs)
 
     to_mint: dict[tuple[int, int], str] = {}
     for (_, cid, pid, _, _), decision in zip(live, decisions, strict=True):
         if decision.allowed and (cid, pid) not in existing:
-            to_mint[(cid, pid)] = principals[pid][2]
+            to_mint[(cid, pid)] = principals[pid][1]
     minted = mint_aliases(session, settings, to_mint, existing, now) if to_mint else set()
 
     teams = {
-        pid: str(dict(attrs).get("team") or "")
-        for pid, (kind, attrs, _) in principals.items()
-        if kind == "employee"
+        pid: str(dict(entity.attrs).get("team") or "")
+        for pid, (entity, _) in principals.items()
+        if entity.kind == "employee"
     }
     events: list[Event] = []
     # (pos, allowed, cid, pid, purpose, ref, alias, reverse, minted, reason, policy ids)

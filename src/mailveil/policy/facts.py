@@ -1,4 +1,15 @@
-"""The facts a disclosure is decided on, read from the database and shaped for Cedar.
+"""The one builder of Cedar policy inputs, and the database facts they are built from.
+
+Every ``PolicyInput`` production gives Cedar is made here, whatever decides it: a disclosure
+(``disclose_input``: the API, the workers, the employee lookup, the relay's contact policy
+and ``mailveil policy check``), an employee's list (``list_input``), a reveal request
+(``reveal_input``) and an operator's test case (``cedar_input``); the relay's ``message``
+action keeps a contact input's entities with a context of its own (``relay.policy``).
+Callers read their facts their own way (one statement for one request, one query per fact
+for a batch, the relay's route lookup) and hand them to these functions, which decide what
+Cedar sees: the principal entity (``principal_entity``), the customer entity
+(``customer_attrs``, or the stand-in customer of a list), the action and the context. So
+``policy check`` shows exactly the input production decides on.
 
 Every builder returns sorted tuples (``Attrs``) so equal facts make equal ``PolicyInput``
 keys; see ``mailveil.policy.engine`` for why that is the memo key.
@@ -8,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, NamedTuple, TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -17,7 +28,16 @@ from mailveil.config import Settings
 from mailveil.contacts.models import Customer, Order, Principal, SupportCase
 from mailveil.db.base import utcnow
 from mailveil.errors import NotFound
-from mailveil.policy.engine import PRINCIPAL_TYPES, Attrs, Explanation, PolicyEngine, PolicyInput
+from mailveil.policy.engine import (
+    ACTION_DISCLOSE,
+    ACTION_LIST,
+    ACTION_REQUEST_REVEAL,
+    PRINCIPAL_TYPES,
+    Attrs,
+    Explanation,
+    PolicyEngine,
+    PolicyInput,
+)
 
 IN_CHUNK = 2000  # ids per IN (...) list: well under SQLite's 32766 host parameters
 _DAY_US = 86_400 * 1_000_000
@@ -84,6 +104,106 @@ def context_attrs(
         # unique per request and would make every decision a cache miss for no gain.
         return (("purpose", purpose), ("template", ref), ("window_days", window_days))
     return (("purpose", purpose), ("window_days", window_days))
+
+
+class PrincipalEntity(NamedTuple):
+    """A principal as Cedar sees it: its kind (``seller``, ``employee``, ``service``) and
+    its attributes. Build it once per principal (``principal_entity``) and reuse it."""
+
+    kind: str
+    attrs: Attrs
+
+
+def principal_entity(
+    kind: str, status: str, attributes: dict[str, Any] | None = None
+) -> PrincipalEntity:
+    return PrincipalEntity(kind, principal_attrs(kind, status, attributes))
+
+
+def principal_entity_of(principal: Principal) -> PrincipalEntity:
+    return principal_entity(principal.kind, principal.status, principal.attributes)
+
+
+def customer_entity_of(customer: Customer) -> Attrs:
+    return customer_attrs(
+        customer.country,
+        customer.opt_outs,
+        customer.sensitive_topics,
+        customer.deleted_at is not None,
+    )
+
+
+# The `list` action is about many customers; Cedar still wants a resource.
+NO_CUSTOMER = customer_attrs("ZZ", (), (), False)
+
+
+def cedar_input(
+    principal: PrincipalEntity, customer: Attrs, context: Attrs, action: str = ACTION_DISCLOSE
+) -> PolicyInput:
+    """The input itself; the action builders below and operator test cases (whose context
+    is given as it is) come through here."""
+    return PolicyInput(PRINCIPAL_TYPES[principal.kind], principal.attrs, customer, context, action)
+
+
+def disclose_input(
+    principal: PrincipalEntity,
+    customer: Attrs,
+    *,
+    purpose: str,
+    ref: str | None,
+    window_days: int,
+    order_placed_at: datetime | None = None,
+    open_case: bool = False,
+    now: datetime | None = None,
+) -> PolicyInput:
+    """May this principal be given (or keep using) this customer's alias for ``purpose``?
+
+    ``order_placed_at`` is the newest order between the two (read for sellers only),
+    ``open_case`` whether an open case of the customer is assigned to the principal (read for
+    employees only); each is ignored for the other kinds. ``now`` defaults to the clock."""
+    kind = principal.kind
+    age = None
+    if kind == "seller" and order_placed_at is not None:
+        age = order_age_days(now or utcnow(), order_placed_at, window_days)
+    context = context_attrs(
+        kind,
+        purpose,
+        ref,
+        window_days,
+        order_age=age,
+        open_case=open_case if kind == "employee" else None,
+    )
+    return cedar_input(principal, customer, context)
+
+
+def list_input(
+    employee: PrincipalEntity,
+    *,
+    purpose: str,
+    requested: int,
+    used_hour: int,
+    used_day: int,
+    hour_limit: int,
+    day_limit: int,
+) -> PolicyInput:
+    """May this employee receive ``requested`` more customers (their hourly/daily limits)?"""
+    context = (
+        ("day_limit", day_limit),
+        ("hour_limit", hour_limit),
+        ("purpose", purpose),
+        ("requested", requested),
+        ("used_day", used_day),
+        ("used_hour", used_hour),
+    )
+    return cedar_input(employee, NO_CUSTOMER, context, ACTION_LIST)
+
+
+def reveal_input(
+    employee: PrincipalEntity, customer: Attrs, *, case_assigned: bool, case_open: bool
+) -> PolicyInput:
+    """May this employee ask for this customer's real address on a case?"""
+    context = (("case_assigned", case_assigned), ("case_open", case_open))
+    return cedar_input(employee, customer, context, ACTION_REQUEST_REVEAL)
 
 
 def latest_orders(
@@ -172,19 +292,15 @@ def policy_input(
             raise NotFound(f"no customer {customer_id}")
         raise NotFound(f"no principal {principal_id}")
     country, opt_outs, topics, deleted_at, kind, status, attributes, placed, open_case_row = row
-    now = now or utcnow()
-    window = settings.seller_contact_window_days
-    age = None
-    open_case = None
-    if kind == "seller":
-        age = None if placed is None else order_age_days(now, placed, window)
-    elif kind == "employee":
-        open_case = bool(open_case_row)
-    return PolicyInput(
-        PRINCIPAL_TYPES[kind],
-        principal_attrs(kind, status, attributes),
+    return disclose_input(
+        principal_entity(kind, status, attributes),
         customer_attrs(country, opt_outs, topics, deleted_at is not None),
-        context_attrs(kind, purpose, ref, window, order_age=age, open_case=open_case),
+        purpose=purpose,
+        ref=ref,
+        window_days=settings.seller_contact_window_days,
+        order_placed_at=placed,
+        open_case=bool(open_case_row),
+        now=now,
     )
 
 
@@ -203,13 +319,22 @@ def explain_request(
 
 __all__ = [
     "IN_CHUNK",
+    "NO_CUSTOMER",
+    "PrincipalEntity",
+    "cedar_input",
     "chunks",
     "context_attrs",
     "customer_attrs",
+    "customer_entity_of",
+    "disclose_input",
     "explain_request",
     "latest_orders",
+    "list_input",
     "open_case_pairs",
     "order_age_days",
     "policy_input",
     "principal_attrs",
+    "principal_entity",
+    "principal_entity_of",
+    "reveal_input",
 ]

@@ -3,8 +3,9 @@
 A case file holds ``[[case]]`` tables (see docs/policies.md for the format). Each case names
 the facts of one request -- the principal, the customer, the context -- and the decision
 it expects. The principal and customer facts go through the same builders
-(``facts.principal_attrs`` / ``facts.customer_attrs``) and the same checks as stored
-principals and customers, so a case sees exactly what production would give Cedar. The
+(``facts.principal_entity`` / ``facts.customer_attrs``, then ``facts.cedar_input``) and the
+same checks as stored principals and customers, so a case sees exactly what production
+would give Cedar. The
 context is given explicitly, as typed values; Cedar checks it against the schema, and its
 complaints fail the case with Cedar's own message.
 
@@ -38,7 +39,7 @@ from mailveil.policy.engine import (
     PolicyInput,
     Value,
 )
-from mailveil.policy.facts import customer_attrs, principal_attrs
+from mailveil.policy.facts import PrincipalEntity, cedar_input, customer_attrs, principal_entity
 
 CASE_KEYS = (
     "name",
@@ -245,7 +246,7 @@ def _checked(what: str, check: Any, *args: Any) -> Any:
         raise CaseError(f"{what}: {exc.detail}") from None
 
 
-def _principal(raw: Any) -> tuple[str, Attrs]:
+def _principal(raw: Any) -> PrincipalEntity:
     table = _table(raw, "principal", PRINCIPAL_KEYS)
     if "kind" not in table:
         raise CaseError(f"principal has no kind (one of {', '.join(PRINCIPAL_TYPES)})")
@@ -255,7 +256,7 @@ def _principal(raw: Any) -> tuple[str, Attrs]:
     if not isinstance(attributes, dict):
         raise CaseError(f"principal attributes must be a table, not {_type_name(attributes)}")
     stored = _checked("principal attributes", validate_attributes, kind, attributes)
-    return PRINCIPAL_TYPES[kind], principal_attrs(kind, status, stored)
+    return principal_entity(kind, status, stored)
 
 
 def _customer(raw: Any) -> Attrs:
@@ -308,15 +309,14 @@ def parse_case(raw: Any, file: Path, line: int) -> PolicyCase:
     action = _string(table.get("action", ACTION_DISCLOSE), "action")
     if "principal" not in table:
         raise CaseError("missing principal (a table with at least kind)")
-    principal_type, principal = _principal(table["principal"])
+    principal = _principal(table["principal"])
     policies = table.get("expect_policies")
     reason = table.get("expect_reason")
     return PolicyCase(
         file=file,
         line=line,
         name=name,
-        input=PolicyInput(
-            principal_type,
+        input=cedar_input(
             principal,
             _customer(table.get("customer", {})),
             _context(table.get("context", {})),

@@ -25,8 +25,8 @@ from sqlalchemy.orm import Session
 from mailveil.config import Settings
 from mailveil.contacts.models import Alias, Customer, Order, Principal, SupportCase
 from mailveil.db.base import UTCDateTime, utcnow
-from mailveil.policy.engine import PRINCIPAL_TYPES, Decision, PolicyEngine, PolicyInput
-from mailveil.policy.facts import context_attrs, customer_attrs, order_age_days, principal_attrs
+from mailveil.policy.engine import Decision, PolicyEngine, PolicyInput
+from mailveil.policy.facts import customer_entity_of, disclose_input, principal_entity_of
 from mailveil.relay.bounces import RelayBounceMark
 from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, DIRECTION_TO_PRINCIPAL, RelayMessage
 
@@ -95,27 +95,15 @@ class Route:
 
     def policy_input(self, settings: Settings, *, now: datetime | None = None) -> PolicyInput:
         kind = self.principal.kind
-        window = settings.seller_contact_window_days
-        age = None
-        if kind == "seller" and self.order_placed_at is not None:
-            age = order_age_days(now or utcnow(), self.order_placed_at, window)
-        return PolicyInput(
-            PRINCIPAL_TYPES[kind],
-            principal_attrs(kind, self.principal.status, self.principal.attributes),
-            customer_attrs(
-                self.customer.country,
-                self.customer.opt_outs,
-                self.customer.sensitive_topics,
-                self.customer.deleted_at is not None,
-            ),
-            context_attrs(
-                kind,
-                PURPOSE_BY_KIND.get(kind, "order"),
-                None,
-                window,
-                order_age=age,
-                open_case=self.open_case if kind == "employee" else None,
-            ),
+        return disclose_input(
+            principal_entity_of(self.principal),
+            customer_entity_of(self.customer),
+            purpose=PURPOSE_BY_KIND.get(kind, "order"),
+            ref=None,
+            window_days=settings.seller_contact_window_days,
+            order_placed_at=self.order_placed_at,
+            open_case=self.open_case,
+            now=now,
         )
 
     def contact_decision(self, settings: Settings, policy: PolicyEngine) -> Decision:
