@@ -138,8 +138,8 @@ def _world(s: Session, env: Any, rng: random.Random, seed: int) -> tuple[Templat
     s.flush()
     for n in people:
         c = env.customers[n]
-        for k in range(rng.choice([0, 0, 1, 2, 3])):
-            when = now - timedelta(hours=rng.choice([1, 2, 24 * 30]))
+        for k in range(rng.choice([0, 0, 1, 2, 2, 3])):
+            when = now - timedelta(hours=rng.choice([1, 2, 3, 24 * 30]))
             s.add(Recipient(send_id=sends[k].id, customer_id=c.id, bucket=0, state="delivered",
                             fact_ids=[], delivered_at=when))  # fmt: skip
         for scope in ("global", f"category:{category}", "tag:pregnancy", f"list:list{seed}",
