@@ -1,7 +1,7 @@
 """Set-based eligibility: the database decides most of a batch in one statement.
 
-The batch's external ids go to the database as one bound parameter (a JSON array read by
-``json_each`` on SQLite, an array read by ``unnest`` on PostgreSQL) joined with customers;
+The batch's external ids go to the database as one bound parameter (a JSON array joined
+through ``json_each`` on SQLite, an array matched with ``= ANY`` on PostgreSQL);
 for each required fact, a correlated EXISTS says whether the customer holds one of its kind
 inside its window (and not from the future). That alone decides unknown, deleted, and
 lacking a required fact (the reason names the first one missing, exactly as
@@ -37,6 +37,7 @@ from sqlalchemy import (
     func,
     literal,
     select,
+    true,
 )
 from sqlalchemy.orm import Session
 
@@ -70,12 +71,24 @@ def decided_reasons(rule: Rule | None) -> list[str | None]:
     return out
 
 
-def _listed(dialect: str, name: str, of: Any) -> Any:
-    """A list given as one bound parameter, as a one-column table ``value``."""
+def _among(dialect: str, columns: Sequence[Any], column: Any, name: str, of: Any) -> Any:
+    """``columns`` of the customers whose ``column`` is in a list given as one bound
+    parameter, one index probe per listed value: a join with ``json_each(json array)`` on
+    SQLite; on PostgreSQL a LATERAL subquery (LIMIT 1: it stays a probe) per ``unnest``
+    value (a plain join, or ``= ANY``, was planned as a scan of the whole table once the
+    list held thousands of values)."""
     if dialect == "postgresql":
-        param = bindparam(name, type_=ARRAY(of))
-        return func.unnest(param).table_valued("value").render_derived(name="listed")
-    return func.json_each(bindparam(name, type_=Text())).table_valued("value").alias("listed")
+        listed = func.unnest(bindparam(name, type_=ARRAY(of))).table_valued("value")
+        listed = listed.render_derived(name="listed")
+        probe = (
+            select(*(c.label(f"c{i}") for i, c in enumerate(columns)))
+            .where(column == listed.c.value)
+            .limit(1)
+            .lateral("probe")
+        )
+        return select(*probe.c).select_from(listed).join(probe, true())
+    listed = func.json_each(bindparam(name, type_=Text())).table_valued("value").alias("listed")
+    return select(*columns).select_from(listed).join(Customer, column == listed.c.value)
 
 
 class Screener:
@@ -91,7 +104,6 @@ class Screener:
     ) -> None:
         self.dialect = dialect
         self.reasons = decided_reasons(rule)
-        listed = _listed(dialect, "exts", String())
         flags = []
         for req in rule.require if rule is not None else ():
             cond = [
@@ -105,22 +117,21 @@ class Screener:
         missing: ColumnElement[int] = literal(-1)
         if flags:
             missing = case(*((~flag, i) for i, flag in enumerate(flags)), else_=-1)
-        joined = select().select_from(listed).join(Customer, Customer.external_id == listed.c.value)
-        self.statement = joined.add_columns(
-            Customer.id, Customer.external_id, Customer.deleted_at.is_not(None), missing
-        )
+        self.statement = _among(
+            dialect,
+            [Customer.id, Customer.external_id, Customer.deleted_at.is_not(None), missing],
+            Customer.external_id, "exts", String(),
+        )  # fmt: skip
         # One CASE, each EXISTS evaluated at most once a row: decided customers collapse
         # into a negative key, the others keep their id (a group of one).
         whens: list[tuple[Any, Any]] = [(Customer.deleted_at.is_not(None), KEY_DELETED)]
         for i, flag in enumerate(flags):
             whens.append((~flag, missing_key(i) if self.reasons[i] is not None else Customer.id))
         key = case(*whens, else_=Customer.id) if rule is not None else Customer.id
-        keyed = joined.add_columns(key.label("key"), Customer.external_id).subquery("keyed")
-        self.grouped_statement = select(
-            keyed.c.key, func.count(), func.min(keyed.c.external_id)
-        ).group_by(keyed.c.key)
-        ids = _listed(dialect, "ids", BigInteger())
-        chosen = select().select_from(ids).join(Customer, Customer.id == ids.c.value)
+        keyed = _among(dialect, [key, Customer.external_id], Customer.external_id, "exts",
+                       String()).subquery("keyed")  # fmt: skip
+        k, ext = keyed.c
+        self.grouped_statement = select(k, func.count(), func.min(ext)).group_by(k)
         suppression = (
             select(Suppression.scope)
             .where(
@@ -144,13 +155,12 @@ class Screener:
                 .scalar_subquery()
             )
             capped = delivered >= most
-        self.details_statement = chosen.add_columns(
-            Customer.id,
-            suppression,
-            capped,
-            cast(Customer.opt_outs, Text),
-            cast(Customer.sensitive_topics, Text),
-        )
+        self.details_statement = _among(
+            dialect,
+            [Customer.id, suppression, capped, cast(Customer.opt_outs, Text),
+             cast(Customer.sensitive_topics, Text)],
+            Customer.id, "ids", BigInteger(),
+        )  # fmt: skip
 
     def _param(self, values: Sequence[Any]) -> Any:
         return list(values) if self.dialect == "postgresql" else json.dumps(list(values))
