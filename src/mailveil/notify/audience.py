@@ -178,6 +178,7 @@ def assess(
     now: datetime,
     *,
     screener: Screener | None = None,
+    screened: dict[str, Any] | None = None,
 ) -> list[Assessment]:
     """One assessment per entry, in order. ``rule`` None: no evidence is needed (a
     correction, whose audience is the ledger's record of who got the original).
@@ -188,7 +189,8 @@ def assess(
     suppressions, cap, opt-outs and sensitive topics read (a second statement)."""
     if screener is None:
         screener = screener_for(session, settings, template, rule, now)
-    screened = screener.run(session, sorted({e.external_id for e in entries}))
+    if screened is None:  # (else the caller's rows of ``screener.run`` for these entries)
+        screened = screener.run(session, sorted({e.external_id for e in entries}))
     reasons = screener.reasons
     facts: dict[int, list[FactRow]] = {}
     named: dict[str, FactRow] = {}

@@ -83,7 +83,8 @@ def tally_batch(
         tally.take(verdicts)
         return [(e, a) for e, a in zip(batch, verdicts, strict=True) if a.state == "eligible"]
     found = 0
-    individual: set[str] = set()
+    # The rest, as ``Screener.run`` rows (ID, EXT, DELETED, MISSING): -1, evaluate the rule.
+    individual: dict[str, tuple[int, str, bool, int]] = {}
     for key, n, ext in screener.grouped(session, exts):
         found += n
         if key == KEY_DELETED:
@@ -91,11 +92,12 @@ def tally_batch(
         elif key < 0:
             tally.counts["ineligible", str(screener.reasons[-2 - key])] += n
         else:
-            individual.add(ext)
+            individual[ext] = (key, ext, False, -1)
     if found < len(exts):
         tally.counts["ineligible", "unknown customer"] += len(exts) - found
     sub = [e for e in batch if e.external_id in individual]
-    verdicts = assess(session, settings, template, rule, sub, now, screener=screener)
+    verdicts = assess(session, settings, template, rule, sub, now, screener=screener,
+                      screened=individual)  # fmt: skip
     tally.take(verdicts)
     return [(e, a) for e, a in zip(sub, verdicts, strict=True) if a.state == "eligible"]
 
