@@ -267,7 +267,17 @@ def read_audience(session: Session, settings: Settings, file: Path) -> Iterator[
     audience = parse_audience(raw)
     if isinstance(audience, list):
         return iter(audience)
-    return query_entries(session, audience, settings.notify_batch_size)
+    return SegmentEntries(query_entries(session, audience, settings.notify_batch_size))
+
+
+class SegmentEntries(Iterator[Entry]):
+    """A segment's entries (the preview says its audience is a segment, not a list)."""
+
+    def __init__(self, inner: Iterator[Entry]) -> None:
+        self.inner = inner
+
+    def __next__(self) -> Entry:
+        return next(self.inner)
 
 
 TemplateOpt = Annotated[str, typer.Option("--template", help="template name")]
@@ -287,7 +297,9 @@ def sends_preview(
     settings = ctx.obj.settings()
     with friendly_errors(), database(settings) as factory, factory() as session:
         row = get_template(session, template, version)
-        result = preview(session, settings, row, read_audience(session, settings, audience))
+        entries = read_audience(session, settings, audience)
+        source = "segment" if isinstance(entries, SegmentEntries) else "list"
+        result = preview(session, settings, row, entries, source=source)
     _print_preview(result)
 
 
@@ -295,6 +307,7 @@ def _print_preview(p: dict[str, Any]) -> None:
     t = p["template"]
     counts = Table("", "recipients", title=f"preview of {t['name']} v{t['version']}")
     counts.add_row("audience", cell(p["audience"]))
+    counts.add_row("audience source", cell(p.get("audience_source", "list")))
     for state, n in p["counts"].items():
         counts.add_row(cell(state), cell(n))
     counts.add_row("ineligible rate", cell(f"{p['ineligible_rate']:.2%}"))

@@ -15,17 +15,19 @@ import json
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from itertools import islice
+from typing import Any, NamedTuple
 
-from sqlalchemy import Text, cast, func, intersect, select
+from sqlalchemy import func, intersect, select
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
 from mailveil.contacts import validation as v
 from mailveil.contacts.models import Customer
 from mailveil.errors import InvalidInput
+from mailveil.notify.eligibility import DELETED, ID, MISSING, Screener
 from mailveil.notify.facts import check_kind, parse_time
-from mailveil.notify.models import Fact, Recipient, Suppression, Template
+from mailveil.notify.models import Fact, Template
 from mailveil.notify.rules import Condition, FactRow, Rule, evaluate
 from mailveil.policy.facts import chunks
 
@@ -36,8 +38,7 @@ OPT_OUT_ALL = "notifications"
 EXEMPT_CATEGORIES = ("security", "legal")
 
 
-@dataclass(frozen=True)
-class Entry:
+class Entry(NamedTuple):  # a tuple: an audience of millions is millions of these
     external_id: str
     fact_ids: tuple[str, ...] | None  # None: look the evidence up in the fact store
     language: str | None = None  # the translation to send them (None: the template's own)
@@ -51,8 +52,7 @@ class FactQuery:
     where: tuple[Condition, ...]
 
 
-@dataclass(frozen=True)
-class Assessment:
+class Assessment(NamedTuple):  # a tuple: millions are made per preview, cheaply
     external_id: str
     customer_id: int | None
     state: str  # eligible | ineligible | suppressed | capped
@@ -132,13 +132,8 @@ def query_entries(session: Session, query: FactQuery, batch: int) -> Iterator[En
 
 
 def batched(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
-    batch: list[Entry] = []
-    for entry in entries:
-        batch.append(entry)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
+    it = iter(entries)
+    while batch := list(islice(it, size)):
         yield batch
 
 
@@ -154,6 +149,26 @@ def _fact_row(row: Any) -> FactRow:
     return FactRow(row.fact_id, row.kind, row.customer_id, row.occurred_at, row.attributes or {})
 
 
+def frequency_cap(
+    settings: Settings, template: Template, now: datetime
+) -> tuple[datetime, int] | None:
+    """(since, deliveries) of the frequency cap for this template, or None (off, or exempt)."""
+    if not settings.notify_frequency_cap or template.category in EXEMPT_CATEGORIES:
+        return None
+    since = now - timedelta(hours=settings.notify_frequency_window_hours)
+    return since, settings.notify_frequency_cap
+
+
+def screener_for(
+    session: Session, settings: Settings, template: Template, rule: Rule | None, now: datetime
+) -> Screener:
+    """The set-based batch statement for this template and rule at ``now`` (build it once
+    for a whole audience and pass it to ``assess``)."""
+    dialect = session.get_bind().dialect.name
+    return Screener(dialect, rule, suppression_scopes(template),
+                    frequency_cap(settings, template, now), now)  # fmt: skip
+
+
 def assess(
     session: Session,
     settings: Settings,
@@ -161,31 +176,33 @@ def assess(
     rule: Rule | None,
     entries: Sequence[Entry],
     now: datetime,
+    *,
+    screener: Screener | None = None,
+    screened: dict[str, Any] | None = None,
 ) -> list[Assessment]:
     """One assessment per entry, in order. ``rule`` None: no evidence is needed (a
-    correction, whose audience is the ledger's record of who got the original)."""
-    exts = sorted({e.external_id for e in entries})
-    customers: dict[str, Any] = {}
-    for part in chunks(exts):
-        for row in session.execute(
-            select(
-                Customer.id,
-                Customer.external_id,
-                # As text, decoded only for the eligible few: decoding every recipient's
-                # JSON was a third of a preview's time (most audiences are mostly ineligible).
-                cast(Customer.opt_outs, Text).label("opt_outs"),
-                cast(Customer.sensitive_topics, Text).label("sensitive_topics"),
-                Customer.deleted_at,
-            ).where(Customer.external_id.in_(part))
-        ):
-            customers[row.external_id] = row
-    ids = sorted(c.id for c in customers.values())
+    correction, whose audience is the ledger's record of who got the original).
+
+    Set-based (``eligibility.Screener``): one statement decides unknown, deleted and
+    lacking a required fact; only customers who hold a fact of every required kind, or who
+    named facts, have the rule evaluated in Python, and only the rule-eligible have their
+    suppressions, cap, opt-outs and sensitive topics read (a second statement)."""
+    if screener is None:
+        screener = screener_for(session, settings, template, rule, now)
+    if screened is None:  # (else the caller's rows of ``screener.run`` for these entries)
+        screened = screener.run(session, sorted({e.external_id for e in entries}))
+    reasons = screener.reasons
     facts: dict[int, list[FactRow]] = {}
     named: dict[str, FactRow] = {}
     if rule is not None:
+        ids = sorted({
+            sc[ID] for e in entries
+            if (sc := screened.get(e.external_id)) is not None and not sc[DELETED]
+            and (e.fact_ids is not None or sc[MISSING] < 0 or reasons[sc[MISSING]] is None)
+        })  # fmt: skip
         kinds = sorted(rule.kinds)
         for part in chunks(ids):
-            for row in session.execute(
+            for row in session.connection().execute(
                 select(
                     Fact.fact_id, Fact.kind, Fact.customer_id, Fact.occurred_at, Fact.attributes
                 ).where(Fact.customer_id.in_(part), Fact.kind.in_(kinds))
@@ -199,68 +216,64 @@ def assess(
                 ).where(Fact.fact_id.in_(part))
             ):
                 named[row.fact_id] = _fact_row(row)
-    suppressed: dict[int, str] = {}
-    scopes = suppression_scopes(template)
-    capped: set[int] = set()
-    if rule is not None:
-        for part in chunks(ids):
-            for cid, scope in session.execute(
-                select(Suppression.customer_id, Suppression.scope).where(
-                    Suppression.customer_id.in_(part), Suppression.scope.in_(scopes)
-                )
-            ):
-                suppressed.setdefault(cid, f"suppressed ({scope})")
-        if settings.notify_frequency_cap and template.category not in EXEMPT_CATEGORIES:
-            since = now - timedelta(hours=settings.notify_frequency_window_hours)
-            for part in chunks(ids):
-                for cid, count in session.execute(
-                    select(Recipient.customer_id, func.count())
-                    .where(
-                        Recipient.customer_id.in_(part),
-                        Recipient.state == "delivered",
-                        Recipient.delivered_at >= since,
-                    )
-                    .group_by(Recipient.customer_id)
-                ):
-                    if count >= settings.notify_frequency_cap:
-                        capped.add(cid)
     tags = set(template.sensitivity)
+    exempt = template.category in EXEMPT_CATEGORIES
     out: list[Assessment] = []
-    for entry in entries:
-        c = customers.get(entry.external_id)
+    verdicts: dict[int, tuple[FactRow, ...] | str] = {}  # entry index: evidence or reason
+    for i, entry in enumerate(entries):
+        c = screened.get(entry.external_id)
+        if c is None or c[DELETED] or rule is None:
+            continue
+        missing = c[MISSING]
+        if missing >= 0 and entry.fact_ids is None and reasons[missing] is not None:
+            continue
+        verdicts[i] = _verdict(rule, c[ID], entry, facts.get(c[ID], []), named, now)
+    details = screener.details(session, sorted({
+        screened[entries[i].external_id][ID] for i, v in verdicts.items()
+        if not isinstance(v, str)
+    }))  # fmt: skip
+    for i, entry in enumerate(entries):
+        ext = entry.external_id
+        c = screened.get(ext)
         if c is None:
-            out.append(Assessment(entry.external_id, None, "ineligible", "unknown customer"))
+            out.append(Assessment(ext, None, "ineligible", "unknown customer"))
             continue
-        if c.deleted_at is not None:
-            out.append(Assessment(entry.external_id, c.id, "ineligible", "customer deleted"))
+        cid = c[ID]
+        if c[DELETED]:
+            out.append(Assessment(ext, cid, "ineligible", "customer deleted"))
             continue
-        if rule is not None:
-            verdict = _verdict(rule, c.id, entry, facts.get(c.id, []), named, now)
-            if isinstance(verdict, str):
-                out.append(Assessment(entry.external_id, c.id, "ineligible", verdict))
-                continue
-            evidence = verdict
-            opt_outs = set(_json_list(c.opt_outs))
-            exempt = template.category in EXEMPT_CATEGORIES
-            why = suppressed.get(c.id)
-            if why is None and not exempt and opt_outs & {OPT_OUT_ALL, template.category}:
-                why = "customer opted out"
-            if why is None and tags and tags & set(_json_list(c.sensitive_topics)):
-                why = "sensitive topic"
-            ids_used = tuple(f.fact_id for f in evidence)
-            if why is not None:
-                out.append(Assessment(entry.external_id, c.id, "suppressed", why, ids_used))
-            elif c.id in capped:
-                out.append(Assessment(entry.external_id, c.id, "capped", "frequency cap", ids_used))
-            else:
-                out.append(Assessment(entry.external_id, c.id, "eligible", "", ids_used, evidence))
+        if rule is None:
+            out.append(Assessment(ext, cid, "eligible", ""))
             continue
-        out.append(Assessment(entry.external_id, c.id, "eligible", ""))
+        verdict = verdicts.get(i)
+        if verdict is None:
+            out.append(Assessment(ext, cid, "ineligible", str(reasons[c[MISSING]])))
+            continue
+        if isinstance(verdict, str):
+            out.append(Assessment(ext, cid, "ineligible", verdict))
+            continue
+        _id, scope, capped, opt_outs, topics = details[cid]
+        why = f"suppressed ({scope})" if scope is not None else None
+        if (
+            why is None
+            and not exempt
+            and set(_json_list(opt_outs)) & {OPT_OUT_ALL, template.category}
+        ):
+            why = "customer opted out"
+        if why is None and tags and tags & set(_json_list(topics)):
+            why = "sensitive topic"
+        ids_used = tuple(f.fact_id for f in verdict)
+        if why is not None:
+            out.append(Assessment(ext, cid, "suppressed", why, ids_used))
+        elif capped:
+            out.append(Assessment(ext, cid, "capped", "frequency cap", ids_used))
+        else:
+            out.append(Assessment(ext, cid, "eligible", "", ids_used, verdict))
     return out
 
 
 def _json_list(text: str | None) -> list[str]:
-    if not text:
+    if not text or text == "[]":
         return []
     value = json.loads(text)
     return [str(v) for v in value] if isinstance(value, list) else []
@@ -316,10 +329,12 @@ __all__ = [
     "assess",
     "batched",
     "evidence_context",
+    "frequency_cap",
     "parse_audience",
     "parse_entry",
     "parse_query",
     "query_entries",
     "rule_population",
+    "screener_for",
     "suppression_scopes",
 ]

@@ -28,9 +28,17 @@ from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.signing import CheckpointSigner
-from mailveil.notify.audience import Entry, assess, batched, evidence_context, rule_population
+from mailveil.notify.audience import (
+    Entry,
+    assess,
+    batched,
+    evidence_context,
+    rule_population,
+    screener_for,
+)
 from mailveil.notify.guard import blast_radius, halt_forecast, targeting
 from mailveil.notify.models import OPEN_SEND_STATUSES, Recipient, Send, Template
+from mailveil.notify.tally import Tally, tally_batch
 from mailveil.notify.templates import (
     expected_volume,
     get_template,
@@ -39,7 +47,6 @@ from mailveil.notify.templates import (
     sendable,
 )
 
-SAMPLES = 5
 KIND_SEND = "send"  # one ledger entry per delivered recipient (notify.worker)
 _recipients = cast(Table, Recipient.__table__)
 
@@ -73,27 +80,18 @@ def preview(
     """A dry run: nothing is stored, nothing is sent. Counts, reasons, overlaps, samples."""
     rule = required_rule(template)
     now = utcnow()
-    counts: Counter[str] = Counter()
-    reasons: Counter[str] = Counter()
+    tally = Tally()
     languages: Counter[str] = Counter()
     translated = set(template.translations or {})
-    samples: dict[str, list[dict[str, Any]]] = {}
     rendered: list[dict[str, Any]] = []
     shown_languages: set[str] = set()
     total = 0
+    screener = screener_for(session, settings, template, rule, now)
     for batch in batched(entries, settings.notify_batch_size):
         total += len(batch)
-        verdicts = assess(session, settings, template, rule, batch, now)
-        for entry, a in zip(batch, verdicts, strict=True):
-            counts[a.state] += 1
+        eligible = tally_batch(session, settings, template, rule, batch, now, screener, tally)
+        for entry, a in eligible:
             language = entry.language if entry.language in translated else template.language
-            if a.state != "eligible":
-                reasons[f"{a.state}: {a.reason}"] += 1
-            shown = samples.setdefault(a.state, [])
-            if len(shown) < SAMPLES:
-                shown.append({"customer": a.external_id, "reason": a.reason or None})
-            if a.state != "eligible":
-                continue
             languages[language] += 1
             # Up to three samples, and one in each language the audience uses.
             if len(rendered) < 3 or language not in shown_languages:
@@ -109,6 +107,8 @@ def preview(
                 except InvalidInput as exc:
                     rendered.append({"customer": a.external_id, "language": language,
                                      "error": exc.detail})  # fmt: skip
+    counts = tally.by_state()
+    samples = tally.samples
     expected = expected_volume(session, template)
     needs, why = blast_radius(settings, counts["eligible"], expected)
     plan = stage_sizes(settings.notify_min_stage_size, total, stages_of(settings))
@@ -120,9 +120,9 @@ def preview(
         "template": {"name": template.name, "version": template.version},
         "audience_source": source,
         "audience": total,
-        "counts": {s: counts[s] for s in ("eligible", "ineligible", "suppressed", "capped")},
+        "counts": counts,
         "ineligible_rate": (counts["ineligible"] / total) if total else 0.0,
-        "reasons": dict(reasons.most_common()),
+        "reasons": tally.reasons(),
         "samples": samples,
         "rendered": rendered,
         "sensitivity": template.sensitivity,
@@ -188,9 +188,10 @@ def create_send(
     rule = None if corrects is not None else required_rule(template)
     counts: Counter[str] = Counter()
     translated = set(template.translations or {})
+    screener = screener_for(session, settings, template, rule, now)
     for batch in batched(entries, settings.notify_batch_size):
         rows = []
-        verdicts = assess(session, settings, template, rule, batch, now)
+        verdicts = assess(session, settings, template, rule, batch, now, screener=screener)
         for entry, a in zip(batch, verdicts, strict=True):
             counts["audience"] += 1
             if a.customer_id is None:
