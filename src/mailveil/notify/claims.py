@@ -5,8 +5,8 @@ A worker claims up to ``limit`` pending recipients of the stage's slice for a le
 (``claimed_by``, ``claim_until``) in one statement: on PostgreSQL the candidate rows are
 locked with ``FOR UPDATE SKIP LOCKED`` (concurrent claimers take different rows instead of
 queueing behind each other), on SQLite the conditional UPDATE runs under the database's one
-writer lock. Either way the UPDATE re-checks the claim condition, and RETURNING says which
-rows this worker now holds.
+writer lock (its IN subquery is run once). Either way the UPDATE re-checks the claim
+condition, and RETURNING says which rows this worker now holds.
 
 A claim only guards ``pending`` rows; the move to ``delivering`` is guarded by the claim
 (``claimed_by`` = this worker) and renews it, and a ``delivering`` row is reconciled from the
@@ -18,6 +18,7 @@ claimed again by anyone.
 from __future__ import annotations
 
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.orm import Session
@@ -51,10 +52,19 @@ def claim_batch(
     cond = _claimable(send_id, cutoff, worker, now)
     pick = select(Recipient.id).where(*cond).order_by(Recipient.bucket, Recipient.id).limit(limit)  # type: ignore[arg-type]
     if s.get_bind().dialect.name == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
+        # Two statements: an IN (subquery ... FOR UPDATE SKIP LOCKED) inside the UPDATE may
+        # be run again per row, each run skipping the rows the UPDATE already changed, so
+        # LIMIT would bound nothing. The locks hold until the commit below.
+        ids = list(s.scalars(pick.with_for_update(skip_locked=True)))
+        if not ids:
+            s.rollback()
+            return []
+        chosen: Any = Recipient.id.in_(ids)
+    else:
+        chosen = Recipient.id.in_(pick.scalar_subquery())  # run once, under the write lock
     got = s.execute(
         update(Recipient)
-        .where(Recipient.id.in_(pick.scalar_subquery()), *cond)  # type: ignore[arg-type]
+        .where(chosen, *cond)  # type: ignore[arg-type]
         .values(claimed_by=worker[:64], claim_until=now + timedelta(seconds=lease))
         .returning(Recipient.id, Recipient.bucket)
     ).all()
