@@ -20,7 +20,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailveil.db.base import utcnow
@@ -28,16 +28,18 @@ from mailveil.notify.gates import slice_of
 from mailveil.notify.models import Recipient
 
 
-def lapsed(now: datetime) -> object:
+def lapsed(now: datetime) -> ColumnElement[bool]:
     """Rows no live worker holds (never claimed, or the claim's lease lapsed)."""
     return or_(Recipient.claim_until.is_(None), Recipient.claim_until < now)
 
 
-def _claimable(send_id: int, cutoff: tuple[int, int], worker: str, now: datetime) -> object:
+def _claimable(
+    send_id: int, cutoff: tuple[int, int], worker: str, now: datetime
+) -> tuple[ColumnElement[bool], ...]:
     return (
         slice_of(send_id, cutoff),
         Recipient.state == "pending",
-        or_(lapsed(now), Recipient.claimed_by == worker),  # type: ignore[arg-type]
+        or_(lapsed(now), Recipient.claimed_by == worker),
     )
 
 
@@ -50,7 +52,7 @@ def claim_batch(
     s.rollback()
     now = utcnow()
     cond = _claimable(send_id, cutoff, worker, now)
-    pick = select(Recipient.id).where(*cond).order_by(Recipient.bucket, Recipient.id).limit(limit)  # type: ignore[arg-type]
+    pick = select(Recipient.id).where(*cond).order_by(Recipient.bucket, Recipient.id).limit(limit)
     if s.get_bind().dialect.name == "postgresql":
         # Two statements: an IN (subquery ... FOR UPDATE SKIP LOCKED) inside the UPDATE may
         # be run again per row, each run skipping the rows the UPDATE already changed, so
@@ -64,7 +66,7 @@ def claim_batch(
         chosen = Recipient.id.in_(pick.scalar_subquery())  # run once, under the write lock
     got = s.execute(
         update(Recipient)
-        .where(chosen, *cond)  # type: ignore[arg-type]
+        .where(chosen, *cond)
         .values(claimed_by=worker[:64], claim_until=now + timedelta(seconds=lease))
         .returning(Recipient.id, Recipient.bucket)
     ).all()
@@ -76,7 +78,7 @@ def claimable(s: Session, send_id: int, cutoff: tuple[int, int]) -> bool:
     """Whether anyone could claim a recipient of the slice now (a cheap look before a
     helper sets up its SMTP session)."""
     cond = _claimable(send_id, cutoff, "", utcnow())
-    return s.scalar(select(Recipient.id).where(*cond).limit(1)) is not None  # type: ignore[arg-type]
+    return s.scalar(select(Recipient.id).where(*cond).limit(1)) is not None
 
 
 def outstanding(s: Session, send_id: int, cutoff: tuple[int, int]) -> int:
