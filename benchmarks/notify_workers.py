@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import shutil
 import signal
 import smtplib
@@ -234,8 +235,15 @@ def deliver(
             )
         ).all()
         counts = sends.counts_of(s, send_id)
+    # The coordinator's chain is named where the send was queued (this process); helpers
+    # are named by the worker process running them.
+    chain = f":{os.getpid()}:"
     per_process: dict[str, int] = {}
+    coordinator = 0
     for owner in owners:
+        if owner and chain in owner:
+            coordinator += 1
+            continue
         proc = (owner or "?").rsplit(":", 1)[0]
         per_process[proc] = per_process.get(proc, 0) + 1
     return {
@@ -246,6 +254,7 @@ def deliver(
         "unique": len(set(got)),
         "counts": counts,
         "shares": sorted(per_process.values(), reverse=True),
+        "coordinator": coordinator,
     }
 
 
@@ -430,7 +439,8 @@ def measure(
             f"{r['seconds']:.1f}",
             f"{rate:,.0f}",
             f"{rate / base:.2f}",
-            f"sink {r['sink']} ({r['unique']} distinct); per process {r['shares']}",
+            f"sink {r['sink']} ({r['unique']} distinct); coordinator {r['coordinator']}, "
+            f"helpers per process {r['shares']}",
         )
     for connections, seconds, sent in peers:
         rate = sent / seconds
@@ -468,8 +478,6 @@ def measure(
 
 
 def _cpus() -> list[int]:
-    import os
-
     return sorted(os.sched_getaffinity(0))
 
 

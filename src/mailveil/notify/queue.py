@@ -160,10 +160,23 @@ def declare_actor(
             actor.send_with_options(args=(send_id, chain), delay=int(max(wait, 0.05) * 1000))
 
     def help_stage(send_id: int) -> None:
-        try:
-            assist(runtime_of(), send_id, worker_name(), lambda: helper.send(send_id))
-        except Exception as exc:  # its claims lapse; the coordinator or another takes them
-            log.error("notify: send %s helper failed (%s)", send_id, type(exc).__name__)
+        name = worker_name()  # kept across retries: its own claims are taken back at once
+        more: Any = lambda: helper.send(send_id)  # noqa: E731
+        for _attempt in range(200):
+            try:
+                assist(runtime_of(), send_id, name, more)
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig):
+                    break
+                # SQLite: another writer committed after this transaction read; nothing
+                # was written, the batch is simply taken again.
+                more = None
+                time.sleep(0.02)
+            except Exception as exc:  # its claims lapse; the coordinator or another takes them
+                log.error("notify: send %s helper failed (%s)", send_id, type(exc).__name__)
+                return
+        log.error("notify: send %s helper gave up; its claims lapse", send_id)
 
     helper: Any = dramatiq.actor(
         actor_name=ASSIST_ACTOR, queue_name=queue_name, broker=broker, max_retries=0,
