@@ -93,6 +93,25 @@ def outstanding(s: Session, send_id: int, cutoff: tuple[int, int]) -> int:
     )
 
 
+def renew_claims(s: Session, ids: list[int], worker: str, lease: float) -> set[int]:
+    """Renew ``worker``'s claim on these in-flight recipients (a long batch outlives no
+    lease); the ids it still holds. Commits."""
+    held = set(
+        s.scalars(
+            update(Recipient)
+            .where(
+                Recipient.id.in_(ids),
+                Recipient.state == "delivering",
+                Recipient.claimed_by == worker[:64],
+            )
+            .values(claim_until=utcnow() + timedelta(seconds=lease))
+            .returning(Recipient.id)
+        )
+    )
+    s.commit()
+    return held
+
+
 def unclaim(s: Session, ids: list[int], state: str = "delivering") -> None:
     """Back to pending, claimable by anyone at once (deferred by the relay, or never sent
     because the connection broke). Does not commit."""
@@ -104,4 +123,4 @@ def unclaim(s: Session, ids: list[int], state: str = "delivering") -> None:
         )
 
 
-__all__ = ["claim_batch", "claimable", "lapsed", "outstanding", "unclaim"]
+__all__ = ["claim_batch", "claimable", "lapsed", "outstanding", "renew_claims", "unclaim"]

@@ -52,7 +52,7 @@ from mailveil.db.session import session_scope
 from mailveil.errors import InvalidInput
 from mailveil.logs import get_logger
 from mailveil.notify.audience import Entry, assess, evidence_context
-from mailveil.notify.claims import claim_batch, claimable, outstanding, unclaim
+from mailveil.notify.claims import claim_batch, claimable, outstanding, renew_claims, unclaim
 from mailveil.notify.feedback import ONE_CLICK, unsubscribe_key, unsubscribe_url
 from mailveil.notify.gates import gate, gate_rates, halt
 from mailveil.notify.models import Recipient, Send, Template
@@ -311,6 +311,10 @@ def deliver_batches(
     deferrals: dict[int, int] = {}
     client: smtplib.SMTP | None = None
     lease = runtime.settings.notify_lease_seconds
+
+    def hold(ids: list[int]) -> set[int]:
+        return renew_claims(s, ids, worker, lease)
+
     try:
         while True:
             check()
@@ -334,7 +338,7 @@ def deliver_batches(
                 continue
             if client is None:
                 client = _connect(runtime, token)
-            outcome = _transmit(client, runtime, send, template, ready)
+            outcome = _transmit(client, runtime, send, template, ready, hold)
             _record_settled(runtime, s, send, template, owner, ready, outcome, deferrals)
             if outcome.broken:
                 client = None
@@ -471,11 +475,28 @@ def build_message(runtime: Runtime, send: Send, template: Template, item: Ready)
 
 
 def _transmit(
-    client: smtplib.SMTP, runtime: Runtime, send: Send, template: Template, ready: list[Ready]
+    client: smtplib.SMTP,
+    runtime: Runtime,
+    send: Send,
+    template: Template,
+    ready: list[Ready],
+    hold: Callable[[list[int]], set[int]] | None = None,
 ) -> Outcome:
+    """Send the batch. ``hold`` renews this worker's claim on the rest of the batch (due a
+    quarter lease after the last renewal) and says which it still holds: one it lost (its
+    claim lapsed and another worker settled it) is never sent."""
     out = Outcome()
     mail_from = f"notifications@{runtime.settings.relay_domain}"
+    every = runtime.settings.notify_lease_seconds / 4
+    renewed = time.monotonic()
+    lost: set[int] = set()
     for pos, item in enumerate(ready):
+        if hold is not None and time.monotonic() - renewed > every:
+            rest = [r.recipient_id for r in ready[pos:] if r.recipient_id not in lost]
+            lost.update(set(rest) - hold(rest))
+            renewed = time.monotonic()
+        if item.recipient_id in lost:
+            continue
         data = build_message(runtime, send, template, item).as_bytes(policy=WIRE)
         try:
             client.sendmail(mail_from, [item.alias], data)
@@ -489,6 +510,7 @@ def _transmit(
         except (smtplib.SMTPException, OSError):
             # The one in flight stays "delivering" (reconciled later); the rest were not sent.
             out.unsent.update(r.recipient_id for r in ready[pos + 1 :])
+            out.unsent -= lost
             out.broken = True
             return out
         out.delivered[item.recipient_id] = None
