@@ -24,6 +24,8 @@ QUICK: dict[str, list[str]] = {
     "notify_delivery.py": ["--n", "100"],
     "notify_glitch.py": ["--n", "2000"],
     "notify_preview.py": ["--n", "2000"],
+    # Worker processes on PostgreSQL and Redis (60 recipients, 1 and 2 workers).
+    "notify_workers.py": ["--quick"],
     "redaction.py": ["--quick"],
     "relay.py": ["--quick"],
     "relay_mixed.py": ["--quick"],

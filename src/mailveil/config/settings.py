@@ -275,6 +275,10 @@ class Settings:
     # -- workers (`mailveil worker`) and sends at scale ----------------------------------------
     # A send's lease: a worker that dies holds its send this long before another takes it.
     notify_lease_seconds: float = 60.0
+    # With a broker, every free `mailveil worker` thread (any host) joins a stage under way,
+    # claiming batches of its recipients for a lease of notify_lease_seconds; off: one
+    # worker delivers a send at a time.
+    notify_split_stages: bool = True
     # Dramatiq threads per `mailveil worker` process, and the broker queue (installations
     # sharing one broker each use their own).
     worker_threads: int = 4

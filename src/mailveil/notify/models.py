@@ -166,6 +166,10 @@ class Recipient(Base):
     language: Mapped[str | None] = mapped_column(String(8), nullable=True)
     attempt_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     delivered_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    # The worker whose batch this recipient is in, until when (``notify.claims``): several
+    # workers split a stage; a dead worker's batch is claimed again once this lapsed.
+    claimed_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    claim_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     __table_args__ = (
         UniqueConstraint("send_id", "customer_id", name="uq_notify_recipients_send_customer"),

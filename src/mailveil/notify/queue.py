@@ -9,6 +9,11 @@ step. ``chain`` names the chain of messages: it is the lease owner, so the chain
 message takes the send back at once while another chain waits for the lease to lapse. A
 chain whose worker died is replaced by ``mailveil worker``'s scheduler once its lease lapsed
 (``worker.jobs.lapsed_sends``).
+
+The chain is the send's coordinator. When a stage starts it queues ``assist(send_id)``: a
+helper on whichever worker thread is free, on any host, that claims batches of the stage's
+recipients beside it and queues one more helper when it found work (``notify.assist``), so
+a stage spreads over every free thread of every ``mailveil worker`` (``notify_split_stages``).
 """
 
 from __future__ import annotations
@@ -26,22 +31,26 @@ from typing import Any
 from sqlalchemy.exc import OperationalError
 
 from mailveil.config import Settings
+from mailveil.notify.assist import assist
 from mailveil.notify.worker import release, step
 from mailveil.runtime import Runtime
 
 log = logging.getLogger("mailveil.notify")
 QUEUE = "mailveil_notify"
 ACTOR = "mailveil_notify_drive"
+ASSIST_ACTOR = "mailveil_notify_assist"
 
 
 def worker_name() -> str:
     return f"{socket.gethostname()[:30]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-def safe_step(runtime: Runtime, send_id: int, name: str) -> float | None:
+def safe_step(
+    runtime: Runtime, send_id: int, name: str, assist: Callable[[], None] | None = None
+) -> float | None:
     """``step``, with a failed step turned into a wait (never raises: a worker keeps going)."""
     try:
-        return step(runtime, send_id, name)
+        return step(runtime, send_id, name, assist)
     except OperationalError as exc:
         if "locked" not in str(exc.orig):
             log.error("notify: send %s step failed (%s)", send_id, type(exc).__name__)
@@ -142,9 +151,37 @@ def declare_actor(
 
     def drive(send_id: int, chain: str | None = None) -> None:
         chain = chain or worker_name()
-        wait = safe_step(runtime_of(), send_id, chain)
+        runtime = runtime_of()
+        helpers = None
+        if runtime.settings.notify_split_stages:
+            helpers = lambda: helper.send(send_id)  # noqa: E731
+        wait = safe_step(runtime, send_id, chain, helpers)
         if wait is not None:
             actor.send_with_options(args=(send_id, chain), delay=int(max(wait, 0.05) * 1000))
+
+    def help_stage(send_id: int) -> None:
+        name = worker_name()  # kept across retries: its own claims are taken back at once
+        more: Any = lambda: helper.send(send_id)  # noqa: E731
+        for _attempt in range(200):
+            try:
+                assist(runtime_of(), send_id, name, more)
+                return
+            except OperationalError as exc:
+                if "locked" not in str(exc.orig):
+                    break
+                # SQLite: another writer committed after this transaction read; nothing
+                # was written, the batch is simply taken again.
+                more = None
+                time.sleep(0.02)
+            except Exception as exc:  # its claims lapse; the coordinator or another takes them
+                log.error("notify: send %s helper failed (%s)", send_id, type(exc).__name__)
+                return
+        log.error("notify: send %s helper gave up; its claims lapse", send_id)
+
+    helper: Any = dramatiq.actor(
+        actor_name=ASSIST_ACTOR, queue_name=queue_name, broker=broker, max_retries=0,
+        time_limit=3_600_000,
+    )(help_stage)  # fmt: skip
 
     actor: Any = dramatiq.actor(
         actor_name=ACTOR,

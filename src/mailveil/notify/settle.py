@@ -26,6 +26,7 @@ from mailveil.contacts.models import Alias, Principal
 from mailveil.db.base import utcnow
 from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
+from mailveil.notify.claims import lapsed
 from mailveil.notify.models import Recipient, Send, Template
 from mailveil.notify.sends import KIND_SEND, send_ref
 from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, RelayMessage
@@ -126,12 +127,14 @@ UNCONFIRMED_REASON = "the relay took it but never recorded the smarthost's answe
 def reconcile(
     runtime: Runtime, s: Session, send: Send, template: Template, owner: Principal
 ) -> float | None:
-    """Settle recipients a dead worker left ``delivering`` from the relay's records (and
+    """Settle recipients a dead worker left ``delivering`` (its claim lapsed) from the
+    relay's records (and
     ``unconfirmed`` ones whose relay row has since changed). Returns seconds to wait when
     some are too recent to judge (the relay may still be on them)."""
+    # Only batches no live worker holds: a helper's batch in flight is its own to record.
     rows = s.execute(
         select(Recipient.id, Recipient.customer_id, Recipient.attempt_at, Recipient.fact_ids).where(
-            Recipient.send_id == send.id, Recipient.state == "delivering"
+            Recipient.send_id == send.id, Recipient.state == "delivering", lapsed(utcnow())
         )
     ).all()
     settle_unconfirmed(runtime, s, send, template, owner)

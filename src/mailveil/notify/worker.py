@@ -17,6 +17,13 @@ the row before it hands the message on), so it is recorded as delivered, never r
 row means the relay never accepted it, and it is sent again. The relay replaces the client's
 Message-ID, so rows are matched by (service, customer, time), each row claimed by one
 recipient at most.
+
+Several workers split a stage: the send's lease holder is the stage's coordinator (it alone
+decides soaks, gates, halts and the next stage, once per stage); it and any number of
+helpers (``assist``, queued by the coordinator when a stage starts, each queueing one more
+while there is work) claim batches of the stage's recipients (``notify.claims``), so no
+recipient is taken by two workers. The coordinator closes the stage once no recipient of it
+is pending or in flight.
 """
 
 from __future__ import annotations
@@ -26,6 +33,7 @@ import logging
 import smtplib
 import ssl
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from email.message import EmailMessage
@@ -44,8 +52,9 @@ from mailveil.db.session import session_scope
 from mailveil.errors import InvalidInput
 from mailveil.logs import get_logger
 from mailveil.notify.audience import Entry, assess, evidence_context
+from mailveil.notify.claims import claim_batch, claimable, outstanding, renew_claims, unclaim
 from mailveil.notify.feedback import ONE_CLICK, unsubscribe_key, unsubscribe_url
-from mailveil.notify.gates import gate, gate_rates, halt, slice_of
+from mailveil.notify.gates import gate, gate_rates, halt
 from mailveil.notify.models import Recipient, Send, Template
 from mailveil.notify.sends import stage_sizes
 from mailveil.notify.settle import attempt_times, mark_delivered, match_tokens, reconcile
@@ -94,6 +103,7 @@ def _take_lease(session: Session, send: Send, worker: str, lease: float) -> floa
     if send.lease_owner not in (None, worker) and send.lease_until and send.lease_until > now:
         return max((send.lease_until - now).total_seconds(), 0.1)
     status = "running" if send.status == "ready" else send.status
+    before = send.lease_owner
     done = session.execute(
         update(Send)
         .where(Send.id == send.id, Send.version == send.version)
@@ -108,6 +118,18 @@ def _take_lease(session: Session, send: Send, worker: str, lease: float) -> floa
     if getattr(done, "rowcount", 0) != 1:
         session.rollback()
         return 0.2
+    if before not in (None, worker):
+        # Taken over from a coordinator whose lease lapsed: its claims lapse with it (its
+        # batches are claimed again, its in-flight ones reconciled), as a helper's do.
+        session.execute(
+            update(Recipient)
+            .where(
+                Recipient.send_id == send.id,
+                Recipient.claimed_by == before,
+                Recipient.state.in_(("pending", "delivering")),
+            )
+            .values(claim_until=now)
+        )
     return None
 
 
@@ -154,8 +176,11 @@ def release(runtime: Runtime, send_id: int, worker: str) -> None:
     _release(runtime, send_id, worker, None)
 
 
-def step(runtime: Runtime, send_id: int, worker: str) -> float | None:
-    """Drive the send; seconds to wait before the next call, or None when it is over."""
+def step(
+    runtime: Runtime, send_id: int, worker: str, assist: Callable[[], None] | None = None
+) -> float | None:
+    """Drive the send; seconds to wait before the next call, or None when it is over.
+    ``assist``: queue a helper that joins the stage under way (a Dramatiq message)."""
     with runtime.session_factory() as s:
         send = s.get(Send, send_id)
         if send is None or send.status in FINAL or send.status in ("awaiting_approval", "creating"):
@@ -173,7 +198,7 @@ def step(runtime: Runtime, send_id: int, worker: str) -> float | None:
         s.commit()
         result: float | None = None
         try:
-            result = _drive(runtime, s, send, template, owner, worker, key.token)
+            result = _drive(runtime, s, send, template, owner, worker, key.token, assist)
             _step_done(runtime, send, result, "waiting" if result is not None else "over")
         except Stop:
             result = None
@@ -212,18 +237,29 @@ def _drive(
     owner: Principal,
     worker: str,
     token: str,
+    assist: Callable[[], None] | None = None,
 ) -> float | None:
     wait = reconcile(runtime, s, send, template, owner)
     if wait:
         return wait
+    lease = runtime.settings.notify_lease_seconds
+
+    def renew() -> None:
+        _renew(s, send.id, worker, lease)
+
     while send.stage < len(send.stages):
         cutoff = cutoff_of(s, send)
         if cutoff is None:
             break
         if send.stage_done_at is None:
-            result = _deliver_stage(runtime, s, send, template, owner, worker, token, cutoff)
+            if assist is not None and claimable(s, send.id, cutoff):
+                assist()
+            result = deliver_batches(runtime, s, send, template, owner, worker, token, cutoff,
+                                     renew)  # fmt: skip
             if result is not None:
                 return result
+            if outstanding(s, send.id, cutoff):
+                return 0.3  # helpers' batches still in flight (or a dead one's to reconcile)
             s.execute(update(Send).where(Send.id == send.id).values(stage_done_at=_now()))
             s.commit()
             s.refresh(send)
@@ -258,7 +294,7 @@ def _drive(
 # -- delivery ----------------------------------------------------------------------------
 
 
-def _deliver_stage(
+def deliver_batches(
     runtime: Runtime,
     s: Session,
     send: Send,
@@ -267,12 +303,24 @@ def _deliver_stage(
     worker: str,
     token: str,
     cutoff: tuple[int, int],
+    check: Callable[[], None],
 ) -> float | None:
+    """Claim and deliver batches of the stage until none is left to claim (None), or the
+    relay connection broke (seconds to wait). ``check`` runs before each batch and raises
+    Stop when this worker must stop (killed, halted, its lease gone)."""
     deferrals: dict[int, int] = {}
     client: smtplib.SMTP | None = None
+    lease = runtime.settings.notify_lease_seconds
+
+    def hold(ids: list[int]) -> set[int]:
+        return renew_claims(s, ids, worker, lease)
+
     try:
         while True:
-            _renew(s, send.id, worker, runtime.settings.notify_lease_seconds)
+            check()
+            ids = claim_batch(s, send.id, cutoff, worker, lease, GROUP)
+            if not ids:
+                return None
             rows = s.execute(
                 select(
                     Recipient.id,
@@ -282,18 +330,15 @@ def _deliver_stage(
                     Customer.external_id,
                 )
                 .join(Customer, Customer.id == Recipient.customer_id)
-                .where(slice_of(send.id, cutoff), Recipient.state == "pending")
+                .where(Recipient.id.in_(ids), Recipient.state == "pending")
                 .order_by(Recipient.bucket, Recipient.id)
-                .limit(GROUP)
             ).all()
-            if not rows:
-                return None
-            ready = _prepare(runtime, s, send, template, owner, rows)
+            ready = _prepare(runtime, s, send, template, owner, rows, worker)
             if not ready:
                 continue
             if client is None:
                 client = _connect(runtime, token)
-            outcome = _transmit(client, runtime, send, template, ready)
+            outcome = _transmit(client, runtime, send, template, ready, hold)
             _record_settled(runtime, s, send, template, owner, ready, outcome, deferrals)
             if outcome.broken:
                 client = None
@@ -316,10 +361,17 @@ class Ready:
 
 
 def _prepare(
-    runtime: Runtime, s: Session, send: Send, template: Template, owner: Principal, rows: Any
+    runtime: Runtime,
+    s: Session,
+    send: Send,
+    template: Template,
+    owner: Principal,
+    rows: Any,
+    worker: str,
 ) -> list[Ready]:
     """Re-check every recipient now (evidence, suppressions, caps), render, disclose the
-    aliases, and commit the group as ``delivering``. Returns what may be sent."""
+    aliases, and commit the group as ``delivering``. Returns what may be sent: only the
+    recipients this worker still held (its claim) when it moved them."""
     settings = runtime.settings
     now = _now()
     correcting = send.corrects_id is not None
@@ -371,20 +423,25 @@ def _prepare(
         ready.append(
             Ready(row.id, row.customer_id, result.alias, subject, body, list(row.fact_ids), url)
         )
+    mine = (Recipient.state == "pending", Recipient.claimed_by == worker[:64])
     for rid, (state, reason) in drop.items():
         s.execute(
-            update(Recipient)
-            .where(Recipient.id == rid, Recipient.state == "pending")
-            .values(state=state, reason=reason or None)
-        )
+            update(Recipient).where(Recipient.id == rid, *mine).values(state=state,
+                                                                        reason=reason or None)
+        )  # fmt: skip
+    moved: set[int] = set()
     if ready:
-        s.execute(
-            update(Recipient)
-            .where(Recipient.id.in_([r.recipient_id for r in ready]), Recipient.state == "pending")
-            .values(state="delivering", attempt_at=now)
+        until = now + timedelta(seconds=settings.notify_lease_seconds)
+        moved = set(
+            s.scalars(
+                update(Recipient)
+                .where(Recipient.id.in_([r.recipient_id for r in ready]), *mine)
+                .values(state="delivering", attempt_at=now, claim_until=until)
+                .returning(Recipient.id)
+            )
         )
     s.commit()  # "delivering" is durable before any byte goes to the relay
-    return ready
+    return [r for r in ready if r.recipient_id in moved]
 
 
 def _connect(runtime: Runtime, token: str) -> smtplib.SMTP:
@@ -418,11 +475,28 @@ def build_message(runtime: Runtime, send: Send, template: Template, item: Ready)
 
 
 def _transmit(
-    client: smtplib.SMTP, runtime: Runtime, send: Send, template: Template, ready: list[Ready]
+    client: smtplib.SMTP,
+    runtime: Runtime,
+    send: Send,
+    template: Template,
+    ready: list[Ready],
+    hold: Callable[[list[int]], set[int]] | None = None,
 ) -> Outcome:
+    """Send the batch. ``hold`` renews this worker's claim on the rest of the batch (due a
+    quarter lease after the last renewal) and says which it still holds: one it lost (its
+    claim lapsed and another worker settled it) is never sent."""
     out = Outcome()
     mail_from = f"notifications@{runtime.settings.relay_domain}"
+    every = runtime.settings.notify_lease_seconds / 4
+    renewed = time.monotonic()
+    lost: set[int] = set()
     for pos, item in enumerate(ready):
+        if hold is not None and time.monotonic() - renewed > every:
+            rest = [r.recipient_id for r in ready[pos:] if r.recipient_id not in lost]
+            lost.update(set(rest) - hold(rest))
+            renewed = time.monotonic()
+        if item.recipient_id in lost:
+            continue
         data = build_message(runtime, send, template, item).as_bytes(policy=WIRE)
         try:
             client.sendmail(mail_from, [item.alias], data)
@@ -436,6 +510,7 @@ def _transmit(
         except (smtplib.SMTPException, OSError):
             # The one in flight stays "delivering" (reconciled later); the rest were not sent.
             out.unsent.update(r.recipient_id for r in ready[pos + 1 :])
+            out.unsent -= lost
             out.broken = True
             return out
         out.delivered[item.recipient_id] = None
@@ -513,21 +588,15 @@ def _record(
         )
     for rid in outcome.deferred:
         deferrals[rid] = deferrals.get(rid, 0) + 1
-        final = deferrals[rid] >= MAX_DEFERRALS
-        s.execute(
-            update(Recipient)
-            .where(Recipient.id == rid, Recipient.state == "delivering")
-            .values(
-                state="failed" if final else "pending",
-                reason="deferred by the relay" if final else None,
+        if deferrals[rid] >= MAX_DEFERRALS:
+            s.execute(
+                update(Recipient)
+                .where(Recipient.id == rid, Recipient.state == "delivering")
+                .values(state="failed", reason="deferred by the relay")
             )
-        )
-    if outcome.unsent:
-        s.execute(
-            update(Recipient)
-            .where(Recipient.id.in_(sorted(outcome.unsent)), Recipient.state == "delivering")
-            .values(state="pending")
-        )
+        else:
+            unclaim(s, [rid])
+    unclaim(s, list(outcome.unsent))
     s.commit()
     deliveries = runtime.metrics.notify_deliveries
     for outcome_name, count in (
@@ -544,4 +613,13 @@ def _record(
     )  # fmt: skip
 
 
-__all__ = ["build_message", "cutoff_of", "gate", "gate_rates", "message_id", "release", "step"]
+__all__ = [
+    "build_message",
+    "cutoff_of",
+    "deliver_batches",
+    "gate",
+    "gate_rates",
+    "message_id",
+    "release",
+    "step",
+]

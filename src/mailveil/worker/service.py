@@ -71,6 +71,10 @@ class WorkerService:
             self.broker, self.runtime, self.jobs, queue_name=self.queue_name
         )
         self._worker = Worker(self.broker, worker_threads=self.threads)
+        # Take no more messages than there are threads to run them (Dramatiq's default is
+        # twice as many): a stage's helpers then spread over every host's free threads
+        # instead of waiting in one busy worker's prefetch (``notify.assist``).
+        self._worker.queue_prefetch = self.threads
         self._worker.start()
         if self.with_scheduler:
             self._start_scheduler()

@@ -1,0 +1,489 @@
+"""Delivery rate of one cleared send split across 1, 2 and 4 `mailveil worker` processes
+(issue 17: one stage across many workers), beside plain SMTP submission of the same messages
+to the same relay, in one run.
+
+    .venv/bin/python benchmarks/notify_workers.py                  # 2,000 recipients
+    .venv/bin/python benchmarks/notify_workers.py --hosts 2        # half the workers in a netns
+    .venv/bin/python benchmarks/notify_workers.py --quick          # CI: tiny
+
+Set-up (untimed): PostgreSQL (a private schema; ``--db sqlite`` for one SQLite file), the
+relay (in-process ``RelayThread``) and an aiosmtpd sink as the notify tests start them
+(notify_kit.open_env); ``--n`` customers with vault-sealed addresses, each with a registry
+gift; one send of the registry-gift template to all of them per worker count (stages
+0.1 % -> 1 % -> 10 % -> 100 %, no soak). For each count, that many `mailveil worker`
+processes (``--threads`` Dramatiq threads each, no scheduler) are started on the broker and
+waited for.
+
+Timed: from queueing the send (what `POST /v1/sends/{id}/start` does with a broker) until
+the sink holds every message and the send is completed: the coordinator's gates and stages,
+every worker claiming batches (``notify.claims``), re-assessment, disclosure, SMTP to the
+relay, the relay's policy, signing, ledger and delivery. Each recipient is counted at the
+sink: a second copy or a missing one fails the run.
+
+Peer, same run, same relay, same sink: the same rendered messages to the same aliases,
+submitted over one SMTP connection logged in as the same service, and over as many
+connections as the largest worker count (threads in this process).
+
+``--hosts 2``: every second worker runs in a network namespace (``ip netns``, needs root) that
+reaches the database, the broker and the relay over a veth link. Those listen on loopback
+only, so socat forwards each port at both ends of the link (the relay must see loopback to
+allow plain AUTH without TLS); the forwarders add a hop each way.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import shutil
+import signal
+import smtplib
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy import select, text
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent / "tests" / "notify"), str(HERE.parent / "tests")]
+from worker_kit import environment, remove_queues  # type: ignore[import-not-found]  # noqa: E402
+
+from dbkit import PG_URL, private_pg_engine  # type: ignore[import-not-found]  # noqa: E402
+from mailveil.auth.keys import Role, issue_key, revoke_key  # noqa: E402
+from mailveil.config import Settings, load_settings  # noqa: E402
+from mailveil.contacts.models import Alias  # noqa: E402
+from mailveil.db.migrate import upgrade  # noqa: E402
+from mailveil.db.session import make_engine, make_session_factory  # noqa: E402
+from mailveil.notify import sends  # noqa: E402
+from mailveil.notify.feedback import unsubscribe_key, unsubscribe_url  # noqa: E402
+from mailveil.notify.models import Recipient  # noqa: E402
+from mailveil.notify.queue import Dispatcher  # noqa: E402
+from mailveil.notify.templates import register_template, render  # noqa: E402
+from mailveil.notify.worker import WIRE, Ready, build_message  # noqa: E402
+from notify_glitch import everyone, kit, load_customers, load_facts, verdict  # noqa: E402
+
+CREATOR, APPROVER = "apikey:bench-creator", "apikey:bench-approver"
+BROKERS = {"redis": "redis://127.0.0.1:6379/12", "amqp": "amqp://guest:guest@127.0.0.1:5672/"}
+READY = " threads, scheduler off)"  # `mailveil worker` says so as it starts
+NETNS, LINK, HOST_IP, NS_IP = "mvbench2", "mvbench0", "10.231.7.1", "10.231.7.2"
+
+
+@contextlib.contextmanager
+def database(kind: str, work: Path) -> Iterator[tuple[Any, str]]:
+    if kind == "sqlite":
+        engine = make_engine(url=f"sqlite:///{work / 'notify.db'}")
+        try:
+            yield engine, str(engine.url)
+        finally:
+            engine.dispose()
+        return
+    with private_pg_engine("mv_bench_workers") as engine:
+        with engine.connect() as conn:
+            schema = conn.execute(text("SHOW search_path")).scalar_one()
+        yield engine, f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+
+def run(cmd: list[str]) -> None:
+    subprocess.run(cmd, check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def second_host(ports: list[int]) -> Iterator[str]:
+    """A network namespace linked to this one by a veth pair; socat at both ends forwards
+    each of ``ports`` from the namespace's loopback to this host's loopback."""
+    run(["ip", "netns", "add", NETNS])
+    forwarders: list[subprocess.Popen[bytes]] = []
+    try:
+        run(["ip", "link", "add", LINK, "type", "veth", "peer", "name", "mvbench1"])
+        run(["ip", "link", "set", "mvbench1", "netns", NETNS])
+        run(["ip", "addr", "add", f"{HOST_IP}/30", "dev", LINK])
+        run(["ip", "link", "set", LINK, "up"])
+        inside = ["ip", "netns", "exec", NETNS]
+        run([*inside, "ip", "addr", "add", f"{NS_IP}/30", "dev", "mvbench1"])
+        run([*inside, "ip", "link", "set", "mvbench1", "up"])
+        run([*inside, "ip", "link", "set", "lo", "up"])
+        for port in ports:
+            forwarders.append(
+                subprocess.Popen(
+                    [
+                        "socat",
+                        f"TCP-LISTEN:{port},bind={HOST_IP},fork,reuseaddr",
+                        f"TCP:127.0.0.1:{port}",
+                    ],
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+            forwarders.append(
+                subprocess.Popen(
+                    [
+                        *inside,
+                        "socat",
+                        f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
+                        f"TCP:{HOST_IP}:{port}",
+                    ],
+                    stderr=subprocess.DEVNULL,
+                )
+            )
+        time.sleep(0.5)
+        yield NETNS
+    finally:
+        for proc in forwarders:
+            proc.terminate()
+            proc.wait(5)
+        subprocess.run(["ip", "link", "del", LINK], check=False, capture_output=True)
+        subprocess.run(["ip", "netns", "del", NETNS], check=False, capture_output=True)
+
+
+def spawn(settings: Settings, log: Path, threads: int, netns: str | None) -> Any:
+    cmd = [sys.executable, "-m", "mailveil", "worker", "--threads", str(threads), "--no-scheduler"]
+    if netns:
+        cmd = ["ip", "netns", "exec", netns, *cmd]
+    env = {**environment(settings), "PYTHONUNBUFFERED": "1"}
+    with log.open("ab") as out:
+        return subprocess.Popen(cmd, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+
+def stop(procs: list[Any]) -> None:
+    for proc in procs:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+
+
+def wait_until(what: str, predicate: Any, timeout: float, log: Path) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise TimeoutError(f"timed out waiting for {what}\n{tail}")
+        time.sleep(0.01)
+
+
+def new_send(env: Any, template: Any, n: int) -> tuple[int, int]:
+    with env.session_factory() as s:
+        send = sends.create_send(
+            s,
+            env.settings,
+            env.runtime.signer,
+            template=template,
+            entries=everyone(n),
+            actor=CREATOR,
+            commit=True,
+        )
+        s.commit()
+        if send.status == "awaiting_approval":
+            sends.approve(s, env.settings, env.runtime.signer, send.id, actor=APPROVER)
+            s.commit()
+        return send.id, send.eligible
+
+
+def deliver(
+    env: Any, template: Any, n: int, workers: int, args: Any, log: Path, netns: str | None
+) -> dict[str, Any]:
+    send_id, eligible = new_send(env, template, n)
+    before = len(env.sink.recipients())
+    marker = log.read_text(errors="replace").count(READY) if log.exists() else 0
+    procs = [
+        spawn(env.settings, log, args.threads, netns if i % 2 else None) for i in range(workers)
+    ]
+    try:
+        wait_until(
+            "the workers to start",
+            lambda: log.read_text(errors="replace").count(READY) >= marker + workers,
+            180,
+            log,
+        )
+        time.sleep(1.0)  # the line comes just before the broker's consumers start
+        dispatcher = Dispatcher(env.runtime)
+        t0 = time.perf_counter()
+        try:
+            dispatcher.start(send_id)
+        finally:
+            dispatcher._actor.broker.close()
+
+        def done() -> bool:
+            env.flush()
+            if len(env.sink.recipients()) < before + eligible:
+                return False
+            with env.session_factory() as s:
+                return sends.get_send(s, send_id).status == "completed"
+
+        wait_until(f"send {send_id} with {workers} worker(s)", done, 900, log)
+        seconds = time.perf_counter() - t0
+    finally:
+        stop(procs)
+    env.flush()
+    got = env.sink.recipients()[before:]
+    with env.session_factory() as s:
+        owners = s.scalars(
+            select(Recipient.claimed_by).where(
+                Recipient.send_id == send_id, Recipient.state == "delivered"
+            )
+        ).all()
+        counts = sends.counts_of(s, send_id)
+    # The coordinator's chain is named where the send was queued (this process); helpers
+    # are named by the worker process running them.
+    chain = f":{os.getpid()}:"
+    per_process: dict[str, int] = {}
+    coordinator = 0
+    for owner in owners:
+        if owner and chain in owner:
+            coordinator += 1
+            continue
+        proc = (owner or "?").rsplit(":", 1)[0]
+        per_process[proc] = per_process.get(proc, 0) + 1
+    return {
+        "send": send_id,
+        "eligible": eligible,
+        "seconds": seconds,
+        "sink": len(got),
+        "unique": len(set(got)),
+        "counts": counts,
+        "shares": sorted(per_process.values(), reverse=True),
+        "coordinator": coordinator,
+    }
+
+
+def peer_messages(env: Any, template: Any, send_id: int) -> list[tuple[str, bytes]]:
+    """The same messages the workers sent (rendered, unsubscribe link, to the same aliases)."""
+    settings = env.runtime.settings
+    with env.session_factory() as s:
+        send = sends.get_send(s, send_id)
+        s.add(template)
+        s.refresh(template)
+        aliases = dict(
+            s.execute(
+                select(Alias.customer_id, Alias.address).where(Alias.principal_id == env.service.id)
+            ).all()
+        )
+        key = unsubscribe_key(settings)
+        out = []
+        for cid in sorted(aliases):
+            link = unsubscribe_url(settings, key, send_id, cid)
+            context = {
+                "customer": {"id": f"c{cid}"},
+                "facts": {"gift": {"item": "a teddy bear", "registry_id": f"R{cid}"}},
+                "send": {"id": send_id, "corrects": None},
+                "unsubscribe_url": link,
+            }
+            subject, body = render(template, context)
+            item = Ready(0, cid, aliases[cid], subject, body, [], link)
+            out.append(
+                (
+                    aliases[cid],
+                    build_message(env.runtime, send, template, item).as_bytes(policy=WIRE),
+                )
+            )
+    return out
+
+
+def submit(env: Any, messages: list[tuple[str, bytes]], connections: int) -> tuple[float, int]:
+    settings = env.runtime.settings
+    with env.session_factory() as s:
+        key = issue_key(s, Role.SERVICE, principal_id=env.service.id, label="bench peer")
+        s.commit()
+    mail_from = f"notifications@{settings.relay_domain}"
+    before = len(env.sink.recipients())
+
+    def one(part: list[tuple[str, bytes]]) -> int:
+        client = smtplib.SMTP("127.0.0.1", settings.notify_relay_port)
+        client.ehlo()
+        client.login("notify", key.token)
+        refused = 0
+        for alias, data in part:
+            try:
+                client.sendmail(mail_from, [alias], data)
+            except smtplib.SMTPException:
+                refused += 1
+        client.quit()
+        return refused
+
+    t0 = time.perf_counter()
+    with ThreadPoolExecutor(connections) as pool:
+        refused = sum(pool.map(one, [messages[i::connections] for i in range(connections)]))
+    sent = len(messages) - refused
+
+    def arrived() -> bool:
+        env.flush()
+        return len(env.sink.recipients()) >= before + sent
+
+    wait_until("the peer's messages at the sink", arrived, 600, Path("/nonexistent"))
+    seconds = time.perf_counter() - t0
+    with env.session_factory() as s:
+        revoke_key(s, key.key.key_id)
+        s.commit()
+    return seconds, sent
+
+
+def open_env(settings: Settings, engine: Any) -> Iterator[Any]:
+    return kit.open_env(settings, make_session_factory(engine), 0)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--n", type=int, default=2000, help="recipients per send")
+    parser.add_argument("--workers", default="1,2,4", help="worker process counts")
+    parser.add_argument("--threads", type=int, default=1, help="Dramatiq threads per worker")
+    parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
+    parser.add_argument("--broker", choices=sorted(BROKERS), default="redis")
+    parser.add_argument("--hosts", type=int, choices=(1, 2), default=1)
+    parser.add_argument("--quick", action="store_true", help="CI: 60 recipients, 1 and 2")
+    args, _unknown = parser.parse_known_args()  # run_all passes other benchmarks' flags too
+    if args.quick:
+        args.n, args.workers = 60, "1,2"
+    counts = [int(c) for c in args.workers.split(",")]
+    console = Console(width=max(120, Console().width))
+    load = Path("/proc/loadavg").read_text().split()[:3]
+    work = Path(tempfile.mkdtemp(prefix="mailveil-bench-workers-"))
+    log = work / "workers.log"
+    settings = load_settings(env={}, data_dir=work / "var", log_json=True, log_level="warning")
+    try:
+        with database(args.db, work) as (engine, url):
+            upgrade(engine)
+            tuned = kit.notify_settings(
+                settings.with_overrides(database_url=url),
+                notify_broker_url=BROKERS[args.broker],
+                worker_queue=f"mv_bench_{uuid.uuid4().hex[:10]}",
+                notify_min_stage_size=max(5, args.n // 1000),
+                notify_frequency_cap=1000,  # the same customers get one send per run
+                smarthost_pool_size=4,
+            )
+            gen = open_env(tuned, engine)
+            env = next(gen)
+            try:
+                return measure(env, args, counts, console, log, load, tuned)
+            finally:
+                with contextlib.suppress(StopIteration):
+                    next(gen)
+                remove_queues(env.settings)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+class World:
+    def __init__(self, env: Any) -> None:
+        self.env, self.n, self.db = env, 0, None
+
+
+def measure(
+    env: Any,
+    args: Any,
+    counts: list[int],
+    console: Console,
+    log: Path,
+    load: list[str],
+    tuned: Settings,
+) -> int:
+    n = args.n
+    t_cust = load_customers(World(env), n, sealed=True)  # type: ignore[arg-type]
+    load_facts(World(env), range(1, n + 1))  # type: ignore[arg-type]
+    with env.session_factory() as s:
+        template = register_template(
+            s, env.settings, {**kit.GIFT_TEMPLATE, "expected_volume": n}, actor=CREATOR
+        )
+        s.commit()
+        s.expunge(template)
+    console.print(
+        f"set-up (untimed): {n:,} customers (vault-sealed) in {t_cust:.1f} s, each "
+        f"with a registry gift; {args.db}, {args.broker}, {args.threads} thread(s) "
+        f"per worker, {args.hosts} host(s); load average at start "
+        f"{' '.join(load)} on {len(_cpus())} cores"
+    )
+    netns: contextlib.AbstractContextManager[str | None] = contextlib.nullcontext(None)
+    if args.hosts == 2:
+        ports = [
+            _port(env.settings.db_url, 5432),
+            _port(env.settings.notify_broker_url, 6379),
+            env.settings.notify_relay_port,
+        ]
+        if args.db == "sqlite":
+            ports = ports[1:]  # the namespace shares the file system, not the network
+        netns = second_host(ports)
+    results: list[tuple[int, dict[str, Any]]] = []
+    with netns as ns:
+        for workers in counts:
+            results.append((workers, deliver(env, template, n, workers, args, log, ns)))
+    messages = peer_messages(env, template, results[-1][1]["send"])
+    peers = [(c, *submit(env, messages, c)) for c in sorted({1, max(counts)})]
+
+    table = Table(
+        title=f"one send of {n:,} recipients split across worker processes; relay + "
+        "sink in this process"
+    )
+    for column in ("path", "messages", "seconds", "msg/s", "x plain (1 conn)", "outcome"):
+        table.add_column(column, justify="left" if column in ("path", "outcome") else "right")
+    base = peers[0][2] / peers[0][1]
+    ok = True
+    for workers, r in results:
+        rate = r["eligible"] / r["seconds"]
+        once = r["sink"] == r["unique"] == r["eligible"]
+        ok = ok and once and r["counts"] == {"delivered": r["eligible"]}
+        hosts = f", {min(args.hosts, workers)} host(s)" if args.hosts == 2 else ""
+        table.add_row(
+            f"notify: {workers} worker process(es){hosts}",
+            f"{r['eligible']:,}",
+            f"{r['seconds']:.1f}",
+            f"{rate:,.0f}",
+            f"{rate / base:.2f}",
+            f"sink {r['sink']} ({r['unique']} distinct); coordinator {r['coordinator']}, "
+            f"helpers per process {r['shares']}",
+        )
+    for connections, seconds, sent in peers:
+        rate = sent / seconds
+        table.add_row(
+            f"peer: plain SMTP submission, {connections} connection(s)",
+            f"{sent:,}",
+            f"{seconds:.1f}",
+            f"{rate:,.0f}",
+            f"{rate / base:.2f}",
+            "same messages",
+        )
+    console.print(table)
+    load_end = Path("/proc/loadavg").read_text().split()[:3]
+    checks = Table(title="checks")
+    for column in ("check", "measured", "met"):
+        checks.add_column(column)
+    checks.add_row(
+        "every recipient delivered exactly once (counted at the sink), every run",
+        ", ".join(f"{w}: {r['unique']}/{r['eligible']}" for w, r in results),
+        verdict(ok),
+    )
+    one = results[0][1]
+    ratio = (one["eligible"] / one["seconds"]) / base
+    checks.add_row(
+        f"{results[0][0]} worker >= 1.0x plain submission (issue 17's target)",
+        f"{ratio:.2f}x",
+        verdict(ratio >= 1.0),
+    )
+    console.print(checks)
+    console.print(
+        f"load average at the end: {' '.join(load_end)} (a loaded 2-core machine: "
+        "worker processes, relay, sink, database and broker share its cores)"
+    )
+    return 0 if ok else 1
+
+
+def _cpus() -> list[int]:
+    return sorted(os.sched_getaffinity(0))
+
+
+def _port(url: str, default: int) -> int:
+    return urlparse(url.replace("postgresql+psycopg", "postgresql")).port or default
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
