@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import email.policy
+import json
 import re
 import sqlite3
 import stat
@@ -378,8 +379,8 @@ def test_reports_recheck_asks_the_resolver_the_operator_names(tmp_path: Path) ->
                "MAILVEIL_DNS_TIMEOUT_SECONDS": "0.3"}  # fmt: skip
         first = cli("reports", "recheck", env=env)
         assert first.exit_code == 0 and "1 still pending" in first.stdout, first.stdout
-        listed = cli("reports", "list", "--outcome", "pending", env={"COLUMNS": "200"})
-        assert "DNS did not answer" in listed.stdout
+        listed = cli("reports", "list", "--outcome", "pending", "--json")
+        assert ["DNS did not answer" in r["reason"] for r in json.loads(listed.stdout)] == [True]
     with LoopbackDns(zone) as dns:
         env = {"MAILVEIL_DNS_NAMESERVERS": f"127.0.0.1:{dns.port}"}
         second = cli("reports", "recheck", env=env)

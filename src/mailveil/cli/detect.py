@@ -18,6 +18,7 @@ from mailveil.cli.common import (
     cell,
     console,
     database,
+    emit,
     fail,
     friendly_errors,
     operator_actor,
@@ -373,6 +374,7 @@ def reports_list(
     customer: Annotated[str | None, typer.Option(help="the reporter's external id")] = None,
     after: Annotated[int | None, typer.Option(help="ids above this one (paging)")] = None,
     limit: Annotated[int, typer.Option(min=1, max=1000)] = 100,
+    as_json: Annotated[bool, typer.Option("--json", help="the reports as a JSON array")] = False,
 ) -> None:
     """Abuse reports with their outcome and the reason for it, oldest first."""
     settings = ctx.obj.settings()
@@ -390,6 +392,9 @@ def reports_list(
                 limit=limit,
             )
         ]
+    if as_json:
+        emit(json.dumps(rows, indent=2))
+        return
     table = Table("ref", "received", "channel", "verified", "outcome", "reason")
     for r in rows:
         table.add_row(
