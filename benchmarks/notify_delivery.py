@@ -39,7 +39,7 @@ from mailveil.notify import sends
 from mailveil.notify.feedback import unsubscribe_key, unsubscribe_url
 from mailveil.notify.queue import run_to_end
 from mailveil.notify.templates import register_template, render
-from mailveil.notify.worker import WIRE, Ready, build_message
+from mailveil.notify.transmit import WIRE, Ready, build_message
 from notify_glitch import (
     close_world,
     everyone,

@@ -68,7 +68,7 @@ from mailveil.notify.feedback import unsubscribe_key, unsubscribe_url  # noqa: E
 from mailveil.notify.models import Recipient  # noqa: E402
 from mailveil.notify.queue import Dispatcher  # noqa: E402
 from mailveil.notify.templates import register_template, render  # noqa: E402
-from mailveil.notify.worker import WIRE, Ready, build_message  # noqa: E402
+from mailveil.notify.transmit import WIRE, Ready, build_message  # noqa: E402
 from notify_glitch import everyone, kit, load_customers, load_facts, verdict  # noqa: E402
 
 CREATOR, APPROVER = "apikey:bench-creator", "apikey:bench-approver"

@@ -31,13 +31,9 @@ from __future__ import annotations
 import contextlib
 import logging
 import smtplib
-import ssl
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from email.message import EmailMessage
-from email.policy import SMTP as SMTP_POLICY
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -53,12 +49,13 @@ from mailveil.errors import InvalidInput
 from mailveil.logs import get_logger
 from mailveil.notify.audience import Entry, assess, evidence_context
 from mailveil.notify.claims import claim_batch, claimable, outstanding, renew_claims, unclaim
-from mailveil.notify.feedback import ONE_CLICK, unsubscribe_key, unsubscribe_url
+from mailveil.notify.feedback import unsubscribe_key, unsubscribe_url
 from mailveil.notify.gates import gate, gate_rates, halt
 from mailveil.notify.models import Recipient, Send, Template
 from mailveil.notify.sends import stage_sizes
 from mailveil.notify.settle import attempt_times, mark_delivered, match_tokens, reconcile
 from mailveil.notify.templates import render, rule_of
+from mailveil.notify.transmit import Outcome, Ready, connect, transmit
 from mailveil.runtime import Runtime
 
 log = logging.getLogger("mailveil.notify")
@@ -67,30 +64,13 @@ _slog = get_logger("mailveil.notify")
 
 # No folding: List-Unsubscribe's long URL would become encoded words (RFC 5322 allows lines
 # of 998 octets; a subject is at most that).
-WIRE = SMTP_POLICY.clone(max_line_length=None)
 GROUP = 20  # recipients per commit; also how often the kill switch is looked at
 MAX_DEFERRALS = 3
 FINAL = ("completed", "halted", "killed")
 
 
-@dataclass
-class Outcome:
-    """What one group's SMTP transactions did, recipient id -> result."""
-
-    delivered: dict[int, str | None] = field(default_factory=dict)  # -> relay token
-    failed: dict[int, str] = field(default_factory=dict)
-    deferred: set[int] = field(default_factory=set)
-    unsent: set[int] = field(default_factory=set)
-    broken: bool = False
-
-
 class Stop(Exception):
     """The send was killed, halted or taken by another worker."""
-
-
-def message_id(send_id: int, customer_id: int, domain: str) -> str:
-    # Deterministic per (send, recipient): a retry is recognisably the same message.
-    return f"<notify.{send_id}.{customer_id}@{domain}>"
 
 
 def _now() -> datetime:
@@ -337,8 +317,8 @@ def deliver_batches(
             if not ready:
                 continue
             if client is None:
-                client = _connect(runtime, token)
-            outcome = _transmit(client, runtime, send, template, ready, hold)
+                client = connect(runtime, token)
+            outcome = transmit(client, runtime, send, template, ready, hold)
             _record_settled(runtime, s, send, template, owner, ready, outcome, deferrals)
             if outcome.broken:
                 client = None
@@ -347,17 +327,6 @@ def deliver_batches(
         if client is not None:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 client.quit()
-
-
-@dataclass
-class Ready:
-    recipient_id: int
-    customer_id: int
-    alias: str
-    subject: str
-    body: str
-    fact_ids: list[str]
-    unsubscribe: str  # this recipient's one-click unsubscribe URL (RFC 8058)
 
 
 def _prepare(
@@ -442,87 +411,6 @@ def _prepare(
         )
     s.commit()  # "delivering" is durable before any byte goes to the relay
     return [r for r in ready if r.recipient_id in moved]
-
-
-def _connect(runtime: Runtime, token: str) -> smtplib.SMTP:
-    settings = runtime.settings
-    host = settings.notify_relay_host or settings.relay_host
-    port = settings.notify_relay_port or settings.relay_port
-    client = smtplib.SMTP(host, port, timeout=settings.relay_timeout_seconds)
-    client.ehlo()
-    if settings.notify_relay_starttls:
-        context = ssl.create_default_context(cafile=settings.notify_relay_cafile or None)
-        client.starttls(context=context)
-        client.ehlo()
-    client.login("notify", token)
-    return client
-
-
-def build_message(runtime: Runtime, send: Send, template: Template, item: Ready) -> EmailMessage:
-    domain = runtime.settings.relay_domain
-    msg = EmailMessage()
-    msg["From"] = f"notifications@{domain}"
-    msg["To"] = item.alias
-    msg["Subject"] = item.subject
-    msg["Message-ID"] = message_id(send.id, item.customer_id, domain)
-    msg["X-Contact-Reason"] = template.reason
-    # RFC 8058 one-click, on every notification: the relay keeps exactly these (its own
-    # endpoint) and signs them with DKIM; mailbox providers show an unsubscribe button.
-    msg["List-Unsubscribe"] = f"<{item.unsubscribe}>"
-    msg["List-Unsubscribe-Post"] = ONE_CLICK
-    msg.set_content(item.body)
-    return msg
-
-
-def _transmit(
-    client: smtplib.SMTP,
-    runtime: Runtime,
-    send: Send,
-    template: Template,
-    ready: list[Ready],
-    hold: Callable[[list[int]], set[int]] | None = None,
-) -> Outcome:
-    """Send the batch. ``hold`` renews this worker's claim on the rest of the batch (due a
-    quarter lease after the last renewal) and says which it still holds: one it lost (its
-    claim lapsed and another worker settled it) is never sent."""
-    out = Outcome()
-    mail_from = f"notifications@{runtime.settings.relay_domain}"
-    every = runtime.settings.notify_lease_seconds / 4
-    renewed = time.monotonic()
-    lost: set[int] = set()
-    for pos, item in enumerate(ready):
-        if hold is not None and time.monotonic() - renewed > every:
-            rest = [r.recipient_id for r in ready[pos:] if r.recipient_id not in lost]
-            lost.update(set(rest) - hold(rest))
-            renewed = time.monotonic()
-        if item.recipient_id in lost:
-            continue
-        data = build_message(runtime, send, template, item).as_bytes(policy=WIRE)
-        try:
-            client.sendmail(mail_from, [item.alias], data)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, text = next(iter(exc.recipients.values()))
-            _refused(out, item.recipient_id, code, text)
-            continue
-        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
-            _refused(out, item.recipient_id, exc.smtp_code, exc.smtp_error)
-            continue
-        except (smtplib.SMTPException, OSError):
-            # The one in flight stays "delivering" (reconciled later); the rest were not sent.
-            out.unsent.update(r.recipient_id for r in ready[pos + 1 :])
-            out.unsent -= lost
-            out.broken = True
-            return out
-        out.delivered[item.recipient_id] = None
-    return out
-
-
-def _refused(out: Outcome, rid: int, code: int, text: bytes | str) -> None:
-    shown = text.decode("ascii", "replace") if isinstance(text, bytes) else str(text)
-    if 400 <= code < 500:
-        out.deferred.add(rid)
-    else:
-        out.failed[rid] = f"relay refused: {code} {shown}"[:200]
 
 
 def _record_settled(
@@ -614,12 +502,10 @@ def _record(
 
 
 __all__ = [
-    "build_message",
     "cutoff_of",
     "deliver_batches",
     "gate",
     "gate_rates",
-    "message_id",
     "release",
     "step",
 ]

@@ -1,0 +1,131 @@
+"""The SMTP side of a send: one message per recipient, built and handed to the relay over one
+authenticated connection per batch, and what each transaction did (``Outcome``). The worker
+(``notify.worker``) decides who is sent and records what happened; this module only talks SMTP.
+"""
+
+from __future__ import annotations
+
+import smtplib
+import ssl
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+
+from mailveil.notify.feedback import ONE_CLICK
+from mailveil.notify.models import Send, Template
+from mailveil.runtime import Runtime
+
+WIRE = SMTP_POLICY.clone(max_line_length=None)
+
+
+@dataclass
+class Outcome:
+    """What one group's SMTP transactions did, recipient id -> result."""
+
+    delivered: dict[int, str | None] = field(default_factory=dict)  # -> relay token
+    failed: dict[int, str] = field(default_factory=dict)
+    deferred: set[int] = field(default_factory=set)
+    unsent: set[int] = field(default_factory=set)
+    broken: bool = False
+
+
+def message_id(send_id: int, customer_id: int, domain: str) -> str:
+    # Deterministic per (send, recipient): a retry is recognisably the same message.
+    return f"<notify.{send_id}.{customer_id}@{domain}>"
+
+
+@dataclass
+class Ready:
+    recipient_id: int
+    customer_id: int
+    alias: str
+    subject: str
+    body: str
+    fact_ids: list[str]
+    unsubscribe: str  # this recipient's one-click unsubscribe URL (RFC 8058)
+
+
+def connect(runtime: Runtime, token: str) -> smtplib.SMTP:
+    settings = runtime.settings
+    host = settings.notify_relay_host or settings.relay_host
+    port = settings.notify_relay_port or settings.relay_port
+    client = smtplib.SMTP(host, port, timeout=settings.relay_timeout_seconds)
+    client.ehlo()
+    if settings.notify_relay_starttls:
+        context = ssl.create_default_context(cafile=settings.notify_relay_cafile or None)
+        client.starttls(context=context)
+        client.ehlo()
+    client.login("notify", token)
+    return client
+
+
+def build_message(runtime: Runtime, send: Send, template: Template, item: Ready) -> EmailMessage:
+    domain = runtime.settings.relay_domain
+    msg = EmailMessage()
+    msg["From"] = f"notifications@{domain}"
+    msg["To"] = item.alias
+    msg["Subject"] = item.subject
+    msg["Message-ID"] = message_id(send.id, item.customer_id, domain)
+    msg["X-Contact-Reason"] = template.reason
+    # RFC 8058 one-click, on every notification: the relay keeps exactly these (its own
+    # endpoint) and signs them with DKIM; mailbox providers show an unsubscribe button.
+    msg["List-Unsubscribe"] = f"<{item.unsubscribe}>"
+    msg["List-Unsubscribe-Post"] = ONE_CLICK
+    msg.set_content(item.body)
+    return msg
+
+
+def transmit(
+    client: smtplib.SMTP,
+    runtime: Runtime,
+    send: Send,
+    template: Template,
+    ready: list[Ready],
+    hold: Callable[[list[int]], set[int]] | None = None,
+) -> Outcome:
+    """Send the batch. ``hold`` renews this worker's claim on the rest of the batch (due a
+    quarter lease after the last renewal) and says which it still holds: one it lost (its
+    claim lapsed and another worker settled it) is never sent."""
+    out = Outcome()
+    mail_from = f"notifications@{runtime.settings.relay_domain}"
+    every = runtime.settings.notify_lease_seconds / 4
+    renewed = time.monotonic()
+    lost: set[int] = set()
+    for pos, item in enumerate(ready):
+        if hold is not None and time.monotonic() - renewed > every:
+            rest = [r.recipient_id for r in ready[pos:] if r.recipient_id not in lost]
+            lost.update(set(rest) - hold(rest))
+            renewed = time.monotonic()
+        if item.recipient_id in lost:
+            continue
+        data = build_message(runtime, send, template, item).as_bytes(policy=WIRE)
+        try:
+            client.sendmail(mail_from, [item.alias], data)
+        except smtplib.SMTPRecipientsRefused as exc:
+            code, text = next(iter(exc.recipients.values()))
+            _refused(out, item.recipient_id, code, text)
+            continue
+        except (smtplib.SMTPDataError, smtplib.SMTPSenderRefused) as exc:
+            _refused(out, item.recipient_id, exc.smtp_code, exc.smtp_error)
+            continue
+        except (smtplib.SMTPException, OSError):
+            # The one in flight stays "delivering" (reconciled later); the rest were not sent.
+            out.unsent.update(r.recipient_id for r in ready[pos + 1 :])
+            out.unsent -= lost
+            out.broken = True
+            return out
+        out.delivered[item.recipient_id] = None
+    return out
+
+
+def _refused(out: Outcome, rid: int, code: int, text: bytes | str) -> None:
+    shown = text.decode("ascii", "replace") if isinstance(text, bytes) else str(text)
+    if 400 <= code < 500:
+        out.deferred.add(rid)
+    else:
+        out.failed[rid] = f"relay refused: {code} {shown}"[:200]
+
+
+__all__ = ["WIRE", "Outcome", "Ready", "build_message", "connect", "message_id", "transmit"]
