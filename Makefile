@@ -5,8 +5,9 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 # Tests run in parallel processes, each with its own databases (a SQLite file and a private
-# PostgreSQL schema) and its own loopback ports; TEST_WORKERS=0 runs them in one process.
-TEST_WORKERS ?= auto
+# PostgreSQL schema) and its own loopback ports: one per core, at most four (each holds a few
+# PostgreSQL connections); TEST_WORKERS=0 runs them in one process.
+TEST_WORKERS ?= $(shell n=$$(nproc 2>/dev/null || echo 2); echo $$(( n > 4 ? 4 : n )))
 
 .PHONY: run test test-fast lint typecheck bench venv services debian node clean demo
 
