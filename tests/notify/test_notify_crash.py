@@ -151,6 +151,9 @@ def test_sigkill_mid_stage_then_resume(env: NotifyEnv, seed: int) -> None:
     session.expire_all()
     assert get_send(session, send.id).status == "running"  # mid-send, not finished
     assert at_kill < len(ELIGIBLE), "the worker finished before it was killed"
+    # End the read first: on SQLite a read transaction that then writes fails at once with
+    # "database is locked" when the relay committed in between (no busy wait applies).
+    session.rollback()
 
     # The dead worker's lease would lapse after its 60 s; let that time pass at once.
     session.execute(
