@@ -1,0 +1,171 @@
+"""One way to seed a world in tests: customers, principals (sellers, employees, services),
+orders, cases and disclosed aliases, each made by the product's own function on the caller's
+session (nothing is committed here), so that a test's world is what production would store.
+
+Defaults give every row a unique external id from a number; a test that cares about a value
+passes it. Tests that mean to go through the API seed through `api_testkit.Api` instead
+(POST /v1/customers and friends); everything else uses this module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from mailveil.config import Settings
+from mailveil.contacts.customers import create_customer, import_customers
+from mailveil.contacts.disclosures import disclose
+from mailveil.contacts.models import Alias, Customer, Order, Principal, SupportCase
+from mailveil.contacts.principals import create_principal
+from mailveil.contacts.relationships import create_case, create_order
+from mailveil.db.base import utcnow
+from mailveil.ledger.signing import CheckpointSigner
+from mailveil.policy import PolicyEngine
+from mailveil.vault import Vault
+
+# Real-looking addresses used by the tests; every leak scan looks for these.
+SECRET_DOMAIN = "private-mailbox.example"
+
+
+def address(n: int, domain: str = SECRET_DOMAIN) -> str:
+    return f"Secret.Person{n}@{domain}"
+
+
+def customer(
+    session: Session,
+    vault: Vault,
+    n: int,
+    *,
+    external_id: str | None = None,
+    email: str | None = None,
+    **kw: Any,
+) -> Customer:
+    """Customer ``cust-<n>`` at ``address(n)`` in France unless told otherwise."""
+    kw.setdefault("country", "FR")
+    return create_customer(
+        session, vault, external_id=external_id or f"cust-{n}", email=email or address(n), **kw
+    )
+
+
+def imported_customers(
+    session: Session,
+    vault: Vault,
+    rows: Iterable[tuple[int, dict[str, Any]]],
+    *,
+    batch_size: int = 1000,
+) -> list[Customer]:
+    """Many customers through the bulk import (commits per batch): ``rows`` are (line, record)
+    as the importer reads them. Every row must be created."""
+    made: list[str] = []
+    for outcome in import_customers(session, vault, rows, batch_size=batch_size):
+        assert outcome.code is None, outcome
+        assert outcome.external_id is not None
+        made.append(outcome.external_id)
+    found = session.scalars(select(Customer).where(Customer.external_id.in_(made)))
+    return list(found)
+
+
+def principal(session: Session, kind: str, external_id: str, **kw: Any) -> Principal:
+    return create_principal(session, kind=kind, external_id=external_id, **kw)
+
+
+def seller(session: Session, n: int = 1, *, external_id: str | None = None, **kw: Any) -> Principal:
+    kw.setdefault("display_name", f"Seller {n} Ltd")
+    return principal(session, "seller", external_id or f"seller-{n}", **kw)
+
+
+def employee(
+    session: Session, n: int = 1, *, external_id: str | None = None, **kw: Any
+) -> Principal:
+    kw.setdefault("display_name", f"Agent {n}")
+    kw.setdefault("attributes", {"team": "support", "role": "agent", "region": "eu"})
+    return principal(session, "employee", external_id or f"emp-{n}", **kw)
+
+
+def service(
+    session: Session,
+    n: int = 1,
+    templates: list[str] | None = None,
+    *,
+    external_id: str | None = None,
+    **kw: Any,
+) -> Principal:
+    kw.setdefault("display_name", f"Notifier {n}")
+    kw.setdefault("attributes", {"templates": templates or ["order-shipped"]})
+    return principal(session, "service", external_id or f"svc-{n}", **kw)
+
+
+def order(
+    session: Session,
+    c: Customer | int,
+    s: Principal | int,
+    days_ago: float = 1,
+    ext: str | None = None,
+    *,
+    placed_at: datetime | None = None,
+    **kw: Any,
+) -> Order:
+    """An order of customer ``c`` at seller ``s`` (rows or ids), placed ``days_ago``."""
+    cid, sid = _id(c), _id(s)
+    if ext is None:
+        n = session.scalar(select(func.count()).select_from(Order)) or 0
+        ext = f"ord-{cid}-{sid}-{n}"
+    return create_order(
+        session,
+        external_id=ext,
+        customer_id=cid,
+        seller_id=sid,
+        placed_at=placed_at or utcnow() - timedelta(days=days_ago),
+        **kw,
+    )
+
+
+def case(
+    session: Session, c: Customer | int, e: Principal | int | None, status: str = "open"
+) -> SupportCase:
+    cid = _id(c)
+    n = session.scalar(select(func.count()).select_from(SupportCase)) or 0
+    return create_case(
+        session,
+        external_id=f"case-{cid}-{n}",
+        customer_id=cid,
+        assignee_id=None if e is None else _id(e),
+        status=status,
+    )
+
+
+def disclosed(
+    session: Session,
+    parts: tuple[Settings, PolicyEngine, CheckpointSigner],
+    c: Customer | int,
+    p: Principal | int,
+    *,
+    purpose: str = "order",
+    ref: str | None = None,
+    actor: str = "test",
+) -> Alias:
+    """The alias the customer's disclosure to the principal gives (the policy must allow it;
+    the ledger records it as production would)."""
+    settings, policy, signer = parts
+    result = disclose(
+        session,
+        settings=settings,
+        policy=policy,
+        signer=signer,
+        customer_id=_id(c),
+        principal_id=_id(p),
+        purpose=purpose,
+        ref=ref,
+        actor=actor,
+    )
+    assert result.allowed, result.reason
+    alias = session.scalar(select(Alias).where(Alias.address == result.alias))
+    assert alias is not None
+    return alias
+
+
+def _id(row: Customer | Principal | int) -> int:
+    return row if isinstance(row, int) else row.id
