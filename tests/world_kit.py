@@ -15,15 +15,17 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from mailveil.access.models import RevealRequest
 from mailveil.config import Settings
 from mailveil.contacts.customers import create_customer, import_customers
-from mailveil.contacts.disclosures import disclose
+from mailveil.contacts.disclosures import DisclosureResult, disclose, mint_aliases
 from mailveil.contacts.models import Alias, Customer, Order, Principal, SupportCase
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_case, create_order
 from mailveil.db.base import utcnow
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy import PolicyEngine
+from mailveil.runtime import Runtime
 from mailveil.vault import Vault
 
 # Real-looking addresses used by the tests; every leak scan looks for these.
@@ -59,13 +61,16 @@ def imported_customers(
 ) -> list[Customer]:
     """Many customers through the bulk import (commits per batch): ``rows`` are (line, record)
     as the importer reads them. Every row must be created."""
-    made: list[str] = []
+    made: list[int] = []
     for outcome in import_customers(session, vault, rows, batch_size=batch_size):
         assert outcome.code is None, outcome
-        assert outcome.external_id is not None
-        made.append(outcome.external_id)
-    found = session.scalars(select(Customer).where(Customer.external_id.in_(made)))
-    return list(found)
+        assert outcome.customer_id is not None
+        made.append(outcome.customer_id)
+    out: list[Customer] = []
+    for start in range(0, len(made), 10_000):  # bounded bind parameters per query
+        part = made[start : start + 10_000]
+        out.extend(session.scalars(select(Customer).where(Customer.id.in_(part))))
+    return out
 
 
 def principal(session: Session, kind: str, external_id: str, **kw: Any) -> Principal:
@@ -124,33 +129,48 @@ def order(
 
 
 def case(
-    session: Session, c: Customer | int, e: Principal | int | None, status: str = "open"
+    session: Session,
+    c: Customer | int,
+    e: Principal | int | None,
+    status: str = "open",
+    *,
+    case_ext: str | None = None,
 ) -> SupportCase:
     cid = _id(c)
-    n = session.scalar(select(func.count()).select_from(SupportCase)) or 0
+    if case_ext is None:
+        n = session.scalar(select(func.count()).select_from(SupportCase)) or 0
+        case_ext = f"case-{cid}-{n}"
     return create_case(
         session,
-        external_id=f"case-{cid}-{n}",
+        external_id=case_ext,
         customer_id=cid,
         assignee_id=None if e is None else _id(e),
         status=status,
     )
 
 
-def disclosed(
+# What a disclosure needs besides the session.
+Parts = tuple[Settings, PolicyEngine, CheckpointSigner]
+
+
+def parts_of(runtime: Runtime) -> Parts:
+    return runtime.settings, runtime.policy, runtime.signer
+
+
+def disclosure(
     session: Session,
-    parts: tuple[Settings, PolicyEngine, CheckpointSigner],
+    parts: Parts,
     c: Customer | int,
     p: Principal | int,
     *,
     purpose: str = "order",
     ref: str | None = None,
     actor: str = "test",
-) -> Alias:
-    """The alias the customer's disclosure to the principal gives (the policy must allow it;
-    the ledger records it as production would)."""
+) -> DisclosureResult:
+    """Ask for the customer's address to be disclosed to the principal, as production does:
+    the policy decides and the ledger records the answer either way (a refusal too)."""
     settings, policy, signer = parts
-    result = disclose(
+    return disclose(
         session,
         settings=settings,
         policy=policy,
@@ -161,10 +181,70 @@ def disclosed(
         ref=ref,
         actor=actor,
     )
+
+
+def disclosed(
+    session: Session,
+    parts: Parts,
+    c: Customer | int,
+    p: Principal | int,
+    *,
+    purpose: str = "order",
+    ref: str | None = None,
+    actor: str = "test",
+) -> Alias:
+    """The alias row an allowed disclosure (as ``disclosure``) gives."""
+    result = disclosure(session, parts, c, p, purpose=purpose, ref=ref, actor=actor)
     assert result.allowed, result.reason
     alias = session.scalar(select(Alias).where(Alias.address == result.alias))
     assert alias is not None
     return alias
+
+
+def aliases_at(
+    session: Session, settings: Settings, pairs: Iterable[tuple[int, int]], at: datetime
+) -> dict[tuple[int, int], tuple[str, str, bool]]:
+    """Aliases for (customer id, principal id) pairs as if disclosed at ``at``, minted by the
+    bulk disclosure's own insert and not ledgered: for worlds whose history matters, not how
+    it was asked for. Returns what ``mint_aliases`` reports for each pair."""
+    existing: dict[tuple[int, int], tuple[str, str, bool]] = {}
+    mint_aliases(session, settings, dict.fromkeys(pairs, "x"), existing, at)
+    return existing
+
+
+def used_reveal(
+    session: Session,
+    employee: Principal | int,
+    c: Customer | int,
+    at: datetime,
+    *,
+    granted_at: datetime | None = None,
+    case_ext: str | None = None,
+) -> RevealRequest:
+    """A reveal the employee asked for on a case of theirs, was granted and used: a view of
+    the customer's real address at ``at``. Stored as its final row, not through the approval
+    workflow (that is the access tests' subject), for the ledger-reading tests that count it."""
+    eid, cid = _id(employee), _id(c)
+    kase = create_case(
+        session, external_id=case_ext or f"case-{cid}-{eid}", customer_id=cid, assignee_id=eid
+    )
+    row = RevealRequest(
+        requester_id=eid,
+        customer_id=cid,
+        case_id=kase.id,
+        justification="j" * 20,
+        status="used",
+        approvals_required=1,
+        approvals=1,
+        views_allowed=1,
+        views_used=1,
+        version=1,
+        created_at=at,
+        expires_at=at,
+        granted_at=granted_at or at,
+    )
+    session.add(row)
+    return row
 
 
 def _id(row: Customer | Principal | int) -> int:
