@@ -8,9 +8,8 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+import world_kit as world
 from mailveil.config import Settings
-from mailveil.contacts.customers import create_customer
-from mailveil.contacts.principals import create_principal
 from mailveil.db.base import utcnow
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner, init_signing_key
@@ -25,14 +24,15 @@ def customer_and_seller(
     """One customer and one seller, committed: (customer id, principal id)."""
     init_keys(settings)
     with session_factory() as session:
-        customer = create_customer(
+        customer = world.customer(
             session,
             Vault.open(settings),
+            1,
             external_id="c",
             email="x.y@private.example",
             country="DE",
         )
-        principal = create_principal(session, kind="seller", external_id="s")
+        principal = world.principal(session, "seller", "s")
         session.commit()
         return customer.id, principal.id
 
