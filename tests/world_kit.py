@@ -184,17 +184,11 @@ def disclosure(
 
 
 def disclosed(
-    session: Session,
-    parts: Parts,
-    c: Customer | int,
-    p: Principal | int,
-    *,
-    purpose: str = "order",
-    ref: str | None = None,
-    actor: str = "test",
+    session: Session, parts: Parts, c: Customer | int, p: Principal | int, **how: Any
 ) -> Alias:
-    """The alias row an allowed disclosure (as ``disclosure``) gives."""
-    result = disclosure(session, parts, c, p, purpose=purpose, ref=ref, actor=actor)
+    """The alias row an allowed disclosure gives (``how``: purpose, ref, actor as for
+    ``disclosure``)."""
+    result = disclosure(session, parts, c, p, **how)
     assert result.allowed, result.reason
     alias = session.scalar(select(Alias).where(Alias.address == result.alias))
     assert alias is not None
