@@ -1,6 +1,7 @@
 """One way to seed a world in tests: customers, principals (sellers, employees, services),
 orders, cases and disclosed aliases, each made by the product's own function on the caller's
-session (nothing is committed here), so that a test's world is what production would store.
+session, so that a test's world is what production would store. Nothing here commits except
+the bulk import, which commits per batch as production does.
 
 Defaults give every row a unique external id from a number; a test that cares about a value
 passes it. Tests that mean to go through the API seed through `api_testkit.Api` instead
