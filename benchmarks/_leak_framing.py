@@ -55,7 +55,7 @@ from mailveil.detect.reports import MailboxAuth, submit_report
 from mailveil.ledger.append import append
 from mailveil.relay.context import RelayContext
 from mailveil.relay.identity import Sender
-from mailveil.relay.messages import RelayMessage
+from mailveil.relay.models import RelayMessage
 from mailveil.relay.pipeline import Outgoing, Stranger, to_customer
 from mailveil.relay.sender_auth import StaticResolver
 from mailveil.relay.strangers import Held, decide

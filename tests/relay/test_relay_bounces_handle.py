@@ -48,12 +48,12 @@ from mailveil.relay.delivery import SmarthostConfig, TemporaryDeliveryError
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
     DIRECTION_TO_PRINCIPAL,
-    RelayMessage,
     init_verp_key,
     load_verp_key,
     new_token,
     verp_address,
 )
+from mailveil.relay.models import RelayMessage
 from mailveil.relay.routes import lookup_route
 from mailveil.runtime import Runtime
 from mailveil.vault import init_keys

@@ -25,7 +25,7 @@ from mailveil.relay.dsn import KIND_DELAYED, Dsn
 
 if TYPE_CHECKING:
     from mailveil.config import Settings
-    from mailveil.relay.messages import RelayMessage
+    from mailveil.relay.models import RelayMessage
 
 DIAGNOSTIC_MAX = 300
 

@@ -26,29 +26,19 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import (
-    CheckConstraint,
-    Connection,
-    ForeignKey,
-    Integer,
-    String,
-    Table,
     case,
-    delete,
-    event,
     insert,
-    inspect,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Mapper, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from mailveil.contacts.models import Customer, IdType
-from mailveil.db.base import Base, UTCDateTime, utcnow
+from mailveil.contacts.models import Customer
+from mailveil.db.base import utcnow
 from mailveil.ledger.events import Event
 from mailveil.relay import codes
 from mailveil.relay.bounce_notice import (
@@ -64,12 +54,12 @@ from mailveil.relay.dsn import KIND_DELAYED, KIND_HARD, Dsn, RecipientReport, pa
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
     VERP_PREFIX,
-    RelayMessage,
     VerpKey,
     VerpKeys,
     get_by_token,
     verify_bounce_local,
 )
+from mailveil.relay.models import RelayBounceMark, RelayMessage
 
 # db.models imports this module for its table: what only the handling needs (the policy
 # engine through routes, the ledger writer, the rewriter) is imported where it is used.
@@ -86,32 +76,6 @@ RESULT_UNKNOWN_MESSAGE = "unknown-message"  # the token verifies but its row is 
 RESULT_BAD_TOKEN = "bad-token"  # noqa: S105 - not one of ours: refused, nothing written
 
 _T = TypeVar("_T")
-
-
-class RelayBounceMark(Base):
-    """Hard bounces counted per recipient: one row per customer or principal that bounced."""
-
-    __tablename__ = "relay_bounce_marks"
-
-    id: Mapped[int] = mapped_column(IdType, primary_key=True)
-    customer_id: Mapped[int | None] = mapped_column(
-        IdType, ForeignKey("customers.id", ondelete="CASCADE"), nullable=True, unique=True
-    )
-    principal_id: Mapped[int | None] = mapped_column(
-        Integer, ForeignKey("principals.id", ondelete="CASCADE"), nullable=True, unique=True
-    )
-    hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
-    last_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    last_bounce_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    # Set when hard_bounces reaches settings.relay_hard_bounce_limit.
-    marked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-
-    __table_args__ = (
-        CheckConstraint(
-            "(customer_id IS NULL) <> (principal_id IS NULL)",
-            name="ck_relay_bounce_marks_one_recipient",
-        ),
-    )
 
 
 @dataclass(frozen=True)
@@ -221,25 +185,6 @@ def clear_bounces(
     return True
 
 
-def _bidx(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
-@event.listens_for(Customer, "before_update")
-def _clear_on_address_change(_mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-    """A customer's hard bounces were against the old address: when the address changes
-    (``contacts.change_customer_address``, or any ORM update of it) the marks go, in the same
-    flush and transaction. A listener here rather than a call from contacts: contacts sits
-    below the relay and must not know its tables; the relay reacts to contacts' change."""
-    history = inspect(target).attrs.address_bidx.history
-    if not history.added:
-        return
-    if history.deleted and {_bidx(v) for v in history.added} == {_bidx(v) for v in history.deleted}:
-        return  # the same address sealed again: its bounces still stand
-    marks = cast(Table, RelayBounceMark.__table__)
-    connection.execute(delete(marks).where(marks.c.customer_id == target.id))
-
-
 # ---------------------------------------------------------------------------------- handling
 
 
@@ -262,7 +207,7 @@ def _route(session: Session, row: RelayMessage) -> Route | None:
     Not ``routes.lookup_route``: that one detaches everything in the session, the caller's
     objects included, and queries order facts a notice does not need.
     """
-    from mailveil.contacts.models import Alias, Customer, Principal
+    from mailveil.contacts.models import Alias, Principal
     from mailveil.relay.routes import Route
 
     alias = session.scalar(select(Alias).where(Alias.address == row.alias))

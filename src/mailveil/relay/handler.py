@@ -59,7 +59,7 @@ from mailveil.relay.codes import Reply
 from mailveil.relay.context import RelayContext
 from mailveil.relay.delivery import PermanentDeliveryError, Smarthost, TemporaryDeliveryError
 from mailveil.relay.detection import CanaryTarget, canary_hit, find_canary
-from mailveil.relay.journal import Database, Journal, LedgerOnly, NewMessage, StatusChange
+from mailveil.relay.journal import Database, GroupCommit, LedgerOnly, NewMessage, StatusChange
 from mailveil.relay.lifecycle import seller_gate
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
@@ -154,7 +154,7 @@ class RelayHandler(GuardedHandler):
         self,
         ctx: RelayContext,
         db: Database,
-        journal: Journal,
+        journal: GroupCommit,
         smarthost: Smarthost,
         *,
         bounce: BounceProcessor | None = None,

@@ -30,6 +30,13 @@ from mailveil.logs import scrub
 from mailveil.policy.engine import Decision
 from mailveil.relay import codes
 from mailveil.relay.codes import Reply
+from mailveil.relay.content_rules import (
+    PolicyRefusal,
+    check_content,
+    contact_reason,
+    decide_message,
+    referenced_ids,
+)
 from mailveil.relay.context import RelayContext
 from mailveil.relay.errors import DuplicateFrom, MissingFrom, RelayRefusal
 from mailveil.relay.identity import Known, Sender, sender_identity
@@ -42,13 +49,6 @@ from mailveil.relay.messages import (
     verp_address,
 )
 from mailveil.relay.parse import header_text, parse_message
-from mailveil.relay.policy import (
-    PolicyRefusal,
-    check_content,
-    contact_reason,
-    decide_message,
-    referenced_ids,
-)
 from mailveil.relay.rewrite import (
     new_message_id,
     rewrite_customer_to_principal,

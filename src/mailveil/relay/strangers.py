@@ -37,6 +37,7 @@ from mailveil.contacts.customers import customer_address
 from mailveil.ledger.events import Event
 from mailveil.relay import codes, quarantine
 from mailveil.relay.codes import Reply
+from mailveil.relay.content_rules import check_content
 from mailveil.relay.context import RelayContext
 from mailveil.relay.errors import MalformedMessage, RelayRefusal
 from mailveil.relay.identity import Sender
@@ -48,7 +49,6 @@ from mailveil.relay.pipeline import (
     outgoing,
     stranger_event,
 )
-from mailveil.relay.policy import check_content
 from mailveil.relay.relay_copy import relay_copy
 from mailveil.relay.rewrite import new_message_id, rewrite_principal_to_customer
 from mailveil.relay.routes import Route

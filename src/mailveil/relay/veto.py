@@ -48,8 +48,8 @@ from mailveil.contacts.models import Order
 from mailveil.ledger.events import Event
 from mailveil.logs import scrub
 from mailveil.relay import codes, quarantine
+from mailveil.relay.content_rules import external_links
 from mailveil.relay.pipeline import Outgoing, Refused, refusal_event, reply_text
-from mailveil.relay.policy import external_links
 from mailveil.relay.routes import Route
 from mailveil.relay.strangers import Held
 
