@@ -69,7 +69,7 @@ from mailveil.relay.delivery import Smarthost
 from mailveil.relay.detection import CanaryTarget, canary_hit, find_canary
 from mailveil.relay.handoff import GroupCommitBook, hand_over
 from mailveil.relay.identity import Sender
-from mailveil.relay.journal import Database, GroupCommit, LedgerOnly, StatusChange
+from mailveil.relay.journal import Database, GroupCommit, LedgerOnly
 from mailveil.relay.lifecycle import seller_gate
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
@@ -275,7 +275,7 @@ class RelayHandler(GuardedHandler):
                 return codes.RECIPIENT_OK
             reply = codes.MAILBOX_DISABLED if route.revoked else codes.NOT_AUTHORIZED
             event = stranger_event(None, self.ctx, route, sender, reply, extra={"action": "refuse"})
-            return await self._record(LedgerOnly(event), reply)
+            return await self._act(Refuse(reply, event))
         ended = seller_gate(self.ctx.settings, route)  # first: expired aliases look alike
         gate = principal_gate(route) if ended is None else ended[0]
         why = "alias revoked, sender suspended or customer deleted" if ended is None else ended[1]
@@ -290,7 +290,7 @@ class RelayHandler(GuardedHandler):
             route, gate, actor=route.principal_ref, stage="rcpt", why=why,
             relay_domain=self.relay_domain,
         )  # fmt: skip
-        return await self._record(LedgerOnly(event), gate)
+        return await self._act(Refuse(gate, event))
 
     async def _rcpt_canary(self, state: RelayEnvelope, address: str) -> Reply:
         ctx = self.ctx
@@ -314,16 +314,7 @@ class RelayHandler(GuardedHandler):
         event = refusal_event(
             route, gate, actor=None, stage="rcpt", why=why, relay_domain=self.relay_domain
         )
-        return await self._record(LedgerOnly(event), gate)
-
-    async def _record(self, write: LedgerOnly | StatusChange, reply: Reply) -> Reply:
-        """Commit ``write`` then give ``reply``; if it cannot be committed, a 4xx instead."""
-        try:
-            await self.journal.write(write)
-        except Exception as exc:
-            log.error("relay: ledger write failed (%s)", type(exc).__name__)
-            return codes.TEMPORARY_FAILURE
-        return reply
+        return await self._act(Refuse(gate, event))
 
     # -- DATA -----------------------------------------------------------------------------
 
@@ -352,7 +343,7 @@ class RelayHandler(GuardedHandler):
                 route, refusal, actor=actor, stage="data", why=why,
                 relay_domain=self.relay_domain,
             )  # fmt: skip
-            return str(await self._record(LedgerOnly(event), refusal))
+            return str(await self._act(Refuse(refusal, event)))
         return str(refusal)
 
     async def handle_message(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -410,10 +401,16 @@ class RelayHandler(GuardedHandler):
         return str(await self._act(decision))
 
     async def _act(self, decision: Refuse | Hold) -> Reply:
-        """A refusal or a hold: its entry committed, then its reply (a 4xx if it cannot be)."""
+        """A refusal or a hold, at RCPT or DATA: its entry committed, then its reply; if the
+        entry cannot be committed, a 4xx instead, so nothing is refused unrecorded."""
         if decision.event is None:
             return decision.reply
-        return await self._record(LedgerOnly(decision.event), decision.reply)
+        try:
+            await self.journal.write(LedgerOnly(decision.event))
+        except Exception as exc:
+            log.error("relay: ledger write failed (%s)", type(exc).__name__)
+            return codes.TEMPORARY_FAILURE
+        return decision.reply
 
     async def _veto(
         self, route: Route, out: Outgoing, raw: bytes, meta: dict[str, Any]

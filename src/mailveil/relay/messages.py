@@ -38,7 +38,7 @@ from pathlib import Path
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
+from mailveil.config.settings import Settings  # not the package: see content_rules
 from mailveil.keyfiles import KeyFileError, read_secret, write_secret
 from mailveil.relay.models import RelayMessage
 
