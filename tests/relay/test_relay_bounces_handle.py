@@ -438,7 +438,7 @@ def test_notice_through_postfix_from_a_real_postfix_bounce(
     postfix_smarthost: Smarthost,
 ) -> None:
     """Postfix bounces a message for the customer's real address (the sink refuses it); the
-    report goes through process_bounce and the notice through Postfix into the sink."""
+    report goes through take_bounce and the notice through Postfix into the sink."""
     sink = postfix_smarthost.sink
     sink.refuse_rcpt = lambda rcpt: (
         f"550 5.1.1 <{rcpt}>: Recipient address rejected" if rcpt == CUSTOMER_REAL else None
