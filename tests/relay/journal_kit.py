@@ -13,7 +13,7 @@ from mailveil.config import Settings
 from mailveil.db.base import utcnow
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner, init_signing_key
-from mailveil.relay.journal import Database, Journal, NewMessage
+from mailveil.relay.journal import Database, GroupCommit, NewMessage
 from mailveil.relay.messages import new_token
 from mailveil.vault import Vault, init_keys
 
@@ -57,9 +57,9 @@ def new_message(ids: tuple[int, int], token: str | None = None) -> NewMessage:
     return NewMessage(row, Event(kind="message", detail={"relay_message": token}))
 
 
-def journal(settings: Settings, session_factory: sessionmaker[Session], **kw: Any) -> Journal:
+def journal(settings: Settings, session_factory: sessionmaker[Session], **kw: Any) -> GroupCommit:
     init_signing_key(settings)
-    return Journal(Database(session_factory), settings, CheckpointSigner.load(settings), **kw)
+    return GroupCommit(Database(session_factory), settings, CheckpointSigner.load(settings), **kw)
 
 
 def count(session_factory: sessionmaker[Session], model: Any) -> int:

@@ -43,7 +43,8 @@ from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.signing import init_signing_key
 from mailveil.relay.context import RelayContext
 from mailveil.relay.dkim import DkimSigner, init_dkim_keys
-from mailveil.relay.messages import RelayMessage, init_verp_key
+from mailveil.relay.messages import init_verp_key
+from mailveil.relay.models import RelayMessage
 from mailveil.relay.sender_auth import Resolver, StaticResolver
 from mailveil.relay.server import RelayThread
 from mailveil.runtime import Runtime

@@ -29,7 +29,8 @@ from mailveil.ledger.events import Event
 from mailveil.notify.claims import lapsed
 from mailveil.notify.models import Recipient, Send, Template
 from mailveil.notify.sends import KIND_SEND, send_ref
-from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, RelayMessage
+from mailveil.relay.messages import DIRECTION_TO_CUSTOMER
+from mailveil.relay.models import RelayMessage
 from mailveil.runtime import Runtime
 
 log = logging.getLogger("mailveil.notify")

@@ -24,7 +24,7 @@ from mailveil.errors import Conflict, InvalidInput, NotFound
 from mailveil.notify import lint as lint_mod
 from mailveil.notify.models import CATEGORIES, Send, Template
 from mailveil.notify.rules import Rule, parse_rule
-from mailveil.relay.policy import MessagingPolicy
+from mailveil.relay.content_rules import MessagingPolicy
 
 # The X-Contact-Reason a category's mail gives the relay unless the template names one.
 # Services share the employees' reasons at the relay (relay_employee_reasons) plus the
