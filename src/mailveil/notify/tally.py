@@ -33,6 +33,7 @@ class Tally:
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (state, reason)
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     full: set[str] = field(default_factory=set)  # states with all their samples
+    total: int = 0  # audience entries counted (``bulk.tally_all``)
 
     def take(self, verdicts: Sequence[Assessment]) -> None:
         self.counts.update((a.state, a.reason) for a in verdicts)
