@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from mailveil.config import Settings, SettingsError
 from mailveil.contacts import validation as v
-from mailveil.contacts.models import ORDER_STATUSES, Order
+from mailveil.contacts.models import ORDER_STATUSES, Order, status_clauses
 from mailveil.contacts.relationships import get_order
 from mailveil.db.base import utcnow
 from mailveil.errors import Conflict
@@ -66,16 +66,7 @@ class Lifecycle:
 def parse_windows(text: str) -> dict[str, timedelta]:
     """``"placed=60, delivered=30"`` -> {status: window}; every status must be given."""
     out: dict[str, timedelta] = {}
-    for clause in text.replace(";", ",").split(","):
-        if not clause.strip():
-            continue
-        status, eq, days = clause.partition("=")
-        status = status.strip().lower()
-        if not eq or status not in ORDER_STATUSES:
-            raise SettingsError(
-                f"lifecycle_windows: {clause.strip()!r} must be 'status=days' with a status "
-                f"among {', '.join(ORDER_STATUSES)}"
-            )
+    for status, days in status_clauses(text, "lifecycle_windows", "status=days", ",;"):
         try:
             value = float(days)
         except ValueError:

@@ -22,6 +22,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
+from mailveil.config.settings import SettingsError
 from mailveil.db.base import Base, UTCDateTime, utcnow
 
 # 64-bit ids on PostgreSQL (hundreds of millions of customers, billions of orders and
@@ -31,6 +32,32 @@ IdType = BigInteger().with_variant(Integer(), "sqlite")
 PRINCIPAL_KINDS = ("seller", "employee", "service")
 PRINCIPAL_STATUSES = ("active", "suspended")
 ORDER_STATUSES = ("placed", "paid", "shipped", "delivered", "cancelled", "returned", "closed")
+
+
+def status_clauses(text: str, setting: str, shape: str, separators: str) -> list[tuple[str, str]]:
+    """Split a ``status=value`` setting into (order status, value) pairs.
+
+    Both the relay's reasons by status and the lifecycle windows are written this way; the
+    clauses are split at any of ``separators``. Raises ``SettingsError`` naming ``setting``
+    and the expected ``shape`` for a clause without ``=`` or with an unknown status.
+    """
+    for sep in separators[1:]:
+        text = text.replace(sep, separators[0])
+    out: list[tuple[str, str]] = []
+    for clause in text.split(separators[0]):
+        if not clause.strip():
+            continue
+        status, eq, value = clause.partition("=")
+        status = status.strip().lower()
+        if not eq or status not in ORDER_STATUSES:
+            raise SettingsError(
+                f"{setting}: {clause.strip()!r} must be '{shape}' with a status "
+                f"among {', '.join(ORDER_STATUSES)}"
+            )
+        out.append((status, value))
+    return out
+
+
 CASE_STATUSES = ("open", "closed")
 
 

@@ -51,7 +51,7 @@ from email.message import EmailMessage, Message
 # The settings module itself, not the package: config.checks validates with this module,
 # and the package imports config.checks.
 from mailveil.config.settings import Settings, SettingsError
-from mailveil.contacts.models import ORDER_STATUSES
+from mailveil.contacts.models import status_clauses
 from mailveil.policy.engine import Decision, PolicyEngine, PolicyInput, Value
 from mailveil.relay import codes
 from mailveil.relay.codes import Reply
@@ -119,16 +119,8 @@ def _slugs(text: str, what: str) -> frozenset[str]:
 def parse_reasons_by_status(text: str) -> dict[str, frozenset[str]]:
     """``"placed=a,b; shipped=c"`` -> {"placed": {"a", "b"}, "shipped": {"c"}}."""
     out: dict[str, frozenset[str]] = {}
-    for clause in text.split(";"):
-        if not clause.strip():
-            continue
-        status, eq, reasons = clause.partition("=")
-        status = status.strip().lower()
-        if not eq or status not in ORDER_STATUSES:
-            raise SettingsError(
-                f"relay_reasons_by_status: {clause.strip()!r} must be 'status=reason,...' with "
-                f"a status among {', '.join(ORDER_STATUSES)}"
-            )
+    clauses = status_clauses(text, "relay_reasons_by_status", "status=reason,...", ";")
+    for status, reasons in clauses:
         out[status] = out.get(status, frozenset()) | _slugs(reasons, "relay_reasons_by_status")
     return out
 
