@@ -118,15 +118,17 @@ def _bad_input() -> list[Callable[[int, str], bytes]]:
     ]
 
 
-def _hostile_corpus() -> list[Callable[[int, str], bytes]]:
+def _hostile_corpus(limit: int) -> list[Callable[[int, str], bytes]]:
+    """The corpus with its size-limit shapes (attachments of half and all of ``limit``) at
+    ``limit`` bytes."""
     sys.path[:0] = [str(HARNESS), str(HARNESS.parent)]
     from hostile_mail import shapes  # type: ignore[import-not-found,unused-ignore]
 
     out: list[Callable[[int, str], bytes]] = []
-    for shape in shapes(200 * 1024):
+    for shape in shapes(limit):
         body = shape.body()
         # Exact-bytes shapes (bare LF, NUL) need a raw socket, not an SMTP client's fix-ups.
-        if shape.wire or len(body) > 300 * 1024:
+        if shape.wire or len(body) > 2 * limit:
             continue
         # hostile_mail's head with this message's number (Message-ID: retries are matched on it).
         out.append(lambda i, alias, body=body: _head(i, alias) + body)
@@ -134,9 +136,9 @@ def _hostile_corpus() -> list[Callable[[int, str], bytes]]:
 
 
 class Corpus:
-    def __init__(self, world: World, hostile_share: float) -> None:
+    def __init__(self, world: World, hostile_share: float, limit: int) -> None:
         self.targets = world.targets
-        self.hostile = _hostile_corpus()
+        self.hostile = _hostile_corpus(limit)
         self.hostile_in_20 = round(20 * hostile_share)
 
     def message(self, i: int) -> tuple[str, bytes]:
@@ -235,7 +237,7 @@ def memory(
     console: Console,
 ) -> Verdict:
     """The whole run in the relay process ``relay_pid``; the verdict row."""
-    corpus = Corpus(world, args.memory_hostile)
+    corpus = Corpus(world, args.memory_hostile, args.memory_hostile_limit)
     login = ("acme-bench", world.seller_key)
     total, first = args.memory_n, min(args.memory_first, args.memory_n)
     step = max(1, min(args.memory_batch, first))
@@ -276,9 +278,10 @@ def memory(
     at_first = next(r for n, r in readings if n >= first)
     at_end = readings[-1][1]
     growth = (at_end - at_first) / at_first
-    series = ", ".join(f"{n // 1000}k {r:.0f}" for n, r in readings[:: max(1, len(readings) // 12)])
+    every = readings[:: max(1, len(readings) // 12)]
+    series = ", ".join(f"{n / 1000:g}k {r:.0f}" for n, r in every)
     console.print(
-        f"RSS (MiB) by messages: {series}, {total // 1000}k {at_end:.0f}; "
+        f"RSS (MiB) by messages: {series}, {total / 1000:g}k {at_end:.0f}; "
         f"accepted {accepted_total:,}, refused by reply {dict(refused)}",
         markup=False,
     )

@@ -357,6 +357,13 @@ def main() -> int:
         "--memory-hostile", type=float, default=0.1, help="--memory: share of hostile messages"
     )
     parser.add_argument(
+        "--memory-hostile-limit",
+        type=int,
+        default=200 * 1024,
+        help="--memory: size of the hostile corpus's at-the-limit attachments (25 MiB is the "
+        "relay's own limit, relay_max_message_bytes)",
+    )
+    parser.add_argument(
         "--memory-trace",
         action="store_true",
         help="--memory: diff tracemalloc snapshots in the relay (slows it)",
