@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -248,6 +249,7 @@ def scale_out(
         postfix = timed_run("postfix", postfix_port, batch, args.concurrency, None, sinks)
     finally:
         engine.dispose()
+        shutil.rmtree(log.parent, ignore_errors=True)
     print_table(console, runs, postfix, args, why_not)
     return verdicts(runs, postfix, args.concurrency), all(not r.problems for r in runs)
 
