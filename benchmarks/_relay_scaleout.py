@@ -311,12 +311,15 @@ def verdicts(runs: list[Run], postfix: Result, concurrency: int) -> list[Verdict
     base = rate_of(runs, 1, 1) or float("nan")
     best = max(runs, key=lambda r: r.result.rate)
     cells = ", ".join(f"{r.per_host}x{r.hosts}: {r.result.rate:,.0f}" for r in runs)
-    grows = best.processes > 1 and best.result.rate > base
+    # Grows: some configuration with more processes at least 1.2 x one process (less is
+    # within this shared machine's run-to-run noise).
+    grows = best.processes > 1 and best.result.rate >= 1.2 * base
     out: list[Verdict] = [
         (
             "scale out: msg/s grows with processes and hosts, none lost or doubled",
             f"{cells} msg/s (processes x hosts); best {best.result.rate / base:.2f} x one "
-            f"process; {'nothing lost or doubled, ledger verifies' if clean else 'PROBLEMS'}",
+            f"process (grows: >= 1.2 x); "
+            + ("nothing lost or doubled, ledger verifies" if clean else "PROBLEMS"),
             grows and clean,
         )
     ]
