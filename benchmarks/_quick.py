@@ -27,7 +27,8 @@ QUICK: dict[str, list[str]] = {
     # Worker processes on PostgreSQL and Redis (60 recipients, 1 and 2 workers).
     "notify_workers.py": ["--quick"],
     "redaction.py": ["--quick"],
-    "relay.py": ["--quick"],
+    # Also its memory and scale-out runs (a second host needs root: else one host only).
+    "relay.py": ["--quick", "--memory", "--scale-out"],
     "relay_mixed.py": ["--quick"],
     "trackers.py": ["--quick"],
     "veto_hook.py": ["--quick"],

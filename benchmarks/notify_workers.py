@@ -57,6 +57,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests" / "notify"), str(HERE.parent / "tests")]
 from worker_kit import environment, remove_queues  # type: ignore[import-not-found]  # noqa: E402
 
+from _netns import Host, Link, second_host  # noqa: E402
 from dbkit import PG_URL, private_pg_engine  # type: ignore[import-not-found]  # noqa: E402
 from mailveil.auth.keys import Role, issue_key, revoke_key  # noqa: E402
 from mailveil.config import Settings, load_settings  # noqa: E402
@@ -74,7 +75,8 @@ from notify_glitch import everyone, kit, load_customers, load_facts, verdict  # 
 CREATOR, APPROVER = "apikey:bench-creator", "apikey:bench-approver"
 BROKERS = {"redis": "redis://127.0.0.1:6379/12", "amqp": "amqp://guest:guest@127.0.0.1:5672/"}
 READY = " threads, scheduler off)"  # `mailveil worker` says so as it starts
-NETNS, LINK, HOST_IP, NS_IP = "mvbench2", "mvbench0", "10.231.7.1", "10.231.7.2"
+# Its own names: other benchmarks (relay.py --scale-out) make namespaces of their own.
+LINK = Link("mvbench2", "mvbench0", "mvbench1", "10.231.7.1", "10.231.7.2")
 
 
 @contextlib.contextmanager
@@ -90,57 +92,6 @@ def database(kind: str, work: Path) -> Iterator[tuple[Any, str]]:
         with engine.connect() as conn:
             schema = conn.execute(text("SHOW search_path")).scalar_one()
         yield engine, f"{PG_URL}?options=-csearch_path%3D{schema}"
-
-
-def run(cmd: list[str]) -> None:
-    subprocess.run(cmd, check=True, capture_output=True)
-
-
-@contextlib.contextmanager
-def second_host(ports: list[int]) -> Iterator[str]:
-    """A network namespace linked to this one by a veth pair; socat at both ends forwards
-    each of ``ports`` from the namespace's loopback to this host's loopback."""
-    run(["ip", "netns", "add", NETNS])
-    forwarders: list[subprocess.Popen[bytes]] = []
-    try:
-        run(["ip", "link", "add", LINK, "type", "veth", "peer", "name", "mvbench1"])
-        run(["ip", "link", "set", "mvbench1", "netns", NETNS])
-        run(["ip", "addr", "add", f"{HOST_IP}/30", "dev", LINK])
-        run(["ip", "link", "set", LINK, "up"])
-        inside = ["ip", "netns", "exec", NETNS]
-        run([*inside, "ip", "addr", "add", f"{NS_IP}/30", "dev", "mvbench1"])
-        run([*inside, "ip", "link", "set", "mvbench1", "up"])
-        run([*inside, "ip", "link", "set", "lo", "up"])
-        for port in ports:
-            forwarders.append(
-                subprocess.Popen(
-                    [
-                        "socat",
-                        f"TCP-LISTEN:{port},bind={HOST_IP},fork,reuseaddr",
-                        f"TCP:127.0.0.1:{port}",
-                    ],
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-            forwarders.append(
-                subprocess.Popen(
-                    [
-                        *inside,
-                        "socat",
-                        f"TCP-LISTEN:{port},bind=127.0.0.1,fork,reuseaddr",
-                        f"TCP:{HOST_IP}:{port}",
-                    ],
-                    stderr=subprocess.DEVNULL,
-                )
-            )
-        time.sleep(0.5)
-        yield NETNS
-    finally:
-        for proc in forwarders:
-            proc.terminate()
-            proc.wait(5)
-        subprocess.run(["ip", "link", "del", LINK], check=False, capture_output=True)
-        subprocess.run(["ip", "netns", "del", NETNS], check=False, capture_output=True)
 
 
 def spawn(settings: Settings, log: Path, threads: int, netns: str | None) -> Any:
@@ -403,7 +354,7 @@ def measure(
         f"per worker, {args.hosts} host(s); load average at start "
         f"{' '.join(load)} on {len(_cpus())} cores"
     )
-    netns: contextlib.AbstractContextManager[str | None] = contextlib.nullcontext(None)
+    netns: contextlib.AbstractContextManager[Host | None] = contextlib.nullcontext(None)
     if args.hosts == 2:
         ports = [
             _port(env.settings.db_url, 5432),
@@ -412,11 +363,13 @@ def measure(
         ]
         if args.db == "sqlite":
             ports = ports[1:]  # the namespace shares the file system, not the network
-        netns = second_host(ports)
+        netns = second_host(LINK, ports)
     results: list[tuple[int, dict[str, Any]]] = []
     with netns as ns:
         for workers in counts:
-            results.append((workers, deliver(env, template, n, workers, args, log, ns)))
+            results.append(
+                (workers, deliver(env, template, n, workers, args, log, ns and ns.netns))
+            )
     messages = peer_messages(env, template, results[-1][1]["send"])
     peers = [(c, *submit(env, messages, c)) for c in sorted({1, max(counts)})]
 
