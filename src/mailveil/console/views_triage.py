@@ -49,7 +49,7 @@ def signals(request: Request, session: DbDep, person: SeeDep, show: str = "queue
 @retry_busy
 def confirm(signal_id: int, request: Request, session: DbDep, person: ActDep) -> Response:
     runtime = console_of(request).runtime
-    row = confirm_signal(session, runtime.settings, runtime.signer, signal_id, actor=person.actor)
+    row = confirm_signal(session, runtime.settings, runtime.ledger, signal_id, actor=person.actor)
     session.commit()
     flash(request, f"Signal {signal_id} confirmed (incident {row.incident_id}).")
     return redirect("/console/signals")
@@ -66,7 +66,7 @@ def dismiss(
 ) -> Response:
     runtime = console_of(request).runtime
     dismiss_signal(
-        session, runtime.settings, runtime.signer, signal_id, reason=reason, actor=person.actor
+        session, runtime.settings, runtime.ledger, signal_id, reason=reason, actor=person.actor
     )
     session.commit()
     flash(request, f"Signal {signal_id} dismissed.")
@@ -86,7 +86,7 @@ def merge(
     merge_signal(
         session,
         runtime.settings,
-        runtime.signer,
+        runtime.ledger,
         signal_id,
         incident_id=incident_id,
         actor=person.actor,

@@ -36,8 +36,8 @@ from mailveil.detect.matching import SenderDirectory
 from mailveil.detect.models import DetectCursor, Signal
 from mailveil.detect.signals import promote_source, record_signal
 from mailveil.detect.strength import Piece
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner
 
 CURSOR = "ledger"
 SCANNED_KINDS = ("stranger_at_alias", "message", "canary_hit", "access_refused")
@@ -93,7 +93,7 @@ def _alias_owner(session: Session, address: str | None) -> tuple[int | None, int
 def scan_ledger(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     max_entries: int | None = None,
 ) -> ScanResult:
@@ -132,7 +132,7 @@ def scan_ledger(
             if directory is None:
                 directory = SenderDirectory.load(session)
             filed = _file(
-                session, settings, signer, directory, seq, kind, actor, subject, alias, detail
+                session, settings, ledger, directory, seq, kind, actor, subject, alias, detail
             )
             if filed:
                 result.signals[filed] = result.signals.get(filed, 0) + 1
@@ -146,7 +146,7 @@ def scan_ledger(
             record_signal(
                 session,
                 settings,
-                signer,
+                ledger,
                 kind="access_refusals",
                 confidence="anomaly",
                 summary=f"{count} refused access attempts by {_describe(session, pid)}",
@@ -164,7 +164,7 @@ def scan_ledger(
 def _file(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     directory: SenderDirectory,
     seq: int,
     kind: str,
@@ -196,7 +196,7 @@ def _file(
         record_signal(
             session,
             settings,
-            signer,
+            ledger,
             kind="canary_hit",
             confidence="exact",
             summary=f"mail to a canary's alias, sent by {_describe(session, sender)}",
@@ -223,7 +223,7 @@ def _file(
         record_signal(
             session,
             settings,
-            signer,
+            ledger,
             kind="canary_hit",
             confidence="exact",
             summary=f"mail to a canary's own address, planted for {_describe(session, source)}",
@@ -255,7 +255,7 @@ def _file(
     signal = record_signal(
         session,
         settings,
-        signer,
+        ledger,
         kind=signal_kind,
         confidence="exact",
         summary=(
@@ -269,7 +269,7 @@ def _file(
         pieces=pieces,
     )
     if about_source.counted and about_source.basis == "alias-disclosure" and so_far:
-        _promote_waiting(session, settings, signer, signal, len(set(so_far) | {customer_id}))
+        _promote_waiting(session, settings, ledger, signal, len(set(so_far) | {customer_id}))
     return signal_kind
 
 
@@ -289,7 +289,7 @@ def _stranger_customers(session: Session, principal_id: int) -> list[int]:
 
 
 def _promote_waiting(
-    session: Session, settings: Settings, signer: CheckpointSigner, named: Signal, customers: int
+    session: Session, settings: Settings, ledger: Ledger, named: Signal, customers: int
 ) -> None:
     """Count the earlier signals of ``named``'s source that waited for a second customer."""
     waiting = session.scalars(
@@ -307,7 +307,7 @@ def _promote_waiting(
         promote_source(
             session,
             settings,
-            signer,
+            ledger,
             signal,
             f"strangers wrote to the aliases of {customers} customers of this principal "
             f"(named from {NAME_CUSTOMERS})",

@@ -22,9 +22,8 @@ from mailveil.contacts.models import Principal
 from mailveil.db.base import utcnow
 from mailveil.detect.models import Incident, IncidentCulprit, Signal
 from mailveil.detect.strength import Piece, Strength, counted, pieces_of, stronger
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 
 LIVE_STATUSES = ("open", "confirmed", "contained")
 
@@ -90,7 +89,7 @@ def legacy_pieces(
 def incident_for(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     source_principal_id: int | None,
     kind: str,
     now: datetime,
@@ -120,15 +119,13 @@ def incident_for(
     session.add(incident)
     session.flush()
     source = f"principal:{source_principal_id}" if source_principal_id is not None else None
-    append(
+    ledger.append(
         session,
         [
             Event(
                 "incident_opened", "system", source, detail={"incident": incident.id, "kind": kind}
             )
         ],
-        settings,
-        signer,
     )
     return incident, True
 
@@ -136,7 +133,7 @@ def incident_for(
 def record_signal(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     kind: str,
     confidence: str,
@@ -191,7 +188,7 @@ def record_signal(
     session.flush()
     events = []
     if group and source_piece is not None and source_principal_id is not None:
-        join_incident(session, settings, signer, signal, [source_piece, recipient_piece], now)
+        join_incident(session, settings, ledger, signal, [source_piece, recipient_piece], now)
     detail: dict[str, Any] = {
         "signal": signal.id,
         "kind": kind,
@@ -206,7 +203,7 @@ def record_signal(
     detail["strength"] = {"source": signal.source_strength, "recipient": signal.recipient_strength}
     subject = f"customer:{customer_id}" if customer_id is not None else None
     events.append(Event("signal", "system", subject, alias, None, None, detail))
-    append(session, events, settings, signer)
+    ledger.append(session, events)
     session.flush()
     return signal
 
@@ -214,7 +211,7 @@ def record_signal(
 def join_incident(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     signal: Signal,
     named: list[Piece | None],
     now: datetime,
@@ -223,7 +220,7 @@ def join_incident(
     counted pieces ``named`` as that incident's culprits."""
     assert signal.source_principal_id is not None
     incident, _new = incident_for(
-        session, settings, signer, signal.source_principal_id, signal.kind, now
+        session, settings, ledger, signal.source_principal_id, signal.kind, now
     )
     signal.incident_id = incident.id
     incident.signal_count += 1
@@ -241,7 +238,7 @@ def join_incident(
 def promote_source(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     signal: Signal,
     reason: str,
     *,
@@ -264,7 +261,7 @@ def promote_source(
     signal.source_strength = source.strength
     now = utcnow()
     incident = join_incident(
-        session, settings, signer, signal, [source, counted(updated, "recipient")], now
+        session, settings, ledger, signal, [source, counted(updated, "recipient")], now
     )
     detail = {
         "signal": signal.id,
@@ -276,11 +273,9 @@ def promote_source(
         "reason": reason[:300],
     }
     subject = f"customer:{signal.customer_id}" if signal.customer_id is not None else None
-    append(
+    ledger.append(
         session,
         [Event("signal", "system", subject, signal.alias, None, None, detail)],
-        settings,
-        signer,
     )
     session.flush()
 

@@ -17,9 +17,8 @@ from mailveil.detect.models import AbuseReport, Incident, IncidentCulprit, Signa
 from mailveil.detect.report_list import report_view
 from mailveil.detect.signals import LIVE_STATUSES, incident_for
 from mailveil.errors import Conflict, NotFound
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 
 OUTCOME_WORDS = {
     "attributed": "the spam reached an alias, and the alias names whom it was disclosed to",
@@ -66,13 +65,13 @@ def triage_queue(session: Session, *, limit: int = 200) -> list[Signal]:
 def _record(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     signal: Signal,
     actor: str,
     action: str,
     **detail: Any,
 ) -> None:
-    append(
+    ledger.append(
         session,
         [
             Event(
@@ -84,8 +83,6 @@ def _record(
                         **detail},
             )
         ],
-        settings,
-        signer,
     )  # fmt: skip
 
 
@@ -97,7 +94,7 @@ def _settle(signal: Signal, state: str, reason: str | None, actor: str) -> None:
 
 
 def confirm_signal(
-    session: Session, settings: Settings, signer: CheckpointSigner, signal_id: int, *, actor: str
+    session: Session, settings: Settings, ledger: Ledger, signal_id: int, *, actor: str
 ) -> Signal:
     """A person confirms the signal is real. One that no incident holds yet (no source
     principal was named) opens an incident of its own."""
@@ -106,19 +103,19 @@ def confirm_signal(
         raise Conflict(f"signal {signal_id} is already {signal.triage}")
     if signal.incident_id is None:
         incident, _new = incident_for(
-            session, settings, signer, signal.source_principal_id, signal.kind, utcnow()
+            session, settings, ledger, signal.source_principal_id, signal.kind, utcnow()
         )
         _attach(session, signal, incident)
     _settle(signal, "confirmed", None, actor)
     session.flush()
-    _record(session, settings, signer, signal, actor, "confirmed")
+    _record(session, settings, ledger, signal, actor, "confirmed")
     return signal
 
 
 def dismiss_signal(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     signal_id: int,
     *,
     reason: str,
@@ -131,7 +128,7 @@ def dismiss_signal(
         raise Conflict(f"signal {signal_id} is already dismissed")
     _settle(signal, "dismissed", reason, actor)
     session.flush()
-    _record(session, settings, signer, signal, actor, "dismissed", reason=reason)
+    _record(session, settings, ledger, signal, actor, "dismissed", reason=reason)
     return signal
 
 
@@ -167,7 +164,7 @@ def _attach(session: Session, signal: Signal, incident: Incident) -> None:
 def merge_signal(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     signal_id: int,
     *,
     incident_id: int,
@@ -184,7 +181,7 @@ def merge_signal(
     _attach(session, signal, incident)
     _settle(signal, "confirmed", f"merged into incident {incident.id}", actor)
     session.flush()
-    _record(session, settings, signer, signal, actor, "merged", from_incident=was)
+    _record(session, settings, ledger, signal, actor, "merged", from_incident=was)
     return signal
 
 

@@ -29,9 +29,8 @@ from mailveil.errors import Conflict, InvalidInput
 from mailveil.incidents import severity
 from mailveil.incidents.deadlines import Filing
 from mailveil.incidents.models import IncidentAssessment, ReportDecision, ReportSubmission
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 
 ASSESSMENT_FIELDS = (
     "severity",
@@ -70,7 +69,7 @@ MAX_CHANGES = 60
 def _ledger(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     kind: str,
     actor: str,
     incident_id: int,
@@ -79,7 +78,7 @@ def _ledger(
     event = Event(
         kind, actor, f"incident:{incident_id}", detail={"incident": incident_id, **detail}
     )
-    return append(session, [event], settings, signer)[0]
+    return ledger.append(session, [event])[0]
 
 
 # -- assessment ---------------------------------------------------------------------------
@@ -127,7 +126,7 @@ def assess_incident(
     session: Session,
     *,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident_id: int,
     changes: Mapping[str, Any],
     reason: str,
@@ -180,7 +179,7 @@ def assess_incident(
     row.ledger_seq = _ledger(
         session,
         settings,
-        signer,
+        ledger,
         "report_assessment",
         actor,
         incident_id,
@@ -230,7 +229,7 @@ def record_submission(
     session: Session,
     *,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident_id: int,
     obligation: str,
     kind: str,
@@ -292,7 +291,7 @@ def record_submission(
     row.ledger_seq = _ledger(
         session,
         settings,
-        signer,
+        ledger,
         "report_submission",
         actor,
         incident_id,
@@ -344,7 +343,7 @@ def record_decision(
     session: Session,
     *,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident_id: int,
     obligation: str,
     notify: bool,
@@ -374,7 +373,7 @@ def record_decision(
     row.ledger_seq = _ledger(
         session,
         settings,
-        signer,
+        ledger,
         "report_decision",
         actor,
         incident_id,

@@ -328,7 +328,6 @@ def handle_bounce(
     the notice is only built and returned in ``outcome.notice`` (``process_bounce`` sends it
     after its commit). ``sign`` (the relay's DKIM signer) signs the notice.
     """
-    from mailveil.ledger.append import append
     from mailveil.relay.delivery import PermanentDeliveryError
 
     settings = runtime.settings
@@ -344,7 +343,7 @@ def handle_bounce(
             actor="system",
             detail={"relay_message": verified, "result": RESULT_UNKNOWN_MESSAGE, "kind": dsn.kind},
         )
-        append(session, [event], settings, runtime.signer)
+        runtime.ledger.append(session, [event])
         return BounceOutcome(
             result=RESULT_UNKNOWN_MESSAGE, reply=codes.REPLY_OK, kind=dsn.kind, token=verified
         )
@@ -445,7 +444,7 @@ def handle_bounce(
             "notified": notified,
         },
     )
-    append(session, [event], settings, runtime.signer)
+    runtime.ledger.append(session, [event])
     return BounceOutcome(
         result=result,
         reply=codes.REPLY_OK,

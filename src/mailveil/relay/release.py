@@ -21,10 +21,9 @@ from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
 from mailveil.errors import Conflict, NotFound
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.relay import quarantine
 from mailveil.relay.context import RelayContext
 from mailveil.relay.delivery import DeliveryError, Smarthost, TemporaryDeliveryError
@@ -164,7 +163,7 @@ def prepare_release(
         },
     )
     apply_writes(
-        session, [NewMessage(out.row, out.event, (released,))], ctx.settings, ctx.runtime.signer
+        session, [NewMessage(out.row, out.event, (released,))], ctx.settings, ctx.runtime.ledger
     )
     return entry, out
 
@@ -187,13 +186,13 @@ def release(session: Session, ctx: RelayContext, sha256: str, *, actor: str) -> 
         code = str(exc.next_hop_code) if exc.next_hop_code else exc.reply.enhanced
         event = outcome_event(out, route, kind, exc.reply) if route else None
         change = StatusChange(out.token, status, code, event, out.row)
-        apply_writes(session, [change], ctx.settings, ctx.runtime.signer)
+        apply_writes(session, [change], ctx.settings, ctx.runtime.ledger)
         session.commit()
         raise
     route = lookup_route(session, out.row["alias"])
     event = delivered_event(out, route) if route else None
     delivered = StatusChange(out.token, "delivered", event=event, row=out.row)
-    apply_writes(session, [delivered], ctx.settings, ctx.runtime.signer)
+    apply_writes(session, [delivered], ctx.settings, ctx.runtime.ledger)
     session.commit()
     quarantine.remove(ctx.settings.data_dir, entry.held.sha256)
     return out.token
@@ -208,18 +207,16 @@ async def _send(ctx: RelayContext, out: Outgoing) -> None:
 
 
 def delete(
-    session: Session, settings: Settings, signer: CheckpointSigner, sha256: str, *, actor: str
+    session: Session, settings: Settings, ledger: Ledger, sha256: str, *, actor: str
 ) -> HeldEntry:
     """Delete one held message: the ledger entry committed first, then the file goes."""
     entry = held_entry(session, settings, sha256)
     detail: dict[str, Any] = {"sha256": entry.held.sha256, "from_entry": entry.seq}
     if entry.detail is not None and entry.detail.get("principal"):
         detail["principal"] = entry.detail["principal"]
-    append(
+    ledger.append(
         session,
         [Event("quarantine_deleted", actor, entry.subject, entry.alias, detail=detail)],
-        settings,
-        signer,
     )
     session.commit()
     quarantine.remove(settings.data_dir, entry.held.sha256)

@@ -42,7 +42,7 @@ def post_revoke(
     alias = revoke_alias(
         session,
         settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         address=address,
         reason=body.reason,
         actor=caller.actor,

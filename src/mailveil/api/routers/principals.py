@@ -119,7 +119,7 @@ def patch_principal(
         change(
             session,
             settings=runtime.settings,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             principal_id=principal_id,
             reason=f"status set to {body.status} through the API",
             actor=caller.actor,
@@ -153,7 +153,7 @@ def suspend(
     done = suspend_principal(
         session,
         settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         principal_id=principal_id,
         reason=body.reason,
         actor=caller.actor,
@@ -174,7 +174,7 @@ def reinstate(
     reinstate_principal(
         session,
         settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         principal_id=principal_id,
         reason=body.reason,
         actor=caller.actor,
