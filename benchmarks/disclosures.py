@@ -45,6 +45,7 @@ from mailveil.contacts.models import Customer, Order, Principal
 from mailveil.db.base import utcnow
 from mailveil.db.migrate import upgrade
 from mailveil.db.session import make_engine, make_session_factory
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault, init_keys
@@ -232,7 +233,7 @@ def main() -> None:
         init_keys(settings)
         vault = Vault.open(settings)
         policy = PolicyEngine.load(settings)
-        signer = CheckpointSigner.generate("bench")
+        ledger = Ledger(settings, CheckpointSigner.generate("bench"))
         engine = make_engine(settings)
         if args.pragma:
 
@@ -263,7 +264,7 @@ def main() -> None:
                 session,
                 settings=settings,
                 policy=policy,
-                signer=signer,
+                ledger=ledger,
                 requests=pairs(reader),
                 actor="apikey:bench",
                 batch_size=args.batch,

@@ -71,7 +71,7 @@ from mailveil.config import Settings
 from mailveil.contacts import disclosures as disclosures_module
 from mailveil.contacts.models import Customer, SupportCase
 from mailveil.db.session import make_engine, make_session_factory
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 from mailveil.policy.engine import PolicyEngine, PolicyInput
 from mailveil.policy.facts import policy_input
 from mailveil.vault import Vault
@@ -166,7 +166,7 @@ def contacts(
     factory: sessionmaker[Session],
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     pairs: list[Any],
     console: Console,
 ) -> Latency:
@@ -183,7 +183,7 @@ def contacts(
                 session,
                 settings=settings,
                 policy=policy,
-                signer=signer,
+                ledger=ledger,
                 employee_id=eid,
                 customer_id=cid,
                 purpose="support",
@@ -271,7 +271,7 @@ def export_once(
     factory: sessionmaker[Session],
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     vault: Vault,
     employee: int,
 ) -> tuple[int, int]:
@@ -281,7 +281,7 @@ def export_once(
             session,
             settings=settings,
             policy=policy,
-            signer=signer,
+            ledger=ledger,
             vault=vault,
             employee_id=employee,
             export=True,
@@ -315,7 +315,7 @@ def exports(
     factory: sessionmaker[Session],
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     vault: Vault,
     built: Built,
     console: Console,
@@ -330,7 +330,7 @@ def exports(
                 run = measured(
                     f"export, {label}",
                     False,
-                    lambda: export_once(factory, settings, policy, signer, vault, timed_one),
+                    lambda: export_once(factory, settings, policy, ledger, vault, timed_one),
                 )
             finally:
                 watch.close()
@@ -339,7 +339,7 @@ def exports(
             traced = measured(
                 "",
                 True,
-                lambda: export_once(factory, settings, policy, signer, vault, traced_one),
+                lambda: export_once(factory, settings, policy, ledger, vault, traced_one),
             )
             run.traced_peak_mib = traced.traced_peak_mib
             runs.append(run)
@@ -351,14 +351,14 @@ def exports(
         proto = measured(
             "export, second run again",
             False,
-            lambda: export_once(factory, settings, policy, signer, vault, timed_one),
+            lambda: export_once(factory, settings, policy, ledger, vault, timed_one),
         )
         watch = Stopwatch(policy)
         try:
             proto_first = measured(
                 "export, first run, another employee",
                 False,
-                lambda: export_once(factory, settings, policy, signer, vault, fresh),
+                lambda: export_once(factory, settings, policy, ledger, vault, fresh),
             )
         finally:
             watch.close()
@@ -536,7 +536,7 @@ def main() -> None:
     factory = make_session_factory(engine)
     vault = Vault.open(settings)
     policy = PolicyEngine.load(settings)
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
 
     load_before = os.getloadavg()[0]
     # Warm-up on other pairs (imports, statement caches, the pool), untimed.
@@ -545,8 +545,8 @@ def main() -> None:
     pairs = sample_pairs(factory, built, args.samples, SEED)
     lat_a, inputs, allowed = decisions(factory, settings, policy, pairs, console)
     lat_b = bare_cedar(policy, inputs, allowed)
-    lat_c = contacts(factory, settings, policy, signer, pairs, console)
-    runs = exports(factory, settings, policy, signer, vault, built, console)
+    lat_c = contacts(factory, settings, policy, ledger, pairs, console)
+    runs = exports(factory, settings, policy, ledger, vault, built, console)
     plans = candidate_plans(factory, built.exporters[0])
     engine.dispose()
 

@@ -25,10 +25,9 @@ from mailveil.contacts.models import Customer
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_order
 from mailveil.db.session import make_engine, make_session_factory
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
 
@@ -215,7 +214,7 @@ def disclose_to(
             session,
             settings=settings,
             policy=PolicyEngine.load(settings),
-            signer=CheckpointSigner.load(settings),
+            ledger=Ledger.load(settings),
             customer_id=cid,
             principal_id=principal_id,
             purpose=purpose,
@@ -271,7 +270,7 @@ def record_stranger(
     }
     event = Event("stranger_at_alias", None, f"customer:{cid}", alias, "to_customer", None, detail)
     with db.begin() as s:
-        append(s, [event], settings, CheckpointSigner.load(settings))
+        Ledger.load(settings).append(s, [event])
 
 
 def forwarded_report(alias: str) -> bytes:

@@ -18,9 +18,8 @@ from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_order
 from mailveil.detect.models import Incident
 from mailveil.detect.scan import scan_ledger
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
 
@@ -51,10 +50,10 @@ class Leak:
 
 def make_leak(
     session: Session,
-    parts: tuple[Settings, Vault, CheckpointSigner, PolicyEngine],
+    parts: tuple[Settings, Vault, Ledger, PolicyEngine],
     places: list[tuple[str, str | None]] = PLACES,
 ) -> Leak:
-    settings, vault, signer, policy = parts
+    settings, vault, ledger, policy = parts
     seller = create_principal(
         session, kind="seller", external_id="s-leaky", display_name=SELLER_NAME
     )
@@ -76,7 +75,7 @@ def make_leak(
             session,
             settings=settings,
             policy=policy,
-            signer=signer,
+            ledger=ledger,
             customer_id=c.id,
             principal_id=seller.id,
             purpose="order",
@@ -100,7 +99,7 @@ def make_leak(
         "dkim": [{"d": "spam.example", "s": "s1", "result": "pass"}],
         "dmarc": "pass",
     }
-    append(
+    ledger.append(
         session,
         [
             Event(
@@ -113,10 +112,8 @@ def make_leak(
                 stranger,
             )
         ],
-        settings,
-        signer,
     )
-    scan_ledger(session, settings, signer)
+    scan_ledger(session, settings, ledger)
     incident_id = session.scalar(
         select(Incident.id).where(Incident.source_principal_id == seller.id)
     )

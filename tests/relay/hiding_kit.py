@@ -131,7 +131,7 @@ def add_customer(relay: Relay, name: str, address: str) -> Customer:
             session,
             settings=runtime.settings,
             policy=runtime.policy,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             customer_id=customer.id,
             principal_id=world.principals["acme"].id,
             purpose="order",

@@ -70,7 +70,7 @@ def seed(data: Path) -> Seeded:
                 session,
                 settings=settings,
                 policy=runtime.policy,
-                signer=runtime.signer,
+                ledger=runtime.ledger,
                 customer_id=customer.id,
                 principal_id=seller.id,
                 purpose="order",

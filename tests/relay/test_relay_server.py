@@ -221,7 +221,7 @@ def _revoke(relay: Relay, customer: str, principal: str) -> None:
         revoke_alias(
             session,
             relay.settings,
-            relay.runtime.signer,
+            relay.runtime.ledger,
             address=relay.world.alias(customer, principal),
             reason="leaked",
             actor="test",
