@@ -315,9 +315,7 @@ def _reveal(s: Session, w: World, emp: int, customer: int, case: str) -> bool:
         case=case,
         note="ok",
     )
-    view_reveal(
-        s, settings=w.settings, ledger=w.ledger, vault=w.vault, employee_id=emp, request_id=req.id
-    )
+    view_reveal(s, ledger=w.ledger, vault=w.vault, employee_id=emp, request_id=req.id)
     return True
 
 

@@ -98,7 +98,7 @@ def main() -> int:
             )  # fmt: skip
             s.commit()
             if send.status == "awaiting_approval":
-                sends.approve(s, env.settings, env.runtime.ledger, send.id, actor=APPROVER)
+                sends.approve(s, env.runtime.ledger, send.id, actor=APPROVER)
                 s.commit()
             send_id, eligible = send.id, send.eligible
         console.print(

@@ -246,7 +246,7 @@ def run(world: World, args: argparse.Namespace, console: Console) -> int:
                     f"audience {send.audience:,}, eligible {send.eligible:,}, "
                     f"status {send.status}"))  # fmt: skip
     if send.status == "awaiting_approval":
-        sends.approve(s, settings, env.runtime.ledger, send.id, actor=APPROVER)
+        sends.approve(s, env.runtime.ledger, send.id, actor=APPROVER)
         s.commit()
     t0 = time.perf_counter()
     run_to_end(env.runtime, send.id, worker="bench-worker")

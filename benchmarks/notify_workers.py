@@ -186,7 +186,7 @@ def new_send(env: Any, template: Any, n: int) -> tuple[int, int]:
         )
         s.commit()
         if send.status == "awaiting_approval":
-            sends.approve(s, env.settings, env.runtime.ledger, send.id, actor=APPROVER)
+            sends.approve(s, env.runtime.ledger, send.id, actor=APPROVER)
             s.commit()
         return send.id, send.eligible
 

@@ -142,7 +142,6 @@ def test_one_grant_used_from_two_requests_at_once_shows_the_address_once(
     def view(session: Session) -> Any:
         return view_reveal(
             session,
-            settings=w.settings,
             ledger=w.ledger,
             vault=w.vault,
             employee_id=w.requester,

@@ -206,7 +206,6 @@ def test_incident_statuses_move_forward_only_and_are_ledgered(session: Session, 
     assert incident_id is not None
     set_status(
         session,
-        settings=kit.settings,
         ledger=kit.ledger,
         incident_id=incident_id,
         status="confirmed",
@@ -220,7 +219,6 @@ def test_incident_statuses_move_forward_only_and_are_ledgered(session: Session, 
     with pytest.raises(Conflict):
         set_status(
             session,
-            settings=kit.settings,
             ledger=kit.ledger,
             incident_id=incident_id,
             status="open",

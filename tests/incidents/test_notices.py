@@ -86,7 +86,6 @@ def test_one_notice_per_affected_customer_never_twice(session: Session, parts: A
         )
     set_status(
         session,
-        settings=settings,
         ledger=ledger,
         incident_id=incident_id,
         status="confirmed",
@@ -129,7 +128,6 @@ def test_no_notice_without_a_controller_and_a_contact_point(session: Session, pa
     incident_id, _cs, _bad = _incident(session, parts)
     set_status(
         session,
-        settings=settings,
         ledger=ledger,
         incident_id=incident_id,
         status="confirmed",
@@ -150,7 +148,6 @@ def test_operator_wording_still_goes_through_the_lint(session: Session, parts: A
     incident_id, _cs, _bad = _incident(session, parts)
     set_status(
         session,
-        settings=settings,
         ledger=ledger,
         incident_id=incident_id,
         status="confirmed",
@@ -191,7 +188,6 @@ def test_an_incident_without_a_source_cannot_be_notified(session: Session, parts
         session.delete(row)
     set_status(
         session,
-        settings=settings,
         ledger=ledger,
         incident_id=signal.incident_id,
         status="confirmed",

@@ -28,10 +28,9 @@ ISO_WITH_SECONDS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 
 
 def _confirm(session: Session, parts: Any, incident_id: int) -> None:
-    settings, _v, ledger, _p = parts
+    _settings, _v, ledger, _p = parts
     set_status(
         session,
-        settings=settings,
         ledger=ledger,
         incident_id=incident_id,
         status="confirmed",

@@ -110,7 +110,6 @@ def test_the_pdf_carries_the_report_and_loads_nothing(session: Session, parts: A
         assert email not in text
     set_status(
         session,
-        settings=settings,
         ledger=ledger,
         incident_id=leak.incident_id,
         status="confirmed",

@@ -97,7 +97,7 @@ def _raise_four_alerts(session: Session, settings: Settings, ledger: Ledger) -> 
         }),
     ])  # fmt: skip
     record_alert(
-        session, settings, ledger,
+        session, ledger,
         WitnessAlert("witness.example/w1", "inconsistent", 40, 52, "not append-only"),
     )  # fmt: skip
     session.commit()
@@ -170,7 +170,7 @@ def test_given_up_alerts_stay_listed_and_can_be_retried(
     init_signing_key(settings)
     ledger = Ledger.load(settings)
     with session_factory() as s:
-        record_alert(s, settings, ledger, WitnessAlert("w", "witness_ahead", 3, 9, "ahead"))
+        record_alert(s, ledger, WitnessAlert("w", "witness_ahead", 3, 9, "ahead"))
         s.commit()
     assert alerts.pump(session_factory, settings).failed == 1
     with session_factory() as s:
@@ -191,7 +191,7 @@ def test_the_witness_hook_delivers_at_once(
     ledger = Ledger.load(settings)
     alert = WitnessAlert("w2", "untrusted_key", 5, None, "unknown key")
     with session_factory() as s:
-        seq = record_alert(s, settings, ledger, alert)
+        seq = record_alert(s, ledger, alert)
         s.commit()
     dispatch(alert, seq, deliver=lambda: alerts.pump(session_factory, settings))
     [got] = receiver.accepted()
@@ -204,6 +204,6 @@ def test_without_a_webhook_nothing_is_queued(
     init_signing_key(settings)
     ledger = Ledger.load(settings)
     with session_factory() as s:
-        record_alert(s, settings, ledger, WitnessAlert("w", "unknown_log", 1, None, "x"))
+        record_alert(s, ledger, WitnessAlert("w", "unknown_log", 1, None, "x"))
         s.commit()
     assert alerts.pump(session_factory, settings).enqueued == 0

@@ -220,7 +220,6 @@ def _revoke(relay: Relay, customer: str, principal: str) -> None:
     with relay.session_factory() as session:
         revoke_alias(
             session,
-            relay.settings,
             relay.runtime.ledger,
             address=relay.world.alias(customer, principal),
             reason="leaked",
@@ -533,8 +532,12 @@ def test_smuggling_variants_through_the_relay(
     assert rest.startswith(b"221 ") and rest.count(b"\r\n") == 1, rest  # nothing smuggled ran
     client.close()
     assert relay.delivered() == []
+    # One message refused, the first transaction's whole DATA (smuggled commands as text):
+    # nothing reached the smuggled recipient.
     [entry] = relay.ledger("message_refused")
     assert entry["detail"]["reply"] == f"{expected.code} {expected.enhanced}"
+    assert (entry["alias"], entry["detail"]["stage"]) == (w.alias("alice", "acme"), "data")
+    assert [e for e in relay.ledger() if e["alias"] == w.alias("bob", "acme")] == []
 
 
 def test_lines_starting_with_a_dot_cross_both_hops_intact(relay: Relay) -> None:

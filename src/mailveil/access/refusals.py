@@ -12,7 +12,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.errors import MailveilError
 from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
@@ -138,9 +137,7 @@ class NotYourReveal(AccessRefused):
     title = "Only the requester may view a granted reveal"
 
 
-def record_refusal(
-    session: Session, settings: Settings, ledger: Ledger, refusal: AccessRefused
-) -> int:
+def record_refusal(session: Session, ledger: Ledger, refusal: AccessRefused) -> int:
     """Undo the refused request's work, write the refusal to the ledger and commit it."""
     session.rollback()
     seq = ledger.append(session, [refusal.event()])[0]

@@ -317,7 +317,6 @@ def answer_reveal(
 def view_reveal(
     session: Session,
     *,
-    settings: Settings,
     ledger: Ledger,
     vault: Vault,
     employee_id: int | None,
@@ -402,7 +401,6 @@ def view_reveal(
 def close_open_reveals(
     session: Session,
     *,
-    settings: Settings,
     ledger: Ledger,
     where: Any,
     status: str,
@@ -443,7 +441,6 @@ def expire_reveals(
     )
     return close_open_reveals(
         session,
-        settings=settings,
         ledger=ledger,
         where=lapsed,
         status="expired",

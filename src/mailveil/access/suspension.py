@@ -117,7 +117,6 @@ def revoke_everything(
         revoked += len(batch)
     reveals = close_open_reveals(
         session,
-        settings=settings,
         ledger=ledger,
         where=RevealRequest.requester_id == principal_id,
         status="revoked",
@@ -131,7 +130,6 @@ def revoke_everything(
 def reinstate_principal(
     session: Session,
     *,
-    settings: Settings,
     ledger: Ledger,
     principal_id: int,
     reason: str,

@@ -68,7 +68,7 @@ def _unit(settings: Settings) -> Iterator[tuple[Session, Ledger]]:
         try:
             yield session, ledger
         except AccessRefused as exc:
-            seq = record_refusal(session, settings, ledger, exc)
+            seq = record_refusal(session, ledger, exc)
             exc.detail = f"{exc.detail} [refusal recorded as ledger entry {seq}]"
             raise
 
@@ -126,7 +126,6 @@ def reinstate(
         pid = get_principal_by_external_id(session, kind, ext).id
         return reinstate_principal(
             session,
-            settings=settings,
             ledger=ledger,
             principal_id=pid,
             reason=reason,
@@ -262,7 +261,6 @@ def view(ctx: typer.Context, request_id: int, as_: AsOption) -> None:
     def work(session: Session, ledger: Ledger, settings: Settings) -> Any:
         return view_reveal(
             session,
-            settings=settings,
             ledger=ledger,
             vault=Vault.open(settings),
             employee_id=_employee_id(session, as_),

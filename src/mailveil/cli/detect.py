@@ -122,7 +122,6 @@ def status(
     with signed_unit(settings) as (session, ledger):
         row = set_status(
             session,
-            settings=settings,
             ledger=ledger,
             incident_id=incident_id,
             status=new_status,

@@ -75,7 +75,6 @@ def revoke(
         with database(settings) as factory, session_scope(factory) as session:
             alias = revoke_alias(
                 session,
-                settings=settings,
                 ledger=ledger,
                 address=address,
                 reason=reason,

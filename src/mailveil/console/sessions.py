@@ -224,7 +224,7 @@ def check_csrf(person: Person, submitted: str | None) -> None:
         raise Forbidden("the form's security token is missing or wrong; reload the page")
 
 
-def sign_out(session: Session, settings: Settings, ledger: Ledger, person: Person) -> None:
+def sign_out(session: Session, ledger: Ledger, person: Person) -> None:
     done = session.execute(
         update(ConsoleSession)
         .where(ConsoleSession.id == person.session_id, ConsoleSession.ended_at.is_(None))

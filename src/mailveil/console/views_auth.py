@@ -152,7 +152,7 @@ def logout(
     request: Request, session: DbDep, person: Annotated[Person, Depends(Actor())]
 ) -> Response:
     runtime = console_of(request).runtime
-    sign_out(session, runtime.settings, runtime.ledger, person)
+    sign_out(session, runtime.ledger, person)
     session.commit()
     response = redirect("/console/login")
     response.delete_cookie(COOKIE, path="/console")

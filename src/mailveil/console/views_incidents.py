@@ -130,7 +130,6 @@ def change_status(
     runtime = console_of(request).runtime
     set_status(
         session,
-        settings=runtime.settings,
         ledger=runtime.ledger,
         incident_id=incident_id,
         status=status,

@@ -36,7 +36,7 @@ def ledger(
     checked, problem = None, None
     if entry is not None:
         try:
-            checked = check_entry(session, runtime.settings, runtime.ledger, entry)
+            checked = check_entry(session, runtime.ledger, entry)
             session.commit()
         except MailveilError as exc:
             session.rollback()

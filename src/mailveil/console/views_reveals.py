@@ -42,7 +42,7 @@ def _refusals_recorded(session: Session, runtime: Runtime) -> Iterator[None]:
     try:
         yield
     except AccessRefused as exc:
-        record_refusal(session, runtime.settings, runtime.ledger, exc)
+        record_refusal(session, runtime.ledger, exc)
         raise
 
 
@@ -173,7 +173,6 @@ def view(request_id: int, request: Request, session: DbDep, person: EmployeeDep)
     with _refusals_recorded(session, runtime):
         shown = view_reveal(
             session,
-            settings=runtime.settings,
             ledger=runtime.ledger,
             vault=runtime.vault,
             employee_id=person.principal_id,

@@ -102,7 +102,6 @@ def alias_for_pair(session: Session, customer_id: int, principal_id: int) -> Ali
 
 def revoke_alias(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     *,
     address: str,

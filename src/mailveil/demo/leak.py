@@ -165,7 +165,6 @@ def respond(env: DemoEnv, market: Market, out: LeakResult) -> None:
             return
         set_status(
             session,
-            settings=runtime.settings,
             ledger=runtime.ledger,
             incident_id=incident.id,
             status="confirmed",

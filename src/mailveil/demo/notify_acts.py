@@ -100,7 +100,7 @@ def run_notices(
         )
         out.send_id = notice.send_id
         if notice.send_id is not None and notice.status == "awaiting_approval":
-            approve(session, runtime.settings, runtime.ledger, notice.send_id, actor="demo:dpo")
+            approve(session, runtime.ledger, notice.send_id, actor="demo:dpo")
     if out.send_id is None:
         return out
     start = env.sink.count()
@@ -178,7 +178,7 @@ def run_glitch(env: DemoEnv, market: Market, *, share: float = 0.02, seed: int =
         out.audience, out.eligible = send.audience, send.eligible
         send_id = send.id
         if send.status == "awaiting_approval":
-            approve(session, runtime.settings, runtime.ledger, send_id, actor="demo:lead")
+            approve(session, runtime.ledger, send_id, actor="demo:lead")
     start = env.sink.count()
     run_to_end(runtime, send_id, sleep=lambda _s: None)
     env.relay.flush()

@@ -10,7 +10,6 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.contacts import validation as v
 from mailveil.contacts.models import Principal
 from mailveil.db.base import utcnow
@@ -130,7 +129,6 @@ def incident_view(
 def set_status(
     session: Session,
     *,
-    settings: Settings,
     ledger: Ledger,
     incident_id: int,
     status: str,

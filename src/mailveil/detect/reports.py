@@ -199,7 +199,7 @@ def submit_report(
     if verification == "pending-dns":
         assert mailbox is not None and mailbox.pending
         row.reason = scrub(f"the sender could not be checked yet: {mailbox.pending}", "")[:300]
-        _ledger(session, settings, ledger, row, parse)
+        _ledger(session, ledger, row, parse)
         session.flush()
         return _outcome(row)
     return finish_report(
@@ -216,7 +216,6 @@ def submit_report(
 
 def _ledger(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     row: AbuseReport,
     parse: ReportParse,
@@ -277,7 +276,7 @@ def finish_report(
             f"the reporter is not proven to be the customer ({row.verification}); "
             f"the report would have been: {decision.outcome}"
         )[:300]
-    seq = _ledger(session, settings, ledger, row, parse, **ledger_extra)
+    seq = _ledger(session, ledger, row, parse, **ledger_extra)
     signal: Signal | None = None
     if row.outcome == "attributed" and decision.corroborates is not None:
         signal = session.scalar(select(Signal).where(Signal.ledger_seq == decision.corroborates))
@@ -338,9 +337,7 @@ def recheck_report(
     )
 
 
-def expire_unreadable(
-    session: Session, *, settings: Settings, ledger: Ledger, row: AbuseReport
-) -> None:
+def expire_unreadable(session: Session, *, ledger: Ledger, row: AbuseReport) -> None:
     """A pending report whose kept bytes are gone (a crash between storing it and spooling
     it): judged unverified, with that reason, in the ledger. Does not commit."""
     row.outcome = "unverified"

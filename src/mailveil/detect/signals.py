@@ -88,7 +88,6 @@ def legacy_pieces(
 
 def incident_for(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     source_principal_id: int | None,
     kind: str,
@@ -219,9 +218,7 @@ def join_incident(
     """File ``signal`` under its source's live incident (opened if need be) and count the
     counted pieces ``named`` as that incident's culprits."""
     assert signal.source_principal_id is not None
-    incident, _new = incident_for(
-        session, settings, ledger, signal.source_principal_id, signal.kind, now
-    )
+    incident, _new = incident_for(session, ledger, signal.source_principal_id, signal.kind, now)
     signal.incident_id = incident.id
     incident.signal_count += 1
     incident.updated_at = now

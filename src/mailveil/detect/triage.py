@@ -64,7 +64,6 @@ def triage_queue(session: Session, *, limit: int = 200) -> list[Signal]:
 
 def _record(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     signal: Signal,
     actor: str,
@@ -103,12 +102,12 @@ def confirm_signal(
         raise Conflict(f"signal {signal_id} is already {signal.triage}")
     if signal.incident_id is None:
         incident, _new = incident_for(
-            session, settings, ledger, signal.source_principal_id, signal.kind, utcnow()
+            session, ledger, signal.source_principal_id, signal.kind, utcnow()
         )
         _attach(session, signal, incident)
     _settle(signal, "confirmed", None, actor)
     session.flush()
-    _record(session, settings, ledger, signal, actor, "confirmed")
+    _record(session, ledger, signal, actor, "confirmed")
     return signal
 
 
@@ -128,7 +127,7 @@ def dismiss_signal(
         raise Conflict(f"signal {signal_id} is already dismissed")
     _settle(signal, "dismissed", reason, actor)
     session.flush()
-    _record(session, settings, ledger, signal, actor, "dismissed", reason=reason)
+    _record(session, ledger, signal, actor, "dismissed", reason=reason)
     return signal
 
 
@@ -181,7 +180,7 @@ def merge_signal(
     _attach(session, signal, incident)
     _settle(signal, "confirmed", f"merged into incident {incident.id}", actor)
     session.flush()
-    _record(session, settings, ledger, signal, actor, "merged", from_incident=was)
+    _record(session, ledger, signal, actor, "merged", from_incident=was)
     return signal
 
 

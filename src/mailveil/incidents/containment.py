@@ -156,7 +156,7 @@ def contain(
     }
     detail.pop("ledger_seq")
     detail.pop("incident_id")
-    out.ledger_seq = _ledger(session, settings, ledger, actor, incident_id, detail)
+    out.ledger_seq = _ledger(session, ledger, actor, incident_id, detail)
     return out
 
 
@@ -177,7 +177,6 @@ def _counted_pieces(session: Session, incident_id: int) -> dict[int, list[dict[s
 
 def _ledger(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     actor: str,
     incident_id: int,
@@ -222,7 +221,7 @@ def _request(
         "reason": reason,
         "culprits": out.culprits,
     }
-    out.ledger_seq = _ledger(session, settings, ledger, actor, incident.id, detail)
+    out.ledger_seq = _ledger(session, ledger, actor, incident.id, detail)
     return out
 
 

@@ -68,7 +68,6 @@ MAX_CHANGES = 60
 
 def _ledger(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     kind: str,
     actor: str,
@@ -178,7 +177,6 @@ def assess_incident(
     }
     row.ledger_seq = _ledger(
         session,
-        settings,
         ledger,
         "report_assessment",
         actor,
@@ -290,7 +288,6 @@ def record_submission(
     session.flush()
     row.ledger_seq = _ledger(
         session,
-        settings,
         ledger,
         "report_submission",
         actor,
@@ -372,7 +369,6 @@ def record_decision(
     session.flush()
     row.ledger_seq = _ledger(
         session,
-        settings,
         ledger,
         "report_decision",
         actor,

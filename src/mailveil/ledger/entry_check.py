@@ -8,7 +8,6 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.errors import InvalidInput, LedgerCorrupt
 from mailveil.ledger import merkle
 from mailveil.ledger.append import Ledger
@@ -31,7 +30,7 @@ class EntryCheck:
         return bool(self.steps) and all(ok for _what, ok, _detail in self.steps)
 
 
-def check_entry(session: Session, settings: Settings, ledger: Ledger, seq: int) -> EntryCheck:
+def check_entry(session: Session, ledger: Ledger, seq: int) -> EntryCheck:
     """Signs a checkpoint first when entries were added since the last (the caller commits)."""
     if seq < 0:
         raise InvalidInput("an entry is named by its sequence number (0 or more)")

@@ -90,7 +90,6 @@ def _insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool
 
 def _feedback(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     send: Send,
     customer_id: int,
@@ -136,7 +135,7 @@ def record_unsubscribe(
         Recipient.send_id == send_id, Recipient.customer_id == customer_id))  # fmt: skip
     if send is None or got is None:
         raise NotFound("no such unsubscribe link")
-    scope = _feedback(session, settings, ledger, send, customer_id, "unsubscribe", {})
+    scope = _feedback(session, ledger, send, customer_id, "unsubscribe", {})
     return {"send": send_id, "scope": scope}
 
 
@@ -184,7 +183,7 @@ def record_complaint(
     send = session.get(Send, row.send_id)
     if send is None:
         return None
-    _feedback(session, settings, ledger, send, row.customer_id, "complaint", {"report": report})
+    _feedback(session, ledger, send, row.customer_id, "complaint", {"report": report})
     return send.id
 
 

@@ -274,7 +274,6 @@ def _cas(session: Session, send: Send, **values: Any) -> None:
 
 def approve(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     send_id: int,
     *,
@@ -329,7 +328,7 @@ def kill(session: Session, settings: Settings, ledger: Ledger, send_id: int, *, 
     session is rolled back: call it with no other pending work)."""
     for _attempt in range(100):
         try:
-            return _kill_once(session, settings, ledger, send_id, actor=actor)
+            return _kill_once(session, ledger, send_id, actor=actor)
         except OperationalError as exc:
             if "locked" not in str(exc.orig):
                 raise
@@ -349,13 +348,11 @@ def kill_sends_of(
         .where(Template.owner_id == principal_id, Send.status.in_(OPEN_SEND_STATUSES))
     ).all()
     for send_id in open_ids:
-        _kill_once(session, settings, ledger, send_id, actor=actor)
+        _kill_once(session, ledger, send_id, actor=actor)
     return len(open_ids)
 
 
-def _kill_once(
-    session: Session, settings: Settings, ledger: Ledger, send_id: int, *, actor: str
-) -> Send:
+def _kill_once(session: Session, ledger: Ledger, send_id: int, *, actor: str) -> Send:
     send = get_send(session, send_id)
     if send.status not in OPEN_SEND_STATUSES:
         raise Conflict(f"send {send_id} is already {send.status}")

@@ -422,7 +422,7 @@ def _expire_lost(
         ).all()
         for row in rows:
             if row.id not in kept:
-                expire_unreadable(session, settings=kit.settings, ledger=kit.ledger, row=row)
+                expire_unreadable(session, ledger=kit.ledger, row=row)
                 run.expired += 1
                 run.reports.append(row.id)
         session.commit()

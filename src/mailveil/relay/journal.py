@@ -233,7 +233,6 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
 def apply_writes(
     session: Session,
     writes: Sequence[Write],
-    settings: Settings,
     ledger: Ledger,
     *,
     check_retries: bool = False,
@@ -300,7 +299,7 @@ def apply_batch(
     first takes SQLite's write lock before the read, so the transaction never has to turn a
     read snapshot into a write one (which fails if another process wrote)."""
     writes = [i for i in items if not isinstance(i, Lookup)]
-    retried = apply_writes(session, writes, settings, ledger, check_retries=check_retries)
+    retried = apply_writes(session, writes, ledger, check_retries=check_retries)
     addresses = [i.address for i in items if isinstance(i, Lookup)]
     return (lookup_routes(session, addresses) if addresses else {}), retried
 

@@ -162,9 +162,7 @@ def prepare_release(
             "relay_message": out.token,
         },
     )
-    apply_writes(
-        session, [NewMessage(out.row, out.event, (released,))], ctx.settings, ctx.runtime.ledger
-    )
+    apply_writes(session, [NewMessage(out.row, out.event, (released,))], ctx.runtime.ledger)
     return entry, out
 
 
@@ -186,13 +184,13 @@ def release(session: Session, ctx: RelayContext, sha256: str, *, actor: str) -> 
         code = str(exc.next_hop_code) if exc.next_hop_code else exc.reply.enhanced
         event = outcome_event(out, route, kind, exc.reply) if route else None
         change = StatusChange(out.token, status, code, event, out.row)
-        apply_writes(session, [change], ctx.settings, ctx.runtime.ledger)
+        apply_writes(session, [change], ctx.runtime.ledger)
         session.commit()
         raise
     route = lookup_route(session, out.row["alias"])
     event = delivered_event(out, route) if route else None
     delivered = StatusChange(out.token, "delivered", event=event, row=out.row)
-    apply_writes(session, [delivered], ctx.settings, ctx.runtime.ledger)
+    apply_writes(session, [delivered], ctx.runtime.ledger)
     session.commit()
     quarantine.remove(ctx.settings.data_dir, entry.held.sha256)
     return out.token

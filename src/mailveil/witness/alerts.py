@@ -19,7 +19,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry, from_time_us
@@ -62,7 +61,7 @@ class WitnessAlert:
         return {**asdict(self), "summary": self.summary}
 
 
-def record_alert(session: Session, settings: Settings, ledger: Ledger, alert: WitnessAlert) -> int:
+def record_alert(session: Session, ledger: Ledger, alert: WitnessAlert) -> int:
     """Append the alert to the ledger in the caller's transaction; its sequence number."""
     event = Event(
         kind=ALERT_KIND,

@@ -121,7 +121,7 @@ def publish_to(
             alert = outcome.alert
             if alert is not None and status.last_alert != alert.dedupe_key:
                 status.last_alert = alert.dedupe_key
-                seq = record_alert(session, settings, ledger, alert)
+                seq = record_alert(session, ledger, alert)
             else:
                 outcome.alert = None  # already raised for this state of the witness
     if outcome.alert is not None:

@@ -99,7 +99,6 @@ def post_status(
 ) -> dict[str, Any]:
     row = set_status(
         session,
-        settings=runtime.settings,
         ledger=runtime.ledger,
         incident_id=incident_id,
         status=body.status,

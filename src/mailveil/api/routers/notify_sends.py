@@ -209,7 +209,7 @@ def post_approve(
     """The second person's approval of a send the blast-radius guard holds. Read the send
     first (`targeting`, `forecast`): a send whose first stage would halt is approved only
     with `{"despite_forecast": true}`."""
-    send = approve(session, runtime.settings, runtime.ledger, send_id, actor=caller.actor,
+    send = approve(session, runtime.ledger, send_id, actor=caller.actor,
                    despite_forecast=bool(body and body.despite_forecast))  # fmt: skip
     session.commit()
     return send_view(session, send)

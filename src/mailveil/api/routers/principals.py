@@ -115,15 +115,24 @@ def patch_principal(
         session, principal_id, display_name=body.display_name, attributes=body.attributes
     )
     if body.status is not None and body.status != row.status:
-        change = suspend_principal if body.status == "suspended" else reinstate_principal
-        change(
-            session,
-            settings=runtime.settings,
-            ledger=runtime.ledger,
-            principal_id=principal_id,
-            reason=f"status set to {body.status} through the API",
-            actor=caller.actor,
-        )
+        why = f"status set to {body.status} through the API"
+        if body.status == "suspended":
+            suspend_principal(
+                session,
+                settings=runtime.settings,
+                ledger=runtime.ledger,
+                principal_id=principal_id,
+                reason=why,
+                actor=caller.actor,
+            )
+        else:
+            reinstate_principal(
+                session,
+                ledger=runtime.ledger,
+                principal_id=principal_id,
+                reason=why,
+                actor=caller.actor,
+            )
     session.commit()
     return PrincipalOut(**principal_view(row))
 
@@ -173,7 +182,6 @@ def reinstate(
     """Active again. Revoked aliases stay revoked (disclose anew, deliberately)."""
     reinstate_principal(
         session,
-        settings=runtime.settings,
         ledger=runtime.ledger,
         principal_id=principal_id,
         reason=body.reason,

@@ -169,7 +169,6 @@ def view(
     with refusals_recorded(request, session, runtime):
         shown = view_reveal(
             session,
-            settings=runtime.settings,
             ledger=runtime.ledger,
             vault=runtime.vault,
             employee_id=caller.principal_id,
