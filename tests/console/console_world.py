@@ -261,7 +261,6 @@ def build_world(*, customers: int = 150) -> World:
         # day; its statistics are tested in tests/detect): the page must show its reasons.
         record_signal(
             session,
-            runtime.settings,
             runtime.ledger,
             kind="access_anomaly",
             confidence="anomaly",

@@ -89,7 +89,7 @@ def test_a_stranger_at_an_alias_names_who_leaked_it_and_who_received_it(
 ) -> None:
     shop = _shop(session, kit)
     seq = _stranger(session, kit, shop, "offers@news.spam.example")
-    result = scan_ledger(session, kit.settings, kit.ledger)
+    result = scan_ledger(session, kit.ledger)
     assert result.signals == {"stranger_at_alias": 1}
     [signal] = session.scalars(select(Signal)).all()
     assert (signal.source_principal_id, signal.recipient_principal_id) == (
@@ -110,9 +110,9 @@ def test_a_stranger_at_an_alias_names_who_leaked_it_and_who_received_it(
     assert not any(c["confirmation_required"] for c in view["culprits"])
     assert view["hours_left_to_notify"] > 71
     # Scanning again files nothing new; a second stranger joins the same incident.
-    assert scan_ledger(session, kit.settings, kit.ledger).signals == {}
+    assert scan_ledger(session, kit.ledger).signals == {}
     _stranger(session, kit, shop, "unknown@elsewhere.example")
-    again = scan_ledger(session, kit.settings, kit.ledger)
+    again = scan_ledger(session, kit.ledger)
     assert again.signals == {"stranger_at_alias": 1}
     assert session.scalar(select(Incident.signal_count).where(Incident.id == incident.id)) == 2
     kinds = [e["kind"] for e in timeline(session, incident.id)]
@@ -124,7 +124,7 @@ def test_the_evidence_bundle_verifies_alone_and_tampering_is_caught(
 ) -> None:
     shop = _shop(session, kit)
     _stranger(session, kit, shop, "offers@spam.example")
-    scan_ledger(session, kit.settings, kit.ledger)
+    scan_ledger(session, kit.ledger)
     incident_id = session.scalar(select(Incident.id))
     assert incident_id is not None
     bundle = json.loads(json.dumps(build_bundle(session, kit.settings, kit.ledger, incident_id)))
@@ -181,7 +181,7 @@ def test_mail_to_a_canary_alias_is_a_canary_hit_naming_its_employee(
         {"principal": f"principal:{employee.id}", "size": 10, "sha256": "0" * 64},
     )
     kit.ledger.append(session, [message])
-    assert scan_ledger(session, kit.settings, kit.ledger).signals == {"canary_hit": 1}
+    assert scan_ledger(session, kit.ledger).signals == {"canary_hit": 1}
     signal = session.scalars(select(Signal)).one()
     assert signal.source_principal_id == employee.id and signal.kind == "canary_hit"
 
@@ -195,13 +195,13 @@ def test_many_refusals_of_one_employee_are_a_signal(session: Session, kit: Kit) 
         for _ in range(PROBING_REFUSALS)
     ]
     kit.ledger.append(session, refusals)
-    assert scan_ledger(session, kit.settings, kit.ledger).signals == {"access_refusals": 1}
+    assert scan_ledger(session, kit.ledger).signals == {"access_refusals": 1}
 
 
 def test_incident_statuses_move_forward_only_and_are_ledgered(session: Session, kit: Kit) -> None:
     shop = _shop(session, kit)
     _stranger(session, kit, shop, "offers@spam.example")
-    scan_ledger(session, kit.settings, kit.ledger)
+    scan_ledger(session, kit.ledger)
     incident_id = session.scalar(select(Incident.id))
     assert incident_id is not None
     set_status(

@@ -113,7 +113,7 @@ def make_leak(
             )
         ],
     )
-    scan_ledger(session, settings, ledger)
+    scan_ledger(session, ledger)
     incident_id = session.scalar(
         select(Incident.id).where(Incident.source_principal_id == seller.id)
     )

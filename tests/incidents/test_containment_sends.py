@@ -25,12 +25,12 @@ def test_containment_kills_the_culprit_services_open_sends(session: Session, par
         session, settings, ledger, template=template, entries=[Entry("c-1", None)], actor="job"
     )
     signal = record_signal(
-        session, settings, ledger, kind="abuse_report", confidence="exact", summary="t",
+        session, ledger, kind="abuse_report", confidence="exact", summary="t",
         source_principal_id=service.id,
     )  # fmt: skip
     assert signal.incident_id is not None
     done = contain(
-        session, settings=settings, ledger=ledger, incident_id=signal.incident_id,
+        session, ledger=ledger, incident_id=signal.incident_id,
         reason="leak", actor="inv",
     )  # fmt: skip
     assert done.sends_cancelled == 1

@@ -59,7 +59,6 @@ def _incident(session: Session, parts: Any) -> tuple[int, list[Any], Any]:
     delete_customer(session, cs[2].id)
     signal = record_signal(
         session,
-        settings,
         ledger,
         kind="abuse_report",
         confidence="exact",
@@ -174,7 +173,6 @@ def test_an_incident_without_a_source_cannot_be_notified(session: Session, parts
     settings, _vault, ledger, _ = parts
     signal = record_signal(
         session,
-        settings,
         ledger,
         kind="abuse_report",
         confidence="exact",

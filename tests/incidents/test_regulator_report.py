@@ -168,7 +168,6 @@ def test_the_officers_assessment_moves_the_score_and_is_ledgered(
     assert {i["source"] for i in before["inputs"]} == {"suggested"}
     values, version = filings.assess_incident(
         session,
-        settings=settings,
         ledger=ledger,
         incident_id=leak.incident_id,
         changes={
@@ -193,7 +192,6 @@ def test_the_officers_assessment_moves_the_score_and_is_ledgered(
     # Back to the suggestion; bad values and stale versions are refused.
     filings.assess_incident(
         session,
-        settings=settings,
         ledger=ledger,
         incident_id=leak.incident_id,
         changes={"severity": {"ei": None}},
@@ -205,7 +203,6 @@ def test_the_officers_assessment_moves_the_score_and_is_ledgered(
         with pytest.raises(InvalidInput):
             filings.assess_incident(
                 session,
-                settings=settings,
                 ledger=ledger,
                 incident_id=leak.incident_id,
                 changes=bad,
@@ -215,7 +212,6 @@ def test_the_officers_assessment_moves_the_score_and_is_ledgered(
     with pytest.raises(Conflict):
         filings.assess_incident(
             session,
-            settings=settings,
             ledger=ledger,
             incident_id=leak.incident_id,
             changes={"nature": "x"},

@@ -60,7 +60,7 @@ def test_kill_stops_an_in_flight_stage(env: NotifyEnv) -> None:
         time.sleep(0.01)
     assert len(env.sink.recipients()) >= 25, "the send never got going"
 
-    kill(session, env.settings, env.runtime.ledger, send.id, actor="apikey:oncall")
+    kill(session, env.runtime.ledger, send.id, actor="apikey:oncall")
     session.commit()
     killed_at = time.monotonic()
     worker.join(STOP_WITHIN)

@@ -81,7 +81,7 @@ def receiver() -> Iterator[Receiver]:
 def _raise_four_alerts(session: Session, settings: Settings, ledger: Ledger) -> None:
     seller = create_principal(session, kind="seller", external_id="leaky-shop")
     signal = record_signal(
-        session, settings, ledger, kind="abuse_report", confidence="exact",
+        session, ledger, kind="abuse_report", confidence="exact",
         summary="report about leaky.customer@example-mail.com", source_principal_id=seller.id,
     )  # fmt: skip
     assert signal.incident_id is not None

@@ -88,7 +88,7 @@ def rival_spam(alias: str, **kw: str) -> bytes:
 def scan(relay: Relay) -> list[Signal]:
     relay.server.flush()
     with relay.session_factory() as session:
-        scan_ledger(session, relay.settings, relay.runtime.ledger)
+        scan_ledger(session, relay.runtime.ledger)
         session.commit()
         return list(session.scalars(select(Signal).order_by(Signal.id)))
 

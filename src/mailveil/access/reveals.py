@@ -430,9 +430,7 @@ def close_open_reveals(
     return len(rows)
 
 
-def expire_reveals(
-    session: Session, *, settings: Settings, ledger: Ledger, now: datetime | None = None
-) -> int:
+def expire_reveals(session: Session, *, ledger: Ledger, now: datetime | None = None) -> int:
     """Mark lapsed requests and grants expired (the serve loop runs this every minute)."""
     now = now or utcnow()
     lapsed = or_(

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session
 
 from mailveil.access.models import RevealRequest
 from mailveil.access.reveals import close_open_reveals
-from mailveil.config import Settings
 from mailveil.contacts import validation as v
 from mailveil.contacts.models import Alias, Principal
 from mailveil.db.base import utcnow
@@ -34,7 +33,6 @@ class Suspension:
 def suspend_principal(
     session: Session,
     *,
-    settings: Settings,
     ledger: Ledger,
     principal_id: int,
     reason: str,
@@ -51,7 +49,6 @@ def suspend_principal(
     principal.updated_at = utcnow()
     revoked, reveals = revoke_everything(
         session,
-        settings=settings,
         ledger=ledger,
         principal_id=principal_id,
         reason=f"principal suspended: {reason}",
@@ -74,7 +71,6 @@ def suspend_principal(
 def revoke_everything(
     session: Session,
     *,
-    settings: Settings,
     ledger: Ledger,
     principal_id: int,
     reason: str,

@@ -69,7 +69,7 @@ def _checkpoint_once(runtime: Runtime) -> None:
     # Also the place lapsed reveal requests and grants are recorded as expired (views check
     # the time themselves; this writes the expiry to the ledger).
     with session_scope(runtime.session_factory) as session:
-        expire_reveals(session, settings=runtime.settings, ledger=runtime.ledger)
+        expire_reveals(session, ledger=runtime.ledger)
     with session_scope(runtime.session_factory) as session:
         runtime.ledger.checkpoint_now(session, only_if_new=True)
     # Witnesses cosign the newest checkpoint (a no-op without witnesses or when they have).

@@ -99,7 +99,6 @@ def suspend(
         pid = get_principal_by_external_id(session, kind, ext).id
         return suspend_principal(
             session,
-            settings=settings,
             ledger=ledger,
             principal_id=pid,
             reason=reason,
@@ -281,7 +280,7 @@ def expire(ctx: typer.Context) -> None:
     """Mark lapsed requests and grants expired (the server does this every minute)."""
 
     def work(session: Session, ledger: Ledger, settings: Settings) -> int:
-        return expire_reveals(session, settings=settings, ledger=ledger)
+        return expire_reveals(session, ledger=ledger)
 
     say(f"[green]✓[/] {_run(ctx, work)} reveal request(s) expired")
 

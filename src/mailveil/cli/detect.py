@@ -235,7 +235,6 @@ def contain_command(
     with signed_unit(settings) as (session, ledger):
         done = contain(
             session,
-            settings=settings,
             ledger=ledger,
             incident_id=incident_id,
             reason=reason,

@@ -302,7 +302,6 @@ def assess(
     with signed_unit(settings) as (session, ledger):
         _values, version = filings.assess_incident(
             session,
-            settings=settings,
             ledger=ledger,
             incident_id=incident_id,
             changes=changes,

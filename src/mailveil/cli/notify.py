@@ -395,7 +395,7 @@ def sends_kill(ctx: typer.Context, send_id: SendId) -> None:
     """The kill switch: a running worker stops before its next group of recipients."""
     settings = ctx.obj.settings()
     with friendly_errors(), database(settings) as factory, factory() as session:
-        send = kill(session, settings, Ledger.load(settings), send_id,
+        send = kill(session, Ledger.load(settings), send_id,
                     actor=operator_actor())  # fmt: skip
         session.commit()
         view = send_view(session, send)

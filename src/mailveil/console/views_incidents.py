@@ -165,7 +165,6 @@ def contain_now(
     runtime = console_of(request).runtime
     done = contain(
         session,
-        settings=runtime.settings,
         ledger=runtime.ledger,
         incident_id=incident_id,
         reason=reason,

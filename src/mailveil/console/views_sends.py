@@ -96,7 +96,7 @@ def kill_send(
 ) -> Response:
     _unchanged(request, session, send_id, seen_status)
     runtime = console_of(request).runtime
-    send = kill(session, runtime.settings, runtime.ledger, send_id, actor=person.actor)
+    send = kill(session, runtime.ledger, send_id, actor=person.actor)
     session.commit()
     flash(
         request,

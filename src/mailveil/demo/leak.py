@@ -180,7 +180,6 @@ def respond(env: DemoEnv, market: Market, out: LeakResult) -> None:
         out.affected = [e.customer_id for e in exposures(session, sources) if not e.deleted]
         out.containment = contain(
             session,
-            settings=runtime.settings,
             ledger=runtime.ledger,
             incident_id=incident.id,
             reason="leak confirmed by alias evidence",

@@ -85,7 +85,6 @@ def file_anomalies(
         )  # fmt: skip
         record_signal(
             session,
-            settings,
             ledger,
             kind="access_anomaly",
             confidence="anomaly",
@@ -111,7 +110,7 @@ def run_detection(
     counts it in ``metrics`` when given)."""
     started = time.perf_counter()
     try:
-        scanned = scan_ledger(session, settings, ledger)
+        scanned = scan_ledger(session, ledger)
         run = DetectionRun(scanned.entries, dict(scanned.signals))
         if anomalies:
             filed, days = file_anomalies(session, settings, ledger)

@@ -285,13 +285,13 @@ def finish_report(
         and row.sender_domain
         and row.sender_domain != settings.relay_domain.lower()
     ):
-        signal = rank_sender(session, settings, ledger, row.sender_domain, from_entry=seq)
+        signal = rank_sender(session, ledger, row.sender_domain, from_entry=seq)
     row.signal_id = signal.id if signal else None
     if decision.relay is not None and decision.relay.from_principal:
         # A complaint about a notification feeds its send's complaint gate.
         from mailveil.notify.feedback import record_complaint
 
-        record_complaint(session, settings, ledger, decision.relay.token, row.id)
+        record_complaint(session, ledger, decision.relay.token, row.id)
     session.flush()
     return _outcome(row)
 
@@ -353,7 +353,6 @@ def expire_unreadable(session: Session, *, ledger: Ledger, row: AbuseReport) -> 
 
 def rank_sender(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     sender_domain: str,
     *,
@@ -413,7 +412,6 @@ def rank_sender(
         )  # fmt: skip
     return record_signal(
         session,
-        settings,
         ledger,
         kind="abuse_report",
         confidence="ranked",

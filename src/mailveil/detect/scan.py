@@ -24,7 +24,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailveil.access.models import Canary
-from mailveil.config import Settings
 from mailveil.contacts.models import Alias, Principal
 from mailveil.detect.attribution import (
     NAME_CUSTOMERS,
@@ -92,7 +91,6 @@ def _alias_owner(session: Session, address: str | None) -> tuple[int | None, int
 
 def scan_ledger(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     *,
     max_entries: int | None = None,
@@ -131,9 +129,7 @@ def scan_ledger(
                 continue
             if directory is None:
                 directory = SenderDirectory.load(session)
-            filed = _file(
-                session, settings, ledger, directory, seq, kind, actor, subject, alias, detail
-            )
+            filed = _file(session, ledger, directory, seq, kind, actor, subject, alias, detail)
             if filed:
                 result.signals[filed] = result.signals.get(filed, 0) + 1
     for pid, count in refusals.items():
@@ -145,7 +141,6 @@ def scan_ledger(
             )  # fmt: skip
             record_signal(
                 session,
-                settings,
                 ledger,
                 kind="access_refusals",
                 confidence="anomaly",
@@ -163,7 +158,6 @@ def scan_ledger(
 
 def _file(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     directory: SenderDirectory,
     seq: int,
@@ -195,7 +189,6 @@ def _file(
             )  # fmt: skip
         record_signal(
             session,
-            settings,
             ledger,
             kind="canary_hit",
             confidence="exact",
@@ -222,7 +215,6 @@ def _file(
             pieces.append(sent_by)
         record_signal(
             session,
-            settings,
             ledger,
             kind="canary_hit",
             confidence="exact",
@@ -254,7 +246,6 @@ def _file(
     signal_kind = "canary_hit" if canary is not None else "stranger_at_alias"
     signal = record_signal(
         session,
-        settings,
         ledger,
         kind=signal_kind,
         confidence="exact",
@@ -269,7 +260,7 @@ def _file(
         pieces=pieces,
     )
     if about_source.counted and about_source.basis == "alias-disclosure" and so_far:
-        _promote_waiting(session, settings, ledger, signal, len(set(so_far) | {customer_id}))
+        _promote_waiting(session, ledger, signal, len(set(so_far) | {customer_id}))
     return signal_kind
 
 
@@ -288,9 +279,7 @@ def _stranger_customers(session: Session, principal_id: int) -> list[int]:
     ]
 
 
-def _promote_waiting(
-    session: Session, settings: Settings, ledger: Ledger, named: Signal, customers: int
-) -> None:
+def _promote_waiting(session: Session, ledger: Ledger, named: Signal, customers: int) -> None:
     """Count the earlier signals of ``named``'s source that waited for a second customer."""
     waiting = session.scalars(
         select(Signal)
@@ -306,7 +295,6 @@ def _promote_waiting(
     for signal in waiting:
         promote_source(
             session,
-            settings,
             ledger,
             signal,
             f"strangers wrote to the aliases of {customers} customers of this principal "

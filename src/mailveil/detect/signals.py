@@ -17,7 +17,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.contacts.models import Principal
 from mailveil.db.base import utcnow
 from mailveil.detect.models import Incident, IncidentCulprit, Signal
@@ -131,7 +130,6 @@ def incident_for(
 
 def record_signal(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     *,
     kind: str,
@@ -187,7 +185,7 @@ def record_signal(
     session.flush()
     events = []
     if group and source_piece is not None and source_principal_id is not None:
-        join_incident(session, settings, ledger, signal, [source_piece, recipient_piece], now)
+        join_incident(session, ledger, signal, [source_piece, recipient_piece], now)
     detail: dict[str, Any] = {
         "signal": signal.id,
         "kind": kind,
@@ -209,7 +207,6 @@ def record_signal(
 
 def join_incident(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     signal: Signal,
     named: list[Piece | None],
@@ -234,7 +231,6 @@ def join_incident(
 
 def promote_source(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     signal: Signal,
     reason: str,
@@ -257,9 +253,7 @@ def promote_source(
     signal.source_principal_id = source.principal_id
     signal.source_strength = source.strength
     now = utcnow()
-    incident = join_incident(
-        session, settings, ledger, signal, [source, counted(updated, "recipient")], now
-    )
+    incident = join_incident(session, ledger, signal, [source, counted(updated, "recipient")], now)
     detail = {
         "signal": signal.id,
         "kind": signal.kind,

@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.contacts import validation as v
 from mailveil.db.base import utcnow
 from mailveil.detect.incidents import get_incident
@@ -92,9 +91,7 @@ def _settle(signal: Signal, state: str, reason: str | None, actor: str) -> None:
     signal.triaged_at = utcnow()
 
 
-def confirm_signal(
-    session: Session, settings: Settings, ledger: Ledger, signal_id: int, *, actor: str
-) -> Signal:
+def confirm_signal(session: Session, ledger: Ledger, signal_id: int, *, actor: str) -> Signal:
     """A person confirms the signal is real. One that no incident holds yet (no source
     principal was named) opens an incident of its own."""
     signal = get_signal(session, signal_id)
@@ -113,7 +110,6 @@ def confirm_signal(
 
 def dismiss_signal(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     signal_id: int,
     *,
@@ -162,7 +158,6 @@ def _attach(session: Session, signal: Signal, incident: Incident) -> None:
 
 def merge_signal(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     signal_id: int,
     *,

@@ -26,7 +26,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailveil.access.suspension import revoke_everything, suspend_principal
-from mailveil.config import Settings
 from mailveil.contacts import validation as v
 from mailveil.contacts.models import Principal
 from mailveil.db.base import utcnow
@@ -74,7 +73,6 @@ class Containment:
 def contain(
     session: Session,
     *,
-    settings: Settings,
     ledger: Ledger,
     incident_id: int,
     reason: str,
@@ -114,7 +112,7 @@ def contain(
     if any(not c.strong for c in rows):
         requested_by = incident.containment_requested_by
         if requested_by is None:
-            return _request(session, settings, ledger, incident, out, reason, actor)
+            return _request(session, ledger, incident, out, reason, actor)
         if requested_by == actor:
             raise Conflict(
                 f"incident {incident_id} names a culprit on weak evidence: containment "
@@ -129,17 +127,17 @@ def contain(
         if principal.status == "suspended":
             out.already_suspended.append(pid)
             aliases, reveals = revoke_everything(
-                session, settings=settings, ledger=ledger, principal_id=pid, reason=why, actor=actor
+                session, ledger=ledger, principal_id=pid, reason=why, actor=actor
             )
         else:
             done = suspend_principal(
-                session, settings=settings, ledger=ledger, principal_id=pid, reason=why, actor=actor
+                session, ledger=ledger, principal_id=pid, reason=why, actor=actor
             )
             out.suspended.append(pid)
             aliases, reveals = done.aliases_revoked, done.reveals_revoked
         out.aliases_revoked += aliases
         out.reveals_revoked += reveals
-        out.sends_cancelled += kill_sends_of(session, settings, ledger, pid, actor=actor)
+        out.sends_cancelled += kill_sends_of(session, ledger, pid, actor=actor)
     was = incident.status
     incident.status = "contained"
     incident.updated_at = utcnow()
@@ -201,7 +199,6 @@ def _ledger(
 
 def _request(
     session: Session,
-    settings: Settings,
     ledger: Ledger,
     incident: Incident,
     out: Containment,

@@ -21,7 +21,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.contacts import validation as v
 from mailveil.db.base import utcnow
 from mailveil.detect.incidents import get_incident
@@ -124,7 +123,6 @@ def _check_change(name: str, value: Any, actor: str, reason: str, now: datetime)
 def assess_incident(
     session: Session,
     *,
-    settings: Settings,
     ledger: Ledger,
     incident_id: int,
     changes: Mapping[str, Any],
@@ -226,7 +224,6 @@ def snapshot_digest(snapshot: dict[str, Any]) -> bytes:
 def record_submission(
     session: Session,
     *,
-    settings: Settings,
     ledger: Ledger,
     incident_id: int,
     obligation: str,
@@ -339,7 +336,6 @@ def submissions(session: Session, incident_id: int) -> list[ReportSubmission]:
 def record_decision(
     session: Session,
     *,
-    settings: Settings,
     ledger: Ledger,
     incident_id: int,
     obligation: str,

@@ -49,7 +49,6 @@ def submit(
         )
     return filings.record_submission(
         session,
-        settings=settings,
         ledger=ledger,
         incident_id=incident_id,
         obligation=obligation,
@@ -78,7 +77,6 @@ def decide(
     _obligation(regulator_report(session, settings, incident_id), obligation)
     return filings.record_decision(
         session,
-        settings=settings,
         ledger=ledger,
         incident_id=incident_id,
         obligation=obligation,

@@ -168,9 +168,7 @@ def _in_flight(session: Session, relay_token: str) -> Any:
     ).first()
 
 
-def record_complaint(
-    session: Session, settings: Settings, ledger: Ledger, relay_token: str, report: int
-) -> int | None:
+def record_complaint(session: Session, ledger: Ledger, relay_token: str, report: int) -> int | None:
     """A complaint (an abuse report naming a relayed message) about a notification: the send
     it belongs to, or None when the message was not a notification. Does not commit."""
     row = session.execute(

@@ -107,7 +107,7 @@ def halt(
     # A signal (listed by GET /v1/signals?kind=send_gate_failed, shown in triage) and the
     # send's own ledger entry; no principal is accused: a halt names a send, not a culprit.
     signal = record_signal(
-        s, runtime.settings, runtime.ledger, kind="send_gate_failed", confidence="exact",
+        s, runtime.ledger, kind="send_gate_failed", confidence="exact",
         summary=f"send {send.id} ({template.name} v{template.version}) halted at stage "
         f"{send.stage + 1}: {why}", evidence=detail, group=False, pieces=[],
     )  # fmt: skip

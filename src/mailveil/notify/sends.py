@@ -320,7 +320,7 @@ def check_startable(session: Session, send_id: int) -> Send:
     return send
 
 
-def kill(session: Session, settings: Settings, ledger: Ledger, send_id: int, *, actor: str) -> Send:
+def kill(session: Session, ledger: Ledger, send_id: int, *, actor: str) -> Send:
     """The kill switch: the worker sees it before its next group of recipients.
 
     On SQLite a transaction that read before the worker (or the relay) committed cannot
@@ -337,9 +337,7 @@ def kill(session: Session, settings: Settings, ledger: Ledger, send_id: int, *, 
     raise Conflict(f"send {send_id} could not be reached to kill it; try again")
 
 
-def kill_sends_of(
-    session: Session, settings: Settings, ledger: Ledger, principal_id: int, *, actor: str
-) -> int:
+def kill_sends_of(session: Session, ledger: Ledger, principal_id: int, *, actor: str) -> int:
     """Kill every open send of the templates a (service) principal owns: containment of a
     suspended principal. Does not commit; the number killed."""
     open_ids = session.scalars(

@@ -289,7 +289,6 @@ def apply_writes(
 def apply_batch(
     session: Session,
     items: Sequence[Item],
-    settings: Settings,
     ledger: Ledger,
     *,
     check_retries: bool = False,
@@ -493,7 +492,7 @@ class Journal:
         self, items: list[Item]
     ) -> Callable[[Session], tuple[dict[str, Route], dict[str, str]]]:
         check = asyncio.get_running_loop().time() < self._retries_until
-        return lambda s: apply_batch(s, items, self.settings, self.ledger, check_retries=check)
+        return lambda s: apply_batch(s, items, self.ledger, check_retries=check)
 
 
 def _writes_rows(pending: _Pending) -> bool:

@@ -132,7 +132,7 @@ def checkpoint(runtime: Runtime) -> dict[str, Any]:
     from mailveil.witness.publish import publish_latest
 
     with session_scope(runtime.session_factory) as s:
-        expire_reveals(s, settings=runtime.settings, ledger=runtime.ledger)
+        expire_reveals(s, ledger=runtime.ledger)
     with session_scope(runtime.session_factory) as s:
         cp = runtime.ledger.checkpoint_now(s, only_if_new=True)
         size = getattr(cp, "size", None)

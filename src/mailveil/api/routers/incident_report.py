@@ -227,7 +227,6 @@ def patch_assessment(
             changes[key] = changes[key].isoformat()
     values, version = filings.assess_incident(
         session,
-        settings=runtime.settings,
         ledger=runtime.ledger,
         incident_id=incident_id,
         changes=changes,

@@ -81,7 +81,6 @@ def post_contain(
     `status: contained`)."""
     done = contain(
         session,
-        settings=runtime.settings,
         ledger=runtime.ledger,
         incident_id=incident_id,
         reason=body.reason,

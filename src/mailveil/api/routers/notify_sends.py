@@ -233,7 +233,7 @@ def post_kill(
     send_id: Id, session: SessionDep, runtime: RuntimeDep, caller: ReaderDep
 ) -> dict[str, Any]:
     """The kill switch: the worker stops before its next group of recipients."""
-    send = kill(session, runtime.settings, runtime.ledger, send_id, actor=caller.actor)
+    send = kill(session, runtime.ledger, send_id, actor=caller.actor)
     session.commit()
     return send_view(session, send)
 

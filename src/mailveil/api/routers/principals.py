@@ -115,24 +115,14 @@ def patch_principal(
         session, principal_id, display_name=body.display_name, attributes=body.attributes
     )
     if body.status is not None and body.status != row.status:
-        why = f"status set to {body.status} through the API"
-        if body.status == "suspended":
-            suspend_principal(
-                session,
-                settings=runtime.settings,
-                ledger=runtime.ledger,
-                principal_id=principal_id,
-                reason=why,
-                actor=caller.actor,
-            )
-        else:
-            reinstate_principal(
-                session,
-                ledger=runtime.ledger,
-                principal_id=principal_id,
-                reason=why,
-                actor=caller.actor,
-            )
+        change = suspend_principal if body.status == "suspended" else reinstate_principal
+        change(
+            session,
+            ledger=runtime.ledger,
+            principal_id=principal_id,
+            reason=f"status set to {body.status} through the API",
+            actor=caller.actor,
+        )
     session.commit()
     return PrincipalOut(**principal_view(row))
 
@@ -161,7 +151,6 @@ def suspend(
     or grant of it; its keys stop working for anything policy decides."""
     done = suspend_principal(
         session,
-        settings=runtime.settings,
         ledger=runtime.ledger,
         principal_id=principal_id,
         reason=body.reason,
