@@ -43,12 +43,12 @@ def test_clean_pipelined_messages_are_both_accepted(
     relay: Relay, raw_client: Callable[[], RawClient]
 ) -> None:
     """The control: two transactions with proper CRLF, pipelined, are two delivered messages."""
-    alice, bob = relay.world.alias("alice", "acme"), relay.world.alias("bob", "acme")
-    first = message(from_=SELLER_ADDRESS, to=alice, subject="[shipping] first", body="first\n")
-    second = message(from_=SELLER_ADDRESS, to=bob, subject="[shipping] second", body="second\n")
-    pipelined = f"MAIL FROM:<{SELLER_ADDRESS}>\r\nRCPT TO:<{bob}>\r\nDATA\r\n".encode()
+    alias = relay.world.alias("alice", "acme")
+    first = message(from_=SELLER_ADDRESS, to=alias, subject="[shipping] first", body="first\n")
+    second = message(from_=SELLER_ADDRESS, to=alias, subject="[shipping] second", body="second\n")
+    pipelined = f"MAIL FROM:<{SELLER_ADDRESS}>\r\nRCPT TO:<{alias}>\r\nDATA\r\n".encode()
     client = raw_client()
-    _open_transaction(relay, client, alice)
+    _open_transaction(relay, client, alias)
     client.send(first + b".\r\n" + pipelined + second + b".\r\n")
     assert client.reply() == (codes.QUEUED.code, codes.QUEUED.text)
     assert client.reply()[0] == 250  # MAIL
