@@ -60,7 +60,7 @@ def new_message(ids: tuple[int, int], token: str | None = None) -> NewMessage:
 
 def journal(settings: Settings, session_factory: sessionmaker[Session], **kw: Any) -> Journal:
     init_signing_key(settings)
-    return Journal(Database(session_factory), settings, Ledger.load(settings), **kw)
+    return Journal(Database(session_factory), Ledger.load(settings), **kw)
 
 
 def count(session_factory: sessionmaker[Session], model: Any) -> int:

@@ -124,8 +124,8 @@ def database(settings: Settings) -> Iterator[sessionmaker[Session]]:
 
 @contextmanager
 def signed_unit(settings: Settings) -> Iterator[tuple[Session, Ledger]]:
-    """What a command that writes to the ledger needs: clear errors, the checkpoint ledger,
-    and one unit of work on the database (committed on success)."""
+    """What a command that writes to the ledger needs: clear errors, the ``Ledger`` (with its
+    checkpoint signer) and one unit of work on the database (committed on success)."""
     with friendly_errors():
         ledger = Ledger.load(settings)
         with database(settings) as factory, session_scope(factory) as session:

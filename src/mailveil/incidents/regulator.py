@@ -5,8 +5,8 @@ For the console, the API and the CLI:
 
 - ``regulator_report(session, settings, incident_id, *, ledger=None, now=None) -> dict``:
   the report's data, JSON-ready. Every time has an ISO value and a ``*_text`` in words;
-  ``draft`` and ``draft_reasons`` say whether it can be filed. Pass the checkpoint
-  ``ledger`` to prove fresh entries against a checkpoint signed now (it writes one: commit
+  ``draft`` and ``draft_reasons`` say whether it can be filed. Pass the ``Ledger``
+  to prove fresh entries against a checkpoint signed now (it writes one: commit
   after); without it proofs use the newest signed or witnessed checkpoint covering them.
 - ``render_html(report, *, fragment=False) -> str``: the document (``fragment=True``: the
   ``<article>`` alone, with its styles, to embed in a page). Everything is escaped.

@@ -48,7 +48,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailveil.config import Settings
 from mailveil.db.base import utcnow
 from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
@@ -309,7 +308,6 @@ class Journal:
     def __init__(
         self,
         db: Database,
-        settings: Settings,
         ledger: Ledger,
         *,
         max_batch: int = MAX_BATCH,
@@ -323,7 +321,6 @@ class Journal:
         self.senders = senders
         self._held: list[_Pending] = []  # lazy writes kept for a batch that writes rows
         self.db = db
-        self.settings = settings
         self.ledger = ledger
         self.max_batch = max_batch
         self.lazy_delay = lazy_delay
