@@ -88,7 +88,7 @@ def test_the_ledger_publishes_and_shows_its_witnesses(cli: Cli, tmp_path: Path) 
             ]
         size = int(printed.stdout.split("\n")[1])
         fork = MemoryLog(ledger.signer.key_name)
-        fork.ledger = ledger
+        fork.signer = ledger.signer
         fork.leaves = real[:size]
         fork.grow(30, "forged")
         assert add_checkpoint(url, size, fork.proof(size), fork.note(), timeout=10).status == 200

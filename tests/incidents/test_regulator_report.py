@@ -241,10 +241,11 @@ def test_phased_submissions_say_what_changed_and_decisions_hold(
     assert first.phase == 1 and first.changes == []
     filings.assess_incident(
         session,
+        ledger=ledger,
+        incident_id=leak.incident_id,
         changes={"measures_proposed": ["Retrain the support team"]},
         reason="phase 2",
         actor="dpo",
-        **common,
     )
     second = submit(session, obligation="EEA:authority", kind="update", actor="dpo", **common)
     assert [c["field"] for c in second.changes] == ["measures_proposed"]
