@@ -3,7 +3,7 @@ scenario, attempts to get innocent sellers accused, through the relay's own code
 
 Targets: up to ``TARGETS`` sellers that leak nothing in the scenario, each with a sending
 domain that publishes SPF (``-all``, ``~all`` or ``?all``, or none) and a DKIM key. Each
-writes ordinary mail through the relay to a few of its customers (``pipeline.to_customer``:
+writes ordinary mail through the relay to a few of its customers (``decide.decide``:
 rewritten, DKIM-signed by the relay, a relay_messages row and a ``message`` entry), which is
 the framers' material. The attempts, by kind:
 
@@ -27,7 +27,7 @@ the framers' material. The attempts, by kind:
 ``forged_real_spam``
     Customers report spam to their real addresses whose From claims the innocent seller.
 
-Every stranger message goes through ``pipeline.to_customer`` and ``strangers.decide`` with a
+Every stranger message goes through ``decide.decide`` (and so ``strangers``) with a
 resolver serving the scenario's DNS, so sender checks, DKIM coverage and relay-copy
 recognition are the relay's own; reports go through ``submit_report``.
 """
@@ -53,11 +53,11 @@ from mailveil.contacts.models import Alias, Principal
 from mailveil.demo.harness import SigningDomain
 from mailveil.detect.reports import MailboxAuth, submit_report
 from mailveil.relay.context import RelayContext
+from mailveil.relay.decide import decide
+from mailveil.relay.decision import KIND_STRANGER, Deliver, Hold
 from mailveil.relay.identity import Sender
-from mailveil.relay.messages import RelayMessage
-from mailveil.relay.pipeline import Outgoing, Stranger, to_customer
+from mailveil.relay.models import RelayMessage
 from mailveil.relay.sender_auth import StaticResolver
-from mailveil.relay.strangers import Held, decide
 from mailveil.runtime import Runtime
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "relay"))
@@ -158,9 +158,10 @@ def relayed(s: Session, f: Framer, target: Target, alias: Alias, day: int) -> by
     address = f"sales@{target.domain}"
     sender = Sender(address, "192.0.2.10", f"mx.{target.domain}", target.principal_id)
     raw = _message(address, alias.address, "[shipping] Your parcel", day, "On its way.\n")
-    out = to_customer(s, f.ctx, route, sender, raw, contact=None)
-    if not isinstance(out, Outgoing):
+    decision = decide(s, f.ctx, route, sender, raw)
+    if not isinstance(decision, Deliver):
         return None
+    out = decision.outgoing
     s.execute(insert(RelayMessage), [{**out.row, "status": "delivered"}])
     f.w.ledger.append(s, [out.event])
     return as_delivered(out.mail_from, out.data)
@@ -171,11 +172,10 @@ def stranger(s: Session, f: Framer, alias: Alias, raw: bytes, mail_from: str) ->
     the ledger); False if the relay took it for the alias's principal's own."""
     route = route_of(s, alias)
     sender = Sender(mail_from, FRAMER_IP, "mx.framer.example")
-    found = to_customer(s, f.ctx, route, sender, raw, contact=None)
-    if not isinstance(found, Stranger):
+    held = decide(s, f.ctx, route, sender, raw)
+    if not isinstance(held, Hold):
         return False
-    held = decide(s, f.ctx, route, sender, raw, found)
-    assert isinstance(held, Held)
+    assert held.event.kind == KIND_STRANGER
     f.w.ledger.append(s, [held.event])
     return True
 

@@ -40,10 +40,11 @@ from mailveil.ledger.events import Event
 from mailveil.ledger.signing import init_signing_key
 from mailveil.policy import PolicyEngine
 from mailveil.relay import codes
+from mailveil.relay.decision import stranger_event
 from mailveil.relay.dkim import init_dkim_keys
 from mailveil.relay.dkim_verify import DkimResult
+from mailveil.relay.identity import Sender
 from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, init_verp_key
-from mailveil.relay.pipeline import Sender, stranger_event
 from mailveil.relay.routes import Route
 from mailveil.relay.sender_auth import SenderAuth
 from mailveil.vault import Vault, init_keys

@@ -19,7 +19,8 @@ and at ``--n`` recipients, so the peak memory can be compared across a tenfold a
 then the peer: customers LEFT JOIN their facts of the rule's kinds, streamed in batches of
 the same size (fetchmany; a server-side cursor on PostgreSQL), counting who has a gift. The
 preview is set-based (``notify.eligibility``): one statement a batch decides who lacks the
-facts, only the holders are evaluated one by one.
+facts, only the holders are evaluated one by one; on PostgreSQL the audience after the first
+batch goes into a temporary table by COPY and is joined once (``notify.bulk``).
 Peak memory is this process's VmHWM, reset before each phase (benchmarks/_memory.py).
 Targets: preview of 10,000,000 recipients <= 60 s and <= 3 x the bare join, memory bounded
 by the batch size.

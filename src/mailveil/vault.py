@@ -40,7 +40,7 @@ import hmac
 import os
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple, cast
@@ -48,7 +48,7 @@ from typing import NamedTuple, cast
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from email_validator import EmailNotValidError, validate_email
-from sqlalchemy import Table, bindparam, false, func, select, update
+from sqlalchemy import ColumnElement, Row, Table, bindparam, false, func, select, update
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
@@ -456,24 +456,9 @@ def reencrypt_addresses(
     pending = Customer.address_dek != active_id
     total = session.scalar(select(func.count()).select_from(Customer).where(pending)) or 0
     done = 0
-    after = 0
     if progress:
         progress(0, total)
-    while True:
-        batch = session.execute(
-            select(
-                Customer.id,
-                Customer.external_id,
-                Customer.address_ct,
-                Customer.address_dek,
-                Customer.address_bidx,
-            )
-            .where(pending, Customer.id > after)
-            .order_by(Customer.id)
-            .limit(batch_size)
-        ).all()
-        if not batch:
-            break
+    for batch in customer_address_batches(session, pending, batch_size=batch_size):
         params = []
         for cid, ext, ct, dek_id, bidx in batch:
             new_ct, new_dek = vault.reseal(session, ct, dek_id, bidx, owner=ext)
@@ -487,10 +472,37 @@ def reencrypt_addresses(
         )
         session.commit()
         done += len(batch)
-        after = batch[-1][0]
         if progress:
             progress(done, total)
     return done
+
+
+def customer_address_batches(
+    session: Session, *where: ColumnElement[bool], batch_size: int
+) -> Iterator[Sequence[Row[int, str, bytes, str, bytes]]]:
+    """Customers' sealed addresses (id, external id, ciphertext, data key, blind index) in id
+    order, one batch at a time, for the jobs that re-seal every row. Each batch is its own
+    query after the last id seen, so the caller may commit between batches."""
+    from mailveil.contacts.models import Customer  # the vault serves contacts, not vice versa
+
+    after = 0
+    while True:
+        batch = session.execute(
+            select(
+                Customer.id,
+                Customer.external_id,
+                Customer.address_ct,
+                Customer.address_dek,
+                Customer.address_bidx,
+            )
+            .where(*where, Customer.id > after)
+            .order_by(Customer.id)
+            .limit(batch_size)
+        ).all()
+        if not batch:
+            return
+        yield batch
+        after = batch[-1][0]
 
 
 def unreferenced_keks(session: Session, vault: Vault) -> list[str]:

@@ -1,4 +1,6 @@
-"""The API test client: one API key, with shortcuts for the set-up most tests need."""
+"""The API test client: one API key, with shortcuts for the set-up most tests need. Those
+shortcuts are world_kit's API-driven variant: they seed through the endpoints, for tests that
+mean to go through the API; tests that only need rows seed with world_kit."""
 
 from __future__ import annotations
 
@@ -63,6 +65,22 @@ class Api:
                 "external_id": external_id,
                 "customer_id": customer_id,
                 "seller_id": seller_id,
+                **extra,
+            },
+        )
+
+    def disclosure(
+        self, customer_id: int, principal_id: int, purpose: str = "order", **extra: Any
+    ) -> Any:
+        """An allowed disclosure (201), as the backend asks for it."""
+        return self.ok(
+            "post",
+            "/v1/disclosures",
+            201,
+            json={
+                "customer_id": customer_id,
+                "principal_id": principal_id,
+                "purpose": purpose,
                 **extra,
             },
         )

@@ -56,12 +56,7 @@ def _shop(admin: Api) -> tuple[Any, Any, str]:
     cust = admin.customer("c-1", "victim@example.com")
     seller = admin.principal("seller", "s-leaky", display_name="Leaky Shop")
     admin.order("o-1", cust["id"], seller["id"])
-    alias = admin.ok(
-        "post",
-        "/v1/disclosures",
-        201,
-        json={"customer_id": cust["id"], "principal_id": seller["id"], "purpose": "order"},
-    )["alias"]
+    alias = admin.disclosure(cust["id"], seller["id"])["alias"]
     return cust, seller, alias
 
 
@@ -145,12 +140,7 @@ def test_reports_without_an_original_or_about_someone_else_accuse_no_one(
     other = admin.customer("c-2", "other@example.com")
     seller = admin.principal("seller", "s-1")
     admin.order("o-1", other["id"], seller["id"])
-    alias = admin.ok(
-        "post",
-        "/v1/disclosures",
-        201,
-        json={"customer_id": other["id"], "principal_id": seller["id"], "purpose": "order"},
-    )["alias"]
+    alias = admin.disclosure(other["id"], seller["id"])["alias"]
     assert _upload(backend, cust["id"], b"\x00\xff not a message at all").status_code == 202
     plain = b"From: victim@example.com\r\nSubject: spam!\r\n\r\nI got spam, help.\r\n"
     assert _upload(backend, cust["id"], plain).status_code == 202
@@ -182,16 +172,7 @@ def test_reports_to_real_addresses_rank_the_leaking_principal_first(
         saw[s["id"]] = picked
         for n in picked:
             admin.order(f"o-{s['id']}-{n}", customers[n]["id"], s["id"])
-            admin.ok(
-                "post",
-                "/v1/disclosures",
-                201,
-                json={
-                    "customer_id": customers[n]["id"],
-                    "principal_id": s["id"],
-                    "purpose": "order",
-                },
-            )
+            admin.disclosure(customers[n]["id"], s["id"])
     leaky = sellers[2]
     # The spammer's own buyer reports too: explained by a relationship, never evidence.
     own = customers[saw[sellers[0]["id"]][0]]
@@ -248,12 +229,7 @@ def test_mail_claiming_to_be_from_the_relay_without_its_record_accuses_no_one(
     for n in range(8):
         c = admin.customer(f"c-{n}", f"buyer{n}@example.com")
         admin.order(f"o-{n}", c["id"], seller["id"])
-        reverse = admin.ok(
-            "post",
-            "/v1/disclosures",
-            201,
-            json={"customer_id": c["id"], "principal_id": seller["id"], "purpose": "order"},
-        )["reverse_alias"]
+        reverse = admin.disclosure(c["id"], seller["id"])["reverse_alias"]
         mail = _spam(f"buyer{n}@example.com", sender=reverse)
         raw = _forward(mail, f"buyer{n}@example.com")
         assert _upload(backend, c["id"], raw).status_code == 202

@@ -15,19 +15,7 @@ def _disclosures(backend: Api, n: int) -> list[dict[str, Any]]:
     for i in range(n):
         c = backend.customer(f"c-{i}", f"buyer{i}@example.com")
         backend.order(f"o-{i}", c["id"], seller["id"])
-        out.append(
-            backend.ok(
-                "post",
-                "/v1/disclosures",
-                201,
-                json={
-                    "customer_id": c["id"],
-                    "principal_id": seller["id"],
-                    "purpose": "order",
-                    "ref": f"o-{i}",
-                },
-            )
-        )
+        out.append(backend.disclosure(c["id"], seller["id"], ref=f"o-{i}"))
     return out
 
 
@@ -52,12 +40,7 @@ def test_checkpoint_is_signed_and_proofs_verify(backend: Api, runtime: Runtime) 
     late_seller = backend.principal("seller", "s-2")
     more = backend.customer("c-x", "late@example.com")
     backend.order("o-x", more["id"], late_seller["id"])
-    backend.ok(
-        "post",
-        "/v1/disclosures",
-        201,
-        json={"customer_id": more["id"], "principal_id": late_seller["id"], "purpose": "order"},
-    )
+    backend.disclosure(more["id"], late_seller["id"])
     cp2 = backend.ok("get", "/v1/ledger/checkpoint")
     assert cp2["tree_size"] == 6
     consistency = backend.ok(

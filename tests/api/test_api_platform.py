@@ -118,7 +118,7 @@ def test_events_export_pages_by_cursor_as_ndjson(
 def test_response_times_route_and_the_no_response_needed_mark(
     admin: Api, session_factory: sessionmaker[Session]
 ) -> None:
-    from mailveil.relay.messages import RelayMessage
+    from mailveil.relay.models import RelayMessage
 
     customer, seller, _ = seeded(admin)
     now = utcnow()
@@ -168,7 +168,7 @@ def test_console_sellers_page_shows_response_times_without_addresses(
 ) -> None:
     import re
 
-    from mailveil.relay.messages import RelayMessage
+    from mailveil.relay.models import RelayMessage
 
     customer, seller, _ = seeded(admin)
     now = utcnow()

@@ -16,14 +16,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 from typer.testing import CliRunner
 
+import world_kit as world
 from mailveil.cli import common
 from mailveil.cli.app import app
 from mailveil.config import Settings, load_settings
 from mailveil.contacts.customers import customer_address, get_customer_by_external_id
-from mailveil.contacts.disclosures import DisclosureResult, disclose
+from mailveil.contacts.disclosures import DisclosureResult
 from mailveil.contacts.models import Customer
-from mailveil.contacts.principals import create_principal
-from mailveil.contacts.relationships import create_order
+from mailveil.db.base import utcnow
 from mailveil.db.session import make_engine, make_session_factory
 from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
@@ -172,15 +172,14 @@ def open_db(settings: Settings) -> Iterator[sessionmaker[Session]]:
 
 def add_seller(db: sessionmaker[Session], external_id: str, name: str = "Acme Books") -> int:
     with db.begin() as session:
-        return create_principal(
-            session, kind="seller", external_id=external_id, display_name=name
-        ).id
+        return world.seller(session, external_id=external_id, display_name=name).id
 
 
 def add_employee(db: sessionmaker[Session], external_id: str, name: str = "Pat Support") -> int:
     with db.begin() as session:
-        return create_principal(
-            session, kind="employee", external_id=external_id, display_name=name
+        # No attributes: these employees are people the CLI shows, not policy subjects.
+        return world.employee(
+            session, external_id=external_id, display_name=name, attributes=None
         ).id
 
 
@@ -194,9 +193,7 @@ def add_order(
 ) -> int:
     cid = customer_id(db, customer_ext)
     with db.begin() as session:
-        return create_order(
-            session, external_id=external_id, customer_id=cid, seller_id=seller_id
-        ).id
+        return world.order(session, cid, seller_id, ext=external_id, placed_at=utcnow()).id
 
 
 def disclose_to(
@@ -209,17 +206,10 @@ def disclose_to(
 ) -> DisclosureResult:
     """A disclosure through the contacts function (as the API would make it), committed."""
     cid = customer_id(db, customer_ext)
+    parts = (settings, PolicyEngine.load(settings), Ledger.load(settings))
     with db.begin() as session:
-        return disclose(
-            session,
-            settings=settings,
-            policy=PolicyEngine.load(settings),
-            ledger=Ledger.load(settings),
-            customer_id=cid,
-            principal_id=principal_id,
-            purpose=purpose,
-            ref=ref,
-            actor="test:setup",
+        return world.disclosure(
+            session, parts, cid, principal_id, purpose=purpose, ref=ref, actor="test:setup"
         )
 
 

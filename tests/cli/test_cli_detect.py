@@ -8,6 +8,7 @@ from pathlib import Path
 
 from cli_testkit import (
     Cli,
+    add_order,
     add_seller,
     customer_id,
     disclose_to,
@@ -17,7 +18,6 @@ from cli_testkit import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
-from mailveil.contacts.relationships import create_order
 from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 
@@ -28,8 +28,7 @@ def test_report_incident_export_and_offline_verify(
     Path("c.csv").write_text("external_id,email,country\nc-1,olga.buyer@example.com,DE\n")
     cli.ok("customers", "import", "c.csv")
     seller = add_seller(db, "s-1", "Acme Books")
-    with db.begin() as s:
-        create_order(s, external_id="o-1", customer_id=customer_id(db, "c-1"), seller_id=seller)
+    add_order(db, "o-1", "c-1", seller)
     alias = disclose_to(db, cli_settings, "c-1", seller, "order").alias
     assert alias is not None
     (tmp_path / "r.eml").write_bytes(forwarded_report(alias))
@@ -114,8 +113,7 @@ def test_containment_on_weak_evidence_needs_a_second_operator(
     ledger = Ledger.load(cli_settings)
     for ext in ("c-1", "c-2"):
         cid = customer_id(db, ext)
-        with db.begin() as s:
-            create_order(s, external_id=f"o-{ext}", customer_id=cid, seller_id=seller)
+        add_order(db, f"o-{ext}", ext, seller)
         alias = disclose_to(db, cli_settings, ext, seller, "order").alias
         assert alias is not None
         seen = Event("message", f"principal:{seller}", f"customer:{cid}", alias, "to_customer",

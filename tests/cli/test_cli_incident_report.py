@@ -9,6 +9,7 @@ from pathlib import Path
 
 from cli_testkit import (
     Cli,
+    add_order,
     add_seller,
     assert_no_address,
     customer_id,
@@ -19,7 +20,6 @@ from pypdf import PdfReader
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
-from mailveil.contacts.relationships import create_order
 
 
 def test_the_report_commands(
@@ -34,10 +34,7 @@ def test_the_report_commands(
     seller = add_seller(db, "s-1", "Acme Books")
     aliases = []
     for ext in ("c-1", "c-2"):
-        with db.begin() as s:
-            create_order(
-                s, external_id=f"o-{ext}", customer_id=customer_id(db, ext), seller_id=seller
-            )
+        add_order(db, f"o-{ext}", ext, seller)
         aliases.append(disclose_to(db, cli_settings, ext, seller, "order").alias)
     assert aliases[0] is not None
     record_stranger(db, cli_settings, aliases[0], customer_id(db, "c-1"), seller)

@@ -6,7 +6,7 @@ import math
 from collections import Counter
 
 import pytest
-from contacts_testkit import SECRET_DOMAIN, customer, ledger_rows, order, seller
+from contacts_testkit import ledger_rows
 from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
@@ -32,6 +32,7 @@ from mailveil.errors import InvalidInput, NotFound, Revoked
 from mailveil.ledger.append import Ledger
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
+from world_kit import SECRET_DOMAIN, customer, order, seller
 
 
 def test_alphabet_has_no_look_alikes_and_the_entropy_is_at_least_64_bits() -> None:

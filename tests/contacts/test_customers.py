@@ -6,7 +6,7 @@ import io
 import json
 
 import pytest
-from contacts_testkit import SECRET_DOMAIN, address, customer, snapshot
+from contacts_testkit import snapshot
 from sqlalchemy.orm import Session
 
 from mailveil.contacts.customers import (
@@ -25,6 +25,7 @@ from mailveil.contacts.customers import (
 from mailveil.contacts.importing import iter_records
 from mailveil.errors import Conflict, Duplicate, InvalidAddress, InvalidInput, NotFound
 from mailveil.vault import Vault
+from world_kit import SECRET_DOMAIN, address, customer
 
 
 def test_create_and_get(session: Session, vault: Vault) -> None:

@@ -6,17 +6,7 @@ import json
 from collections.abc import Callable
 
 import pytest
-from contacts_testkit import (
-    SECRET_DOMAIN,
-    case,
-    customer,
-    employee,
-    ledger_rows,
-    order,
-    seller,
-    service,
-    snapshot,
-)
+from contacts_testkit import ledger_rows, snapshot
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -44,6 +34,7 @@ from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.verify import verify_ledger
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
+from world_kit import SECRET_DOMAIN, case, customer, employee, order, seller, service
 
 Disclose = Callable[..., DisclosureResult]
 

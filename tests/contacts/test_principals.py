@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime
 
 import pytest
-from contacts_testkit import customer, employee, seller, service, snapshot
+from contacts_testkit import snapshot
 from sqlalchemy.orm import Session
 
 from mailveil.contacts.principals import (
@@ -29,6 +29,7 @@ from mailveil.contacts.relationships import (
 )
 from mailveil.errors import Conflict, Duplicate, InvalidInput, NotFound
 from mailveil.vault import Vault
+from world_kit import customer, employee, seller, service
 
 
 def test_seller_attributes_are_normalised(session: Session) -> None:

@@ -10,12 +10,10 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+import world_kit as world
 from mailveil.config import Settings
-from mailveil.contacts.customers import create_customer
-from mailveil.contacts.disclosures import disclose
 from mailveil.contacts.models import Customer, Principal
-from mailveil.contacts.principals import create_principal
-from mailveil.contacts.relationships import create_order
+from mailveil.db.base import utcnow
 from mailveil.detect.models import Incident
 from mailveil.detect.scan import scan_ledger
 from mailveil.ledger.append import Ledger
@@ -54,12 +52,9 @@ def make_leak(
     places: list[tuple[str, str | None]] = PLACES,
 ) -> Leak:
     settings, vault, ledger, policy = parts
-    seller = create_principal(
-        session, kind="seller", external_id="s-leaky", display_name=SELLER_NAME
-    )
-    spammer = create_principal(
+    seller = world.seller(session, external_id="s-leaky", display_name=SELLER_NAME)
+    spammer = world.seller(
         session,
-        kind="seller",
         external_id="s-spam",
         display_name="Spam Co",
         attributes={"sending_domains": ["spam.example"]},
@@ -67,24 +62,13 @@ def make_leak(
     customers, aliases, emails = [], [], []
     for n, (country, sub) in enumerate(places):
         email = f"p{n}@example.com"
-        c = create_customer(
-            session, vault, external_id=f"c-{n}", email=email, country=country, subdivision=sub
+        c = world.customer(
+            session, vault, n, external_id=f"c-{n}", email=email, country=country, subdivision=sub
         )
-        create_order(session, external_id=f"o-{n}", customer_id=c.id, seller_id=seller.id)
-        result = disclose(
-            session,
-            settings=settings,
-            policy=policy,
-            ledger=ledger,
-            customer_id=c.id,
-            principal_id=seller.id,
-            purpose="order",
-            ref=f"o-{n}",
-            actor="test",
-        )
-        assert result.allowed and result.alias
+        world.order(session, c, seller, ext=f"o-{n}", placed_at=utcnow())
+        alias = world.disclosed(session, (settings, policy, ledger), c, seller, ref=f"o-{n}")
         customers.append(c)
-        aliases.append(result.alias)
+        aliases.append(alias.address)
         emails.append(email)
     stranger = {
         "principal": f"principal:{seller.id}",

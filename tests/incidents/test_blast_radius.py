@@ -10,13 +10,12 @@ import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
+import world_kit as world
 from mailveil.access.canaries import disclose_canaries, plant
-from mailveil.access.models import RevealRequest
 from mailveil.contacts.customers import create_customer, delete_customer
-from mailveil.contacts.disclosures import existing_aliases, mint_aliases
+from mailveil.contacts.disclosures import existing_aliases
 from mailveil.contacts.models import Alias
 from mailveil.contacts.principals import create_principal
-from mailveil.contacts.relationships import create_case
 from mailveil.errors import InvalidInput, NotFound
 from mailveil.incidents.blast import blast_radius, exposures
 
@@ -24,8 +23,7 @@ T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
 
 def _alias(session: Session, settings: Any, cid: int, pid: int, at: datetime) -> None:
-    existing: dict[tuple[int, int], tuple[str, str, bool]] = {}
-    mint_aliases(session, settings, {(cid, pid): "x"}, existing, at)
+    world.aliases_at(session, settings, [(cid, pid)], at)
     assert (cid, pid) in existing_aliases(session, {(cid, pid)})
 
 
@@ -56,25 +54,8 @@ def test_hand_computed_radius(session: Session, parts: Any) -> None:
     _alias(session, settings, cs[5].id, other.id, T0)
     # bad viewed c6's real address through a reveal, and c0's.
     for c in (cs[6], cs[0]):
-        case = create_case(
-            session, external_id=f"case-{c.id}", customer_id=c.id, assignee_id=bad.id
-        )
-        session.add(
-            RevealRequest(
-                requester_id=bad.id,
-                customer_id=c.id,
-                case_id=case.id,
-                justification="j" * 20,
-                status="used",
-                approvals_required=1,
-                approvals=1,
-                views_allowed=1,
-                views_used=1,
-                version=1,
-                created_at=T0,
-                expires_at=T0,
-                granted_at=T0 + timedelta(days=2),
-            )
+        world.used_reveal(
+            session, bad, c, T0, granted_at=T0 + timedelta(days=2), case_ext=f"case-{c.id}"
         )
     # A canary of bad's is never counted.
     [canary] = plant(

@@ -11,11 +11,9 @@ import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailveil.access.models import RevealRequest
+import world_kit as world
 from mailveil.contacts.customers import create_customer, delete_customer
-from mailveil.contacts.disclosures import mint_aliases
 from mailveil.contacts.principals import create_principal
-from mailveil.contacts.relationships import create_case
 from mailveil.detect.incidents import set_status
 from mailveil.detect.signals import record_signal
 from mailveil.errors import Conflict, InvalidInput
@@ -36,26 +34,8 @@ def _incident(session: Session, parts: Any) -> tuple[int, list[Any], Any]:
         for n in range(5)
     ]
     bad = create_principal(session, kind="employee", external_id="e-bad")
-    existing: dict[tuple[int, int], tuple[str, str, bool]] = {}
-    mint_aliases(session, settings, {(c.id, bad.id): "x" for c in cs[:3]}, existing, T0)
-    case = create_case(session, external_id="case-9", customer_id=cs[3].id, assignee_id=bad.id)
-    session.add(
-        RevealRequest(
-            requester_id=bad.id,
-            customer_id=cs[3].id,
-            case_id=case.id,
-            justification="j" * 20,
-            status="used",
-            approvals_required=1,
-            approvals=1,
-            views_allowed=1,
-            views_used=1,
-            version=1,
-            created_at=T0,
-            expires_at=T0,
-            granted_at=T0,
-        )
-    )
+    world.aliases_at(session, settings, [(c.id, bad.id) for c in cs[:3]], T0)
+    world.used_reveal(session, bad, cs[3], T0, case_ext="case-9")
     delete_customer(session, cs[2].id)
     signal = record_signal(
         session,

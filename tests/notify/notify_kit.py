@@ -19,12 +19,12 @@ import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope
 from aiosmtpd.smtp import Session as SmtpSession
-from sqlalchemy import select, update
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
+import world_kit as world
 from dbkit import private_pg_engine
 from mailveil.config import Settings
-from mailveil.contacts.customers import import_customers
 from mailveil.contacts.models import Customer, Principal
 from mailveil.contacts.principals import create_principal
 from mailveil.db.base import utcnow
@@ -175,9 +175,7 @@ class NotifyEnv:
 
 def add_customers(session: Session, runtime: Runtime, numbers: range) -> dict[int, Customer]:
     records = ((n, {"external_id": f"c{n}", "email": address(n), "country": "DE"}) for n in numbers)
-    for outcome in import_customers(session, runtime.vault, records, batch_size=1000):
-        assert outcome.code is None, outcome
-    rows = session.scalars(select(Customer).where(Customer.external_id.like("c%")))
+    rows = world.imported_customers(session, runtime.vault, records)
     return {int(c.external_id[1:]): c for c in rows}
 
 

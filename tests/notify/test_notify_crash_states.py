@@ -37,7 +37,8 @@ from mailveil.ledger.verify import verify_ledger
 from mailveil.notify.audience import Entry
 from mailveil.notify.models import Recipient, Send
 from mailveil.notify.sends import correction, counts_of, create_send
-from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, RelayMessage
+from mailveil.relay.messages import DIRECTION_TO_CUSTOMER
+from mailveil.relay.models import RelayMessage
 from mailveil.worker.jobs import unconfirmed
 
 CUSTOMERS = 60

@@ -13,12 +13,8 @@ import struct
 from dataclasses import dataclass
 
 from relay_server_kit import SELLER_ADDRESS, Relay
-from sqlalchemy import select
 
-from mailveil.contacts.customers import create_customer
-from mailveil.contacts.disclosures import disclose
-from mailveil.contacts.models import Alias
-from mailveil.contacts.relationships import create_order
+import world_kit as worlds
 from mailveil.db.base import utcnow
 
 CRLF = "\r\n"
@@ -116,31 +112,13 @@ def add_customer(relay: Relay, name: str, address: str) -> Customer:
     if not relay.resolver.txt(domain):  # two SPF records would be a permerror
         relay.resolver.add(domain, "TXT", "v=spf1 ip4:127.0.0.0/8 -all")
     with relay.session_factory() as session:
-        customer = create_customer(
-            session, runtime.vault, external_id=f"cust-{name}", email=address, country="DE"
+        customer = worlds.customer(
+            session, runtime.vault, 0, external_id=f"cust-{name}", email=address, country="DE"
         )
-        create_order(
-            session,
-            external_id=f"ord-{name}-acme",
-            customer_id=customer.id,
-            seller_id=world.principals["acme"].id,
-            status="shipped",
-            placed_at=utcnow(),
-        )
-        result = disclose(
-            session,
-            settings=runtime.settings,
-            policy=runtime.policy,
-            ledger=runtime.ledger,
-            customer_id=customer.id,
-            principal_id=world.principals["acme"].id,
-            purpose="order",
-            ref=f"ord-{name}-acme",
-            actor="test",
-        )
-        assert result.allowed, result.reason
-        alias = session.scalar(select(Alias).where(Alias.address == result.alias))
-        assert alias is not None
+        acme = world.principals["acme"]
+        order_ext = f"ord-{name}-acme"
+        worlds.order(session, customer, acme, ext=order_ext, status="shipped", placed_at=utcnow())
+        alias = worlds.disclosed(session, worlds.parts_of(runtime), customer, acme, ref=order_ext)
         session.commit()
         world.real[name] = address  # the relay kit's privacy check covers it too
         return Customer(name, address, alias.address, alias.reverse_address)

@@ -8,14 +8,13 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
+import world_kit as world
 from mailveil.config import Settings
-from mailveil.contacts.customers import create_customer
-from mailveil.contacts.principals import create_principal
 from mailveil.db.base import utcnow
 from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import init_signing_key
-from mailveil.relay.journal import Database, Journal, NewMessage
+from mailveil.relay.journal import Database, GroupCommit, NewMessage
 from mailveil.relay.messages import new_token
 from mailveil.vault import Vault, init_keys
 
@@ -26,14 +25,15 @@ def customer_and_seller(
     """One customer and one seller, committed: (customer id, principal id)."""
     init_keys(settings)
     with session_factory() as session:
-        customer = create_customer(
+        customer = world.customer(
             session,
             Vault.open(settings),
+            1,
             external_id="c",
             email="x.y@private.example",
             country="DE",
         )
-        principal = create_principal(session, kind="seller", external_id="s")
+        principal = world.principal(session, "seller", "s")
         session.commit()
         return customer.id, principal.id
 
@@ -58,9 +58,9 @@ def new_message(ids: tuple[int, int], token: str | None = None) -> NewMessage:
     return NewMessage(row, Event(kind="message", detail={"relay_message": token}))
 
 
-def journal(settings: Settings, session_factory: sessionmaker[Session], **kw: Any) -> Journal:
+def journal(settings: Settings, session_factory: sessionmaker[Session], **kw: Any) -> GroupCommit:
     init_signing_key(settings)
-    return Journal(Database(session_factory), Ledger.load(settings), **kw)
+    return GroupCommit(Database(session_factory), Ledger.load(settings), **kw)
 
 
 def count(session_factory: sessionmaker[Session], model: Any) -> int:

@@ -17,12 +17,10 @@ from pathlib import Path
 import pytest
 from relay_server_kit import SELLER_ADDRESS
 
+import world_kit as world
 from mailveil.auth.keys import Role, issue_key
 from mailveil.config import load_settings
-from mailveil.contacts.customers import create_customer
-from mailveil.contacts.disclosures import disclose
-from mailveil.contacts.principals import create_principal
-from mailveil.contacts.relationships import create_order
+from mailveil.db.base import utcnow
 from mailveil.runtime import Runtime
 
 LAUNCHER = [sys.executable, "-m", "mailveil"]
@@ -55,27 +53,17 @@ def seed(data: Path) -> Seeded:
     runtime = Runtime.open(settings)
     try:
         with runtime.session_factory() as session:
-            customer = create_customer(
-                session, runtime.vault, external_id="c1", email=REAL, country="DE"
+            customer = world.customer(
+                session, runtime.vault, 1, external_id="c1", email=REAL, country="DE"
             )
-            seller = create_principal(
+            seller = world.seller(
                 session,
-                kind="seller",
                 external_id="s1",
                 display_name="Shop",
                 attributes={"sending_addresses": [SELLER_ADDRESS]},
             )
-            create_order(session, external_id="o1", customer_id=customer.id, seller_id=seller.id)
-            result = disclose(
-                session,
-                settings=settings,
-                policy=runtime.policy,
-                ledger=runtime.ledger,
-                customer_id=customer.id,
-                principal_id=seller.id,
-                purpose="order",
-                actor="test",
-            )
+            world.order(session, customer, seller, ext="o1", placed_at=utcnow())
+            result = world.disclosure(session, world.parts_of(runtime), customer, seller)
             token = issue_key(session, Role.SELLER, principal_id=seller.id).token
             session.commit()
     finally:

@@ -30,29 +30,28 @@ from relay_testkit import traces
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
+import world_kit as worlds
 from mailveil.access.canaries import plant
 from mailveil.auth.keys import Role, issue_key
 from mailveil.config import Settings
-from mailveil.contacts.customers import create_customer, update_customer
 from mailveil.contacts.customers import customer_address as stored_address
-from mailveil.contacts.disclosures import disclose
+from mailveil.contacts.customers import update_customer
 from mailveil.contacts.models import Alias, Customer, Principal
-from mailveil.contacts.principals import create_principal
-from mailveil.contacts.relationships import create_case, create_order
 from mailveil.db.base import utcnow
 from mailveil.demo.harness import free_port
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.signing import init_signing_key
 from mailveil.relay.context import RelayContext
 from mailveil.relay.dkim import DkimSigner, init_dkim_keys
-from mailveil.relay.messages import RelayMessage, init_verp_key
+from mailveil.relay.messages import init_verp_key
+from mailveil.relay.models import RelayMessage
 from mailveil.relay.sender_auth import Resolver, StaticResolver
 from mailveil.relay.server import RelayThread
 from mailveil.runtime import Runtime
 from mailveil.vault import init_keys
 from smtp_kit import Received, Sink
 
-SECRET_DOMAIN = "private-mailbox.example"
+SECRET_DOMAIN = worlds.SECRET_DOMAIN
 SPOOF_DOMAIN = "no-spf-mailbox.example"
 # A customer whose provider signs with DKIM but publishes an SPF that fails for us.
 DKIM_DOMAIN = "dkim-mailbox.example"
@@ -63,8 +62,7 @@ STRANGER_DOMAIN = "stranger.example"
 CLIENT_HELO = "client.example"
 
 
-def customer_address(n: int, domain: str = SECRET_DOMAIN) -> str:
-    return f"Secret.Person{n}@{domain}"
+customer_address = worlds.address
 
 
 SELLER_ADDRESS = f"sales@{SELLER_DOMAIN}"
@@ -167,7 +165,7 @@ class World:
 
 
 def build_world(session: Session, runtime: Runtime) -> World:
-    settings, vault = runtime.settings, runtime.vault
+    vault = runtime.vault
     world = World()
     for name, n, domain in (
         ("alice", 1, SECRET_DOMAIN),
@@ -177,27 +175,24 @@ def build_world(session: Session, runtime: Runtime) -> World:
         ("erin", 5, DKIM_DOMAIN),
     ):
         world.real[name] = customer_address(n, domain)
-        world.customers[name] = create_customer(
-            session, vault, external_id=f"cust-{name}", email=world.real[name], country="DE"
+        world.customers[name] = worlds.customer(
+            session, vault, n, external_id=f"cust-{name}", email=world.real[name], country="DE"
         )
     update_customer(session, world.customers["bob"].id, opt_outs=["seller_unsolicited"])
-    world.principals["acme"] = create_principal(
+    world.principals["acme"] = worlds.seller(
         session,
-        kind="seller",
         external_id="acme",
         display_name="Acme Books",
         attributes={"sending_addresses": [SELLER_ADDRESS], "sending_domains": [SELLER_DOMAIN]},
     )
-    world.principals["rival"] = create_principal(
+    world.principals["rival"] = worlds.seller(
         session,
-        kind="seller",
         external_id="rival",
         display_name="Rival Shop",
         attributes={"sending_addresses": [RIVAL_ADDRESS]},
     )
-    world.principals["agent"] = create_principal(
+    world.principals["agent"] = worlds.employee(
         session,
-        kind="employee",
         external_id="agent-1",
         display_name="Support Agent",
         attributes={
@@ -217,39 +212,27 @@ def build_world(session: Session, runtime: Runtime) -> World:
         ("alice", "rival"): "delivered",
     }
     for (c, p), status in orders.items():
-        create_order(
+        worlds.order(
             session,
-            external_id=f"ord-{c}-{p}",
-            customer_id=world.customers[c].id,
-            seller_id=world.principals[p].id,
+            world.customers[c],
+            world.principals[p],
+            ext=f"ord-{c}-{p}",
             status=status,
             placed_at=placed,
         )
-    create_case(
-        session,
-        external_id="case-alice",
-        customer_id=world.customers["alice"].id,
-        assignee_id=world.principals["agent"].id,
-    )
+    worlds.case(session, world.customers["alice"], world.principals["agent"], case_ext="case-alice")
     for (c, p), purpose in {
         **{pair: "order" for pair in orders},
         ("alice", "agent"): "support",
     }.items():
-        result = disclose(
+        world.aliases[(c, p)] = worlds.disclosed(
             session,
-            settings=settings,
-            policy=runtime.policy,
-            ledger=runtime.ledger,
-            customer_id=world.customers[c].id,
-            principal_id=world.principals[p].id,
+            worlds.parts_of(runtime),
+            world.customers[c],
+            world.principals[p],
             purpose=purpose,
             ref=f"ord-{c}-{p}",
-            actor="test",
         )
-        assert result.allowed, result.reason
-        alias = session.scalar(select(Alias).where(Alias.address == result.alias))
-        assert alias is not None
-        world.aliases[(c, p)] = alias
     for p, role in (("acme", Role.SELLER), ("rival", Role.SELLER), ("agent", Role.EMPLOYEE)):
         world.keys[p] = issue_key(session, role, principal_id=world.principals[p].id, label=p).token
     world.keys["admin"] = issue_key(session, Role.ADMIN, label="admin").token

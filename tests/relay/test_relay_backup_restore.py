@@ -15,7 +15,7 @@ from mailveil.custody.backup import BackupError, restore, take_backup
 from mailveil.custody.binding import KeyMismatch, present_keys
 from mailveil.custody.keyfile_export import KeyExportError, read_keys_dir, wrap_keys
 from mailveil.db.session import make_engine, make_session_factory
-from mailveil.relay.messages import RelayMessage
+from mailveil.relay.models import RelayMessage
 from mailveil.vault import init_keys
 
 PASSPHRASE = "correct horse battery staple"

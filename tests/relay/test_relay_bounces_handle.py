@@ -11,7 +11,7 @@ import email
 import email.policy
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import TypeVar
 
@@ -36,24 +36,26 @@ from mailveil.relay.bounces import (
     RESULT_IGNORED,
     RESULT_RECORDED,
     RESULT_UNKNOWN_MESSAGE,
+    BounceOutcome,
     bounce_mark,
     clear_bounces,
-    handle_bounce,
     is_bouncing,
-    process_bounce,
+    read_bounce,
+    record_bounce,
     safe_diagnostic,
+    take_bounce,
 )
 from mailveil.relay.delivery import Smarthost as SmarthostClient
-from mailveil.relay.delivery import SmarthostConfig, TemporaryDeliveryError
+from mailveil.relay.delivery import SmarthostConfig
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
     DIRECTION_TO_PRINCIPAL,
-    RelayMessage,
     init_verp_key,
     load_verp_key,
     new_token,
     verp_address,
 )
+from mailveil.relay.models import RelayMessage
 from mailveil.relay.routes import lookup_route
 from mailveil.runtime import Runtime
 from mailveil.vault import init_keys
@@ -168,18 +170,25 @@ def _ledger_text(session: Session) -> str:
     return "\n".join(session.scalars(select(LedgerEntry.leaf)).all())
 
 
+def _read_and_record(
+    session: Session, runtime: Runtime, token: str, message: bytes
+) -> BounceOutcome:
+    """take_bounce's two halves in the caller's session, the notice built but not sent (so
+    not notified): what is read and written, apart from the smarthost."""
+    read = read_bounce(session, runtime, token, message)
+    if isinstance(read, BounceOutcome):
+        return read
+    return record_bounce(session, runtime, read, notified=False)
+
+
 def _bounce_events(session: Session) -> list[LedgerEntry]:
     return list(session.scalars(select(LedgerEntry).where(LedgerEntry.kind == "bounce")).all())
 
 
 def test_hard_bounce_to_customer(session: Session, bounce_runtime: Runtime, pair: Pair) -> None:
     row = _message(session, pair)
-    outcome = handle_bounce(
-        session,
-        bounce_runtime,
-        _local(bounce_runtime, row.token),
-        _leaky_report(CUSTOMER_REAL),
-        send=None,
+    outcome = _read_and_record(
+        session, bounce_runtime, _local(bounce_runtime, row.token), _leaky_report(CUSTOMER_REAL)
     )
     session.commit()
     assert (outcome.result, outcome.kind, outcome.status) == (RESULT_RECORDED, "hard", "5.1.1")
@@ -220,7 +229,7 @@ def test_hard_bounces_mark_the_customer(
         row = _message(session, pair)
         local = _local(bounce_runtime, row.token)
         outcomes.append(
-            handle_bounce(session, bounce_runtime, local, _leaky_report(CUSTOMER_REAL), send=None)
+            _read_and_record(session, bounce_runtime, local, _leaky_report(CUSTOMER_REAL))
         )
         session.commit()
     assert [o.hard_bounces for o in outcomes] == list(range(1, limit + 1))
@@ -231,7 +240,7 @@ def test_hard_bounces_mark_the_customer(
     assert last is not None and "marked as not receiving mail" in _body(last.data)
 
     # The same report again (the reporting MTA retried): counted once, told again.
-    again = handle_bounce(session, bounce_runtime, local, _leaky_report(CUSTOMER_REAL), send=None)
+    again = _read_and_record(session, bounce_runtime, local, _leaky_report(CUSTOMER_REAL))
     session.commit()
     assert (again.result, again.hard_bounces, again.marked) == (RESULT_DUPLICATE, 0, False)
     assert again.notice is not None
@@ -253,7 +262,7 @@ def test_a_new_address_clears_the_customers_bounce_marks(
         for _ in range(bounce_runtime.settings.relay_hard_bounce_limit):
             row = _message(session, pair, direction)
             local = _local(bounce_runtime, row.token)
-            handle_bounce(session, bounce_runtime, local, _leaky_report(real), send=None)
+            _read_and_record(session, bounce_runtime, local, _leaky_report(real))
             session.commit()
     route = lookup_route(session, pair.alias)
     assert route is not None and route.customer_bouncing and route.principal_bouncing
@@ -276,12 +285,8 @@ def test_reply_bounce_tells_the_customer_without_the_seller_address(
     session: Session, bounce_runtime: Runtime, pair: Pair
 ) -> None:
     row = _message(session, pair, DIRECTION_TO_PRINCIPAL)
-    outcome = handle_bounce(
-        session,
-        bounce_runtime,
-        _local(bounce_runtime, row.token),
-        _leaky_report(SELLER_REAL),
-        send=None,
+    outcome = _read_and_record(
+        session, bounce_runtime, _local(bounce_runtime, row.token), _leaky_report(SELLER_REAL)
     )
     session.commit()
     assert outcome.result == RESULT_RECORDED
@@ -302,8 +307,8 @@ def test_delay_and_soft_failure_are_not_counted(
 ) -> None:
     row = _message(session, pair)
     local = _local(bounce_runtime, row.token)
-    delayed = handle_bounce(
-        session, bounce_runtime, local, _leaky_report(CUSTOMER_REAL, "4.4.1", "delayed"), send=None
+    delayed = _read_and_record(
+        session, bounce_runtime, local, _leaky_report(CUSTOMER_REAL, "4.4.1", "delayed")
     )
     session.commit()
     session.refresh(row)
@@ -311,8 +316,8 @@ def test_delay_and_soft_failure_are_not_counted(
     assert delayed.notice is not None and "has not been delivered yet" in _body(delayed.notice.data)
     assert b"Subject: Delayed: your message to" in delayed.notice.data
 
-    expired = handle_bounce(
-        session, bounce_runtime, local, _leaky_report(CUSTOMER_REAL, "4.4.7", "failed"), send=None
+    expired = _read_and_record(
+        session, bounce_runtime, local, _leaky_report(CUSTOMER_REAL, "4.4.7", "failed")
     )
     session.commit()
     session.refresh(row)
@@ -338,9 +343,7 @@ def test_non_failures_are_recorded_only(
     session: Session, bounce_runtime: Runtime, pair: Pair, report: bytes
 ) -> None:
     row = _message(session, pair)
-    outcome = handle_bounce(
-        session, bounce_runtime, _local(bounce_runtime, row.token), report, send=None
-    )
+    outcome = _read_and_record(session, bounce_runtime, _local(bounce_runtime, row.token), report)
     session.commit()
     session.refresh(row)
     assert (outcome.result, outcome.notice, row.status) == (RESULT_IGNORED, None, "delivered")
@@ -355,29 +358,23 @@ def test_forged_or_foreign_addresses_are_refused(
     local = _local(bounce_runtime, row.token)
     forged = local[:-1] + ("a" if local[-1] != "a" else "b")
     for bad in (forged, f"bounce+{row.token}", "postmaster", "", "bounce+"):
-        outcome = handle_bounce(
-            session, bounce_runtime, bad, _leaky_report(CUSTOMER_REAL), send=None
-        )
+        outcome = _read_and_record(session, bounce_runtime, bad, _leaky_report(CUSTOMER_REAL))
         assert (outcome.result, outcome.reply) == (RESULT_BAD_TOKEN, codes.BAD_DESTINATION)
         assert not outcome.accepted
     assert _bounce_events(session) == []
     # The bare token is what the handler passes once its RCPT check verified the tag.
-    outcome = handle_bounce(session, bounce_runtime, row.token, b"garbage", send=None)
+    outcome = _read_and_record(session, bounce_runtime, row.token, b"garbage")
     assert outcome.result == RESULT_IGNORED
     # The whole address, in angle brackets, is as good as the local part.
-    outcome = handle_bounce(
-        session, bounce_runtime, f"<{local}@{DOMAIN}>", _leaky_report(CUSTOMER_REAL), send=None
+    outcome = _read_and_record(
+        session, bounce_runtime, f"<{local}@{DOMAIN}>", _leaky_report(CUSTOMER_REAL)
     )
     assert outcome.result == RESULT_RECORDED
 
 
 def test_valid_token_without_its_message(session: Session, bounce_runtime: Runtime) -> None:
-    outcome = handle_bounce(
-        session,
-        bounce_runtime,
-        _local(bounce_runtime, new_token()),
-        _leaky_report(CUSTOMER_REAL),
-        send=None,
+    outcome = _read_and_record(
+        session, bounce_runtime, _local(bounce_runtime, new_token()), _leaky_report(CUSTOMER_REAL)
     )
     assert (outcome.result, outcome.reply, outcome.notice) == (
         RESULT_UNKNOWN_MESSAGE,
@@ -441,7 +438,7 @@ def test_notice_through_postfix_from_a_real_postfix_bounce(
     postfix_smarthost: Smarthost,
 ) -> None:
     """Postfix bounces a message for the customer's real address (the sink refuses it); the
-    report goes through process_bounce and the notice through Postfix into the sink."""
+    report goes through take_bounce and the notice through Postfix into the sink."""
     sink = postfix_smarthost.sink
     sink.refuse_rcpt = lambda rcpt: (
         f"550 5.1.1 <{rcpt}>: Recipient address rejected" if rcpt == CUSTOMER_REAL else None
@@ -457,7 +454,7 @@ def test_notice_through_postfix_from_a_real_postfix_bounce(
     async def scenario() -> None:
         await client.send(verp, CUSTOMER_REAL, original)
         (report,) = [m for m in await asyncio.to_thread(sink.wait_count, 1) if verp in m.rcpt_tos]
-        outcome = await process_bounce(
+        outcome = await take_bounce(
             _Runner(session_factory), bounce_runtime, client, verp, report.data
         )
         assert (outcome.result, outcome.reply, outcome.notified) == (
@@ -488,7 +485,7 @@ def test_smarthost_down_asks_the_reporter_to_retry(
     client = _client(bounce_runtime.settings, free_port())  # nothing listens there
 
     async def scenario() -> None:
-        outcome = await process_bounce(
+        outcome = await take_bounce(
             _Runner(session_factory), bounce_runtime, client, local, _leaky_report(CUSTOMER_REAL)
         )
         assert outcome.reply.code == 451 and not outcome.notified
@@ -498,41 +495,59 @@ def test_smarthost_down_asks_the_reporter_to_retry(
     asyncio.run(scenario())
 
 
-def test_hook_mode_sends_the_notice_before_writing(
-    session: Session, bounce_runtime: Runtime, pair: Pair, postfix_smarthost: Smarthost
+def test_the_notice_is_sent_before_the_bounce_is_written(
+    session: Session,
+    session_factory: sessionmaker[Session],
+    bounce_runtime: Runtime,
+    pair: Pair,
+    postfix_smarthost: Smarthost,
 ) -> None:
-    """As the handler calls it (bare token, no send argument): the notice goes to the
-    configured smarthost, blocking, then the bounce is written."""
-    runtime = replace(
-        bounce_runtime,
-        settings=bounce_runtime.settings.with_overrides(
-            smarthost_host=postfix_smarthost.host, smarthost_port=postfix_smarthost.port
-        ),
-    )
+    """As the handler calls it (bare token): the notice goes through the smarthost pool,
+    then the bounce is written, saying the sender was told."""
     row = _message(session, pair)
-    outcome = handle_bounce(session, runtime, row.token, _leaky_report(CUSTOMER_REAL))
-    session.commit()
+    client = _client(bounce_runtime.settings, postfix_smarthost.port)
+
+    async def scenario() -> BounceOutcome:
+        try:
+            return await take_bounce(
+                _Runner(session_factory), bounce_runtime, client, row.token,
+                _leaky_report(CUSTOMER_REAL),
+            )  # fmt: skip
+        finally:
+            await client.close()
+
+    outcome = asyncio.run(scenario())
     assert (outcome.result, outcome.notified) == (RESULT_RECORDED, True)
     sink = postfix_smarthost.sink
     (notice,) = sink.wait_for(lambda got: any(SELLER_REAL in m.rcpt_tos for m in got))
     assert traces(notice.data, CUSTOMER_REAL) == []
+    session.expire_all()
     (event,) = _bounce_events(session)
     assert '"notified":true' in event.leaf.replace(" ", "")
 
 
-def test_hook_mode_with_the_smarthost_down_writes_nothing(
-    session: Session, bounce_runtime: Runtime, pair: Pair
+def test_with_the_smarthost_down_nothing_is_written(
+    session: Session,
+    session_factory: sessionmaker[Session],
+    bounce_runtime: Runtime,
+    pair: Pair,
 ) -> None:
-    runtime = replace(
-        bounce_runtime,
-        settings=bounce_runtime.settings.with_overrides(smarthost_port=free_port()),
-    )
     row = _message(session, pair)
-    with pytest.raises(TemporaryDeliveryError) as raised:
-        handle_bounce(session, runtime, row.token, _leaky_report(CUSTOMER_REAL))
-    assert raised.value.reply == codes.SMARTHOST_UNREACHABLE
-    assert CUSTOMER_REAL not in str(raised.value)
-    session.rollback()
+    client = _client(bounce_runtime.settings, free_port())  # nothing listens there
+
+    async def scenario() -> BounceOutcome:
+        try:
+            return await take_bounce(
+                _Runner(session_factory), bounce_runtime, client, row.token,
+                _leaky_report(CUSTOMER_REAL),
+            )  # fmt: skip
+        finally:
+            await client.close()
+
+    outcome = asyncio.run(scenario())
+    assert outcome.reply == codes.SMARTHOST_UNREACHABLE and not outcome.notified
+    assert CUSTOMER_REAL not in repr(outcome)
+    session.expire_all()
     assert _bounce_events(session) == []
     assert session.scalar(select(RelayMessage.status).where(RelayMessage.id == row.id)) == (
         "delivered"

@@ -42,8 +42,8 @@ from mailveil.contacts.principals import update_principal
 from mailveil.detect.models import AbuseReport, Signal
 from mailveil.detect.scan import scan_ledger
 from mailveil.relay import codes, quarantine
+from mailveil.relay.compose import BANNER
 from mailveil.relay.messages import verify_bounce_local
-from mailveil.relay.strangers import BANNER
 
 RIVAL_OFFERS = f"offers@{RIVAL_DOMAIN}"
 RIVAL_BOUNCES = f"bounces@{RIVAL_DOMAIN}"

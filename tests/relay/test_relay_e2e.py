@@ -29,9 +29,9 @@ from mailveil.config import Settings
 from mailveil.contacts.principals import update_principal
 from mailveil.db.base import utcnow
 from mailveil.relay import codes
-from mailveil.relay.bounces import RelayBounceMark
 from mailveil.relay.dkim import DkimSigner
 from mailveil.relay.messages import verify_bounce_local
+from mailveil.relay.models import RelayBounceMark
 from smtp_kit import Received
 
 

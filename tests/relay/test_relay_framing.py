@@ -46,7 +46,7 @@ from mailveil.api.app import create_app
 from mailveil.config import Settings
 from mailveil.detect.models import AbuseReport, Incident, Signal
 from mailveil.relay import codes
-from mailveil.relay.strangers import BANNER
+from mailveil.relay.compose import BANNER
 
 
 @pytest.fixture

@@ -342,7 +342,7 @@ def _run(relay: Relay, customer: Customer, to_seller: bool, shape: Shape) -> tup
     outcome = _outcome(relay, code, text, before, hidden)
     policy = codes.ATTACHMENT_TYPE_REFUSED
     if not to_seller and text.startswith(policy.text):
-        # The seller's attachment policy (relay/policy.py) refused the part before redaction
+        # The seller's attachment policy (relay/content_rules.py) refused the part before redaction
         # could: safe, and said so in the table.
         return outcome + " (attachment policy)", outcome + " (attachment policy)"
     if isinstance(shape.expect, str):

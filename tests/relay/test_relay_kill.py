@@ -25,7 +25,7 @@ from sqlalchemy import func, select
 from mailveil.config import load_settings
 from mailveil.demo.harness import free_port
 from mailveil.ledger.models import LedgerEntry
-from mailveil.relay.messages import RelayMessage
+from mailveil.relay.models import RelayMessage
 from mailveil.runtime import Runtime
 from smtp_kit import Received, Sink
 

@@ -27,7 +27,7 @@ from mailveil.contacts.models import Order
 from mailveil.db.base import utcnow
 from mailveil.errors import Conflict
 from mailveil.relay import codes
-from mailveil.relay.bounces import RelayBounceMark
+from mailveil.relay.models import RelayBounceMark
 
 
 def said(code: int, text: str) -> str:

@@ -23,7 +23,7 @@ from mailveil.policy.engine import PRINCIPAL_TYPES
 from mailveil.policy.facts import context_attrs, customer_attrs, principal_attrs
 from mailveil.relay import codes
 from mailveil.relay.codes import Reply
-from mailveil.relay.policy import (
+from mailveil.relay.content_rules import (
     MessagingPolicy,
     PolicyRefusal,
     check_content,

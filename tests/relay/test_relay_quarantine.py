@@ -24,11 +24,11 @@ from mailveil.config import SettingsError, load_settings
 from mailveil.demo.harness import free_port
 from mailveil.errors import Conflict, InvalidInput, NotFound
 from mailveil.relay import codes, quarantine
+from mailveil.relay.compose import BANNER, add_banner
 from mailveil.relay.context import RelayContext
 from mailveil.relay.release import delete, list_held, release
 from mailveil.relay.sender_auth import StaticResolver
 from mailveil.relay.server import RelayThread
-from mailveil.relay.strangers import BANNER, add_banner
 from mailveil.runtime import Runtime
 from smtp_kit import Sink
 

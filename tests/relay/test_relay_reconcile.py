@@ -18,7 +18,7 @@ from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
 from mailveil.relay.journal import NewMessage, StatusChange
-from mailveil.relay.messages import RelayMessage
+from mailveil.relay.models import RelayMessage
 from mailveil.relay.reconcile import reconcile
 
 

@@ -16,8 +16,9 @@ from mailveil.config import Settings
 from mailveil.contacts.models import Alias
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
-from mailveil.relay.journal import Journal, LedgerOnly, StatusChange
-from mailveil.relay.messages import RelayMessage, new_token
+from mailveil.relay.journal import GroupCommit, LedgerOnly, StatusChange
+from mailveil.relay.messages import new_token
+from mailveil.relay.models import RelayMessage
 
 
 def test_concurrent_writes_share_commits(
@@ -187,7 +188,7 @@ def test_statuses_with_their_rows_share_the_upsert_of_new_rows(
 def test_group_commit_waits_briefly_for_other_senders(
     settings: Settings, session_factory: sessionmaker[Session], ids: tuple[int, int]
 ) -> None:
-    async def staggered(j: Journal, step: float) -> None:
+    async def staggered(j: GroupCommit, step: float) -> None:
         j.start()
 
         async def later(delay: float) -> None:

@@ -29,6 +29,7 @@ TESTS = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(TESTS / "cli"), str(TESTS / "witness")]
 from cli_testkit import (  # noqa: E402
     Cli,
+    add_order,
     add_seller,
     customer_id,
     disclose_to,
@@ -38,7 +39,6 @@ from cli_testkit import (  # noqa: E402
 )
 from witness_testkit import witness_thread  # noqa: E402
 
-from mailveil.contacts.relationships import create_order  # noqa: E402
 from mailveil.detect.evidence import verify_bundle  # noqa: E402
 from mailveil.witness.home import WitnessHome  # noqa: E402
 
@@ -107,8 +107,7 @@ def exported(
 
 def _incident(db: sessionmaker[Session], settings: Any, tmp_path: Path, cli: Cli) -> None:
     seller = add_seller(db, "s-1", "Acme Books")
-    with db.begin() as s:
-        create_order(s, external_id="o-1", customer_id=customer_id(db, "c-1"), seller_id=seller)
+    add_order(db, "o-1", "c-1", seller)
     alias = disclose_to(db, settings, "c-1", seller, "order").alias
     assert alias is not None
     # The relay's record of a stranger's mail to the alias, then the customer's report of it.

@@ -6,10 +6,10 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from mailveil.cli.common import cell, database, err_console, fail, friendly_errors, say
+from mailveil.cli.progress import file_progress
 from mailveil.contacts.customers import ImportOutcome, import_customers
 from mailveil.contacts.importing import detect_format, iter_records
 from mailveil.vault import Vault
@@ -43,16 +43,8 @@ def import_file(
             database(settings) as factory,
             file.open("rb") as stream,
             factory() as session,
-            Progress(
-                TextColumn("importing {task.fields[name]}", markup=False),
-                BarColumn(),
-                DownloadColumn(),
-                TimeRemainingColumn(),
-                console=err_console,
-                disable=not err_console.is_terminal,
-            ) as progress,
+            file_progress(file.name, stream, size) as advance,
         ):
-            task = progress.add_task("import", total=size, name=file.name)
             last_line = 0
             try:
                 for outcome in import_customers(
@@ -63,7 +55,7 @@ def import_file(
                     # Kept for the table only (memory stays bounded on a big, bad file).
                     if outcome.status != "created" and len(problems) < SHOWN_PROBLEMS:
                         problems.append(outcome)
-                    progress.update(task, completed=stream.tell())
+                    advance()
             except BaseException:
                 # Interrupted (Ctrl-C, a database error): each outcome is reported only
                 # after its batch was committed, so say what is already stored.

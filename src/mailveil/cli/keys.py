@@ -6,11 +6,11 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 from rich.table import Table
 
 from mailveil.auth.keys import Role, issue_key, list_keys, revoke_key
-from mailveil.cli.common import cell, console, database, emit, err_console, friendly_errors, say
+from mailveil.cli.common import cell, console, database, emit, friendly_errors, say
+from mailveil.cli.progress import rows_progress
 from mailveil.contacts.principals import get_principal
 from mailveil.custody.binding import bind_keys
 from mailveil.db.session import session_scope
@@ -34,20 +34,8 @@ def rotate(
         vault = Vault.open(settings)
         with (
             database(settings) as factory,
-            Progress(
-                TextColumn("re-encrypting addresses"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=err_console,
-                disable=not err_console.is_terminal,
-                transient=True,
-            ) as progress,
+            rows_progress("re-encrypting addresses") as tick,
         ):
-            task = progress.add_task("reencrypt", total=None)
-
-            def tick(done: int, total: int) -> None:
-                progress.update(task, completed=done, total=total)
-
             with session_scope(factory) as session:
                 report = rotate_keys(
                     session,

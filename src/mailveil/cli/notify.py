@@ -17,7 +17,6 @@ from typing import Annotated, Any
 import typer
 from rich.live import Live
 from rich.markup import escape
-from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 from sqlalchemy.orm import Session
 
@@ -32,6 +31,7 @@ from mailveil.cli.common import (
     operator_actor,
     say,
 )
+from mailveil.cli.progress import file_progress
 from mailveil.config import Settings
 from mailveil.contacts.models import Principal
 from mailveil.db.session import make_session_factory
@@ -97,22 +97,14 @@ def facts_import(
             database(settings) as factory,
             file.open("rb") as stream,
             factory() as session,
-            Progress(
-                TextColumn("importing {task.fields[name]}", markup=False),
-                BarColumn(),
-                DownloadColumn(),
-                TimeRemainingColumn(),
-                console=err_console,
-                disable=not err_console.is_terminal,
-            ) as progress,
+            file_progress(file.name, stream, size) as advance,
         ):
-            task = progress.add_task("import", total=size, name=file.name)
             try:
                 for result in ingest_lines(session, stream, batch_size=batch):
                     counts[result.status] += 1
                     if result.status == "error" and len(problems) < SHOWN_PROBLEMS:
                         problems.append(result)
-                    progress.update(task, completed=stream.tell())
+                    advance()
             except BaseException:
                 # Results come after their batch's commit: what was counted is stored.
                 say(f"stopped: {_fact_summary(counts)} so far (those are stored)", err=True)

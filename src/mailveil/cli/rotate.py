@@ -6,9 +6,9 @@ from typing import Annotated
 
 import typer
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-from mailveil.cli.common import database, err_console, fail, friendly_errors, say
+from mailveil.cli.common import database, fail, friendly_errors, say
+from mailveil.cli.progress import rows_progress
 from mailveil.custody.rotation import RotationError, rotate_index_key, rotate_verp_key
 from mailveil.db.session import session_scope
 from mailveil.vault import Vault
@@ -33,30 +33,20 @@ def rotate_index(
         vault = Vault.open(settings)
         with (
             database(settings) as factory,
-            Progress(
-                TextColumn("re-indexing addresses"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                console=err_console,
-                disable=not err_console.is_terminal,
-                transient=True,
-            ) as progress,
+            rows_progress("re-indexing addresses") as tick,
+            session_scope(factory) as session,
         ):
-            task = progress.add_task("reindex", total=None)
-            with session_scope(factory) as session:
-                try:
-                    report = rotate_index_key(
-                        session,
-                        settings,
-                        vault,
-                        wait_seconds=wait,
-                        batch_size=batch,
-                        progress=lambda done, total: progress.update(
-                            task, completed=done, total=total
-                        ),
-                    )
-                except RotationError as exc:
-                    fail(str(exc))
+            try:
+                report = rotate_index_key(
+                    session,
+                    settings,
+                    vault,
+                    wait_seconds=wait,
+                    batch_size=batch,
+                    progress=tick,
+                )
+            except RotationError as exc:
+                fail(str(exc))
     verb = "resumed" if report.resumed else "done"
     say(
         f"[green]✓[/] blind-index rotation {verb}: {report.reindexed} address(es) re-indexed; "

@@ -75,7 +75,7 @@ def _check_core(settings: Settings) -> None:
 
 
 def _check_relay(settings: Settings) -> None:
-    from mailveil.relay.policy import MessagingPolicy  # the relay's own parser, one copy
+    from mailveil.relay.content_rules import MessagingPolicy  # the relay's own parser, one copy
 
     if "@" in settings.relay_domain or not settings.relay_domain:
         raise SettingsError("relay_domain must be a bare domain name")

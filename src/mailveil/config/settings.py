@@ -101,7 +101,7 @@ class Settings:
     relay_reconcile_interval_seconds: float = 60.0
     # How long a sender may retry a deferred message and have it recognised as the same one.
     relay_retry_window_seconds: float = 5 * 24 * 3600.0
-    # -- relay messaging policy (principal -> customer): see mailveil.relay.policy -------------
+    # -- relay messaging policy (principal -> customer): see mailveil.relay.content_rules ------
     # "status=reason,reason; status=..." for the order statuses in contacts.models.
     relay_reasons_by_status: str = (
         "placed=order_question,shipping; paid=order_question,shipping; "

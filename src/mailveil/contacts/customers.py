@@ -21,6 +21,7 @@ from mailveil.contacts import validation as v
 from mailveil.contacts.importing import ParseError
 from mailveil.contacts.models import Customer
 from mailveil.db.base import utcnow
+from mailveil.db.lookup import get_or_not_found, one_or_not_found
 from mailveil.errors import (
     Conflict,
     Duplicate,
@@ -170,18 +171,13 @@ def _check_unique(session: Session, external_id: str, indexes: tuple[bytes, ...]
 
 
 def get_customer(session: Session, customer_id: int) -> Customer:
-    customer = session.get(Customer, customer_id)
-    if customer is None:
-        raise NotFound(f"no customer {customer_id}")
-    return customer
+    return get_or_not_found(session, Customer, customer_id, "customer")
 
 
 def get_customer_by_external_id(session: Session, external_id: str) -> Customer:
     ext = v.external_id(external_id)
-    customer = session.scalar(select(Customer).where(Customer.external_id == ext))
-    if customer is None:
-        raise NotFound(f"no customer with external id {ext!r}")
-    return customer
+    stmt = select(Customer).where(Customer.external_id == ext)
+    return one_or_not_found(session, stmt, f"customer with external id {ext!r}")
 
 
 def find_customer_by_address(session: Session, vault: Vault, address: str) -> Customer | None:

@@ -136,7 +136,8 @@ def conversation(
 
 def customer_wrote_at(session: Session, customer_id: int, seller_id: int) -> datetime | None:
     """When the customer last wrote to the seller through the relay (its own records)."""
-    from mailveil.relay.messages import DIRECTION_TO_PRINCIPAL, RelayMessage
+    from mailveil.relay.messages import DIRECTION_TO_PRINCIPAL
+    from mailveil.relay.models import RelayMessage
 
     return session.scalar(
         select(func.max(RelayMessage.created_at)).where(

@@ -19,7 +19,8 @@ from sqlalchemy.orm import Session
 from mailveil.contacts import validation as v
 from mailveil.contacts.models import PRINCIPAL_KINDS, PRINCIPAL_STATUSES, Principal
 from mailveil.db.base import utcnow
-from mailveil.errors import Duplicate, InvalidInput, NotFound
+from mailveil.db.lookup import get_or_not_found, one_or_not_found
+from mailveil.errors import Duplicate, InvalidInput
 
 # delivery_address: where the relay delivers customers' replies (a seller falls back to its
 # first sending address; an employee has none otherwise).
@@ -148,21 +149,14 @@ def create_principal(
 
 
 def get_principal(session: Session, principal_id: int) -> Principal:
-    principal = session.get(Principal, principal_id)
-    if principal is None:
-        raise NotFound(f"no principal {principal_id}")
-    return principal
+    return get_or_not_found(session, Principal, principal_id, "principal")
 
 
 def get_principal_by_external_id(session: Session, kind: str, external_id: str) -> Principal:
     kind = v.choice(kind, PRINCIPAL_KINDS, "kind")
     ext = v.external_id(external_id)
-    principal = session.scalar(
-        select(Principal).where(Principal.kind == kind, Principal.external_id == ext)
-    )
-    if principal is None:
-        raise NotFound(f"no {kind} with external id {ext!r}")
-    return principal
+    stmt = select(Principal).where(Principal.kind == kind, Principal.external_id == ext)
+    return one_or_not_found(session, stmt, f"{kind} with external id {ext!r}")
 
 
 def update_principal(

@@ -20,6 +20,7 @@ from mailveil.contacts.models import (
     SupportCase,
 )
 from mailveil.db.base import utcnow
+from mailveil.db.lookup import get_or_not_found, one_or_not_found
 from mailveil.errors import Conflict, Duplicate, NotFound
 
 _UNSET: Any = object()
@@ -86,18 +87,13 @@ def create_order(
 
 
 def get_order(session: Session, order_id: int) -> Order:
-    order = session.get(Order, order_id)
-    if order is None:
-        raise NotFound(f"no order {order_id}")
-    return order
+    return get_or_not_found(session, Order, order_id, "order")
 
 
 def get_order_by_external_id(session: Session, external_id: str) -> Order:
     ext = v.external_id(external_id)
-    order = session.scalar(select(Order).where(Order.external_id == ext))
-    if order is None:
-        raise NotFound(f"no order with external id {ext!r}")
-    return order
+    stmt = select(Order).where(Order.external_id == ext)
+    return one_or_not_found(session, stmt, f"order with external id {ext!r}")
 
 
 def update_order(session: Session, order_id: int, *, status: str) -> Order:
@@ -177,18 +173,13 @@ def create_case(
 
 
 def get_case(session: Session, case_id: int) -> SupportCase:
-    case = session.get(SupportCase, case_id)
-    if case is None:
-        raise NotFound(f"no support case {case_id}")
-    return case
+    return get_or_not_found(session, SupportCase, case_id, "support case")
 
 
 def get_case_by_external_id(session: Session, external_id: str) -> SupportCase:
     ext = v.external_id(external_id)
-    case = session.scalar(select(SupportCase).where(SupportCase.external_id == ext))
-    if case is None:
-        raise NotFound(f"no support case with external id {ext!r}")
-    return case
+    stmt = select(SupportCase).where(SupportCase.external_id == ext)
+    return one_or_not_found(session, stmt, f"support case with external id {ext!r}")
 
 
 def update_case(

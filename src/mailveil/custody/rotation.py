@@ -37,7 +37,7 @@ from mailveil.custody.binding import INDEX, VERP, fingerprint_file, present_keys
 from mailveil.custody.models import ACTIVE, RETIRED, KeyFingerprint
 from mailveil.db.base import utcnow
 from mailveil.keyfiles import KeyFileError, read_secret, write_secret
-from mailveil.vault import INDEX_KEY_FILE, INDEX_NEXT_FILE, Vault
+from mailveil.vault import INDEX_KEY_FILE, INDEX_NEXT_FILE, Vault, customer_address_batches
 
 ProgressFn = Callable[[int, int], None]
 
@@ -101,22 +101,8 @@ def reindex_addresses(
         raise RotationError(f"no {INDEX_NEXT_FILE}: start the rotation first")
     table = cast(Table, Customer.__table__)
     total = session.scalar(select(func.count()).select_from(Customer)) or 0
-    done = changed = after = 0
-    while True:
-        batch = session.execute(
-            select(
-                Customer.id,
-                Customer.external_id,
-                Customer.address_ct,
-                Customer.address_dek,
-                Customer.address_bidx,
-            )
-            .where(Customer.id > after)
-            .order_by(Customer.id)
-            .limit(batch_size)
-        ).all()
-        if not batch:
-            break
+    done = changed = 0
+    for batch in customer_address_batches(session, batch_size=batch_size):
         params = []
         for cid, ext, ct, dek_id, bidx in batch:
             sealed = vault.reindex(session, ct, dek_id, bidx, owner=ext)
@@ -146,7 +132,6 @@ def reindex_addresses(
         session.commit()
         done += len(batch)
         changed += len(params)
-        after = batch[-1][0]
         if progress:
             progress(done, total)
     return changed

@@ -13,8 +13,7 @@ from mailveil.ledger import models as _ledger_models  # noqa: F401
 from mailveil.notify import models as _notify_models  # noqa: F401
 from mailveil.ops import models as _ops_models  # noqa: F401
 from mailveil.platform import models as _platform_models  # noqa: F401
-from mailveil.relay import bounces as _relay_bounces  # noqa: F401
-from mailveil.relay import messages as _relay_messages  # noqa: F401
+from mailveil.relay import models as _relay_models  # noqa: F401
 from mailveil.witness import models as _witness_models  # noqa: F401
 from mailveil.worker import models as _worker_models  # noqa: F401
 

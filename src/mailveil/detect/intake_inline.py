@@ -39,26 +39,24 @@ _APPLE = re.compile(
 )
 _RULE = re.compile(r"^\s*_{10,}\s*$")
 
+# "Sent" in every supported language: a date label that names the sending, not the writing.
+_SENT_LABELS = (
+    "sent",
+    "gesendet",
+    "envoyé",
+    "envoye",
+    "enviado",
+    "enviada",
+    "verzonden",
+    "verstuurd",
+    "inviato",
+    "wysłano",
+    "wysłane",
+)
 # Header labels of forward blocks, per role, in every supported language.
 _LABELS: dict[str, tuple[str, ...]] = {
     "from": ("from", "von", "de", "van", "da", "od", "absender", "expéditeur", "remitente"),
-    "date": (
-        "date",
-        "sent",
-        "datum",
-        "gesendet",
-        "envoyé",
-        "envoye",
-        "enviado",
-        "enviada",
-        "verzonden",
-        "verstuurd",
-        "inviato",
-        "data",
-        "wysłano",
-        "wysłane",
-        "fecha",
-    ),
+    "date": ("date", "datum", "data", "fecha", *_SENT_LABELS),
     "to": ("to", "an", "à", "a", "para", "aan", "do", "destinataire", "destinatario", "pour"),
     "cc": ("cc", "kopie", "copie à", "copie", "cópia", "copia", "dw", "kopia"),
     "subject": (
@@ -75,19 +73,6 @@ _LABELS: dict[str, tuple[str, ...]] = {
     "reply_to": ("reply-to", "antwort an", "répondre à", "responder a", "antwoord aan"),
 }
 _ROLE_OF = {label: role for role, labels in _LABELS.items() for label in labels}
-_SENT_LABELS = {
-    "sent",
-    "gesendet",
-    "envoyé",
-    "envoye",
-    "enviado",
-    "enviada",
-    "verzonden",
-    "verstuurd",
-    "inviato",
-    "wysłano",
-    "wysłane",
-}
 _LABEL_LINE = re.compile(
     r"^\s*[*]?\s*("
     + "|".join(sorted((re.escape(k) for k in _ROLE_OF), key=len, reverse=True))

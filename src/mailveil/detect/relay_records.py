@@ -38,7 +38,8 @@ from sqlalchemy.orm import Session
 
 from mailveil.contacts.models import Alias
 from mailveil.ledger.models import LedgerEntry
-from mailveil.relay.messages import RelayMessage, VerpKey, verify_bounce_local
+from mailveil.relay.messages import VerpKey, verify_bounce_local
+from mailveil.relay.models import RelayMessage
 
 # What new_message_id writes: 32 hex digits at the relay domain.
 _RELAY_MESSAGE_ID = re.compile(r"<?\s*([0-9a-f]{32})@([A-Za-z0-9.-]{1,253})\s*>?")

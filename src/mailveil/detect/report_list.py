@@ -12,9 +12,9 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailveil.contacts import validation as v
+from mailveil.db.lookup import get_or_not_found
 from mailveil.detect.models import AbuseReport
 from mailveil.detect.reports import OUTCOMES
-from mailveil.errors import NotFound
 
 CHANNELS = ("api", "mailbox")
 
@@ -51,10 +51,7 @@ def list_reports(
 
 
 def get_report(session: Session, report_id: int) -> AbuseReport:
-    row = session.get(AbuseReport, report_id)
-    if row is None:
-        raise NotFound(f"no report {report_id}")
-    return row
+    return get_or_not_found(session, AbuseReport, report_id, "report")
 
 
 def report_view(row: AbuseReport) -> dict[str, Any]:

@@ -9,7 +9,8 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from mailveil.errors import InvalidInput, NotFound
+from mailveil.db.lookup import get_or_not_found
+from mailveil.errors import InvalidInput
 from mailveil.ledger.append import ledger_size
 from mailveil.ledger.models import LedgerEntry
 
@@ -53,10 +54,7 @@ def entries_of_kind(
 
 
 def get_entry(session: Session, seq: int) -> LedgerEntry:
-    entry = session.get(LedgerEntry, seq)
-    if entry is None:
-        raise NotFound(f"no ledger entry {seq}")
-    return entry
+    return get_or_not_found(session, LedgerEntry, seq, "ledger entry")
 
 
 def entry_dict(entry: LedgerEntry) -> dict[str, Any]:

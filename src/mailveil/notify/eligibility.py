@@ -53,6 +53,7 @@ FUTURE_SLACK = timedelta(minutes=5)
 ID, EXT, DELETED, MISSING = range(4)
 # Keys of ``Screener.grouped`` rows below zero: collapsed counts.
 KEY_DELETED = -1
+KEY_UNKNOWN = -100  # (bulk_statement) no such customer; below every missing_key
 
 
 def missing_key(i: int) -> int:
@@ -117,6 +118,7 @@ class Screener:
             if req.within_days is not None:
                 cond.append(Fact.occurred_at >= now - timedelta(days=req.within_days))
             flags.append(exists().where(*cond))
+        self.flags = flags
         missing: ColumnElement[int] = literal(-1)
         if flags:
             missing = case(*((~flag, i) for i, flag in enumerate(flags)), else_=-1)
@@ -165,6 +167,34 @@ class Screener:
             Customer.id, "ids", BigInteger(),
         )  # fmt: skip
 
+    def bulk_statement(self, audience: Any) -> Any:
+        """``grouped_statement`` over a whole audience held in a table (``notify.bulk``:
+        columns pos, ext, facts, language) instead of one batch: one join, ordered by key.
+        Decided entries collapse into a negative key (KEY_UNKNOWN too: every entry counts,
+        repeats included); the rest, and every entry that names facts, keep their position
+        (a group of one), so they come last, in audience order."""
+        pos = audience.c.pos
+        whens: list[tuple[Any, Any]] = [
+            (Customer.id.is_(None), KEY_UNKNOWN),
+            (Customer.deleted_at.is_not(None), KEY_DELETED),
+            (audience.c.facts.is_not(None), pos),
+        ]
+        for i, flag in enumerate(self.flags):
+            whens.append((~flag, missing_key(i) if self.reasons[i] is not None else pos))
+        keyed = (
+            select(case(*whens, else_=pos).label("key"), audience.c.ext, Customer.id,
+                   audience.c.facts, audience.c.language)
+            .select_from(audience.outerjoin(Customer, Customer.external_id == audience.c.ext))
+            .subquery("keyed")
+        )  # fmt: skip
+        k, ext, cid, facts, language = keyed.c
+        return (
+            select(k, func.count(), func.min(ext), func.min(cid), func.min(facts),
+                   func.min(language))
+            .group_by(k)
+            .order_by(k)
+        )  # fmt: skip
+
     def _param(self, values: Sequence[Any]) -> str:
         return json.dumps(list(values))
 
@@ -198,6 +228,7 @@ __all__ = [
     "FUTURE_SLACK",
     "ID",
     "KEY_DELETED",
+    "KEY_UNKNOWN",
     "MISSING",
     "Screener",
     "decided_reasons",

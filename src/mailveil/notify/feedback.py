@@ -144,7 +144,7 @@ def _in_flight(session: Session, relay_token: str) -> Any:
     yet (a complaint can arrive while the rest of the group is still being sent): the
     service's latest attempt to that customer begun before the relay wrote the message."""
     from mailveil.notify.settle import MATCH_SLACK
-    from mailveil.relay.messages import RelayMessage
+    from mailveil.relay.models import RelayMessage
 
     message = session.execute(
         select(RelayMessage.principal_id, RelayMessage.customer_id, RelayMessage.created_at).where(

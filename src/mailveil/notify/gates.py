@@ -15,7 +15,7 @@ from mailveil.ledger.events import Event
 from mailveil.logs import get_logger
 from mailveil.notify.models import Fact, Recipient, Send, Template
 from mailveil.notify.sends import send_ref
-from mailveil.relay.messages import RelayMessage
+from mailveil.relay.models import RelayMessage
 from mailveil.runtime import Runtime
 
 log = get_logger("mailveil.notify")

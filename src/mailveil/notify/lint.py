@@ -18,7 +18,7 @@ from typing import Any
 from jinja2 import StrictUndefined, TemplateSyntaxError, meta, nodes
 from jinja2.sandbox import SandboxedEnvironment
 
-from mailveil.relay.policy import external_links
+from mailveil.relay.content_rules import external_links
 
 # Names a template may use: the recipient, the facts the rule binds, the send.
 CONTEXT_NAMES = frozenset({"customer", "facts", "send", "unsubscribe_url"})

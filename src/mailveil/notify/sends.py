@@ -35,9 +35,10 @@ from mailveil.notify.audience import (
     rule_population,
     screener_for,
 )
+from mailveil.notify.bulk import tally_all
 from mailveil.notify.guard import blast_radius, halt_forecast, targeting
 from mailveil.notify.models import OPEN_SEND_STATUSES, Recipient, Send, Template
-from mailveil.notify.tally import Tally, tally_batch
+from mailveil.notify.tally import Tally
 from mailveil.notify.templates import (
     expected_volume,
     get_template,
@@ -84,11 +85,8 @@ def preview(
     translated = set(template.translations or {})
     rendered: list[dict[str, Any]] = []
     shown_languages: set[str] = set()
-    total = 0
     screener = screener_for(session, settings, template, rule, now)
-    for batch in batched(entries, settings.notify_batch_size):
-        total += len(batch)
-        eligible = tally_batch(session, settings, template, rule, batch, now, screener, tally)
+    for eligible in tally_all(session, settings, template, rule, entries, now, screener, tally):
         for entry, a in eligible:
             language = entry.language if entry.language in translated else template.language
             languages[language] += 1
@@ -106,6 +104,7 @@ def preview(
                 except InvalidInput as exc:
                     rendered.append({"customer": a.external_id, "language": language,
                                      "error": exc.detail})  # fmt: skip
+    total = tally.total
     counts = tally.by_state()
     samples = tally.samples
     expected = expected_volume(session, template)

@@ -17,9 +17,9 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from mailveil.contacts.models import Alias, Principal
@@ -28,11 +28,13 @@ from mailveil.ledger.events import Event
 from mailveil.notify.claims import lapsed
 from mailveil.notify.models import Recipient, Send, Template
 from mailveil.notify.sends import KIND_SEND, send_ref
-from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, RelayMessage
+from mailveil.relay.messages import DIRECTION_TO_CUSTOMER
+from mailveil.relay.models import RelayMessage
 from mailveil.runtime import Runtime
 
 log = logging.getLogger("mailveil.notify")
 MATCH_SLACK = timedelta(seconds=2)
+_recipients = cast(Table, Recipient.__table__)
 
 
 def attempt_times(s: Session, ids: list[int]) -> dict[int, datetime]:
@@ -89,13 +91,36 @@ def mark_delivered(
     if not items:
         return
     now = utcnow()
+    # Only the rows this transaction moves get an entry: a worker whose claim lapsed after
+    # the mail went out and a reconciler settling the same recipient both get here, and the
+    # second to update finds the row already delivered (SQLite: one writer at a time;
+    # PostgreSQL: it waits on the first one's row lock, then re-checks the state), so each
+    # (send, recipient) is ledgered once.
+    moved = set(
+        s.scalars(
+            update(Recipient)
+            .where(
+                Recipient.id.in_(sorted(items)),
+                Recipient.state.in_(("delivering", "unconfirmed")),
+            )
+            .values(state="delivered", delivered_at=now, reason=None)
+            .returning(Recipient.id)
+        )
+    )
+    if not moved:
+        return
+    tokens = [{"rid": rid, "tok": items[rid][3]} for rid in sorted(moved)]
+    if tokens:  # one executemany: per-recipient statements were a share of every batch
+        s.connection().execute(
+            update(_recipients)
+            .where(_recipients.c.id == bindparam("rid"))
+            .values(relay_token=bindparam("tok")),
+            tokens,
+        )
     events = []
     for rid, (cid, alias, fact_ids, tok) in items.items():
-        s.execute(
-            update(Recipient)
-            .where(Recipient.id == rid, Recipient.state.in_(("delivering", "unconfirmed")))
-            .values(state="delivered", relay_token=tok, delivered_at=now, reason=None)
-        )
+        if rid not in moved:
+            continue
         detail: dict[str, Any] = {
             "send": send.id,
             "template": template.name,

@@ -33,6 +33,7 @@ class Tally:
     counts: Counter[tuple[str, str]] = field(default_factory=Counter)  # (state, reason)
     samples: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
     full: set[str] = field(default_factory=set)  # states with all their samples
+    total: int = 0  # audience entries counted (``bulk.tally_all``)
 
     def take(self, verdicts: Sequence[Assessment]) -> None:
         self.counts.update((a.state, a.reason) for a in verdicts)
@@ -85,7 +86,8 @@ def tally_batch(
     found = 0
     # The rest, as ``Screener.run`` rows (ID, EXT, DELETED, MISSING): -1, evaluate the rule.
     individual: dict[str, tuple[int, str, bool, int]] = {}
-    for key, n, ext in screener.grouped(session, exts):
+    # Sorted: the index probes walk the external-id B-tree in order (a tenth less time).
+    for key, n, ext in screener.grouped(session, sorted(exts)):
         found += n
         if key == KEY_DELETED:
             tally.counts["ineligible", "customer deleted"] += n

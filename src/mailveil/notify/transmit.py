@@ -5,6 +5,7 @@ authenticated connection per batch, and what each transaction did (``Outcome``).
 
 from __future__ import annotations
 
+import re
 import smtplib
 import ssl
 import time
@@ -77,6 +78,48 @@ def build_message(runtime: Runtime, send: Send, template: Template, item: Ready)
     return msg
 
 
+# The fast path's domain: what EmailMessage renders exactly as given (the test compares).
+_PLAIN_VALUE = re.compile(r"[\x21-\x7e]+(?: [\x21-\x7e]+)*")  # printable, single spaces
+_PLAIN_ADDRESS = re.compile(r"[A-Za-z0-9._+-]+@[A-Za-z0-9.-]+")
+_BODY_LINE = 78  # longer lines make EmailMessage choose another transfer encoding
+
+
+def message_bytes(runtime: Runtime, send: Send, template: Template, item: Ready) -> bytes:
+    """The message as it goes on the wire: ``build_message(...).as_bytes(policy=WIRE)``,
+    written directly when every value is plain ASCII that EmailMessage would copy verbatim
+    (the usual notification). EmailMessage took about 2 ms a message, a sixth of a worker's
+    time per recipient; anything else (non-ASCII, long lines, encoded-word look-alikes)
+    still goes through it."""
+    domain = runtime.settings.relay_domain
+    headers = (
+        ("From", f"notifications@{domain}"),
+        ("To", item.alias),
+        ("Subject", item.subject),
+        ("Message-ID", message_id(send.id, item.customer_id, domain)),
+        ("X-Contact-Reason", template.reason),
+        ("List-Unsubscribe", f"<{item.unsubscribe}>"),
+        ("List-Unsubscribe-Post", ONE_CLICK),
+    )
+    body = item.body if item.body.endswith("\n") else item.body + "\n"
+    lines = body[:-1].split("\n")
+    plain = (
+        _PLAIN_ADDRESS.fullmatch(item.alias) is not None
+        and _PLAIN_ADDRESS.fullmatch(f"notifications@{domain}") is not None
+        and all(_PLAIN_VALUE.fullmatch(v) and "=?" not in v for _n, v in headers)
+        and body.isascii()
+        and "\r" not in body
+        and all(len(line) <= _BODY_LINE for line in lines)
+    )
+    if not plain:
+        return build_message(runtime, send, template, item).as_bytes(policy=WIRE)
+    head = "".join(f"{name}: {value}\r\n" for name, value in headers)
+    head += (
+        'Content-Type: text/plain; charset="utf-8"\r\n'
+        "Content-Transfer-Encoding: 7bit\r\nMIME-Version: 1.0\r\n\r\n"
+    )
+    return (head + "\r\n".join(lines) + "\r\n").encode("ascii")
+
+
 def transmit(
     client: smtplib.SMTP,
     runtime: Runtime,
@@ -100,7 +143,7 @@ def transmit(
             renewed = time.monotonic()
         if item.recipient_id in lost:
             continue
-        data = build_message(runtime, send, template, item).as_bytes(policy=WIRE)
+        data = message_bytes(runtime, send, template, item)
         try:
             client.sendmail(mail_from, [item.alias], data)
         except smtplib.SMTPRecipientsRefused as exc:
@@ -128,4 +171,13 @@ def _refused(out: Outcome, rid: int, code: int, text: bytes | str) -> None:
         out.failed[rid] = f"relay refused: {code} {shown}"[:200]
 
 
-__all__ = ["WIRE", "Outcome", "Ready", "build_message", "connect", "message_id", "transmit"]
+__all__ = [
+    "WIRE",
+    "Outcome",
+    "Ready",
+    "build_message",
+    "connect",
+    "message_bytes",
+    "message_id",
+    "transmit",
+]

@@ -19,8 +19,8 @@ from mailveil.contacts.relationships import get_order
 from mailveil.db.base import utcnow
 from mailveil.policy.engine import PolicyEngine
 from mailveil.policy.facts import policy_input
+from mailveil.relay.content_rules import MessagingPolicy, message_input
 from mailveil.relay.lifecycle import lifecycle_for
-from mailveil.relay.policy import MessagingPolicy, message_input
 
 ENDED = "the conversation has ended; it reopens when the customer writes"
 

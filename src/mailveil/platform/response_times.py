@@ -25,7 +25,8 @@ from mailveil.contacts.models import Principal
 from mailveil.db.base import utcnow
 from mailveil.errors import Forbidden, InvalidInput, NotFound
 from mailveil.platform.models import NoResponseNeeded
-from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, DIRECTION_TO_PRINCIPAL, RelayMessage
+from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, DIRECTION_TO_PRINCIPAL
+from mailveil.relay.models import RelayMessage
 
 DEFAULT_DAYS = 30
 MAX_DAYS = 366

@@ -41,7 +41,7 @@ from typing import Any, NamedTuple
 
 import cedarpy
 
-from mailveil.config import Settings
+from mailveil.config.settings import Settings  # not the package, which imports config.checks
 from mailveil.errors import MailveilError
 
 NAMESPACE = "Mailveil"

@@ -4,7 +4,7 @@ Every ``PolicyInput`` production gives Cedar is made here, whatever decides it: 
 (``disclose_input``: the API, the workers, the employee lookup, the relay's contact policy
 and ``mailveil policy check``), an employee's list (``list_input``), a reveal request
 (``reveal_input``) and an operator's test case (``cedar_input``); the relay's ``message``
-action keeps a contact input's entities with a context of its own (``relay.policy``).
+action keeps a contact input's entities with a context of its own (``relay.content_rules``).
 Callers read their facts their own way (one statement for one request, one query per fact
 for a batch, the relay's route lookup) and hand them to these functions, which decide what
 Cedar sees: the principal entity (``principal_entity``), the customer entity

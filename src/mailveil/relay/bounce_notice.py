@@ -13,26 +13,24 @@ from __future__ import annotations
 import email.policy
 import re
 import textwrap
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import format_datetime
 from typing import TYPE_CHECKING
 
 from mailveil.db.base import utcnow
-from mailveil.relay import codes
 from mailveil.relay.dsn import KIND_DELAYED, Dsn
 
 if TYPE_CHECKING:
-    from mailveil.config import Settings
-    from mailveil.relay.messages import RelayMessage
+    from mailveil.relay.models import RelayMessage
 
 DIAGNOSTIC_MAX = 300
 
 
 @dataclass(frozen=True)
 class Notice:
-    """A message for the smarthost: envelope sender null (RFC 5321 6.1: no bounce loops)."""
+    """A message for the smarthost (``delivery.Smarthost``, the relay's pool): envelope sender
+    null (RFC 5321 6.1: no bounce loops)."""
 
     rcpt: str = field(repr=False)  # the original sender's own address
     data: bytes = field(repr=False)
@@ -195,62 +193,10 @@ def build_notice(
     raise AssertionError("a bounce notice without diagnostic still named a hidden address")
 
 
-NoticeSend = Callable[[Notice], None]
-
-
-def smtp_notice_sender(settings: Settings) -> NoticeSend:
-    """Hands a notice to the configured smarthost with a blocking one-off SMTP session (for
-    callers in a worker thread). Raises ``delivery.TemporaryDeliveryError`` (unreachable,
-    4xx) or ``PermanentDeliveryError`` (5xx), with our reply, never the smarthost's text."""
-    import smtplib
-    import ssl
-
-    from mailveil.relay.delivery import (
-        PermanentDeliveryError,
-        TemporaryDeliveryError,
-        reply_for_next_hop,
-    )
-
-    def send(notice: Notice) -> None:
-        try:
-            with smtplib.SMTP(
-                settings.smarthost_host,
-                settings.smarthost_port,
-                local_hostname=settings.relay_hostname or settings.relay_domain,
-                timeout=settings.smarthost_timeout,
-            ) as smtp:
-                if settings.smarthost_starttls:
-                    context = ssl.create_default_context()
-                    if not settings.smarthost_validate_certs:
-                        context.check_hostname = False
-                        context.verify_mode = ssl.CERT_NONE
-                    smtp.starttls(context=context)
-                if settings.smarthost_username:
-                    smtp.login(settings.smarthost_username, settings.smarthost_password)
-                smtp.sendmail(notice.mail_from, [notice.rcpt], notice.data)
-        except smtplib.SMTPRecipientsRefused as exc:
-            code, text = next(iter(exc.recipients.values()))
-            raise _delivery_error(code, text) from None
-        except smtplib.SMTPResponseException as exc:
-            raise _delivery_error(exc.smtp_code, exc.smtp_error) from None
-        except (smtplib.SMTPException, OSError) as exc:
-            raise TemporaryDeliveryError(codes.SMARTHOST_UNREACHABLE) from exc
-
-    def _delivery_error(code: int, text: bytes | str) -> Exception:
-        words = text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text)
-        reply = reply_for_next_hop(code, words)
-        kind = TemporaryDeliveryError if code < 500 else PermanentDeliveryError
-        return kind(reply, next_hop_code=code)
-
-    return send
-
-
 __all__ = [
     "DIAGNOSTIC_MAX",
     "Notice",
-    "NoticeSend",
     "build_notice",
     "describe_status",
     "safe_diagnostic",
-    "smtp_notice_sender",
 ]

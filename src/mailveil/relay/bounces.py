@@ -1,7 +1,7 @@
 """Bounces: a delivery report to a VERP address, mapped to its message, recorded and told.
 
 The relay sends every message with the envelope sender ``bounce+<token><mac>@<relay domain>``
-(``relay.messages``). A report that comes back there is handled by ``handle_bounce``:
+(``relay.messages``). A report that comes back there is taken by ``take_bounce``:
 
 1. the token is verified (HMAC tag) and names one ``relay_messages`` row;
 2. the report is read (``relay.dsn.parse_dsn``);
@@ -14,71 +14,54 @@ The relay sends every message with the envelope sender ``bounce+<token><mac>@<re
 5. every report with a valid token is a ``bounce`` ledger event (ids, kind, status, never
    report text).
 
-Never lost, possibly twice: the notice is handed to the smarthost before anything is written
-(``handle_bounce`` in a worker thread, the handler's hook) or after the commit
-(``process_bounce``, on the event loop's smarthost pool). Either way a smarthost that cannot
-take it makes the reporting MTA retry (4xx), and the retried report builds the notice again
-without counting the bounce twice.
+One path, ``take_bounce`` (the SMTP handler's): the report is read and its notice built in a
+worker thread, the notice is handed to the smarthost through the relay's own connection pool
+(``delivery.Smarthost``), and only then is anything written, in one commit. A smarthost that
+cannot take the notice makes the reporting MTA retry (4xx) with nothing recorded; one that
+refuses it for good (5xx) is recorded (``notified`` false) and not retried. Never lost,
+possibly twice: a crash between the notice and the commit sends it again with the retry,
+which counts the bounce once.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from sqlalchemy import (
-    CheckConstraint,
-    Connection,
-    ForeignKey,
-    Integer,
-    String,
-    Table,
     case,
-    delete,
-    event,
     insert,
-    inspect,
     select,
     update,
 )
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Mapped, Mapper, Session, mapped_column
+from sqlalchemy.orm import Session
 
-from mailveil.contacts.models import Customer, IdType
-from mailveil.db.base import Base, UTCDateTime, utcnow
+from mailveil.contacts.models import Customer
+from mailveil.db.base import utcnow
 from mailveil.ledger.events import Event
 from mailveil.relay import codes
-from mailveil.relay.bounce_notice import (
-    Notice,
-    NoticeSend,
-    build_notice,
-    describe_status,
-    safe_diagnostic,
-    smtp_notice_sender,
-)
+from mailveil.relay.bounce_notice import Notice, build_notice, describe_status, safe_diagnostic
 from mailveil.relay.codes import Reply
 from mailveil.relay.dsn import KIND_DELAYED, KIND_HARD, Dsn, RecipientReport, parse_dsn
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
     VERP_PREFIX,
-    RelayMessage,
     VerpKey,
     VerpKeys,
     get_by_token,
     verify_bounce_local,
 )
+from mailveil.relay.models import RelayBounceMark, RelayMessage
+from mailveil.relay.routes import Route
 
-# db.models imports this module for its table: what only the handling needs (the policy
-# engine through routes, the ledger writer, the rewriter) is imported where it is used.
 if TYPE_CHECKING:
-    from mailveil.relay.routes import Route
     from mailveil.runtime import Runtime
 
 KIND_BOUNCE = "bounce"
-# What handle_bounce did with a report (BounceOutcome.result and the ledger's detail).
+# What take_bounce did with a report (BounceOutcome.result and the ledger's detail).
 RESULT_RECORDED = "recorded"  # a failure or delay, recorded (and a notice built)
 RESULT_DUPLICATE = "duplicate"  # another report for a message already bounced
 RESULT_IGNORED = "ignored"  # success report, auto-reply or unreadable: recorded only
@@ -86,32 +69,6 @@ RESULT_UNKNOWN_MESSAGE = "unknown-message"  # the token verifies but its row is 
 RESULT_BAD_TOKEN = "bad-token"  # noqa: S105 - not one of ours: refused, nothing written
 
 _T = TypeVar("_T")
-
-
-class RelayBounceMark(Base):
-    """Hard bounces counted per recipient: one row per customer or principal that bounced."""
-
-    __tablename__ = "relay_bounce_marks"
-
-    id: Mapped[int] = mapped_column(IdType, primary_key=True)
-    customer_id: Mapped[int | None] = mapped_column(
-        IdType, ForeignKey("customers.id", ondelete="CASCADE"), nullable=True, unique=True
-    )
-    principal_id: Mapped[int | None] = mapped_column(
-        Integer, ForeignKey("principals.id", ondelete="CASCADE"), nullable=True, unique=True
-    )
-    hard_bounces: Mapped[int] = mapped_column(Integer, default=0)
-    last_status: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    last_bounce_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    # Set when hard_bounces reaches settings.relay_hard_bounce_limit.
-    marked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-
-    __table_args__ = (
-        CheckConstraint(
-            "(customer_id IS NULL) <> (principal_id IS NULL)",
-            name="ck_relay_bounce_marks_one_recipient",
-        ),
-    )
 
 
 @dataclass(frozen=True)
@@ -125,7 +82,7 @@ class BounceOutcome:
     hard_bounces: int = 0
     marked: bool = False  # this report made the recipient's address "bouncing"
     notice: Notice | None = None
-    notified: bool = False  # set by process_bounce once the smarthost took the notice
+    notified: bool = False  # the smarthost took the notice
 
     @property
     def accepted(self) -> bool:
@@ -221,25 +178,6 @@ def clear_bounces(
     return True
 
 
-def _bidx(value: Any) -> bytes | None:
-    return None if value is None else bytes(value)
-
-
-@event.listens_for(Customer, "before_update")
-def _clear_on_address_change(_mapper: Mapper[Any], connection: Connection, target: Any) -> None:
-    """A customer's hard bounces were against the old address: when the address changes
-    (``contacts.change_customer_address``, or any ORM update of it) the marks go, in the same
-    flush and transaction. A listener here rather than a call from contacts: contacts sits
-    below the relay and must not know its tables; the relay reacts to contacts' change."""
-    history = inspect(target).attrs.address_bidx.history
-    if not history.added:
-        return
-    if history.deleted and {_bidx(v) for v in history.added} == {_bidx(v) for v in history.deleted}:
-        return  # the same address sealed again: its bounces still stand
-    marks = cast(Table, RelayBounceMark.__table__)
-    connection.execute(delete(marks).where(marks.c.customer_id == target.id))
-
-
 # ---------------------------------------------------------------------------------- handling
 
 
@@ -262,7 +200,7 @@ def _route(session: Session, row: RelayMessage) -> Route | None:
     Not ``routes.lookup_route``: that one detaches everything in the session, the caller's
     objects included, and queries order facts a notice does not need.
     """
-    from mailveil.contacts.models import Alias, Customer, Principal
+    from mailveil.contacts.models import Alias, Principal
     from mailveil.relay.routes import Route
 
     alias = session.scalar(select(Alias).where(Alias.address == row.alias))
@@ -300,14 +238,19 @@ def _sender_and_hidden(
     return sender, route.reverse_alias, hidden
 
 
-class _Default:
-    pass
+@dataclass(frozen=True)
+class BounceRead:
+    """What a report says, read before anything is written: its message's facts (None:
+    the token verifies but its row is gone), what it will be recorded as, the notice."""
+
+    token: str
+    dsn: Dsn
+    result: str
+    row: dict[str, Any] | None = None
+    notice: Notice | None = None
 
 
-SEND_VIA_SMARTHOST: Any = _Default()
-
-
-def handle_bounce(
+def read_bounce(
     session: Session,
     runtime: Runtime,
     token: str,
@@ -315,21 +258,11 @@ def handle_bounce(
     *,
     verp_key: VerpKey | None = None,
     sign: Callable[[bytes], bytes] | None = None,
-    send: NoticeSend | None = SEND_VIA_SMARTHOST,
-) -> BounceOutcome:
-    """Handle the report ``message`` that arrived for ``token`` (a VERP local part or address,
-    whose tag is verified here, or the bare token the handler verified at RCPT).
-
-    Reads first; then, when a notice is due and ``send`` is not None, hands it over (by
-    default to the configured smarthost, blocking: call this from a worker thread) -- before
-    anything is written, so a smarthost that is down raises ``TemporaryDeliveryError``, the
-    caller answers 4xx and nothing is recorded until the retry; then writes (row status, hard
-    bounce count, ledger) in the caller's transaction without committing. With ``send=None``
-    the notice is only built and returned in ``outcome.notice`` (``process_bounce`` sends it
-    after its commit). ``sign`` (the relay's DKIM signer) signs the notice.
-    """
-    from mailveil.relay.delivery import PermanentDeliveryError
-
+) -> BounceRead | BounceOutcome:
+    """The report ``message`` that arrived for ``token`` (a VERP local part or address, whose
+    tag is verified here, or the bare token the handler verified at RCPT), read and its
+    notice built (``sign``: the relay's DKIM signer); a ``BounceOutcome`` for a token that is
+    not ours. Writes nothing."""
     settings = runtime.settings
     key = verp_key if verp_key is not None else VerpKeys.load(settings).accepted()
     verified = _verified_token(key, token)
@@ -338,15 +271,7 @@ def handle_bounce(
     dsn = parse_dsn(message)
     row = get_by_token(session, verified)
     if row is None:
-        event = Event(
-            kind=KIND_BOUNCE,
-            actor="system",
-            detail={"relay_message": verified, "result": RESULT_UNKNOWN_MESSAGE, "kind": dsn.kind},
-        )
-        runtime.ledger.append(session, [event])
-        return BounceOutcome(
-            result=RESULT_UNKNOWN_MESSAGE, reply=codes.REPLY_OK, kind=dsn.kind, token=verified
-        )
+        return BounceRead(verified, dsn, RESULT_UNKNOWN_MESSAGE)
     to_customer = row.direction == DIRECTION_TO_CUSTOMER
     if dsn.failed and row.status == "bounced":
         result = RESULT_DUPLICATE
@@ -354,7 +279,6 @@ def handle_bounce(
         result = RESULT_RECORDED
     else:
         result = RESULT_IGNORED
-
     # What the notice says about marking is known before counting: the count it would reach.
     marked_next = False
     if result == RESULT_RECORDED and dsn.kind == KIND_HARD:
@@ -380,33 +304,40 @@ def handle_bounce(
                     marked=marked_next,
                 )
                 notice = Notice(rcpt=sender, data=sign(data) if sign else data)
-    token_, direction, customer_id, principal_id = (
-        row.token,
-        row.direction,
-        row.customer_id,
-        row.principal_id,
-    )
-    alias_, reason = row.alias, row.reason
+    facts = {
+        "direction": row.direction,
+        "customer_id": row.customer_id,
+        "principal_id": row.principal_id,
+        "alias": row.alias,
+        "reason": row.reason,
+    }
+    return BounceRead(row.token, dsn, result, facts, notice)
 
-    notified = False
-    if notice is not None and send is not None:
-        if not (session.new or session.dirty or session.deleted):
-            # End the read transaction before waiting on the network: SQLite cannot turn a
-            # read snapshot that went stale meanwhile into a write transaction.
-            session.commit()
-        sender_fn = smtp_notice_sender(settings) if send is SEND_VIA_SMARTHOST else send
-        try:
-            sender_fn(notice)  # TemporaryDeliveryError propagates: nothing written yet
-            notified = True
-        except PermanentDeliveryError:
-            notified = False  # the sender's own address refuses mail: recorded, not retried
 
+def record_bounce(
+    session: Session, runtime: Runtime, read: BounceRead, *, notified: bool
+) -> BounceOutcome:
+    """Write what ``read`` found (row status, hard bounce count, the ``bounce`` entry) in
+    the caller's transaction, without committing."""
+
+    settings = runtime.settings
+    dsn, result, row = read.dsn, read.result, read.row
+    if row is None:
+        event = Event(
+            kind=KIND_BOUNCE,
+            actor="system",
+            detail={"relay_message": read.token, "result": result, "kind": dsn.kind},
+        )
+        runtime.ledger.append(session, [event])
+        return BounceOutcome(result=result, reply=codes.REPLY_OK, kind=dsn.kind, token=read.token)
+    to_customer = row["direction"] == DIRECTION_TO_CUSTOMER
+    customer_id, principal_id = row["customer_id"], row["principal_id"]
     count, marked = 0, False
     if result == RESULT_RECORDED and dsn.failed:
         # Conditional, so two copies of one report racing each other count once.
         changed = session.execute(
             update(RelayMessage)
-            .where(RelayMessage.token == token_, RelayMessage.status != "bounced")
+            .where(RelayMessage.token == read.token, RelayMessage.status != "bounced")
             .values(status="bounced", status_code=dsn.status, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
@@ -422,16 +353,15 @@ def handle_bounce(
                 limit=settings.relay_hard_bounce_limit,
             )
             marked = count == settings.relay_hard_bounce_limit
-
     event = Event(
         kind=KIND_BOUNCE,
         actor="system",
         subject=f"customer:{customer_id}",
-        alias=alias_,
-        purpose=direction,
-        ref=reason,
+        alias=row["alias"],
+        purpose=row["direction"],
+        ref=row["reason"],
         detail={
-            "relay_message": token_,
+            "relay_message": read.token,
             "principal": f"principal:{principal_id}",
             "recipient": f"customer:{customer_id}" if to_customer else f"principal:{principal_id}",
             "result": result,
@@ -440,7 +370,7 @@ def handle_bounce(
             "format": dsn.format,
             "hard_bounces": count,
             "marked": marked,
-            "notice": notice is not None,
+            "notice": read.notice is not None,
             "notified": notified,
         },
     )
@@ -450,11 +380,11 @@ def handle_bounce(
         reply=codes.REPLY_OK,
         kind=dsn.kind,
         status=dsn.status,
-        token=token_,
-        direction=direction,
+        token=read.token,
+        direction=row["direction"],
         hard_bounces=count,
         marked=marked,
-        notice=notice,
+        notice=read.notice,
         notified=notified,
     )
 
@@ -471,7 +401,7 @@ class NoticeSender(Protocol):
     async def send(self, mail_from: str, rcpt: str, data: bytes) -> None: ...
 
 
-async def process_bounce(
+async def take_bounce(
     db: SessionRunner,
     runtime: Runtime,
     smarthost: NoticeSender,
@@ -481,30 +411,30 @@ async def process_bounce(
     verp_key: VerpKey | None = None,
     sign: Callable[[bytes], bytes] | None = None,
 ) -> BounceOutcome:
-    """``handle_bounce`` committed, then its notice handed to the smarthost: the relay's
-    handler answers the reporting MTA with ``outcome.reply``.
-
-    The smarthost refusing the notice for good (5xx) still answers 250: the report is
-    recorded and a retry would be refused again. Unreachable or 4xx answers 4xx, so the
-    report comes again and the notice is built again.
-    """
+    """The one bounce path (module docstring): read, tell the sender, record in one commit.
+    ``outcome.reply`` answers the reporting MTA: 250, or the smarthost's 4xx (nothing
+    written, so the report comes again and the notice is built again)."""
     from mailveil.relay.delivery import PermanentDeliveryError, TemporaryDeliveryError
 
-    outcome = await db.run(
-        lambda s: handle_bounce(
-            s, runtime, token, message, verp_key=verp_key, sign=sign, send=None
-        ),
-        commit=True,
+    read = await db.run(
+        lambda s: read_bounce(s, runtime, token, message, verp_key=verp_key, sign=sign)
     )
-    if outcome.notice is None:
-        return outcome
-    try:
-        await smarthost.send(outcome.notice.mail_from, outcome.notice.rcpt, outcome.notice.data)
-    except TemporaryDeliveryError as exc:
-        return replace(outcome, reply=exc.reply)
-    except PermanentDeliveryError:
-        return outcome
-    return replace(outcome, notified=True)
+    if isinstance(read, BounceOutcome):
+        return read
+    notified = False
+    notice = read.notice
+    if notice is not None:
+        try:
+            await smarthost.send(notice.mail_from, notice.rcpt, notice.data)
+            notified = True
+        except TemporaryDeliveryError as exc:
+            return BounceOutcome(
+                result=read.result, reply=exc.reply, kind=read.dsn.kind, token=read.token,
+                notice=notice,
+            )  # fmt: skip
+        except PermanentDeliveryError:
+            notified = False  # the sender's own address refuses mail: recorded, not retried
+    return await db.run(lambda s: record_bounce(s, runtime, read, notified=notified), commit=True)
 
 
 __all__ = [
@@ -514,11 +444,10 @@ __all__ = [
     "RESULT_IGNORED",
     "RESULT_RECORDED",
     "RESULT_UNKNOWN_MESSAGE",
-    "SEND_VIA_SMARTHOST",
     "BounceOutcome",
+    "BounceRead",
     "Dsn",
     "Notice",
-    "NoticeSend",
     "NoticeSender",
     "RecipientReport",
     "RelayBounceMark",
@@ -527,10 +456,10 @@ __all__ = [
     "build_notice",
     "clear_bounces",
     "describe_status",
-    "handle_bounce",
     "is_bouncing",
     "parse_dsn",
-    "process_bounce",
+    "read_bounce",
+    "record_bounce",
     "safe_diagnostic",
-    "smtp_notice_sender",
+    "take_bounce",
 ]

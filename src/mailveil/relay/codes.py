@@ -124,7 +124,7 @@ DUPLICATE_FROM = Reply(550, "5.6.0 Message has more than one From header field")
 HEADER_NOT_UTF8 = Reply(550, "5.6.0 Header field contains 8-bit data that is not UTF-8")
 HEADER_INJECTION = Reply(550, "5.6.0 Header field contains control characters")
 NON_ASCII_ADDRESS = Reply(553, "5.6.7 Non-ASCII address requires SMTPUTF8")
-# Operator content rules (relay/policy.py).
+# Operator content rules (relay/content_rules.py).
 PLAIN_TEXT_ONLY = Reply(550, "5.6.1 Message refused: only plain text messages are accepted")
 ATTACHMENT_TYPE_REFUSED = Reply(550, "5.6.1 Message refused: attachment type not allowed")
 ATTACHMENT_TYPE_MISMATCH = Reply(
@@ -136,7 +136,7 @@ AUTH_REQUIRED = Reply(530, "5.7.0 Authentication required")
 STARTTLS_REQUIRED = Reply(530, "5.7.0 Must issue a STARTTLS command first")
 NOT_AUTHORIZED = Reply(550, "5.7.1 Delivery not authorized, message refused")
 RELAY_DENIED = Reply(550, "5.7.1 Relaying denied: recipient is not on the relay domain")
-# Marketplace messaging policy (relay/policy.py); each names its rule.
+# Marketplace messaging policy (relay/content_rules.py); each names its rule.
 REASON_MISSING = Reply(
     550, "5.7.1 Message refused: no contact reason (X-Contact-Reason header or [reason] subject)"
 )

@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from mailveil.config import Settings
+from mailveil.relay.content_rules import MessagingPolicy
 from mailveil.relay.dkim import DkimSigner
 from mailveil.relay.dkim_rollover import DkimKeyring
 from mailveil.relay.messages import VerpKeys
 from mailveil.relay.parse import Limits
-from mailveil.relay.policy import MessagingPolicy
 from mailveil.relay.sender_auth import Resolver, resolver_for
 from mailveil.runtime import Runtime
 

@@ -24,10 +24,9 @@ from mailveil.errors import InvalidInput
 from mailveil.ledger.events import Event
 from mailveil.relay import codes, quarantine
 from mailveil.relay.context import RelayContext
-from mailveil.relay.identity import Known, Sender, sender_identity
-from mailveil.relay.pipeline import reply_text
-from mailveil.relay.sender_auth import SenderAuth, check_sender, from_mailbox_of
-from mailveil.relay.strangers import Held
+from mailveil.relay.decision import Hold, reply_text
+from mailveil.relay.identity import Known, Sender, check_sender_of, sender_identity
+from mailveil.relay.sender_auth import from_mailbox_of
 
 KIND_CANARY_HIT = "canary_hit"
 
@@ -61,26 +60,15 @@ def find_canary(session: Session, ctx: RelayContext, address: str) -> CanaryTarg
     return CanaryTarget(row[0], row[1], bytes(row[2]), address) if row is not None else None
 
 
-def _check(ctx: RelayContext, sender: Sender, raw: bytes, rcpt: str) -> SenderAuth:
-    return check_sender(
-        raw,
-        mail_from="" if sender.mail_from in ("", "<>") else sender.mail_from,
-        client_ip=sender.client_ip,
-        helo=sender.helo,
-        resolver=ctx.resolver,
-        rcpt=rcpt or None,
-    )
-
-
 def canary_hit(
     session: Session, ctx: RelayContext, target: CanaryTarget, sender: Sender, raw: bytes
-) -> Held:
+) -> Hold:
     """Quarantine a message to a canary's own address; the ``canary_hit`` entry to commit.
 
     DNS that does not answer only weakens the evidence (results say temperror): the
     message is kept either way, since a leak's buyer may never send again."""
     mailbox = from_mailbox_of(raw)
-    auth = _check(ctx, sender, raw, target.rcpt)
+    auth = check_sender_of(ctx, sender, raw, target.rcpt)
     kept = quarantine.store(ctx.settings.data_dir, raw)
     identity = sender_identity(
         session,
@@ -103,7 +91,7 @@ def canary_hit(
             **identity,
         },
     )
-    return Held(codes.QUEUED, event)
+    return Hold(codes.QUEUED, event)
 
 
 __all__ = ["KIND_CANARY_HIT", "CanaryTarget", "canary_hit", "find_canary"]

@@ -24,6 +24,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import hashlib
+import json
 import re
 import time
 from dataclasses import dataclass
@@ -102,7 +103,7 @@ def init_dkim_keys(settings: Settings) -> list[str]:
     """
     _check_selector(settings.dkim_selector_ed25519)
     _check_selector(settings.dkim_selector_rsa)
-    rolled = (settings.keys_dir / "dkim-rollover.json").exists()  # then it names the keys
+    rolled = _state_path(settings).exists()  # then it names the keys
     for path, make in (
         ()
         if rolled
@@ -185,6 +186,52 @@ def _line_ending(message: bytes) -> bytes:
     return b"\r\n" if end > 0 and message[end - 1 : end] == b"\r" else b"\n"
 
 
+# ------------------------------------------------------------------ rollover state (read)
+
+STATE_FILE = "dkim-rollover.json"
+
+
+@dataclass(frozen=True)
+class Generation:
+    ed25519: str
+    rsa: str
+    signs_from: float  # unix time
+
+
+def _state_path(settings: Settings) -> Path:
+    return settings.keys_dir / STATE_FILE
+
+
+def generations(settings: Settings) -> list[Generation]:
+    path = _state_path(settings)
+    if not path.exists():
+        return [Generation(settings.dkim_selector_ed25519, settings.dkim_selector_rsa, 0.0)]
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        return [Generation(g["ed25519"], g["rsa"], float(g["signs_from"])) for g in data]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise KeyFileError(f"{path} is damaged ({exc})") from exc
+
+
+def _keys(settings: Settings, gen: Generation) -> list[DkimKey]:
+    d = settings.keys_dir
+    return [
+        load_ed25519_key(d / f"dkim-{gen.ed25519}.ed25519.key", gen.ed25519),
+        load_rsa_key(d / f"dkim-{gen.rsa}.rsa.pem", gen.rsa),
+    ]
+
+
+def load_signer(settings: Settings, now: float | None = None) -> DkimSigner:
+    """The signer for now: the newest generation whose time has come signs, every
+    generation's records are published (and its signatures recognised)."""
+    moment = time.time() if now is None else now
+    gens = generations(settings)
+    due = [g for g in gens if g.signs_from <= moment] or gens[:1]
+    active = due[-1]
+    published = [k for g in gens if g != active for k in _keys(settings, g)]
+    return DkimSigner(settings.relay_domain, _keys(settings, active), published=published)
+
+
 class DkimSigner:
     """Signs messages for one domain with its keys (Ed25519 first, then RSA)."""
 
@@ -204,8 +251,6 @@ class DkimSigner:
     def load(cls, settings: Settings) -> DkimSigner:
         """Read the keys once (the selectors of a rollover in progress, if any); sign() then
         touches no file."""
-        from mailveil.relay.dkim_rollover import load_signer
-
         return load_signer(settings)
 
     def dns_records(self) -> dict[str, str]:
@@ -282,13 +327,17 @@ __all__ = [
     "ED25519_SHA256",
     "RSA_SHA256",
     "SIGNED_FIELDS",
+    "STATE_FILE",
     "DkimError",
     "DkimKey",
     "DkimSigner",
+    "Generation",
     "ed25519_key_path",
+    "generations",
     "init_dkim_keys",
     "load_ed25519_key",
     "load_rsa_key",
+    "load_signer",
     "rsa_key_path",
     "zone_line",
 ]

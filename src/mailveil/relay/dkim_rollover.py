@@ -18,69 +18,29 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from mailveil.config import Settings
-from mailveil.keyfiles import KeyFileError, write_secret
+from mailveil.keyfiles import write_secret
+
+# Reading the state (which generation signs now) is dkim's own, since DkimSigner.load needs
+# it; this module writes the state.
 from mailveil.relay.dkim import (
+    STATE_FILE,
     DkimError,
-    DkimKey,
     DkimSigner,
+    Generation,
     _check_selector,
     _new_ed25519,
     _new_rsa,
-    load_ed25519_key,
-    load_rsa_key,
+    _state_path,
+    generations,
+    load_signer,
 )
-
-STATE_FILE = "dkim-rollover.json"
-
-
-@dataclass(frozen=True)
-class Generation:
-    ed25519: str
-    rsa: str
-    signs_from: float  # unix time
-
-
-def _state_path(settings: Settings) -> Path:
-    return settings.keys_dir / STATE_FILE
-
-
-def generations(settings: Settings) -> list[Generation]:
-    path = _state_path(settings)
-    if not path.exists():
-        return [Generation(settings.dkim_selector_ed25519, settings.dkim_selector_rsa, 0.0)]
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-        return [Generation(g["ed25519"], g["rsa"], float(g["signs_from"])) for g in data]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise KeyFileError(f"{path} is damaged ({exc})") from exc
 
 
 def _save(settings: Settings, gens: list[Generation]) -> None:
     text = json.dumps([g.__dict__ for g in gens], indent=2) + "\n"
     write_secret(_state_path(settings), text.encode("utf-8"), overwrite=True)
-
-
-def _keys(settings: Settings, gen: Generation) -> list[DkimKey]:
-    d = settings.keys_dir
-    return [
-        load_ed25519_key(d / f"dkim-{gen.ed25519}.ed25519.key", gen.ed25519),
-        load_rsa_key(d / f"dkim-{gen.rsa}.rsa.pem", gen.rsa),
-    ]
-
-
-def load_signer(settings: Settings, now: float | None = None) -> DkimSigner:
-    """The signer for now: the newest generation whose time has come signs, every
-    generation's records are published (and its signatures recognised)."""
-    moment = time.time() if now is None else now
-    gens = generations(settings)
-    due = [g for g in gens if g.signs_from <= moment] or gens[:1]
-    active = due[-1]
-    published = [k for g in gens if g != active for k in _keys(settings, g)]
-    return DkimSigner(settings.relay_domain, _keys(settings, active), published=published)
 
 
 def start_rollover(

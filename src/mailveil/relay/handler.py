@@ -10,7 +10,7 @@ RCPT TO (one per transaction)
     (``abuse_mailbox_local``) takes anyone's report. Other local parts are looked up with one
     query (``routes.lookup_routes``, batched with other connections' by the journal):
 
-    - a VERP bounce address with a valid tag: its report goes to ``bounces.handle_bounce``
+    - a VERP bounce address with a valid tag: its report goes to ``bounces.take_bounce``
       at DATA (the sender told through the smarthost, then recorded);
     - an alias (principal -> customer): a client that authenticated as another principal is a
       stranger (``strangers``: refused here with a ``stranger_at_alias`` entry in refuse
@@ -21,13 +21,14 @@ RCPT TO (one per transaction)
       (compared by blind index) or ``550 5.7.1``;
     - anything else: ``550 5.1.1``.
 DATA
-    ``pipeline.to_customer`` / ``pipeline.to_principal`` in a worker thread (a stranger's
-    message goes on to ``strangers.decide``: quarantined, refused or bannered), then, for a
-    message that passed: its relay_messages row and ``message`` ledger entry are committed,
-    the smarthost is asked (before-queue, see ``delivery``), the outcome is recorded, and the
-    client gets the smarthost's answer in our words. Refusals of a known alias are committed
-    to the ledger (``message_refused``) before the refusal is sent; when the database cannot
-    take them the client gets a 4xx instead, so nothing is refused unrecorded.
+    ``decide.decide`` in a worker thread gives the relay's decision (``decision``: deliver,
+    hold or refuse, with its ledger entries; a stranger's message is decided there too,
+    ``strangers``); then ``_act`` carries it out: a refusal or a hold is committed to the
+    ledger before its reply is sent (when the database cannot take it the client gets a 4xx
+    instead, so nothing is refused unrecorded); a delivery goes through ``handoff``
+    (committed, handed to the smarthost before-queue, its outcome recorded) and the client
+    gets the smarthost's answer in our words. A report to a VERP address is
+    ``bounces.take_bounce``'s.
 AUTH PLAIN / LOGIN
     The password is a principal's API key (``mvk_...``, role seller or employee); the user
     name is ignored. Offered only over TLS, or on loopback when the operator allows it
@@ -42,24 +43,33 @@ import binascii
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
 from typing import Any
 
 from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, Session
 from sqlalchemy.orm import Session as DbSession
 
 from mailveil.auth.keys import PRINCIPAL_ROLES, Caller, Unauthenticated, authenticate
-from mailveil.errors import InvalidInput
-from mailveil.ledger.events import Event
 from mailveil.policy.engine import Decision
 from mailveil.relay import codes, prescan
 from mailveil.relay.abuse_intake import AbuseIntake
-from mailveil.relay.bounces import handle_bounce
+from mailveil.relay.bounces import NoticeSender, take_bounce
 from mailveil.relay.codes import Reply
+from mailveil.relay.compose import Outgoing
 from mailveil.relay.context import RelayContext
-from mailveil.relay.delivery import PermanentDeliveryError, Smarthost, TemporaryDeliveryError
+from mailveil.relay.decide import customer_gate, decide, is_customers, principal_gate
+from mailveil.relay.decision import (
+    Deliver,
+    Hold,
+    Refuse,
+    RelayDecision,
+    refusal_event,
+    stranger_event,
+)
+from mailveil.relay.delivery import Smarthost
 from mailveil.relay.detection import CanaryTarget, canary_hit, find_canary
-from mailveil.relay.journal import Database, Journal, LedgerOnly, NewMessage, StatusChange
+from mailveil.relay.handoff import GroupCommitBook, hand_over
+from mailveil.relay.identity import Sender
+from mailveil.relay.journal import Database, GroupCommit, LedgerOnly
 from mailveil.relay.lifecycle import seller_gate
 from mailveil.relay.messages import (
     DIRECTION_TO_CUSTOMER,
@@ -67,25 +77,10 @@ from mailveil.relay.messages import (
     verify_bounce_local,
 )
 from mailveil.relay.observe import transaction_done
-from mailveil.relay.pipeline import (
-    KIND_DEFERRED,
-    KIND_REJECTED,
-    Outgoing,
-    Refused,
-    Sender,
-    Stranger,
-    customer_gate,
-    outcome_event,
-    principal_gate,
-    refusal_event,
-    stranger_event,
-    to_customer,
-    to_principal,
-)
-from mailveil.relay.reconcile import as_retry, delivered_event, retry_key
+from mailveil.relay.reconcile import retry_key
 from mailveil.relay.routes import Route
 from mailveil.relay.smuggling import GuardedHandler, refusal_for
-from mailveil.relay.strangers import Bannered, Held, decide, refuse_at_rcpt
+from mailveil.relay.strangers import refuse_at_rcpt
 from mailveil.relay.veto import VetoHook
 from mailveil.relay.veto import metadata as veto_metadata
 
@@ -96,22 +91,33 @@ MAX_AUTH_FAILURES = 3
 PRESCAN_INLINE_BYTES = 1024 * 1024
 
 
-def bounce_processor(ctx: RelayContext, db: Database) -> BounceProcessor:
-    """Reports to VERP addresses go to ``bounces.handle_bounce`` in a worker thread: mapped to
-    their message, the sender told (a DKIM-signed notice through the smarthost), recorded in
-    one commit; its reply is ours (4xx when the notice could not be sent, so the report comes
-    again)."""
+class BounceDesk:
+    """Reports to VERP addresses (``bounces.take_bounce``): read and mapped to their message
+    in a worker thread, the sender told through the relay's own smarthost pool (the
+    handler's, bound when the handler is made), recorded in one commit. Its reply is ours
+    (4xx when the notice could not be sent, so the report comes again)."""
 
-    async def process(token: str, raw: bytes) -> Reply:
-        outcome = await db.run(
-            lambda s: handle_bounce(
-                s, ctx.runtime, token, raw, verp_key=ctx.verp_keys, sign=ctx.dkim.sign
-            ),
-            commit=True,
-        )
+    def __init__(
+        self, ctx: RelayContext, db: Database, smarthost: NoticeSender | None = None
+    ) -> None:
+        self.ctx = ctx
+        self.db = db
+        self.smarthost = smarthost
+
+    async def __call__(self, token: str, raw: bytes) -> Reply:
+        if self.smarthost is None:  # not bound to a handler: nowhere to send the notice
+            return codes.TEMPORARY_FAILURE
+        ctx = self.ctx
+        outcome = await take_bounce(
+            self.db, ctx.runtime, self.smarthost, token, raw, verp_key=ctx.verp_keys,
+            sign=ctx.dkim.sign,
+        )  # fmt: skip
         return outcome.reply
 
-    return process
+
+def bounce_processor(ctx: RelayContext, db: Database) -> BounceDesk:
+    """The relay's bounce handling; ``RelayHandler`` binds it to its smarthost pool."""
+    return BounceDesk(ctx, db)
 
 
 class RelayEnvelope(Envelope):
@@ -154,7 +160,7 @@ class RelayHandler(GuardedHandler):
         self,
         ctx: RelayContext,
         db: Database,
-        journal: Journal,
+        journal: GroupCommit,
         smarthost: Smarthost,
         *,
         bounce: BounceProcessor | None = None,
@@ -164,6 +170,9 @@ class RelayHandler(GuardedHandler):
         self.journal = journal
         self.smarthost = smarthost
         self.bounce = bounce
+        if isinstance(bounce, BounceDesk) and bounce.smarthost is None:
+            bounce.smarthost = smarthost  # one pool carries messages and bounce notices
+        self.book = GroupCommitBook(journal, 3 * ctx.settings.relay_reconcile_interval_seconds)
         self.relay_domain = ctx.settings.relay_domain.lower()
         self.canary_domain = ctx.settings.canary_domain.lower().rstrip(".")
         self.abuse_local = ctx.settings.abuse_mailbox_local.lower()
@@ -266,7 +275,7 @@ class RelayHandler(GuardedHandler):
                 return codes.RECIPIENT_OK
             reply = codes.MAILBOX_DISABLED if route.revoked else codes.NOT_AUTHORIZED
             event = stranger_event(None, self.ctx, route, sender, reply, extra={"action": "refuse"})
-            return await self._record(LedgerOnly(event), reply)
+            return await self._act(Refuse(reply, event))
         ended = seller_gate(self.ctx.settings, route)  # first: expired aliases look alike
         gate = principal_gate(route) if ended is None else ended[0]
         why = "alias revoked, sender suspended or customer deleted" if ended is None else ended[1]
@@ -281,7 +290,7 @@ class RelayHandler(GuardedHandler):
             route, gate, actor=route.principal_ref, stage="rcpt", why=why,
             relay_domain=self.relay_domain,
         )  # fmt: skip
-        return await self._record(LedgerOnly(event), gate)
+        return await self._act(Refuse(gate, event))
 
     async def _rcpt_canary(self, state: RelayEnvelope, address: str) -> Reply:
         ctx = self.ctx
@@ -299,28 +308,13 @@ class RelayHandler(GuardedHandler):
         gate = customer_gate(route)
         why = "alias revoked, recipient unavailable or customer deleted"
         if gate is None:
-            try:
-                same = bytes(route.customer.address_bidx) in self.ctx.runtime.vault.blind_indexes(
-                    sender.mail_from
-                )
-            except InvalidInput:
-                same = False
-            if same:
+            if is_customers(self.ctx, route, sender.mail_from):
                 return codes.RECIPIENT_OK
             gate, why = codes.NOT_AUTHORIZED, "envelope sender is not the customer's address"
         event = refusal_event(
             route, gate, actor=None, stage="rcpt", why=why, relay_domain=self.relay_domain
         )
-        return await self._record(LedgerOnly(event), gate)
-
-    async def _record(self, write: LedgerOnly | StatusChange, reply: Reply) -> Reply:
-        """Commit ``write`` then give ``reply``; if it cannot be committed, a 4xx instead."""
-        try:
-            await self.journal.write(write)
-        except Exception as exc:
-            log.error("relay: ledger write failed (%s)", type(exc).__name__)
-            return codes.TEMPORARY_FAILURE
-        return reply
+        return await self._act(Refuse(gate, event))
 
     # -- DATA -----------------------------------------------------------------------------
 
@@ -349,7 +343,7 @@ class RelayHandler(GuardedHandler):
                 route, refusal, actor=actor, stage="data", why=why,
                 relay_domain=self.relay_domain,
             )  # fmt: skip
-            return str(await self._record(LedgerOnly(event), refusal))
+            return str(await self._act(Refuse(refusal, event)))
         return str(refusal)
 
     async def handle_message(self, server: SMTP, session: Session, envelope: Envelope) -> str:
@@ -374,42 +368,53 @@ class RelayHandler(GuardedHandler):
 
         veto: dict[str, Any] = {}  # what the veto hook is shown, built in the same thread
 
-        def work(s: DbSession) -> Outgoing | Refused | Held | Bannered:
-            if route.direction != DIRECTION_TO_CUSTOMER:
-                return to_principal(s, ctx, route, sender, raw)
-            out = to_customer(s, ctx, route, sender, raw, contact=contact, stranger=stranger)
-            if isinstance(out, Stranger):
-                return decide(s, ctx, route, sender, raw, out)
-            if isinstance(out, Outgoing) and self.veto.enabled:
-                veto.update(veto_metadata(s, route, out, self.relay_domain))
-            return out
+        def work(s: DbSession) -> RelayDecision:
+            decision = decide(s, ctx, route, sender, raw, contact=contact, stranger=stranger)
+            # The hook is shown a principal's own message to a customer (a stranger's
+            # bannered one carries its stranger entry and is not the principal's to vouch for).
+            if (
+                isinstance(decision, Deliver)
+                and self.veto.enabled
+                and route.direction == DIRECTION_TO_CUSTOMER
+                and not decision.before
+            ):
+                veto.update(veto_metadata(s, route, decision.outgoing, self.relay_domain))
+            return decision
 
         try:
-            outcome = await self.db.run(work)
-            if isinstance(outcome, Outgoing) and veto:
-                outcome = await self._veto(route, outcome, raw, veto)
+            decision = await self.db.run(work)
+            if isinstance(decision, Deliver) and veto:
+                decision = await self._veto(route, decision.outgoing, raw, veto)
         except Exception as exc:
             log.error("relay: message processing failed (%s)", type(exc).__name__)
             return str(codes.TEMPORARY_FAILURE)
-        state.decision = type(outcome).__name__.lower()  # refused, held, bannered, outgoing
-        if isinstance(outcome, Refused):
-            if outcome.event is None:
-                return str(outcome.reply)
-            return str(await self._record(LedgerOnly(outcome.event), outcome.reply))
-        if isinstance(outcome, Held):
-            return str(await self._record(LedgerOnly(outcome.event), outcome.reply))
-        before: tuple[Event, ...] = ()
-        if isinstance(outcome, Bannered):
-            outcome, before = outcome.outgoing, (outcome.event,)
-        # A sender's retry of a deferred message is that message (relay.reconcile).
-        key = retry_key(route.direction, route.alias, sender.mail_from, raw)
-        state.token = outcome.token
-        # Once the ledger has the message, see it through even if the client hangs up.
-        return str(await asyncio.shield(self._deliver(route, outcome, before, key)))
+        state.decision = _label(decision)
+        if isinstance(decision, Deliver):
+            state.token = decision.outgoing.token
+            # A sender's retry of a deferred message is that message (relay.reconcile).
+            key = retry_key(route.direction, route.alias, sender.mail_from, raw)
+            # Once the ledger has the message, see it through even if the client hangs up.
+            handed = asyncio.shield(
+                hand_over(ctx, self.smarthost, self.book, route, decision, retry_key=key)
+            )
+            return str((await handed).reply)
+        return str(await self._act(decision))
+
+    async def _act(self, decision: Refuse | Hold) -> Reply:
+        """A refusal or a hold, at RCPT or DATA: its entry committed, then its reply; if the
+        entry cannot be committed, a 4xx instead, so nothing is refused unrecorded."""
+        if decision.event is None:
+            return decision.reply
+        try:
+            await self.journal.write(LedgerOnly(decision.event))
+        except Exception as exc:
+            log.error("relay: ledger write failed (%s)", type(exc).__name__)
+            return codes.TEMPORARY_FAILURE
+        return decision.reply
 
     async def _veto(
         self, route: Route, out: Outgoing, raw: bytes, meta: dict[str, Any]
-    ) -> Outgoing | Refused | Held:
+    ) -> RelayDecision:
         """The marketplace's veto hook (``veto``): allow, refuse, or hold (also on no answer)."""
         verdict = await self.veto.ask(meta)
         if verdict.decision == "allow":
@@ -428,52 +433,7 @@ class RelayHandler(GuardedHandler):
         except Exception as exc:
             log.error("relay: canary message failed (%s)", type(exc).__name__)
             return codes.TEMPORARY_FAILURE
-        return await self._record(LedgerOnly(held.event), held.reply)
-
-    async def _deliver(
-        self, route: Route, out: Outgoing, before: tuple[Event, ...] = (), key: str | None = None
-    ) -> Reply:
-        out = replace(out, row={**out.row, "retry_key": key, "attempts": 1})
-        try:
-            token = await self.journal.record(NewMessage(out.row, out.event, before))
-        except Exception as exc:
-            log.error("relay: ledger write failed before delivery (%s)", type(exc).__name__)
-            return codes.TEMPORARY_FAILURE
-        settings = self.ctx.settings
-        out = as_retry(out, token, self.ctx.verp_key, settings.relay_domain)
-        try:
-            await self.smarthost.send(out.mail_from, out.rcpt, out.data)
-        except (TemporaryDeliveryError, PermanentDeliveryError) as exc:
-            temporary = isinstance(exc, TemporaryDeliveryError)
-            if temporary:  # its retry will come: recognise it (relay.reconcile)
-                self.journal.expect_retries(3 * settings.relay_reconcile_interval_seconds)
-            status, kind = ("deferred", KIND_DEFERRED) if temporary else ("rejected", KIND_REJECTED)
-            code = str(exc.next_hop_code) if exc.next_hop_code else exc.reply.enhanced
-            change = StatusChange(
-                out.token, status, code, outcome_event(out, route, kind, exc.reply), out.row
-            )
-            await self._record(change, exc.reply)
-            return exc.reply
-        except Exception as exc:
-            log.error("relay: delivery failed (%s)", type(exc).__name__)
-            self.journal.expect_retries(3 * settings.relay_reconcile_interval_seconds)
-            reply = codes.SMARTHOST_UNREACHABLE
-            change = StatusChange(
-                out.token,
-                "deferred",
-                reply.enhanced,
-                outcome_event(out, route, KIND_DEFERRED, reply),
-                out.row,
-            )
-            await self._record(change, reply)
-            return reply
-        # The message is in the ledger (written before delivery); its outcome (row status and
-        # message_delivered entry) rides on the next group commit instead of holding the
-        # sender's 250 back for a commit of its own. After a crash in between, the row stays
-        # "sending" until relay.reconcile marks it "unknown" (never "delivered").
-        done = StatusChange(out.token, "delivered", event=delivered_event(out, route), row=out.row)
-        self.journal.submit(done, lazy=True)
-        return codes.QUEUED
+        return await self._act(held)
 
     async def _bounce(self, token: str, raw: bytes) -> Reply:
         if self.bounce is None:
@@ -549,6 +509,15 @@ class RelayHandler(GuardedHandler):
         return AuthResult(success=True, auth_data=caller, message=str(codes.AUTH_SUCCEEDED))
 
 
+def _label(decision: RelayDecision) -> str:
+    """The decision as the transaction's log line and metrics name it (``observe``)."""
+    if isinstance(decision, Refuse):
+        return "refused"
+    if isinstance(decision, Hold):
+        return "held"
+    return "bannered" if decision.before else "outgoing"
+
+
 def _b64(text: str) -> bytes | None:
     try:
         return base64.b64decode(text.encode("ascii"), validate=True)
@@ -557,6 +526,7 @@ def _b64(text: str) -> bytes | None:
 
 
 __all__ = [
+    "BounceDesk",
     "BounceProcessor",
     "RelayEnvelope",
     "RelayHandler",

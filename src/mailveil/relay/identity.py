@@ -22,7 +22,7 @@ from mailveil.contacts.customers import find_customer_by_address
 from mailveil.errors import InvalidInput
 from mailveil.logs import scrub
 from mailveil.relay.context import RelayContext
-from mailveil.relay.sender_auth import SenderAuth
+from mailveil.relay.sender_auth import SenderAuth, check_sender
 
 
 @dataclass(frozen=True)
@@ -99,4 +99,35 @@ def sender_identity(
     }
 
 
-__all__ = ["Known", "Sender", "masked", "sender_identity"]
+def check_sender_of(
+    ctx: RelayContext, sender: Sender, raw: bytes, rcpt: str | None = None
+) -> SenderAuth:
+    """SPF, DKIM and DMARC for ``raw`` as ``sender`` sent it; ``rcpt``: the address it came
+    to, for what a DKIM signature covers of it (``dkim_verify``)."""
+    return check_sender(
+        raw,
+        mail_from="" if sender.mail_from in ("", "<>") else sender.mail_from,
+        client_ip=sender.client_ip,
+        helo=sender.helo,
+        resolver=ctx.resolver,
+        rcpt=rcpt or None,
+    )
+
+
+def is_address_of(ctx: RelayContext, bidx: bytes, address: str) -> bool:
+    """Is ``address`` (in any form the vault folds alike) the one with blind index ``bidx``?
+    Compared without decrypting anything; an address the vault cannot read is not."""
+    try:
+        return bidx in ctx.runtime.vault.blind_indexes(address)
+    except InvalidInput:
+        return False
+
+
+__all__ = [
+    "Known",
+    "Sender",
+    "check_sender_of",
+    "is_address_of",
+    "masked",
+    "sender_identity",
+]

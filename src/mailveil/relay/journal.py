@@ -1,6 +1,6 @@
 """The relay's database work: one worker that batches, and reads in worker threads.
 
-``Journal`` is the relay's database worker. Everything a message needs from the database on
+``GroupCommit`` is the relay's database worker. Everything a message needs from the database on
 its common path goes through it: the RCPT lookup (``lookup``; read on its own while only one
 SMTP connection is open, as there is nothing to share a transaction with) and the writes (a
 ``relay_messages`` row with its ``message`` ledger entry, a status change, a refusal or
@@ -51,7 +51,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailveil.db.base import utcnow
 from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.relay.messages import RelayMessage
+from mailveil.relay.models import RelayMessage
 from mailveil.relay.reconcile import take_over_retries
 from mailveil.relay.routes import Route, lookup_routes
 
@@ -302,7 +302,7 @@ def apply_batch(
     return (lookup_routes(session, addresses) if addresses else {}), retried
 
 
-class Journal:
+class GroupCommit:
     """Group-committing database worker; ``start`` it on the event loop that uses it."""
 
     def __init__(
@@ -523,8 +523,12 @@ def _settle(done: asyncio.Future[Any], exc: BaseException | None, result: Any = 
         done.set_exception(exc)
 
 
+# The name relay.server still uses (changed apart from this module, with the server's own work).
+Journal = GroupCommit
+
 __all__ = [
     "Database",
+    "GroupCommit",
     "Journal",
     "LedgerOnly",
     "Lookup",

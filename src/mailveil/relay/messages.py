@@ -1,4 +1,5 @@
-"""The relay_messages table and the VERP bounce tokens that point at its rows.
+"""The relay_messages rows (the table is in ``relay.models``) and the VERP bounce tokens that
+point at them.
 
 One row per message the relay hands to the smarthost, in either direction. It holds what the
 ledger entry holds (who, which alias, why, size, body hash) plus what the relay needs later:
@@ -32,16 +33,14 @@ import hmac
 import os
 import time
 from collections.abc import Sequence
-from datetime import datetime
 from pathlib import Path
 
-from sqlalchemy import ForeignKey, Index, Integer, String, select
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
-from mailveil.contacts.models import IdType
-from mailveil.db.base import Base, UTCDateTime, utcnow
+from mailveil.config.settings import Settings  # not the package: see content_rules
 from mailveil.keyfiles import KeyFileError, read_secret, write_secret
+from mailveil.relay.models import RelayMessage
 
 VERP_KEY_FILE = "relay-verp.key"
 # Retired keys (custody.rotation): relay-verp-retired-<unix time of retirement>-<hex>.key
@@ -56,41 +55,6 @@ DIRECTION_TO_CUSTOMER = "to_customer"
 DIRECTION_TO_PRINCIPAL = "to_principal"
 DIRECTIONS = (DIRECTION_TO_CUSTOMER, DIRECTION_TO_PRINCIPAL)
 STATUSES = ("sending", "delivered", "deferred", "rejected", "bounced", "unknown")
-
-
-class RelayMessage(Base):
-    __tablename__ = "relay_messages"
-
-    id: Mapped[int] = mapped_column(IdType, primary_key=True)
-    token: Mapped[str] = mapped_column(String(32), unique=True)
-    direction: Mapped[str] = mapped_column(String(16))
-    principal_id: Mapped[int] = mapped_column(
-        Integer, ForeignKey("principals.id", ondelete="CASCADE")
-    )
-    customer_id: Mapped[int] = mapped_column(IdType, ForeignKey("customers.id", ondelete="CASCADE"))
-    alias: Mapped[str] = mapped_column(String(320))
-    reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    message_id: Mapped[str] = mapped_column(String(255))
-    size: Mapped[int] = mapped_column(Integer)
-    sha256: Mapped[str] = mapped_column(String(64))
-    status: Mapped[str] = mapped_column(String(16), default="sending")
-    # The reply code the smarthost (or a bounce) gave when status is not delivered.
-    status_code: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(UTCDateTime(), default=utcnow)
-    # What makes a sender's retry the same message (relay.reconcile.retry_key), and how many
-    # times the smarthost was asked for it.
-    retry_key: Mapped[str | None] = mapped_column(String(64), nullable=True)
-    attempts: Mapped[int] = mapped_column(Integer, default=1, server_default="1")
-
-    __table_args__ = (
-        # thread_exists: "was this Message-ID issued for this pair?"
-        Index("ix_relay_messages_message_id", "message_id"),
-        Index("ix_relay_messages_customer_principal", "customer_id", "principal_id"),
-        Index("ix_relay_messages_retry_key", "retry_key"),
-        # reconcile: rows still sending (or retryable) by age
-        Index("ix_relay_messages_status_updated", "status", "updated_at"),
-    )
 
 
 def _b32(data: bytes) -> str:
@@ -239,7 +203,6 @@ __all__ = [
     "VERP_KEY_FILE",
     "VERP_PREFIX",
     "VERP_RETIRED_PREFIX",
-    "RelayMessage",
     "VerpKey",
     "VerpKeys",
     "get_by_token",

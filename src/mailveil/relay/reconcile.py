@@ -43,8 +43,9 @@ from mailveil.config import Settings
 from mailveil.db.base import utcnow
 from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.relay.messages import RelayMessage, verp_address
-from mailveil.relay.pipeline import Outgoing
+from mailveil.relay.compose import Outgoing
+from mailveil.relay.messages import verp_address
+from mailveil.relay.models import RelayMessage
 from mailveil.relay.routes import Route
 
 KIND_DELIVERED = "message_delivered"

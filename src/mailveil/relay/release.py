@@ -26,20 +26,13 @@ from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
 from mailveil.relay import quarantine
 from mailveil.relay.context import RelayContext
-from mailveil.relay.delivery import DeliveryError, Smarthost, TemporaryDeliveryError
+from mailveil.relay.decide import header_from_address
+from mailveil.relay.decision import KIND_STRANGER, Deliver
+from mailveil.relay.delivery import Smarthost
+from mailveil.relay.handoff import SessionBook, hand_over
 from mailveil.relay.identity import Sender
-from mailveil.relay.journal import NewMessage, StatusChange, apply_writes
 from mailveil.relay.parse import parse_message
-from mailveil.relay.pipeline import (
-    KIND_DEFERRED,
-    KIND_REJECTED,
-    KIND_STRANGER,
-    Outgoing,
-    header_from_address,
-    outcome_event,
-)
-from mailveil.relay.reconcile import delivered_event
-from mailveil.relay.routes import lookup_route
+from mailveil.relay.routes import Route, lookup_route
 from mailveil.relay.strangers import banner_outgoing, undeliverable
 
 HOLDING_KINDS = (KIND_STRANGER, "canary_hit", "message_held")  # the last: the veto hook
@@ -120,9 +113,9 @@ def held_entry(session: Session, settings: Settings, sha256: str) -> HeldEntry:
 
 def prepare_release(
     session: Session, ctx: RelayContext, sha256: str, *, actor: str
-) -> tuple[HeldEntry, Outgoing]:
-    """The message rewritten with its warning and both ledger entries written (not
-    committed), ready for the smarthost. Raises NotFound / Conflict / RelayRefusal."""
+) -> tuple[HeldEntry, Route, Deliver]:
+    """The message rewritten with its warning, and the ``quarantine_released`` entry that goes
+    before its own: the decision to deliver it. Raises NotFound / Conflict / RelayRefusal."""
     entry = held_entry(session, ctx.settings, sha256)
     raw = quarantine.read(ctx.settings.data_dir, entry.held.sha256)
     if entry.kind is None or entry.detail is None:
@@ -162,44 +155,26 @@ def prepare_release(
             "relay_message": out.token,
         },
     )
-    apply_writes(session, [NewMessage(out.row, out.event, (released,))], ctx.runtime.ledger)
-    return entry, out
+    return entry, route, Deliver(out, (released,))
 
 
 def release(session: Session, ctx: RelayContext, sha256: str, *, actor: str) -> str:
-    """Release one held message (module docstring); its relay message token. On a
-    smarthost failure the outcome is recorded, the file stays and ``DeliveryError`` is
-    raised (its ``reply`` says what the smarthost's answer means)."""
-    entry, out = prepare_release(session, ctx, sha256, actor=actor)
-    session.commit()  # in the ledger before it leaves, as every message
-    try:
-        asyncio.run(_send(ctx, out))
-    except DeliveryError as exc:
-        status, kind = (
-            ("deferred", KIND_DEFERRED)
-            if isinstance(exc, TemporaryDeliveryError)
-            else ("rejected", KIND_REJECTED)
-        )
-        route = lookup_route(session, out.row["alias"])
-        code = str(exc.next_hop_code) if exc.next_hop_code else exc.reply.enhanced
-        event = outcome_event(out, route, kind, exc.reply) if route else None
-        change = StatusChange(out.token, status, code, event, out.row)
-        apply_writes(session, [change], ctx.runtime.ledger)
-        session.commit()
-        raise
-    route = lookup_route(session, out.row["alias"])
-    event = delivered_event(out, route) if route else None
-    delivered = StatusChange(out.token, "delivered", event=event, row=out.row)
-    apply_writes(session, [delivered], ctx.runtime.ledger)
-    session.commit()
+    """Release one held message (module docstring); its relay message token. Delivered and
+    recorded as the relay does every message (``relay.handoff``). On a smarthost failure the
+    outcome is recorded, the file stays and ``DeliveryError`` is raised (its ``reply`` says
+    what the smarthost's answer means)."""
+    entry, route, decision = prepare_release(session, ctx, sha256, actor=actor)
+    handed = asyncio.run(_hand_over(session, ctx, route, decision))
+    if handed.error is not None:
+        raise handed.error
     quarantine.remove(ctx.settings.data_dir, entry.held.sha256)
-    return out.token
+    return decision.outgoing.token
 
 
-async def _send(ctx: RelayContext, out: Outgoing) -> None:
+async def _hand_over(session: Session, ctx: RelayContext, route: Route, decision: Deliver) -> Any:
     smarthost = Smarthost.from_settings(ctx.settings)
     try:
-        await smarthost.send(out.mail_from, out.rcpt, out.data)
+        return await hand_over(ctx, smarthost, SessionBook(session, ctx), route, decision)
     finally:
         await smarthost.close()
 

@@ -27,8 +27,8 @@ from mailveil.contacts.models import Alias, Customer, Order, Principal, SupportC
 from mailveil.db.base import UTCDateTime, utcnow
 from mailveil.policy.engine import Decision, PolicyEngine, PolicyInput
 from mailveil.policy.facts import customer_entity_of, disclose_input, principal_entity_of
-from mailveil.relay.bounces import RelayBounceMark
-from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, DIRECTION_TO_PRINCIPAL, RelayMessage
+from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, DIRECTION_TO_PRINCIPAL
+from mailveil.relay.models import RelayBounceMark, RelayMessage
 
 # The purpose a disclosure to each kind of principal is made for (policy/*.cedar).
 PURPOSE_BY_KIND = {"seller": "order", "employee": "support", "service": "notification"}

@@ -279,8 +279,9 @@ def parse_hosts(text: str) -> frozenset[str]:
 
 
 def strip_for_customer(settings: Settings, message: Message) -> dict[str, int] | None:
-    """The relay's call (``pipeline.to_customer``): strip when ``trackers_strip`` is on; the
-    counts for the message's ledger entry, or None when there was nothing to count."""
+    """The relay's call (``decide``, for a principal's message to a customer): strip when
+    ``trackers_strip`` is on; the counts for the message's ledger entry, or None when there
+    was nothing to count."""
     if not settings.trackers_strip:
         return None
     tally = strip_message(message, parse_hosts(settings.trackers_extra_hosts))

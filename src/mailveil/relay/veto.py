@@ -48,10 +48,10 @@ from mailveil.contacts.models import Order
 from mailveil.ledger.events import Event
 from mailveil.logs import scrub
 from mailveil.relay import codes, quarantine
-from mailveil.relay.pipeline import Outgoing, Refused, refusal_event, reply_text
-from mailveil.relay.policy import external_links
+from mailveil.relay.compose import Outgoing
+from mailveil.relay.content_rules import external_links
+from mailveil.relay.decision import Deliver, Hold, Refuse, RelayDecision, refusal_event, reply_text
 from mailveil.relay.routes import Route
-from mailveil.relay.strangers import Held
 
 log = logging.getLogger("mailveil.relay")
 
@@ -246,11 +246,11 @@ class VetoHook:
 
     def verdict_outcome(
         self, verdict: Verdict, route: Route, out: Outgoing, raw: bytes
-    ) -> Outgoing | Refused | Held:
+    ) -> RelayDecision:
         """What the relay does with the message after the hook (blocking: files, hashing)."""
         if verdict.decision == "allow":
             out.event.detail["veto"] = "allow"
-            return out
+            return Deliver(out)
         if verdict.decision == "refuse":
             event = refusal_event(
                 route,
@@ -261,7 +261,7 @@ class VetoHook:
                 relay_domain=self.relay_domain,
                 reason=out.row["reason"],
             )
-            return Refused(codes.VETO_REFUSED, event)
+            return Refuse(codes.VETO_REFUSED, event)
         kept = quarantine.store(self.data_dir, raw)
         event = Event(
             kind=KIND_HELD,
@@ -280,7 +280,7 @@ class VetoHook:
                 "size": kept.size,
             },
         )
-        return Held(codes.VETO_HELD, event)
+        return Hold(codes.VETO_HELD, event)
 
 
 def _decision(answer: bytes) -> tuple[str | None, str]:

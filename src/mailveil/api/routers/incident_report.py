@@ -20,6 +20,7 @@ from mailveil.api.types import Country, Id, Moment, Version
 from mailveil.auth.keys import Caller, Role
 from mailveil.detect.incidents import get_incident
 from mailveil.incidents import filings
+from mailveil.incidents.controller import FIELDS as CONTROLLER_FIELDS
 from mailveil.incidents.controller import controller_details, controller_history, set_controller
 from mailveil.incidents.proofs import write_affected
 from mailveil.incidents.regulator import regulator_report, render_html
@@ -37,26 +38,13 @@ Email = Annotated[
 ]
 
 
-_CONTROLLER_FIELDS = (
-    "name",
-    "address",
-    "establishment_country",
-    "dpo_name",
-    "dpo_email",
-    "dpo_phone",
-    "representative_name",
-    "representative_address",
-    "representative_email",
-)
-
-
 class ControllerIn(BaseModel):
     """Only the fields given change; "" clears one."""
 
     # At least one field to change (a version alone changes nothing: 422 otherwise).
     model_config = ConfigDict(
         extra="forbid",
-        json_schema_extra={"anyOf": [{"required": [f]} for f in _CONTROLLER_FIELDS]},
+        json_schema_extra={"anyOf": [{"required": [f]} for f in CONTROLLER_FIELDS]},
     )
     name: Text200 | None = None
     address: Text500 | None = None

@@ -48,7 +48,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from email.message import EmailMessage, Message
 
-from mailveil.config import Settings, SettingsError
+# The settings module itself, not the package: config.checks validates with this module,
+# and the package imports config.checks.
+from mailveil.config.settings import Settings, SettingsError
 from mailveil.contacts.models import ORDER_STATUSES
 from mailveil.policy.engine import Decision, PolicyEngine, PolicyInput, Value
 from mailveil.relay import codes
