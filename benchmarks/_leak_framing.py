@@ -52,7 +52,6 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailveil.contacts.models import Alias, Principal
 from mailveil.demo.harness import SigningDomain
 from mailveil.detect.reports import MailboxAuth, submit_report
-from mailveil.ledger.append import append
 from mailveil.relay.context import RelayContext
 from mailveil.relay.decide import decide
 from mailveil.relay.decision import KIND_STRANGER, Deliver, Hold
@@ -133,7 +132,7 @@ def build(w: World, guilty: set[int]) -> Framer:
     # The buyers' and framers' own domains pass SPF from their servers.
     for name in ("offers", "throwaway"):
         records[(f"{name}{w.seed}.example", "TXT")] = [f"v=spf1 ip4:{FRAMER_IP} -all"]
-    runtime = Runtime(w.settings, w.engine, sessionmaker(w.engine), w.vault, w.policy, w.signer)
+    runtime = Runtime(w.settings, w.engine, sessionmaker(w.engine), w.vault, w.policy, w.ledger)
     ctx = RelayContext.load(runtime, resolver=StaticResolver(records))
     for name, value in ctx.dkim.dns_records().items():  # the relay's own keys, published
         records[(name, "TXT")] = [value]
@@ -164,7 +163,7 @@ def relayed(s: Session, f: Framer, target: Target, alias: Alias, day: int) -> by
         return None
     out = decision.outgoing
     s.execute(insert(RelayMessage), [{**out.row, "status": "delivered"}])
-    append(s, [out.event], f.w.settings, f.w.signer)
+    f.w.ledger.append(s, [out.event])
     return as_delivered(out.mail_from, out.data)
 
 
@@ -177,7 +176,7 @@ def stranger(s: Session, f: Framer, alias: Alias, raw: bytes, mail_from: str) ->
     if not isinstance(held, Hold):
         return False
     assert held.event.kind == KIND_STRANGER
-    append(s, [held.event], f.w.settings, f.w.signer)
+    f.w.ledger.append(s, [held.event])
     return True
 
 
@@ -188,7 +187,7 @@ def _signed(target: Target, raw: bytes, headers: list[bytes]) -> bytes:
 
 def _report(s: Session, f: Framer, customer: int, raw: bytes, channel: str) -> None:
     common: dict[str, Any] = {
-        "settings": f.w.settings, "signer": f.w.signer, "vault": f.w.vault, "raw": raw,
+        "settings": f.w.settings, "ledger": f.w.ledger, "vault": f.w.vault, "raw": raw,
         "verp_key": f.ctx.verp_key,
     }  # fmt: skip
     if channel == "mailbox":

@@ -35,9 +35,9 @@ from mailveil.contacts.relationships import create_order
 from mailveil.db.migrate import upgrade
 from mailveil.db.session import make_engine
 from mailveil.detect.reports import MailboxAuth, submit_report
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner, init_signing_key
+from mailveil.ledger.signing import init_signing_key
 from mailveil.policy import PolicyEngine
 from mailveil.relay import codes
 from mailveil.relay.decision import stranger_event
@@ -117,7 +117,7 @@ class World:
     rng: np.random.Generator
     settings: Settings
     vault: Vault
-    signer: CheckpointSigner
+    ledger: Ledger
     policy: PolicyEngine
     engine: Any
     customers: np.ndarray[Any, Any]  # customer ids
@@ -136,7 +136,7 @@ class World:
     open_cases: dict[int, list[tuple[int, str]]] = field(default_factory=dict)
 
 
-def _kit(root: Path) -> tuple[Settings, Vault, CheckpointSigner, PolicyEngine, Any]:
+def _kit(root: Path) -> tuple[Settings, Vault, Ledger, PolicyEngine, Any]:
     settings = load_settings(env={}, data_dir=root / "var", relay_domain="relay.shop.example")
     init_keys(settings)
     init_signing_key(settings)
@@ -147,7 +147,7 @@ def _kit(root: Path) -> tuple[Settings, Vault, CheckpointSigner, PolicyEngine, A
     return (
         settings,
         Vault.open(settings),
-        CheckpointSigner.load(settings),
+        Ledger.load(settings),
         PolicyEngine.load(settings),
         engine,
     )
@@ -155,7 +155,7 @@ def _kit(root: Path) -> tuple[Settings, Vault, CheckpointSigner, PolicyEngine, A
 
 def build_world(seed: int, root: Path, n_customers: int, n_sellers: int, n_emp: int) -> World:
     rng = np.random.default_rng(seed)
-    settings, vault, signer, policy, engine = _kit(root)
+    settings, vault, ledger, policy, engine = _kit(root)
     names = list(REGIONS)
     cust_region = rng.choice(len(names), n_customers, p=[0.45, 0.3, 0.15, 0.1])
     CLOCK.set(-1)
@@ -228,7 +228,7 @@ def build_world(seed: int, root: Path, n_customers: int, n_sellers: int, n_emp: 
         rng,
         settings,
         vault,
-        signer,
+        ledger,
         policy,
         engine,
         np.array(sorted(emails)),
@@ -287,7 +287,7 @@ def _lookups(s: Session, w: World, emp: int, pairs: list[tuple[int, str | None]]
         s,
         settings=w.settings,
         policy=w.policy,
-        signer=w.signer,
+        ledger=w.ledger,
         actor=f"principal:{emp}",
         requests=[DisclosureRequest(c, emp, "support", ref) for c, ref in pairs],
     )
@@ -299,7 +299,7 @@ def _reveal(s: Session, w: World, emp: int, customer: int, case: str) -> bool:
         s,
         settings=w.settings,
         policy=w.policy,
-        signer=w.signer,
+        ledger=w.ledger,
         employee_id=emp,
         customer_id=customer,
         case=case,
@@ -308,7 +308,7 @@ def _reveal(s: Session, w: World, emp: int, customer: int, case: str) -> bool:
     answer_reveal(
         s,
         settings=w.settings,
-        signer=w.signer,
+        ledger=w.ledger,
         approver_id=w.approvers[w.emp_team[emp]],
         request_id=req.id,
         approve=True,
@@ -316,9 +316,7 @@ def _reveal(s: Session, w: World, emp: int, customer: int, case: str) -> bool:
         case=case,
         note="ok",
     )
-    view_reveal(
-        s, settings=w.settings, signer=w.signer, vault=w.vault, employee_id=emp, request_id=req.id
-    )
+    view_reveal(s, ledger=w.ledger, vault=w.vault, employee_id=emp, request_id=req.id)
     return True
 
 
@@ -341,7 +339,7 @@ def normal_day(s: Session, w: World, day: int) -> None:
         )
         reqs.append(DisclosureRequest(int(c), w.sellers[si], "order", order.external_id))
     results = disclose_batch(
-        s, settings=w.settings, policy=w.policy, signer=w.signer, requests=reqs, actor="apikey:1"
+        s, settings=w.settings, policy=w.policy, ledger=w.ledger, requests=reqs, actor="apikey:1"
     )
     CLOCK.set(day, 10 + 4 * rng.random())
     mail = [
@@ -362,7 +360,7 @@ def normal_day(s: Session, w: World, day: int) -> None:
         for i, r in enumerate(results)
         if r.allowed
     ]
-    append(s, mail, w.settings, w.signer)
+    w.ledger.append(s, mail)
     # Support: cases opened and looked up by their assignee in their shift.
     for emp in w.employees:
         if rng.random() > (0.92 if weekday else 0.05):
@@ -381,7 +379,7 @@ def normal_day(s: Session, w: World, day: int) -> None:
                 s,
                 settings=w.settings,
                 policy=w.policy,
-                signer=w.signer,
+                ledger=w.ledger,
                 vault=w.vault,
                 employee_id=emp,
                 limit=100,
@@ -466,7 +464,7 @@ def strangers(s: Session, w: World, aliases: list[str], domain: str) -> None:
                 extra=extra,
             )
         )
-    append(s, events, w.settings, w.signer)
+    w.ledger.append(s, events)
 
 
 def spam_message(to: str, sender: str, name: str, day: int, n: int) -> EmailMessage:
@@ -528,7 +526,7 @@ def forwarded(shape: str, spam: EmailMessage, reporter: str) -> bytes:
 def report(s: Session, w: World, customer: int, spam: EmailMessage, n: int) -> Any:
     shape = SHAPES[n % len(SHAPES)]
     raw = forwarded(shape, spam, w.emails[customer])
-    common = dict(settings=w.settings, signer=w.signer, vault=w.vault, raw=raw)
+    common = dict(settings=w.settings, ledger=w.ledger, vault=w.vault, raw=raw)
     if n % 3 == 2:
         return submit_report(
             s,

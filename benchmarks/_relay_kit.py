@@ -100,7 +100,7 @@ def seed(settings: Settings, customers: int) -> World:
                 session,
                 settings=settings,
                 policy=runtime.policy,
-                signer=runtime.signer,
+                ledger=runtime.ledger,
                 requests=(DisclosureRequest(cid, seller.id, "order", f"o{cid}") for cid in ids),
                 actor="benchmark",
             )

@@ -40,16 +40,16 @@ from mailveil.db.session import make_engine, make_session_factory
 from mailveil.detect.models import Incident, IncidentCulprit
 from mailveil.incidents.blast import exposures
 from mailveil.incidents.proofs import verify_affected, write_affected
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner, init_signing_key
+from mailveil.ledger.signing import init_signing_key
 from mailveil.vault import VaultKey
 
 COUNTRIES = ("DE", "FR", "IE", "GB", "US", "ES", "IT", "NL", "PL", "SE")
 BATCH = 5_000
 
 
-def build(factory: object, settings: object, signer: CheckpointSigner, people: int) -> int:
+def build(factory: object, settings: object, ledger: Ledger, people: int) -> int:
     """Customers, the culprit's aliases, one disclosure entry each among as many others."""
     now = utcnow()
     with factory() as session:  # type: ignore[operator]
@@ -116,7 +116,7 @@ def build(factory: object, settings: object, signer: CheckpointSigner, people: i
                         {"principal": f"principal:{bystander.id}"},
                     )
                 )
-            append(session, events, settings, signer)  # type: ignore[arg-type]
+            ledger.append(session, events)  # type: ignore[arg-type]
             session.commit()
         incident = Incident(
             status="confirmed", title="bench", source_principal_id=seller.id, signal_count=1
@@ -142,12 +142,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(env={}, data_dir=Path(tmp) / "var")
         init_signing_key(settings)
-        signer = CheckpointSigner.load(settings)
+        ledger = Ledger.load(settings)
         engine = make_engine(url=f"sqlite:///{tmp}/bench.db")
         upgrade(engine)
         factory = make_session_factory(engine)
         t = time.perf_counter()
-        incident_id = build(factory, settings, signer, people)
+        incident_id = build(factory, settings, ledger, people)
         console.print(
             f"built {people:,} people, {2 * people:,} ledger entries in "
             f"{time.perf_counter() - t:.1f} s"
@@ -166,7 +166,7 @@ def main() -> int:
             reset_peak_rss()
             t = time.perf_counter()
             with listing.open("w", encoding="utf-8") as out:
-                summary = write_affected(session, settings, signer, incident_id, out)
+                summary = write_affected(session, settings, ledger, incident_id, out)
             listed = time.perf_counter() - t
             rows.append(
                 ("write_affected (a proof per person)", summary.people, listed, rss_mib("VmHWM"))
@@ -175,7 +175,7 @@ def main() -> int:
         reset_peak_rss()
         t = time.perf_counter()
         with listing.open(encoding="utf-8") as lines:
-            check = verify_affected(lines, verifier_key=signer.verifier_key)
+            check = verify_affected(lines, verifier_key=ledger.signer.verifier_key)
         verified = time.perf_counter() - t
         rows.append(("verify_affected (third party)", people, verified, rss_mib("VmHWM")))
         size = listing.stat().st_size

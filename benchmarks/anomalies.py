@@ -38,6 +38,7 @@ from rich.table import Table
 
 from mailveil.detect.anomalies import AnomalyConfig, run_anomaly_job, run_duckdb_phase
 from mailveil.detect.anomalies_extract import RAW_COLUMNS, copy_rows
+from mailveil.ledger.append import Ledger
 
 START = date(2026, 1, 5)  # a Monday
 REGIONS = {"EU": ["DE", "FR", "GB"], "NA": ["US", "CA"], "APAC": ["JP", "AU"], "LATAM": ["BR"]}
@@ -363,11 +364,11 @@ def _build_ledger(path: Path, n: int) -> tuple[Any, int]:
     from mailveil.db.migrate import upgrade
     from mailveil.db.session import make_engine
     from mailveil.ledger.events import Event
-    from mailveil.ledger.signing import CheckpointSigner, init_signing_key
+    from mailveil.ledger.signing import init_signing_key
 
     settings = load_settings(env={}, data_dir=path / "var", checkpoint_every_entries=1024)
     init_signing_key(settings)
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
     engine = make_engine(url=f"sqlite:///{path / 'ledger.db'}")
     upgrade(engine)
     days = 60
@@ -421,7 +422,7 @@ def _build_ledger(path: Path, n: int) -> tuple[Any, int]:
                     Event(kinds[k], f"principal:{emp}", subject, None, "support", reff, detail)
                 )
             with Session(engine) as s, s.begin():
-                ledger_append.append(s, events, settings, signer)
+                ledger.append(s, events)
     finally:
         ledger_append.now_us = real_now  # type: ignore[misc]
     return engine, len(order)

@@ -200,7 +200,7 @@ def leak_day(s: Session, w: World, p: Plan, day: int, last_day: int) -> None:
                 s,
                 settings=w.settings,
                 policy=w.policy,
-                signer=w.signer,
+                ledger=w.ledger,
                 vault=w.vault,
                 employee_id=emp,
                 limit=1000,
@@ -363,7 +363,7 @@ def run_scenario(seed: int, size: dict[str, int], keep: str | None = None) -> di
                     leaked = [a for lk in p.leaks for a in lk.aliases]
                     framing.act(s, framer, day, days, leaked)
                 CLOCK.set(day, 23.5)
-                scan_ledger(s, w.settings, w.signer)
+                scan_ledger(s, w.ledger)
                 for (src,) in s.execute(select(Signal.source_principal_id).distinct()):
                     if src is not None:
                         named_day.setdefault(int(src), day)

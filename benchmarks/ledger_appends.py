@@ -36,7 +36,7 @@ from sqlalchemy import Engine, text
 from mailveil.config import Settings, load_settings
 from mailveil.db.migrate import upgrade
 from mailveil.db.session import make_engine, make_session_factory
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import CheckpointSigner, init_signing_key
 from mailveil.ledger.verify import verify_ledger
@@ -96,7 +96,7 @@ def worker(
     out: mp.Queue[tuple[int, int, list[float]]],
 ) -> None:
     settings = load_settings(env={}, data_dir=Path(data_dir))
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
     engine = schema_engine(url, schema)
     factory = make_session_factory(engine)
     with factory() as session:  # connect before the clock starts
@@ -107,7 +107,7 @@ def worker(
     end = time.perf_counter() + seconds
     while (now := time.perf_counter()) < end:
         with factory() as session:
-            append(session, [event(n, entries + k) for k in range(batch)], settings, signer)
+            ledger.append(session, [event(n, entries + k) for k in range(batch)])
             session.commit()
         latencies.append((time.perf_counter() - now) * 1000)
         entries += batch

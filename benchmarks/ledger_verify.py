@@ -43,9 +43,9 @@ from _memory import reset_peak_rss, rss_mib
 from mailveil.config import Settings, load_settings
 from mailveil.db.migrate import upgrade
 from mailveil.db.session import make_engine, make_session_factory, session_scope
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner, init_signing_key
+from mailveil.ledger.signing import init_signing_key
 from mailveil.ledger.verify import VerifyReport, verify_ledger
 
 BUILD_BATCH = 10_000
@@ -72,9 +72,9 @@ def events(start: int, count: int) -> list[Event]:
     return out
 
 
-def build(settings: Settings, n: int, console: Console) -> tuple[CheckpointSigner, float]:
+def build(settings: Settings, n: int, console: Console) -> tuple[Ledger, float]:
     init_signing_key(settings)
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
     engine = make_engine(settings)
     upgrade(engine)
     factory = make_session_factory(engine)
@@ -90,16 +90,16 @@ def build(settings: Settings, n: int, console: Console) -> tuple[CheckpointSigne
         for start in range(0, n, BUILD_BATCH):
             count = min(BUILD_BATCH, n - start)
             with session_scope(factory) as session:
-                append(session, events(start, count), settings, signer)
+                ledger.append(session, events(start, count))
             progress.update(task, completed=start + count)
     elapsed = time.perf_counter() - t0
     engine.dispose()
-    return signer, n / elapsed
+    return ledger, n / elapsed
 
 
 def timed_verify(
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     n: int,
     batch: int,
     console: Console,
@@ -126,7 +126,7 @@ def timed_verify(
                 samples[marks.pop(0) * 100 // n] = rss_mib()
 
         report = verify_ledger(
-            engine, settings, signer.public_key, progress=on_progress, batch=batch, **options
+            engine, settings, ledger.signer.public_key, progress=on_progress, batch=batch, **options
         )
     peak = rss_mib("VmHWM")
     engine.dispose()
@@ -162,7 +162,7 @@ def main() -> None:
     console = Console(width=max(100, Console().width))
     with tempfile.TemporaryDirectory(prefix="mailveil-bench-") as tmp:
         settings = load_settings(env={}, data_dir=Path(tmp) / "var")
-        signer, build_rate = build(settings, args.n, console)
+        ledger, build_rate = build(settings, args.n, console)
         db_path = settings.data_dir / "mailveil.db"
         size_mib = db_path.stat().st_size / 2**20
         small = max(1, args.batch // 10)
@@ -174,7 +174,7 @@ def main() -> None:
             ("no split, one thread", args.batch, {"split": False, "threaded": False}),
         ]:
             tries = [
-                timed_verify(settings, signer, args.n, batch, console, label, **options)
+                timed_verify(settings, ledger, args.n, batch, console, label, **options)
                 for _ in range(max(1, args.repeat))
             ]
             result = min(tries, key=lambda t: t[0].seconds)

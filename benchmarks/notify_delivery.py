@@ -93,12 +93,12 @@ def main() -> int:
             gift = register_template(s, env.settings, data, actor=CREATOR)
             s.commit()
             send = sends.create_send(
-                s, env.settings, env.runtime.signer, template=gift, entries=everyone(n),
+                s, env.settings, env.runtime.ledger, template=gift, entries=everyone(n),
                 actor=CREATOR, commit=True,
             )  # fmt: skip
             s.commit()
             if send.status == "awaiting_approval":
-                sends.approve(s, env.settings, env.runtime.signer, send.id, actor=APPROVER)
+                sends.approve(s, env.runtime.ledger, send.id, actor=APPROVER)
                 s.commit()
             send_id, eligible = send.id, send.eligible
         console.print(

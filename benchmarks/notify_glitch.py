@@ -238,7 +238,7 @@ def run(world: World, args: argparse.Namespace, console: Console) -> int:
                         f"{shown['would_halt_at_first_stage']}"))  # fmt: skip
     t0 = time.perf_counter()
     send = sends.create_send(
-        s, settings, env.runtime.signer, template=gift, entries=everyone(n), actor=CREATOR,
+        s, settings, env.runtime.ledger, template=gift, entries=everyone(n), actor=CREATOR,
         commit=True,
     )  # fmt: skip
     s.commit()
@@ -246,7 +246,7 @@ def run(world: World, args: argparse.Namespace, console: Console) -> int:
                     f"audience {send.audience:,}, eligible {send.eligible:,}, "
                     f"status {send.status}"))  # fmt: skip
     if send.status == "awaiting_approval":
-        sends.approve(s, settings, env.runtime.signer, send.id, actor=APPROVER)
+        sends.approve(s, env.runtime.ledger, send.id, actor=APPROVER)
         s.commit()
     t0 = time.perf_counter()
     run_to_end(env.runtime, send.id, worker="bench-worker")
@@ -275,7 +275,7 @@ def run(world: World, args: argparse.Namespace, console: Console) -> int:
     )
     t0 = time.perf_counter()
     fix = sends.correction(
-        s, settings, env.runtime.signer, original_id=send.id, template_name=sorry.name,
+        s, settings, env.runtime.ledger, original_id=send.id, template_name=sorry.name,
         version=None, actor=CREATOR, commit=True,
     )  # fmt: skip
     s.commit()

@@ -129,7 +129,7 @@ def new_send(env: Any, template: Any, n: int) -> tuple[int, int]:
         send = sends.create_send(
             s,
             env.settings,
-            env.runtime.signer,
+            env.runtime.ledger,
             template=template,
             entries=everyone(n),
             actor=CREATOR,
@@ -137,7 +137,7 @@ def new_send(env: Any, template: Any, n: int) -> tuple[int, int]:
         )
         s.commit()
         if send.status == "awaiting_approval":
-            sends.approve(s, env.settings, env.runtime.signer, send.id, actor=APPROVER)
+            sends.approve(s, env.runtime.ledger, send.id, actor=APPROVER)
             s.commit()
         return send.id, send.eligible
 

@@ -24,7 +24,7 @@ from mailveil.contacts.models import Alias, Customer, Order, Principal, SupportC
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_case, create_order
 from mailveil.db.base import utcnow
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 from mailveil.policy import PolicyEngine
 from mailveil.runtime import Runtime
 from mailveil.vault import Vault
@@ -151,11 +151,11 @@ def case(
 
 
 # What a disclosure needs besides the session.
-Parts = tuple[Settings, PolicyEngine, CheckpointSigner]
+Parts = tuple[Settings, PolicyEngine, Ledger]
 
 
 def parts_of(runtime: Runtime) -> Parts:
-    return runtime.settings, runtime.policy, runtime.signer
+    return runtime.settings, runtime.policy, runtime.ledger
 
 
 def disclosure(
@@ -170,12 +170,12 @@ def disclosure(
 ) -> DisclosureResult:
     """Ask for the customer's address to be disclosed to the principal, as production does:
     the policy decides and the ledger records the answer either way (a refusal too)."""
-    settings, policy, signer = parts
+    settings, policy, ledger = parts
     return disclose(
         session,
         settings=settings,
         policy=policy,
-        signer=signer,
+        ledger=ledger,
         customer_id=_id(c),
         principal_id=_id(p),
         purpose=purpose,

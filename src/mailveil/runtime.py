@@ -13,8 +13,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 from mailveil.db.session import make_engine, make_session_factory
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.counting import count_ledger_commits
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.ops.metrics import Metrics
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
@@ -27,7 +27,7 @@ class Runtime:
     session_factory: sessionmaker[Session]
     vault: Vault
     policy: PolicyEngine
-    signer: CheckpointSigner
+    ledger: Ledger
     # This process's Prometheus registry (API, relay, notify and detect counters).
     metrics: Metrics = field(default_factory=Metrics)
 
@@ -51,6 +51,6 @@ class Runtime:
             session_factory=factory,
             vault=Vault.open(settings),
             policy=PolicyEngine.load(settings),
-            signer=CheckpointSigner.load(settings),
+            ledger=Ledger.load(settings),
             metrics=metrics,
         )

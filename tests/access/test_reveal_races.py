@@ -19,8 +19,9 @@ from mailveil.config import Settings
 from mailveil.contacts.customers import create_customer
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_case
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner, init_signing_key
+from mailveil.ledger.signing import init_signing_key
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault, init_keys
 
@@ -31,7 +32,7 @@ ADDRESS = "race.customer@example.com"
 class Setup:
     engine: Engine
     settings: Settings
-    signer: CheckpointSigner
+    ledger: Ledger
     vault: Vault
     request_id: int
     customer_id: int
@@ -43,7 +44,7 @@ def _setup(engine: Engine, settings: Settings, approvals: int, views: int) -> Se
     settings = settings.with_overrides(reveal_approvals_required=approvals, reveal_views=views)
     init_keys(settings)
     init_signing_key(settings)
-    vault, signer = Vault.open(settings), CheckpointSigner.load(settings)
+    vault, ledger = Vault.open(settings), Ledger.load(settings)
     with Session(engine) as s, s.begin():
         customer = create_customer(s, vault, external_id="c-1", email=ADDRESS, country="DE")
         staff = [
@@ -56,14 +57,14 @@ def _setup(engine: Engine, settings: Settings, approvals: int, views: int) -> Se
             s,
             settings=settings,
             policy=PolicyEngine.load(settings),
-            signer=signer,
+            ledger=ledger,
             employee_id=staff[0].id,
             customer_id=customer.id,
             case="case-1",
             justification="account merge needs the address on file confirmed",
         )
         ids = [p.id for p in staff]
-        return Setup(engine, settings, signer, vault, row.id, customer.id, ids[0], ids[1:])
+        return Setup(engine, settings, ledger, vault, row.id, customer.id, ids[0], ids[1:])
 
 
 def _race(engine: Engine, jobs: list[Callable[[Session], Any]]) -> list[Any]:
@@ -92,7 +93,7 @@ def _answer(w: Setup, approver: int) -> Callable[[Session], Any]:
         return answer_reveal(
             session,
             settings=w.settings,
-            signer=w.signer,
+            ledger=w.ledger,
             approver_id=approver,
             request_id=w.request_id,
             approve=True,
@@ -141,8 +142,7 @@ def test_one_grant_used_from_two_requests_at_once_shows_the_address_once(
     def view(session: Session) -> Any:
         return view_reveal(
             session,
-            settings=w.settings,
-            signer=w.signer,
+            ledger=w.ledger,
             vault=w.vault,
             employee_id=w.requester,
             request_id=w.request_id,

@@ -10,7 +10,6 @@ from typing import Any
 from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session
 
-from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.runtime import Runtime
 
@@ -143,6 +142,6 @@ def stranger_at(
     event = Event(
         "stranger_at_alias", None, f"customer:{customer_id}", alias, "to_customer", None, detail
     )
-    seq = append(session, [event], runtime.settings, runtime.signer)[0]
+    seq = runtime.ledger.append(session, [event])[0]
     session.commit()
     return seq

@@ -7,7 +7,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.api.app import create_app
-from mailveil.ledger.append import append, latest_checkpoint
+from mailveil.ledger.append import latest_checkpoint
 from mailveil.ledger.events import Event
 from mailveil.runtime import Runtime
 
@@ -20,7 +20,7 @@ def test_background_checkpoint_covers_new_entries(
     )
     runtime.settings = settings
     with session_factory() as session:
-        append(session, [Event(kind="test", subject="customer:1")] * 3, settings, runtime.signer)
+        runtime.ledger.append(session, [Event(kind="test", subject="customer:1")] * 3)
         session.commit()
         assert latest_checkpoint(session) is None  # fewer than N entries, no time passed
     # The test shares one connection with the app, so it only looks once the loop has

@@ -88,7 +88,7 @@ def test_a_report_of_spam_at_an_alias_corroborates_the_relays_record_with_eviden
     assert signal["strength"] == {"source": "relay-record", "recipient": "authenticated"}
     assert [p["principal_id"] for p in signal["pieces"] if p["role"] == "recipient"] == [None]
     bundle = investigator.ok("get", f"/v1/incidents/{incident['id']}/evidence")
-    check = verify_bundle(bundle, verifier_key=runtime.signer.verifier_key)
+    check = verify_bundle(bundle, verifier_key=runtime.ledger.signer.verifier_key)
     assert check.ok, check.checks
     assert bundle["culprits"][0]["strength"] == "relay-record"
     assert bundle["claims"][0]["pieces"][0]["basis"] == "alias-disclosure"

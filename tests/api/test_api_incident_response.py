@@ -9,7 +9,6 @@ from typing import Any
 from api_testkit import Api, stranger_at
 from sqlalchemy.orm import Session
 
-from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.runtime import Runtime
 
@@ -155,7 +154,7 @@ def test_a_culprit_named_by_weak_evidence_needs_a_second_person_to_contain(
             "shipping",
             {"principal": f"principal:{seller['id']}", "size": 1, "sha256": "0" * 64},
         )
-        append(session, [shown], runtime.settings, runtime.signer)
+        runtime.ledger.append(session, [shown])
         stranger_at(
             runtime, session, alias=alias, customer_id=c["id"], owner_id=seller["id"], proven=False
         )

@@ -23,7 +23,7 @@ def test_checkpoint_is_signed_and_proofs_verify(backend: Api, runtime: Runtime) 
     _disclosures(backend, 5)
     cp = backend.ok("get", "/v1/ledger/checkpoint")
     assert cp["tree_size"] == 5
-    parsed = verify_checkpoint(cp["note"], runtime.signer.public_key)
+    parsed = verify_checkpoint(cp["note"], runtime.ledger.signer.public_key)
     assert parsed.tree_size == 5 and parsed.root.hex() == cp["root_hash"]
     for index in range(5):
         proof = backend.ok(

@@ -12,7 +12,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.contacts.models import Order
 from mailveil.db.base import utcnow
-from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.runtime import Runtime
 
@@ -98,7 +97,7 @@ def test_events_export_pages_by_cursor_as_ndjson(
               detail={"principal": f"principal:{seller}", "by": "veto"}),
     ]  # fmt: skip
     with session_factory() as session:
-        append(session, events, runtime.settings, runtime.signer)
+        runtime.ledger.append(session, events)
         session.commit()
     first = backend.get("/v1/events", params={"limit": 2})
     assert first.status_code == 200
@@ -235,7 +234,7 @@ def test_serve_pushes_new_events_to_the_webhook(
             checkpoint_every_seconds=3600,
         )
         with session_factory() as session:
-            append(
+            runtime.ledger.append(
                 session,
                 [
                     Event(
@@ -245,8 +244,6 @@ def test_serve_pushes_new_events_to_the_webhook(
                         detail={"relay_message": "m1"},
                     )
                 ],
-                runtime.settings,
-                runtime.signer,
             )
             session.commit()
         with TestClient(create_app(runtime, background_checkpoints=True)):

@@ -250,7 +250,7 @@ def test_an_expired_grant_is_refused_and_the_sweep_records_the_expiry(
     assert view.status_code == 410 and view.json()["type"].endswith("reveal-expired")
     pending = world.request(case="case-2", customer=world.other_customer)
     later = utcnow() + timedelta(hours=25)
-    assert expire_reveals(session, settings=runtime.settings, signer=runtime.signer, now=later) == 2
+    assert expire_reveals(session, ledger=runtime.ledger, now=later) == 2
     session.flush()
     assert world.admin.ok("get", f"/v1/reveals/{pending['id']}")["status"] == "expired"
     assert _kinds(session).count("reveal_expired") == 2

@@ -49,7 +49,9 @@ def settings(tmp_path: Path, witness: tuple[Path, str]) -> Settings:
 @pytest.fixture(autouse=True)
 def followed(runtime: Runtime, witness: tuple[Path, str]) -> None:
     """The witness's operator agreed to follow this ledger (`mailveil witness add-log`)."""
-    WitnessHome(witness[0]).state().add_log(runtime.settings.origin, runtime.signer.verifier_key)
+    WitnessHome(witness[0]).state().add_log(
+        runtime.settings.origin, runtime.ledger.signer.verifier_key
+    )
 
 
 def _grow(backend: Api, n: int, tag: str) -> None:
@@ -69,7 +71,7 @@ def test_the_verifier_key_is_public_and_both_of_its_forms_verify(
     client: TestClient, backend: Api, runtime: Runtime
 ) -> None:
     key = client.get("/v1/ledger/key").json()  # no API key needed
-    assert key["verifier_key"] == runtime.signer.verifier_key
+    assert key["verifier_key"] == runtime.ledger.signer.verifier_key
     vkey = parse_vkey(key["verifier_key"])
     assert (vkey.name, vkey.key_id.hex(), vkey.public_key_b64) == (
         key["key_name"],
@@ -124,7 +126,7 @@ def test_checkpoints_carry_their_cosignatures_and_the_job_publishes_them(
     origin = runtime.settings.origin
     size = newer["witnessed_tree_size"]
     forged = [merkle.leaf_hash(f"forged {i}".encode()) for i in range(size + 3)]
-    note = runtime.signer.sign_checkpoint(origin, size + 3, merkle.root(forged), 1)
+    note = runtime.ledger.signer.sign_checkpoint(origin, size + 3, merkle.root(forged), 1)
     _, url = witness
     assert add_checkpoint(url, 0, [], note, timeout=10).status == 409  # it knows `size`
     stale_root = merkle.root(forged[:size])
@@ -159,7 +161,7 @@ def test_a_refused_publication_is_an_alert_in_the_api(
     ]
     assert merkle.root(leaves).hex() == real["root_hash"]
     fork = leaves + [merkle.leaf_hash(f"fork {i}".encode()) for i in range(10)]
-    note = runtime.signer.sign_checkpoint(origin, len(fork), merkle.root(fork), 1)
+    note = runtime.ledger.signer.sign_checkpoint(origin, len(fork), merkle.root(fork), 1)
     proof = merkle.consistency_path(size, len(fork), merkle.memory_subtree(fork))
     _, url = witness
     assert add_checkpoint(url, size, proof, note, timeout=10).status == 200

@@ -25,10 +25,9 @@ from mailveil.contacts.disclosures import DisclosureResult
 from mailveil.contacts.models import Customer
 from mailveil.db.base import utcnow
 from mailveil.db.session import make_engine, make_session_factory
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
 
@@ -207,7 +206,7 @@ def disclose_to(
 ) -> DisclosureResult:
     """A disclosure through the contacts function (as the API would make it), committed."""
     cid = customer_id(db, customer_ext)
-    parts = (settings, PolicyEngine.load(settings), CheckpointSigner.load(settings))
+    parts = (settings, PolicyEngine.load(settings), Ledger.load(settings))
     with db.begin() as session:
         return world.disclosure(
             session, parts, cid, principal_id, purpose=purpose, ref=ref, actor="test:setup"
@@ -261,7 +260,7 @@ def record_stranger(
     }
     event = Event("stranger_at_alias", None, f"customer:{cid}", alias, "to_customer", None, detail)
     with db.begin() as s:
-        append(s, [event], settings, CheckpointSigner.load(settings))
+        Ledger.load(settings).append(s, [event])
 
 
 def forwarded_report(alias: str) -> bytes:

@@ -18,9 +18,8 @@ from cli_testkit import (
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 
 
 def test_report_incident_export_and_offline_verify(
@@ -111,7 +110,7 @@ def test_containment_on_weak_evidence_needs_a_second_operator(
     )
     cli.ok("customers", "import", "c.csv")
     seller = add_seller(db, "s-1", "Acme Books")
-    signer = CheckpointSigner.load(cli_settings)
+    ledger = Ledger.load(cli_settings)
     for ext in ("c-1", "c-2"):
         cid = customer_id(db, ext)
         add_order(db, f"o-{ext}", ext, seller)
@@ -120,7 +119,7 @@ def test_containment_on_weak_evidence_needs_a_second_operator(
         seen = Event("message", f"principal:{seller}", f"customer:{cid}", alias, "to_customer",
                      "shipping", {"principal": f"principal:{seller}", "size": 1})  # fmt: skip
         with db.begin() as s:
-            append(s, [seen], cli_settings, signer)
+            ledger.append(s, [seen])
         record_stranger(db, cli_settings, alias, cid, seller)
     cli.ok("detect", "run")
     assert "relay-record, needs a 2nd person" in cli.ok("incidents", "list").flat

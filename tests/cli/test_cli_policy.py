@@ -29,7 +29,7 @@ from mailveil.contacts.disclosures import DisclosureRequest, disclose_batch
 from mailveil.contacts.models import Alias, Principal
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_case
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 from mailveil.policy.engine import Decision, PolicyEngine, PolicyInput, policy_sources
 from mailveil.relay.routes import lookup_route
 
@@ -222,7 +222,7 @@ def test_check_gives_cedar_what_production_gives_it(shop: Shop) -> None:
             session,
             settings=shop.settings,
             policy=engine,
-            signer=CheckpointSigner.load(shop.settings),
+            ledger=Ledger.load(shop.settings),
             requests=[
                 DisclosureRequest(ids[c], principals[p], purpose, ref)
                 for p, c, purpose, ref in SAME_INPUT_CASES

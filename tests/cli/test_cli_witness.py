@@ -13,10 +13,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "witness"))
 from witness_testkit import MemoryLog, events, witness_thread
 
 from mailveil.config import Settings
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.notes import parse_vkey
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.witness.client import add_checkpoint
 from mailveil.witness.home import WitnessHome
 from mailveil.witness.service import Witness
@@ -60,9 +59,9 @@ def test_witness_commands(cli: Cli, tmp_path: Path) -> None:
     assert service.add_checkpoint(log.body(6)).status == 404
 
 
-def grow(settings: Settings, signer: CheckpointSigner, n: int) -> None:
+def grow(settings: Settings, ledger: Ledger, n: int) -> None:
     with open_db(settings) as db, db.begin() as session:
-        append(session, events(n), settings, signer)
+        ledger.append(session, events(n))
 
 
 def test_the_ledger_publishes_and_shows_its_witnesses(cli: Cli, tmp_path: Path) -> None:
@@ -74,8 +73,8 @@ def test_the_ledger_publishes_and_shows_its_witnesses(cli: Cli, tmp_path: Path) 
         vkey = cli.ok("ledger", "key").stdout.strip()
         cli.ok("witness", "add-log", "--dir", str(tmp_path / "w"), vkey)
         settings = cli.settings()
-        signer = CheckpointSigner.load(settings)
-        grow(settings, signer, 5)
+        ledger = Ledger.load(settings)
+        grow(settings, ledger, 5)
         printed = cli.ok("ledger", "checkpoint")
         assert "cosigned witness witness.test/cli" in printed.stderr
         assert printed.stdout.count("\u2014 ") == 2  # the ledger's signature and the witness's
@@ -88,12 +87,12 @@ def test_the_ledger_publishes_and_shows_its_witnesses(cli: Cli, tmp_path: Path) 
                 for h in session.scalars(select(LedgerEntry.leaf_hash).order_by(LedgerEntry.seq))
             ]
         size = int(printed.stdout.split("\n")[1])
-        fork = MemoryLog(signer.key_name)
-        fork.signer = signer
+        fork = MemoryLog(ledger.signer.key_name)
+        fork.signer = ledger.signer
         fork.leaves = real[:size]
         fork.grow(30, "forged")
         assert add_checkpoint(url, size, fork.proof(size), fork.note(), timeout=10).status == 200
-        grow(settings, signer, 3)  # the real ledger goes on
+        grow(settings, ledger, 3)  # the real ledger goes on
         published = cli("ledger", "publish")
         assert published.code == 1, str(published)
         assert "ALERT witness witness.test/cli" in published.stderr

@@ -175,7 +175,7 @@ def _sends(env: DemoEnv, market: Market, dispatcher: Dispatcher) -> tuple[int, i
         soaking = create_send(
             session,
             runtime.settings.with_overrides(notify_soak_seconds=3600.0),
-            runtime.signer,
+            runtime.ledger,
             template=gift,
             entries=[Entry(ext, None) for ext in owners],
             actor="registry-job",
@@ -188,7 +188,7 @@ def _sends(env: DemoEnv, market: Market, dispatcher: Dispatcher) -> tuple[int, i
         )
         everyone = [Entry(c.external_id, None) for c in market.customers]
         waiting = create_send(
-            session, runtime.settings, runtime.signer, template=reminder, entries=everyone,
+            session, runtime.settings, runtime.ledger, template=reminder, entries=everyone,
             actor="registry-job",
         )  # fmt: skip
         ids = (soaking.id, waiting.id, halted)
@@ -249,20 +249,19 @@ def build_world(*, customers: int = 150) -> World:
         set_controller(
             session,
             settings=runtime.settings,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             changes=DEMO_CONTROLLER,
             actor="test:privacy-officer",
         )
     stage_leak(env, market, export_rows=60, reporters=8)
     _quarantine_one(env, market)
     with session_scope(runtime.session_factory) as session:
-        run_detection(session, runtime.settings, runtime.signer)
+        run_detection(session, runtime.settings, runtime.ledger)
         # An alert as the anomaly job files one (the job needs weeks of history to score a
         # day; its statistics are tested in tests/detect): the page must show its reasons.
         record_signal(
             session,
-            runtime.settings,
-            runtime.signer,
+            runtime.ledger,
             kind="access_anomaly",
             confidence="anomaly",
             summary="unusual access today: 64 customers listed, 30x the team's median",
@@ -282,7 +281,7 @@ def build_world(*, customers: int = 150) -> World:
             session,
             settings=runtime.settings,
             policy=runtime.policy,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             employee_id=sam.id,
             customer_id=case.customer_id,
             case=case.external_id,

@@ -127,7 +127,7 @@ def test_investigator_works_the_incident_from_signal_to_notices(world: World, ta
     with t.page.expect_download() as download:
         t.page.click("text=Evidence bundle")
     bundle = json.loads(Path(download.value.path()).read_text(encoding="utf-8"))
-    assert verify_bundle(bundle, verifier_key=world.env.runtime.signer.verifier_key).ok
+    assert verify_bundle(bundle, verifier_key=world.env.runtime.ledger.signer.verifier_key).ok
     t.go(f"/console/incidents/{incident}/report")
     assert "People affected" in t.text()
     t.shot("regulator-report")

@@ -23,7 +23,6 @@ from mailveil.console.web import CSP
 from mailveil.contacts.models import Alias, Principal
 from mailveil.detect.jobs import run_detection
 from mailveil.detect.models import Incident, Signal
-from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
 from mailveil.notify.models import Send
@@ -323,8 +322,8 @@ def _weak_incident(world: World) -> int:
                     "action": "banner",
                 },
             )
-            append(s, [wrote, stranger], runtime.settings, runtime.signer)
-        run_detection(s, runtime.settings, runtime.signer)
+            runtime.ledger.append(s, [wrote, stranger])
+        run_detection(s, runtime.settings, runtime.ledger)
         s.commit()
         found = s.scalar(
             select(Incident.id).where(

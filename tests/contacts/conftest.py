@@ -1,10 +1,11 @@
-"""Fixtures for the contacts tests: keys, policies and a ledger signer per test."""
+"""Fixtures for the contacts tests: keys, policies and a ledger ledger per test."""
 
 from __future__ import annotations
 
 import pytest
 
 from mailveil.config import Settings
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault, init_keys
@@ -22,5 +23,5 @@ def policy(settings: Settings) -> PolicyEngine:
 
 
 @pytest.fixture
-def signer(settings: Settings) -> CheckpointSigner:
-    return CheckpointSigner.generate(settings.origin)
+def ledger(settings: Settings) -> Ledger:
+    return Ledger(settings, CheckpointSigner.generate(settings.origin))

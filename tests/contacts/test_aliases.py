@@ -29,7 +29,7 @@ from mailveil.contacts.disclosures import REVOKED_REASON, disclose
 from mailveil.contacts.models import Alias
 from mailveil.db.base import utcnow
 from mailveil.errors import InvalidInput, NotFound, Revoked
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
 from world_kit import SECRET_DOMAIN, customer, order, seller
@@ -73,7 +73,7 @@ def _allowed(
     session: Session,
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     cid: int,
     pid: int,
 ) -> tuple[str, str]:
@@ -81,7 +81,7 @@ def _allowed(
         session,
         settings=settings,
         policy=policy,
-        signer=signer,
+        ledger=ledger,
         customer_id=cid,
         principal_id=pid,
         purpose="order",
@@ -97,19 +97,19 @@ def test_one_stable_alias_per_pair(
     settings: Settings,
     vault: Vault,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
 ) -> None:
     c1, c2 = customer(session, vault, 1), customer(session, vault, 2)
     s1, s2 = seller(session, 1), seller(session, 2)
     for c in (c1, c2):
         for s in (s1, s2):
             order(session, c, s)
-    first = _allowed(session, settings, policy, signer, c1.id, s1.id)
-    assert _allowed(session, settings, policy, signer, c1.id, s1.id) == first
+    first = _allowed(session, settings, policy, ledger, c1.id, s1.id)
+    assert _allowed(session, settings, policy, ledger, c1.id, s1.id) == first
     others = {
-        _allowed(session, settings, policy, signer, c1.id, s2.id),
-        _allowed(session, settings, policy, signer, c2.id, s1.id),
-        _allowed(session, settings, policy, signer, c2.id, s2.id),
+        _allowed(session, settings, policy, ledger, c1.id, s2.id),
+        _allowed(session, settings, policy, ledger, c2.id, s1.id),
+        _allowed(session, settings, policy, ledger, c2.id, s2.id),
     }
     everything = {first, *others}
     assert len(everything) == 4
@@ -135,12 +135,12 @@ def test_lookup_revoke_and_report(
     settings: Settings,
     vault: Vault,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
 ) -> None:
     c = customer(session, vault, 1)
     s = seller(session, 1, display_name="Acme Books")
     order(session, c, s)
-    alias, reverse = _allowed(session, settings, policy, signer, c.id, s.id)
+    alias, reverse = _allowed(session, settings, policy, ledger, c.id, s.id)
     row = lookup_alias(session, alias.upper())
     assert row is not None and row.customer_id == c.id and row.principal_id == s.id
     assert lookup_reverse_alias(session, reverse) is row
@@ -148,20 +148,20 @@ def test_lookup_revoke_and_report(
     assert lookup_alias(session, "nobody@" + settings.relay_domain) is None
 
     with pytest.raises(InvalidInput):
-        revoke_alias(session, settings, signer, address=alias, reason=" ", actor="system")
+        revoke_alias(session, ledger, address=alias, reason=" ", actor="system")
     with pytest.raises(NotFound):
-        revoke_alias(session, settings, signer, address="no@x.example", reason="r", actor="a")
-    revoke_alias(session, settings, signer, address=alias, reason="spam reported", actor="apikey:9")
+        revoke_alias(session, ledger, address="no@x.example", reason="r", actor="a")
+    revoke_alias(session, ledger, address=alias, reason="spam reported", actor="apikey:9")
     assert row.revoked_at is not None and row.revoked_by == "apikey:9"
     with pytest.raises(Revoked):
-        revoke_alias(session, settings, signer, address=alias, reason="again", actor="a")
+        revoke_alias(session, ledger, address=alias, reason="again", actor="a")
 
     # The safer behaviour: a revoked alias is not handed out again, and that is ledgered.
     again = disclose(
         session,
         settings=settings,
         policy=policy,
-        signer=signer,
+        ledger=ledger,
         customer_id=c.id,
         principal_id=s.id,
         purpose="order",

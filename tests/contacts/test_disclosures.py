@@ -29,8 +29,8 @@ from mailveil.contacts.models import Alias, Customer
 from mailveil.contacts.principals import update_principal
 from mailveil.contacts.relationships import update_case
 from mailveil.errors import InvalidInput, MailveilError, NotFound
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.ledger.verify import verify_ledger
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
@@ -40,9 +40,7 @@ Disclose = Callable[..., DisclosureResult]
 
 
 @pytest.fixture
-def ask(
-    session: Session, settings: Settings, policy: PolicyEngine, signer: CheckpointSigner
-) -> Disclose:
+def ask(session: Session, settings: Settings, policy: PolicyEngine, ledger: Ledger) -> Disclose:
     def run(
         cid: int, pid: int, purpose: str = "order", ref: str | None = "ref-1", **kw: object
     ) -> DisclosureResult:
@@ -50,7 +48,7 @@ def ask(
             session,
             settings=kw.pop("settings", settings),
             policy=policy,
-            signer=signer,  # type: ignore[arg-type]
+            ledger=ledger,  # type: ignore[arg-type]
             customer_id=cid,
             principal_id=pid,
             purpose=purpose,
@@ -216,11 +214,11 @@ def test_by_external_ids(
     settings: Settings,
     vault: Vault,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
 ) -> None:
     c, s = customer(session, vault, 1), seller(session, 7)
     order(session, c, s)
-    common = {"settings": settings, "policy": policy, "signer": signer, "actor": "apikey:2"}
+    common = {"settings": settings, "policy": policy, "ledger": ledger, "actor": "apikey:2"}
     r = disclose_external(
         session,
         customer_external_id="cust-1",
@@ -277,7 +275,7 @@ def test_bulk_matches_single_semantics_with_one_append_per_batch(
     settings: Settings,
     vault: Vault,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
 ) -> None:
     customers = [customer(session, vault, i) for i in range(6)]
     s1, s2 = seller(session, 1), seller(session, 2)
@@ -296,7 +294,7 @@ def test_bulk_matches_single_semantics_with_one_append_per_batch(
             session,
             settings=settings,
             policy=policy,
-            signer=signer,
+            ledger=ledger,
             requests=iter(requests),
             actor="apikey:3",
             batch_size=4,
@@ -331,7 +329,7 @@ def test_bulk_uses_the_decision_memo(
     settings: Settings,
     vault: Vault,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
 ) -> None:
     rows = [
         (i + 1, {"external_id": f"m-{i}", "email": f"m{i}@{SECRET_DOMAIN}", "country": "FR"})
@@ -347,7 +345,7 @@ def test_bulk_uses_the_decision_memo(
             session,
             settings=settings,
             policy=policy,
-            signer=signer,
+            ledger=ledger,
             actor="system",
             requests=(DisclosureRequest(cid, s.id, "order") for cid in ids),
             batch_size=25,
@@ -358,7 +356,7 @@ def test_bulk_uses_the_decision_memo(
 
 
 def test_ledger_still_verifies_after_disclosures(
-    session: Session, settings: Settings, vault: Vault, ask: Disclose, signer: CheckpointSigner
+    session: Session, settings: Settings, vault: Vault, ask: Disclose, ledger: Ledger
 ) -> None:
     c, s = customer(session, vault, 1), seller(session, 1)
     order(session, c, s)
@@ -366,7 +364,7 @@ def test_ledger_still_verifies_after_disclosures(
         ask(c.id, s.id)
         ask(c.id, s.id, purpose="support")
     session.flush()
-    report = verify_ledger(session.connection(), settings, signer.public_key)
+    report = verify_ledger(session.connection(), settings, ledger.signer.public_key)
     assert report.ok, report.reason
     assert report.entries == 40
 
@@ -379,7 +377,7 @@ def test_no_real_address_in_any_error_or_ledger_row(
     settings: Settings,
     vault: Vault,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     ask: Disclose,
 ) -> None:
     messages: list[str] = []
@@ -427,7 +425,7 @@ def test_no_real_address_in_any_error_or_ledger_row(
             session,
             settings=settings,
             policy=policy,
-            signer=signer,
+            ledger=ledger,
             actor="system",
             requests=[
                 DisclosureRequest(c.id, s.id, "order"),

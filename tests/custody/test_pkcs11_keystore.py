@@ -27,10 +27,9 @@ from mailveil.custody.binding import KeyMismatch, bind_keys, present_key_set
 from mailveil.custody.keystore import Pkcs11Store
 from mailveil.db.session import make_session_factory
 from mailveil.keyfiles import KeyFileError
-from mailveil.ledger.append import checkpoint_now
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.models import LedgerCheckpoint
 from mailveil.ledger.signing import (
-    CheckpointSigner,
     init_signing_key,
     load_public_key,
     verify_checkpoint,
@@ -126,7 +125,7 @@ def test_keys_live_in_the_token_and_the_data_round_trips(
 
     factory = make_session_factory(own_engine)
     vault = Vault.open(settings)
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
     with factory() as session:
         report = bind_keys(session, settings)
         assert any(k.startswith("pkcs11:") and "-kek-" in k for k in report.registered)
@@ -138,7 +137,7 @@ def test_keys_live_in_the_token_and_the_data_round_trips(
             session,
             settings=settings,
             policy=PolicyEngine.load(settings),
-            signer=signer,
+            ledger=ledger,
             customer_id=customer.id,
             principal_id=seller.id,
             purpose="order",
@@ -146,7 +145,7 @@ def test_keys_live_in_the_token_and_the_data_round_trips(
             actor="test",
         )
         assert result.allowed
-        cp = checkpoint_now(session, settings, signer)
+        cp = ledger.checkpoint_now(session)
         session.commit()
         assert cp is not None
         # Signed inside the token, verified by anyone with the published key.

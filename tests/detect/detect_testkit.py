@@ -16,8 +16,9 @@ from mailveil.config import Settings
 from mailveil.contacts.customers import create_customer
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_case
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner, init_signing_key
+from mailveil.ledger.signing import init_signing_key
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault, init_keys
 
@@ -26,16 +27,14 @@ from mailveil.vault import Vault, init_keys
 class Kit:
     settings: Settings
     vault: Vault
-    signer: CheckpointSigner
+    ledger: Ledger
     policy: PolicyEngine
 
 
 def make_kit(settings: Settings) -> Kit:
     init_keys(settings)
     init_signing_key(settings)
-    return Kit(
-        settings, Vault.open(settings), CheckpointSigner.load(settings), PolicyEngine.load(settings)
-    )
+    return Kit(settings, Vault.open(settings), Ledger.load(settings), PolicyEngine.load(settings))
 
 
 # -- the anomaly world ------------------------------------------------------------------------
@@ -56,7 +55,7 @@ def insider_history(engine: Engine, settings: Settings, monkeypatch: pytest.Monk
     """20 EU agents doing case work for DAYS days; returns the insider's principal id."""
     init_keys(settings)
     init_signing_key(settings)
-    vault, signer = Vault.open(settings), CheckpointSigner.load(settings)
+    vault, ledger = Vault.open(settings), Ledger.load(settings)
     rng = random.Random(5)
     with Session(engine) as s, s.begin():
         staff = [
@@ -87,7 +86,7 @@ def insider_history(engine: Engine, settings: Settings, monkeypatch: pytest.Monk
     def append(at: int, events: list[Event]) -> None:
         monkeypatch.setattr(ledger_append, "now_us", lambda: at)
         with Session(engine) as s, s.begin():
-            ledger_append.append(s, events, settings, signer)
+            ledger.append(s, events)
 
     for d in range(DAYS):
         day = FIRST + timedelta(days=d)

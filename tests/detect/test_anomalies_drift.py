@@ -19,8 +19,9 @@ from mailveil.contacts.customers import create_customer
 from mailveil.contacts.principals import create_principal
 from mailveil.contacts.relationships import create_case
 from mailveil.detect.anomalies import AnomalyConfig, run_anomaly_job
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner, init_signing_key
+from mailveil.ledger.signing import init_signing_key
 from mailveil.vault import Vault, init_keys
 
 DAYS = 35
@@ -46,7 +47,7 @@ def _history(
     has always cited a case for only 60 % of its customers. Returns (leaker, steady)."""
     init_keys(settings)
     init_signing_key(settings)
-    vault, signer = Vault.open(settings), CheckpointSigner.load(settings)
+    vault, ledger = Vault.open(settings), Ledger.load(settings)
     rng = random.Random(11)
     with Session(engine) as s, s.begin():
         staff = [
@@ -81,7 +82,7 @@ def _history(
         at = _at(day, 11)
         monkeypatch.setattr(ledger_append, "now_us", lambda at=at: at)
         with Session(engine) as s, s.begin():
-            ledger_append.append(s, events, settings, signer)
+            ledger.append(s, events)
     return leaker, steady
 
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from mailveil.config import Settings
 from mailveil.detect.jobs import file_anomalies
 from mailveil.detect.models import Incident, Signal
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 
 
 def test_anomaly_alerts_become_signals_once(
@@ -22,13 +22,13 @@ def test_anomaly_alerts_become_signals_once(
 ) -> None:
     insider = insider_history(own_engine, settings, monkeypatch)
     monkeypatch.undo()  # ledger times are real again for the signals themselves
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
     window = {"since": LAST - timedelta(days=9), "until": LAST, "budget_per_1000": 10.0}
     with Session(own_engine) as session, session.begin():
-        filed, days = file_anomalies(session, settings, signer, **window)
+        filed, days = file_anomalies(session, settings, ledger, **window)
     assert (filed, days) == (1, 200)
     with Session(own_engine) as session, session.begin():
-        assert file_anomalies(session, settings, signer, **window)[0] == 0
+        assert file_anomalies(session, settings, ledger, **window)[0] == 0
         [signal] = session.scalars(select(Signal)).all()
         assert signal.kind == "access_anomaly" and signal.source_principal_id == insider
         assert signal.evidence["day"] == LAST.isoformat()

@@ -21,7 +21,6 @@ from mailveil.detect.evidence import build_bundle, verify_bundle
 from mailveil.detect.incidents import incident_view, set_status, timeline
 from mailveil.detect.models import Incident, Signal
 from mailveil.detect.scan import PROBING_REFUSALS, scan_ledger
-from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 
 
@@ -42,7 +41,7 @@ def _shop(session: Session, kit: Kit) -> dict[str, Any]:
         session,
         settings=kit.settings,
         policy=kit.policy,
-        signer=kit.signer,
+        ledger=kit.ledger,
         customer_id=customer.id,
         principal_id=leaky.id,
         purpose="order",
@@ -82,7 +81,7 @@ def _stranger(session: Session, kit: Kit, shop: dict[str, Any], sender: str) -> 
         None,
         detail,
     )
-    return append(session, [event], kit.settings, kit.signer)[0]
+    return kit.ledger.append(session, [event])[0]
 
 
 def test_a_stranger_at_an_alias_names_who_leaked_it_and_who_received_it(
@@ -90,7 +89,7 @@ def test_a_stranger_at_an_alias_names_who_leaked_it_and_who_received_it(
 ) -> None:
     shop = _shop(session, kit)
     seq = _stranger(session, kit, shop, "offers@news.spam.example")
-    result = scan_ledger(session, kit.settings, kit.signer)
+    result = scan_ledger(session, kit.ledger)
     assert result.signals == {"stranger_at_alias": 1}
     [signal] = session.scalars(select(Signal)).all()
     assert (signal.source_principal_id, signal.recipient_principal_id) == (
@@ -111,9 +110,9 @@ def test_a_stranger_at_an_alias_names_who_leaked_it_and_who_received_it(
     assert not any(c["confirmation_required"] for c in view["culprits"])
     assert view["hours_left_to_notify"] > 71
     # Scanning again files nothing new; a second stranger joins the same incident.
-    assert scan_ledger(session, kit.settings, kit.signer).signals == {}
+    assert scan_ledger(session, kit.ledger).signals == {}
     _stranger(session, kit, shop, "unknown@elsewhere.example")
-    again = scan_ledger(session, kit.settings, kit.signer)
+    again = scan_ledger(session, kit.ledger)
     assert again.signals == {"stranger_at_alias": 1}
     assert session.scalar(select(Incident.signal_count).where(Incident.id == incident.id)) == 2
     kinds = [e["kind"] for e in timeline(session, incident.id)]
@@ -125,11 +124,11 @@ def test_the_evidence_bundle_verifies_alone_and_tampering_is_caught(
 ) -> None:
     shop = _shop(session, kit)
     _stranger(session, kit, shop, "offers@spam.example")
-    scan_ledger(session, kit.settings, kit.signer)
+    scan_ledger(session, kit.ledger)
     incident_id = session.scalar(select(Incident.id))
     assert incident_id is not None
-    bundle = json.loads(json.dumps(build_bundle(session, kit.settings, kit.signer, incident_id)))
-    check = verify_bundle(bundle, verifier_key=kit.signer.verifier_key)
+    bundle = json.loads(json.dumps(build_bundle(session, kit.settings, kit.ledger, incident_id)))
+    check = verify_bundle(bundle, verifier_key=kit.ledger.signer.verifier_key)
     assert check.ok, check.checks
     passed = [what for what, ok, _ in check.checks if ok]
     assert any(f"disclosed to principal:{shop['leaky'].id}" in w for w in passed)
@@ -142,7 +141,7 @@ def test_the_evidence_bundle_verifies_alone_and_tampering_is_caught(
     edited["entries"][0]["leaf"] = edited["entries"][0]["leaf"].replace("s1", "s2")
     edited["entries"][0]["leaf"] = edited["entries"][0]["leaf"].replace('"order"', '"other"')
     assert not verify_bundle(edited).ok
-    other_key = "other+00000000+" + kit.signer.verifier_key.split("+", 2)[2]
+    other_key = "other+00000000+" + kit.ledger.signer.verifier_key.split("+", 2)[2]
     assert not verify_bundle(bundle, verifier_key=other_key).ok
     assert not verify_bundle({"format": "something else"}).ok
     assert not verify_bundle({"format": "mailveil-evidence/1"}).ok
@@ -157,7 +156,7 @@ def test_mail_to_a_canary_alias_is_a_canary_hit_naming_its_employee(
         session,
         settings=kit.settings,
         vault=kit.vault,
-        signer=kit.signer,
+        ledger=kit.ledger,
         principal_id=employee.id,
         country="FR",
         count=1,
@@ -165,7 +164,7 @@ def test_mail_to_a_canary_alias_is_a_canary_hit_naming_its_employee(
     aliases = disclose_canaries(
         session,
         settings=kit.settings,
-        signer=kit.signer,
+        ledger=kit.ledger,
         principal=employee,
         canaries=[canary],
         purpose="support",
@@ -181,8 +180,8 @@ def test_mail_to_a_canary_alias_is_a_canary_hit_naming_its_employee(
         "support",
         {"principal": f"principal:{employee.id}", "size": 10, "sha256": "0" * 64},
     )
-    append(session, [message], kit.settings, kit.signer)
-    assert scan_ledger(session, kit.settings, kit.signer).signals == {"canary_hit": 1}
+    kit.ledger.append(session, [message])
+    assert scan_ledger(session, kit.ledger).signals == {"canary_hit": 1}
     signal = session.scalars(select(Signal)).one()
     assert signal.source_principal_id == employee.id and signal.kind == "canary_hit"
 
@@ -195,20 +194,19 @@ def test_many_refusals_of_one_employee_are_a_signal(session: Session, kit: Kit) 
         )
         for _ in range(PROBING_REFUSALS)
     ]
-    append(session, refusals, kit.settings, kit.signer)
-    assert scan_ledger(session, kit.settings, kit.signer).signals == {"access_refusals": 1}
+    kit.ledger.append(session, refusals)
+    assert scan_ledger(session, kit.ledger).signals == {"access_refusals": 1}
 
 
 def test_incident_statuses_move_forward_only_and_are_ledgered(session: Session, kit: Kit) -> None:
     shop = _shop(session, kit)
     _stranger(session, kit, shop, "offers@spam.example")
-    scan_ledger(session, kit.settings, kit.signer)
+    scan_ledger(session, kit.ledger)
     incident_id = session.scalar(select(Incident.id))
     assert incident_id is not None
     set_status(
         session,
-        settings=kit.settings,
-        signer=kit.signer,
+        ledger=kit.ledger,
         incident_id=incident_id,
         status="confirmed",
         reason="alias leak proven",
@@ -221,8 +219,7 @@ def test_incident_statuses_move_forward_only_and_are_ledgered(session: Session, 
     with pytest.raises(Conflict):
         set_status(
             session,
-            settings=kit.settings,
-            signer=kit.signer,
+            ledger=kit.ledger,
             incident_id=incident_id,
             status="open",
             reason="back",

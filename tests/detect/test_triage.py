@@ -32,8 +32,7 @@ def _signal(session: Session, kit: Kit, source: int | None, **kw: object) -> Sig
     defaults.update(kw)
     return record_signal(
         session,
-        kit.settings,
-        kit.signer,
+        kit.ledger,
         summary="test",
         source_principal_id=source,
         **defaults,  # type: ignore[arg-type]
@@ -57,13 +56,11 @@ def test_confirm_dismiss_and_merge_are_ledgered_as_the_person(session: Session, 
     assert {s.id for s in triage_queue(session)} >= {a.id, b.id, c.id}
     assert queue_counts(session)["triage"] >= 3
 
-    confirm_signal(session, kit.settings, kit.signer, a.id, actor="principal:77")
-    dismiss_signal(
-        session, kit.settings, kit.signer, b.id, reason="a test mail", actor="principal:77"
-    )
+    confirm_signal(session, kit.ledger, a.id, actor="principal:77")
+    dismiss_signal(session, kit.ledger, b.id, reason="a test mail", actor="principal:77")
     target = a.incident_id
     assert target is not None and c.incident_id != target
-    merge_signal(session, kit.settings, kit.signer, c.id, incident_id=target, actor="principal:77")
+    merge_signal(session, kit.ledger, c.id, incident_id=target, actor="principal:77")
 
     assert (a.triage, b.triage, c.triage) == ("confirmed", "dismissed", "confirmed")
     assert b.triage_reason == "a test mail" and c.incident_id == target
@@ -84,19 +81,19 @@ def test_triage_refuses_what_makes_no_sense(session: Session, kit: Kit) -> None:
     leaker = create_principal(session, kind="employee", external_id="e-leak2")
     s = _signal(session, kit, leaker.id)
     with pytest.raises(InvalidInput):
-        dismiss_signal(session, kit.settings, kit.signer, s.id, reason="  ", actor="p")
-    confirm_signal(session, kit.settings, kit.signer, s.id, actor="p")
+        dismiss_signal(session, kit.ledger, s.id, reason="  ", actor="p")
+    confirm_signal(session, kit.ledger, s.id, actor="p")
     with pytest.raises(Conflict):
-        confirm_signal(session, kit.settings, kit.signer, s.id, actor="p")
+        confirm_signal(session, kit.ledger, s.id, actor="p")
     assert s.incident_id is not None
     with pytest.raises(Conflict):
-        merge_signal(session, kit.settings, kit.signer, s.id, incident_id=s.incident_id, actor="p")
+        merge_signal(session, kit.ledger, s.id, incident_id=s.incident_id, actor="p")
     closed = session.get(Incident, s.incident_id)
     assert closed is not None
     closed.status = "closed"
     other = _signal(session, kit, create_principal(session, kind="seller", external_id="x").id)
     with pytest.raises(Conflict):
-        merge_signal(session, kit.settings, kit.signer, other.id, incident_id=closed.id, actor="p")
+        merge_signal(session, kit.ledger, other.id, incident_id=closed.id, actor="p")
 
 
 def test_a_signal_without_a_source_gets_an_incident_when_confirmed(
@@ -104,7 +101,7 @@ def test_a_signal_without_a_source_gets_an_incident_when_confirmed(
 ) -> None:
     lonely = _signal(session, kit, None, kind="abuse_report", confidence="ranked", score=3.0)
     assert lonely.incident_id is None
-    confirm_signal(session, kit.settings, kit.signer, lonely.id, actor="p")
+    confirm_signal(session, kit.ledger, lonely.id, actor="p")
     assert lonely.incident_id is not None
 
 
@@ -165,7 +162,7 @@ def test_attribution_prefers_the_relays_record_and_skips_dismissed(
         ],
     )  # fmt: skip
     gone = _signal(session, kit, leaker.id, alias="zz2@relay.mailveil.localhost")
-    dismiss_signal(session, kit.settings, kit.signer, gone.id, reason="test", actor="p")
+    dismiss_signal(session, kit.ledger, gone.id, reason="test", actor="p")
     assert gone.incident_id is not None
     found = attribution(session, gone.incident_id)
     assert [(link.alias, link.user, link.strength) for link in found.links] == [

@@ -16,9 +16,8 @@ from mailveil.contacts.models import Customer, Principal
 from mailveil.db.base import utcnow
 from mailveil.detect.models import Incident
 from mailveil.detect.scan import scan_ledger
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
 
@@ -49,10 +48,10 @@ class Leak:
 
 def make_leak(
     session: Session,
-    parts: tuple[Settings, Vault, CheckpointSigner, PolicyEngine],
+    parts: tuple[Settings, Vault, Ledger, PolicyEngine],
     places: list[tuple[str, str | None]] = PLACES,
 ) -> Leak:
-    settings, vault, signer, policy = parts
+    settings, vault, ledger, policy = parts
     seller = world.seller(session, external_id="s-leaky", display_name=SELLER_NAME)
     spammer = world.seller(
         session,
@@ -67,7 +66,7 @@ def make_leak(
             session, vault, n, external_id=f"c-{n}", email=email, country=country, subdivision=sub
         )
         world.order(session, c, seller, ext=f"o-{n}", placed_at=utcnow())
-        alias = world.disclosed(session, (settings, policy, signer), c, seller, ref=f"o-{n}")
+        alias = world.disclosed(session, (settings, policy, ledger), c, seller, ref=f"o-{n}")
         customers.append(c)
         aliases.append(alias.address)
         emails.append(email)
@@ -84,7 +83,7 @@ def make_leak(
         "dkim": [{"d": "spam.example", "s": "s1", "result": "pass"}],
         "dmarc": "pass",
     }
-    append(
+    ledger.append(
         session,
         [
             Event(
@@ -97,10 +96,8 @@ def make_leak(
                 stranger,
             )
         ],
-        settings,
-        signer,
     )
-    scan_ledger(session, settings, signer)
+    scan_ledger(session, ledger)
     incident_id = session.scalar(
         select(Incident.id).where(Incident.source_principal_id == seller.id)
     )

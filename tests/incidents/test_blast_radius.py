@@ -28,7 +28,7 @@ def _alias(session: Session, settings: Any, cid: int, pid: int, at: datetime) ->
 
 
 def test_hand_computed_radius(session: Session, parts: Any) -> None:
-    settings, vault, signer, _policy = parts
+    settings, vault, ledger, _policy = parts
     cs = [
         create_customer(
             session, vault, external_id=f"c-{n}", email=f"p{n}@example.com", country=country
@@ -62,7 +62,7 @@ def test_hand_computed_radius(session: Session, parts: Any) -> None:
         session,
         settings=settings,
         vault=vault,
-        signer=signer,
+        ledger=ledger,
         principal_id=bad.id,
         country="DE",
         count=1,
@@ -70,7 +70,7 @@ def test_hand_computed_radius(session: Session, parts: Any) -> None:
     disclose_canaries(
         session,
         settings=settings,
-        signer=signer,
+        ledger=ledger,
         principal=bad,
         canaries=[canary],
         purpose="support",

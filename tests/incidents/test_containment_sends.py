@@ -17,20 +17,20 @@ from mailveil.notify.templates import register_template
 
 
 def test_containment_kills_the_culprit_services_open_sends(session: Session, parts: Any) -> None:
-    settings, vault, signer, _ = parts
+    settings, vault, ledger, _ = parts
     create_customer(session, vault, external_id="c-1", email="p1@example.com", country="DE")
     service = create_principal(session, kind="service", external_id="registry-notifier")
     template = register_template(session, settings, GIFT, actor="team")
     send = create_send(
-        session, settings, signer, template=template, entries=[Entry("c-1", None)], actor="job"
+        session, settings, ledger, template=template, entries=[Entry("c-1", None)], actor="job"
     )
     signal = record_signal(
-        session, settings, signer, kind="abuse_report", confidence="exact", summary="t",
+        session, ledger, kind="abuse_report", confidence="exact", summary="t",
         source_principal_id=service.id,
     )  # fmt: skip
     assert signal.incident_id is not None
     done = contain(
-        session, settings=settings, signer=signer, incident_id=signal.incident_id,
+        session, ledger=ledger, incident_id=signal.incident_id,
         reason="leak", actor="inv",
     )  # fmt: skip
     assert done.sends_cancelled == 1

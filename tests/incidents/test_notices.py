@@ -26,7 +26,7 @@ T0 = datetime(2026, 10, 1, tzinfo=UTC)
 
 
 def _incident(session: Session, parts: Any) -> tuple[int, list[Any], Any]:
-    settings, vault, signer, _ = parts
+    settings, vault, ledger, _ = parts
     cs = [
         create_customer(
             session, vault, external_id=f"c-{n}", email=f"p{n}@example.com", country="DE"
@@ -39,8 +39,7 @@ def _incident(session: Session, parts: Any) -> tuple[int, list[Any], Any]:
     delete_customer(session, cs[2].id)
     signal = record_signal(
         session,
-        settings,
-        signer,
+        ledger,
         kind="abuse_report",
         confidence="exact",
         summary="test",
@@ -50,7 +49,7 @@ def _incident(session: Session, parts: Any) -> tuple[int, list[Any], Any]:
     set_controller(
         session,
         settings=settings,
-        signer=signer,
+        ledger=ledger,
         changes={"name": "Example Market", "dpo_email": "privacy@market.example"},
         actor="dpo",
     )
@@ -58,23 +57,22 @@ def _incident(session: Session, parts: Any) -> tuple[int, list[Any], Any]:
 
 
 def test_one_notice_per_affected_customer_never_twice(session: Session, parts: Any) -> None:
-    settings, _vault, signer, _ = parts
+    settings, _vault, ledger, _ = parts
     incident_id, cs, _bad = _incident(session, parts)
     with pytest.raises(Conflict):  # an open incident is not notified yet
         prepare_notices(
-            session, settings=settings, signer=signer, incident_id=incident_id, actor="dpo"
+            session, settings=settings, ledger=ledger, incident_id=incident_id, actor="dpo"
         )
     set_status(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         incident_id=incident_id,
         status="confirmed",
         reason="proven",
         actor="inv",
     )
     first = prepare_notices(
-        session, settings=settings, signer=signer, incident_id=incident_id, actor="dpo"
+        session, settings=settings, ledger=ledger, incident_id=incident_id, actor="dpo"
     )
     # c-0, c-1 (aliases), c-3 (real address through a reveal); c-2 deleted; c-4 untouched.
     assert (first.new_customers, first.deleted, first.already_told) == (3, 1, 0)
@@ -84,7 +82,7 @@ def test_one_notice_per_affected_customer_never_twice(session: Session, parts: A
     ).all()
     assert sorted(recipients) == sorted([cs[0].id, cs[1].id, cs[3].id])
     again = prepare_notices(
-        session, settings=settings, signer=signer, incident_id=incident_id, actor="dpo"
+        session, settings=settings, ledger=ledger, incident_id=incident_id, actor="dpo"
     )
     assert (again.new_customers, again.already_told, again.send_id) == (0, 3, None)
     # Each notice says what was exposed for that customer.
@@ -105,39 +103,37 @@ def test_one_notice_per_affected_customer_never_twice(session: Session, parts: A
 
 
 def test_no_notice_without_a_controller_and_a_contact_point(session: Session, parts: Any) -> None:
-    settings, _vault, signer, _ = parts
+    settings, _vault, ledger, _ = parts
     incident_id, _cs, _bad = _incident(session, parts)
     set_status(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         incident_id=incident_id,
         status="confirmed",
         reason="proven",
         actor="inv",
     )
     set_controller(
-        session, settings=settings, signer=signer, changes={"dpo_email": ""}, actor="dpo"
+        session, settings=settings, ledger=ledger, changes={"dpo_email": ""}, actor="dpo"
     )
     with pytest.raises(InvalidInput, match="contact point"):
         prepare_notices(
-            session, settings=settings, signer=signer, incident_id=incident_id, actor="dpo"
+            session, settings=settings, ledger=ledger, incident_id=incident_id, actor="dpo"
         )
 
 
 def test_operator_wording_still_goes_through_the_lint(session: Session, parts: Any) -> None:
-    settings, _vault, signer, _ = parts
+    settings, _vault, ledger, _ = parts
     incident_id, _cs, _bad = _incident(session, parts)
     set_status(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         incident_id=incident_id,
         status="confirmed",
         reason="proven",
         actor="inv",
     )
-    prepare_notices(session, settings=settings, signer=signer, incident_id=incident_id, actor="dpo")
+    prepare_notices(session, settings=settings, ledger=ledger, incident_id=incident_id, actor="dpo")
     sloppy = {
         **BUILT_IN,
         "body": BUILT_IN["body"] + "\nYour account was tarminated. See https://x.example\n",
@@ -149,16 +145,15 @@ def test_operator_wording_still_goes_through_the_lint(session: Session, parts: A
 
     with pytest.raises(MailveilError):
         prepare_notices(
-            session, settings=settings, signer=signer, incident_id=incident_id, actor="dpo"
+            session, settings=settings, ledger=ledger, incident_id=incident_id, actor="dpo"
         )
 
 
 def test_an_incident_without_a_source_cannot_be_notified(session: Session, parts: Any) -> None:
-    settings, _vault, signer, _ = parts
+    settings, _vault, ledger, _ = parts
     signal = record_signal(
         session,
-        settings,
-        signer,
+        ledger,
         kind="abuse_report",
         confidence="exact",
         summary="x",
@@ -171,8 +166,7 @@ def test_an_incident_without_a_source_cannot_be_notified(session: Session, parts
         session.delete(row)
     set_status(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         incident_id=signal.incident_id,
         status="confirmed",
         reason="r",
@@ -180,5 +174,5 @@ def test_an_incident_without_a_source_cannot_be_notified(session: Session, parts
     )
     with pytest.raises(InvalidInput):
         prepare_notices(
-            session, settings=settings, signer=signer, incident_id=signal.incident_id, actor="dpo"
+            session, settings=settings, ledger=ledger, incident_id=signal.incident_id, actor="dpo"
         )

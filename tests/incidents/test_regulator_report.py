@@ -28,11 +28,10 @@ ISO_WITH_SECONDS = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}")
 
 
 def _confirm(session: Session, parts: Any, incident_id: int) -> None:
-    settings, _v, signer, _p = parts
+    _settings, _v, ledger, _p = parts
     set_status(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         incident_id=incident_id,
         status="confirmed",
         reason="the alias was in the spam",
@@ -41,9 +40,9 @@ def _confirm(session: Session, parts: Any, incident_id: int) -> None:
 
 
 def _controller(session: Session, parts: Any, **extra: Any) -> None:
-    settings, _v, signer, _p = parts
+    settings, _v, ledger, _p = parts
     set_controller(
-        session, settings=settings, signer=signer, changes={**CONTROLLER, **extra}, actor="dpo"
+        session, settings=settings, ledger=ledger, changes={**CONTROLLER, **extra}, actor="dpo"
     )
 
 
@@ -54,7 +53,7 @@ def _rows(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
 def test_a_draft_until_confirmed_and_complete_then_ready_to_sign(
     session: Session, parts: Any
 ) -> None:
-    settings, _v, signer, _p = parts
+    settings, _v, ledger, _p = parts
     leak = make_leak(session, parts)
     report = regulator_report(session, settings, leak.incident_id)
     assert report["draft"] is True
@@ -75,7 +74,7 @@ def test_a_draft_until_confirmed_and_complete_then_ready_to_sign(
     assert html.count('class="missing"') >= 3
     _controller(session, parts)
     _confirm(session, parts, leak.incident_id)
-    ready = regulator_report(session, settings, leak.incident_id, signer=signer)
+    ready = regulator_report(session, settings, leak.incident_id, ledger=ledger)
     assert ready["draft"] is False and ready["draft_reasons"] == []
     assert ready["nature"]["parties"][0]["role_words"] == "held the data and passed it on"
     html = render_html(ready)
@@ -95,7 +94,7 @@ def test_a_draft_until_confirmed_and_complete_then_ready_to_sign(
 def test_exact_counts_per_member_state_and_each_jurisdictions_deadline(
     session: Session, parts: Any
 ) -> None:
-    settings, _v, _signer, _p = parts
+    settings, _v, _ledger, _p = parts
     leak = make_leak(session, parts)
     _controller(session, parts)
     report = regulator_report(session, settings, leak.incident_id)
@@ -137,9 +136,9 @@ def test_exact_counts_per_member_state_and_each_jurisdictions_deadline(
 
 
 def test_awareness_is_proven_by_the_opening_entry(session: Session, parts: Any) -> None:
-    settings, _v, signer, _p = parts
+    settings, _v, ledger, _p = parts
     leak = make_leak(session, parts)
-    report = regulator_report(session, settings, leak.incident_id, signer=signer)
+    report = regulator_report(session, settings, leak.incident_id, ledger=ledger)
     block = report["timing"]["awareness"]["entry"]
     entry = session.get(LedgerEntry, block["seq"])
     assert entry is not None and entry.kind == "incident_opened"
@@ -162,15 +161,14 @@ def test_awareness_is_proven_by_the_opening_entry(session: Session, parts: Any) 
 def test_the_officers_assessment_moves_the_score_and_is_ledgered(
     session: Session, parts: Any
 ) -> None:
-    settings, _v, signer, _p = parts
+    settings, _v, ledger, _p = parts
     leak = make_leak(session, parts)
     before = regulator_report(session, settings, leak.incident_id)["severity"]
     assert before["score"] == 1.5 and before["level"] == "low"  # 1 x 0.5 + 0.5 + 0.5
     assert {i["source"] for i in before["inputs"]} == {"suggested"}
     values, version = filings.assess_incident(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         incident_id=leak.incident_id,
         changes={
             "severity": {"dpc_adjustment": 2, "ei": "maximum"},
@@ -194,8 +192,7 @@ def test_the_officers_assessment_moves_the_score_and_is_ledgered(
     # Back to the suggestion; bad values and stale versions are refused.
     filings.assess_incident(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         incident_id=leak.incident_id,
         changes={"severity": {"ei": None}},
         reason="undo",
@@ -206,8 +203,7 @@ def test_the_officers_assessment_moves_the_score_and_is_ledgered(
         with pytest.raises(InvalidInput):
             filings.assess_incident(
                 session,
-                settings=settings,
-                signer=signer,
+                ledger=ledger,
                 incident_id=leak.incident_id,
                 changes=bad,
                 reason="r",
@@ -216,8 +212,7 @@ def test_the_officers_assessment_moves_the_score_and_is_ledgered(
     with pytest.raises(Conflict):
         filings.assess_incident(
             session,
-            settings=settings,
-            signer=signer,
+            ledger=ledger,
             incident_id=leak.incident_id,
             changes={"nature": "x"},
             reason="r",
@@ -229,9 +224,9 @@ def test_the_officers_assessment_moves_the_score_and_is_ledgered(
 def test_phased_submissions_say_what_changed_and_decisions_hold(
     session: Session, parts: Any
 ) -> None:
-    settings, _v, signer, _p = parts
+    settings, _v, ledger, _p = parts
     leak = make_leak(session, parts)
-    common = {"settings": settings, "signer": signer, "incident_id": leak.incident_id}
+    common = {"settings": settings, "ledger": ledger, "incident_id": leak.incident_id}
     _controller(session, parts)
     with pytest.raises(Conflict, match="draft"):  # not confirmed yet
         submit(session, obligation="EEA:authority", kind="initial", actor="dpo", **common)
@@ -246,10 +241,11 @@ def test_phased_submissions_say_what_changed_and_decisions_hold(
     assert first.phase == 1 and first.changes == []
     filings.assess_incident(
         session,
+        ledger=ledger,
+        incident_id=leak.incident_id,
         changes={"measures_proposed": ["Retrain the support team"]},
         reason="phase 2",
         actor="dpo",
-        **common,
     )
     second = submit(session, obligation="EEA:authority", kind="update", actor="dpo", **common)
     assert [c["field"] for c in second.changes] == ["measures_proposed"]
@@ -298,25 +294,25 @@ def test_phased_submissions_say_what_changed_and_decisions_hold(
 def test_controller_details_are_validated_versioned_and_ledgered(
     session: Session, parts: Any
 ) -> None:
-    settings, _v, signer, _p = parts
+    settings, _v, ledger, _p = parts
     seeded = settings.with_overrides(controller_name="Seeded Ltd", breach_contact="not an address")
     from_settings = controller_details(session, seeded)
     assert from_settings.source == "settings" and from_settings.values["name"] == "Seeded Ltd"
     assert "dpo_email" in from_settings.missing() and "dpo_email" in from_settings.invalid
     with pytest.raises(InvalidInput, match="e-mail"):
         set_controller(
-            session, settings=seeded, signer=signer, changes={"dpo_email": "x@"}, actor="dpo"
+            session, settings=seeded, ledger=ledger, changes={"dpo_email": "x@"}, actor="dpo"
         )
     with pytest.raises(InvalidInput, match="country"):
         set_controller(
             session,
             settings=seeded,
-            signer=signer,
+            ledger=ledger,
             changes={"establishment_country": "XX"},
             actor="dpo",
         )
     first = set_controller(
-        session, settings=seeded, signer=signer, changes={"address": "1 Road\r\nTown"}, actor="dpo"
+        session, settings=seeded, ledger=ledger, changes={"address": "1 Road\r\nTown"}, actor="dpo"
     )
     assert first.version == 1 and first.values["name"] == "Seeded Ltd"
     assert first.values["address"] == "1 Road\nTown"
@@ -324,7 +320,7 @@ def test_controller_details_are_validated_versioned_and_ledgered(
         set_controller(
             session,
             settings=seeded,
-            signer=signer,
+            ledger=ledger,
             changes={"name": "Other"},
             actor="dpo",
             expected_version=0,

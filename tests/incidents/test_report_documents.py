@@ -33,16 +33,16 @@ def _rendering_only_on_sqlite(session: Session) -> None:
 
 
 def _export(session: Session, parts: Any, incident_id: int, leaves: bool) -> list[str]:
-    settings, _v, signer, _p = parts
+    settings, _v, ledger, _p = parts
     out = io.StringIO()
-    write_affected(session, settings, signer, incident_id, out, with_leaves=leaves)
+    write_affected(session, settings, ledger, incident_id, out, with_leaves=leaves)
     return out.getvalue().splitlines()
 
 
 def test_the_exact_list_of_affected_people_verifies_and_edits_fail(
     session: Session, parts: Any
 ) -> None:
-    _settings, _v, signer, _p = parts
+    _settings, _v, ledger, _p = parts
     leak = make_leak(session, parts)
     lines = _export(session, parts, leak.incident_id, leaves=True)
     header, people, trailer = json.loads(lines[0]), lines[1:-1], json.loads(lines[-1])
@@ -55,12 +55,12 @@ def test_the_exact_list_of_affected_people_verifies_and_edits_fail(
     text = "\n".join(lines)
     for email in leak.emails:
         assert email not in text
-    check = verify_affected(lines, verifier_key=signer.verifier_key)
+    check = verify_affected(lines, verifier_key=ledger.signer.verifier_key)
     assert check.ok, check.checks
-    assert header["checkpoint"]["verifier_key"] == signer.verifier_key
+    assert header["checkpoint"]["verifier_key"] == ledger.signer.verifier_key
 
     def fails(edited: list[str]) -> bool:
-        return not verify_affected(edited, verifier_key=signer.verifier_key).ok
+        return not verify_affected(edited, verifier_key=ledger.signer.verifier_key).ok
 
     # Another person's entry claimed for someone; a proof hash flipped; a line cut.
     swapped = [json.loads(p) for p in people]
@@ -74,24 +74,24 @@ def test_the_exact_list_of_affected_people_verifies_and_edits_fail(
     assert fails(lines[:-1])  # no trailer
     assert fails(["{}"])
     # Another key is refused (the list is pinned to the operator's).
-    other = verify_affected(lines, verifier_key=signer.verifier_key.replace("+", "/", 1))
+    other = verify_affected(lines, verifier_key=ledger.signer.verifier_key.replace("+", "/", 1))
     assert not other.ok
     # Without leaves the proofs still verify, with a warning that claims are unchecked.
     bare = _export(session, parts, leak.incident_id, leaves=False)
-    quiet = verify_affected(bare, verifier_key=signer.verifier_key)
+    quiet = verify_affected(bare, verifier_key=ledger.signer.verifier_key)
     assert quiet.ok and any("no leaves" in w for w in quiet.warnings)
     assert all("leaf" not in e for p in bare[1:-1] for e in json.loads(p)["entries"])
 
 
 def test_the_pdf_carries_the_report_and_loads_nothing(session: Session, parts: Any) -> None:
     _rendering_only_on_sqlite(session)
-    settings, _v, signer, _p = parts
+    settings, _v, ledger, _p = parts
     leak = make_leak(session, parts)
     hostile = '<img src="http://127.0.0.1:9/x"><link rel=stylesheet href="file:///etc/passwd">'
     set_controller(
         session,
         settings=settings,
-        signer=signer,
+        ledger=ledger,
         changes={**CONTROLLER, "name": "Example Market GmbH " + hostile},
         actor="dpo",
     )
@@ -110,8 +110,7 @@ def test_the_pdf_carries_the_report_and_loads_nothing(session: Session, parts: A
         assert email not in text
     set_status(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         incident_id=leak.incident_id,
         status="confirmed",
         reason="confirmed",
@@ -155,7 +154,7 @@ def _strings(value: Any, new: str) -> Any:
 def sample_report(session: Session, parts: Any) -> tuple[dict[str, Any], set[str]]:
     """A real report, and the tags its document is made of."""
     _rendering_only_on_sqlite(session)
-    settings, _v, _signer, _p = parts
+    settings, _v, _ledger, _p = parts
     leak = make_leak(session, parts)
     report = regulator_report(session, settings, leak.incident_id)
     baseline = _Tags()

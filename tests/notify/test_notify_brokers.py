@@ -83,7 +83,7 @@ def test_send_through_a_real_broker(env: NotifyEnv) -> None:
     session = env.session()
     add_facts(session, gift_facts(ELIGIBLE))
     template = register(session, env, GIFT_TEMPLATE, expected_volume=CUSTOMERS)
-    send = create_send(session, env.settings, env.runtime.signer, template=template,
+    send = create_send(session, env.settings, env.runtime.ledger, template=template,
                        entries=[Entry(f"c{n}", None) for n in range(1, CUSTOMERS + 1)],
                        actor="apikey:test")  # fmt: skip
     session.commit()

@@ -112,7 +112,7 @@ def test_a_lapsed_claim_recorded_twice_gets_one_send_entry(env: NotifyEnv) -> No
     session = env.session()
     add_facts(session, gift_facts(list(range(1, CUSTOMERS + 1))))
     template = register(session, env, GIFT_TEMPLATE, expected_volume=CUSTOMERS)
-    send = create_send(session, env.settings, env.runtime.signer, template=template,
+    send = create_send(session, env.settings, env.runtime.ledger, template=template,
                        entries=[Entry(f"c{n}", None) for n in range(1, CUSTOMERS + 1)],
                        actor="apikey:test")  # fmt: skip
     session.commit()
@@ -143,5 +143,5 @@ def test_a_lapsed_claim_recorded_twice_gets_one_send_entry(env: NotifyEnv) -> No
     with env.session_factory() as s:
         states = set(s.scalars(select(Recipient.state).where(Recipient.send_id == send.id)))
     assert states == {"delivered"}
-    report = verify_ledger(runtime.engine, env.settings, runtime.signer.public_key)
+    report = verify_ledger(runtime.engine, env.settings, runtime.ledger.signer.public_key)
     assert report.ok, report.problems

@@ -126,7 +126,7 @@ def test_sigkill_mid_stage_then_resume(env: NotifyEnv, seed: int) -> None:
     add_facts(session, gift_facts(ELIGIBLE))
     template = register(session, env, GIFT_TEMPLATE, expected_volume=CUSTOMERS)
     entries = [Entry(f"c{n}", None) for n in range(1, CUSTOMERS + 1)]
-    send = create_send(session, env.settings, env.runtime.signer, template=template,
+    send = create_send(session, env.settings, env.runtime.ledger, template=template,
                        entries=entries, actor="apikey:test")  # fmt: skip
     session.commit()
     assert send.status == "ready", send.approval_reason
@@ -182,5 +182,5 @@ def test_sigkill_mid_stage_then_resume(env: NotifyEnv, seed: int) -> None:
         )
     ).all()
     assert sorted(ledgered) == sorted(f"customer:{env.customer(n).id}" for n in ELIGIBLE)
-    report = verify_ledger(env.runtime.engine, env.settings, env.runtime.signer.public_key)
+    report = verify_ledger(env.runtime.engine, env.settings, env.runtime.ledger.signer.public_key)
     assert report.ok, report.problems

@@ -141,7 +141,7 @@ def test_every_relay_state_left_in_flight_settles_with_exact_counts(env: NotifyE
     send = create_send(
         session,
         env.settings,
-        env.runtime.signer,
+        env.runtime.ledger,
         template=template,
         entries=[Entry(f"c{n}", None) for n in range(1, CUSTOMERS + 1)],
         actor="apikey:test",
@@ -187,7 +187,7 @@ def test_every_relay_state_left_in_flight_settles_with_exact_counts(env: NotifyE
             )
         ).all()
     assert len(noted) == 1 and '"unconfirmed":8' in noted[0].replace(" ", "")
-    report = verify_ledger(env.runtime.engine, env.settings, env.runtime.signer.public_key)
+    report = verify_ledger(env.runtime.engine, env.settings, env.runtime.ledger.signer.public_key)
     assert report.ok, report.problems
 
     # A correction reaches the confirmed recipients; the unconfirmed only on an operator's word.
@@ -204,7 +204,7 @@ def test_every_relay_state_left_in_flight_settles_with_exact_counts(env: NotifyE
         plain = correction(
             s,
             env.settings,
-            env.runtime.signer,
+            env.runtime.ledger,
             original_id=send.id,
             template_name="registry-sorry",
             version=None,
@@ -213,7 +213,7 @@ def test_every_relay_state_left_in_flight_settles_with_exact_counts(env: NotifyE
         wide = correction(
             s,
             env.settings,
-            env.runtime.signer,
+            env.runtime.ledger,
             original_id=send.id,
             template_name="registry-sorry",
             version=None,

@@ -47,7 +47,7 @@ def _start(env: NotifyEnv) -> tuple[int, threading.Thread]:
     session = env.session()
     add_facts(session, gift_facts(list(range(1, CUSTOMERS + 1))))
     template = register(session, env, GIFT_TEMPLATE, expected_volume=CUSTOMERS)
-    send = create_send(session, env.settings, env.runtime.signer, template=template,
+    send = create_send(session, env.settings, env.runtime.ledger, template=template,
                        entries=[Entry(f"c{n}", None) for n in range(1, CUSTOMERS + 1)],
                        actor="apikey:test")  # fmt: skip
     session.commit()

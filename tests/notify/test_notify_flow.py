@@ -26,7 +26,7 @@ def test_eligible_send_completes_through_the_relay(notify_env: NotifyEnv) -> Non
     add_facts(session, gift_facts([1, 2, 3]))
     template = register(session, env, GIFT_TEMPLATE)
     entries = [Entry(f"c{n}", None) for n in (1, 2, 3)]
-    send = create_send(session, env.settings, env.runtime.signer, template=template,
+    send = create_send(session, env.settings, env.runtime.ledger, template=template,
                        entries=entries, actor="apikey:a")  # fmt: skip
     session.commit()
     assert send.status == "ready", send.approval_reason
@@ -49,7 +49,7 @@ def test_glitch_halts_at_first_stage_and_correction_matches(
     add_facts(session, gift_facts([2, 5]))
     template = register(session, env, GIFT_TEMPLATE)
     register(session, env, SORRY_TEMPLATE)
-    send = create_send(session, env.settings, env.runtime.signer, template=template,
+    send = create_send(session, env.settings, env.runtime.ledger, template=template,
                        entries=_entries(env), actor="apikey:a")  # fmt: skip
     session.commit()
     run_to_end(env.runtime, send.id)
@@ -61,7 +61,7 @@ def test_glitch_halts_at_first_stage_and_correction_matches(
     fix = correction(
         session,
         env.settings,
-        env.runtime.signer,
+        env.runtime.ledger,
         original_id=send.id,
         template_name=SORRY_TEMPLATE["name"],
         version=None,

@@ -49,7 +49,7 @@ def test_kill_stops_an_in_flight_stage(env: NotifyEnv) -> None:
     everyone = list(range(1, CUSTOMERS + 1))
     add_facts(session, gift_facts(everyone))
     template = register(session, env, GIFT_TEMPLATE, expected_volume=CUSTOMERS)
-    send = create_send(session, env.settings, env.runtime.signer, template=template,
+    send = create_send(session, env.settings, env.runtime.ledger, template=template,
                        entries=[Entry(f"c{n}", None) for n in everyone],
                        actor="apikey:creator")  # fmt: skip
     session.commit()
@@ -60,7 +60,7 @@ def test_kill_stops_an_in_flight_stage(env: NotifyEnv) -> None:
         time.sleep(0.01)
     assert len(env.sink.recipients()) >= 25, "the send never got going"
 
-    kill(session, env.settings, env.runtime.signer, send.id, actor="apikey:oncall")
+    kill(session, env.runtime.ledger, send.id, actor="apikey:oncall")
     session.commit()
     killed_at = time.monotonic()
     worker.join(STOP_WITHIN)

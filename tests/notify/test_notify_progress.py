@@ -22,7 +22,7 @@ def test_a_halted_send_shows_the_gate_that_stopped_it(notify_env: NotifyEnv) -> 
     add_facts(session, gift_facts([2, 5]))
     template = register(session, env, GIFT_TEMPLATE)
     entries = [Entry(f"c{n}", None) for n in sorted(env.customers)]
-    send = create_send(session, env.settings, env.runtime.signer, template=template,
+    send = create_send(session, env.settings, env.runtime.ledger, template=template,
                        entries=entries, actor="apikey:a")  # fmt: skip
     session.commit()
     forecast = forecast_of(session, send)

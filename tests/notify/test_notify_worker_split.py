@@ -104,7 +104,7 @@ def _send(env: NotifyEnv) -> int:
     add_facts(session, gift_facts(ELIGIBLE))
     template = register(session, env, GIFT_TEMPLATE, expected_volume=CUSTOMERS)
     entries = [Entry(f"c{n}", None) for n in range(1, CUSTOMERS + 1)]
-    send = create_send(session, env.settings, env.runtime.signer, template=template,
+    send = create_send(session, env.settings, env.runtime.ledger, template=template,
                        entries=entries, actor="apikey:test")  # fmt: skip
     session.commit()
     assert send.status == "ready", send.approval_reason

@@ -84,7 +84,7 @@ def drive_slice(env: kit.NotifyEnv, runtime: Runtime, client: TestClient) -> str
     kit.add_facts(session, kit.gift_facts([1, 2, 3]))
     template = kit.register(session, env, kit.GIFT_TEMPLATE)
     send = create_send(
-        session, env.settings, runtime.signer, template=template,
+        session, env.settings, runtime.ledger, template=template,
         entries=[Entry(f"c{n}", None) for n in (1, 2, 3)], actor="apikey:a",
     )  # fmt: skip
     session.commit()

@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 from mailveil.config import Settings
 from mailveil.contacts.principals import create_principal
 from mailveil.detect.signals import record_signal
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner, init_signing_key
+from mailveil.ledger.signing import init_signing_key
 from mailveil.ops import alerts
 from mailveil.ops.metrics import Metrics
 from mailveil.ops.models import OpsAlert
@@ -78,15 +78,15 @@ def receiver() -> Iterator[Receiver]:
         r.server.server_close()
 
 
-def _raise_four_alerts(session: Session, settings: Settings, signer: CheckpointSigner) -> None:
+def _raise_four_alerts(session: Session, settings: Settings, ledger: Ledger) -> None:
     seller = create_principal(session, kind="seller", external_id="leaky-shop")
     signal = record_signal(
-        session, settings, signer, kind="abuse_report", confidence="exact",
+        session, ledger, kind="abuse_report", confidence="exact",
         summary="report about leaky.customer@example-mail.com", source_principal_id=seller.id,
     )  # fmt: skip
     assert signal.incident_id is not None
     # The shapes notify.worker._halt and relay.detection.canary_hit write.
-    append(session, [
+    ledger.append(session, [
         Event("signal", "system", None, None, "notification", "send:7", {
             "signal": "send_gate_failed", "send": 7, "template": "t", "version": 1,
             "gate": "bounce", "rate": 0.2, "threshold": 0.05,
@@ -95,9 +95,9 @@ def _raise_four_alerts(session: Session, settings: Settings, signer: CheckpointS
             "principal": f"principal:{seller.id}", "action": "quarantine", "sha256": "ab" * 32,
             "size": 120, "mail_from": "intruder@elsewhere.example",
         }),
-    ], settings, signer)  # fmt: skip
+    ])  # fmt: skip
     record_alert(
-        session, settings, signer,
+        session, ledger,
         WitnessAlert("witness.example/w1", "inconsistent", 40, 52, "not append-only"),
     )  # fmt: skip
     session.commit()
@@ -110,10 +110,10 @@ def test_alerts_are_signed_retried_and_survive_a_restart(
         alert_webhook_url=receiver.url, alert_webhook_secret=SECRET, alert_retry_seconds=30
     )
     init_signing_key(settings)
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
     metrics = Metrics()
     with session_factory() as s:
-        _raise_four_alerts(s, settings, signer)
+        _raise_four_alerts(s, settings, ledger)
 
     first = alerts.pump(session_factory, settings, metrics=metrics)
     assert first.enqueued == 4 and first.delivered == 1 and first.retrying == 3
@@ -168,9 +168,9 @@ def test_given_up_alerts_stay_listed_and_can_be_retried(
         alert_webhook_url=receiver.url, alert_webhook_secret=SECRET, alert_max_attempts=1
     )
     init_signing_key(settings)
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
     with session_factory() as s:
-        record_alert(s, settings, signer, WitnessAlert("w", "witness_ahead", 3, 9, "ahead"))
+        record_alert(s, ledger, WitnessAlert("w", "witness_ahead", 3, 9, "ahead"))
         s.commit()
     assert alerts.pump(session_factory, settings).failed == 1
     with session_factory() as s:
@@ -188,10 +188,10 @@ def test_the_witness_hook_delivers_at_once(
     receiver.fail_first = 0
     settings = settings.with_overrides(alert_webhook_url=receiver.url, alert_webhook_secret=SECRET)
     init_signing_key(settings)
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
     alert = WitnessAlert("w2", "untrusted_key", 5, None, "unknown key")
     with session_factory() as s:
-        seq = record_alert(s, settings, signer, alert)
+        seq = record_alert(s, ledger, alert)
         s.commit()
     dispatch(alert, seq, deliver=lambda: alerts.pump(session_factory, settings))
     [got] = receiver.accepted()
@@ -202,8 +202,8 @@ def test_without_a_webhook_nothing_is_queued(
     settings: Settings, session_factory: sessionmaker[Session]
 ) -> None:
     init_signing_key(settings)
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
     with session_factory() as s:
-        record_alert(s, settings, signer, WitnessAlert("w", "unknown_log", 1, None, "x"))
+        record_alert(s, ledger, WitnessAlert("w", "unknown_log", 1, None, "x"))
         s.commit()
     assert alerts.pump(session_factory, settings).enqueued == 0

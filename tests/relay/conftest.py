@@ -1,6 +1,6 @@
 """Fixtures for relay tests: the relay on the test's connection with a sink as its smarthost
-(``relay_settings``, ``relay``, ``refusing_relay``; see relay_server_kit), a real aiosmtpd
-server on a free loopback port and raw clients; a private Postfix smarthost relaying into a
+(``relay_settings``, ``relay``, ``refusing_relay``; see relay_server_kit), raw-socket
+clients of that relay (``raw_client``); a private Postfix smarthost relaying into a
 sink the tests read (``postfix_smarthost``)."""
 
 from __future__ import annotations
@@ -13,24 +13,19 @@ import pytest
 from journal_kit import customer_and_seller
 from postfix_harness import Smarthost, need, postfix_installed, running_smarthost
 from relay_server_kit import Relay, logged_relay
-from relay_testkit import RawClient, RunningServer, running_server
+from relay_testkit import RawClient
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 
 
 @pytest.fixture
-def smtp_server() -> Iterator[RunningServer]:
-    with running_server() as server:
-        yield server
-
-
-@pytest.fixture
-def raw_client(smtp_server: RunningServer) -> Iterator[Callable[[], RawClient]]:
+def raw_client(relay: Relay) -> Iterator[Callable[[], RawClient]]:
+    """Raw-socket clients of the ``relay`` fixture's server, closed after the test."""
     clients: list[RawClient] = []
 
     def connect() -> RawClient:
-        client = RawClient(smtp_server.host, smtp_server.port)
+        client = RawClient("127.0.0.1", relay.port)
         clients.append(client)
         code, _ = client.reply()
         assert code == 220

@@ -93,7 +93,7 @@ def acme_writes(relay: Relay, customer: str) -> bytes:
 def scan(relay: Relay) -> list[Signal]:
     relay.server.flush()
     with relay.session_factory() as session:
-        scan_ledger(session, relay.settings, relay.runtime.signer)
+        scan_ledger(session, relay.runtime.ledger)
         session.commit()
         return list(session.scalars(select(Signal).order_by(Signal.id)))
 

@@ -11,8 +11,9 @@ from sqlalchemy.orm import Session, sessionmaker
 import world_kit as world
 from mailveil.config import Settings
 from mailveil.db.base import utcnow
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner, init_signing_key
+from mailveil.ledger.signing import init_signing_key
 from mailveil.relay.journal import Database, GroupCommit, NewMessage
 from mailveil.relay.messages import new_token
 from mailveil.vault import Vault, init_keys
@@ -59,7 +60,7 @@ def new_message(ids: tuple[int, int], token: str | None = None) -> NewMessage:
 
 def journal(settings: Settings, session_factory: sessionmaker[Session], **kw: Any) -> GroupCommit:
     init_signing_key(settings)
-    return GroupCommit(Database(session_factory), settings, CheckpointSigner.load(settings), **kw)
+    return GroupCommit(Database(session_factory), Ledger.load(settings), **kw)
 
 
 def count(session_factory: sessionmaker[Session], model: Any) -> int:

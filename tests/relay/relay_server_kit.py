@@ -513,7 +513,7 @@ def plant_canary(relay: Relay, principal: str = "agent") -> tuple[int, str]:
             session,
             settings=relay.settings,
             vault=relay.runtime.vault,
-            signer=relay.runtime.signer,
+            ledger=relay.runtime.ledger,
             principal_id=relay.world.principals[principal].id,
             country="DE",
             count=1,

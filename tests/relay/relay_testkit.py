@@ -1,5 +1,5 @@
-"""Test kit for the relay: the known smuggling variants, a recording aiosmtpd handler, a
-server on a free loopback port and a raw-socket SMTP client.
+"""Test kit for the relay: the known smuggling variants, a raw-socket SMTP client, and
+``traces`` (where an address still shows in a message).
 
 The raw client exists because smtplib fixes line endings and dot-stuffs: smuggling tests must
 put exact bytes on the wire.
@@ -13,17 +13,8 @@ import email.header
 import email.policy
 import email.utils
 import socket
-import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass, field
 
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
-
-from mailveil.demo.harness import free_port
 from mailveil.relay import codes
-from mailveil.relay.smuggling import GuardedHandler
 
 # The known SMTP smuggling variants: (fake end of data, the reply that names its first
 # offending byte).
@@ -40,44 +31,6 @@ VARIANTS: list[tuple[bytes, codes.Reply]] = [
     (b"\r\n.\r\r\n", codes.BARE_CR),
     (b"\r\r\n.\r\r\n", codes.BARE_CR),
 ]
-
-
-@dataclass
-class RecordingHandler(GuardedHandler):
-    """Records every DATA the server hands over, and what passed the guard."""
-
-    seen: list[bytes] = field(default_factory=list)
-    accepted: list[bytes] = field(default_factory=list)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        with self.lock:
-            self.seen.append(envelope.original_content or b"")
-        return await super().handle_DATA(server, session, envelope)
-
-    async def handle_message(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        with self.lock:
-            self.accepted.append(envelope.original_content or b"")
-        return str(codes.QUEUED)
-
-
-@dataclass
-class RunningServer:
-    host: str
-    port: int
-    handler: RecordingHandler
-
-
-@contextmanager
-def running_server() -> Iterator[RunningServer]:
-    handler = RecordingHandler()
-    port = free_port()
-    controller = Controller(handler, hostname="127.0.0.1", port=port, ready_timeout=10)
-    controller.start()
-    try:
-        yield RunningServer("127.0.0.1", port, handler)
-    finally:
-        controller.stop()
 
 
 class RawClient:

@@ -13,9 +13,9 @@ from veto_kit import SECRET, Receiver
 from mailveil.config import Settings
 from mailveil.db.base import utcnow
 from mailveil.demo.harness import free_port
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner, init_signing_key
+from mailveil.ledger.signing import init_signing_key
 from mailveil.platform.events import push_once, webhook_client
 
 
@@ -28,14 +28,14 @@ def receiver() -> Iterator[Receiver]:
 
 def ledger(session: Session, settings: Settings, n: int) -> None:
     init_signing_key(settings)
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
     events = [
         Event(kind="message", actor="principal:1", subject=f"customer:{i}",
               alias=f"a{i}@relay.example", purpose="to_customer", ref="shipping",
               detail={"principal": "principal:1", "relay_message": f"t{i}"})
         for i in range(n)
     ]  # fmt: skip
-    append(session, [Event(kind="disclosure"), *events], settings, signer)
+    ledger.append(session, [Event(kind="disclosure"), *events])
 
 
 def test_batches_are_signed_and_the_cursor_moves_only_on_success(

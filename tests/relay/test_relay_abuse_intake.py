@@ -157,7 +157,7 @@ def test_a_report_dns_cannot_check_is_kept_pending_rechecked_and_listed(
         assert [(r["id"], r["verification"]) for r in listed["items"]] == [(rid, "pending-dns")]
         assert "DNS did not answer" in listed["items"][0]["reason"]
     runtime = relay.runtime
-    spool_kit = Kit(relay.settings, runtime.signer, runtime.vault, relay.verp_key)
+    spool_kit = Kit(relay.settings, runtime.ledger, runtime.vault, relay.verp_key)
     # Still down: checked again, still pending, counted.
     run = process_spool(relay.session_factory, kit=spool_kit, resolver=outage)
     assert (run.still_pending, run.decided) == (1, 0)
@@ -183,7 +183,7 @@ def test_a_report_dns_never_answers_for_is_judged_unverified_with_its_reason(
     rid = reference(code, reply)
     relay.server.flush()
     runtime = relay.runtime
-    spool_kit = Kit(relay.settings, runtime.signer, runtime.vault, relay.verp_key)
+    spool_kit = Kit(relay.settings, runtime.ledger, runtime.vault, relay.verp_key)
     later = datetime.now(UTC) + timedelta(hours=relay.settings.report_pending_hours + 1)
     run = process_spool(relay.session_factory, kit=spool_kit, resolver=outage, now=later)
     assert (run.expired, run.decided) == (1, 0)
@@ -336,7 +336,7 @@ def test_reports_recheck_asks_the_resolver_the_operator_names(tmp_path: Path) ->
     from mailveil.contacts.customers import create_customer
     from mailveil.db.session import make_session_factory
     from mailveil.detect.reports import MailboxAuth, submit_report
-    from mailveil.ledger.signing import CheckpointSigner
+    from mailveil.ledger.append import Ledger
     from mailveil.vault import Vault
 
     data = tmp_path / "var"
@@ -359,7 +359,7 @@ def test_reports_recheck_asks_the_resolver_the_operator_names(tmp_path: Path) ->
         create_customer(session, Vault.open(settings), external_id="c-1", email=reporter,
                         country="DE")  # fmt: skip
         out = submit_report(
-            session, settings=settings, signer=CheckpointSigner.load(settings),
+            session, settings=settings, ledger=Ledger.load(settings),
             vault=Vault.open(settings), raw=raw, channel="mailbox",
             mailbox=MailboxAuth(reporter, False, pending="DNS did not answer for SPF"),
         )  # fmt: skip

@@ -16,12 +16,11 @@ from mailveil.relay import codes
 
 def test_contained_culprit_is_cut_off_and_strangers_still_signal(relay: Relay) -> None:
     w = relay.world
-    settings, signer = relay.settings, relay.runtime.signer
+    ledger = relay.runtime.ledger
     with relay.session_factory() as session:
         signal = record_signal(
             session,
-            settings,
-            signer,
+            ledger,
             kind="abuse_report",
             confidence="exact",
             summary="test: alias reported",
@@ -31,8 +30,7 @@ def test_contained_culprit_is_cut_off_and_strangers_still_signal(relay: Relay) -
         assert incident_id is not None
         done = contain(
             session,
-            settings=settings,
-            signer=signer,
+            ledger=ledger,
             incident_id=incident_id,
             reason="confirmed leak",
             actor="test",
@@ -53,7 +51,7 @@ def test_contained_culprit_is_cut_off_and_strangers_still_signal(relay: Relay) -
     [entry] = relay.ledger("stranger_at_alias")
     assert entry["detail"]["revoked"] is True
     with relay.session_factory() as session:
-        assert scan_ledger(session, settings, signer).signals == {"stranger_at_alias": 1}
+        assert scan_ledger(session, ledger).signals == {"stranger_at_alias": 1}
         session.commit()
         signals = session.scalars(select(Signal).order_by(Signal.id)).all()
         assert [s.incident_id for s in signals] == [incident_id, incident_id]

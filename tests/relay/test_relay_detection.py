@@ -88,7 +88,7 @@ def rival_spam(alias: str, **kw: str) -> bytes:
 def scan(relay: Relay) -> list[Signal]:
     relay.server.flush()
     with relay.session_factory() as session:
-        scan_ledger(session, relay.settings, relay.runtime.signer)
+        scan_ledger(session, relay.runtime.ledger)
         session.commit()
         return list(session.scalars(select(Signal).order_by(Signal.id)))
 
@@ -271,7 +271,7 @@ def test_banner_mode_holds_what_it_may_not_deliver(banner_relay: Relay) -> None:
             session,
             settings=relay.settings,
             vault=relay.runtime.vault,
-            signer=relay.runtime.signer,
+            ledger=relay.runtime.ledger,
             principal_id=w.principals["agent"].id,
             country="DE",
             count=1,
@@ -281,7 +281,7 @@ def test_banner_mode_holds_what_it_may_not_deliver(banner_relay: Relay) -> None:
         aliases = disclose_canaries(
             session,
             settings=relay.settings,
-            signer=relay.runtime.signer,
+            ledger=relay.runtime.ledger,
             principal=agent,
             canaries=[canary],
             purpose="support",

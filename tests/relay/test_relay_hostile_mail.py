@@ -118,7 +118,7 @@ def test_every_hostile_shape_gets_its_named_reply_and_nothing_corrupt_is_kept(
     relay.server.flush()
     with relay.session_factory() as session:
         report = verify_ledger(
-            session.connection(), relay.settings, relay.runtime.signer.public_key
+            session.connection(), relay.settings, relay.runtime.ledger.signer.public_key
         )
     assert report.ok and report.entries > 0, report.reason
 

@@ -158,7 +158,7 @@ def test_expired_aliases_probed_in_bulk_all_answer_alike(relay: Relay) -> None:
     with relay.session_factory() as session:
         delete_customer(session, w.customers["carol"].id)
         revoke_alias(
-            session, relay.settings, relay.runtime.signer,
+            session, relay.runtime.ledger,
             address=w.alias("dave", "acme"), reason="test", actor="test",
         )  # fmt: skip
         session.add(RelayBounceMark(customer_id=w.customers["erin"].id, hard_bounces=9,

@@ -175,7 +175,7 @@ def test_delete_is_ledgered_and_a_canary_message_cannot_be_released(relay: Relay
     sha = _hold(relay)
     relay.server.flush()
     with relay.session_factory() as session:
-        delete(session, relay.settings, relay.runtime.signer, sha, actor="operator:test")
+        delete(session, relay.settings, relay.runtime.ledger, sha, actor="operator:test")
     [deleted] = relay.ledger("quarantine_deleted")
     assert deleted["detail"]["sha256"] == sha
     assert deleted["subject"] == f"customer:{relay.world.customers['alice'].id}"

@@ -14,9 +14,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 from mailveil.db.base import utcnow
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.relay.journal import NewMessage, StatusChange
 from mailveil.relay.models import RelayMessage
 from mailveil.relay.reconcile import reconcile
@@ -62,18 +62,18 @@ def test_old_sending_rows_become_unknown_once_and_young_ones_are_left(
     asyncio.run(write(3))
     age(session_factory, 700)
     asyncio.run(write(1))  # in flight in a live relay: young
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
     with session_factory() as session:
-        done = reconcile(session, settings, signer)
+        done = reconcile(session, settings, ledger)
         session.commit()
     assert done.unknown == 3
     with session_factory() as session:
-        assert reconcile(session, settings, signer).unknown == 0  # nothing claimed twice
+        assert reconcile(session, settings, ledger).unknown == 0  # nothing claimed twice
         session.commit()
     assert [s for s, _ in statuses(session_factory)] == ["unknown"] * 3 + ["sending"]
     assert kinds(session_factory) == ["message"] * 4 + ["message_unknown"] * 3
     with session_factory() as session:
-        assert reconcile(session, settings, signer, older_than=0).unknown == 1
+        assert reconcile(session, settings, ledger, older_than=0).unknown == 1
         session.commit()
     assert "sending" not in [s for s, _ in statuses(session_factory)]
 
@@ -123,9 +123,9 @@ def test_reconcile_says_whether_retryable_rows_exist(
     settings: Settings, session_factory: sessionmaker[Session], ids: tuple[int, int]
 ) -> None:
     j = journal(settings, session_factory)
-    signer = CheckpointSigner.load(settings)
+    ledger = Ledger.load(settings)
     with session_factory() as session:
-        assert not reconcile(session, settings, signer).retryable
+        assert not reconcile(session, settings, ledger).retryable
     row: dict[str, Any] = keyed(ids, "k").row
 
     async def main() -> None:
@@ -136,7 +136,7 @@ def test_reconcile_says_whether_retryable_rows_exist(
 
     asyncio.run(main())
     with session_factory() as session:
-        assert reconcile(session, settings, signer).retryable
+        assert reconcile(session, settings, ledger).retryable
     age(session_factory, settings.relay_retry_window_seconds + 60)
     with session_factory() as session:
-        assert not reconcile(session, settings, signer).retryable
+        assert not reconcile(session, settings, ledger).retryable

@@ -220,8 +220,7 @@ def _revoke(relay: Relay, customer: str, principal: str) -> None:
     with relay.session_factory() as session:
         revoke_alias(
             session,
-            relay.settings,
-            relay.runtime.signer,
+            relay.runtime.ledger,
             address=relay.world.alias(customer, principal),
             reason="leaked",
             actor="test",
@@ -520,6 +519,7 @@ def test_smuggling_variants_through_the_relay(
         + _headers()
         + b"\r\nsmuggled body\r\n"
     )
+    before = len(relay.ledger())
     client = raw(relay)
     client.command("EHLO client.example")
     assert client.command(f"AUTH PLAIN {plain_auth(w.keys['acme'])}")[0] == 235
@@ -533,8 +533,12 @@ def test_smuggling_variants_through_the_relay(
     assert rest.startswith(b"221 ") and rest.count(b"\r\n") == 1, rest  # nothing smuggled ran
     client.close()
     assert relay.delivered() == []
-    [entry] = relay.ledger("message_refused")
+    # One message, the first transaction's whole DATA (smuggled commands as text), refused:
+    # the only entry the transaction wrote, nothing for the smuggled recipient.
+    [entry] = relay.ledger()[before:]
+    assert entry["kind"] == "message_refused"
     assert entry["detail"]["reply"] == f"{expected.code} {expected.enhanced}"
+    assert (entry["alias"], entry["detail"]["stage"]) == (w.alias("alice", "acme"), "data")
 
 
 def test_lines_starting_with_a_dot_cross_both_hops_intact(relay: Relay) -> None:

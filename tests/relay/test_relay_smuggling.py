@@ -1,92 +1,78 @@
-"""SMTP smuggling regression tests: one per known end-of-data variant, over a real socket.
+"""SMTP smuggling regression tests over a real socket, against the relay's own server and
+``handle_DATA`` (the ``relay`` fixture), and the pure checks of ``relay.smuggling``.
 
-Each sends a first message whose body holds a fake end-of-data followed by a complete second
-transaction, then the one real ``<CR><LF>.<CR><LF>``. The server must hand the handler one
-message at most, refuse it with the specific reply, and never answer the smuggled commands.
+The end-of-data variants themselves (a first message whose body holds a fake end-of-data and a
+complete second transaction) run through the relay in test_relay_server.py; here: the control
+(the same transactions pipelined with proper CRLF are two delivered messages), the connection
+after a refusal, and exact bytes through ``to_wire``.
 """
 
 from __future__ import annotations
 
-import smtplib
+import base64
 from collections.abc import Callable
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from relay_testkit import VARIANTS, RawClient, RunningServer
+from relay_server_kit import SELLER_ADDRESS, Relay, message
+from relay_testkit import RawClient
 
 from mailveil.relay import codes
 from mailveil.relay.errors import BareLineEnding, NulInData
 from mailveil.relay.smuggling import canonical_crlf, check_data, refusal_for, to_wire
 
-FIRST = b"From: <seller@example.org>\r\nTo: <alias@relay.test>\r\nSubject: first\r\n\r\nfirst body"
-SMUGGLED = (
-    b"MAIL FROM:<ceo@bank.example>\r\n"
-    b"RCPT TO:<victim@relay.test>\r\n"
-    b"DATA\r\n"
-    b"From: <ceo@bank.example>\r\nSubject: smuggled\r\n\r\nsmuggled body\r\n"
-)
+
+def _body(data: bytes) -> bytes:
+    return data.split(b"\r\n\r\n", 1)[1]
 
 
-def _open_transaction(client: RawClient) -> None:
+def _open_transaction(relay: Relay, client: RawClient, rcpt: str) -> None:
     assert client.command("EHLO client.test")[0] == 250
-    assert client.command("MAIL FROM:<seller@example.org>")[0] == 250
-    assert client.command("RCPT TO:<alias@relay.test>")[0] == 250
+    assert client.command(f"AUTH PLAIN {plain_auth(relay.world.keys['acme'])}")[0] == 235
+    assert client.command(f"MAIL FROM:<{SELLER_ADDRESS}>")[0] == 250
+    assert client.command(f"RCPT TO:<{rcpt}>")[0] == 250
     assert client.command("DATA")[0] == 354
 
 
-@pytest.mark.parametrize(("fake_end", "expected"), VARIANTS, ids=[repr(v[0]) for v in VARIANTS])
-def test_smuggled_transaction_is_refused_as_one_message(
-    smtp_server: RunningServer,
-    raw_client: Callable[[], RawClient],
-    fake_end: bytes,
-    expected: codes.Reply,
-) -> None:
-    client = raw_client()
-    _open_transaction(client)
-    client.send(FIRST + fake_end + SMUGGLED + b".\r\n")
-    assert client.reply() == (expected.code, expected.text)
-    client.send(b"QUIT\r\n")
-    # Nothing else: a smuggled MAIL/RCPT/DATA would have produced 250/354 replies here.
-    rest = client.rest()
-    assert rest.startswith(b"221 ") and rest.count(b"\r\n") == 1, rest
-
-    handler = smtp_server.handler
-    assert handler.accepted == []
-    assert len(handler.seen) == 1
-    # The one message the handler saw is the whole thing, smuggled commands included as text.
-    assert b"first body" in handler.seen[0]
-    assert b"RCPT TO:<victim@relay.test>" in handler.seen[0]
+def plain_auth(token: str) -> str:
+    return base64.b64encode(f"\0anything\0{token}".encode()).decode()
 
 
 def test_clean_pipelined_messages_are_both_accepted(
-    smtp_server: RunningServer, raw_client: Callable[[], RawClient]
+    relay: Relay, raw_client: Callable[[], RawClient]
 ) -> None:
-    """The control: the same two transactions with proper CRLF are two accepted messages."""
+    """The control: two transactions with proper CRLF, pipelined, are two delivered messages."""
+    alias = relay.world.alias("alice", "acme")
+    first = message(from_=SELLER_ADDRESS, to=alias, subject="[shipping] first", body="first\n")
+    second = message(from_=SELLER_ADDRESS, to=alias, subject="[shipping] second", body="second\n")
+    pipelined = f"MAIL FROM:<{SELLER_ADDRESS}>\r\nRCPT TO:<{alias}>\r\nDATA\r\n".encode()
     client = raw_client()
-    _open_transaction(client)
-    client.send(FIRST + b"\r\n.\r\n" + SMUGGLED + b".\r\n")
+    _open_transaction(relay, client, alias)
+    client.send(first + b".\r\n" + pipelined + second + b".\r\n")
     assert client.reply() == (codes.QUEUED.code, codes.QUEUED.text)
     assert client.reply()[0] == 250  # MAIL
     assert client.reply()[0] == 250  # RCPT
     assert client.reply()[0] == 354  # DATA
     assert client.reply() == (codes.QUEUED.code, codes.QUEUED.text)
-    assert len(smtp_server.handler.accepted) == 2
+    assert [_body(got.data) for got in relay.delivered()] == [b"first\r\n", b"second\r\n"]
 
 
 def test_connection_stays_usable_after_a_refusal(
-    smtp_server: RunningServer, raw_client: Callable[[], RawClient]
+    relay: Relay, raw_client: Callable[[], RawClient]
 ) -> None:
+    alias = relay.world.alias("alice", "acme")
     client = raw_client()
-    _open_transaction(client)
+    _open_transaction(relay, client, alias)
     client.send(b"Subject: x\r\n\r\nbad\nline\r\n.\r\n")
     assert client.reply()[0] == codes.BARE_LF.code
-    assert client.command("MAIL FROM:<seller@example.org>")[0] == 250
-    assert client.command("RCPT TO:<alias@relay.test>")[0] == 250
+    assert client.command(f"MAIL FROM:<{SELLER_ADDRESS}>")[0] == 250
+    assert client.command(f"RCPT TO:<{alias}>")[0] == 250
     assert client.command("DATA")[0] == 354
-    client.send(b"Subject: y\r\n\r\ngood\r\n.\r\n")
+    client.send(message(from_=SELLER_ADDRESS, to=alias, subject="[shipping] y", body="good\n"))
+    client.send(b".\r\n")
     assert client.reply()[0] == 250
-    assert smtp_server.handler.accepted == [b"Subject: y\r\n\r\ngood\r\n"]
+    assert [_body(got.data) for got in relay.delivered()] == [b"good\r\n"]
 
 
 @pytest.mark.parametrize(
@@ -137,22 +123,20 @@ def test_to_wire_ends_data_only_at_its_end(message: bytes) -> None:
     assert unstuffed == canonical_crlf(message)
 
 
-def test_to_wire_through_smtplib_reaches_the_sink_intact(smtp_server: RunningServer) -> None:
-    message = (
-        b"From: <seller@example.org>\nSubject: dots\r\n\r\n"
-        b".\n..\r\n.leading\rmixed\nendings\r\nno final newline"
+def test_to_wire_through_smtplib_reaches_the_sink_intact(relay: Relay) -> None:
+    alias = relay.world.alias("alice", "acme")
+    data = (
+        f"From: <{SELLER_ADDRESS}>\nTo: <{alias}>\r\nSubject: [shipping] dots\r\n\r\n".encode()
+        + b".\n..\r\n.leading\rmixed\nendings\r\nno final newline"
     )
-    with smtplib.SMTP(smtp_server.host, smtp_server.port, timeout=10) as client:
-        client.ehlo("client.test")
-        assert client.mail("seller@example.org")[0] == 250
-        assert client.rcpt("alias@relay.test")[0] == 250
+    with relay.client(token=relay.world.keys["acme"]) as client:
+        assert client.mail(SELLER_ADDRESS)[0] == 250
+        assert client.rcpt(alias)[0] == 250
         # Raw DATA through smtplib's own socket: smtplib.data() would stuff the dots again.
         assert client.docmd("DATA")[0] == 354
-        client.send(to_wire(message))
+        client.send(to_wire(data))
         code, _ = client.getreply()
         assert code == codes.QUEUED.code
-    assert smtp_server.handler.accepted == [canonical_crlf(message)]
-    assert smtp_server.handler.accepted[0] == (
-        b"From: <seller@example.org>\r\nSubject: dots\r\n\r\n"
-        b".\r\n..\r\n.leading\r\nmixed\r\nendings\r\nno final newline\r\n"
-    )
+    [got] = relay.delivered()
+    assert _body(got.data) == _body(canonical_crlf(data))
+    assert _body(got.data) == b".\r\n..\r\n.leading\r\nmixed\r\nendings\r\nno final newline\r\n"

@@ -17,6 +17,7 @@ from witness_testkit import MemoryLog, WitnessProcess, events, start_witness
 from mailveil.config import Settings, load_settings
 from mailveil.db.migrate import upgrade
 from mailveil.db.session import make_engine, make_session_factory, session_scope
+from mailveil.ledger.append import Ledger as AppendLedger
 from mailveil.ledger.append import append, checkpoint_now, latest_checkpoint
 from mailveil.ledger.models import LedgerCheckpoint, LedgerEntry, LedgerHead, LedgerNode
 from mailveil.ledger.signing import CheckpointSigner, init_signing_key
@@ -62,7 +63,7 @@ class Ledger:
             append(session, events(n, start), self.settings, self.signer)
 
     def publish(self) -> PublishReport:
-        return publish_latest(self.factory, self.settings, self.signer)
+        return publish_latest(self.factory, self.settings, AppendLedger(self.settings, self.signer))
 
     def rewrite(self, n: int, *, forget_witnesses: bool) -> None:
         """What someone holding the database and the signing key does: throw the history

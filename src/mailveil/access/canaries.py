@@ -23,9 +23,8 @@ from mailveil.contacts.disclosures import existing_aliases, mint_aliases
 from mailveil.contacts.models import Customer, Principal
 from mailveil.db.base import utcnow
 from mailveil.errors import Duplicate
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.vault import Vault
 
 _DIGITS = "0123456789"
@@ -88,7 +87,7 @@ def plant(
     *,
     settings: Settings,
     vault: Vault,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     principal_id: int,
     country: str,
     count: int,
@@ -127,7 +126,7 @@ def plant(
         detail = {"principal": f"principal:{principal_id}", "country": country}
         events.append(Event("canary_planted", actor, f"customer:{customer.id}", detail=detail))
     session.flush()
-    append(session, events, settings, signer)
+    ledger.append(session, events)
     return made
 
 
@@ -149,7 +148,7 @@ def ensure_canaries(
     *,
     settings: Settings,
     vault: Vault,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     principal_id: int,
     countries: Iterable[str],
 ) -> list[Customer]:
@@ -167,7 +166,7 @@ def ensure_canaries(
                     session,
                     settings=settings,
                     vault=vault,
-                    signer=signer,
+                    ledger=ledger,
                     principal_id=principal_id,
                     country=country,
                     count=missing,
@@ -180,7 +179,7 @@ def disclose_canaries(
     session: Session,
     *,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     principal: Principal,
     canaries: Sequence[Customer],
     purpose: str,
@@ -204,7 +203,7 @@ def disclose_canaries(
         events.append(
             Event("disclosure", actor, f"customer:{customer.id}", address, purpose, None, detail)
         )
-    append(session, events, settings, signer)
+    ledger.append(session, events)
     return out
 
 

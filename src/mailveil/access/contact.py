@@ -14,7 +14,7 @@ from mailveil.contacts import validation as v
 from mailveil.contacts.disclosures import DisclosureResult, disclose
 from mailveil.contacts.models import Customer
 from mailveil.db.base import utcnow
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 from mailveil.policy.engine import PolicyEngine
 
 
@@ -42,7 +42,7 @@ def contact_for_employee(
     *,
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     employee_id: int | None,
     customer_id: int | None = None,
     customer_external_id: str | None = None,
@@ -63,7 +63,7 @@ def contact_for_employee(
         session,
         settings=settings,
         policy=policy,
-        signer=signer,
+        ledger=ledger,
         customer_id=cid,
         principal_id=employee.id,
         purpose=purpose,

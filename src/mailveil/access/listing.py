@@ -24,9 +24,8 @@ from mailveil.contacts.disclosures import DisclosureRequest, disclose_batch
 from mailveil.contacts.models import Customer, SupportCase
 from mailveil.db.base import utcnow
 from mailveil.errors import InvalidInput
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy.engine import PolicyEngine
 from mailveil.vault import Vault
 
@@ -101,7 +100,7 @@ def list_for_employee(
     *,
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     vault: Vault,
     employee_id: int | None,
     purpose: str = "support",
@@ -142,7 +141,7 @@ def list_for_employee(
         session,
         settings=settings,
         policy=policy,
-        signer=signer,
+        ledger=ledger,
         requests=[DisclosureRequest(cid, employee.id, purpose) for cid, _, _ in candidates],
         actor=actor,
         ledger_denials=False,
@@ -167,7 +166,7 @@ def list_for_employee(
                 session,
                 settings=settings,
                 vault=vault,
-                signer=signer,
+                ledger=ledger,
                 principal_id=employee.id,
                 countries=[country] if country else seen_countries,
             )
@@ -177,7 +176,7 @@ def list_for_employee(
         aliases = disclose_canaries(
             session,
             settings=settings,
-            signer=signer,
+            ledger=ledger,
             principal=employee,
             canaries=canaries,
             purpose=purpose,
@@ -198,11 +197,9 @@ def list_for_employee(
         "country": country,
         "export": export,
     }
-    out.ledger_seq = append(
+    out.ledger_seq = ledger.append(
         session,
         [Event("employee_list", actor, None, None, purpose, None, summary)],
-        settings,
-        signer,
     )[0]
     return out
 

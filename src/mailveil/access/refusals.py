@@ -12,11 +12,9 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.errors import MailveilError
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 
 REFUSAL_KIND = "access_refused"
 
@@ -139,12 +137,10 @@ class NotYourReveal(AccessRefused):
     title = "Only the requester may view a granted reveal"
 
 
-def record_refusal(
-    session: Session, settings: Settings, signer: CheckpointSigner, refusal: AccessRefused
-) -> int:
+def record_refusal(session: Session, ledger: Ledger, refusal: AccessRefused) -> int:
     """Undo the refused request's work, write the refusal to the ledger and commit it."""
     session.rollback()
-    seq = append(session, [refusal.event()], settings, signer)[0]
+    seq = ledger.append(session, [refusal.event()])[0]
     session.commit()
     return seq
 

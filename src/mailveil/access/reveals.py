@@ -41,9 +41,8 @@ from mailveil.contacts.customers import customer_address
 from mailveil.contacts.models import Customer, Principal, SupportCase
 from mailveil.db.base import utcnow
 from mailveil.errors import Conflict, InvalidInput, NotFound
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy.engine import PolicyEngine
 from mailveil.policy.facts import customer_entity_of, principal_entity_of, reveal_input
 from mailveil.vault import Vault
@@ -109,7 +108,7 @@ def request_reveal(
     *,
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     employee_id: int | None,
     customer_id: int,
     case: str,
@@ -175,7 +174,7 @@ def request_reveal(
     )
     session.add(row)
     session.flush()
-    append(
+    ledger.append(
         session,
         [
             _event(
@@ -188,8 +187,6 @@ def request_reveal(
                 policies=list(decision.policy_ids),
             )
         ],
-        settings,
-        signer,
     )
     return row
 
@@ -198,7 +195,7 @@ def answer_reveal(
     session: Session,
     *,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     approver_id: int | None,
     request_id: int,
     approve: bool,
@@ -313,15 +310,14 @@ def answer_reveal(
                 )
             )
     session.flush()
-    append(session, events, settings, signer)
+    ledger.append(session, events)
     return request
 
 
 def view_reveal(
     session: Session,
     *,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     vault: Vault,
     employee_id: int | None,
     request_id: int,
@@ -379,7 +375,7 @@ def view_reveal(
         request.closed_at = now
         request.closed_reason = "all views used"
     session.flush()
-    append(
+    ledger.append(
         session,
         [
             _event(
@@ -392,8 +388,6 @@ def view_reveal(
                 team=str((employee.attributes or {}).get("team") or ""),
             )
         ],
-        settings,
-        signer,
     )
     return RevealedAddress(
         request.id,
@@ -407,8 +401,7 @@ def view_reveal(
 def close_open_reveals(
     session: Session,
     *,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     where: Any,
     status: str,
     reason: str,
@@ -433,13 +426,11 @@ def close_open_reveals(
         row.version += 1
         events.append(_event(kind, actor, row, _case_ref(session, row), was=was, reason=reason))
     session.flush()
-    append(session, events, settings, signer)
+    ledger.append(session, events)
     return len(rows)
 
 
-def expire_reveals(
-    session: Session, *, settings: Settings, signer: CheckpointSigner, now: datetime | None = None
-) -> int:
+def expire_reveals(session: Session, *, ledger: Ledger, now: datetime | None = None) -> int:
     """Mark lapsed requests and grants expired (the serve loop runs this every minute)."""
     now = now or utcnow()
     lapsed = or_(
@@ -448,8 +439,7 @@ def expire_reveals(
     )
     return close_open_reveals(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         where=lapsed,
         status="expired",
         reason="expired",

@@ -12,14 +12,12 @@ from sqlalchemy.orm import Session
 
 from mailveil.access.models import RevealRequest
 from mailveil.access.reveals import close_open_reveals
-from mailveil.config import Settings
 from mailveil.contacts import validation as v
 from mailveil.contacts.models import Alias, Principal
 from mailveil.db.base import utcnow
 from mailveil.errors import Conflict, NotFound
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 
 REVOKE_BATCH = 5000
 
@@ -35,8 +33,7 @@ class Suspension:
 def suspend_principal(
     session: Session,
     *,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     principal_id: int,
     reason: str,
     actor: str,
@@ -52,13 +49,12 @@ def suspend_principal(
     principal.updated_at = utcnow()
     revoked, reveals = revoke_everything(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         principal_id=principal_id,
         reason=f"principal suspended: {reason}",
         actor=actor,
     )
-    seq = append(
+    seq = ledger.append(
         session,
         [
             Event(
@@ -68,8 +64,6 @@ def suspend_principal(
                 detail={"reason": reason, "aliases_revoked": revoked, "reveals_revoked": reveals},
             )
         ],
-        settings,
-        signer,
     )[0]
     return Suspension(principal_id, revoked, reveals, seq)
 
@@ -77,8 +71,7 @@ def suspend_principal(
 def revoke_everything(
     session: Session,
     *,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     principal_id: int,
     reason: str,
     actor: str,
@@ -116,12 +109,11 @@ def revoke_everything(
                 )
             )
         session.flush()
-        append(session, events, settings, signer)
+        ledger.append(session, events)
         revoked += len(batch)
     reveals = close_open_reveals(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         where=RevealRequest.requester_id == principal_id,
         status="revoked",
         reason=reason[:500],
@@ -134,8 +126,7 @@ def revoke_everything(
 def reinstate_principal(
     session: Session,
     *,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     principal_id: int,
     reason: str,
     actor: str,
@@ -153,7 +144,7 @@ def reinstate_principal(
     event = Event(
         "principal_reinstated", actor, f"principal:{principal_id}", detail={"reason": reason}
     )
-    return append(session, [event], settings, signer)[0]
+    return ledger.append(session, [event])[0]
 
 
 __all__ = ["Suspension", "reinstate_principal", "revoke_everything", "suspend_principal"]

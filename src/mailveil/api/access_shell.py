@@ -19,7 +19,7 @@ def refusals_recorded(request: Request, session: Session, runtime: Runtime) -> I
     try:
         yield
     except AccessRefused as exc:
-        exc.extra["ledger_seq"] = record_refusal(session, runtime.settings, runtime.signer, exc)
+        exc.extra["ledger_seq"] = record_refusal(session, runtime.ledger, exc)
         request.app.state.metrics.access_refusals.labels(exc.code).inc()
         raise
 

@@ -39,7 +39,6 @@ from mailveil.api.routers import (
 )
 from mailveil.console.app import create_console
 from mailveil.db.session import session_scope
-from mailveil.ledger.append import checkpoint_now
 from mailveil.ledger.counting import count_ledger_commits
 from mailveil.notify.queue import Dispatcher
 from mailveil.ops.alerts import pump
@@ -70,11 +69,11 @@ def _checkpoint_once(runtime: Runtime) -> None:
     # Also the place lapsed reveal requests and grants are recorded as expired (views check
     # the time themselves; this writes the expiry to the ledger).
     with session_scope(runtime.session_factory) as session:
-        expire_reveals(session, settings=runtime.settings, signer=runtime.signer)
+        expire_reveals(session, ledger=runtime.ledger)
     with session_scope(runtime.session_factory) as session:
-        checkpoint_now(session, runtime.settings, runtime.signer, only_if_new=True)
+        runtime.ledger.checkpoint_now(session, only_if_new=True)
     # Witnesses cosign the newest checkpoint (a no-op without witnesses or when they have).
-    publish_latest(runtime.session_factory, runtime.settings, runtime.signer, sign_new=False)
+    publish_latest(runtime.session_factory, runtime.settings, runtime.ledger, sign_new=False)
 
 
 async def _alert_loop(runtime: Runtime) -> None:

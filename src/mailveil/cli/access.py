@@ -43,7 +43,7 @@ from mailveil.config import Settings
 from mailveil.contacts.customers import get_customer_by_external_id
 from mailveil.contacts.principals import get_principal_by_external_id
 from mailveil.csvout import SafeCsvWriter
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 from mailveil.policy import PolicyEngine
 from mailveil.vault import Vault
 
@@ -62,13 +62,13 @@ def _split(value: str, option: str) -> tuple[str, str]:
 
 
 @contextmanager
-def _unit(settings: Settings) -> Iterator[tuple[Session, CheckpointSigner]]:
+def _unit(settings: Settings) -> Iterator[tuple[Session, Ledger]]:
     """One committed unit of work; a refusal is written to the ledger before it is shown."""
-    with signed_unit(settings) as (session, signer):
+    with signed_unit(settings) as (session, ledger):
         try:
-            yield session, signer
+            yield session, ledger
         except AccessRefused as exc:
-            seq = record_refusal(session, settings, signer, exc)
+            seq = record_refusal(session, ledger, exc)
             exc.detail = f"{exc.detail} [refusal recorded as ledger entry {seq}]"
             raise
 
@@ -80,10 +80,10 @@ def _employee_id(session: Session, who: str) -> int:
     return get_principal_by_external_id(session, "employee", ext).id
 
 
-def _run(ctx: typer.Context, work: Callable[[Session, CheckpointSigner, Settings], T]) -> T:
+def _run(ctx: typer.Context, work: Callable[[Session, Ledger, Settings], T]) -> T:
     settings = ctx.obj.settings()
-    with _unit(settings) as (session, signer):
-        return work(session, signer, settings)
+    with _unit(settings) as (session, ledger):
+        return work(session, ledger, settings)
 
 
 @principals_app.command("suspend")
@@ -95,12 +95,11 @@ def suspend(
     """Suspend: revoke every alias disclosed to the principal and its open reveals."""
     kind, ext = _split(principal, "PRINCIPAL")
 
-    def work(session: Session, signer: CheckpointSigner, settings: Settings) -> Any:
+    def work(session: Session, ledger: Ledger, settings: Settings) -> Any:
         pid = get_principal_by_external_id(session, kind, ext).id
         return suspend_principal(
             session,
-            settings=settings,
-            signer=signer,
+            ledger=ledger,
             principal_id=pid,
             reason=reason,
             actor=operator_actor(),
@@ -122,12 +121,11 @@ def reinstate(
     """Active again; revoked aliases stay revoked."""
     kind, ext = _split(principal, "PRINCIPAL")
 
-    def work(session: Session, signer: CheckpointSigner, settings: Settings) -> int:
+    def work(session: Session, ledger: Ledger, settings: Settings) -> int:
         pid = get_principal_by_external_id(session, kind, ext).id
         return reinstate_principal(
             session,
-            settings=settings,
-            signer=signer,
+            ledger=ledger,
             principal_id=pid,
             reason=reason,
             actor=operator_actor(),
@@ -143,7 +141,7 @@ def list_command(
 ) -> None:
     """Reveal requests, oldest first."""
 
-    def work(session: Session, _signer: CheckpointSigner, _settings: Settings) -> list[Any]:
+    def work(session: Session, _ledger: Ledger, _settings: Settings) -> list[Any]:
         return [reveal_view(session, r) for r in list_reveals(session, status=status, limit=1000)]
 
     rows = _run(ctx, work)
@@ -174,12 +172,12 @@ def request_command(
 ) -> None:
     """Ask to see a customer's real address for an open case assigned to the employee."""
 
-    def work(session: Session, signer: CheckpointSigner, settings: Settings) -> int:
+    def work(session: Session, ledger: Ledger, settings: Settings) -> int:
         row = request_reveal(
             session,
             settings=settings,
             policy=PolicyEngine.load(settings),
-            signer=signer,
+            ledger=ledger,
             employee_id=_employee_id(session, as_),
             customer_id=get_customer_by_external_id(session, customer).id,
             case=case,
@@ -199,7 +197,7 @@ def _answer(
     approve: bool,
     note: str,
 ) -> None:
-    def work(session: Session, signer: CheckpointSigner, settings: Settings) -> str:
+    def work(session: Session, ledger: Ledger, settings: Settings) -> str:
         approver = _employee_id(session, as_)
         holds_role = session.scalar(
             select(ApiKey.id).where(
@@ -217,7 +215,7 @@ def _answer(
         return answer_reveal(
             session,
             settings=settings,
-            signer=signer,
+            ledger=ledger,
             approver_id=approver,
             request_id=request_id,
             approve=approve,
@@ -259,11 +257,10 @@ def deny(
 def view(ctx: typer.Context, request_id: int, as_: AsOption) -> None:
     """Use one view of a granted reveal: prints the real address (ledgered)."""
 
-    def work(session: Session, signer: CheckpointSigner, settings: Settings) -> Any:
+    def work(session: Session, ledger: Ledger, settings: Settings) -> Any:
         return view_reveal(
             session,
-            settings=settings,
-            signer=signer,
+            ledger=ledger,
             vault=Vault.open(settings),
             employee_id=_employee_id(session, as_),
             request_id=request_id,
@@ -282,8 +279,8 @@ def view(ctx: typer.Context, request_id: int, as_: AsOption) -> None:
 def expire(ctx: typer.Context) -> None:
     """Mark lapsed requests and grants expired (the server does this every minute)."""
 
-    def work(session: Session, signer: CheckpointSigner, settings: Settings) -> int:
-        return expire_reveals(session, settings=settings, signer=signer)
+    def work(session: Session, ledger: Ledger, settings: Settings) -> int:
+        return expire_reveals(session, ledger=ledger)
 
     say(f"[green]✓[/] {_run(ctx, work)} reveal request(s) expired")
 
@@ -296,7 +293,7 @@ def access_log_command(
     """Who saw this customer's alias or real address, when, and for what (as the customer
     would see it on their account page)."""
 
-    def work(session: Session, _signer: CheckpointSigner, settings: Settings) -> list[Any]:
+    def work(session: Session, _ledger: Ledger, settings: Settings) -> list[Any]:
         cid = get_customer_by_external_id(session, customer).id
         return access_log(session, settings, cid, limit=limit)[0]
 
@@ -317,12 +314,12 @@ def contact_command(
 ) -> None:
     """The employee's alias for a customer, if policy allows (exit 1 with the reason if not)."""
 
-    def work(session: Session, signer: CheckpointSigner, settings: Settings) -> Any:
+    def work(session: Session, ledger: Ledger, settings: Settings) -> Any:
         return contact_for_employee(
             session,
             settings=settings,
             policy=PolicyEngine.load(settings),
-            signer=signer,
+            ledger=ledger,
             employee_id=_employee_id(session, as_),
             customer_external_id=customer,
             purpose=purpose,
@@ -347,12 +344,12 @@ def export_command(
 ) -> None:
     """Export the employee's aliases as CSV (the same rows, limits and canaries as the API)."""
 
-    def work(session: Session, signer: CheckpointSigner, settings: Settings) -> Any:
+    def work(session: Session, ledger: Ledger, settings: Settings) -> Any:
         return list_for_employee(
             session,
             settings=settings,
             policy=PolicyEngine.load(settings),
-            signer=signer,
+            ledger=ledger,
             vault=Vault.open(settings),
             employee_id=_employee_id(session, as_),
             purpose=purpose,

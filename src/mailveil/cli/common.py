@@ -28,7 +28,7 @@ from mailveil.config import Settings, SettingsError, load_settings
 from mailveil.db.session import make_engine, make_session_factory, session_scope
 from mailveil.errors import MailveilError
 from mailveil.keyfiles import KeyFileError
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 
 # Output carries ids, file names and reasons exactly as they are: no ":name:" emoji codes,
 # no guessed highlighting (markup is escaped where values are interpolated).
@@ -123,13 +123,13 @@ def database(settings: Settings) -> Iterator[sessionmaker[Session]]:
 
 
 @contextmanager
-def signed_unit(settings: Settings) -> Iterator[tuple[Session, CheckpointSigner]]:
-    """What a command that writes to the ledger needs: clear errors, the checkpoint signer,
-    and one unit of work on the database (committed on success)."""
+def signed_unit(settings: Settings) -> Iterator[tuple[Session, Ledger]]:
+    """What a command that writes to the ledger needs: clear errors, the ``Ledger`` (with its
+    checkpoint signer) and one unit of work on the database (committed on success)."""
     with friendly_errors():
-        signer = CheckpointSigner.load(settings)
+        ledger = Ledger.load(settings)
         with database(settings) as factory, session_scope(factory) as session:
-            yield session, signer
+            yield session, ledger
 
 
 def _database_problem(exc: SQLAlchemyError, init_hint: bool) -> str:

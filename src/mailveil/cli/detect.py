@@ -43,7 +43,7 @@ from mailveil.detect.reports import submit_report, verp_key_of
 from mailveil.incidents.blast import blast_radius, culprits_of
 from mailveil.incidents.containment import contain
 from mailveil.incidents.notices import prepare_notices
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 from mailveil.vault import Vault
 
 detect_app = typer.Typer(help="Detection jobs.", no_args_is_help=True)
@@ -68,8 +68,8 @@ def run(
 ) -> None:
     """Scan the ledger since the last run and file signals and incidents."""
     settings = ctx.obj.settings()
-    with signed_unit(settings) as (session, signer):
-        result = run_detection(session, settings, signer, anomalies=anomalies)
+    with signed_unit(settings) as (session, ledger):
+        result = run_detection(session, settings, ledger, anomalies=anomalies)
     found = ", ".join(f"{n} {k}" for k, n in sorted(result.signals.items())) or "no new signals"
     say(f"[green]✓[/] scanned {result.entries_scanned} ledger entries: {found}")
 
@@ -119,11 +119,10 @@ def status(
 ) -> None:
     """Move an incident on."""
     settings = ctx.obj.settings()
-    with signed_unit(settings) as (session, signer):
+    with signed_unit(settings) as (session, ledger):
         row = set_status(
             session,
-            settings=settings,
-            signer=signer,
+            ledger=ledger,
             incident_id=incident_id,
             status=new_status,
             reason=reason,
@@ -159,8 +158,8 @@ def export(
     checks it without the database."""
     settings = ctx.obj.settings()
     publish_for_evidence(settings)
-    with signed_unit(settings) as (session, signer):
-        bundle = build_bundle(session, settings, signer, incident_id)
+    with signed_unit(settings) as (session, ledger):
+        bundle = build_bundle(session, settings, ledger, incident_id)
         out.write_text(json.dumps(bundle, indent=2) + "\n", encoding="utf-8")
     say(
         f"[green]✓[/] evidence bundle of incident {incident_id}: {len(bundle['entries'])} "
@@ -233,11 +232,10 @@ def contain_command(
     When a culprit was named only by statistics or weak evidence, the first operator's call
     records a request and a second, different operator's call confirms it."""
     settings = ctx.obj.settings()
-    with signed_unit(settings) as (session, signer):
+    with signed_unit(settings) as (session, ledger):
         done = contain(
             session,
-            settings=settings,
-            signer=signer,
+            ledger=ledger,
             incident_id=incident_id,
             reason=reason,
             actor=operator_actor(),
@@ -274,11 +272,11 @@ def contain_command(
 def notify_command(ctx: typer.Context, incident_id: int) -> None:
     """Prepare the breach notices (a send awaiting a second person's approval)."""
     settings = ctx.obj.settings()
-    with signed_unit(settings) as (session, signer):
+    with signed_unit(settings) as (session, ledger):
         notice = prepare_notices(
             session,
             settings=settings,
-            signer=signer,
+            ledger=ledger,
             incident_id=incident_id,
             actor=operator_actor(),
         )
@@ -302,14 +300,14 @@ def plant_command(
     """Mint canary customers for a principal (their addresses live on canary_domain)."""
     settings = ctx.obj.settings()
     with friendly_errors():
-        signer = CheckpointSigner.load(settings)
+        ledger = Ledger.load(settings)
         vault = Vault.open(settings)
         with database(settings) as factory, session_scope(factory) as session:
             made = plant(
                 session,
                 settings=settings,
                 vault=vault,
-                signer=signer,
+                ledger=ledger,
                 principal_id=_principal(session, principal),
                 country=country.upper(),
                 count=count,
@@ -348,13 +346,13 @@ def submit(
         fail(f"{file}: no such file", code=2)
     raw = file.read_bytes()
     with friendly_errors():
-        signer = CheckpointSigner.load(settings)
+        ledger = Ledger.load(settings)
         vault = Vault.open(settings)
         with database(settings) as factory, session_scope(factory) as session:
             outcome = submit_report(
                 session,
                 settings=settings,
-                signer=signer,
+                ledger=ledger,
                 vault=vault,
                 raw=raw,
                 channel="api",
@@ -435,7 +433,7 @@ def reports_recheck(
 
     settings = ctx.obj.settings()
     with friendly_errors():
-        kit = Kit(settings, CheckpointSigner.load(settings), Vault.open(settings), None)
+        kit = Kit(settings, Ledger.load(settings), Vault.open(settings), None)
         kit.verp_key = verp_key_of(settings)
         with database(settings) as factory:
             run = process_spool(factory, kit=kit, resolver=resolver_for(settings), limit=limit)

@@ -11,7 +11,7 @@ from mailveil.cli.common import console, database, fail, friendly_errors, operat
 from mailveil.contacts.aliases import alias_report, revoke_alias
 from mailveil.contacts.disclosures import disclose_external
 from mailveil.db.session import session_scope
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 from mailveil.policy import PolicyEngine
 
 aliases_app = typer.Typer(help="Aliases.", no_args_is_help=True)
@@ -31,13 +31,13 @@ def disclose_command(
     settings = ctx.obj.settings()
     with friendly_errors():
         policy = PolicyEngine.load(settings)
-        signer = CheckpointSigner.load(settings)
+        ledger = Ledger.load(settings)
         with database(settings) as factory, session_scope(factory) as session:
             result = disclose_external(
                 session,
                 settings=settings,
                 policy=policy,
-                signer=signer,
+                ledger=ledger,
                 customer_external_id=customer,
                 principal_kind=kind,
                 principal_external_id=ext,
@@ -71,12 +71,11 @@ def revoke(
     """Revoke an alias; mail to it is refused from then on."""
     settings = ctx.obj.settings()
     with friendly_errors():
-        signer = CheckpointSigner.load(settings)
+        ledger = Ledger.load(settings)
         with database(settings) as factory, session_scope(factory) as session:
             alias = revoke_alias(
                 session,
-                settings=settings,
-                signer=signer,
+                ledger=ledger,
                 address=address,
                 reason=reason,
                 actor=operator_actor(),

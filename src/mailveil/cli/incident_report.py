@@ -94,8 +94,8 @@ def export(
     if html is None and pdf is None and json_out is None:
         fail("say where to write it: --html, --pdf and/or --json", code=2)
     settings = ctx.obj.settings()
-    with signed_unit(settings) as (session, signer):
-        report = regulator_report(session, settings, incident_id, signer=signer)
+    with signed_unit(settings) as (session, ledger):
+        report = regulator_report(session, settings, incident_id, ledger=ledger)
     with friendly_errors():
         if html is not None:
             html.write_text(render_html(report), encoding="utf-8")
@@ -130,7 +130,7 @@ def affected(
     the entries that put them in the blast radius."""
     settings = ctx.obj.settings()
     with (
-        signed_unit(settings) as (session, signer),
+        signed_unit(settings) as (session, ledger),
         out.open("w", encoding="utf-8") as handle,
         Progress(TextColumn("people"), BarColumn(), MofNCompleteColumn(), console=console) as bar,
     ):
@@ -138,7 +138,7 @@ def affected(
         summary = write_affected(
             session,
             settings,
-            signer,
+            ledger,
             incident_id,
             handle,
             with_leaves=with_leaves,
@@ -227,9 +227,9 @@ def controller_set(
     }
     changes = {k: val for k, val in given.items() if val is not None}
     settings = ctx.obj.settings()
-    with signed_unit(settings) as (session, signer):
+    with signed_unit(settings) as (session, ledger):
         details = set_controller(
-            session, settings=settings, signer=signer, changes=changes, actor=operator_actor()
+            session, settings=settings, ledger=ledger, changes=changes, actor=operator_actor()
         )
     missing = ", ".join(LABELS[f] for f in details.missing()) or "nothing"
     say(f"[green]✓[/] controller details at version {details.version}; missing: {escape(missing)}")
@@ -299,11 +299,10 @@ def assess(
         if val is not None:
             changes[key] = val
     settings = ctx.obj.settings()
-    with signed_unit(settings) as (session, signer):
+    with signed_unit(settings) as (session, ledger):
         _values, version = filings.assess_incident(
             session,
-            settings=settings,
-            signer=signer,
+            ledger=ledger,
             incident_id=incident_id,
             changes=changes,
             reason=reason,
@@ -324,11 +323,11 @@ def submit_command(
 ) -> None:
     """Record that the report went to a recipient (a phase of Art. 33(4))."""
     settings = ctx.obj.settings()
-    with signed_unit(settings) as (session, signer):
+    with signed_unit(settings) as (session, ledger):
         row = submit(
             session,
             settings=settings,
-            signer=signer,
+            ledger=ledger,
             incident_id=incident_id,
             obligation=to,
             kind=kind,
@@ -356,11 +355,11 @@ def decide_command(
 ) -> None:
     """Record a decision to notify a recipient, or not, with its reason."""
     settings = ctx.obj.settings()
-    with signed_unit(settings) as (session, signer):
+    with signed_unit(settings) as (session, ledger):
         decide(
             session,
             settings=settings,
-            signer=signer,
+            ledger=ledger,
             incident_id=incident_id,
             obligation=about,
             notify=notify,

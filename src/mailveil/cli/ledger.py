@@ -26,7 +26,7 @@ from mailveil.config import Settings
 from mailveil.custody.ledger_rotation import ledger_keys
 from mailveil.db.session import make_session_factory, session_scope
 from mailveil.ledger import proofs
-from mailveil.ledger.append import checkpoint_now, latest_checkpoint, ledger_size
+from mailveil.ledger.append import Ledger, latest_checkpoint, ledger_size
 from mailveil.ledger.notes import ALG_ED25519, verifier_key
 from mailveil.ledger.signing import CheckpointSigner
 from mailveil.ledger.verify import VerifyReport, verify_ledger
@@ -99,14 +99,14 @@ def checkpoint(
     and print it with the cosignatures it has."""
     settings = ctx.obj.settings()
     with friendly_errors():
-        signer = CheckpointSigner.load(settings)
+        ledger = Ledger.load(settings)
         with database(settings) as factory:
             with session_scope(factory) as session:
-                cp = checkpoint_now(session, settings, signer)
+                cp = ledger.checkpoint_now(session)
             if cp is None:
                 fail("the ledger is empty: nothing to checkpoint")
             if publish and configured(settings):
-                show_publication(publish_latest(factory, settings, signer, sign_new=False))
+                show_publication(publish_latest(factory, settings, ledger, sign_new=False))
             with session_scope(factory) as session:
                 view = checkpoint_view(session, settings, cp)
     emit(view["cosigned_note"])
@@ -118,9 +118,9 @@ def publish_for_evidence(settings: Settings) -> None:
     if not configured(settings):
         return
     with friendly_errors():
-        signer = CheckpointSigner.load(settings)
+        ledger = Ledger.load(settings)
         with database(settings) as factory:
-            show_publication(publish_latest(factory, settings, signer))
+            show_publication(publish_latest(factory, settings, ledger))
 
 
 def show_publication(report: PublishReport) -> None:
@@ -144,9 +144,9 @@ def publish(ctx: typer.Context) -> None:
     if not configured(settings):
         fail("no witnesses are configured (the `witnesses` setting)", code=2)
     with friendly_errors():
-        signer = CheckpointSigner.load(settings)
+        ledger = Ledger.load(settings)
         with database(settings) as factory:
-            report = publish_latest(factory, settings, signer)
+            report = publish_latest(factory, settings, ledger)
     if report.checkpoint is None:
         fail("the ledger is empty: nothing to publish")
     show_publication(report)

@@ -36,7 +36,7 @@ from mailveil.config import Settings
 from mailveil.contacts.models import Principal
 from mailveil.db.session import make_session_factory
 from mailveil.errors import InvalidInput
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 from mailveil.notify import lint as lint_mod
 from mailveil.notify.audience import Entry, parse_audience, query_entries
 from mailveil.notify.facts import FactResult, ingest_lines
@@ -339,7 +339,7 @@ def sends_create(
         send = create_send(
             session,
             settings,
-            CheckpointSigner.load(settings),
+            Ledger.load(settings),
             template=row,
             entries=entries,
             actor=operator_actor(),
@@ -387,7 +387,7 @@ def sends_kill(ctx: typer.Context, send_id: SendId) -> None:
     """The kill switch: a running worker stops before its next group of recipients."""
     settings = ctx.obj.settings()
     with friendly_errors(), database(settings) as factory, factory() as session:
-        send = kill(session, settings, CheckpointSigner.load(settings), send_id,
+        send = kill(session, Ledger.load(settings), send_id,
                     actor=operator_actor())  # fmt: skip
         session.commit()
         view = send_view(session, send)
@@ -416,7 +416,7 @@ def sends_correct(
         send = correction(
             session,
             settings,
-            CheckpointSigner.load(settings),
+            Ledger.load(settings),
             original_id=send_id,
             template_name=template,
             version=version,

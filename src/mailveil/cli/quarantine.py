@@ -12,7 +12,7 @@ from rich.table import Column, Table
 
 from mailveil.cli.common import cell, console, db_engine, fail, friendly_errors, operator_actor, say
 from mailveil.db.session import make_session_factory, session_scope
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 from mailveil.relay import quarantine
 from mailveil.relay.context import RelayContext
 from mailveil.relay.delivery import DeliveryError
@@ -119,9 +119,9 @@ def delete_command(
     if not yes and not typer.confirm(f"Delete held message {sha256}?"):
         raise typer.Exit(1)
     with friendly_errors(), db_engine(settings) as engine:
-        signer = CheckpointSigner.load(settings)
+        ledger = Ledger.load(settings)
         with make_session_factory(engine)() as session:
-            delete(session, settings, signer, sha256, actor=operator_actor())
+            delete(session, settings, ledger, sha256, actor=operator_actor())
     say(f"[green]✓[/] deleted {escape(sha256)}")
 
 

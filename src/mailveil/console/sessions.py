@@ -28,9 +28,8 @@ from mailveil.contacts.models import Principal
 from mailveil.db.base import utcnow
 from mailveil.errors import Forbidden
 from mailveil.keyfiles import KeyFileError, read_secret, write_secret
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 
 # The API's roles a person can hold in the console. Backend, seller and service keys are
 # machines': they have no console.
@@ -82,7 +81,7 @@ def _csrf(secret: bytes) -> str:
 def _open(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     method: str,
     subject: str,
@@ -111,18 +110,14 @@ def _open(
         )
     )
     session.flush()
-    append(
+    ledger.append(
         session,
         [Event("console_signin", actor, detail={"method": method, "roles": sorted(roles)})],
-        settings,
-        signer,
     )
     return token
 
 
-def sign_in_with_key(
-    session: Session, settings: Settings, signer: CheckpointSigner, token: str
-) -> str:
+def sign_in_with_key(session: Session, settings: Settings, ledger: Ledger, token: str) -> str:
     """A session for the person holding an API key of a console role; the session token."""
     try:
         caller = authenticate(session, token.strip())
@@ -139,7 +134,7 @@ def sign_in_with_key(
     return _open(
         session,
         settings,
-        signer,
+        ledger,
         method="apikey",
         subject=caller.key_id,
         name=name,
@@ -153,7 +148,7 @@ def sign_in_with_key(
 def sign_in_with_oidc(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     issuer: str,
     subject: str,
@@ -182,7 +177,7 @@ def sign_in_with_oidc(
     return _open(
         session,
         settings,
-        signer,
+        ledger,
         method="oidc",
         subject=f"{issuer}#{subject}",
         name=name or principal.display_name or principal.external_id,
@@ -229,16 +224,14 @@ def check_csrf(person: Person, submitted: str | None) -> None:
         raise Forbidden("the form's security token is missing or wrong; reload the page")
 
 
-def sign_out(
-    session: Session, settings: Settings, signer: CheckpointSigner, person: Person
-) -> None:
+def sign_out(session: Session, ledger: Ledger, person: Person) -> None:
     done = session.execute(
         update(ConsoleSession)
         .where(ConsoleSession.id == person.session_id, ConsoleSession.ended_at.is_(None))
         .values(ended_at=utcnow())
     )
     if getattr(done, "rowcount", 0):
-        append(session, [Event("console_signout", person.actor)], settings, signer)
+        ledger.append(session, [Event("console_signout", person.actor)])
 
 
 __all__ = [

@@ -102,7 +102,7 @@ def login(
         return _login_page(request, session, "The form expired; sign in again.", 403)
     runtime = console_of(request).runtime
     try:
-        session_token = sign_in_with_key(session, runtime.settings, runtime.signer, token)
+        session_token = sign_in_with_key(session, runtime.settings, runtime.ledger, token)
     except SignInRefused as exc:
         session.rollback()
         return _login_page(request, session, exc.detail, 401)
@@ -132,7 +132,7 @@ async def oidc_callback(request: Request, session: DbDep) -> Response:
         token = sign_in_with_oidc(
             session,
             runtime.settings,
-            runtime.signer,
+            runtime.ledger,
             issuer=who.issuer,
             subject=who.subject,
             principal_ref=who.principal_ref,
@@ -152,7 +152,7 @@ def logout(
     request: Request, session: DbDep, person: Annotated[Person, Depends(Actor())]
 ) -> Response:
     runtime = console_of(request).runtime
-    sign_out(session, runtime.settings, runtime.signer, person)
+    sign_out(session, runtime.ledger, person)
     session.commit()
     response = redirect("/console/login")
     response.delete_cookie(COOKIE, path="/console")

@@ -130,8 +130,7 @@ def change_status(
     runtime = console_of(request).runtime
     set_status(
         session,
-        settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         incident_id=incident_id,
         status=status,
         reason=reason,
@@ -166,8 +165,7 @@ def contain_now(
     runtime = console_of(request).runtime
     done = contain(
         session,
-        settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         incident_id=incident_id,
         reason=reason,
         actor=person.actor,
@@ -203,7 +201,7 @@ def notices_now(incident_id: int, request: Request, session: DbDep, person: ActD
     notice = prepare_notices(
         session,
         settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         incident_id=incident_id,
         actor=person.actor,
     )
@@ -222,7 +220,7 @@ def notices_now(incident_id: int, request: Request, session: DbDep, person: ActD
 @router.get("/{incident_id}/evidence.json")
 def evidence(incident_id: int, request: Request, session: DbDep, person: SeeDep) -> Response:
     runtime = console_of(request).runtime
-    bundle = build_bundle(session, runtime.settings, runtime.signer, incident_id)
+    bundle = build_bundle(session, runtime.settings, runtime.ledger, incident_id)
     session.commit()  # the checkpoint it may have signed
     return Response(
         json.dumps(bundle, indent=2, sort_keys=True),

@@ -12,7 +12,6 @@ from fastapi.responses import HTMLResponse
 from mailveil.console.sessions import Person
 from mailveil.console.web import DbDep, Viewer, console_of, page
 from mailveil.errors import MailveilError
-from mailveil.ledger.append import checkpoint_now
 from mailveil.ledger.entry_check import check_entry
 from mailveil.witness.queries import checkpoint_view, witness_statuses, witnessed_checkpoint
 
@@ -25,7 +24,7 @@ def ledger(
     request: Request, session: DbDep, person: SeeDep, entry: int | None = None
 ) -> HTMLResponse:
     runtime = console_of(request).runtime
-    checkpoint = checkpoint_now(session, runtime.settings, runtime.signer)
+    checkpoint = runtime.ledger.checkpoint_now(session)
     session.commit()
     # Cosignatures are stored only once verified against the witness's configured key
     # (``witness.publish``); the newest checkpoint a quorum cosigned is shown beside the
@@ -37,7 +36,7 @@ def ledger(
     checked, problem = None, None
     if entry is not None:
         try:
-            checked = check_entry(session, runtime.settings, runtime.signer, entry)
+            checked = check_entry(session, runtime.ledger, entry)
             session.commit()
         except MailveilError as exc:
             session.rollback()
@@ -51,7 +50,7 @@ def ledger(
         current=current,
         witnessed=witnessed_view,
         witnesses=witness_statuses(session, settings),
-        verifier_key=runtime.signer.verifier_key,
+        verifier_key=runtime.ledger.signer.verifier_key,
         entry=entry,
         checked=checked,
         problem=problem,

@@ -90,7 +90,7 @@ def delete_one(
     if confirm != "yes":
         raise InvalidInput("tick the confirmation to delete a held message")
     runtime = console_of(request).runtime
-    delete(session, runtime.settings, runtime.signer, sha256, actor=person.actor)
+    delete(session, runtime.settings, runtime.ledger, sha256, actor=person.actor)
     flash(request, "Deleted; the deletion is in the ledger.")
     return redirect("/console/quarantine")
 

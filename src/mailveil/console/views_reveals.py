@@ -42,7 +42,7 @@ def _refusals_recorded(session: Session, runtime: Runtime) -> Iterator[None]:
     try:
         yield
     except AccessRefused as exc:
-        record_refusal(session, runtime.settings, runtime.signer, exc)
+        record_refusal(session, runtime.ledger, exc)
         raise
 
 
@@ -106,7 +106,7 @@ def _answer(
         answered = answer_reveal(
             session,
             settings=runtime.settings,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             approver_id=person.principal_id,
             request_id=request_id,
             approve=approve,
@@ -154,7 +154,7 @@ def ask(
             session,
             settings=runtime.settings,
             policy=runtime.policy,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             employee_id=person.principal_id,
             customer_id=customer_id,
             case=case,
@@ -173,8 +173,7 @@ def view(request_id: int, request: Request, session: DbDep, person: EmployeeDep)
     with _refusals_recorded(session, runtime):
         shown = view_reveal(
             session,
-            settings=runtime.settings,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             vault=runtime.vault,
             employee_id=person.principal_id,
             request_id=request_id,

@@ -96,7 +96,7 @@ def kill_send(
 ) -> Response:
     _unchanged(request, session, send_id, seen_status)
     runtime = console_of(request).runtime
-    send = kill(session, runtime.settings, runtime.signer, send_id, actor=person.actor)
+    send = kill(session, runtime.ledger, send_id, actor=person.actor)
     session.commit()
     flash(
         request,
@@ -113,7 +113,7 @@ def approve_send(
     _unchanged(request, session, send_id, seen_status)
     runtime = console_of(request).runtime
     # The page showed the forecast (and its button says "despite the warning") before this.
-    approve(session, runtime.settings, runtime.signer, send_id, actor=person.actor,
+    approve(session, runtime.ledger, send_id, actor=person.actor,
             despite_forecast=True)  # fmt: skip
     session.commit()
     flash(request, f"Send {send_id} approved; it can start.")

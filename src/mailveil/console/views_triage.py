@@ -49,7 +49,7 @@ def signals(request: Request, session: DbDep, person: SeeDep, show: str = "queue
 @retry_busy
 def confirm(signal_id: int, request: Request, session: DbDep, person: ActDep) -> Response:
     runtime = console_of(request).runtime
-    row = confirm_signal(session, runtime.settings, runtime.signer, signal_id, actor=person.actor)
+    row = confirm_signal(session, runtime.ledger, signal_id, actor=person.actor)
     session.commit()
     flash(request, f"Signal {signal_id} confirmed (incident {row.incident_id}).")
     return redirect("/console/signals")
@@ -65,9 +65,7 @@ def dismiss(
     reason: Annotated[str, Form(min_length=1, max_length=500)],
 ) -> Response:
     runtime = console_of(request).runtime
-    dismiss_signal(
-        session, runtime.settings, runtime.signer, signal_id, reason=reason, actor=person.actor
-    )
+    dismiss_signal(session, runtime.ledger, signal_id, reason=reason, actor=person.actor)
     session.commit()
     flash(request, f"Signal {signal_id} dismissed.")
     return redirect("/console/signals")
@@ -85,8 +83,7 @@ def merge(
     runtime = console_of(request).runtime
     merge_signal(
         session,
-        runtime.settings,
-        runtime.signer,
+        runtime.ledger,
         signal_id,
         incident_id=incident_id,
         actor=person.actor,

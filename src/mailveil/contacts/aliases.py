@@ -25,10 +25,9 @@ from mailveil.config import Settings
 from mailveil.contacts.models import Alias, Customer, Principal
 from mailveil.db.base import utcnow
 from mailveil.errors import InvalidInput, NotFound, Revoked
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.queries import entries_for_alias, entry_dict
-from mailveil.ledger.signing import CheckpointSigner
 
 ALPHABET = "23456789abcdefghjkmnpqrstuvwxyz"
 LOCAL_CHARS = 14
@@ -103,8 +102,7 @@ def alias_for_pair(session: Session, customer_id: int, principal_id: int) -> Ali
 
 def revoke_alias(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     address: str,
     reason: str,
@@ -125,7 +123,7 @@ def revoke_alias(
     alias.revoked_reason = reason.strip()
     alias.revoked_by = actor
     session.flush()
-    append(
+    ledger.append(
         session,
         [
             Event(
@@ -139,8 +137,6 @@ def revoke_alias(
                 },
             )
         ],
-        settings,
-        signer,
     )
     return alias
 

@@ -31,9 +31,8 @@ from mailveil.contacts.aliases import mint_pairs
 from mailveil.contacts.models import PRINCIPAL_KINDS, Alias, Customer, Principal
 from mailveil.db.base import utcnow
 from mailveil.errors import InvalidInput, MailveilError, NotFound, PolicyDenied
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy.engine import PolicyEngine
 from mailveil.policy.facts import (
     PrincipalEntity,
@@ -201,7 +200,7 @@ def disclose_batch(
     *,
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     requests: Sequence[AnyRequest],
     actor: str,
     ledger_denials: bool = True,
@@ -373,7 +372,7 @@ def disclose_batch(
         )
         done.append((pos, False, cid, pid, purpose, ref, None, None, False, reason, policies))
     if events:
-        seq = append(session, events, settings, signer)[0]  # consecutive from the first
+        seq = ledger.append(session, events)[0]  # consecutive from the first
         for pos, ok, cid, pid, purpose, ref, alias, reverse, fresh, reason, policies in done:
             results[pos] = DisclosureResult(
                 ok, cid, pid, purpose, ref, alias, reverse, fresh, reason, policies, seq
@@ -459,7 +458,7 @@ def disclose(
     *,
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     customer_id: int,
     principal_id: int,
     purpose: str,
@@ -471,7 +470,7 @@ def disclose(
         session,
         settings,
         policy,
-        signer,
+        ledger,
         DisclosureRequest(customer_id, principal_id, purpose, ref),
         actor,
     )
@@ -482,7 +481,7 @@ def disclose_external(
     *,
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     customer_external_id: str,
     principal_kind: str,
     principal_external_id: str,
@@ -494,7 +493,7 @@ def disclose_external(
     req = ExternalDisclosureRequest(
         customer_external_id, principal_kind, principal_external_id, purpose, ref
     )
-    return _single(session, settings, policy, signer, req, actor)
+    return _single(session, settings, policy, ledger, req, actor)
 
 
 _ERRORS: dict[str, type[MailveilError]] = {NotFound.code: NotFound, InvalidInput.code: InvalidInput}
@@ -504,12 +503,12 @@ def _single(
     session: Session,
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     request: AnyRequest,
     actor: str,
 ) -> DisclosureResult:
     result = disclose_batch(
-        session, settings=settings, policy=policy, signer=signer, requests=[request], actor=actor
+        session, settings=settings, policy=policy, ledger=ledger, requests=[request], actor=actor
     )[0]
     if result.error:
         raise _ERRORS.get(result.error, InvalidInput)(result.reason)
@@ -521,7 +520,7 @@ def disclose_bulk(
     *,
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     requests: Iterable[AnyRequest],
     actor: str,
     batch_size: int = DEFAULT_BATCH,
@@ -539,23 +538,23 @@ def disclose_bulk(
     for request in requests:
         batch.append(request)
         if len(batch) >= batch_size:
-            yield from _bulk_step(session, settings, policy, signer, batch, actor, commit)
+            yield from _bulk_step(session, settings, policy, ledger, batch, actor, commit)
             batch = []
     if batch:
-        yield from _bulk_step(session, settings, policy, signer, batch, actor, commit)
+        yield from _bulk_step(session, settings, policy, ledger, batch, actor, commit)
 
 
 def _bulk_step(
     session: Session,
     settings: Settings,
     policy: PolicyEngine,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     batch: list[AnyRequest],
     actor: str,
     commit: bool,
 ) -> list[DisclosureResult]:
     results = disclose_batch(
-        session, settings=settings, policy=policy, signer=signer, requests=batch, actor=actor
+        session, settings=settings, policy=policy, ledger=ledger, requests=batch, actor=actor
     )
     if commit:
         session.commit()

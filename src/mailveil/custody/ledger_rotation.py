@@ -25,7 +25,7 @@ from mailveil.config import Settings
 from mailveil.custody.binding import LEDGER, _ed25519_fp
 from mailveil.custody.models import KeyFingerprint
 from mailveil.keyfiles import write_secret
-from mailveil.ledger.append import Checkpoint, append, checkpoint_now
+from mailveil.ledger.append import Checkpoint, Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.signing import (
     KEY_FILE,
@@ -84,9 +84,9 @@ def rotate_ledger_key(
     # No automatic checkpoint inside this append: the one covering the entry must be the
     # transition checkpoint below, signed by both keys.
     quiet = settings.with_overrides(checkpoint_every_entries=2**62, checkpoint_every_seconds=1e18)
-    (seq,) = append(session, [event], quiet, old)
+    (seq,) = Ledger(quiet, old).append(session, [event])
     both = TransitionSigner(new.key_name, new.private_key, cosigner=old)
-    cp = checkpoint_now(session, settings, both)
+    cp = Ledger(settings, both).checkpoint_now(session)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
     retired = f"{RETIRED_PUB_PREFIX}{stamp}.pub"
     (settings.keys_dir / retired).write_text(old.verifier_key + "\n", encoding="utf-8")

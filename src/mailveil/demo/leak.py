@@ -111,7 +111,7 @@ def stage_leak(
             session,
             settings=runtime.settings,
             policy=runtime.policy,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             vault=runtime.vault,
             employee_id=insider.id,
             purpose="outreach",
@@ -147,7 +147,7 @@ def stage_leak(
         out.reports_verified = len(
             session.scalars(select(AbuseReport.id).where(AbuseReport.verified.is_(True))).all()
         )
-        out.signals = run_detection(session, runtime.settings, runtime.signer).signals
+        out.signals = run_detection(session, runtime.settings, runtime.ledger).signals
     out.first_alias = export.rows[0].alias if export.rows else ""
     return out
 
@@ -165,24 +165,22 @@ def respond(env: DemoEnv, market: Market, out: LeakResult) -> None:
             return
         set_status(
             session,
-            settings=runtime.settings,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             incident_id=incident.id,
             status="confirmed",
             reason="aliases exported by one employee were spammed by a seller",
             actor="demo:investigator",
         )
         out.incident = incident_view(session, incident)
-        bundle = build_bundle(session, runtime.settings, runtime.signer, incident.id)
+        bundle = build_bundle(session, runtime.settings, runtime.ledger, incident.id)
         out.bundle_entries = len(bundle["entries"])
-        out.bundle_ok = verify_bundle(bundle, verifier_key=runtime.signer.verifier_key).ok
+        out.bundle_ok = verify_bundle(bundle, verifier_key=runtime.ledger.signer.verifier_key).ok
         sources = culprits_of(session, incident.id)
         out.radius = blast_radius(session, sources)
         out.affected = [e.customer_id for e in exposures(session, sources) if not e.deleted]
         out.containment = contain(
             session,
-            settings=runtime.settings,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             incident_id=incident.id,
             reason="leak confirmed by alias evidence",
             actor="demo:investigator",

@@ -94,13 +94,13 @@ def run_notices(
         notice = prepare_notices(
             session,
             settings=runtime.settings,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             incident_id=incident_id,
             actor="demo:privacy-officer",
         )
         out.send_id = notice.send_id
         if notice.send_id is not None and notice.status == "awaiting_approval":
-            approve(session, runtime.settings, runtime.signer, notice.send_id, actor="demo:dpo")
+            approve(session, runtime.ledger, notice.send_id, actor="demo:dpo")
     if out.send_id is None:
         return out
     start = env.sink.count()
@@ -118,7 +118,7 @@ def run_notices(
         again = prepare_notices(
             session,
             settings=runtime.settings,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             incident_id=incident_id,
             actor="demo:privacy-officer",
         )
@@ -170,7 +170,7 @@ def run_glitch(env: DemoEnv, market: Market, *, share: float = 0.02, seed: int =
         send = create_send(
             session,
             runtime.settings,
-            runtime.signer,
+            runtime.ledger,
             template=gift,
             entries=everyone,
             actor="demo:registry-job",
@@ -178,7 +178,7 @@ def run_glitch(env: DemoEnv, market: Market, *, share: float = 0.02, seed: int =
         out.audience, out.eligible = send.audience, send.eligible
         send_id = send.id
         if send.status == "awaiting_approval":
-            approve(session, runtime.settings, runtime.signer, send_id, actor="demo:lead")
+            approve(session, runtime.ledger, send_id, actor="demo:lead")
     start = env.sink.count()
     run_to_end(runtime, send_id, sleep=lambda _s: None)
     env.relay.flush()
@@ -194,7 +194,7 @@ def run_glitch(env: DemoEnv, market: Market, *, share: float = 0.02, seed: int =
         fix = correction(
             session,
             runtime.settings,
-            runtime.signer,
+            runtime.ledger,
             original_id=send_id,
             template_name=SORRY["name"],
             version=None,

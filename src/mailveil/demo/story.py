@@ -133,11 +133,11 @@ def _regulator_report(env: DemoEnv, incident_id: int, out_dir: Path | None) -> d
         set_controller(
             session,
             settings=env.settings,
-            signer=env.runtime.signer,
+            ledger=env.runtime.ledger,
             changes=DEMO_CONTROLLER,
             actor="demo:privacy-officer",
         )
-        reg = regulator_report(session, env.settings, incident_id, signer=env.runtime.signer)
+        reg = regulator_report(session, env.settings, incident_id, ledger=env.runtime.ledger)
     target = (out_dir or env.workdir) / f"regulator-report-{incident_id}.html"
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_text(render_html(reg), encoding="utf-8")

@@ -137,7 +137,7 @@ def build_market(session: Session, runtime: Runtime, *, customers: int, seed: in
         session,
         settings=settings,
         policy=runtime.policy,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         requests=requests,
         actor="marketplace-backend",
     )

@@ -33,9 +33,9 @@ from mailveil.detect.models import Incident, IncidentCulprit, Signal
 from mailveil.detect.strength import leaf_supports, pieces_of
 from mailveil.errors import NotFound
 from mailveil.ledger import merkle
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.proofs import DbTree
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.witness.policy import check_bundle_checkpoint
 from mailveil.witness.queries import evidence_checkpoint, evidence_fields
 
@@ -60,7 +60,7 @@ def _claim_entries(session: Session, signal: Signal) -> list[int]:
 
 
 def build_bundle(
-    session: Session, settings: Settings, signer: CheckpointSigner, incident_id: int
+    session: Session, settings: Settings, ledger: Ledger, incident_id: int
 ) -> dict[str, Any]:
     """The evidence bundle of one incident (signs a checkpoint covering it if needed)."""
     incident = session.get(Incident, incident_id)
@@ -100,7 +100,7 @@ def build_bundle(
                 "pieces": [p.to_dict() for p in pieces_of(signal.evidence)],
             }
         )
-    checkpoint = evidence_checkpoint(session, settings, signer, max(wanted, default=-1) + 1)
+    checkpoint = evidence_checkpoint(session, settings, ledger, max(wanted, default=-1) + 1)
     if checkpoint is None:
         raise NotFound("the ledger is empty")
     tree = DbTree(session)
@@ -140,7 +140,7 @@ def build_bundle(
             "tree_size": size,
             "root_hash": checkpoint.root.hex(),
             "note": checkpoint.note,
-            "verifier_key": signer.verifier_key,
+            "verifier_key": ledger.signer.verifier_key,
             **evidence_fields(session, settings, checkpoint),
         },
     }

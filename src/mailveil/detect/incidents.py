@@ -10,17 +10,15 @@ from typing import Any
 from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.contacts import validation as v
 from mailveil.contacts.models import Principal
 from mailveil.db.base import utcnow
 from mailveil.detect.models import INCIDENT_STATUSES, Incident, IncidentCulprit, Signal
 from mailveil.detect.signals import signal_view
 from mailveil.errors import Conflict, NotFound
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry, from_time_us
-from mailveil.ledger.signing import CheckpointSigner
 
 NOTIFY_WITHIN = timedelta(hours=72)  # GDPR Art. 33: the supervisory authority, from detection
 # Which status may follow which (closed and dismissed are final).
@@ -131,8 +129,7 @@ def incident_view(
 def set_status(
     session: Session,
     *,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident_id: int,
     status: str,
     reason: str,
@@ -150,7 +147,7 @@ def set_status(
     if status in ("closed", "dismissed"):
         incident.closed_at = incident.updated_at
     session.flush()
-    append(
+    ledger.append(
         session,
         [
             Event(
@@ -160,8 +157,6 @@ def set_status(
                 detail={"incident": incident.id, "from": was, "to": status, "reason": reason},
             )
         ],
-        settings,
-        signer,
     )
     return incident
 

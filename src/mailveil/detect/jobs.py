@@ -17,7 +17,7 @@ from mailveil.detect.models import Signal
 from mailveil.detect.scan import scan_ledger
 from mailveil.detect.signals import record_signal
 from mailveil.detect.strength import Piece
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 from mailveil.logs import get_logger
 
 if TYPE_CHECKING:
@@ -52,7 +52,7 @@ def _engine(session: Session) -> Engine:
 def file_anomalies(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     since: date | None = None,
     until: date | None = None,
@@ -85,8 +85,7 @@ def file_anomalies(
         )  # fmt: skip
         record_signal(
             session,
-            settings,
-            signer,
+            ledger,
             kind="access_anomaly",
             confidence="anomaly",
             summary=f"unusual access on {day}: " + "; ".join(alert.reasons[:3]),
@@ -101,7 +100,7 @@ def file_anomalies(
 def run_detection(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     anomalies: bool = False,
     metrics: Metrics | None = None,
@@ -111,10 +110,10 @@ def run_detection(
     counts it in ``metrics`` when given)."""
     started = time.perf_counter()
     try:
-        scanned = scan_ledger(session, settings, signer)
+        scanned = scan_ledger(session, ledger)
         run = DetectionRun(scanned.entries, dict(scanned.signals))
         if anomalies:
-            filed, days = file_anomalies(session, settings, signer)
+            filed, days = file_anomalies(session, settings, ledger)
             if filed:
                 run.signals["access_anomaly"] = filed
             run.anomaly_days_scored = days

@@ -47,9 +47,8 @@ from mailveil.detect.signals import record_signal
 from mailveil.detect.strength import Piece
 from mailveil.errors import InvalidInput, NotFound
 from mailveil.keyfiles import KeyFileError
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.logs import scrub
 from mailveil.relay.messages import VerpKey, VerpKeys
 from mailveil.vault import Vault
@@ -161,7 +160,7 @@ def submit_report(
     session: Session,
     *,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     vault: Vault,
     raw: bytes,
     channel: str,
@@ -200,13 +199,13 @@ def submit_report(
     if verification == "pending-dns":
         assert mailbox is not None and mailbox.pending
         row.reason = scrub(f"the sender could not be checked yet: {mailbox.pending}", "")[:300]
-        _ledger(session, settings, signer, row, parse)
+        _ledger(session, ledger, row, parse)
         session.flush()
         return _outcome(row)
     return finish_report(
         session,
         settings=settings,
-        signer=signer,
+        ledger=ledger,
         vault=vault,
         row=row,
         parse=parse,
@@ -217,8 +216,7 @@ def submit_report(
 
 def _ledger(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     row: AbuseReport,
     parse: ReportParse,
     **extra: Any,
@@ -238,7 +236,7 @@ def _ledger(
         **extra,
     }
     event = Event("abuse_report", subject or "unverified", subject, row.alias, None, None, detail)
-    return append(session, [event], settings, signer)[0]
+    return ledger.append(session, [event])[0]
 
 
 def _outcome(row: AbuseReport) -> ReportOutcome:
@@ -251,7 +249,7 @@ def finish_report(
     session: Session,
     *,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     vault: Vault,
     row: AbuseReport,
     parse: ReportParse,
@@ -278,7 +276,7 @@ def finish_report(
             f"the reporter is not proven to be the customer ({row.verification}); "
             f"the report would have been: {decision.outcome}"
         )[:300]
-    seq = _ledger(session, settings, signer, row, parse, **ledger_extra)
+    seq = _ledger(session, ledger, row, parse, **ledger_extra)
     signal: Signal | None = None
     if row.outcome == "attributed" and decision.corroborates is not None:
         signal = session.scalar(select(Signal).where(Signal.ledger_seq == decision.corroborates))
@@ -287,13 +285,13 @@ def finish_report(
         and row.sender_domain
         and row.sender_domain != settings.relay_domain.lower()
     ):
-        signal = rank_sender(session, settings, signer, row.sender_domain, from_entry=seq)
+        signal = rank_sender(session, ledger, row.sender_domain, from_entry=seq)
     row.signal_id = signal.id if signal else None
     if decision.relay is not None and decision.relay.from_principal:
         # A complaint about a notification feeds its send's complaint gate.
         from mailveil.notify.feedback import record_complaint
 
-        record_complaint(session, settings, signer, decision.relay.token, row.id)
+        record_complaint(session, ledger, decision.relay.token, row.id)
     session.flush()
     return _outcome(row)
 
@@ -302,7 +300,7 @@ def recheck_report(
     session: Session,
     *,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     vault: Vault,
     row: AbuseReport,
     raw: bytes,
@@ -329,7 +327,7 @@ def recheck_report(
     return finish_report(
         session,
         settings=settings,
-        signer=signer,
+        ledger=ledger,
         vault=vault,
         row=row,
         parse=parse,
@@ -339,9 +337,7 @@ def recheck_report(
     )
 
 
-def expire_unreadable(
-    session: Session, *, settings: Settings, signer: CheckpointSigner, row: AbuseReport
-) -> None:
+def expire_unreadable(session: Session, *, ledger: Ledger, row: AbuseReport) -> None:
     """A pending report whose kept bytes are gone (a crash between storing it and spooling
     it): judged unverified, with that reason, in the ledger. Does not commit."""
     row.outcome = "unverified"
@@ -351,14 +347,13 @@ def expire_unreadable(
     subject = f"customer:{row.reporter_customer_id}" if row.reporter_customer_id else None
     detail = {"report": row.id, "channel": row.channel, "outcome": row.outcome, "lost": True}
     event = Event("abuse_report", subject or "unverified", subject, None, None, None, detail)
-    append(session, [event], settings, signer)
+    ledger.append(session, [event])
     session.flush()
 
 
 def rank_sender(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     sender_domain: str,
     *,
     from_entry: int | None = None,
@@ -417,8 +412,7 @@ def rank_sender(
         )  # fmt: skip
     return record_signal(
         session,
-        settings,
-        signer,
+        ledger,
         kind="abuse_report",
         confidence="ranked",
         summary=(

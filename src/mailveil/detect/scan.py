@@ -24,7 +24,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailveil.access.models import Canary
-from mailveil.config import Settings
 from mailveil.contacts.models import Alias, Principal
 from mailveil.detect.attribution import (
     NAME_CUSTOMERS,
@@ -36,8 +35,8 @@ from mailveil.detect.matching import SenderDirectory
 from mailveil.detect.models import DetectCursor, Signal
 from mailveil.detect.signals import promote_source, record_signal
 from mailveil.detect.strength import Piece
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner
 
 CURSOR = "ledger"
 SCANNED_KINDS = ("stranger_at_alias", "message", "canary_hit", "access_refused")
@@ -92,8 +91,7 @@ def _alias_owner(session: Session, address: str | None) -> tuple[int | None, int
 
 def scan_ledger(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     max_entries: int | None = None,
 ) -> ScanResult:
@@ -131,9 +129,7 @@ def scan_ledger(
                 continue
             if directory is None:
                 directory = SenderDirectory.load(session)
-            filed = _file(
-                session, settings, signer, directory, seq, kind, actor, subject, alias, detail
-            )
+            filed = _file(session, ledger, directory, seq, kind, actor, subject, alias, detail)
             if filed:
                 result.signals[filed] = result.signals.get(filed, 0) + 1
     for pid, count in refusals.items():
@@ -145,8 +141,7 @@ def scan_ledger(
             )  # fmt: skip
             record_signal(
                 session,
-                settings,
-                signer,
+                ledger,
                 kind="access_refusals",
                 confidence="anomaly",
                 summary=f"{count} refused access attempts by {_describe(session, pid)}",
@@ -163,8 +158,7 @@ def scan_ledger(
 
 def _file(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     directory: SenderDirectory,
     seq: int,
     kind: str,
@@ -195,8 +189,7 @@ def _file(
             )  # fmt: skip
         record_signal(
             session,
-            settings,
-            signer,
+            ledger,
             kind="canary_hit",
             confidence="exact",
             summary=f"mail to a canary's alias, sent by {_describe(session, sender)}",
@@ -222,8 +215,7 @@ def _file(
             pieces.append(sent_by)
         record_signal(
             session,
-            settings,
-            signer,
+            ledger,
             kind="canary_hit",
             confidence="exact",
             summary=f"mail to a canary's own address, planted for {_describe(session, source)}",
@@ -254,8 +246,7 @@ def _file(
     signal_kind = "canary_hit" if canary is not None else "stranger_at_alias"
     signal = record_signal(
         session,
-        settings,
-        signer,
+        ledger,
         kind=signal_kind,
         confidence="exact",
         summary=(
@@ -269,7 +260,7 @@ def _file(
         pieces=pieces,
     )
     if about_source.counted and about_source.basis == "alias-disclosure" and so_far:
-        _promote_waiting(session, settings, signer, signal, len(set(so_far) | {customer_id}))
+        _promote_waiting(session, ledger, signal, len(set(so_far) | {customer_id}))
     return signal_kind
 
 
@@ -288,9 +279,7 @@ def _stranger_customers(session: Session, principal_id: int) -> list[int]:
     ]
 
 
-def _promote_waiting(
-    session: Session, settings: Settings, signer: CheckpointSigner, named: Signal, customers: int
-) -> None:
+def _promote_waiting(session: Session, ledger: Ledger, named: Signal, customers: int) -> None:
     """Count the earlier signals of ``named``'s source that waited for a second customer."""
     waiting = session.scalars(
         select(Signal)
@@ -306,8 +295,7 @@ def _promote_waiting(
     for signal in waiting:
         promote_source(
             session,
-            settings,
-            signer,
+            ledger,
             signal,
             f"strangers wrote to the aliases of {customers} customers of this principal "
             f"(named from {NAME_CUSTOMERS})",

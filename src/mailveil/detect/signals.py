@@ -17,14 +17,12 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.contacts.models import Principal
 from mailveil.db.base import utcnow
 from mailveil.detect.models import Incident, IncidentCulprit, Signal
 from mailveil.detect.strength import Piece, Strength, counted, pieces_of, stronger
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 
 LIVE_STATUSES = ("open", "confirmed", "contained")
 
@@ -89,8 +87,7 @@ def legacy_pieces(
 
 def incident_for(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     source_principal_id: int | None,
     kind: str,
     now: datetime,
@@ -120,23 +117,20 @@ def incident_for(
     session.add(incident)
     session.flush()
     source = f"principal:{source_principal_id}" if source_principal_id is not None else None
-    append(
+    ledger.append(
         session,
         [
             Event(
                 "incident_opened", "system", source, detail={"incident": incident.id, "kind": kind}
             )
         ],
-        settings,
-        signer,
     )
     return incident, True
 
 
 def record_signal(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     kind: str,
     confidence: str,
@@ -191,7 +185,7 @@ def record_signal(
     session.flush()
     events = []
     if group and source_piece is not None and source_principal_id is not None:
-        join_incident(session, settings, signer, signal, [source_piece, recipient_piece], now)
+        join_incident(session, ledger, signal, [source_piece, recipient_piece], now)
     detail: dict[str, Any] = {
         "signal": signal.id,
         "kind": kind,
@@ -206,15 +200,14 @@ def record_signal(
     detail["strength"] = {"source": signal.source_strength, "recipient": signal.recipient_strength}
     subject = f"customer:{customer_id}" if customer_id is not None else None
     events.append(Event("signal", "system", subject, alias, None, None, detail))
-    append(session, events, settings, signer)
+    ledger.append(session, events)
     session.flush()
     return signal
 
 
 def join_incident(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     signal: Signal,
     named: list[Piece | None],
     now: datetime,
@@ -222,9 +215,7 @@ def join_incident(
     """File ``signal`` under its source's live incident (opened if need be) and count the
     counted pieces ``named`` as that incident's culprits."""
     assert signal.source_principal_id is not None
-    incident, _new = incident_for(
-        session, settings, signer, signal.source_principal_id, signal.kind, now
-    )
+    incident, _new = incident_for(session, ledger, signal.source_principal_id, signal.kind, now)
     signal.incident_id = incident.id
     incident.signal_count += 1
     incident.updated_at = now
@@ -240,8 +231,7 @@ def join_incident(
 
 def promote_source(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     signal: Signal,
     reason: str,
     *,
@@ -263,9 +253,7 @@ def promote_source(
     signal.source_principal_id = source.principal_id
     signal.source_strength = source.strength
     now = utcnow()
-    incident = join_incident(
-        session, settings, signer, signal, [source, counted(updated, "recipient")], now
-    )
+    incident = join_incident(session, ledger, signal, [source, counted(updated, "recipient")], now)
     detail = {
         "signal": signal.id,
         "kind": signal.kind,
@@ -276,11 +264,9 @@ def promote_source(
         "reason": reason[:300],
     }
     subject = f"customer:{signal.customer_id}" if signal.customer_id is not None else None
-    append(
+    ledger.append(
         session,
         [Event("signal", "system", subject, signal.alias, None, None, detail)],
-        settings,
-        signer,
     )
     session.flush()
 

@@ -8,7 +8,6 @@ from typing import Any
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.contacts import validation as v
 from mailveil.db.base import utcnow
 from mailveil.detect.incidents import get_incident
@@ -17,9 +16,8 @@ from mailveil.detect.models import AbuseReport, Incident, IncidentCulprit, Signa
 from mailveil.detect.report_list import report_view
 from mailveil.detect.signals import LIVE_STATUSES, incident_for
 from mailveil.errors import Conflict, NotFound
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 
 OUTCOME_WORDS = {
     "attributed": "the spam reached an alias, and the alias names whom it was disclosed to",
@@ -65,14 +63,13 @@ def triage_queue(session: Session, *, limit: int = 200) -> list[Signal]:
 
 def _record(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     signal: Signal,
     actor: str,
     action: str,
     **detail: Any,
 ) -> None:
-    append(
+    ledger.append(
         session,
         [
             Event(
@@ -84,8 +81,6 @@ def _record(
                         **detail},
             )
         ],
-        settings,
-        signer,
     )  # fmt: skip
 
 
@@ -96,9 +91,7 @@ def _settle(signal: Signal, state: str, reason: str | None, actor: str) -> None:
     signal.triaged_at = utcnow()
 
 
-def confirm_signal(
-    session: Session, settings: Settings, signer: CheckpointSigner, signal_id: int, *, actor: str
-) -> Signal:
+def confirm_signal(session: Session, ledger: Ledger, signal_id: int, *, actor: str) -> Signal:
     """A person confirms the signal is real. One that no incident holds yet (no source
     principal was named) opens an incident of its own."""
     signal = get_signal(session, signal_id)
@@ -106,19 +99,18 @@ def confirm_signal(
         raise Conflict(f"signal {signal_id} is already {signal.triage}")
     if signal.incident_id is None:
         incident, _new = incident_for(
-            session, settings, signer, signal.source_principal_id, signal.kind, utcnow()
+            session, ledger, signal.source_principal_id, signal.kind, utcnow()
         )
         _attach(session, signal, incident)
     _settle(signal, "confirmed", None, actor)
     session.flush()
-    _record(session, settings, signer, signal, actor, "confirmed")
+    _record(session, ledger, signal, actor, "confirmed")
     return signal
 
 
 def dismiss_signal(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     signal_id: int,
     *,
     reason: str,
@@ -131,7 +123,7 @@ def dismiss_signal(
         raise Conflict(f"signal {signal_id} is already dismissed")
     _settle(signal, "dismissed", reason, actor)
     session.flush()
-    _record(session, settings, signer, signal, actor, "dismissed", reason=reason)
+    _record(session, ledger, signal, actor, "dismissed", reason=reason)
     return signal
 
 
@@ -166,8 +158,7 @@ def _attach(session: Session, signal: Signal, incident: Incident) -> None:
 
 def merge_signal(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     signal_id: int,
     *,
     incident_id: int,
@@ -184,7 +175,7 @@ def merge_signal(
     _attach(session, signal, incident)
     _settle(signal, "confirmed", f"merged into incident {incident.id}", actor)
     session.flush()
-    _record(session, settings, signer, signal, actor, "merged", from_incident=was)
+    _record(session, ledger, signal, actor, "merged", from_incident=was)
     return signal
 
 

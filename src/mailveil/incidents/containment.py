@@ -26,7 +26,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from mailveil.access.suspension import revoke_everything, suspend_principal
-from mailveil.config import Settings
 from mailveil.contacts import validation as v
 from mailveil.contacts.models import Principal
 from mailveil.db.base import utcnow
@@ -34,9 +33,8 @@ from mailveil.detect.incidents import get_incident
 from mailveil.detect.models import Incident, IncidentCulprit, Signal
 from mailveil.detect.strength import pieces_of
 from mailveil.errors import Conflict, InvalidInput
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.notify.sends import kill_sends_of
 
 MAX_PIECES_SHOWN = 20  # per culprit, in the answer and the ledger entry
@@ -75,8 +73,7 @@ class Containment:
 def contain(
     session: Session,
     *,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident_id: int,
     reason: str,
     actor: str,
@@ -115,7 +112,7 @@ def contain(
     if any(not c.strong for c in rows):
         requested_by = incident.containment_requested_by
         if requested_by is None:
-            return _request(session, settings, signer, incident, out, reason, actor)
+            return _request(session, ledger, incident, out, reason, actor)
         if requested_by == actor:
             raise Conflict(
                 f"incident {incident_id} names a culprit on weak evidence: containment "
@@ -130,17 +127,17 @@ def contain(
         if principal.status == "suspended":
             out.already_suspended.append(pid)
             aliases, reveals = revoke_everything(
-                session, settings=settings, signer=signer, principal_id=pid, reason=why, actor=actor
+                session, ledger=ledger, principal_id=pid, reason=why, actor=actor
             )
         else:
             done = suspend_principal(
-                session, settings=settings, signer=signer, principal_id=pid, reason=why, actor=actor
+                session, ledger=ledger, principal_id=pid, reason=why, actor=actor
             )
             out.suspended.append(pid)
             aliases, reveals = done.aliases_revoked, done.reveals_revoked
         out.aliases_revoked += aliases
         out.reveals_revoked += reveals
-        out.sends_cancelled += kill_sends_of(session, settings, signer, pid, actor=actor)
+        out.sends_cancelled += kill_sends_of(session, ledger, pid, actor=actor)
     was = incident.status
     incident.status = "contained"
     incident.updated_at = utcnow()
@@ -157,7 +154,7 @@ def contain(
     }
     detail.pop("ledger_seq")
     detail.pop("incident_id")
-    out.ledger_seq = _ledger(session, settings, signer, actor, incident_id, detail)
+    out.ledger_seq = _ledger(session, ledger, actor, incident_id, detail)
     return out
 
 
@@ -178,8 +175,7 @@ def _counted_pieces(session: Session, incident_id: int) -> dict[int, list[dict[s
 
 def _ledger(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     actor: str,
     incident_id: int,
     detail: dict[str, Any],
@@ -198,13 +194,12 @@ def _ledger(
             for c in detail["culprits"]
         ]  # fmt: skip
     event = Event("incident_action", actor, f"incident:{incident_id}", detail=detail)
-    return append(session, [event], settings, signer)[0]
+    return ledger.append(session, [event])[0]
 
 
 def _request(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident: Incident,
     out: Containment,
     reason: str,
@@ -223,7 +218,7 @@ def _request(
         "reason": reason,
         "culprits": out.culprits,
     }
-    out.ledger_seq = _ledger(session, settings, signer, actor, incident.id, detail)
+    out.ledger_seq = _ledger(session, ledger, actor, incident.id, detail)
     return out
 
 

@@ -26,10 +26,9 @@ from mailveil.contacts import validation as v
 from mailveil.db.base import utcnow
 from mailveil.errors import Conflict, InvalidInput
 from mailveil.incidents.models import CONTROLLER_ROW, ReportController
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner
 
 FIELDS = (
     "name",
@@ -178,7 +177,7 @@ def set_controller(
     session: Session,
     *,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     changes: Mapping[str, Any],
     actor: str,
     expected_version: int | None = None,
@@ -209,7 +208,7 @@ def set_controller(
     row.updated_at = now
     row.updated_by = actor
     session.flush()
-    row.ledger_seq = append(
+    row.ledger_seq = ledger.append(
         session,
         [
             Event(
@@ -219,8 +218,6 @@ def set_controller(
                 detail={"version": row.version, "changed": changed, "was": current.source},
             )
         ],
-        settings,
-        signer,
     )[0]
     session.flush()
     return controller_details(session, settings)

@@ -21,7 +21,6 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.contacts import validation as v
 from mailveil.db.base import utcnow
 from mailveil.detect.incidents import get_incident
@@ -29,9 +28,8 @@ from mailveil.errors import Conflict, InvalidInput
 from mailveil.incidents import severity
 from mailveil.incidents.deadlines import Filing
 from mailveil.incidents.models import IncidentAssessment, ReportDecision, ReportSubmission
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 
 ASSESSMENT_FIELDS = (
     "severity",
@@ -69,8 +67,7 @@ MAX_CHANGES = 60
 
 def _ledger(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     kind: str,
     actor: str,
     incident_id: int,
@@ -79,7 +76,7 @@ def _ledger(
     event = Event(
         kind, actor, f"incident:{incident_id}", detail={"incident": incident_id, **detail}
     )
-    return append(session, [event], settings, signer)[0]
+    return ledger.append(session, [event])[0]
 
 
 # -- assessment ---------------------------------------------------------------------------
@@ -126,8 +123,7 @@ def _check_change(name: str, value: Any, actor: str, reason: str, now: datetime)
 def assess_incident(
     session: Session,
     *,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident_id: int,
     changes: Mapping[str, Any],
     reason: str,
@@ -179,8 +175,7 @@ def assess_incident(
     }
     row.ledger_seq = _ledger(
         session,
-        settings,
-        signer,
+        ledger,
         "report_assessment",
         actor,
         incident_id,
@@ -229,8 +224,7 @@ def snapshot_digest(snapshot: dict[str, Any]) -> bytes:
 def record_submission(
     session: Session,
     *,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident_id: int,
     obligation: str,
     kind: str,
@@ -291,8 +285,7 @@ def record_submission(
     session.flush()
     row.ledger_seq = _ledger(
         session,
-        settings,
-        signer,
+        ledger,
         "report_submission",
         actor,
         incident_id,
@@ -343,8 +336,7 @@ def submissions(session: Session, incident_id: int) -> list[ReportSubmission]:
 def record_decision(
     session: Session,
     *,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident_id: int,
     obligation: str,
     notify: bool,
@@ -373,8 +365,7 @@ def record_decision(
     session.flush()
     row.ledger_seq = _ledger(
         session,
-        settings,
-        signer,
+        ledger,
         "report_decision",
         actor,
         incident_id,

@@ -28,9 +28,8 @@ from mailveil.detect.incidents import get_incident
 from mailveil.errors import Conflict, InvalidInput, NotFound
 from mailveil.incidents.blast import culprits_of, exposures
 from mailveil.incidents.controller import LABELS, controller_details
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.notify.audience import Entry
 from mailveil.notify.facts import ingest_batch
 from mailveil.notify.models import Fact, Send, Template
@@ -133,7 +132,7 @@ def prepare_notices(
     session: Session,
     *,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident_id: int,
     actor: str,
     what_happened: str | None = None,
@@ -219,9 +218,9 @@ def prepare_notices(
         if bad:
             raise InvalidInput(f"could not record incident membership: {bad[0].detail}")
     send: Send = create_send(
-        session, settings, signer, template=template, entries=entries, actor=actor
+        session, settings, ledger, template=template, entries=entries, actor=actor
     )
-    append(
+    ledger.append(
         session,
         [
             Event(
@@ -237,8 +236,6 @@ def prepare_notices(
                 },
             )
         ],
-        settings,
-        signer,
     )
     return NoticeRound(incident_id, send.id, len(entries), len(told), deleted, send.status)
 

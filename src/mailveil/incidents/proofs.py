@@ -28,11 +28,10 @@ from mailveil.detect.models import Incident, Signal
 from mailveil.errors import NotFound
 from mailveil.incidents.blast import Exposure, culprits_of, exposures
 from mailveil.ledger import merkle
-from mailveil.ledger.append import Checkpoint, latest_checkpoint, ledger_size
+from mailveil.ledger.append import Checkpoint, Ledger, latest_checkpoint, ledger_size
 from mailveil.ledger.layout import TILE_HEIGHT
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.proofs import DbTree
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.policy.facts import chunks
 from mailveil.witness.policy import check_bundle_checkpoint
 from mailveil.witness.queries import evidence_checkpoint, evidence_fields, witnessed_checkpoint
@@ -92,12 +91,12 @@ def first_exposure(session: Session, principals: Sequence[int]) -> LedgerEntry |
 
 
 def proof_checkpoint(
-    session: Session, settings: Settings, signer: CheckpointSigner | None, size: int
+    session: Session, settings: Settings, ledger: Ledger | None, size: int
 ) -> Checkpoint | None:
     """The checkpoint to prove ``size`` entries against: the newest witnessed one covering
-    them, else (with a signer) one signed now, else the latest signed one if it covers them."""
-    if signer is not None:
-        return evidence_checkpoint(session, settings, signer, size)
+    them, else (with a ledger) one signed now, else the latest signed one if it covers them."""
+    if ledger is not None:
+        return evidence_checkpoint(session, settings, ledger, size)
     found = witnessed_checkpoint(session, settings, max(size, 1))
     if found is not None:
         return found
@@ -316,7 +315,7 @@ def affected_people(
 def write_affected(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident_id: int,
     out: IO[str],
     *,
@@ -328,14 +327,14 @@ def write_affected(
     incident = session.get(Incident, incident_id)
     if incident is None:
         raise NotFound(f"no incident {incident_id}")
-    checkpoint = proof_checkpoint(session, settings, signer, ledger_size(session))
+    checkpoint = proof_checkpoint(session, settings, ledger, ledger_size(session))
     if checkpoint is None:
         raise NotFound("the ledger is empty")
     header = {
         "format": FORMAT,
         "incident": incident_id,
         "with_leaves": with_leaves,
-        "checkpoint": checkpoint_section(session, settings, checkpoint, signer.verifier_key),
+        "checkpoint": checkpoint_section(session, settings, checkpoint, ledger.signer.verifier_key),
     }
     out.write(json.dumps(header, sort_keys=True) + "\n")
     summary = AffectedSummary(tree_size=checkpoint.tree_size)

@@ -3,10 +3,10 @@ the incident, its blast radius, the privacy officer's records and the ledger.
 
 For the console, the API and the CLI:
 
-- ``regulator_report(session, settings, incident_id, *, signer=None, now=None) -> dict``:
+- ``regulator_report(session, settings, incident_id, *, ledger=None, now=None) -> dict``:
   the report's data, JSON-ready. Every time has an ISO value and a ``*_text`` in words;
-  ``draft`` and ``draft_reasons`` say whether it can be filed. Pass the checkpoint
-  ``signer`` to prove fresh entries against a checkpoint signed now (it writes one: commit
+  ``draft`` and ``draft_reasons`` say whether it can be filed. Pass the ``Ledger``
+  to prove fresh entries against a checkpoint signed now (it writes one: commit
   after); without it proofs use the newest signed or witnessed checkpoint covering them.
 - ``render_html(report, *, fragment=False) -> str``: the document (``fragment=True``: the
   ``<article>`` alone, with its styles, to embed in a page). Everything is escaped.
@@ -36,8 +36,8 @@ from mailveil.incidents.blast import BlastRadius, blast_radius, culprits_of
 from mailveil.incidents.controller import LABELS, controller_details
 from mailveil.incidents.jurisdictions import EEA, RULES, SUPERVISORY_AUTHORITIES, place_of
 from mailveil.incidents.narrative import Actors, history_and_measures, people_told
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner
 
 FORMAT = "mailveil-regulator-report/2"
 SIGNAL_WORDS = {
@@ -91,7 +91,7 @@ def _entry_block(entry: LedgerEntry | None, proof: dict[str, Any] | None, tz: An
 def _timing(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner | None,
+    ledger: Ledger | None,
     incident_id: int,
     sources: tuple[int, ...],
     officer: dict[str, Any],
@@ -102,14 +102,16 @@ def _timing(
     exposed = proofs.first_exposure(session, sources)
     found = [e for e in (opened, evidence, exposed) if e is not None]
     checkpoint = (
-        proofs.proof_checkpoint(session, settings, signer, max(e.seq for e in found) + 1)
+        proofs.proof_checkpoint(session, settings, ledger, max(e.seq for e in found) + 1)
         if found
         else None
     )
     proved = {p["seq"]: p for p in proofs.prove_entries(session, found, checkpoint)}
     section: dict[str, Any] | None = None
-    if checkpoint is not None and signer is not None:
-        section = proofs.checkpoint_section(session, settings, checkpoint, signer.verifier_key)
+    if checkpoint is not None and ledger is not None:
+        section = proofs.checkpoint_section(
+            session, settings, checkpoint, ledger.signer.verifier_key
+        )
     elif checkpoint is not None:
         root = checkpoint.root.hex()
         section = {"tree_size": checkpoint.tree_size, "root_hash": root, "note": checkpoint.note}
@@ -291,7 +293,7 @@ def regulator_report(
     settings: Settings,
     incident_id: int,
     *,
-    signer: CheckpointSigner | None = None,
+    ledger: Ledger | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
     """The report's data (see the module's docstring)."""
@@ -317,7 +319,7 @@ def regulator_report(
     draft_reasons += [f"missing: {LABELS[f]}" for f in missing]
     draft = bool(draft_reasons)
 
-    timing, aware_at = _timing(session, settings, signer, incident_id, sources, officer, tz)
+    timing, aware_at = _timing(session, settings, ledger, incident_id, sources, officer, tz)
     confirmed = incident.status in ("confirmed", "contained", "closed")
     nature, kinds = _nature(session, incident_id, view, confirmed, officer)
     categories, consequences = _categories(radius)

@@ -14,7 +14,7 @@ from mailveil.errors import Conflict, InvalidInput
 from mailveil.incidents import filings
 from mailveil.incidents.models import ReportDecision, ReportSubmission
 from mailveil.incidents.regulator import regulator_report, snapshot
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 
 
 def _obligation(report: dict[str, Any], obligation: str) -> str:
@@ -31,7 +31,7 @@ def submit(
     session: Session,
     *,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident_id: int,
     obligation: str,
     kind: str,
@@ -49,8 +49,7 @@ def submit(
         )
     return filings.record_submission(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         incident_id=incident_id,
         obligation=obligation,
         kind=kind,
@@ -66,7 +65,7 @@ def decide(
     session: Session,
     *,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     incident_id: int,
     obligation: str,
     notify: bool,
@@ -78,8 +77,7 @@ def decide(
     _obligation(regulator_report(session, settings, incident_id), obligation)
     return filings.record_decision(
         session,
-        settings=settings,
-        signer=signer,
+        ledger=ledger,
         incident_id=incident_id,
         obligation=obligation,
         notify=notify,

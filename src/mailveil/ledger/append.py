@@ -283,6 +283,28 @@ def append(
     return list(range(first, size))
 
 
+@dataclass(frozen=True)
+class Ledger:
+    """The ledger one process writes to: the settings its checkpoints follow and the key that
+    signs them, built once (``Runtime.ledger``) and passed where events are appended, so callers
+    carry one object instead of the settings and signer pair."""
+
+    settings: Settings
+    signer: CheckpointSigner
+
+    @classmethod
+    def load(cls, settings: Settings) -> Ledger:
+        return cls(settings, CheckpointSigner.load(settings))
+
+    def append(self, session: Session, events: Sequence[Event]) -> list[int]:
+        """See :func:`append`."""
+        return append(session, events, self.settings, self.signer)
+
+    def checkpoint_now(self, session: Session, *, only_if_new: bool = False) -> Checkpoint | None:
+        """See :func:`checkpoint_now`."""
+        return checkpoint_now(session, self.settings, self.signer, only_if_new=only_if_new)
+
+
 def checkpoint_now(
     session: Session, settings: Settings, signer: CheckpointSigner, *, only_if_new: bool = False
 ) -> Checkpoint | None:
@@ -337,6 +359,7 @@ def ledger_size(session: Session) -> int:
 
 __all__ = [
     "Checkpoint",
+    "Ledger",
     "append",
     "checkpoint_at",
     "checkpoint_now",

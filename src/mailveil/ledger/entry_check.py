@@ -8,13 +8,12 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
 from mailveil.errors import InvalidInput, LedgerCorrupt
 from mailveil.ledger import merkle
-from mailveil.ledger.append import checkpoint_now
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.proofs import decode_proof, inclusion_proof
 from mailveil.ledger.queries import entry_dict, get_entry
-from mailveil.ledger.signing import CheckpointError, CheckpointSigner, verify_checkpoint
+from mailveil.ledger.signing import CheckpointError, verify_checkpoint
 
 
 @dataclass
@@ -31,13 +30,11 @@ class EntryCheck:
         return bool(self.steps) and all(ok for _what, ok, _detail in self.steps)
 
 
-def check_entry(
-    session: Session, settings: Settings, signer: CheckpointSigner, seq: int
-) -> EntryCheck:
+def check_entry(session: Session, ledger: Ledger, seq: int) -> EntryCheck:
     """Signs a checkpoint first when entries were added since the last (the caller commits)."""
     if seq < 0:
         raise InvalidInput("an entry is named by its sequence number (0 or more)")
-    checkpoint = checkpoint_now(session, settings, signer)
+    checkpoint = ledger.checkpoint_now(session)
     if checkpoint is None:
         raise InvalidInput("the ledger is empty")
     entry = get_entry(session, seq)
@@ -49,7 +46,7 @@ def check_entry(
         broken = exc.detail
     out = EntryCheck(seq, entry_dict(entry), checkpoint.tree_size, checkpoint.root.hex(), proof)
     try:
-        parsed = verify_checkpoint(checkpoint.note, signer.verifier_key)
+        parsed = verify_checkpoint(checkpoint.note, ledger.signer.verifier_key)
         out.steps.append(
             ("checkpoint signature", True, f"Ed25519 signature by {parsed.key_name} verifies")
         )

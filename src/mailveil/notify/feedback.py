@@ -27,9 +27,8 @@ from mailveil.config import Settings
 from mailveil.db.base import utcnow
 from mailveil.errors import NotFound
 from mailveil.keyfiles import KeyFileError
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.notify.models import Fact, Recipient, Send, Suppression, Template
 from mailveil.notify.sends import send_ref
 
@@ -91,8 +90,7 @@ def _insert_ignore(session: Session, model: Any, values: dict[str, Any]) -> bool
 
 def _feedback(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     send: Send,
     customer_id: int,
     kind: str,
@@ -111,15 +109,15 @@ def _feedback(
     })  # fmt: skip
     if new:  # once per (send, customer), however often the link is followed
         detail = {"send": send.id, "scope": scope, **extra}
-        append(session, [Event(f"notify_{kind}", f"customer:{customer_id}",
-                               f"customer:{customer_id}", None, "notification",
-                               send_ref(send.id), detail)], settings, signer)  # fmt: skip
+        ledger.append(session, [Event(f"notify_{kind}", f"customer:{customer_id}",
+                                      f"customer:{customer_id}", None, "notification",
+                                      send_ref(send.id), detail)])  # fmt: skip
     session.flush()
     return scope
 
 
 def record_unsubscribe(
-    session: Session, settings: Settings, signer: CheckpointSigner, token: str
+    session: Session, settings: Settings, ledger: Ledger, token: str
 ) -> dict[str, Any]:
     """A one-click unsubscribe. NotFound for a token that is not genuine or names a send
     that did not go to that customer. Does not commit."""
@@ -137,7 +135,7 @@ def record_unsubscribe(
         Recipient.send_id == send_id, Recipient.customer_id == customer_id))  # fmt: skip
     if send is None or got is None:
         raise NotFound("no such unsubscribe link")
-    scope = _feedback(session, settings, signer, send, customer_id, "unsubscribe", {})
+    scope = _feedback(session, ledger, send, customer_id, "unsubscribe", {})
     return {"send": send_id, "scope": scope}
 
 
@@ -170,9 +168,7 @@ def _in_flight(session: Session, relay_token: str) -> Any:
     ).first()
 
 
-def record_complaint(
-    session: Session, settings: Settings, signer: CheckpointSigner, relay_token: str, report: int
-) -> int | None:
+def record_complaint(session: Session, ledger: Ledger, relay_token: str, report: int) -> int | None:
     """A complaint (an abuse report naming a relayed message) about a notification: the send
     it belongs to, or None when the message was not a notification. Does not commit."""
     row = session.execute(
@@ -185,7 +181,7 @@ def record_complaint(
     send = session.get(Send, row.send_id)
     if send is None:
         return None
-    _feedback(session, settings, signer, send, row.customer_id, "complaint", {"report": report})
+    _feedback(session, ledger, send, row.customer_id, "complaint", {"report": report})
     return send.id
 
 

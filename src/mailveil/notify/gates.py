@@ -11,7 +11,6 @@ from sqlalchemy.orm import Session
 
 from mailveil.db.base import utcnow
 from mailveil.detect.signals import record_signal
-from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.logs import get_logger
 from mailveil.notify.models import Fact, Recipient, Send, Template
@@ -108,13 +107,13 @@ def halt(
     # A signal (listed by GET /v1/signals?kind=send_gate_failed, shown in triage) and the
     # send's own ledger entry; no principal is accused: a halt names a send, not a culprit.
     signal = record_signal(
-        s, runtime.settings, runtime.signer, kind="send_gate_failed", confidence="exact",
+        s, runtime.ledger, kind="send_gate_failed", confidence="exact",
         summary=f"send {send.id} ({template.name} v{template.version}) halted at stage "
         f"{send.stage + 1}: {why}", evidence=detail, group=False, pieces=[],
     )  # fmt: skip
     event = Event("send_halted", "system", None, None, "notification", send_ref(send.id),
                   {**detail, "signal_id": signal.id})  # fmt: skip
-    append(s, [event], runtime.settings, runtime.signer)
+    runtime.ledger.append(s, [event])
     s.commit()
     # The alert webhook is raised from the send_halted ledger entry (ops.alerts).
     runtime.metrics.notify_gate_failures.labels(str(failed.get("gate", "unknown"))).inc()

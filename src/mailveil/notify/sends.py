@@ -24,10 +24,9 @@ from sqlalchemy.orm import Session
 from mailveil.config import Settings
 from mailveil.db.base import utcnow
 from mailveil.errors import Conflict, Forbidden, InvalidInput, NotFound
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.notify.audience import (
     Entry,
     assess,
@@ -151,7 +150,7 @@ def _insert(session: Session, rows: list[dict[str, Any]]) -> None:
 def create_send(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     template: Template,
     entries: Iterable[Entry],
@@ -244,11 +243,9 @@ def create_send(
     }
     if corrects is not None:
         detail["corrects"] = corrects.id
-    append(
+    ledger.append(
         session,
         [Event("send_created", actor, None, None, "notification", send_ref(send.id), detail)],
-        settings,
-        signer,
     )
     session.flush()
     return send
@@ -276,8 +273,7 @@ def _cas(session: Session, send: Send, **values: Any) -> None:
 
 def approve(
     session: Session,
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     send_id: int,
     *,
     actor: str,
@@ -299,14 +295,12 @@ def approve(
             "despite the forecast"
         )
     _cas(session, send, status="ready", approved_by=actor)
-    append(
+    ledger.append(
         session,
         [Event("send_approved", actor, None, None, "notification", send_ref(send_id), {
             "send": send_id, "reason": send.approval_reason,
             "despite_forecast": forecast is not None,
         })],
-        settings,
-        signer,
     )  # fmt: skip
     return send
 
@@ -325,9 +319,7 @@ def check_startable(session: Session, send_id: int) -> Send:
     return send
 
 
-def kill(
-    session: Session, settings: Settings, signer: CheckpointSigner, send_id: int, *, actor: str
-) -> Send:
+def kill(session: Session, ledger: Ledger, send_id: int, *, actor: str) -> Send:
     """The kill switch: the worker sees it before its next group of recipients.
 
     On SQLite a transaction that read before the worker (or the relay) committed cannot
@@ -335,7 +327,7 @@ def kill(
     session is rolled back: call it with no other pending work)."""
     for _attempt in range(100):
         try:
-            return _kill_once(session, settings, signer, send_id, actor=actor)
+            return _kill_once(session, ledger, send_id, actor=actor)
         except OperationalError as exc:
             if "locked" not in str(exc.orig):
                 raise
@@ -344,9 +336,7 @@ def kill(
     raise Conflict(f"send {send_id} could not be reached to kill it; try again")
 
 
-def kill_sends_of(
-    session: Session, settings: Settings, signer: CheckpointSigner, principal_id: int, *, actor: str
-) -> int:
+def kill_sends_of(session: Session, ledger: Ledger, principal_id: int, *, actor: str) -> int:
     """Kill every open send of the templates a (service) principal owns: containment of a
     suspended principal. Does not commit; the number killed."""
     open_ids = session.scalars(
@@ -355,13 +345,11 @@ def kill_sends_of(
         .where(Template.owner_id == principal_id, Send.status.in_(OPEN_SEND_STATUSES))
     ).all()
     for send_id in open_ids:
-        _kill_once(session, settings, signer, send_id, actor=actor)
+        _kill_once(session, ledger, send_id, actor=actor)
     return len(open_ids)
 
 
-def _kill_once(
-    session: Session, settings: Settings, signer: CheckpointSigner, send_id: int, *, actor: str
-) -> Send:
+def _kill_once(session: Session, ledger: Ledger, send_id: int, *, actor: str) -> Send:
     send = get_send(session, send_id)
     if send.status not in OPEN_SEND_STATUSES:
         raise Conflict(f"send {send_id} is already {send.status}")
@@ -375,12 +363,10 @@ def _kill_once(
                 raise
     else:
         raise Conflict(f"send {send_id} is changing too fast to kill; try again")
-    append(
+    ledger.append(
         session,
         [Event("send_killed", actor, None, None, "notification", send_ref(send_id),
                {"send": send_id, "stage": send.stage})],
-        settings,
-        signer,
     )  # fmt: skip
     return send
 
@@ -458,7 +444,7 @@ def delivered_customers(session: Session, send: Send) -> Iterator[int]:
 def correction(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     original_id: int,
     template_name: str,
@@ -498,7 +484,7 @@ def correction(
     return create_send(
         session,
         settings,
-        signer,
+        ledger,
         template=template,
         entries=list(entries()) if not commit else entries(),
         actor=actor,

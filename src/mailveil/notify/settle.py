@@ -24,7 +24,6 @@ from sqlalchemy.orm import Session
 
 from mailveil.contacts.models import Alias, Principal
 from mailveil.db.base import utcnow
-from mailveil.ledger.append import append
 from mailveil.ledger.events import Event
 from mailveil.notify.claims import lapsed
 from mailveil.notify.models import Recipient, Send, Template
@@ -143,7 +142,7 @@ def mark_delivered(
                 detail,
             )
         )
-    append(s, events, runtime.settings, runtime.signer)
+    runtime.ledger.append(s, events)
 
 
 UNCONFIRMED_REASON = "the relay took it but never recorded the smarthost's answer"
@@ -282,7 +281,7 @@ def _note_unconfirmed(runtime: Runtime, s: Session, send: Send, count: int) -> N
               "reason": UNCONFIRMED_REASON}  # fmt: skip
     event = Event("send_unconfirmed", "system", None, None, "notification", send_ref(send.id),
                   detail)  # fmt: skip
-    append(s, [event], runtime.settings, runtime.signer)
+    runtime.ledger.append(s, [event])
     log.warning("notify: send %s has %d unconfirmed recipient(s)", send.id, count)
 
 

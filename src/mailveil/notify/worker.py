@@ -376,7 +376,7 @@ def _prepare(
         s,
         settings=settings,
         policy=runtime.policy,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         requests=[
             DisclosureRequest(row.customer_id, owner.id, "notification", template.name)
             for row, _, _ in rendered

@@ -46,7 +46,7 @@ from mailveil.detect.reports import (
     recheck_report,
     submit_report,
 )
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Ledger
 from mailveil.logs import scrub
 from mailveil.relay import codes, report_spool
 from mailveil.relay.codes import Reply
@@ -127,7 +127,7 @@ class Kit:
     """What storing a report needs, from the relay or from a command."""
 
     settings: Settings
-    signer: CheckpointSigner
+    ledger: Ledger
     vault: Vault
     verp_key: VerpKey | None
 
@@ -135,7 +135,7 @@ class Kit:
         return submit_report(
             session,
             settings=self.settings,
-            signer=self.signer,
+            ledger=self.ledger,
             vault=self.vault,
             raw=raw,
             channel="mailbox",
@@ -150,7 +150,7 @@ class AbuseIntake:
     def __init__(self, ctx: RelayContext, db: Database) -> None:
         self.ctx = ctx
         self.db = db
-        self.kit = Kit(ctx.settings, ctx.runtime.signer, ctx.runtime.vault, ctx.verp_keys)
+        self.kit = Kit(ctx.settings, ctx.runtime.ledger, ctx.runtime.vault, ctx.verp_keys)
         self.rcpt = f"{ctx.settings.abuse_mailbox_local}@{ctx.settings.relay_domain}"
         self.lock = asyncio.Lock()
         self.draining: asyncio.Task[None] | None = None
@@ -340,7 +340,7 @@ def settle(
     out = recheck_report(
         session,
         settings=settings,
-        signer=kit.signer,
+        ledger=kit.ledger,
         vault=kit.vault,
         row=row,
         raw=item.raw,
@@ -422,7 +422,7 @@ def _expire_lost(
         ).all()
         for row in rows:
             if row.id not in kept:
-                expire_unreadable(session, settings=kit.settings, signer=kit.signer, row=row)
+                expire_unreadable(session, ledger=kit.ledger, row=row)
                 run.expired += 1
                 run.reports.append(row.id)
         session.commit()

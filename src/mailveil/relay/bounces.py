@@ -319,7 +319,6 @@ def record_bounce(
 ) -> BounceOutcome:
     """Write what ``read`` found (row status, hard bounce count, the ``bounce`` entry) in
     the caller's transaction, without committing."""
-    from mailveil.ledger.append import append
 
     settings = runtime.settings
     dsn, result, row = read.dsn, read.result, read.row
@@ -329,7 +328,7 @@ def record_bounce(
             actor="system",
             detail={"relay_message": read.token, "result": result, "kind": dsn.kind},
         )
-        append(session, [event], settings, runtime.signer)
+        runtime.ledger.append(session, [event])
         return BounceOutcome(result=result, reply=codes.REPLY_OK, kind=dsn.kind, token=read.token)
     to_customer = row["direction"] == DIRECTION_TO_CUSTOMER
     customer_id, principal_id = row["customer_id"], row["principal_id"]
@@ -375,7 +374,7 @@ def record_bounce(
             "notified": notified,
         },
     )
-    append(session, [event], settings, runtime.signer)
+    runtime.ledger.append(session, [event])
     return BounceOutcome(
         result=result,
         reply=codes.REPLY_OK,

@@ -138,12 +138,12 @@ class SessionBook:
         self.ctx = ctx
 
     async def message(self, write: NewMessage) -> str:
-        apply_writes(self.session, [write], self.ctx.settings, self.ctx.runtime.signer)
+        apply_writes(self.session, [write], self.ctx.runtime.ledger)
         self.session.commit()  # in the ledger before it leaves, as every message
         return str(write.row["token"])
 
     async def outcome(self, change: StatusChange, *, delivered: bool, temporary: bool) -> None:
-        apply_writes(self.session, [change], self.ctx.settings, self.ctx.runtime.signer)
+        apply_writes(self.session, [change], self.ctx.runtime.ledger)
         self.session.commit()
 
 

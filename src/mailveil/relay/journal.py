@@ -48,11 +48,9 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from mailveil.config import Settings
 from mailveil.db.base import utcnow
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.relay.models import RelayMessage
 from mailveil.relay.reconcile import take_over_retries
 from mailveil.relay.routes import Route, lookup_routes
@@ -234,8 +232,7 @@ def _row(row: dict[str, Any]) -> dict[str, Any]:
 def apply_writes(
     session: Session,
     writes: Sequence[Write],
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     check_retries: bool = False,
 ) -> dict[str, str]:
@@ -284,15 +281,14 @@ def apply_writes(
         if not isinstance(w, _Wake) and w.event is not None:
             events.append(w.event)
     if events:
-        append(session, events, settings, signer)
+        ledger.append(session, events)
     return retried
 
 
 def apply_batch(
     session: Session,
     items: Sequence[Item],
-    settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     check_retries: bool = False,
 ) -> tuple[dict[str, Route], dict[str, str]]:
@@ -301,7 +297,7 @@ def apply_batch(
     first takes SQLite's write lock before the read, so the transaction never has to turn a
     read snapshot into a write one (which fails if another process wrote)."""
     writes = [i for i in items if not isinstance(i, Lookup)]
-    retried = apply_writes(session, writes, settings, signer, check_retries=check_retries)
+    retried = apply_writes(session, writes, ledger, check_retries=check_retries)
     addresses = [i.address for i in items if isinstance(i, Lookup)]
     return (lookup_routes(session, addresses) if addresses else {}), retried
 
@@ -312,8 +308,7 @@ class GroupCommit:
     def __init__(
         self,
         db: Database,
-        settings: Settings,
-        signer: CheckpointSigner,
+        ledger: Ledger,
         *,
         max_batch: int = MAX_BATCH,
         lazy_delay: float = LAZY_DELAY,
@@ -326,8 +321,7 @@ class GroupCommit:
         self.senders = senders
         self._held: list[_Pending] = []  # lazy writes kept for a batch that writes rows
         self.db = db
-        self.settings = settings
-        self.signer = signer
+        self.ledger = ledger
         self.max_batch = max_batch
         self.lazy_delay = lazy_delay
         self._queue: asyncio.Queue[_Pending] | None = None
@@ -495,7 +489,7 @@ class GroupCommit:
         self, items: list[Item]
     ) -> Callable[[Session], tuple[dict[str, Route], dict[str, str]]]:
         check = asyncio.get_running_loop().time() < self._retries_until
-        return lambda s: apply_batch(s, items, self.settings, self.signer, check_retries=check)
+        return lambda s: apply_batch(s, items, self.ledger, check_retries=check)
 
 
 def _writes_rows(pending: _Pending) -> bool:

@@ -41,9 +41,8 @@ from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
 from mailveil.db.base import utcnow
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.relay.compose import Outgoing
 from mailveil.relay.messages import verp_address
 from mailveil.relay.models import RelayMessage
@@ -162,7 +161,7 @@ def _unknown_event(row: Row[Any]) -> Event:
 def reconcile(
     session: Session,
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     older_than: float | None = None,
 ) -> Reconciled:
@@ -189,7 +188,7 @@ def reconcile(
         )
     ).all()
     if claimed:
-        append(session, [_unknown_event(r) for r in claimed], settings, signer)
+        ledger.append(session, [_unknown_event(r) for r in claimed])
     window = now - timedelta(seconds=settings.relay_retry_window_seconds)
     retryable = bool(
         session.scalar(

@@ -21,10 +21,9 @@ from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
 from mailveil.errors import Conflict, NotFound
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.relay import quarantine
 from mailveil.relay.context import RelayContext
 from mailveil.relay.decide import header_from_address
@@ -181,18 +180,16 @@ async def _hand_over(session: Session, ctx: RelayContext, route: Route, decision
 
 
 def delete(
-    session: Session, settings: Settings, signer: CheckpointSigner, sha256: str, *, actor: str
+    session: Session, settings: Settings, ledger: Ledger, sha256: str, *, actor: str
 ) -> HeldEntry:
     """Delete one held message: the ledger entry committed first, then the file goes."""
     entry = held_entry(session, settings, sha256)
     detail: dict[str, Any] = {"sha256": entry.held.sha256, "from_entry": entry.seq}
     if entry.detail is not None and entry.detail.get("principal"):
         detail["principal"] = entry.detail["principal"]
-    append(
+    ledger.append(
         session,
         [Event("quarantine_deleted", actor, entry.subject, entry.alias, detail=detail)],
-        settings,
-        signer,
     )
     session.commit()
     quarantine.remove(settings.data_dir, entry.held.sha256)

@@ -274,9 +274,7 @@ class RelayServer:
             settings.relay_max_connections, ctx.runtime.metrics.relay_connections
         )
         # Group commit waits for other connections' items only when there are others.
-        self.journal = Journal(
-            self.db, settings, ctx.runtime.signer, senders=lambda: self._connections.open
-        )
+        self.journal = Journal(self.db, ctx.runtime.ledger, senders=lambda: self._connections.open)
         self.smarthost = smarthost or Smarthost.from_settings(settings)
         self.handler = RelayHandler(
             ctx,
@@ -346,7 +344,7 @@ class RelayServer:
         ctx = self.ctx
         try:
             done = await self.db.run(
-                lambda s: reconcile(s, ctx.settings, ctx.runtime.signer), commit=True
+                lambda s: reconcile(s, ctx.settings, ctx.runtime.ledger), commit=True
             )
         except Exception as exc:
             log.error("relay: reconcile failed (%s)", type(exc).__name__)

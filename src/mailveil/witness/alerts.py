@@ -19,11 +19,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from mailveil.config import Settings
-from mailveil.ledger.append import append
+from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.ledger.models import LedgerEntry, from_time_us
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.witness.logs import logger
 
 ALERT_KIND = "witness_alert"
@@ -33,7 +31,7 @@ REASONS = {
     "inconsistent": "the witness refused the checkpoint: the ledger is not an append-only "
     "extension of what the witness cosigned before (rewritten or forked history)",
     "witness_ahead": "the witness has cosigned a larger tree of this ledger than the ledger now "
-    "holds (entries removed, a database restored from an old backup, or a second signer)",
+    "holds (entries removed, a database restored from an old backup, or a second ledger)",
     "untrusted_key": "the witness does not trust the ledger's signing key (a rotated key not "
     "yet added to the witness, or a checkpoint signed by another key)",
     "unknown_log": "the witness does not follow this ledger's origin",
@@ -63,9 +61,7 @@ class WitnessAlert:
         return {**asdict(self), "summary": self.summary}
 
 
-def record_alert(
-    session: Session, settings: Settings, signer: CheckpointSigner, alert: WitnessAlert
-) -> int:
+def record_alert(session: Session, ledger: Ledger, alert: WitnessAlert) -> int:
     """Append the alert to the ledger in the caller's transaction; its sequence number."""
     event = Event(
         kind=ALERT_KIND,
@@ -74,7 +70,7 @@ def record_alert(
         purpose=alert.reason,
         detail=alert.to_dict(),
     )
-    return append(session, [event], settings, signer)[0]
+    return ledger.append(session, [event])[0]
 
 
 def dispatch(

@@ -29,9 +29,8 @@ from mailveil.config import Settings
 from mailveil.db.session import session_scope
 from mailveil.errors import MailveilError
 from mailveil.ledger import proofs
-from mailveil.ledger.append import Checkpoint, checkpoint_now, latest_checkpoint
+from mailveil.ledger.append import Checkpoint, Ledger, latest_checkpoint
 from mailveil.ledger.notes import Note, NoteError, open_note, parse_note, parse_signature_lines
-from mailveil.ledger.signing import CheckpointSigner
 from mailveil.ops.alerts import pump
 from mailveil.witness import client
 from mailveil.witness.alerts import WitnessAlert, dispatch, record_alert
@@ -70,7 +69,7 @@ class PublishReport:
 def publish_latest(
     session_factory: sessionmaker[Session],
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     *,
     sign_new: bool = True,
 ) -> PublishReport:
@@ -80,12 +79,12 @@ def publish_latest(
     if not witnesses:
         return PublishReport()
     with session_scope(session_factory) as session:
-        cp = checkpoint_now(session, settings, signer) if sign_new else latest_checkpoint(session)
+        cp = ledger.checkpoint_now(session) if sign_new else latest_checkpoint(session)
     report = PublishReport(cp)
     if cp is None:
         return report
     for witness in witnesses:
-        outcome = publish_to(session_factory, settings, signer, witness, cp)
+        outcome = publish_to(session_factory, settings, ledger, witness, cp)
         report.outcomes.append(outcome)
     return report
 
@@ -93,7 +92,7 @@ def publish_latest(
 def publish_to(
     session_factory: sessionmaker[Session],
     settings: Settings,
-    signer: CheckpointSigner,
+    ledger: Ledger,
     witness: WitnessConfig,
     cp: Checkpoint,
 ) -> Outcome:
@@ -122,7 +121,7 @@ def publish_to(
             alert = outcome.alert
             if alert is not None and status.last_alert != alert.dedupe_key:
                 status.last_alert = alert.dedupe_key
-                seq = record_alert(session, settings, signer, alert)
+                seq = record_alert(session, ledger, alert)
             else:
                 outcome.alert = None  # already raised for this state of the witness
     if outcome.alert is not None:

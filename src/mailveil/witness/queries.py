@@ -10,8 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
-from mailveil.ledger.append import Checkpoint, checkpoint_at, checkpoint_now
-from mailveil.ledger.signing import CheckpointSigner
+from mailveil.ledger.append import Checkpoint, Ledger, checkpoint_at
 from mailveil.witness.models import LedgerCosignature, LedgerWitnessStatus
 from mailveil.witness.policy import WitnessConfig, parse_witnesses
 
@@ -59,12 +58,12 @@ def witnessed_checkpoint(
 
 
 def evidence_checkpoint(
-    session: Session, settings: Settings, signer: CheckpointSigner, min_size: int
+    session: Session, settings: Settings, ledger: Ledger, min_size: int
 ) -> Checkpoint | None:
     """The checkpoint evidence should be proved against: the newest witnessed one that covers
     ``min_size`` entries, else a checkpoint of the ledger as it is now (signed if needed)."""
-    return witnessed_checkpoint(session, settings, max(min_size, 1)) or checkpoint_now(
-        session, settings, signer
+    return witnessed_checkpoint(session, settings, max(min_size, 1)) or ledger.checkpoint_now(
+        session
     )
 
 

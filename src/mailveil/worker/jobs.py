@@ -113,7 +113,7 @@ def detect(runtime: Runtime) -> dict[str, Any]:
     from mailveil.detect.jobs import run_detection
 
     with session_scope(runtime.session_factory) as s:
-        run = run_detection(s, runtime.settings, runtime.signer)
+        run = run_detection(s, runtime.settings, runtime.ledger)
     return run.to_dict()
 
 
@@ -121,7 +121,7 @@ def anomalies(runtime: Runtime) -> dict[str, Any]:
     from mailveil.detect.jobs import file_anomalies
 
     with session_scope(runtime.session_factory) as s:
-        filed, days = file_anomalies(s, runtime.settings, runtime.signer)
+        filed, days = file_anomalies(s, runtime.settings, runtime.ledger)
     return {"signals": filed, "employee_days": days}
 
 
@@ -129,16 +129,15 @@ def checkpoint(runtime: Runtime) -> dict[str, Any]:
     """What the API's checkpoint loop does: record lapsed reveals, sign a checkpoint if
     entries arrived, have the witnesses cosign it."""
     from mailveil.access.reveals import expire_reveals
-    from mailveil.ledger.append import checkpoint_now
     from mailveil.witness.publish import publish_latest
 
     with session_scope(runtime.session_factory) as s:
-        expire_reveals(s, settings=runtime.settings, signer=runtime.signer)
+        expire_reveals(s, ledger=runtime.ledger)
     with session_scope(runtime.session_factory) as s:
-        cp = checkpoint_now(s, runtime.settings, runtime.signer, only_if_new=True)
+        cp = runtime.ledger.checkpoint_now(s, only_if_new=True)
         size = getattr(cp, "size", None)
     report = publish_latest(
-        runtime.session_factory, runtime.settings, runtime.signer, sign_new=False
+        runtime.session_factory, runtime.settings, runtime.ledger, sign_new=False
     )
     return {"checkpoint": size, "cosigned": report.cosigned}
 
@@ -149,7 +148,7 @@ def reports(runtime: Runtime) -> dict[str, Any]:
     from mailveil.relay.abuse_intake import Kit, process_spool
     from mailveil.relay.sender_auth import resolver_for
 
-    kit = Kit(runtime.settings, runtime.signer, runtime.vault, None)
+    kit = Kit(runtime.settings, runtime.ledger, runtime.vault, None)
     kit.verp_key = verp_key_of(runtime.settings)
     run = process_spool(runtime.session_factory, kit=kit, resolver=resolver_for(runtime.settings))
     out: dict[str, Any] = run.to_dict()

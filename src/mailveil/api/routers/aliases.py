@@ -41,8 +41,7 @@ def post_revoke(
     """Revoke an alias: mail to it is refused from then on; the revocation is in the ledger."""
     alias = revoke_alias(
         session,
-        settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         address=address,
         reason=body.reason,
         actor=caller.actor,

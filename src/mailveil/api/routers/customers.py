@@ -210,7 +210,7 @@ def get_customers(
                 session,
                 settings=runtime.settings,
                 policy=runtime.policy,
-                signer=runtime.signer,
+                ledger=runtime.ledger,
                 vault=runtime.vault,
                 employee_id=caller.principal_id,
                 purpose=purpose,

@@ -99,8 +99,7 @@ def post_status(
 ) -> dict[str, Any]:
     row = set_status(
         session,
-        settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         incident_id=incident_id,
         status=body.status,
         reason=body.reason,
@@ -121,7 +120,7 @@ def get_evidence(
 ) -> dict[str, Any]:
     """The evidence bundle: ledger entries with inclusion proofs and a signed checkpoint,
     checkable without the database (`mailveil incidents verify FILE`)."""
-    bundle = build_bundle(session, runtime.settings, runtime.signer, incident_id)
+    bundle = build_bundle(session, runtime.settings, runtime.ledger, incident_id)
     session.commit()  # the checkpoint it may have signed
     return bundle
 
@@ -158,7 +157,7 @@ async def post_report(
         outcome = submit_report(
             session,
             settings=runtime.settings,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             vault=runtime.vault,
             raw=raw,
             channel="api",
@@ -224,7 +223,7 @@ def post_run(
 ) -> dict[str, Any]:
     """Run the detection job now: the ledger scan, and on request the access-anomaly job."""
     result = run_detection(
-        session, runtime.settings, runtime.signer, anomalies=anomalies, metrics=runtime.metrics
+        session, runtime.settings, runtime.ledger, anomalies=anomalies, metrics=runtime.metrics
     )
     session.commit()
     return result.to_dict()
@@ -243,7 +242,7 @@ def post_canaries(
         session,
         settings=runtime.settings,
         vault=runtime.vault,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         principal_id=principal.id,
         country=v.country(body.country),
         count=body.count,

@@ -97,7 +97,7 @@ class DecisionIn(BaseModel):
 
 
 def _report(session: Any, runtime: Any, incident_id: Id) -> dict[str, Any]:
-    report = regulator_report(session, runtime.settings, incident_id, signer=runtime.signer)
+    report = regulator_report(session, runtime.settings, incident_id, ledger=runtime.ledger)
     session.commit()  # the checkpoint the proofs may have needed
     return report
 
@@ -171,7 +171,7 @@ def get_affected(
         max_size=8 * 1024 * 1024, mode="w+", encoding="utf-8"
     )
     write_affected(
-        session, runtime.settings, runtime.signer, incident_id, spool, with_leaves=leaves
+        session, runtime.settings, runtime.ledger, incident_id, spool, with_leaves=leaves
     )
     session.commit()
     spool.seek(0)
@@ -215,8 +215,7 @@ def patch_assessment(
             changes[key] = changes[key].isoformat()
     values, version = filings.assess_incident(
         session,
-        settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         incident_id=incident_id,
         changes=changes,
         reason=body.reason,
@@ -249,7 +248,7 @@ def post_submission(
     row = submit(
         session,
         settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         incident_id=incident_id,
         obligation=body.obligation,
         kind=body.kind,
@@ -282,7 +281,7 @@ def post_decision(
     row = decide(
         session,
         settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         incident_id=incident_id,
         obligation=body.obligation,
         notify=body.notify,
@@ -310,7 +309,7 @@ def patch_controller(
     details = set_controller(
         session,
         settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         changes=changes,
         actor=caller.actor,
         expected_version=body.version,

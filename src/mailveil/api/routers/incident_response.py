@@ -81,8 +81,7 @@ def post_contain(
     `status: contained`)."""
     done = contain(
         session,
-        settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         incident_id=incident_id,
         reason=body.reason,
         actor=caller.actor,
@@ -101,7 +100,7 @@ def post_notices(
     notice = prepare_notices(
         session,
         settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         incident_id=incident_id,
         actor=caller.actor,
     )

@@ -15,7 +15,6 @@ from mailveil.auth.keys import Caller, Role
 from mailveil.detect.evidence import verify_bundle
 from mailveil.errors import Conflict, InvalidInput, NotFound
 from mailveil.ledger import proofs
-from mailveil.ledger.append import checkpoint_now
 from mailveil.ledger.notes import ALG_ED25519, verifier_key
 from mailveil.runtime import Runtime
 from mailveil.witness.alerts import list_alerts
@@ -33,8 +32,8 @@ AdminDep = Annotated[Caller, Depends(RoleGate(Role.ADMIN))]
 
 
 def _key_document(runtime: Runtime) -> dict[str, str]:
-    signer = runtime.signer
-    return verifier_key(signer.key_name, signer.public_key, ALG_ED25519).document()
+    ledger = runtime.ledger
+    return verifier_key(ledger.signer.key_name, ledger.signer.public_key, ALG_ED25519).document()
 
 
 @router.get("/key")
@@ -64,7 +63,7 @@ def get_checkpoint(
         if checkpoint is None:
             raise NotFound("no checkpoint has been cosigned by a quorum of witnesses yet")
     else:
-        checkpoint = checkpoint_now(session, runtime.settings, runtime.signer)
+        checkpoint = runtime.ledger.checkpoint_now(session)
         session.commit()
         if checkpoint is None:
             raise NotFound("no checkpoint yet: the ledger is empty")
@@ -114,7 +113,7 @@ def post_publish(runtime: RuntimeDep, _caller: AdminDep) -> dict[str, Any]:
     does this every ``checkpoint_every_seconds``)."""
     if not configured(runtime.settings):
         raise Conflict("no witnesses are configured (the `witnesses` setting)")
-    report = publish_latest(runtime.session_factory, runtime.settings, runtime.signer)
+    report = publish_latest(runtime.session_factory, runtime.settings, runtime.ledger)
     return {
         "tree_size": report.checkpoint.tree_size if report.checkpoint else None,
         "cosigned": report.cosigned,

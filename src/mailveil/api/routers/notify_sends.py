@@ -136,7 +136,7 @@ def post_send(
     send = create_send(
         session,
         runtime.settings,
-        runtime.signer,
+        runtime.ledger,
         template=template,
         entries=list(entries),
         actor=caller.actor,
@@ -179,7 +179,7 @@ async def post_send_ndjson(
         _owned(caller, row)
         if is_preview:
             return preview(session, runtime.settings, row, entries(), source="ndjson")
-        send = create_send(session, runtime.settings, runtime.signer, template=row,
+        send = create_send(session, runtime.settings, runtime.ledger, template=row,
                            entries=entries(), actor=caller.actor)  # fmt: skip
         session.commit()
         return send_view(session, send)
@@ -209,7 +209,7 @@ def post_approve(
     """The second person's approval of a send the blast-radius guard holds. Read the send
     first (`targeting`, `forecast`): a send whose first stage would halt is approved only
     with `{"despite_forecast": true}`."""
-    send = approve(session, runtime.settings, runtime.signer, send_id, actor=caller.actor,
+    send = approve(session, runtime.ledger, send_id, actor=caller.actor,
                    despite_forecast=bool(body and body.despite_forecast))  # fmt: skip
     session.commit()
     return send_view(session, send)
@@ -233,7 +233,7 @@ def post_kill(
     send_id: Id, session: SessionDep, runtime: RuntimeDep, caller: ReaderDep
 ) -> dict[str, Any]:
     """The kill switch: the worker stops before its next group of recipients."""
-    send = kill(session, runtime.settings, runtime.signer, send_id, actor=caller.actor)
+    send = kill(session, runtime.ledger, send_id, actor=caller.actor)
     session.commit()
     return send_view(session, send)
 
@@ -250,7 +250,7 @@ def post_correction(
     send = correction(
         session,
         runtime.settings,
-        runtime.signer,
+        runtime.ledger,
         original_id=send_id,
         template_name=body.template,
         version=body.version,
@@ -274,7 +274,7 @@ def post_unsubscribe(
     """The one-click POST (body ``List-Unsubscribe=One-Click``) a mailbox provider sends, or
     the page's button: the customer is suppressed for the template's list (or category) and
     the send's unsubscribe gate counts it. Repeating it changes nothing."""
-    done = record_unsubscribe(session, runtime.settings, runtime.signer, token)
+    done = record_unsubscribe(session, runtime.settings, runtime.ledger, token)
     session.commit()
     return {"unsubscribed": True, "scope": done["scope"]}
 

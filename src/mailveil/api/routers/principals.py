@@ -118,8 +118,7 @@ def patch_principal(
         change = suspend_principal if body.status == "suspended" else reinstate_principal
         change(
             session,
-            settings=runtime.settings,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             principal_id=principal_id,
             reason=f"status set to {body.status} through the API",
             actor=caller.actor,
@@ -152,8 +151,7 @@ def suspend(
     or grant of it; its keys stop working for anything policy decides."""
     done = suspend_principal(
         session,
-        settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         principal_id=principal_id,
         reason=body.reason,
         actor=caller.actor,
@@ -173,8 +171,7 @@ def reinstate(
     """Active again. Revoked aliases stay revoked (disclose anew, deliberately)."""
     reinstate_principal(
         session,
-        settings=runtime.settings,
-        signer=runtime.signer,
+        ledger=runtime.ledger,
         principal_id=principal_id,
         reason=body.reason,
         actor=caller.actor,

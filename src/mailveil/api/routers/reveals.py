@@ -63,7 +63,7 @@ def post_reveal(
             session,
             settings=runtime.settings,
             policy=runtime.policy,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             employee_id=caller.principal_id,
             customer_id=body.customer_id,
             case=body.case,
@@ -120,7 +120,7 @@ def _answer(
         row = answer_reveal(
             session,
             settings=runtime.settings,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             approver_id=caller.principal_id,
             request_id=request_id,
             approve=approve,
@@ -169,8 +169,7 @@ def view(
     with refusals_recorded(request, session, runtime):
         shown = view_reveal(
             session,
-            settings=runtime.settings,
-            signer=runtime.signer,
+            ledger=runtime.ledger,
             vault=runtime.vault,
             employee_id=caller.principal_id,
             request_id=request_id,
