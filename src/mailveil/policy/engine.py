@@ -48,6 +48,7 @@ NAMESPACE = "Mailveil"
 ACTION_DISCLOSE = "disclose"
 ACTION_LIST = "list"
 ACTION_REQUEST_REVEAL = "request_reveal"
+ACTION_MESSAGE = "message"  # the relay's messaging rules (messages.cedar)
 SCHEMA_FILE = "mailveil.cedarschema"
 PRINCIPAL_TYPES = {"seller": "Seller", "employee": "Employee", "service": "Service"}
 DEFAULT_MEMO_SIZE = 262_144

@@ -3,8 +3,9 @@
 Every ``PolicyInput`` production gives Cedar is made here, whatever decides it: a disclosure
 (``disclose_input``: the API, the workers, the employee lookup, the relay's contact policy
 and ``mailveil policy check``), an employee's list (``list_input``), a reveal request
-(``reveal_input``) and an operator's test case (``cedar_input``); the relay's ``message``
-action keeps a contact input's entities with a context of its own (``relay.content_rules``).
+(``reveal_input``), a relayed message (``message_input``: the contact input's entities with
+the message's context, which ``relay.content_rules`` computes) and an operator's test case
+(``cedar_input``).
 Callers read their facts their own way (one statement for one request, one query per fact
 for a batch, the relay's route lookup) and hand them to these functions, which decide what
 Cedar sees: the principal entity (``principal_entity``), the customer entity
@@ -31,12 +32,14 @@ from mailveil.errors import NotFound
 from mailveil.policy.engine import (
     ACTION_DISCLOSE,
     ACTION_LIST,
+    ACTION_MESSAGE,
     ACTION_REQUEST_REVEAL,
     PRINCIPAL_TYPES,
     Attrs,
     Explanation,
     PolicyEngine,
     PolicyInput,
+    Value,
 )
 
 IN_CHUNK = 2000  # ids per IN (...) list: well under SQLite's 32766 host parameters
@@ -204,6 +207,31 @@ def reveal_input(
     """May this employee ask for this customer's real address on a case?"""
     context = (("case_assigned", case_assigned), ("case_open", case_open))
     return cedar_input(employee, customer, context, ACTION_REQUEST_REVEAL)
+
+
+def message_input(
+    contact: PolicyInput,
+    *,
+    allowed_reasons: Value,
+    critical: bool,
+    known: bool,
+    in_thread: bool,
+    reason: str,
+    order_status: str | None,
+) -> PolicyInput:
+    """May this principal send this message to this customer? The principal and customer are
+    those of ``contact`` (the route's contact-policy input, so the two decisions see the same
+    entities); the context is the message's. ``order_status`` is given to sellers only."""
+    context: list[tuple[str, Value]] = [
+        ("allowed_reasons", allowed_reasons),
+        ("critical", critical),
+        ("in_thread", in_thread),
+        ("known", known),
+    ]
+    if contact.principal_type.lower() == "seller" and order_status is not None:
+        context.append(("order_status", order_status))
+    context.append(("reason", reason))
+    return contact._replace(context=tuple(context), action=ACTION_MESSAGE)
 
 
 def latest_orders(

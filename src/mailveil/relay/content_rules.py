@@ -52,7 +52,8 @@ from email.message import EmailMessage, Message
 # and the package imports config.checks.
 from mailveil.config.settings import Settings, SettingsError
 from mailveil.contacts.models import status_clauses
-from mailveil.policy.engine import Decision, PolicyEngine, PolicyInput, Value
+from mailveil.policy import facts
+from mailveil.policy.engine import ACTION_MESSAGE, Decision, PolicyEngine, PolicyInput
 from mailveil.relay import codes
 from mailveil.relay.codes import Reply
 from mailveil.relay.errors import RelayRefusal
@@ -62,7 +63,6 @@ from mailveil.relay.redact import decode_words
 OPT_OUT_SELLER_UNSOLICITED = "seller_unsolicited"
 REASON_HEADER = "X-Contact-Reason"
 REPLY_REASON = "reply"  # what the ledger records for an untagged reply in a thread
-ACTION_MESSAGE = "message"  # the Cedar action (mailveil.cedarschema, messages.cedar)
 # The reply for each shipped forbid in messages.cedar, in precedence order when several
 # hold. A refusal that no forbid decided (nothing permits) is REASON_NOT_ALLOWED; one decided
 # only by forbids of the operator's own gets MESSAGE_NOT_ALLOWED.
@@ -238,20 +238,18 @@ def message_input(
     order_status: str | None,
     in_thread: bool,
 ) -> PolicyInput:
-    """The Cedar input for action ``message``: the principal and customer of ``contact`` (the
-    route's contact-policy input) with the message's context, name-sorted like every
-    ``PolicyInput`` so equal facts are one memo entry."""
+    """The Cedar input for action ``message``, built by ``policy.facts.message_input`` from
+    what the messaging settings say of ``reason`` for this principal kind and order status."""
     kind = contact.principal_type.lower()
-    context: list[tuple[str, Value]] = [
-        ("allowed_reasons", policy.allowed_reasons(kind, order_status)),
-        ("critical", reason in policy.critical_reasons),
-        ("in_thread", in_thread),
-        ("known", reason in policy.known_reasons),
-    ]
-    if kind == "seller" and order_status is not None:
-        context.append(("order_status", order_status))
-    context.append(("reason", reason))
-    return contact._replace(context=tuple(context), action=ACTION_MESSAGE)
+    return facts.message_input(
+        contact,
+        allowed_reasons=policy.allowed_reasons(kind, order_status),
+        critical=reason in policy.critical_reasons,
+        known=reason in policy.known_reasons,
+        in_thread=in_thread,
+        reason=reason,
+        order_status=order_status,
+    )
 
 
 def reply_for(decision: Decision) -> Reply:
