@@ -79,7 +79,7 @@ from mailveil.relay.messages import (
 from mailveil.relay.observe import transaction_done
 from mailveil.relay.reconcile import retry_key
 from mailveil.relay.routes import Route
-from mailveil.relay.smuggling import GuardedHandler, refusal_for
+from mailveil.relay.smuggling import refusal_for
 from mailveil.relay.strangers import refuse_at_rcpt
 from mailveil.relay.veto import VetoHook
 from mailveil.relay.veto import metadata as veto_metadata
@@ -155,7 +155,7 @@ def sender_of(session: Session, envelope: Envelope) -> Sender:
     )
 
 
-class RelayHandler(GuardedHandler):
+class RelayHandler:
     def __init__(
         self,
         ctx: RelayContext,

@@ -21,8 +21,6 @@ from __future__ import annotations
 
 import re
 
-from aiosmtpd.smtp import SMTP, Envelope, Session
-
 from mailveil.relay import codes
 from mailveil.relay.errors import BareLineEnding, NulInData, RelayRefusal
 
@@ -80,21 +78,4 @@ def to_wire(message: bytes) -> bytes:
     return body + b".\r\n"
 
 
-class GuardedHandler:
-    """aiosmtpd handler base that refuses smuggling-shaped DATA before anything else sees it.
-
-    Subclasses implement ``handle_message``; the server must keep aiosmtpd's default
-    ``decode_data=False`` so ``envelope.original_content`` holds the bytes as received.
-    """
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        refusal = refusal_for(envelope.original_content or b"")
-        if refusal is not None:
-            return str(refusal)
-        return await self.handle_message(server, session, envelope)
-
-    async def handle_message(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        raise NotImplementedError
-
-
-__all__ = ["GuardedHandler", "canonical_crlf", "check_data", "refusal_for", "to_wire"]
+__all__ = ["canonical_crlf", "check_data", "refusal_for", "to_wire"]
