@@ -38,17 +38,8 @@ from rich.table import Table
 
 from api_load import _free_port, _run_level, _wait_up, _world
 from mailveil.config import Settings, load_settings
-from relay import (
-    PG_URL,
-    Job,
-    initialise,
-    message,
-    percentile,
-    private_database,
-    seed,
-    sink_main,
-    submit,
-)
+from _relay_kit import Job, initialise, message, percentile, seed, sink_main, submit
+from relay import PG_URL, private_database
 
 TARGET = 1.5
 
