@@ -36,9 +36,9 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from _relay_kit import Job, initialise, message, percentile, seed, sink_main, submit
 from api_load import _free_port, _run_level, _wait_up, _world
 from mailveil.config import Settings, load_settings
-from _relay_kit import Job, initialise, message, percentile, seed, sink_main, submit
 from relay import PG_URL, private_database
 
 TARGET = 1.5
