@@ -18,7 +18,6 @@ import dataclasses
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -37,6 +36,7 @@ from sqlalchemy import func, select
 from _netns import Host, Link, available, second_host
 from _relay_kit import SELLER, Job, Result, World, message, timed_run
 from mailveil.config import Settings
+from mailveil.demo.harness import free_port
 
 # Its own names: notify_workers.py --hosts 2 may make its namespace at the same time.
 LINK = Link("mvrelay2", "mvrelay0", "mvrelay1", "10.231.8.1", "10.231.8.2")
@@ -51,12 +51,6 @@ def environment(settings: Settings) -> dict[str, str]:
         if isinstance(value, Path | str | int | float | bool):
             env[f"MAILVEIL_{f.name.upper()}"] = str(value)
     return env
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @dataclasses.dataclass

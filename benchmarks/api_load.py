@@ -21,7 +21,6 @@ import argparse
 import asyncio
 import multiprocessing
 import os
-import socket
 import statistics
 import sys
 import tempfile
@@ -34,14 +33,10 @@ from typing import Any
 
 import httpx
 
+from mailveil.demo.harness import free_port as _free_port  # relay_mixed imports it from here
+
 PG_URL = os.environ.get("MAILVEIL_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 CUSTOMERS = 50
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _serve_mailveil(data_dir: str, url: str, schema: str, port: int, token_file: str) -> None:
