@@ -43,8 +43,7 @@ import json
 import os
 import time
 import tracemalloc
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import cedarpy
@@ -62,6 +61,7 @@ from _employee_access_data import (
     progress,
     sample_pairs,
 )
+from _employee_access_report import Latency, Run, export_table, latency_table, pct
 from _memory import reset_peak_rss, rss_mib
 from mailveil.access import listing as listing_module
 from mailveil.access.contact import contact_for_employee
@@ -76,18 +76,6 @@ from mailveil.ledger.append import Ledger
 from mailveil.policy.engine import PolicyEngine, PolicyInput
 from mailveil.policy.facts import policy_input
 from mailveil.vault import Vault
-
-
-def pct(values: Sequence[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, min(len(ordered) - 1, int(q * len(ordered) + 0.999999) - 1))]
-
-
-@dataclass
-class Latency:
-    label: str
-    seconds: list[float]
-    note: str = ""
 
 
 def decisions(
@@ -265,17 +253,6 @@ class Stopwatch:
                 delattr(target, name)  # back to the class's method
             else:
                 setattr(target, name, fn)
-
-
-@dataclass
-class Run:
-    label: str
-    seconds: float
-    rows: int
-    csv_bytes: int
-    rss_peak_mib: float
-    traced_peak_mib: float | None = None
-    stages: dict[str, float] | None = None
 
 
 def measured(label: str, trace: bool, work: Callable[[], tuple[int, int]]) -> Run:
@@ -486,40 +463,6 @@ def candidate_plans(factory: sessionmaker[Session], employee: int) -> list[tuple
             out.append((label, seconds, "; ".join(str(row[-1]) for row in plan)))
         assert found[0] == found[1], "the two candidate queries disagree"
     return out
-
-
-def latency_table(rows: list[Latency], title: str) -> Table:
-    table = Table(title=title)
-    for col in ("what", "n", "p50 ms", "p99 ms", "max ms", "note"):
-        table.add_column(col, justify="left" if col in ("what", "note") else "right")
-    for lat in rows:
-        s = lat.seconds
-        table.add_row(
-            lat.label,
-            f"{len(s):,}",
-            f"{pct(s, 0.50) * 1e3:.3f}",
-            f"{pct(s, 0.99) * 1e3:.3f}",
-            f"{max(s) * 1e3:.3f}",
-            lat.note,
-        )
-    return table
-
-
-def export_table(runs: list[Run], rows: int) -> Table:
-    table = Table(title=f"Employee export, {rows:,} assigned customers (+ canaries)")
-    for col in ("what", "seconds", "rows", "CSV bytes", "RSS peak Δ MiB", "tracemalloc MiB"):
-        table.add_column(col, justify="left" if col == "what" else "right")
-    for run in runs:
-        traced = "-" if run.traced_peak_mib is None else f"{run.traced_peak_mib:.1f}"
-        table.add_row(
-            run.label,
-            f"{run.seconds:.3f}",
-            f"{run.rows:,}",
-            f"{run.csv_bytes:,}",
-            f"{run.rss_peak_mib:.1f}",
-            traced,
-        )
-    return table
 
 
 def breakdown_table(runs: list[Run]) -> Table:
