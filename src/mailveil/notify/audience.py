@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from itertools import islice
 from typing import Any, NamedTuple
 
-from sqlalchemy import func, intersect, select
+from sqlalchemy import func, intersect, literal, select
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
@@ -111,8 +111,14 @@ def query_entries(session: Session, query: FactQuery, batch: int) -> Iterator[En
     """The customers a fact query names, each with the fact as evidence (keyset-paged)."""
     after = 0
     while True:
+        # (Attributes only when there are conditions to test: each is a JSON document.)
         stmt = (
-            select(Fact.id, Fact.fact_id, Customer.external_id, Fact.attributes)
+            select(
+                Fact.id,
+                Fact.fact_id,
+                Customer.external_id,
+                Fact.attributes if query.where else literal(None).label("attributes"),
+            )
             .join(Customer, Customer.id == Fact.customer_id)
             .where(Fact.kind == query.kind, Fact.id > after)
             .order_by(Fact.id)
@@ -122,7 +128,7 @@ def query_entries(session: Session, query: FactQuery, batch: int) -> Iterator[En
             stmt = stmt.where(Fact.occurred_at >= query.since)
         if query.until is not None:
             stmt = stmt.where(Fact.occurred_at < query.until)
-        rows = session.execute(stmt).all()
+        rows = session.connection().execute(stmt).all()
         if not rows:
             return
         for row in rows:
@@ -143,6 +149,12 @@ def suppression_scopes(template: Template) -> list[str]:
     if template.suppression_list:
         scopes.append(f"list:{template.suppression_list}")
     return scopes
+
+
+def _fact_rows(session: Session, *where: Any) -> Sequence[Any]:
+    # Fetched at once: iterating a result would fetch it row by row.
+    columns = (Fact.fact_id, Fact.kind, Fact.customer_id, Fact.occurred_at, Fact.attributes)
+    return session.connection().execute(select(*columns).where(*where)).all()
 
 
 def _fact_row(row: Any) -> FactRow:
@@ -202,19 +214,16 @@ def assess(
         })  # fmt: skip
         kinds = sorted(rule.kinds)
         for part in chunks(ids):
-            for row in session.connection().execute(
-                select(
-                    Fact.fact_id, Fact.kind, Fact.customer_id, Fact.occurred_at, Fact.attributes
-                ).where(Fact.customer_id.in_(part), Fact.kind.in_(kinds))
-            ):
+            for row in _fact_rows(session, Fact.customer_id.in_(part), Fact.kind.in_(kinds)):
                 facts.setdefault(row.customer_id, []).append(_fact_row(row))
-        wanted = sorted({f for e in entries if e.fact_ids for f in e.fact_ids})
-        for part in chunks(wanted):
-            for row in session.execute(
-                select(
-                    Fact.fact_id, Fact.kind, Fact.customer_id, Fact.occurred_at, Fact.attributes
-                ).where(Fact.fact_id.in_(part))
-            ):
+        wanted = {f for e in entries if e.fact_ids for f in e.fact_ids}
+        # A named fact of the rule's kinds, its customer's, was just read with their facts.
+        for rows in facts.values():
+            for fact in rows:
+                if fact.fact_id in wanted:
+                    named[fact.fact_id] = fact
+        for part in chunks(sorted(wanted - named.keys())):
+            for row in _fact_rows(session, Fact.fact_id.in_(part)):
                 named[row.fact_id] = _fact_row(row)
     tags = set(template.sensitivity)
     exempt = template.category in EXEMPT_CATEGORIES
