@@ -199,15 +199,21 @@ _HASH_PLAN = {"enable_nestloop": "off", "enable_mergejoin": "off", "enable_sort"
 @contextmanager
 def _planned_as_hash_join(conn: Connection) -> Iterator[None]:
     names = list(_HASH_PLAN)
-    before = [conn.execute(text("SELECT current_setting(:n)"), {"n": n}).scalar_one()
-              for n in names]  # fmt: skip
-    for n in names:
-        conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": n, "v": _HASH_PLAN[n]})
+    reads = ", ".join(f"current_setting(:n{i})" for i in range(len(names)))
+    sets = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(names)))
+    named = {f"n{i}": n for i, n in enumerate(names)}
+    before = conn.execute(text(f"SELECT {reads}"), named).one()
+    conn.execute(text(f"SELECT {sets}"),
+                 named | {f"v{i}": _HASH_PLAN[n] for i, n in enumerate(names)})  # fmt: skip
+    restore = named | {f"v{i}": v for i, v in enumerate(before)}
     try:
         yield
-    finally:
-        for n, v in zip(names, before, strict=True):
-            conn.execute(text("SELECT set_config(:n, :v, true)"), {"n": n, "v": v})
+    except BaseException:
+        # (A failed statement aborted the transaction: its rollback restores them.)
+        with suppress(SQLAlchemyError):
+            conn.execute(text(f"SELECT {sets}"), restore)
+        raise
+    conn.execute(text(f"SELECT {sets}"), restore)
 
 
 def _assess_rows(
