@@ -18,7 +18,18 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any, NamedTuple
 
-from sqlalchemy import DateTime, func, intersect, literal, select, type_coerce
+from sqlalchemy import (
+    BigInteger,
+    DateTime,
+    Text,
+    cast,
+    func,
+    intersect,
+    literal,
+    select,
+    type_coerce,
+)
+from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
@@ -151,6 +162,15 @@ def suppression_scopes(template: Template) -> list[str]:
     return scopes
 
 
+def _listed(session: Session, column: Any, values: Sequence[Any], of: Any) -> Any:
+    """``column IN values``; on PostgreSQL the values as one JSON array parameter (an IN list
+    of thousands of parameters is rendered, and parsed by the driver, value by value)."""
+    if session.get_bind().dialect.name != "postgresql":
+        return column.in_(values)
+    listed = func.jsonb_array_elements_text(cast(literal(json.dumps(list(values)), Text), JSONB))
+    return column.in_(select(cast(listed, of)).scalar_subquery())
+
+
 def _fact_rows(session: Session, *where: Any) -> list[FactRow]:
     """Facts as rule rows, fetched at once (iterating a result fetches row by row); the time
     made UTC here as ``UTCDateTime`` would, without its per-row hook (which was a tenth of a
@@ -218,7 +238,8 @@ def assess(
         })  # fmt: skip
         kinds = sorted(rule.kinds)
         for part in chunks(ids):
-            for fact in _fact_rows(session, Fact.customer_id.in_(part), Fact.kind.in_(kinds)):
+            among = _listed(session, Fact.customer_id, part, BigInteger())
+            for fact in _fact_rows(session, among, Fact.kind.in_(kinds)):
                 facts.setdefault(fact.customer_id, []).append(fact)
         wanted = {f for e in entries if e.fact_ids for f in e.fact_ids}
         # A named fact of the rule's kinds, its customer's, was just read with their facts.
