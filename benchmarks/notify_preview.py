@@ -229,7 +229,7 @@ def run(backend: Backend, n: int, batch: int, console: Console) -> bool:
         t0 = time.perf_counter()
         query = FactQuery("registry.gift_purchased", None, None, ())
         found = sends.preview(s, env.settings, gift, query_entries(s, query, batch),
-                              source="query")  # fmt: skip
+                              source="segment")  # fmt: skip
         query_s = time.perf_counter() - t0
         peak = rss_mib("VmHWM")
     rows.append((f"sends.preview, fact query, batch {batch:,}", found["audience"], query_s,
