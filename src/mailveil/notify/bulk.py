@@ -196,8 +196,9 @@ def _tally_rest(
 def _no_cycle_gc() -> Iterator[None]:
     """The cyclic garbage collector paused: making and dropping millions of entries (tuples
     and strings, no cycles; freed by reference counting) set it off over and over, each time
-    walking every object of the process: two thirds of the time of filling the table, a
-    third of assessing. (Process-wide while it lasts: a batch's worth of work, no yield.)"""
+    walking every object of the process (2,000,000 entries made and COPY lines written:
+    2.7 s with it, 0.8 s without). Process-wide while it lasts: a batch's worth of work (or
+    the COPY), never across a yield."""
     was = gc.isenabled()
     gc.disable()
     try:
