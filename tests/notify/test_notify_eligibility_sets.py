@@ -154,7 +154,8 @@ def _world(s: Session, env: Any, rng: random.Random, seed: int) -> tuple[Templat
         ))  # fmt: skip
     s.commit()
     plain = rng.random() < 0.5  # no named facts, no repeats: the preview's grouped path
-    names = [f"c{n}" for n in people] + ["nobody", "c999"]
+    # (Ids no customer has, two with what PostgreSQL's COPY must escape: notify.bulk.)
+    names = [f"c{n}" for n in people] + ["nobody", "c999", "no\\body", "tab\tbed"]
     ids = [f["id"] for f in facts] + ["no-such-fact"]
     audience: list[Entry] = []
     for ext in rng.sample(names, len(names)):

@@ -4,13 +4,16 @@ Batch by batch, each batch's customers are found by one index probe per listed i
 batch is a JSON parameter, ``eligibility._among``): on PostgreSQL that was 4-7 µs a
 recipient, six times the bare join of the same tables. Here, once the first batch has given
 the preview its ``ineligible`` samples, the rest of the audience is streamed into a
-temporary table with COPY (a batch at a time: the caller's memory stays bounded by the
-batch), and ``Screener.bulk_statement`` joins it with the customers in one statement (a hash
-join) that counts the decided entries by reason and returns the others (customers holding a
-fact of every required kind, and entries naming facts) one row each, in audience order,
-through a server-side cursor, to be assessed in batches exactly as ``tally.tally_batch``
-does. Counts and samples are the same as batch by batch (the eligibility property test
-runs both).
+temporary table with COPY, a row a batch (its ids joined by line breaks, unnested in the
+statement: no per-recipient formatting in Python, no per-row parsing and storing in the
+server; a batch naming facts or languages, or with ids COPY must escape, goes a row an
+entry). The caller's memory stays bounded by the batch. ``Screener.bulk_statement`` joins
+it with the customers in one statement (a hash join) and hashes the rows by key: one count
+per reason for the decided, a group of one for each of the others (customers holding a fact
+of every required kind, and entries naming facts). The groups go into a second temporary
+table, read back in key order (audience order for the groups of one) through a server-side
+cursor, and the others are assessed in batches exactly as ``tally.tally_batch`` does. Counts
+and samples are the same as batch by batch (the eligibility property test runs both).
 
 SQLite keeps the batch path: it has no hash join, so the same statement is a nested loop of
 the same index probes, plus the cost of filling the table.
@@ -18,16 +21,30 @@ the same index probes, plus the cost of filling the table.
 
 from __future__ import annotations
 
+import gc
 import json
 import uuid
 from collections.abc import Iterable, Iterator
-from contextlib import suppress
+from contextlib import contextmanager, suppress
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Column, MetaData, Table, Text, text
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    Column,
+    Connection,
+    MetaData,
+    Table,
+    Text,
+    column,
+    insert,
+    select,
+    text,
+)
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.elements import ColumnClause
 
 from mailveil.config import Settings
 from mailveil.notify.audience import Assessment, Entry, assess, batched
@@ -39,6 +56,7 @@ from mailveil.notify.tally import Tally, tally_batch
 Pairs = list[tuple[Entry, Assessment]]
 # COPY's text format: a backslash, tab or line break in a value must be escaped.
 _ESCAPES = str.maketrans({"\\": "\\\\", "\t": "\\t", "\n": "\\n", "\r": "\\r"})
+_NEWLINE = "\\n"  # a line break inside a COPY text field
 
 
 def _field(value: str | None) -> str:
@@ -46,17 +64,23 @@ def _field(value: str | None) -> str:
 
 
 def _lines(start: int, batch: list[Entry]) -> str:
-    exts = [e.external_id for e in batch]
+    """COPY lines for a batch: the usual batch (ids only: nothing to escape, no facts, no
+    language) as one row, its ids joined by line breaks (no per-recipient formatting here or
+    per-row parsing in the server); any other batch one row per entry."""
+    exts, facts, languages = zip(*batch, strict=True)
     blob = "".join(exts)
-    plain = not any(c in blob for c in "\\\t\n\r") and all(
-        e.fact_ids is None and e.language is None for e in batch
+    plain = (
+        facts.count(None) == len(batch)
+        and languages.count(None) == len(batch)
+        and "" not in exts
+        and not any(c in blob for c in "\\\t\n\r")
     )
-    if plain:  # the usual audience, a list of ids: nothing to escape, no facts, no language
-        return "".join([f"{pos}\t{ext}\t\\N\t\\N\n" for pos, ext in enumerate(exts, start)])
+    if plain:
+        return f"{start}\t{_NEWLINE.join(exts)}\t\\N\t\\N\tt\n"
     out = []
     for pos, e in enumerate(batch, start):
-        facts = None if e.fact_ids is None else json.dumps(list(e.fact_ids))
-        out.append(f"{pos}\t{_field(e.external_id)}\t{_field(facts)}\t{_field(e.language)}\n")
+        named = None if e.fact_ids is None else json.dumps(list(e.fact_ids))
+        out.append(f"{pos}\t{_field(e.external_id)}\t{_field(named)}\t{_field(e.language)}\tf\n")
     return "".join(out)
 
 
@@ -77,7 +101,9 @@ def tally_all(
     bulk = session.get_bind().dialect.name == "postgresql"
     for batch in batches:
         tally.total += len(batch)
-        yield tally_batch(session, settings, template, rule, batch, now, screener, tally)
+        with _no_cycle_gc():
+            pairs = tally_batch(session, settings, template, rule, batch, now, screener, tally)
+        yield pairs
         if bulk and "ineligible" in tally.full:
             yield from _tally_rest(session, settings, template, rule, batches, now, screener,
                                    tally)  # fmt: skip
@@ -98,19 +124,32 @@ def _tally_rest(
     if first is None:
         return
     name = f"mv_preview_{uuid.uuid4().hex[:12]}"
-    audience = Table(
+    # A row: a plain batch (``many``: its ids joined by line breaks, from ``pos`` on) or one
+    # entry (``_lines``); ``audience`` unnests it into one row per entry.
+    table = Table(
         name, MetaData(),
         Column("pos", BigInteger), Column("ext", Text), Column("facts", Text),
-        Column("language", Text),
+        Column("language", Text), Column("many", Boolean),
         prefixes=["TEMPORARY"],
     )  # fmt: skip
+    # (``name`` is ours: a random hex suffix.)
+    unnested = f"""SELECT a.pos + u.i - 1 AS pos, u.ext, a.facts, a.language FROM "{name}" a,
+        unnest(CASE WHEN a.many THEN string_to_array(a.ext, E'\\n') ELSE ARRAY[a.ext] END)
+          WITH ORDINALITY AS u(ext, i)"""  # noqa: S608
+    typed: list[ColumnClause[Any]] = [
+        column("pos", BigInteger), column("ext", Text), column("facts", Text),
+        column("language", Text),
+    ]  # fmt: skip
+    audience = text(unnested).columns(*typed).subquery("audience")
     conn = session.connection()
-    audience.create(conn)
+    made = [table]
+    table.create(conn)
     try:
         raw = conn.connection.driver_connection
         assert raw is not None
         pos = 0
-        with raw.cursor().copy(f'COPY "{name}" (pos, ext, facts, language) FROM STDIN') as cp:
+        columns = "pos, ext, facts, language, many"
+        with raw.cursor().copy(f'COPY "{name}" ({columns}) FROM STDIN') as cp, _no_cycle_gc():
             batch: list[Entry] | None = first
             while batch is not None:
                 cp.write(_lines(pos, batch))
@@ -119,19 +158,84 @@ def _tally_rest(
         tally.total += pos
         # Without statistics the planner takes the table for a few rows and probes.
         conn.execute(text(f'ANALYZE "{name}"'))
+        # One pass over the audience: hashed into groups (a sort would order every entry
+        # only to count most of them), kept server-side; then the groups, by key.
+        groups = Table(
+            f"{name}_k", MetaData(),
+            Column("key", BigInteger), Column("n", BigInteger), Column("ext", Text),
+            Column("cid", BigInteger), Column("facts", Text), Column("language", Text),
+            prefixes=["TEMPORARY"],
+        )  # fmt: skip
+        made.append(groups)
+        groups.create(conn)
+        fill = insert(groups).from_select(list(groups.c.keys()),
+                                          screener.bulk_statement(audience))  # fmt: skip
+        with _planned_as_hash_join(conn):
+            conn.execute(fill)
         # Streamed (a server-side cursor), this statement only: ``Connection.execution_options``
         # would stream every later statement of the session too.
-        streamed = screener.bulk_statement(audience).execution_options(
-            stream_results=True, yield_per=settings.notify_batch_size
-        )
+        streamed = (
+            select(*groups.c).order_by(groups.c.key)
+            .execution_options(stream_results=True, yield_per=settings.notify_batch_size)
+        )  # fmt: skip
         result = conn.execute(streamed)
         for part in result.partitions(settings.notify_batch_size):
-            yield _assess_rows(session, settings, template, rule, part, now, screener, tally)
+            with _no_cycle_gc():
+                pairs = _assess_rows(session, settings, template, rule, part, now, screener,
+                                     tally)  # fmt: skip
+            yield pairs
         result.close()
     finally:
         # (A statement that failed aborted the transaction: its rollback drops the table.)
+        for made_table in made:
+            with suppress(SQLAlchemyError):
+                made_table.drop(conn)
+
+
+@contextmanager
+def _no_cycle_gc() -> Iterator[None]:
+    """The cyclic garbage collector paused: making and dropping millions of entries (tuples
+    and strings, no cycles; freed by reference counting) set it off over and over, each time
+    walking every object of the process (2,000,000 entries made and COPY lines written:
+    2.7 s with it, 0.8 s without). Process-wide while it lasts: a batch's worth of work (or
+    the COPY), never across a yield."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+# The planner cannot know how many ids a row unnests into (it guesses ten): it would probe
+# the customers' index once per id (a nested loop, 4-7 µs a recipient) where one hash join
+# of the two tables is what a whole audience needs; and a sort would order every entry only
+# to count most of them, where hashing the few keys does. (The plans thus ruled out carry a
+# cost so huge that JIT compilation would be on for any audience: half a second each time.)
+# Set for this one statement, then restored.
+_HASH_PLAN = {"enable_nestloop": "off", "enable_mergejoin": "off", "enable_sort": "off",
+              "jit": "off"}  # fmt: skip
+
+
+@contextmanager
+def _planned_as_hash_join(conn: Connection) -> Iterator[None]:
+    names = list(_HASH_PLAN)
+    reads = ", ".join(f"current_setting(:n{i})" for i in range(len(names)))
+    sets = ", ".join(f"set_config(:n{i}, :v{i}, true)" for i in range(len(names)))
+    named = {f"n{i}": n for i, n in enumerate(names)}
+    before = conn.execute(text(f"SELECT {reads}"), named).one()
+    conn.execute(text(f"SELECT {sets}"),
+                 named | {f"v{i}": _HASH_PLAN[n] for i, n in enumerate(names)})  # fmt: skip
+    restore = named | {f"v{i}": v for i, v in enumerate(before)}
+    try:
+        yield
+    except BaseException:
+        # (A failed statement aborted the transaction: its rollback restores them.)
         with suppress(SQLAlchemyError):
-            audience.drop(conn)
+            conn.execute(text(f"SELECT {sets}"), restore)
+        raise
+    conn.execute(text(f"SELECT {sets}"), restore)
 
 
 def _assess_rows(

@@ -169,7 +169,8 @@ class Screener:
 
     def bulk_statement(self, audience: Any) -> Any:
         """``grouped_statement`` over a whole audience held in a table (``notify.bulk``:
-        columns pos, ext, facts, language) instead of one batch: one join, ordered by key.
+        columns pos, ext, facts, language) instead of one batch: one join, grouped by key
+        (columns key, n, ext, cid, facts, language; unordered).
         Decided entries collapse into a negative key (KEY_UNKNOWN too: every entry counts,
         repeats included); the rest, and every entry that names facts, keep their position
         (a group of one), so they come last, in audience order."""
@@ -188,12 +189,12 @@ class Screener:
             .subquery("keyed")
         )  # fmt: skip
         k, ext, cid, facts, language = keyed.c
-        return (
-            select(k, func.count(), func.min(ext), func.min(cid), func.min(facts),
-                   func.min(language))
-            .group_by(k)
-            .order_by(k)
-        )  # fmt: skip
+        # Bytewise ("C"): the large groups' min() compares every row's id, in the collation
+        # of the database that would be a locale comparison each.
+        return select(k.label("key"), func.count().label("n"),
+                      func.min(ext.collate("C")).label("ext"), func.min(cid).label("cid"),
+                      func.min(facts).label("facts"),
+                      func.min(language).label("language")).group_by(k)  # fmt: skip
 
     def _param(self, values: Sequence[Any]) -> str:
         return json.dumps(list(values))
@@ -203,7 +204,8 @@ class Screener:
         if not external_ids:
             return {}
         params = {"exts": self._param(external_ids)}
-        return {r[EXT]: r for r in session.connection().execute(self.statement, params)}
+        rows = session.connection().execute(self.statement, params).all()
+        return {r[EXT]: r for r in rows}
 
     def grouped(self, session: Session, external_ids: Sequence[str]) -> list[Any]:
         """(key, customers, an external id) rows: key KEY_DELETED or ``missing_key(i)``
@@ -219,7 +221,8 @@ class Screener:
         if not ids:
             return {}
         params = {"ids": self._param(ids)}
-        return {r[0]: r for r in session.connection().execute(self.details_statement, params)}
+        rows = session.connection().execute(self.details_statement, params).all()
+        return {r[0]: r for r in rows}
 
 
 __all__ = [
