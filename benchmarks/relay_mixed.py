@@ -7,8 +7,8 @@ own process) as the relay's smarthost:
 
 - ``supervisor``: the default, the API and the relay in a process each (``api_nice`` as
   configured, 5 by default);
-- ``supervisor-nice0``: the same with ``api_nice = 0`` (does lowering the API's priority
-  help?);
+- ``supervisor-nice<N>``: the same with ``api_nice = N`` (``supervisor-nice0``: does
+  lowering the API's priority help?);
 - ``single-process``: ``mailveil serve --single-process``, both on one event loop.
 
 A client sends ``--messages`` 2 KB messages over ``--connections`` SMTP connections (AUTH as
@@ -20,7 +20,7 @@ the verdict (loaded p99 <= 1.5 x idle p99).
 
     .venv/bin/python benchmarks/relay_mixed.py                  # SQLite and PostgreSQL
     .venv/bin/python benchmarks/relay_mixed.py --quick          # the suite's: small, SQLite
-    .venv/bin/python benchmarks/relay_mixed.py --modes supervisor,supervisor-nice0
+    .venv/bin/python benchmarks/relay_mixed.py --modes supervisor-nice0,supervisor,supervisor-nice10
     .venv/bin/python benchmarks/relay_mixed.py --api-clients 64 --messages 600
 
 The machine is shared: the load average is printed with the figures.
@@ -32,6 +32,7 @@ import argparse
 import asyncio
 import multiprocessing as mp
 import os
+import re
 import shutil
 import signal
 import socket
@@ -53,17 +54,14 @@ from mailveil.config import Settings, load_settings
 from relay import PG_URL, private_database
 
 TARGET = 1.5
-MODES = {
-    "supervisor": ([], {}),
-    "supervisor-nice0": ([], {"MAILVEIL_API_NICE": "0"}),
-    "single-process": (["--single-process"], {}),
-}
+MODES = ("supervisor", "supervisor-nice<N>", "single-process")
 MAILVEIL = Path(sys.executable).with_name("mailveil")
 
 
 def start_serve(settings: Settings, mode: str, log: Path) -> subprocess.Popen[bytes]:
     """The real ``mailveil serve`` on ``settings``' ports and data, as an operator runs it."""
-    flags, extra = MODES[mode]
+    flags = ["--single-process"] if mode == "single-process" else []
+    extra = {"MAILVEIL_API_NICE": mode.removeprefix("supervisor-nice")} if "nice" in mode else {}
     env = {k: v for k, v in os.environ.items() if not k.startswith("MAILVEIL_")}
     env.update(
         MAILVEIL_DATA_DIR=str(settings.data_dir), MAILVEIL_DATABASE_URL=settings.database_url,
@@ -295,7 +293,7 @@ def main() -> int:
         args.messages, args.warmup, args.customers = 30, 5, 20
         args.api_clients, args.api_seconds, args.backends = 8, 6.0, "sqlite"
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = [m for m in modes if m not in MODES]
+    unknown = [m for m in modes if not re.fullmatch(r"supervisor(-nice\d+)?|single-process", m)]
     if unknown:
         parser.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     console = Console(width=max(120, Console().width))

@@ -9,7 +9,7 @@ own process, which calls ``ready()`` once it serves. The supervisor
   ``stop_timeout``) and returns 0 when every child stopped cleanly;
 - restarts a child that dies on its own, after a back-off that doubles from
   ``backoff_first`` up to ``backoff_max`` and starts over once a child stayed up for
-  ``stable_after`` seconds; after ``give_up_after`` restarts in a row that did not stay up,
+  ``stable_after`` seconds; after ``give_up_after`` deaths in a row that did not stay up,
   it stops everything and returns 1. Every death and restart is logged.
 
 Listening sockets are opened by the caller before ``run`` and inherited across fork, so a
@@ -26,6 +26,7 @@ import os
 import select
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ class Supervisor:
                 self._fork(entry, wake_r, wake_w)
             if not self._start_all(wake_r):
                 return self._stop_all(wake_r, failed=True)
-            if on_ready is not None:
+            if on_ready is not None and not self._stopping:
                 on_ready()
             return self._supervise(wake_r, wake_w)
         finally:
@@ -104,6 +105,10 @@ class Supervisor:
         self._stopping = True  # the loop notices (the wakeup fd wakes it)
 
     def _fork(self, entry: _Running, wake_r: int, wake_w: int) -> None:
+        if threading.active_count() > 1:  # a thread's locks would be copied mid-use
+            log.warning("serve_fork_with_threads", threads=threading.active_count())
+        sys.stdout.flush()  # or the child would print what is still buffered again
+        sys.stderr.flush()
         ready_r, ready_w = os.pipe()
         me = os.getpid()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {*_STOP_SIGNALS, signal.SIGCHLD})
@@ -191,7 +196,7 @@ class Supervisor:
                     break
                 up = (entry.ready_at is not None) and now - entry.ready_at >= self.stable_after
                 entry.failures = 1 if up else entry.failures + 1
-                if entry.failures > self.give_up_after:
+                if entry.failures >= self.give_up_after:
                     self.failed = (
                         f"the {entry.child.name} process died {entry.failures} times in a row "
                         f"({_described(entry.code)}); giving up"
@@ -285,7 +290,7 @@ def _child_main(
 
         child.run(ready)
     except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
+        code = 0 if exc.code is None else exc.code if isinstance(exc.code, int) else 1
     except BaseException as exc:  # a child must never fall back into the parent's code
         trace = not isinstance(exc, KeyboardInterrupt)
         log.error("serve_child_failed", process=child.name, error=type(exc).__name__,
