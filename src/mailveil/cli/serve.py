@@ -10,6 +10,7 @@ scheduling priority. ``--single-process`` keeps the former shape, both on one ev
 
 from __future__ import annotations
 
+import importlib
 import os
 import socket
 from typing import TYPE_CHECKING, Annotated, Any
@@ -77,6 +78,10 @@ def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
         relay_sock = listen(settings.relay_host, settings.relay_port)
         RelayServer.from_runtime(runtime, sock=relay_sock)  # relay keys, TLS, policy settings
         runtime.engine.dispose()  # each child opens its own after fork
+        for module in ("uvicorn", "mailveil.api.app", "mailveil.api.database"):
+            # Loaded once here: every child, a restarted one too, starts with them in
+            # memory (shared pages) instead of importing them again.
+            importlib.import_module(module)
     relay_port = relay_sock.getsockname()[1]
     metrics = bool(settings.metrics_port) and workers == 1
     api = _api_process(settings, api_sock, host, port)
