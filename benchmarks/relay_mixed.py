@@ -6,7 +6,7 @@ subprocess, its settings in the environment, a fresh data directory) with an SMT
 own process) as the relay's smarthost:
 
 - ``supervisor``: the default, the API and the relay in a process each (``api_nice`` as
-  configured, 5 by default);
+  configured, 10 by default);
 - ``supervisor-nice<N>``: the same with ``api_nice = N`` (``supervisor-nice0``: does
   lowering the API's priority help?);
 - ``single-process``: ``mailveil serve --single-process``, both on one event loop.

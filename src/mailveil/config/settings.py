@@ -56,7 +56,7 @@ class Settings:
     # Scheduling priority (nice, 0-19) the API's process gives up under `mailveil serve`, so
     # that the relay's processes, the latency-critical path, get the CPU first when both are
     # busy. Not applied with `--single-process` or `--no-relay` (one process).
-    api_nice: int = 5
+    api_nice: int = 10
     # -- contact policy (mailveil.policy) ------------------------------------------------------
     # Cedar policy folder that overrides the shipped one; empty means shipped policies only.
     policy_dir: str = ""
