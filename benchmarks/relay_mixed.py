@@ -1,19 +1,27 @@
-"""The relay's latency while the API is loaded, both in one ``mailveil serve`` process.
+"""The relay's latency while the API is loaded, as ``mailveil serve`` runs them.
 
 Issue 16 (mixed load): "while the API serves its heaviest mix at full speed, the relay's p99
-stays within 1.5x of its idle p99". One process runs what ``mailveil serve`` runs -- the API
-(uvicorn, its own database pool) and the relay (``serve_beside``) on one event loop -- with an
-SMTP sink (its own process) as the relay's smarthost. A client sends ``--messages`` 2 KB
-messages over ``--connections`` SMTP connections (AUTH as the seller, every check on, as in
-``relay.py``) twice: with the API idle, then while ``--api-clients`` HTTP clients (a process
-of their own) hammer the API with ``api_load.py``'s mix (customer reads, disclosures, signed
-checkpoints). Printed: the relay's submission p50/p99 in both phases, the API's requests/s
-and p99 meanwhile, and the verdict (loaded p99 <= 1.5 x idle p99).
+stays within 1.5x of its idle p99". Each mode starts the real ``mailveil serve`` command (a
+subprocess, its settings in the environment, a fresh data directory) with an SMTP sink (its
+own process) as the relay's smarthost:
+
+- ``supervisor``: the default, the API and the relay in a process each (``api_nice`` as
+  configured, 10 by default);
+- ``supervisor-nice<N>``: the same with ``api_nice = N`` (``supervisor-nice0``: does
+  lowering the API's priority help?);
+- ``single-process``: ``mailveil serve --single-process``, both on one event loop.
+
+A client sends ``--messages`` 2 KB messages over ``--connections`` SMTP connections (AUTH as
+the seller, every check on, as in ``relay.py``) twice: with the API idle, then while
+``--api-clients`` HTTP clients (a process of their own) hammer the API with
+``api_load.py``'s mix (customer reads, disclosures, signed checkpoints). Printed per mode:
+the relay's submission p50/p99 in both phases, the API's requests/s and p99 meanwhile, and
+the verdict (loaded p99 <= 1.5 x idle p99).
 
     .venv/bin/python benchmarks/relay_mixed.py                  # SQLite and PostgreSQL
     .venv/bin/python benchmarks/relay_mixed.py --quick          # the suite's: small, SQLite
+    .venv/bin/python benchmarks/relay_mixed.py --modes supervisor-nice0,supervisor,supervisor-nice10
     .venv/bin/python benchmarks/relay_mixed.py --api-clients 64 --messages 600
-    .venv/bin/python benchmarks/relay_mixed.py --split         # API and relay: a process each
 
 The machine is shared: the load average is printed with the figures.
 """
@@ -22,13 +30,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import logging
 import multiprocessing as mp
 import os
+import re
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any
@@ -42,34 +54,36 @@ from mailveil.config import Settings, load_settings
 from relay import PG_URL, private_database
 
 TARGET = 1.5
+MODES = ("supervisor", "supervisor-nice<N>", "single-process")
+MAILVEIL = Path(sys.executable).with_name("mailveil")
 
 
-def serve_main(settings: Settings, part: str = "both") -> None:
-    """What ``mailveil serve`` runs: the API and the relay on one event loop (``part``
-    "both"), or one of them alone ("api", "relay": ``--split``, a process each)."""
-    import uvicorn
-
-    from mailveil.api.app import create_app
-    from mailveil.api.database import api_runtime
-    from mailveil.relay.dns import StaticResolver
-    from mailveil.relay.server import RelayServer, serve_beside
-    from mailveil.runtime import Runtime
-
-    runtime = Runtime.open(settings)
-    api = create_app(api_runtime(runtime), background_checkpoints=True)
-    # No DNS: the seller authenticates with SMTP AUTH (as in relay.py).
-    relay = RelayServer.from_runtime(runtime, resolver=StaticResolver({}))
-    logging.getLogger("mail.log").setLevel(logging.ERROR)  # aiosmtpd's login_data warning
-    config = uvicorn.Config(
-        api, host="127.0.0.1", port=settings.api_port, log_level="error", access_log=False,
-        log_config=None, backlog=2048,
+def start_serve(settings: Settings, mode: str, log: Path) -> subprocess.Popen[bytes]:
+    """The real ``mailveil serve`` on ``settings``' ports and data, as an operator runs it."""
+    flags = ["--single-process"] if mode == "single-process" else []
+    extra = {"MAILVEIL_API_NICE": mode.removeprefix("supervisor-nice")} if "nice" in mode else {}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MAILVEIL_")}
+    env.update(
+        MAILVEIL_DATA_DIR=str(settings.data_dir), MAILVEIL_DATABASE_URL=settings.database_url,
+        MAILVEIL_API_PORT=str(settings.api_port), MAILVEIL_RELAY_PORT=str(settings.relay_port),
+        MAILVEIL_RELAY_ALLOW_PLAIN_AUTH_ON_LOOPBACK="true",
+        MAILVEIL_SMARTHOST_PORT=str(settings.smarthost_port),
+        MAILVEIL_SMARTHOST_POOL_SIZE=str(settings.smarthost_pool_size),
+        MAILVEIL_LOG_LEVEL="warning", **extra,
     )  # fmt: skip
-    if part == "relay":
-        asyncio.run(relay.serve_forever())
-    elif part == "api":
-        uvicorn.Server(config).run()
-    else:
-        asyncio.run(serve_beside(relay, uvicorn.Server(config).serve()))
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [str(MAILVEIL), "serve", *flags], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
+
+
+def stop_serve(proc: subprocess.Popen[bytes]) -> int:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=30)
 
 
 def _wait_relay(port: int, deadline: float) -> None:
@@ -111,10 +125,40 @@ def relay_phase(
     return [(done - start) * 1000 for _, start, done in acks]
 
 
-def bench(args: argparse.Namespace, database_url: str, console: Console) -> tuple[bool, str]:
+@dataclass
+class Run:
+    """One mode's figures on one backend."""
+
+    mode: str
+    idle: list[float]
+    loaded: list[float]
+    relay_seconds: float
+    api_rate: float
+    api_latencies: list[float]
+    statuses: dict[int, int]
+    load_avg: float
+
+    def ratio(self) -> float:
+        return percentile(self.loaded, 0.99) / max(percentile(self.idle, 0.99), 1e-9)
+
+    def verdict(self) -> str:
+        met = self.ratio() <= TARGET
+        return (
+            f"{self.mode}: relay p99 under API load {percentile(self.loaded, 0.99):.1f} ms vs "
+            f"idle {percentile(self.idle, 0.99):.1f} ms = {self.ratio():.2f} x (target <= "
+            f"{TARGET} x): {'met' if met else 'NOT met'}; API {self.api_rate:,.0f} req/s; "
+            f"load average {self.load_avg:.1f} on {os.cpu_count()} CPUs"
+        )
+
+
+def bench(args: argparse.Namespace, database_url: str, mode: str, console: Console) -> Run:
+    """One mode on a fresh data directory (and ``database_url``): serve started, both
+    phases run, serve stopped."""
     work = Path(tempfile.mkdtemp(prefix="mailveil-bench-mixed-"))
     ctx = mp.get_context("spawn")
     processes: list[Any] = []
+    server: subprocess.Popen[bytes] | None = None
+    log = work / "serve.log"
     try:
         sinks, sink_end = ctx.Pipe()
         sink = ctx.Process(target=sink_main, args=(sink_end,), daemon=True)
@@ -131,14 +175,14 @@ def bench(args: argparse.Namespace, database_url: str, console: Console) -> tupl
         initialise(settings, console)
         world = seed(settings, args.customers)
         token = admin_key(settings)
-        for part in ("api", "relay") if args.split else ("both",):
-            server = ctx.Process(target=serve_main, args=(settings, part), daemon=True)
-            server.start()
-            processes.append(server)
+        server = start_serve(settings, mode, log)
         base = f"http://127.0.0.1:{settings.api_port}"
-        _wait_up(base, "/healthz", time.monotonic() + 120)
-
-        _wait_relay(settings.relay_port, time.monotonic() + 120)
+        try:
+            _wait_up(base, "/healthz", time.monotonic() + 120)
+            _wait_relay(settings.relay_port, time.monotonic() + 120)
+        except SystemExit:
+            console.print(log.read_text(errors="replace")[-3000:])
+            raise
         load, load_end = ctx.Pipe()
         seconds = args.api_seconds
         clients = ctx.Process(
@@ -169,52 +213,61 @@ def bench(args: argparse.Namespace, database_url: str, console: Console) -> tupl
         relay_seconds = time.monotonic() - began
         if relay_seconds + 2 > seconds:
             console.print(
-                f"[yellow]the relay's loaded phase ({relay_seconds:.0f} s) outlasted the API "
-                f"load ({seconds:.0f} s): raise --api-seconds[/]"
+                f"[yellow]{mode}: the relay's loaded phase ({relay_seconds:.0f} s) outlasted "
+                f"the API load ({seconds:.0f} s): raise --api-seconds[/]"
             )
         api_seconds, api_latencies, statuses = load.recv()
         clients.join(timeout=30)
-        load_avg = os.getloadavg()[0]
-
-        where = "its own process beside the API's" if args.split else "`mailveil serve`"
-        table = Table(
-            title=f"relay in {where}: {n} messages over {k} connection(s), "
-            f"{args.api_clients} API clients"
-        )
-        for column in ("", "relay p50 ms", "relay p99 ms", "relay msg/s", "API req/s",
-                       "API p99 ms", "API statuses"):  # fmt: skip
-            table.add_column(column, justify="left" if not column else "right")
-        table.add_row(
-            "API idle", f"{percentile(idle, 0.5):.1f}", f"{percentile(idle, 0.99):.1f}",
-            "-", "-", "-", "-",
-        )  # fmt: skip
-        table.add_row(
-            "API loaded",
-            f"{percentile(loaded, 0.5):.1f}",
-            f"{percentile(loaded, 0.99):.1f}",
-            f"{n / relay_seconds:,.0f}",
-            f"{len(api_latencies) / api_seconds:,.0f}",
-            f"{1000 * percentile(api_latencies, 0.99):.0f}" if api_latencies else "-",
-            ", ".join(f"{s}: {c}" for s, c in sorted(statuses.items())),
-        )
-        console.print(table)
-        ratio = percentile(loaded, 0.99) / max(percentile(idle, 0.99), 1e-9)
-        met = ratio <= TARGET
-        verdict = (
-            f"relay p99 under API load {percentile(loaded, 0.99):.1f} ms vs idle "
-            f"{percentile(idle, 0.99):.1f} ms = {ratio:.2f} x (target <= {TARGET} x): "
-            f"{'met' if met else 'NOT met'}; load average {load_avg:.1f} on {os.cpu_count()} CPUs"
-        )
-        console.print(verdict)
         if len(loaded) != n or len(idle) != n:
-            raise SystemExit("the relay did not acknowledge every message")
-        return met, verdict
+            raise SystemExit(f"{mode}: the relay did not acknowledge every message")
+        run = Run(
+            mode, idle, loaded, relay_seconds, len(api_latencies) / api_seconds,
+            api_latencies, dict(statuses), os.getloadavg()[0],
+        )  # fmt: skip
+        code = stop_serve(server)
+        server = None
+        if code != 0:
+            console.print(log.read_text(errors="replace")[-3000:])
+            raise SystemExit(f"{mode}: mailveil serve exited {code} on SIGTERM")
+        console.print(run.verdict())
+        return run
     finally:
+        if server is not None:
+            stop_serve(server)
         for proc in reversed(processes):
             if proc.is_alive():
                 proc.terminate()
                 proc.join(timeout=10)
         shutil.rmtree(work, ignore_errors=True)
+
+
+def table(backend: str, runs: list[Run], args: argparse.Namespace) -> Table:
+    out = Table(
+        title=f"{backend}: `mailveil serve` by mode, {args.messages} messages over "
+        f"{args.connections} connection(s), {args.api_clients} API clients (times in ms)"
+    )
+    for column in ("mode", "API", "relay p50", "relay p99", "x idle", "relay msg/s",
+                   "API req/s", "API p99", "API statuses"):  # fmt: skip
+        left = column in ("mode", "API")
+        wrap = column == "API statuses"
+        out.add_column(column, justify="left" if left else "right", no_wrap=not wrap)
+    for run in runs:
+        out.add_row(
+            run.mode, "idle", f"{percentile(run.idle, 0.5):.1f}",
+            f"{percentile(run.idle, 0.99):.1f}", "", "-", "-", "-", "-",
+        )  # fmt: skip
+        out.add_row(
+            "",
+            "loaded",
+            f"{percentile(run.loaded, 0.5):.1f}",
+            f"{percentile(run.loaded, 0.99):.1f}",
+            f"{run.ratio():.2f}",
+            f"{len(run.loaded) / run.relay_seconds:,.0f}",
+            f"{run.api_rate:,.0f}",
+            f"{1000 * percentile(run.api_latencies, 0.99):.0f}" if run.api_latencies else "-",
+            " ".join(f"{s}:{c}" for s, c in sorted(run.statuses.items())),
+        )
+    return out
 
 
 def main() -> int:
@@ -230,27 +283,35 @@ def main() -> int:
     parser.add_argument("--backends", default="sqlite,postgresql")
     parser.add_argument("--pg-url", default=PG_URL, help="server for a private database")
     parser.add_argument(
-        "--split",
-        action="store_true",
-        help="the API and the relay in a process each (as a supervisor would run them), "
-        "instead of one mailveil serve process",
+        "--modes",
+        default="supervisor,single-process",
+        help=f"comma-separated, run in this order: {', '.join(MODES)}",
     )
     parser.add_argument("--quick", action="store_true", help="a small run (the suite's)")
     args = parser.parse_args()
     if args.quick:
         args.messages, args.warmup, args.customers = 30, 5, 20
         args.api_clients, args.api_seconds, args.backends = 8, 6.0, "sqlite"
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    unknown = [m for m in modes if not re.fullmatch(r"supervisor(-nice\d+)?|single-process", m)]
+    if unknown:
+        parser.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
     console = Console(width=max(120, Console().width))
-    verdicts = []
+    results: list[tuple[str, list[Run]]] = []
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
         console.rule(backend)
-        if backend == "postgresql":
-            with private_database(args.pg_url) as url:
-                verdicts.append((backend, *bench(args, url, console)))
-        else:
-            verdicts.append((backend, *bench(args, "", console)))
-    for backend, _met, text in verdicts:
-        console.print(f"{backend}: {text}")
+        runs = []
+        for mode in modes:
+            if backend == "postgresql":
+                with private_database(args.pg_url) as url:
+                    runs.append(bench(args, url, mode, console))
+            else:
+                runs.append(bench(args, "", mode, console))
+        console.print(table(backend, runs, args))
+        results.append((backend, runs))
+    for backend, runs in results:
+        for run in runs:
+            console.print(f"{backend}, {run.verdict()}")
     return 0
 
 

@@ -154,8 +154,8 @@ def server(tmp_path: Path) -> Iterator[tuple[str, str]]:
                 with urllib.request.urlopen(f"{base}/healthz", timeout=2) as response:  # noqa: S310
                     if response.status == 200:
                         break
-            except (urllib.error.URLError, ConnectionError):
-                pass
+            except OSError:  # URLError, refused, or accepted but not answered yet (the
+                pass  # supervisor listens before the API's process is up)
             if time.monotonic() > deadline:
                 pytest.fail("serve did not answer /healthz within 60 s")
             time.sleep(0.2)

@@ -71,7 +71,7 @@ def test_relay_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in run.stderr
 
 
-def test_serve_runs_the_api_and_the_relay_in_one_process(tmp_path: Path, sink: Sink) -> None:
+def test_serve_runs_the_api_and_the_relay(tmp_path: Path, sink: Sink) -> None:
     seeded = seed(tmp_path / "var")
     api_port, relay_port = free_port(), free_port()
     log = tmp_path / "serve.log"

@@ -15,9 +15,10 @@ from mailveil.cli import incident_report as report_cli
 from mailveil.cli import notify as notify_cli
 from mailveil.cli import ops as ops_cli
 from mailveil.cli import rotate as rotate_cli
+from mailveil.cli import serve as serve_cli
 from mailveil.cli import witness as witness_cli
 from mailveil.cli import worker as worker_cli
-from mailveil.cli.common import CliState, emit, fail, friendly_errors, say
+from mailveil.cli.common import CliState, emit, friendly_errors, say
 from mailveil.cli.setup import initialise
 
 app = typer.Typer(
@@ -109,71 +110,7 @@ def init(ctx: typer.Context) -> None:
         )
 
 
-@app.command()
-def serve(
-    ctx: typer.Context,
-    host: Annotated[str | None, typer.Option(help="API address")] = None,
-    port: Annotated[int | None, typer.Option(help="API port", min=1, max=65535)] = None,
-    relay: Annotated[
-        bool, typer.Option("--relay/--no-relay", help="also run the SMTP relay")
-    ] = True,
-) -> None:
-    """Run the API (127.0.0.1:8700 by default) and the SMTP relay (127.0.0.1:2525)."""
-    import asyncio
-
-    import uvicorn
-
-    from mailveil.api.app import create_app
-    from mailveil.api.database import api_runtime
-    from mailveil.logs import configure_logging
-    from mailveil.relay.server import RelayServer, serve_beside
-    from mailveil.runtime import Runtime
-
-    settings = ctx.obj.settings()
-    host = host if host is not None else settings.api_host
-    port = port if port is not None else settings.api_port
-    _api_port_free(host, port)
-    with friendly_errors(init_hint=False):
-        initialise(settings, issue_admin=False)
-        configure_logging(settings)
-        runtime = Runtime.open(settings)
-        # The API gets its own database pool: a burst of requests cannot starve the relay.
-        api = create_app(api_runtime(runtime), background_checkpoints=True)
-        relay_server = RelayServer.from_runtime(runtime) if relay else None
-    # log_config=None: uvicorn keeps the logging configured above (JSON, scrubbed) instead of
-    # installing its own plain-text handlers; its access log is off (the API logs requests).
-    uvicorn_options: dict[str, Any] = {
-        "host": host, "port": port, "log_level": settings.log_level, "access_log": False,
-        "log_config": None,
-    }  # fmt: skip
-    say(
-        f"mailveil API on http://{host}:{port} (OpenAPI at /openapi.json, docs at /docs)",
-        markup=False,
-    )
-    if relay_server is None:
-        uvicorn.run(api, **uvicorn_options)
-        return
-    say(f"mailveil relay on {relay_server.host}:{relay_server.port} (SMTP)", markup=False)
-    config = uvicorn.Config(api, **uvicorn_options)
-    with friendly_errors(init_hint=False):
-        asyncio.run(serve_beside(relay_server, uvicorn.Server(config).serve()))
-
-
-def _api_port_free(host: str, port: int) -> None:
-    """Fail now, in words, if the API cannot listen (uvicorn would log a bare errno later)."""
-    import errno
-    import os
-    import socket
-
-    try:
-        with socket.create_server((host, port), reuse_port=False):
-            pass
-    except OSError as exc:
-        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
-        hint = ""
-        if exc.errno == errno.EADDRINUSE:
-            hint = f" (port {port} is taken: stop the other server, or use --port or api_port)"
-        fail(f"the API cannot listen on {host}:{port}: {why}{hint}")
+app.command("serve")(serve_cli.serve_command)
 
 
 @app.command("relay")

@@ -72,6 +72,8 @@ def _check_core(settings: Settings) -> None:
         )
     if not 0 < settings.api_port < 65536:
         raise SettingsError("api_port must be a TCP port")
+    if not 0 <= settings.api_nice <= 19:
+        raise SettingsError("api_nice must be between 0 and 19")
 
 
 def _check_relay(settings: Settings) -> None:

@@ -53,6 +53,10 @@ class Settings:
     api_db_pool_timeout_seconds: float = 2.0
     # How long an API request waits for SQLite's write lock before answering 503.
     api_db_busy_timeout_seconds: float = 5.0
+    # Scheduling priority (nice, 0-19) the API's process gives up under `mailveil serve`, so
+    # that the relay's processes, the latency-critical path, get the CPU first when both are
+    # busy. Not applied with `--single-process` or `--no-relay` (one process).
+    api_nice: int = 10
     # -- contact policy (mailveil.policy) ------------------------------------------------------
     # Cedar policy folder that overrides the shipped one; empty means shipped policies only.
     policy_dir: str = ""

@@ -37,7 +37,7 @@ import signal
 import socket
 import ssl
 import threading
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiosmtpd.smtp import SMTP
@@ -381,9 +381,14 @@ class RelayServer:
         await self.smarthost.close()
         await self.handler.veto.close()
 
-    async def serve_forever(self, stop: asyncio.Event | None = None) -> None:
+    async def serve_forever(
+        self, stop: asyncio.Event | None = None, ready: Callable[[], None] | None = None
+    ) -> None:
+        """Serve until ``stop`` is set; ``ready`` is called once the relay listens."""
         await self.start()
         try:
+            if ready is not None:
+                ready()
             await (stop or asyncio.Event()).wait()
         finally:
             await self.stop()
@@ -417,13 +422,16 @@ async def serve_beside(relay: RelayServer, main: Awaitable[Any]) -> None:
             signal.signal(sig, handler)
 
 
-async def serve_until_signalled(relay: RelayServer) -> None:
-    """``mailveil relay``: serve until SIGINT or SIGTERM, then stop cleanly."""
+async def serve_until_signalled(
+    relay: RelayServer, ready: Callable[[], None] | None = None
+) -> None:
+    """``mailveil relay``: serve until SIGINT or SIGTERM, then stop cleanly; ``ready`` is
+    called once the relay listens (``mailveil serve``'s supervisor waits for it)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
-    await relay.serve_forever(stop)
+    await relay.serve_forever(stop, ready)
 
 
 class RelayThread:

@@ -17,6 +17,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Callable
 
 from mailveil.config import Settings
 from mailveil.relay.server import (
@@ -40,12 +41,32 @@ def listen(host: str, port: int) -> socket.socket:
     return sock
 
 
+def run_relay(
+    settings: Settings,
+    sock: socket.socket,
+    ready: Callable[[], None] | None = None,
+    *,
+    metrics: bool = False,
+) -> None:
+    """One relay process on ``sock`` (a worker here, or ``mailveil serve``'s relay process),
+    with its own database engine, until SIGINT or SIGTERM; ``metrics``: serve this process's
+    registry on ``metrics_host:metrics_port``."""
+    runtime = Runtime.open(settings)
+    server = RelayServer.from_runtime(runtime, sock=sock)
+    if metrics:
+        from prometheus_client import start_http_server
+
+        start_http_server(
+            settings.metrics_port, addr=settings.metrics_host, registry=runtime.metrics.registry
+        )
+    asyncio.run(serve_until_signalled(server, ready))
+
+
 def _child(settings: Settings, sock: socket.socket) -> None:
     """A worker's whole life; never returns."""
     code = 0
     try:
-        runtime = Runtime.open(settings)
-        asyncio.run(serve_until_signalled(RelayServer.from_runtime(runtime, sock=sock)))
+        run_relay(settings, sock)
     except BaseException as exc:  # a worker must not fall back into the parent's code
         log.error("relay worker %s stopped: %s", os.getpid(), type(exc).__name__)
         code = 1
@@ -101,4 +122,4 @@ def serve_workers(settings: Settings, sock: socket.socket, workers: int) -> int:
     return worst
 
 
-__all__ = ["listen", "serve_workers"]
+__all__ = ["listen", "run_relay", "serve_workers"]
