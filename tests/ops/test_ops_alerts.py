@@ -1,6 +1,10 @@
 """Alert webhooks against a real HTTP receiver on loopback: the receiver checks the HMAC
 signature, refuses the first deliveries, then takes them; nothing is lost in between (the
-outbox keeps them across a restart), and no body carries an address."""
+outbox keeps them across a restart), and no body carries an address.
+
+The halted send is a real one: a send through mailveil's relay (notify_kit) whose first
+stage fails its ineligible gate, on SQLite and PostgreSQL; the alert is raised from the
+``send_halted`` ledger entry the worker's halt writes."""
 
 from __future__ import annotations
 
@@ -12,15 +16,21 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+from ops_kit import kit
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
 from mailveil.contacts.principals import create_principal
+from mailveil.detect.models import Signal
 from mailveil.detect.signals import record_signal
 from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
+from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.signing import init_signing_key
+from mailveil.notify.audience import Entry
+from mailveil.notify.queue import run_to_end
+from mailveil.notify.sends import counts_of, create_send, get_send
 from mailveil.ops import alerts
 from mailveil.ops.metrics import Metrics
 from mailveil.ops.models import OpsAlert
@@ -78,19 +88,40 @@ def receiver() -> Iterator[Receiver]:
         r.server.server_close()
 
 
-def _raise_four_alerts(session: Session, settings: Settings, ledger: Ledger) -> None:
+@pytest.fixture
+def halt_env(settings: Settings, notify_db: sessionmaker[Session]) -> Iterator[kit.NotifyEnv]:
+    """The notification world (relay on loopback, a sink, ten customers with addresses)."""
+    yield from kit.open_env(kit.notify_settings(settings), notify_db)
+
+
+def _halt_a_send(env: kit.NotifyEnv) -> int:
+    """A send to ten customers of whom two hold the rule's facts: the worker delivers the
+    first stage (all ten: the minimum stage is 20) and halts on the ineligible gate (0.8)."""
+    session = env.session()
+    kit.add_facts(session, kit.gift_facts([2, 5]))
+    template = kit.register(session, env, kit.GIFT_TEMPLATE)
+    entries = [Entry(f"c{n}", None) for n in sorted(env.customers)]
+    send = create_send(session, env.settings, env.runtime.ledger, template=template,
+                       entries=entries, actor="apikey:ops-test")  # fmt: skip
+    session.commit()
+    run_to_end(env.runtime, send.id)
+    session.expire_all()
+    assert get_send(session, send.id).status == "halted"
+    return send.id
+
+
+def _raise_four_alerts(session: Session, env: kit.NotifyEnv) -> int:
+    """An incident, a halted send, a canary hit and a witness disagreement; the send's id."""
+    ledger = env.runtime.ledger
+    send_id = _halt_a_send(env)
     seller = create_principal(session, kind="seller", external_id="leaky-shop")
     signal = record_signal(
         session, ledger, kind="abuse_report", confidence="exact",
         summary="report about leaky.customer@example-mail.com", source_principal_id=seller.id,
     )  # fmt: skip
     assert signal.incident_id is not None
-    # The shapes notify.worker._halt and relay.detection.canary_hit write.
+    # The shape relay.detection.canary_hit writes.
     ledger.append(session, [
-        Event("signal", "system", None, None, "notification", "send:7", {
-            "signal": "send_gate_failed", "send": 7, "template": "t", "version": 1,
-            "gate": "bounce", "rate": 0.2, "threshold": 0.05,
-        }),
         Event(KIND_CANARY_HIT, "unauthenticated", "customer:3", detail={
             "principal": f"principal:{seller.id}", "action": "quarantine", "sha256": "ab" * 32,
             "size": 120, "mail_from": "intruder@elsewhere.example",
@@ -101,19 +132,19 @@ def _raise_four_alerts(session: Session, settings: Settings, ledger: Ledger) -> 
         WitnessAlert("witness.example/w1", "inconsistent", 40, 52, "not append-only"),
     )  # fmt: skip
     session.commit()
+    return send_id
 
 
 def test_alerts_are_signed_retried_and_survive_a_restart(
-    settings: Settings, session_factory: sessionmaker[Session], receiver: Receiver
+    halt_env: kit.NotifyEnv, receiver: Receiver
 ) -> None:
-    settings = settings.with_overrides(
+    env = halt_env
+    session_factory = env.session_factory
+    settings = env.settings.with_overrides(
         alert_webhook_url=receiver.url, alert_webhook_secret=SECRET, alert_retry_seconds=30
     )
-    init_signing_key(settings)
-    ledger = Ledger.load(settings)
     metrics = Metrics()
-    with session_factory() as s:
-        _raise_four_alerts(s, settings, ledger)
+    send_id = _raise_four_alerts(env.session(), env)
 
     first = alerts.pump(session_factory, settings, metrics=metrics)
     assert first.enqueued == 4 and first.delivered == 1 and first.retrying == 3
@@ -134,14 +165,26 @@ def test_alerts_are_signed_retried_and_survive_a_restart(
     ids = [h["x-mailveil-alert-id"] for h, _b, _g in receiver.posts]
     assert len(set(ids)) == 4 and len(ids) == 7  # 3 refused, 4 taken; retries keep their id
     halted = next(a for a in got if a["alert"] == "send_halted")
+    with session_factory() as s:
+        [gate_signal] = s.scalars(select(Signal).where(Signal.kind == "send_gate_failed")).all()
+        [entry] = s.scalars(select(LedgerEntry).where(LedgerEntry.kind == "send_halted")).all()
+        delivered = counts_of(s, send_id).get("delivered", 0)
+    assert halted["ledger_seq"] == entry.seq and halted["ref"] == f"send:{send_id}"
     assert halted["facts"] == {
-        "send": 7, "template": "t", "version": 1, "gate": "bounce", "rate": 0.2,
-        "threshold": 0.05,
+        "send": send_id, "template": "registry-gift", "version": 1, "stage": 0,
+        "gate": "ineligible", "rate": 0.8, "threshold": settings.notify_max_ineligible_rate,
+        "stage_recipients": 10, "delivered": delivered, "signal": gate_signal.id,
     }  # fmt: skip
+    assert delivered == len(env.sink.recipients()) == 2
+    assert halted["summary"] == (
+        f"send {send_id} halted at stage 1 by its ineligible gate: rate 0.8 above "
+        f"{settings.notify_max_ineligible_rate}"
+    )
     witness = next(a for a in got if a["alert"] == "witness_disagreement")
     assert witness["facts"]["reason"] == "inconsistent" and witness["facts"]["witness_size"] == 52
     bodies = b"".join(b for _h, b, _g in receiver.posts).decode()
     assert "@" not in bodies  # neither the canary's intruder nor the report's customer
+    assert kit.MAIL_DOMAIN not in bodies  # nor any of the send's recipients
     with session_factory() as s:
         states = s.scalars(select(OpsAlert.state)).all()
         assert sorted(states) == ["delivered"] * 4

@@ -1,13 +1,13 @@
 """Alerts: a signed JSON webhook when an incident opens, a send halts, a canary is hit or a
 witness disagrees.
 
-Every one of those is a ledger entry already (``incident_opened``, a ``signal`` with
-``send_gate_failed``, ``canary_hit``, ``witness_alert``), so alerts are raised from the
-ledger: ``enqueue`` reads the entries past its cursor and writes one ``ops_alerts`` row per
-alert (the outbox), ``deliver_due`` posts the rows that are due and retries failures with
-exponential backoff. Nothing is lost across restarts: an entry is in the ledger before any
-alert exists, the cursor and the outbox rows move in one transaction, and a row stays until
-its delivery succeeded. Delivery is at least once: receivers deduplicate on
+Every one of those is a ledger entry already (``incident_opened``, ``send_halted``,
+``canary_hit``, ``witness_alert``), so alerts are raised from the ledger: ``enqueue`` reads
+the entries past its cursor and writes one ``ops_alerts`` row per alert (the outbox),
+``deliver_due`` posts the rows that are due and retries failures with exponential backoff.
+Nothing is lost across restarts: an entry is in the ledger before any alert exists, the
+cursor and the outbox rows move in one transaction, and a row stays until its delivery
+succeeded. Delivery is at least once: receivers deduplicate on
 ``X-Mailveil-Alert-Id``.
 
 Signature: ``X-Mailveil-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256>`` over
@@ -44,7 +44,14 @@ BATCH = 100
 
 _log = get_logger("mailveil.alerts")
 # Ledger kinds that may raise an alert (``_alert_of`` decides).
-_KINDS = ("incident_opened", "signal", "canary_hit", "witness_alert")
+_KINDS = ("incident_opened", "send_halted", "canary_hit", "witness_alert")
+# What a halt's alert tells (notify.gates.halt writes them all in its ``send_halted`` entry,
+# beside the ``send_gate_failed`` signal it files: that signal's own ledger entry carries
+# neither the send nor the gate, so the halt is alerted from this entry, once).
+_HALT_FACTS = (
+    "send", "template", "version", "stage", "gate", "rate", "threshold", "stage_recipients",
+    "delivered",
+)  # fmt: skip
 
 
 def sign(secret: str, timestamp: int, body: bytes) -> str:
@@ -75,12 +82,17 @@ def _alert_of(kind: str, detail: dict[str, Any]) -> tuple[str, str, dict[str, An
     if kind == "incident_opened":
         facts = _pick(detail, "incident", "kind")
         return "incident_opened", f"incident {facts.get('incident')} opened", facts
-    if kind == "signal" and detail.get("signal") == "send_gate_failed":
-        facts = _pick(detail, "send", "template", "version", "gate", "rate", "threshold")
+    if kind == "send_halted":
+        facts = _pick(detail, *_HALT_FACTS)
+        if "signal_id" in detail:
+            facts["signal"] = detail["signal_id"]
+        stage = facts.get("stage")
+        at = f" at stage {int(stage) + 1}" if isinstance(stage, int) else ""
         return (
             "send_halted",
-            f"send {facts.get('send')} halted by its {facts.get('gate')} gate",
-            (facts),
+            f"send {facts.get('send')} halted{at} by its {facts.get('gate')} gate: rate "
+            f"{facts.get('rate')} above {facts.get('threshold')}",
+            facts,
         )
     if kind == "canary_hit":
         facts = _pick(detail, "principal", "action", "sha256", "size")

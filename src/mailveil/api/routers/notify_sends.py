@@ -124,6 +124,8 @@ def post_send(
     template = get_template(session, body.template, body.version)
     _owned(caller, template)
     audience = parse_audience(body.audience)
+    # A segment is read a page (notify_batch_size) at a time as create_send stores each
+    # batch, never held whole: it can be every customer with a fact of that kind.
     entries = (
         audience
         if isinstance(audience, list)
@@ -138,7 +140,7 @@ def post_send(
         runtime.settings,
         runtime.ledger,
         template=template,
-        entries=list(entries),
+        entries=entries,
         actor=caller.actor,
     )
     session.commit()
