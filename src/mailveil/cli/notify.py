@@ -335,7 +335,8 @@ def sends_create(
     settings = ctx.obj.settings()
     with friendly_errors(), database(settings) as factory, factory() as session:
         row = get_template(session, template, version)
-        entries = list(read_audience(session, settings, audience))
+        # Streamed: a segment is read a page at a time as create_send stores each batch.
+        entries = read_audience(session, settings, audience)
         send = create_send(
             session,
             settings,
