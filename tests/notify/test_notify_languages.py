@@ -8,6 +8,7 @@ from __future__ import annotations
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import default as default_policy
+from types import SimpleNamespace
 from typing import Any
 
 import notify_kit as kit
@@ -24,6 +25,7 @@ from mailveil.notify.models import Recipient, Send
 from mailveil.notify.queue import run_to_end
 from mailveil.notify.sends import create_send, get_send
 from mailveil.notify.templates import get_template, render
+from mailveil.notify.transmit import WIRE, Ready, build_message, message_bytes
 
 notify_env = kit.notify_env
 notify_db = kit.notify_db
@@ -53,8 +55,9 @@ def _entry(n: int) -> dict[str, Any]:
     return {"customer": f"c{n}"}
 
 
-def _received(env: NotifyEnv) -> dict[int, list[tuple[str, str]]]:
-    """Customer number: the (subject, plain body) of each message the sink got for them."""
+def _received(env: NotifyEnv) -> dict[int, list[tuple[str, str, str]]]:
+    """Customer number: (Content-Language, subject, plain body) of each message the sink got
+    for them."""
     by_address = {kit.address(n).lower(): n for n in env.customers}
     out: dict[int, list[tuple[str, str]]] = {}
     with env.sink.lock:
@@ -65,7 +68,8 @@ def _received(env: NotifyEnv) -> dict[int, list[tuple[str, str]]]:
         part = msg.get_body(preferencelist=("plain",))
         assert part is not None
         body = str(part.get_content()).replace("\r\n", "\n")
-        out.setdefault(by_address[rcpt], []).append((str(msg["Subject"]), body))
+        said = str(msg["Content-Language"])
+        out.setdefault(by_address[rcpt], []).append((said, str(msg["Subject"]), body))
     return out
 
 
@@ -106,7 +110,8 @@ def test_each_recipient_gets_their_language_through_the_relay(notify_env: Notify
     received = _received(env)
     assert sorted(received) == everyone
     for n in everyone:
-        [(subject, text)] = received[n]  # exactly one message each
+        [(said, subject, text)] = received[n]  # exactly one message each
+        assert said == ("de" if n in GERMANS else "en"), n  # and it says which (RFC 3282)
         if n in GERMANS:
             assert subject == GERMAN["subject"], n
             assert text.startswith("Hallo,\n\njemand hat a teddy bear für die Liste "
@@ -173,3 +178,21 @@ def test_a_segment_gets_the_template_s_own_language(notify_env: NotifyEnv) -> No
     assert preview["languages"] == {"en": 3}
     session = env.session()
     assert session.scalar(select(func.count()).select_from(Recipient)) == 0
+
+
+def test_content_language_is_written_alike_on_both_paths() -> None:
+    """``message_bytes`` writes a plain message itself: with a Content-Language too it gives
+    exactly EmailMessage's bytes (German text, not ASCII, goes through EmailMessage)."""
+    # Plain data holders for the attributes a message reads (no behaviour stubbed).
+    runtime = SimpleNamespace(settings=SimpleNamespace(relay_domain="relay.example"))
+    send, template = SimpleNamespace(id=7), SimpleNamespace(reason="notification")
+    url = "https://relay.example/unsubscribe/7/1/abcdef"
+    for language, subject, body in (
+        ("en", GIFT_TEMPLATE["subject"], "Hello,\n\nsomeone bought a teddy bear.\n"),
+        ("de", GERMAN["subject"], "Hallo,\n\njemand hat einen Teddy für R1 gekauft.\n"),
+        ("", "s", "b\n"),
+    ):
+        item = Ready(1, 2, "ab12.cd@relay.example", subject, body, [], url, language)
+        want = build_message(runtime, send, template, item).as_bytes(policy=WIRE)
+        assert message_bytes(runtime, send, template, item) == want
+        assert (b"Content-Language: " + language.encode() in want) == bool(language)
