@@ -148,6 +148,23 @@ def query_entries(session: Session, query: FactQuery, batch: int) -> Iterator[En
         after = rows[-1].id
 
 
+def in_languages(entries: Iterable[Entry], template: Template) -> Iterator[Entry]:
+    """The entries, refusing (InvalidInput) the first that names a language the template is
+    not written in: sending it the template's own language instead would reach a customer in
+    a language nobody chose for them. A segment (``query_entries``) names none: each of its
+    recipients gets the template's own language."""
+    offered = {template.language, *(template.translations or {})}
+    for n, entry in enumerate(entries, start=1):
+        if entry.language is not None and entry.language not in offered:
+            raise InvalidInput(
+                f"audience entry {n} (customer {v.shown(entry.external_id)}) asks for language "
+                f"{v.shown(entry.language)}, but template {template.name} v{template.version} "
+                f"is written in {', '.join(sorted(offered))}; name one of those, or no "
+                f"language for {template.language}"
+            )
+        yield entry
+
+
 def batched(entries: Iterable[Entry], size: int) -> Iterator[list[Entry]]:
     it = iter(entries)
     while batch := list(islice(it, size)):

@@ -32,6 +32,7 @@ from mailveil.notify.audience import (
     assess,
     batched,
     evidence_context,
+    in_languages,
     rule_population,
     screener_for,
 )
@@ -79,6 +80,7 @@ def preview(
 ) -> dict[str, Any]:
     """A dry run: nothing is stored, nothing is sent. Counts, reasons, overlaps, samples."""
     rule = required_rule(template)
+    entries = in_languages(entries, template)  # a language it lacks is refused, not swapped
     now = utcnow()
     tally = Tally()
     languages: Counter[str] = Counter()
@@ -162,6 +164,7 @@ def create_send(
     batch so a huge audience never sits in one transaction). Ineligible, suppressed and
     capped recipients are stored with their reason (the gates count them)."""
     sendable(template)
+    entries = in_languages(entries, template)  # a language it lacks is refused, not swapped
     stages = stages_of(settings)
     now = utcnow()
     send = Send(

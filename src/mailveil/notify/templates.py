@@ -305,12 +305,17 @@ def languages_of(row: Template) -> list[str]:
 def render(
     row: Template, context: Mapping[str, Any], language: str | None = None
 ) -> tuple[str, str]:
-    """(subject, body) for one recipient, in ``language`` when the template has it (else
-    its own); InvalidInput when a value is missing or the template reaches outside the
-    sandbox."""
-    variant = (row.translations or {}).get(language or "") or {
-        "subject": row.subject, "body": row.body,
-    }  # fmt: skip
+    """(subject, body) for one recipient in ``language`` (None: the template's own);
+    InvalidInput when the template has no such translation (never another language
+    instead), a value is missing or the template reaches outside the sandbox."""
+    if language is None or language == row.language:
+        variant = {"subject": row.subject, "body": row.body}
+    else:
+        found = (row.translations or {}).get(language)
+        if found is None:
+            raise InvalidInput(f"template {row.name} v{row.version} has no translation "
+                               f"{v.shown(language)}")  # fmt: skip
+        variant = found
     try:
         subject = _compiled(variant["subject"]).render(context)
         body = _compiled(variant["body"]).render(context)

@@ -46,6 +46,7 @@ class Ready:
     body: str
     fact_ids: list[str]
     unsubscribe: str  # this recipient's one-click unsubscribe URL (RFC 8058)
+    language: str = ""  # Content-Language (RFC 3282) of subject and body; "": none said
 
 
 def connect(runtime: Runtime, token: str) -> smtplib.SMTP:
@@ -75,6 +76,8 @@ def build_message(runtime: Runtime, send: Send, template: Template, item: Ready)
     msg["List-Unsubscribe"] = f"<{item.unsubscribe}>"
     msg["List-Unsubscribe-Post"] = ONE_CLICK
     msg.set_content(item.body)
+    if item.language:  # (after set_content, which drops every Content-* field)
+        msg["Content-Language"] = item.language
     return msg
 
 
@@ -106,6 +109,7 @@ def message_bytes(runtime: Runtime, send: Send, template: Template, item: Ready)
         _PLAIN_ADDRESS.fullmatch(item.alias) is not None
         and _PLAIN_ADDRESS.fullmatch(f"notifications@{domain}") is not None
         and all(_PLAIN_VALUE.fullmatch(v) and "=?" not in v for _n, v in headers)
+        and (not item.language or (item.language.isascii() and item.language.isalpha()))
         and body.isascii()
         and "\r" not in body
         and all(len(line) <= _BODY_LINE for line in lines)
@@ -115,8 +119,9 @@ def message_bytes(runtime: Runtime, send: Send, template: Template, item: Ready)
     head = "".join(f"{name}: {value}\r\n" for name, value in headers)
     head += (
         'Content-Type: text/plain; charset="utf-8"\r\n'
-        "Content-Transfer-Encoding: 7bit\r\nMIME-Version: 1.0\r\n\r\n"
+        "Content-Transfer-Encoding: 7bit\r\nMIME-Version: 1.0\r\n"
     )
+    head += f"Content-Language: {item.language}\r\n\r\n" if item.language else "\r\n"
     return (head + "\r\n".join(lines) + "\r\n").encode("ascii")
 
 

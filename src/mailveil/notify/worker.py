@@ -389,9 +389,8 @@ def _prepare(
             drop[row.id] = ("failed", f"disclosure denied: {result.reason}"[:200])
             continue
         url = unsubscribe_url(settings, key, send.id, row.customer_id)
-        ready.append(
-            Ready(row.id, row.customer_id, result.alias, subject, body, list(row.fact_ids), url)
-        )
+        ready.append(Ready(row.id, row.customer_id, result.alias, subject, body,
+                           list(row.fact_ids), url, row.language or template.language))  # fmt: skip
     mine = (Recipient.state == "pending", Recipient.claimed_by == worker[:64])
     for rid, (state, reason) in drop.items():
         s.execute(
