@@ -7,6 +7,7 @@ import notify_kit as kit
 from notify_kit import GIFT_TEMPLATE, SORRY_TEMPLATE, NotifyEnv, add_facts, gift_facts, register
 from sqlalchemy import select
 
+from mailveil.api.database import write_session_factory
 from mailveil.ledger.models import LedgerEntry
 from mailveil.notify.audience import Entry
 from mailveil.notify.queue import run_to_end
@@ -58,8 +59,14 @@ def test_glitch_halts_at_first_stage_and_correction_matches(
     assert done.status == "halted" and done.stage == 0, done.halt_reason
     delivered = env.delivered_numbers()
     assert set(delivered) <= {2, 5}
+    session.commit()
+    # As the API's correction route does: a write session (BEGIN IMMEDIATE on SQLite). The
+    # relay may still be committing its last rows; a deferred read-then-write would fail at
+    # once with "database is locked" instead of waiting its turn.
+    writer = write_session_factory(env.session_factory)()
+    env.opened.append(writer)
     fix = correction(
-        session,
+        writer,
         env.settings,
         env.runtime.ledger,
         original_id=send.id,
@@ -67,5 +74,5 @@ def test_glitch_halts_at_first_stage_and_correction_matches(
         version=None,
         actor="apikey:a",
     )
-    session.commit()
-    assert counts_of(session, fix.id).get("pending", 0) == len(delivered)
+    writer.commit()
+    assert counts_of(writer, fix.id).get("pending", 0) == len(delivered)
