@@ -404,7 +404,8 @@ def run(world: World, args: argparse.Namespace, console: Console) -> dict[str, C
     halted_first = send.status == "halted" and send.stage == 0
     equal = set(audience) == set(delivered) == set(ledgered) and len(audience) == len(delivered)
     out: dict[str, Cell] = {
-        "time: " + " / ".join(label for label, _t, _o in figures): (
+        # Timed phases, no target: preview (unless --no-preview) / create / run / correction.
+        "time: " + " / ".join(label.split(" ")[0] for label, _t, _o in figures): (
             " / ".join(t for _l, t, _o in figures),
             None,
         ),
