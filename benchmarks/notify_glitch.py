@@ -334,8 +334,18 @@ def run(world: World, args: argparse.Namespace, console: Console) -> dict[str, C
                     f"audience {send.audience:,}, eligible {send.eligible:,}, "
                     f"status {send.status}"))  # fmt: skip
     if send.status == "awaiting_approval":
-        sends.approve(s, env.runtime.ledger, send.id, actor=APPROVER)
+        # Above the expected volume a second person approves; the stored assessment already
+        # forecasts the halt, and the approval is refused unless the approver says they saw
+        # it. The replay approves despite it, to measure the gate that halts the send.
+        try:
+            sends.approve(s, env.runtime.ledger, send.id, actor=APPROVER)
+            approval = "approved (no halt forecast)"
+        except sends.HaltForecast:
+            s.rollback()
+            sends.approve(s, env.runtime.ledger, send.id, actor=APPROVER, despite_forecast=True)
+            approval = "refused on the halt forecast; approved despite it (the replay)"
         s.commit()
+        figures.append(("approval (second person)", "-", approval))
     t0 = time.perf_counter()
     run_to_end(env.runtime, send.id, worker="bench-worker")
     env.flush()
@@ -405,8 +415,8 @@ def run(world: World, args: argparse.Namespace, console: Console) -> dict[str, C
     equal = set(audience) == set(delivered) == set(ledgered) and len(audience) == len(delivered)
     out: dict[str, Cell] = {
         # Timed phases, no target: preview (unless --no-preview) / create / run / correction.
-        "time: " + " / ".join(label.split(" ")[0] for label, _t, _o in figures): (
-            " / ".join(t for _l, t, _o in figures),
+        "time: " + " / ".join(label.split(" ")[0] for label, t, _o in figures if t != "-"): (
+            " / ".join(t for _l, t, _o in figures if t != "-"),
             None,
         ),
         "halt at the first stage": (f"{send.status}, stage {send.stage}", halted_first),
