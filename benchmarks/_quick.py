@@ -21,10 +21,11 @@ QUICK: dict[str, list[str]] = {
     "leak_scenarios.py": ["--quick"],
     "ledger_appends.py": ["--quick"],
     "ledger_verify.py": ["--n", "2000", "--batch", "500", "--repeat", "1"],
+    # The notify benchmarks run SQLite and PostgreSQL (PostgreSQL skipped if unreachable).
     "notify_delivery.py": ["--n", "100"],
     "notify_glitch.py": ["--n", "2000"],
     "notify_preview.py": ["--n", "2000"],
-    # Worker processes on PostgreSQL and Redis (60 recipients, 1 and 2 workers).
+    # Worker processes on Redis, SQLite then PostgreSQL (60 recipients, 1 and 2 workers).
     "notify_workers.py": ["--quick"],
     "redaction.py": ["--quick"],
     # Also its memory and scale-out runs (a second host needs root: else one host only).

@@ -1,10 +1,12 @@
 """Delivery rate of a cleared send (everyone eligible, every gate passing) through the relay
 into a sink, beside plain SMTP submission of the same messages to the same relay, in one run.
 
-    .venv/bin/python benchmarks/notify_delivery.py              # 5,000 recipients
+    .venv/bin/python benchmarks/notify_delivery.py              # 5,000 recipients, both DBs
     .venv/bin/python benchmarks/notify_delivery.py --n 20000
+    .venv/bin/python benchmarks/notify_delivery.py --db sqlite  # one database
 
-Set-up (untimed, SQLite under a temp dir): the relay (in-process ``RelayThread``) and an
+Set-up (untimed), per database (SQLite under a temp dir; PostgreSQL in a private schema of
+the tests' database, dropped at the end): the relay (in-process ``RelayThread``) and an
 aiosmtpd sink started as the notify tests start them (notify_kit.open_env); ``--n`` customers
 with vault-sealed addresses, each with a registry gift (bulk-loaded, see notify_glitch.py),
 the registry-gift template with its expected volume set to the audience (no second approver
@@ -16,7 +18,9 @@ signing, ledger, delivery; notify's state and ledger commits). Peer, same run, s
 same sink: the same rendered messages to the same aliases, submitted by one smtplib
 connection logged in as the same service (what the worker does, without notify around it).
 benchmarks/relay.py measures the relay alone against Postfix (separate processes, 8
-connections); this one keeps notify's single connection on both sides.
+connections); this one keeps notify's single connection on both sides. Target (issue 17's, for one
+worker): notify's rate >= 1.0 x plain submission; each database gets its own section, the
+last table puts both side by side.
 """
 
 from __future__ import annotations
@@ -41,16 +45,24 @@ from mailveil.notify.queue import run_to_end
 from mailveil.notify.templates import register_template, render
 from mailveil.notify.transmit import WIRE, Ready, build_message
 from notify_glitch import (
+    DB_NAMES,
+    Cell,
+    World,
+    add_db_option,
     close_world,
+    databases,
     everyone,
     kit,
     load_customers,
     load_facts,
     open_world,
+    side_by_side,
     verdict,
 )
 
 CREATOR, APPROVER = "apikey:bench-creator", "apikey:bench-approver"
+COMPLETED = "the cleared send completes, everyone delivered"
+RATIO = "notify >= 1.0 x plain submission (one worker)"
 
 
 class StepFailures(logging.Handler):
@@ -79,121 +91,155 @@ def wait_sink(env: object, count: int, timeout: float = 600) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--n", type=int, default=5000, help="recipients")
+    add_db_option(parser)
     args, _unknown = parser.parse_known_args()  # run_all passes other benchmarks' flags too
     console = Console(width=max(120, Console().width))
-    work = Path(tempfile.mkdtemp(prefix="mailveil-bench-delivery-"))
-    world = open_world(work)
-    try:
-        n = args.n
-        env = world.env
-        t_cust = load_customers(world, n, sealed=True)
-        load_facts(world, range(1, n + 1))
-        with env.session_factory() as s:
-            data = {**kit.GIFT_TEMPLATE, "expected_volume": n}
-            gift = register_template(s, env.settings, data, actor=CREATOR)
-            s.commit()
-            send = sends.create_send(
-                s, env.settings, env.runtime.ledger, template=gift, entries=everyone(n),
-                actor=CREATOR, commit=True,
-            )  # fmt: skip
-            s.commit()
-            if send.status == "awaiting_approval":
-                sends.approve(s, env.runtime.ledger, send.id, actor=APPROVER)
-                s.commit()
-            send_id, eligible = send.id, send.eligible
-        console.print(
-            f"set-up (untimed): {n:,} customers (vault-sealed) in {t_cust:.1f} s, each with a "
-            f"registry gift; send {send_id}: {eligible:,} eligible"
-        )
+    dbs = databases(args.db, console)
+    if not dbs:
+        return 1
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    console.print(f"load average at the start: {load}; databases: {', '.join(dbs)}")
+    results: dict[str, dict[str, Cell]] = {}
+    for name in dbs:
+        work = Path(tempfile.mkdtemp(prefix="mailveil-bench-delivery-"))
+        world = open_world(work, db=name)
+        try:
+            results[name] = measure(world, args.n, console)
+        finally:
+            close_world(world)
+            shutil.rmtree(work, ignore_errors=True)
+    rows = [(label, {db: results[db][label] for db in dbs}) for label in results[dbs[0]]]
+    console.print(side_by_side(f"targets ({args.n:,} recipients, one connection each)", dbs, rows))
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    console.print(f"load average at the end: {load}")
+    return 0 if all(r[COMPLETED][1] for r in results.values()) else 1
 
-        failures = StepFailures()
-        logging.getLogger("mailveil.notify").addHandler(failures)
-        t0 = time.perf_counter()
+
+def measure(world: World, n: int, console: Console) -> dict[str, Cell]:
+    """One database's run, printed; returns its figures and targets (label -> measured, met)."""
+    db = DB_NAMES[world.kind]
+    env = world.env
+    t_cust = load_customers(world, n, sealed=True)
+    load_facts(world, range(1, n + 1))
+    with env.session_factory() as s:
+        data = {**kit.GIFT_TEMPLATE, "expected_volume": n}
+        gift = register_template(s, env.settings, data, actor=CREATOR)
+        s.commit()
+        send = sends.create_send(
+            s, env.settings, env.runtime.ledger, template=gift, entries=everyone(n),
+            actor=CREATOR, commit=True,
+        )  # fmt: skip
+        s.commit()
+        if send.status == "awaiting_approval":
+            sends.approve(s, env.runtime.ledger, send.id, actor=APPROVER)
+            s.commit()
+        send_id, eligible = send.id, send.eligible
+    console.print(
+        f"[bold]{db}[/]: set-up (untimed): {n:,} customers (vault-sealed) in {t_cust:.1f} s, "
+        f"each with a registry gift; send {send_id}: {eligible:,} eligible"
+    )
+
+    failures = StepFailures()
+    logging.getLogger("mailveil.notify").addHandler(failures)
+    t0 = time.perf_counter()
+    try:
         run_to_end(env.runtime, send_id, worker="bench-worker")
         t_end = wait_sink(env, eligible)
-        notify_s = t_end - t0
-        with env.session_factory() as s:
-            send = sends.get_send(s, send_id)
-            status, counts = send.status, sends.counts_of(s, send_id)
-            template = gift
-            s.add(template)
-            s.refresh(template)
-            aliases = dict(
-                s.execute(
-                    select(Alias.customer_id, Alias.address).where(
-                        Alias.principal_id == env.service.id
-                    )
-                ).all()
-            )
-            settings = env.runtime.settings
-            link_key = unsubscribe_key(settings)
-            messages = []
-            for cid in sorted(aliases):
-                link = unsubscribe_url(settings, link_key, send_id, cid)
-                context = {
-                    "customer": {"id": f"c{cid}"},
-                    "facts": {"gift": {"item": "a teddy bear", "registry_id": f"R{cid}"}},
-                    "send": {"id": send_id, "corrects": None},
-                    "unsubscribe_url": link,
-                }
-                subject, body = render(template, context)
-                item = Ready(0, cid, aliases[cid], subject, body, [], link)
-                data_bytes = build_message(env.runtime, send, template, item).as_bytes(policy=WIRE)
-                messages.append((aliases[cid], data_bytes))
-        with env.session_factory() as s:  # a fresh transaction: the relay wrote meanwhile
-            key = issue_key(s, Role.SERVICE, principal_id=env.service.id, label="bench peer")
-            s.commit()
-        before = len(env.sink.recipients())
-        mail_from = f"notifications@{settings.relay_domain}"
-        t0 = time.perf_counter()
-        client = smtplib.SMTP(settings.notify_relay_host or "127.0.0.1", settings.notify_relay_port)
-        client.ehlo()
-        client.login("notify", key.token)
-        refused = 0
-        for alias, data_bytes in messages:
-            try:
-                client.sendmail(mail_from, [alias], data_bytes)
-            except smtplib.SMTPException:
-                refused += 1
-        client.quit()
-        t_end = wait_sink(env, before + len(messages) - refused)
-        raw_s = t_end - t0
-        with env.session_factory() as s:
-            revoke_key(s, key.key.key_id)
-            s.commit()
-
-        delivered = counts.get("delivered", 0)
-        table = Table(title=f"delivery of a cleared send: {n:,} recipients, relay + sink in "
-                      "this process, one SMTP connection each")  # fmt: skip
-        for column in ("path", "messages", "seconds", "msg/s", "outcome"):
-            table.add_column(column, justify="left" if column in ("path", "outcome") else "right")
-        table.add_row("notify: run_to_end (4 stages, gates)", f"{delivered:,}", f"{notify_s:.1f}",
-                      f"{delivered / notify_s:,.0f}", f"{status}; {counts}")  # fmt: skip
-        sent = len(messages) - refused
-        table.add_row("peer: plain SMTP submission, same messages", f"{sent:,}", f"{raw_s:.1f}",
-                      f"{sent / raw_s:,.0f}", f"{refused} refused")  # fmt: skip
-        console.print(table)
-        ratio = (delivered / notify_s) / (sent / raw_s) if sent and delivered else 0.0
-        per_msg = (notify_s / max(delivered, 1) - raw_s / max(sent, 1)) * 1000
-        console.print(
-            f"notify's rate is {ratio:.2f} x plain submission; notify adds {per_msg:.1f} ms per "
-            "message (re-assessment, disclosure, state and ledger commits). The relay alone "
-            "against Postfix: benchmarks/relay.py.\n"
-            f"worker steps that failed and were retried after run_to_end's 2 s pause: "
-            f"{failures.count} (SQLite 'database is locked' when a transaction that began with "
-            "reads writes after the relay committed)"
-        )
-        targets = Table(title="checks")
-        for column in ("check", "measured", "met"):
-            targets.add_column(column)
-        targets.add_row("the cleared send completes, everyone delivered",
-                        f"{status}, {delivered:,} of {eligible:,}",
-                        verdict(status == "completed" and delivered == eligible))  # fmt: skip
-        console.print(targets)
-        return 0 if status == "completed" and delivered == eligible else 1
     finally:
-        close_world(world)
-        shutil.rmtree(work, ignore_errors=True)
+        logging.getLogger("mailveil.notify").removeHandler(failures)
+    notify_s = t_end - t0
+    with env.session_factory() as s:
+        send = sends.get_send(s, send_id)
+        status, counts = send.status, sends.counts_of(s, send_id)
+        template = gift
+        s.add(template)
+        s.refresh(template)
+        aliases = dict(
+            s.execute(
+                select(Alias.customer_id, Alias.address).where(Alias.principal_id == env.service.id)
+            ).all()
+        )
+        settings = env.runtime.settings
+        link_key = unsubscribe_key(settings)
+        messages = []
+        for cid in sorted(aliases):
+            link = unsubscribe_url(settings, link_key, send_id, cid)
+            context = {
+                "customer": {"id": f"c{cid}"},
+                "facts": {"gift": {"item": "a teddy bear", "registry_id": f"R{cid}"}},
+                "send": {"id": send_id, "corrects": None},
+                "unsubscribe_url": link,
+            }
+            subject, body = render(template, context)
+            item = Ready(0, cid, aliases[cid], subject, body, [], link)
+            data_bytes = build_message(env.runtime, send, template, item).as_bytes(policy=WIRE)
+            messages.append((aliases[cid], data_bytes))
+    with env.session_factory() as s:  # a fresh transaction: the relay wrote meanwhile
+        key = issue_key(s, Role.SERVICE, principal_id=env.service.id, label="bench peer")
+        s.commit()
+    before = len(env.sink.recipients())
+    mail_from = f"notifications@{settings.relay_domain}"
+    t0 = time.perf_counter()
+    client = smtplib.SMTP(settings.notify_relay_host or "127.0.0.1", settings.notify_relay_port)
+    client.ehlo()
+    client.login("notify", key.token)
+    refused = 0
+    for alias, data_bytes in messages:
+        try:
+            client.sendmail(mail_from, [alias], data_bytes)
+        except smtplib.SMTPException:
+            refused += 1
+    client.quit()
+    t_end = wait_sink(env, before + len(messages) - refused)
+    raw_s = t_end - t0
+    with env.session_factory() as s:
+        revoke_key(s, key.key.key_id)
+        s.commit()
+
+    delivered = counts.get("delivered", 0)
+    table = Table(title=f"{db}: delivery of a cleared send: {n:,} recipients, relay + sink in "
+                  "this process, one SMTP connection each")  # fmt: skip
+    for column in ("path", "messages", "seconds", "msg/s", "outcome"):
+        table.add_column(column, justify="left" if column in ("path", "outcome") else "right")
+    table.add_row("notify: run_to_end (4 stages, gates)", f"{delivered:,}", f"{notify_s:.1f}",
+                  f"{delivered / notify_s:,.0f}", f"{status}; {counts}")  # fmt: skip
+    sent = len(messages) - refused
+    table.add_row("peer: plain SMTP submission, same messages", f"{sent:,}", f"{raw_s:.1f}",
+                  f"{sent / raw_s:,.0f}", f"{refused} refused")  # fmt: skip
+    console.print(table)
+    ratio = (delivered / notify_s) / (sent / raw_s) if sent and delivered else 0.0
+    per_msg = (notify_s / max(delivered, 1) - raw_s / max(sent, 1)) * 1000
+    console.print(
+        f"{db}: notify's rate is {ratio:.2f} x plain submission; notify adds {per_msg:.1f} ms per "
+        "message (re-assessment, disclosure, state and ledger commits). The relay alone "
+        "against Postfix: benchmarks/relay.py.\n"
+        f"worker steps that failed and were retried after run_to_end's 2 s pause: "
+        f"{failures.count}"
+        + (
+            " (SQLite 'database is locked' when a transaction that began with reads writes "
+            "after the relay committed)"
+            if world.kind == "sqlite"
+            else ""
+        )
+    )
+    done = status == "completed" and delivered == eligible
+    out: dict[str, Cell] = {
+        "msg/s: notify (run_to_end) / plain submission (1 conn)": (
+            f"{delivered / notify_s:,.0f} / {sent / raw_s:,.0f}",
+            None,
+        ),
+        RATIO: (f"{ratio:.2f} x", ratio >= 1.0),
+        COMPLETED: (f"{status}, {delivered:,} of {eligible:,}", done),
+        "worker steps failed and retried": (f"{failures.count}", None),
+    }
+    targets = Table(title=f"{db}: targets")
+    for column in ("target", "measured", "met"):
+        targets.add_column(column)
+    for label, (measured, ok) in out.items():
+        if ok is not None:
+            targets.add_row(label, measured, verdict(ok))
+    console.print(targets)
+    return out
 
 
 if __name__ == "__main__":

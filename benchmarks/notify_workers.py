@@ -1,13 +1,15 @@
 """Delivery rate of one cleared send split across 1, 2 and 4 `mailveil worker` processes
 (issue 17: one stage across many workers), beside plain SMTP submission of the same messages
-to the same relay, in one run.
+to the same relay, in one run, on SQLite and PostgreSQL.
 
-    .venv/bin/python benchmarks/notify_workers.py                  # 2,000 recipients
+    .venv/bin/python benchmarks/notify_workers.py                  # 2,000 recipients, both DBs
     .venv/bin/python benchmarks/notify_workers.py --hosts 2        # half the workers in a netns
-    .venv/bin/python benchmarks/notify_workers.py --quick          # CI: tiny
+    .venv/bin/python benchmarks/notify_workers.py --db postgresql  # one database
+    .venv/bin/python benchmarks/notify_workers.py --quick          # CI: tiny, both DBs
 
-Set-up (untimed): PostgreSQL (a private schema; ``--db sqlite`` for one SQLite file), the
-relay (in-process ``RelayThread``) and an aiosmtpd sink as the notify tests start them
+Set-up (untimed), per database: PostgreSQL (a private schema of the tests' database) or one
+SQLite file (the workers take turns writing to it: not expected to scale), the relay
+(in-process ``RelayThread``) and an aiosmtpd sink as the notify tests start them
 (notify_kit.open_env); ``--n`` customers with vault-sealed addresses, each with a registry
 gift; one send of the registry-gift template to all of them per worker count (stages
 0.1 % -> 1 % -> 10 % -> 100 %, no soak). For each count, that many `mailveil worker`
@@ -27,7 +29,11 @@ connections as the largest worker count (threads in this process).
 ``--hosts 2``: every second worker runs in a network namespace (``ip netns``, needs root) that
 reaches the database, the broker and the relay over a veth link. Those listen on loopback
 only, so socat forwards each port at both ends of the link (the relay must see loopback to
-allow plain AUTH without TLS); the forwarders add a hop each way.
+allow plain AUTH without TLS); the forwarders add a hop each way. On SQLite the namespace
+reaches the file directly (it shares the file system) and only the broker and relay ports.
+
+The last table puts both databases side by side: msg/s per worker count and hosts, plain
+submission over 1 and N connections, the 1-worker ratio and its verdict.
 """
 
 from __future__ import annotations
@@ -57,7 +63,7 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent / "tests" / "notify"), str(HERE.parent / "tests")]
 from worker_kit import environment, remove_queues  # type: ignore[import-not-found]  # noqa: E402
 
-from _netns import Host, Link, second_host  # noqa: E402
+from _netns import Host, Link, available, second_host  # noqa: E402
 from dbkit import PG_URL, private_pg_engine  # type: ignore[import-not-found]  # noqa: E402
 from mailveil.auth.keys import Role, issue_key, revoke_key  # noqa: E402
 from mailveil.config import Settings, load_settings  # noqa: E402
@@ -70,12 +76,25 @@ from mailveil.notify.models import Recipient  # noqa: E402
 from mailveil.notify.queue import Dispatcher  # noqa: E402
 from mailveil.notify.templates import register_template, render  # noqa: E402
 from mailveil.notify.transmit import WIRE, Ready, build_message  # noqa: E402
-from notify_glitch import everyone, kit, load_customers, load_facts, verdict  # noqa: E402
+from notify_glitch import (  # noqa: E402
+    DB_NAMES,
+    Cell,
+    add_db_option,
+    databases,
+    everyone,
+    kit,
+    load_customers,
+    load_facts,
+    side_by_side,
+    verdict,
+)
 
 CREATOR, APPROVER = "apikey:bench-creator", "apikey:bench-approver"
 BROKERS = {"redis": "redis://127.0.0.1:6379/12", "amqp": "amqp://guest:guest@127.0.0.1:5672/"}
 READY = " threads, scheduler off)"  # `mailveil worker` says so as it starts
 # Its own names: other benchmarks (relay.py --scale-out) make namespaces of their own.
+ONCE = "every recipient delivered exactly once (counted at the sink), every run"
+TARGET = "{workers} worker >= 1.0 x plain submission, 1 connection (issue 17)"
 LINK = Link("mvbench2", "mvbench0", "mvbench1", "10.231.7.1", "10.231.7.2")
 
 
@@ -289,7 +308,7 @@ def main() -> int:
     parser.add_argument("--n", type=int, default=2000, help="recipients per send")
     parser.add_argument("--workers", default="1,2,4", help="worker process counts")
     parser.add_argument("--threads", type=int, default=1, help="Dramatiq threads per worker")
-    parser.add_argument("--db", choices=("postgres", "sqlite"), default="postgres")
+    add_db_option(parser)
     parser.add_argument("--broker", choices=sorted(BROKERS), default="redis")
     parser.add_argument("--hosts", type=int, choices=(1, 2), default=1)
     parser.add_argument("--quick", action="store_true", help="CI: 60 recipients, 1 and 2")
@@ -298,31 +317,65 @@ def main() -> int:
         args.n, args.workers = 60, "1,2"
     counts = [int(c) for c in args.workers.split(",")]
     console = Console(width=max(120, Console().width))
+    dbs = databases(args.db, console)
+    if not dbs:
+        return 1
+    if args.hosts == 2 and (why := available()):
+        console.print(f"[red]--hosts 2: {why}[/]")
+        return 1
     load = Path("/proc/loadavg").read_text().split()[:3]
-    work = Path(tempfile.mkdtemp(prefix="mailveil-bench-workers-"))
+    console.print(
+        f"load average at the start: {' '.join(load)} on {len(_cpus())} cores; "
+        f"databases: {', '.join(dbs)}"
+    )
+    results: dict[str, dict[str, Cell]] = {}
+    for kind in dbs:
+        work = Path(tempfile.mkdtemp(prefix="mailveil-bench-workers-"))
+        try:
+            results[kind] = on_database(kind, work, args, counts, console)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    rows = [(label, {db: results[db].get(label, ("-", None)) for db in dbs})
+            for label in dict.fromkeys(k for db in dbs for k in results[db])]  # fmt: skip
+    console.print(
+        side_by_side(
+            f"one send of {args.n:,} recipients across worker processes ({args.threads} "
+            f"thread(s) each, {args.broker}, {args.hosts} host(s)), beside plain submission",
+            dbs,
+            rows,
+        )
+    )
+    load_end = Path("/proc/loadavg").read_text().split()[:3]
+    console.print(
+        f"load average at the end: {' '.join(load_end)} (a loaded 2-core machine: worker "
+        "processes, relay, sink, database and broker share its cores)"
+    )
+    return 0 if all(r[ONCE][1] for r in results.values()) else 1
+
+
+def on_database(
+    kind: str, work: Path, args: Any, counts: list[int], console: Console
+) -> dict[str, Cell]:
     log = work / "workers.log"
     settings = load_settings(env={}, data_dir=work / "var", log_json=True, log_level="warning")
-    try:
-        with database(args.db, work) as (engine, url):
-            upgrade(engine)
-            tuned = kit.notify_settings(
-                settings.with_overrides(database_url=url),
-                notify_broker_url=BROKERS[args.broker],
-                worker_queue=f"mv_bench_{uuid.uuid4().hex[:10]}",
-                notify_min_stage_size=max(5, args.n // 1000),
-                notify_frequency_cap=1000,  # the same customers get one send per run
-                smarthost_pool_size=4,
-            )
-            gen = open_env(tuned, engine)
-            env = next(gen)
-            try:
-                return measure(env, args, counts, console, log, load, tuned)
-            finally:
-                with contextlib.suppress(StopIteration):
-                    next(gen)
-                remove_queues(env.settings)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with database(kind, work) as (engine, url):
+        upgrade(engine)
+        tuned = kit.notify_settings(
+            settings.with_overrides(database_url=url),
+            notify_broker_url=BROKERS[args.broker],
+            worker_queue=f"mv_bench_{uuid.uuid4().hex[:10]}",
+            notify_min_stage_size=max(5, args.n // 1000),
+            notify_frequency_cap=1000,  # the same customers get one send per run
+            smarthost_pool_size=4,
+        )
+        gen = open_env(tuned, engine)
+        env = next(gen)
+        try:
+            return measure(env, kind, args, counts, console, log)
+        finally:
+            with contextlib.suppress(StopIteration):
+                next(gen)
+            remove_queues(env.settings)
 
 
 class World:
@@ -331,15 +384,10 @@ class World:
 
 
 def measure(
-    env: Any,
-    args: Any,
-    counts: list[int],
-    console: Console,
-    log: Path,
-    load: list[str],
-    tuned: Settings,
-) -> int:
-    n = args.n
+    env: Any, kind: str, args: Any, counts: list[int], console: Console, log: Path
+) -> dict[str, Cell]:
+    """One database's runs, printed; returns its figures and verdicts (label -> cell)."""
+    n, db = args.n, DB_NAMES[kind]
     t_cust = load_customers(World(env), n, sealed=True)  # type: ignore[arg-type]
     load_facts(World(env), range(1, n + 1))  # type: ignore[arg-type]
     with env.session_factory() as s:
@@ -348,12 +396,17 @@ def measure(
         )
         s.commit()
         s.expunge(template)
+    load = " ".join(Path("/proc/loadavg").read_text().split()[:3])
     console.print(
-        f"set-up (untimed): {n:,} customers (vault-sealed) in {t_cust:.1f} s, each "
-        f"with a registry gift; {args.db}, {args.broker}, {args.threads} thread(s) "
-        f"per worker, {args.hosts} host(s); load average at start "
-        f"{' '.join(load)} on {len(_cpus())} cores"
+        f"[bold]{db}[/]: set-up (untimed): {n:,} customers (vault-sealed) in {t_cust:.1f} s, "
+        f"each with a registry gift; {args.broker}, {args.threads} thread(s) per worker, "
+        f"{args.hosts} host(s); load average {load}"
     )
+    if kind == "sqlite":
+        console.print(
+            "SQLite: one database file, so the workers take turns writing to it: the rate is "
+            "not expected to grow with workers (the 1-worker ratio is still measured)"
+        )
     netns: contextlib.AbstractContextManager[Host | None] = contextlib.nullcontext(None)
     if args.hosts == 2:
         ports = [
@@ -361,7 +414,7 @@ def measure(
             _port(env.settings.notify_broker_url, 6379),
             env.settings.notify_relay_port,
         ]
-        if args.db == "sqlite":
+        if kind == "sqlite":
             ports = ports[1:]  # the namespace shares the file system, not the network
         netns = second_host(LINK, ports)
     results: list[tuple[int, dict[str, Any]]] = []
@@ -374,20 +427,21 @@ def measure(
     peers = [(c, *submit(env, messages, c)) for c in sorted({1, max(counts)})]
 
     table = Table(
-        title=f"one send of {n:,} recipients split across worker processes; relay + "
+        title=f"{db}: one send of {n:,} recipients split across worker processes; relay + "
         "sink in this process"
     )
     for column in ("path", "messages", "seconds", "msg/s", "x plain (1 conn)", "outcome"):
         table.add_column(column, justify="left" if column in ("path", "outcome") else "right")
     base = peers[0][2] / peers[0][1]
     ok = True
+    out: dict[str, Cell] = {}
     for workers, r in results:
         rate = r["eligible"] / r["seconds"]
         once = r["sink"] == r["unique"] == r["eligible"]
         ok = ok and once and r["counts"] == {"delivered": r["eligible"]}
-        hosts = f", {min(args.hosts, workers)} host(s)" if args.hosts == 2 else ""
+        hosts = f"{min(args.hosts, workers)} host(s)"
         table.add_row(
-            f"notify: {workers} worker process(es){hosts}",
+            f"notify: {workers} worker process(es), {hosts}",
             f"{r['eligible']:,}",
             f"{r['seconds']:.1f}",
             f"{rate:,.0f}",
@@ -395,6 +449,7 @@ def measure(
             f"sink {r['sink']} ({r['unique']} distinct); coordinator {r['coordinator']}, "
             f"helpers per process {r['shares']}",
         )
+        out[f"msg/s: {workers} worker(s), {hosts}"] = (f"{rate:,.0f} ({rate / base:.2f} x)", None)
     for connections, seconds, sent in peers:
         rate = sent / seconds
         table.add_row(
@@ -405,29 +460,24 @@ def measure(
             f"{rate / base:.2f}",
             "same messages",
         )
+        out[f"msg/s: plain submission, {connections} connection(s)"] = (f"{rate:,.0f}", None)
     console.print(table)
-    load_end = Path("/proc/loadavg").read_text().split()[:3]
-    checks = Table(title="checks")
-    for column in ("check", "measured", "met"):
-        checks.add_column(column)
-    checks.add_row(
-        "every recipient delivered exactly once (counted at the sink), every run",
-        ", ".join(f"{w}: {r['unique']}/{r['eligible']}" for w, r in results),
-        verdict(ok),
-    )
     one = results[0][1]
     ratio = (one["eligible"] / one["seconds"]) / base
-    checks.add_row(
-        f"{results[0][0]} worker >= 1.0x plain submission (issue 17's target)",
-        f"{ratio:.2f}x",
-        verdict(ratio >= 1.0),
+    out[TARGET.format(workers=results[0][0])] = (f"{ratio:.2f} x", ratio >= 1.0)
+    out[ONCE] = (", ".join(f"{w}: {r['unique']}/{r['eligible']}" for w, r in results), ok)
+    out["scales with workers"] = (
+        ("not expected: one file, writers take turns" if kind == "sqlite" else "expected"),
+        None,
     )
+    checks = Table(title=f"{db}: checks")
+    for column in ("check", "measured", "met"):
+        checks.add_column(column)
+    for label, (measured, met) in out.items():
+        if met is not None:
+            checks.add_row(label, measured, verdict(met))
     console.print(checks)
-    console.print(
-        f"load average at the end: {' '.join(load_end)} (a loaded 2-core machine: "
-        "worker processes, relay, sink, database and broker share its cores)"
-    )
-    return 0 if ok else 1
+    return out
 
 
 def _cpus() -> list[int]:
