@@ -1,7 +1,7 @@
 """Test kit for notifications: a marketplace with a notification service, customers and
 facts, mailveil's relay on a free loopback port with an aiosmtpd sink as its smarthost.
 
-Modules take fixtures by assigning them (``notify_env = kit.notify_env``).
+Its fixtures are registered for the notification tests in tests/notify/conftest.py.
 """
 
 from __future__ import annotations

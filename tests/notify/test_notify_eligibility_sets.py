@@ -34,7 +34,6 @@ from mailveil.notify.rules import FactRow, Rule, evaluate
 from mailveil.notify.sends import preview
 from mailveil.notify.templates import required_rule
 
-notify_db = kit.notify_db
 CUSTOMERS = 40
 SEEDS = 8
 SUPPRESSED: set[tuple[int, str]] = set()  # (customer, scope) pairs of the world so far

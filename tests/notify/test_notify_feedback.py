@@ -27,7 +27,6 @@ from mailveil.notify.models import Fact, Suppression
 from mailveil.notify.queue import run_to_end
 from mailveil.notify.sends import counts_of, create_send, get_send
 
-notify_db = kit.notify_db
 CUSTOMERS = 40
 
 

@@ -3,7 +3,6 @@ switch, at-most-once across a lost worker, and corrections from the ledger."""
 
 from __future__ import annotations
 
-import notify_kit as kit
 from notify_kit import GIFT_TEMPLATE, SORRY_TEMPLATE, NotifyEnv, add_facts, gift_facts, register
 from sqlalchemy import select
 
@@ -12,9 +11,6 @@ from mailveil.ledger.models import LedgerEntry
 from mailveil.notify.audience import Entry
 from mailveil.notify.queue import run_to_end
 from mailveil.notify.sends import correction, counts_of, create_send, get_send
-
-notify_env = kit.notify_env
-notify_db = kit.notify_db
 
 
 def _entries(env: NotifyEnv) -> list[Entry]:

@@ -20,7 +20,6 @@ from mailveil.ledger.models import LedgerEntry
 
 pytestmark = pytest.mark.slow  # 2,000 customers through the API, worker and relay
 
-notify_db = kit.notify_db
 CUSTOMERS = 2000
 
 

@@ -21,7 +21,6 @@ from mailveil.notify.audience import Entry
 from mailveil.notify.queue import run_to_end
 from mailveil.notify.sends import counts_of, create_send, get_send, kill
 
-notify_db = kit.notify_db
 CUSTOMERS = 150
 STOP_WITHIN = 5.0  # seconds: the worker looks at the switch before each group of 20
 

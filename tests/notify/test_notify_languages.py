@@ -27,9 +27,6 @@ from mailveil.notify.sends import create_send, get_send
 from mailveil.notify.templates import get_template, render
 from mailveil.notify.transmit import WIRE, Ready, build_message, message_bytes
 
-notify_env = kit.notify_env
-notify_db = kit.notify_db
-
 GERMAN = {
     "subject": "Jemand hat ein Geschenk aus Ihrer Liste gekauft",
     "body": "Hallo,\n\njemand hat {{ facts.gift.item }} für die Liste "

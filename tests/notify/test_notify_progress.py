@@ -4,16 +4,12 @@ their evidence or the reason they are refused. On SQLite and PostgreSQL, through
 
 from __future__ import annotations
 
-import notify_kit as kit
 from notify_kit import GIFT_TEMPLATE, NotifyEnv, add_facts, gift_facts, register
 
 from mailveil.notify.audience import Entry
 from mailveil.notify.progress import forecast_of, recipient_sample, stage_progress
 from mailveil.notify.queue import run_to_end
 from mailveil.notify.sends import create_send, get_send
-
-notify_env = kit.notify_env
-notify_db = kit.notify_db
 
 
 def test_a_halted_send_shows_the_gate_that_stopped_it(notify_env: NotifyEnv) -> None:

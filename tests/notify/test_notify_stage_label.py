@@ -20,7 +20,6 @@ from mailveil.notify.audience import parse_audience, query_entries
 from mailveil.notify.queue import run_to_end
 from mailveil.notify.sends import create_send, get_send, send_view
 
-notify_db = kit.notify_db
 CUSTOMERS = 10
 
 

@@ -6,15 +6,11 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-import notify_kit as kit
 from notify_kit import NotifyEnv
 from sqlalchemy import select
 
 from mailveil.worker.jobs import claim, run_job, schedule
 from mailveil.worker.models import WorkerJob
-
-notify_env = kit.notify_env
-notify_db = kit.notify_db
 
 
 def test_a_slot_is_claimed_once_and_every_job_runs(notify_env: NotifyEnv) -> None:
