@@ -13,7 +13,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple, cast
 
-from sqlalchemy import Table, select
+from sqlalchemy import Table, select, text
 from sqlalchemy.orm import Session
 
 from mailveil.contacts import validation as v
@@ -25,6 +25,8 @@ from mailveil.policy.facts import chunks
 
 KIND = re.compile(r"[a-z][a-z0-9_]{0,30}(\.[a-z][a-z0-9_]{0,30}){0,3}")
 MAX_ATTRIBUTES_BYTES = 8 * 1024
+# Facts created by one import after which PostgreSQL is asked to ANALYZE them (ingest_lines).
+ANALYZE_AFTER = 10_000
 _facts = cast(Table, Fact.__table__)
 
 
@@ -183,10 +185,16 @@ def ingest_fact(session: Session, record: Any) -> FactResult:
 
 
 def ingest_lines(
-    session: Session, lines: Iterable[bytes], *, batch_size: int = 2000
+    session: Session,
+    lines: Iterable[bytes],
+    *,
+    batch_size: int = 2000,
+    analyze_after: int = ANALYZE_AFTER,
 ) -> Iterator[FactResult]:
-    """NDJSON facts, committed a batch at a time (memory bounded by the batch)."""
+    """NDJSON facts, committed a batch at a time (memory bounded by the batch). On
+    PostgreSQL an import that created ``analyze_after`` facts or more ends with ANALYZE."""
     batch: list[tuple[int, Any]] = []
+    created = 0
     for number, raw in enumerate(lines, start=1):
         if not raw.strip():
             continue
@@ -196,10 +204,20 @@ def ingest_lines(
             record = _Malformed()
         batch.append((number, record))
         if len(batch) >= batch_size:
-            yield from _commit(session, batch)
+            results = _commit(session, batch)
+            created += sum(r.status == "created" for r in results)
+            yield from results
             batch = []
     if batch:
-        yield from _commit(session, batch)
+        results = _commit(session, batch)
+        created += sum(r.status == "created" for r in results)
+        yield from results
+    if created >= analyze_after and session.get_bind().dialect.name == "postgresql":
+        # Until autovacuum gets to it, a table just filled has no statistics: the planner
+        # then probes the eligibility EXISTS through (kind, occurred_at) and filters every
+        # fact of the kind per customer (200,000 recipients took 75 s to store instead of 7).
+        session.execute(text(f"ANALYZE {Fact.__tablename__}"))
+        session.commit()
 
 
 class _Malformed(dict[str, Any]):
