@@ -50,16 +50,18 @@ import notify_kit as kit  # type: ignore[import-not-found]  # noqa: E402
 
 from dbkit import PG_URL, private_pg_engine  # type: ignore[import-not-found]  # noqa: E402
 from mailveil.config import Settings, load_settings  # noqa: E402
-from mailveil.contacts.models import Customer  # noqa: E402
+from mailveil.contacts.models import Alias, Customer  # noqa: E402
 from mailveil.db.base import utcnow  # noqa: E402
 from mailveil.db.migrate import upgrade  # noqa: E402
 from mailveil.db.session import make_engine, make_session_factory  # noqa: E402
 from mailveil.ledger.models import LedgerEntry  # noqa: E402
 from mailveil.notify import sends  # noqa: E402
 from mailveil.notify.audience import Entry  # noqa: E402
+from mailveil.notify.feedback import unsubscribe_key, unsubscribe_url  # noqa: E402
 from mailveil.notify.models import Fact, Recipient  # noqa: E402
 from mailveil.notify.queue import run_to_end  # noqa: E402
-from mailveil.notify.templates import register_template  # noqa: E402
+from mailveil.notify.templates import register_template, render  # noqa: E402
+from mailveil.notify.transmit import WIRE, Ready, build_message  # noqa: E402
 
 BATCH = 20_000
 EVERY = 50  # customers 1, 51, 101, ... have a registry with a gift: 2 %
@@ -120,11 +122,44 @@ def add_db_option(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def pg_reachable() -> bool:
+def peer_messages(env: Any, template: Any, send_id: int) -> list[tuple[str, bytes]]:
+    """The same messages the workers sent (rendered, unsubscribe link, to the same aliases)."""
+    settings = env.runtime.settings
+    with env.session_factory() as s:
+        send = sends.get_send(s, send_id)
+        s.add(template)
+        s.refresh(template)
+        aliases = dict(
+            s.execute(
+                select(Alias.customer_id, Alias.address).where(Alias.principal_id == env.service.id)
+            ).all()
+        )
+        key = unsubscribe_key(settings)
+        out = []
+        for cid in sorted(aliases):
+            link = unsubscribe_url(settings, key, send_id, cid)
+            context = {
+                "customer": {"id": f"c{cid}"},
+                "facts": {"gift": {"item": "a teddy bear", "registry_id": f"R{cid}"}},
+                "send": {"id": send_id, "corrects": None},
+                "unsubscribe_url": link,
+            }
+            subject, body = render(template, context)
+            item = Ready(0, cid, aliases[cid], subject, body, [], link)
+            out.append(
+                (
+                    aliases[cid],
+                    build_message(env.runtime, send, template, item).as_bytes(policy=WIRE),
+                )
+            )
+    return out
+
+
+def pg_reachable(url: str = PG_URL) -> bool:
     try:
         import psycopg
 
-        conninfo = PG_URL.replace("postgresql+psycopg://", "postgresql://")
+        conninfo = url.replace("postgresql+psycopg://", "postgresql://")
         with psycopg.connect(conninfo, connect_timeout=3):
             return True
     except Exception:  # any failure means: not here
@@ -242,7 +277,7 @@ def load_facts(world: World, numbers: range) -> float:
         if rows:
             s.execute(insert(Fact), rows)
         s.commit()
-        if world.kind == "postgresql":  # as ingest_lines ends a large import (notify.facts)
+        if s.get_bind().dialect.name == "postgresql":  # as ingest_lines ends a large import
             s.execute(text("ANALYZE notify_facts"))
             s.commit()
     return time.perf_counter() - t0
