@@ -35,15 +35,11 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.table import Table
-from sqlalchemy import select
 
 from mailveil.auth.keys import Role, issue_key, revoke_key
-from mailveil.contacts.models import Alias
 from mailveil.notify import sends
-from mailveil.notify.feedback import unsubscribe_key, unsubscribe_url
 from mailveil.notify.queue import run_to_end
-from mailveil.notify.templates import register_template, render
-from mailveil.notify.transmit import WIRE, Ready, build_message
+from mailveil.notify.templates import register_template
 from notify_glitch import (
     DB_NAMES,
     Cell,
@@ -56,6 +52,7 @@ from notify_glitch import (
     load_customers,
     load_facts,
     open_world,
+    peer_messages,
     side_by_side,
     verdict,
 )
@@ -151,29 +148,8 @@ def measure(world: World, n: int, console: Console) -> dict[str, Cell]:
     with env.session_factory() as s:
         send = sends.get_send(s, send_id)
         status, counts = send.status, sends.counts_of(s, send_id)
-        template = gift
-        s.add(template)
-        s.refresh(template)
-        aliases = dict(
-            s.execute(
-                select(Alias.customer_id, Alias.address).where(Alias.principal_id == env.service.id)
-            ).all()
-        )
-        settings = env.runtime.settings
-        link_key = unsubscribe_key(settings)
-        messages = []
-        for cid in sorted(aliases):
-            link = unsubscribe_url(settings, link_key, send_id, cid)
-            context = {
-                "customer": {"id": f"c{cid}"},
-                "facts": {"gift": {"item": "a teddy bear", "registry_id": f"R{cid}"}},
-                "send": {"id": send_id, "corrects": None},
-                "unsubscribe_url": link,
-            }
-            subject, body = render(template, context)
-            item = Ready(0, cid, aliases[cid], subject, body, [], link)
-            data_bytes = build_message(env.runtime, send, template, item).as_bytes(policy=WIRE)
-            messages.append((aliases[cid], data_bytes))
+    settings = env.runtime.settings
+    messages = peer_messages(env, gift, send_id)
     with env.session_factory() as s:  # a fresh transaction: the relay wrote meanwhile
         key = issue_key(s, Role.SERVICE, principal_id=env.service.id, label="bench peer")
         s.commit()

@@ -59,6 +59,7 @@ from notify_glitch import (  # the same world, loaders and audience
     load_customers,
     load_facts,
     open_world,
+    pg_reachable,
     register_templates,
     verdict,
 )
@@ -185,17 +186,6 @@ def analyze(backend: Backend) -> None:
         s.commit()
 
 
-def pg_reachable() -> bool:
-    try:
-        import psycopg
-
-        conninfo = PG_URL.replace("postgresql+psycopg://", "postgresql://")
-        with psycopg.connect(conninfo, connect_timeout=3):
-            return True
-    except Exception:  # any failure means: not here
-        return False
-
-
 def run(backend: Backend, n: int, batch: int, console: Console) -> bool:
     world = backend.world
     t0 = time.perf_counter()
@@ -310,7 +300,7 @@ def main() -> int:
         args.n = 20_000
     console = Console(width=max(120, Console().width))
     wanted = ["sqlite", "postgresql"] if args.db == "both" else [args.db]
-    if "postgresql" in wanted and not pg_reachable():
+    if "postgresql" in wanted and not pg_reachable(PG_URL):
         if args.db == "postgresql":
             console.print(f"[red]PostgreSQL unreachable at {PG_URL}[/]")
             return 1

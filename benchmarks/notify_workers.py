@@ -67,15 +67,12 @@ from _netns import Host, Link, available, second_host  # noqa: E402
 from dbkit import PG_URL, private_pg_engine  # type: ignore[import-not-found]  # noqa: E402
 from mailveil.auth.keys import Role, issue_key, revoke_key  # noqa: E402
 from mailveil.config import Settings, load_settings  # noqa: E402
-from mailveil.contacts.models import Alias  # noqa: E402
 from mailveil.db.migrate import upgrade  # noqa: E402
 from mailveil.db.session import make_engine, make_session_factory  # noqa: E402
 from mailveil.notify import sends  # noqa: E402
-from mailveil.notify.feedback import unsubscribe_key, unsubscribe_url  # noqa: E402
 from mailveil.notify.models import Recipient  # noqa: E402
 from mailveil.notify.queue import Dispatcher  # noqa: E402
-from mailveil.notify.templates import register_template, render  # noqa: E402
-from mailveil.notify.transmit import WIRE, Ready, build_message  # noqa: E402
+from mailveil.notify.templates import register_template  # noqa: E402
 from notify_glitch import (  # noqa: E402
     DB_NAMES,
     Cell,
@@ -85,6 +82,7 @@ from notify_glitch import (  # noqa: E402
     kit,
     load_customers,
     load_facts,
+    peer_messages,
     side_by_side,
     verdict,
 )
@@ -226,39 +224,6 @@ def deliver(
         "shares": sorted(per_process.values(), reverse=True),
         "coordinator": coordinator,
     }
-
-
-def peer_messages(env: Any, template: Any, send_id: int) -> list[tuple[str, bytes]]:
-    """The same messages the workers sent (rendered, unsubscribe link, to the same aliases)."""
-    settings = env.runtime.settings
-    with env.session_factory() as s:
-        send = sends.get_send(s, send_id)
-        s.add(template)
-        s.refresh(template)
-        aliases = dict(
-            s.execute(
-                select(Alias.customer_id, Alias.address).where(Alias.principal_id == env.service.id)
-            ).all()
-        )
-        key = unsubscribe_key(settings)
-        out = []
-        for cid in sorted(aliases):
-            link = unsubscribe_url(settings, key, send_id, cid)
-            context = {
-                "customer": {"id": f"c{cid}"},
-                "facts": {"gift": {"item": "a teddy bear", "registry_id": f"R{cid}"}},
-                "send": {"id": send_id, "corrects": None},
-                "unsubscribe_url": link,
-            }
-            subject, body = render(template, context)
-            item = Ready(0, cid, aliases[cid], subject, body, [], link)
-            out.append(
-                (
-                    aliases[cid],
-                    build_message(env.runtime, send, template, item).as_bytes(policy=WIRE),
-                )
-            )
-    return out
 
 
 def submit(env: Any, messages: list[tuple[str, bytes]], connections: int) -> tuple[float, int]:
