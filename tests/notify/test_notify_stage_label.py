@@ -13,12 +13,16 @@ from typing import Any
 import notify_kit as kit
 import pytest
 from notify_kit import GIFT_TEMPLATE, NotifyEnv, add_facts, gift_facts, register
+from sqlalchemy import update
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.config import Settings
-from mailveil.notify.audience import parse_audience, query_entries
+from mailveil.notify.assist import assist
+from mailveil.notify.audience import Entry, parse_audience, query_entries
+from mailveil.notify.models import Send
 from mailveil.notify.queue import run_to_end
 from mailveil.notify.sends import create_send, get_send, send_view
+from mailveil.notify.worker import cutoff_of
 
 CUSTOMERS = 10
 
@@ -70,3 +74,29 @@ def test_a_segment_send_counts_its_stages_and_then_reads_all_done(staged_env: No
     assert [k for k, _n in numbers] == sorted(k for k, _n in numbers), seen
     env.flush()
     assert env.delivered_numbers() == list(range(1, CUSTOMERS + 1))
+
+
+def test_a_helper_that_looks_between_the_last_stage_and_completion_finds_no_work(
+    staged_env: NotifyEnv,
+) -> None:
+    """The coordinator commits "past the last stage" before it commits "completed"; a helper
+    looking in between found an index past the stage plan (IndexError, logged as a failed
+    helper in a two-worker run). It now finds no stage under way."""
+    env = staged_env
+    session = env.session()
+    add_facts(session, gift_facts(list(range(1, CUSTOMERS + 1))))
+    template = register(session, env, GIFT_TEMPLATE)
+    entries = [Entry(f"c{n}", None) for n in range(1, CUSTOMERS + 1)]
+    send = create_send(session, env.settings, env.runtime.ledger, template=template,
+                       entries=entries, actor="apikey:stages")  # fmt: skip
+    session.commit()
+    session.execute(
+        update(Send)
+        .where(Send.id == send.id)
+        .values(status="running", stage=len(send.stages), stage_done_at=None)
+    )
+    session.commit()
+    assert assist(env.runtime, send.id, "helper-between") is False
+    assert cutoff_of(session, get_send(session, send.id)) is None
+    env.flush()
+    assert env.delivered_numbers() == []

@@ -192,12 +192,17 @@ def step(
 
 
 def cutoff_of(s: Session, send: Send, stage: int | None = None) -> tuple[int, int] | None:
-    """The last recipient (bucket, id) of ``stage`` (default: the stage under way)."""
+    """The last recipient (bucket, id) of ``stage`` (default: the stage under way); None when
+    there is none: no recipients, or past the last stage (the coordinator commits that before
+    it marks the send completed, and a helper may look in between)."""
+    index = send.stage if stage is None else stage
+    if index >= len(send.stages):
+        return None
     total = s.scalar(select(func.count()).where(Recipient.send_id == send.id)) or 0
     if total == 0:
         return None
     floor = int(send.thresholds.get("min_stage", 1))
-    size = stage_sizes(floor, total, list(send.stages))[send.stage if stage is None else stage]
+    size = stage_sizes(floor, total, list(send.stages))[index]
     row = s.execute(
         select(Recipient.bucket, Recipient.id)
         .where(Recipient.send_id == send.id)
