@@ -93,12 +93,18 @@ def tally_all(
     now: datetime,
     screener: Screener,
     tally: Tally,
+    *,
+    from_database: bool = False,
 ) -> Iterator[Pairs]:
     """Count the whole audience into ``tally`` (and ``tally.total``); yields, batch by
-    batch, the eligible (entry, assessment) pairs in audience order."""
+    batch, the eligible (entry, assessment) pairs in audience order.
+
+    ``from_database``: the entries are read page by page on this session's connection (a
+    segment). They stay on the batch path: psycopg holds the connection for the whole COPY,
+    so reading the next page inside it would wait on itself for good."""
     size = settings.notify_batch_size
     batches = batched(entries, size)
-    bulk = session.get_bind().dialect.name == "postgresql"
+    bulk = session.get_bind().dialect.name == "postgresql" and not from_database
     for batch in batches:
         tally.total += len(batch)
         with _no_cycle_gc():

@@ -88,7 +88,9 @@ def preview(
     rendered: list[dict[str, Any]] = []
     shown_languages: set[str] = set()
     screener = screener_for(session, settings, template, rule, now)
-    for eligible in tally_all(session, settings, template, rule, entries, now, screener, tally):
+    pairs = tally_all(session, settings, template, rule, entries, now, screener, tally,
+                      from_database=source == "segment")  # fmt: skip
+    for eligible in pairs:
         for entry, a in eligible:
             language = entry.language if entry.language in translated else template.language
             languages[language] += 1
