@@ -185,12 +185,14 @@ def _tally_rest(
             .execution_options(stream_results=True, yield_per=settings.notify_batch_size)
         )  # fmt: skip
         result = conn.execute(streamed)
-        for part in result.partitions(settings.notify_batch_size):
-            with _no_cycle_gc():
-                pairs = _assess_rows(session, settings, template, rule, part, now, screener,
-                                     tally)  # fmt: skip
-            yield pairs
-        result.close()
+        try:
+            for part in result.partitions(settings.notify_batch_size):
+                with _no_cycle_gc():
+                    pairs = _assess_rows(session, settings, template, rule, part, now,
+                                         screener, tally)  # fmt: skip
+                yield pairs
+        finally:  # also when the caller stops early: the tables cannot drop under a cursor
+            result.close()
     finally:
         # (A statement that failed aborted the transaction: its rollback drops the table.)
         for made_table in made:
