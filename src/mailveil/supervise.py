@@ -85,12 +85,16 @@ class Supervisor:
         old_wakeup = signal.set_wakeup_fd(wake_w)
         try:
             self._running = [_Running(child) for child in self.children]
-            for entry in self._running:
-                self._fork(entry, wake_r, wake_w)
-            if not self._start_all(wake_r):
-                return self._stop_all(wake_r, failed=True)
-            if on_ready is not None and not self._stopping:
-                on_ready()
+            try:
+                for entry in self._running:
+                    self._fork(entry, wake_r, wake_w)
+                if not self._start_all(wake_r):
+                    return self._stop_all(wake_r, failed=True)
+                if on_ready is not None and not self._stopping:
+                    on_ready()
+            except BaseException:  # a fork that failed, an on_ready that raised: none left
+                self._stop_all(wake_r, failed=True)
+                raise
             return self._supervise(wake_r, wake_w)
         finally:
             signal.set_wakeup_fd(old_wakeup)
@@ -112,7 +116,13 @@ class Supervisor:
         ready_r, ready_w = os.pipe()
         me = os.getpid()
         blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {*_STOP_SIGNALS, signal.SIGCHLD})
-        pid = os.fork()
+        try:
+            pid = os.fork()
+        except BaseException:  # EAGAIN, ENOMEM: no child; the parent's signals unblocked
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
+            os.close(ready_r)
+            os.close(ready_w)
+            raise
         if pid == 0:  # pragma: no cover - runs in the child (covered by the process tests)
             os.close(ready_r)
             for other in self._running:
