@@ -6,7 +6,7 @@ from __future__ import annotations
 from notify_kit import GIFT_TEMPLATE, SORRY_TEMPLATE, NotifyEnv, add_facts, gift_facts, register
 from sqlalchemy import select
 
-from mailveil.api.database import write_session_factory
+from mailveil.db.session import write_session_factory
 from mailveil.ledger.models import LedgerEntry
 from mailveil.notify.audience import Entry
 from mailveil.notify.queue import run_to_end

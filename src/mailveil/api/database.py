@@ -22,11 +22,14 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from sqlalchemy import Engine
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.api.problems import problem
 from mailveil.config import Settings
-from mailveil.db.session import SQLITE_IMMEDIATE, make_engine, make_session_factory
+from mailveil.db.session import (
+    make_engine,
+    make_session_factory,
+    write_session_factory,
+)
 from mailveil.logs import scrub
 from mailveil.runtime import Runtime
 
@@ -55,20 +58,6 @@ def api_runtime(runtime: Runtime, engine: Engine | None = None) -> Runtime:
     """The runtime with the API's own engine (pool) on the same database."""
     engine = engine or api_engine(runtime.settings)
     return dataclasses.replace(runtime, engine=engine, session_factory=make_session_factory(engine))
-
-
-def write_session_factory(factory: sessionmaker[Session]) -> sessionmaker[Session]:
-    """Sessions for requests that write: on SQLite they begin IMMEDIATE.
-
-    A factory bound to a connection (tests' rolled-back transactions) is returned as it is.
-    """
-    bind = factory.kw.get("bind")
-    if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
-        return sessionmaker(
-            bind=bind.execution_options(**{SQLITE_IMMEDIATE: True}),
-            expire_on_commit=factory.kw.get("expire_on_commit", True),
-        )
-    return factory
 
 
 def classify(exc: sa_exc.SQLAlchemyError) -> tuple[int, str, str, str, int | None]:

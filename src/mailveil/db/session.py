@@ -90,3 +90,20 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         raise
     finally:
         session.close()
+
+
+def write_session_factory(factory: sessionmaker[Session]) -> sessionmaker[Session]:
+    """Sessions for work that reads then writes while other processes write (API requests,
+    the alert pump): on SQLite they begin IMMEDIATE, waiting their turn for the write lock
+    instead of failing at once with "database is locked" when another writer commits
+    between their read and their write.
+
+    A factory bound to a connection (tests' rolled-back transactions) is returned as it is.
+    """
+    bind = factory.kw.get("bind")
+    if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
+        return sessionmaker(
+            bind=bind.execution_options(**{SQLITE_IMMEDIATE: True}),
+            expire_on_commit=factory.kw.get("expire_on_commit", True),
+        )
+    return factory

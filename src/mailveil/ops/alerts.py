@@ -33,6 +33,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil import __version__
 from mailveil.config import Settings
+from mailveil.db.session import write_session_factory
 from mailveil.ledger.models import LedgerEntry, LedgerHead, from_time_us
 from mailveil.logs import get_logger, scrub_value
 from mailveil.ops.models import OpsAlert, OpsAlertCursor
@@ -269,7 +270,9 @@ def pump(
     if not settings.alert_webhook_url:
         return result
     try:
-        with session_factory() as s:
+        # Reads the ledger, then writes the outbox: beside the relay's writes on SQLite it
+        # must hold the write lock from the start.
+        with write_session_factory(session_factory)() as s:
             result.enqueued = enqueue(s, settings)
             s.commit()
     except IntegrityError:  # another process enqueued the same entries first
