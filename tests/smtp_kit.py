@@ -35,6 +35,19 @@ class Received:
 class _SinkHandler:
     sink: Sink
 
+    async def handle_EHLO(
+        self,
+        server: SMTP,
+        session: Session,
+        envelope: Envelope,
+        hostname: str,
+        responses: list[str],
+    ) -> list[str]:
+        session.host_name = hostname
+        if self.sink.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
+
     async def handle_RCPT(
         self, server: SMTP, session: Session, envelope: Envelope, address: str, options: list[str]
     ) -> str:
@@ -54,12 +67,18 @@ class Sink:
 
     ``reply`` (settable at any time) makes it answer DATA with that line instead of accepting,
     and ``refuse_rcpt`` (address -> reply line or None) refuses chosen recipients at RCPT: to
-    play a remote server that refuses or defers.
+    play a remote server that refuses or defers. It offers PIPELINING (RFC 2920) as Postfix
+    does -- aiosmtpd reads one command line at a time, so pipelined commands are answered in
+    order -- unless ``pipelining=False``; and SMTPUTF8 unless ``smtputf8=False``.
     """
 
-    def __init__(self, *, port: int | None = None) -> None:
+    def __init__(
+        self, *, port: int | None = None, pipelining: bool = True, smtputf8: bool = True
+    ) -> None:
         self.host = LOOPBACK
         self.port = port or free_port()
+        self.pipelining = pipelining
+        self.smtputf8 = smtputf8
         self.reply: str | None = None
         self.refuse_rcpt: Callable[[str], str | None] | None = None
         self.on_message: Callable[[Received], None] | None = None
@@ -70,7 +89,11 @@ class Sink:
 
     def start(self) -> Sink:
         self._controller = Controller(
-            _SinkHandler(self), hostname=self.host, port=self.port, ready_timeout=10
+            _SinkHandler(self),
+            hostname=self.host,
+            port=self.port,
+            ready_timeout=10,
+            enable_SMTPUTF8=self.smtputf8,
         )
         self._controller.start()
         return self

@@ -1,14 +1,11 @@
-"""Delivery to the smarthost: the bytes on the wire, the replies we make of the smarthost's,
-and the connection pool surviving a smarthost that restarts."""
+"""Delivery to the smarthost: the replies we make of the smarthost's, and the connection pool
+surviving a smarthost that restarts (the bytes on the wire: test_relay_smtp_client.py)."""
 
 from __future__ import annotations
 
 import asyncio
 
 import pytest
-from aiosmtplib.protocol import PERIOD_REGEX, normalize_message_line_endings
-from hypothesis import given
-from hypothesis import strategies as st
 
 from mailveil.demo.harness import free_port
 from mailveil.relay import codes
@@ -19,16 +16,7 @@ from mailveil.relay.delivery import (
     TemporaryDeliveryError,
     reply_for_next_hop,
 )
-from mailveil.relay.smuggling import to_wire
 from smtp_kit import Sink
-
-
-@given(st.binary(max_size=300).filter(lambda b: b"\x00" not in b))
-def test_aiosmtplib_puts_exactly_to_wire_on_the_wire(body: bytes) -> None:
-    """What aiosmtplib sends after DATA is what ``smuggling.to_wire`` specifies: canonical
-    CRLF, dot-stuffing, ``.<CR><LF>``."""
-    sent = PERIOD_REGEX.sub(b"..", normalize_message_line_endings(body)) + b".\r\n"
-    assert sent == to_wire(body)
 
 
 @pytest.mark.parametrize(
@@ -81,12 +69,13 @@ def test_pool_reconnects_after_the_smarthost_restarts() -> None:
     asyncio.run(main())
 
 
-def test_refusals_at_each_stage_are_typed() -> None:
+@pytest.mark.parametrize("pipelining", [True, False], ids=["pipelined", "one-by-one"])
+def test_refusals_at_each_stage_are_typed(pipelining: bool) -> None:
     port = free_port()
 
     async def main() -> None:
         host = _smarthost(port)
-        with Sink(port=port) as sink:
+        with Sink(port=port, pipelining=pipelining) as sink:
             sink.refuse_rcpt = lambda rcpt: "550 5.1.1 <someone@dest.example>: unknown"
             with pytest.raises(PermanentDeliveryError) as refused:
                 await host.send("bounce+x@relay.example", "someone@dest.example", MESSAGE)
@@ -100,6 +89,29 @@ def test_refusals_at_each_stage_are_typed() -> None:
             sink.reply = None
             await host.send("bounce+x@relay.example", "someone@dest.example", MESSAGE)
             assert len(sink.messages) == 1
+        await host.close()
+
+    asyncio.run(main())
+
+
+def test_a_non_ascii_address_needs_a_smarthost_that_speaks_smtputf8() -> None:
+    """RFC 6531 3.4: without SMTPUTF8 the address cannot be sent; the sender gets a 5.6.7 at
+    once instead of a retry that can never work."""
+    port = free_port()
+
+    async def main() -> None:
+        host = _smarthost(port)
+        with Sink(port=port, smtputf8=False) as sink:
+            with pytest.raises(PermanentDeliveryError) as refused:
+                await host.send("bounce+x@relay.example", "jörg@dest.example", MESSAGE)
+            assert refused.value.reply == codes.NON_ASCII_ADDRESS
+            await host.send("bounce+x@relay.example", "someone@dest.example", MESSAGE)
+            assert len(sink.messages) == 1  # the connection is still good
+        await host.close()
+        host = _smarthost(port)
+        with Sink(port=port) as sink:
+            await host.send("bounce+x@relay.example", "jörg@dest.example", MESSAGE)
+            assert [m.rcpt_tos for m in sink.messages] == [("jörg@dest.example",)]
         await host.close()
 
     asyncio.run(main())

@@ -16,9 +16,10 @@ side. The smarthost's code is mapped to one of ours (``codes.NEXT_HOP_*``) by it
 enhanced status subject; the original code is kept only as a number for the ledger.
 
 Outgoing bytes
-    The rewriter produces canonical CRLF (``smuggling.canonical_crlf``); aiosmtplib's DATA
-    turns any stray bare CR or LF into CRLF the same way, dot-stuffs every line that starts
-    with "." and ends with ``CRLF.CRLF`` -- what ``smuggling.to_wire`` does (tested).
+    The rewriter produces canonical CRLF (``smuggling.canonical_crlf``); ``smuggling.to_wire``
+    makes the exact bytes after 354 (any stray bare CR or LF as CRLF, every line that starts
+    with "." dot-stuffed, ``CRLF.CRLF`` at the end), sent by ``relay/smtp_client.py`` -- which
+    pipelines MAIL, RCPT and DATA when the smarthost offers PIPELINING.
 """
 
 from __future__ import annotations
@@ -29,11 +30,18 @@ import ssl
 import time
 from dataclasses import dataclass
 
-import aiosmtplib
-
 from mailveil.config import Settings
 from mailveil.relay import codes
 from mailveil.relay.codes import Reply
+from mailveil.relay.errors import NulInData
+from mailveil.relay.smtp_client import (
+    ClientOptions,
+    SmtpClient,
+    SmtpDisconnected,
+    SmtpRefused,
+    Stage,
+)
+from mailveil.relay.smuggling import to_wire
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 # An idle pooled connection older than this is closed rather than reused: smarthosts drop
@@ -81,15 +89,15 @@ def reply_for_next_hop(code: int, text: str) -> Reply:
     return codes.NEXT_HOP_REFUSED
 
 
-def _raise_for(exc: aiosmtplib.SMTPResponseException) -> DeliveryError:
-    reply = reply_for_next_hop(exc.code, exc.message)
+def _raise_for(exc: SmtpRefused) -> DeliveryError:
+    reply = reply_for_next_hop(exc.code, exc.text)
     kind = TemporaryDeliveryError if reply.code < 500 else PermanentDeliveryError
     return kind(reply, next_hop_code=exc.code)
 
 
 @dataclass
 class _Connection:
-    smtp: aiosmtplib.SMTP
+    smtp: SmtpClient
     last_used: float
 
 
@@ -150,26 +158,21 @@ class Smarthost:
             tls_context = ssl.create_default_context()
             tls_context.check_hostname = False
             tls_context.verify_mode = ssl.CERT_NONE
-        smtp = aiosmtplib.SMTP(
-            hostname=cfg.host,
-            port=cfg.port,
-            timeout=cfg.timeout,
+        options = ClientOptions(
             local_hostname=cfg.local_hostname,
-            start_tls=cfg.starttls,
-            validate_certs=cfg.validate_certs,
+            timeout=cfg.timeout,
+            starttls=cfg.starttls,
             tls_context=tls_context,
-            username=cfg.username or None,
-            password=cfg.password or None,
+            username=cfg.username,
+            password=cfg.password,
         )
         try:
-            await smtp.connect()
-        except aiosmtplib.SMTPResponseException as exc:
-            smtp.close()
+            smtp = await SmtpClient.open(cfg.host, cfg.port, options)
+        except SmtpRefused as exc:
             raise TemporaryDeliveryError(
                 codes.SMARTHOST_UNREACHABLE, next_hop_code=exc.code
             ) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            smtp.close()
+        except (SmtpDisconnected, OSError, ssl.SSLError):
             raise TemporaryDeliveryError(codes.SMARTHOST_UNREACHABLE) from None
         return _Connection(smtp, time.monotonic())
 
@@ -222,49 +225,49 @@ class Smarthost:
         finally:
             slots.release()
 
-    async def _transaction(
-        self, smtp: aiosmtplib.SMTP, mail_from: str, rcpt: str, data: bytes
-    ) -> None:
+    async def _transaction(self, smtp: SmtpClient, mail_from: str, rcpt: str, data: bytes) -> None:
         options = []
-        if smtp.supports_extension("size"):
+        if smtp.supports("size"):
             options.append(f"SIZE={len(data)}")
-        if smtp.supports_extension("8bitmime") and max(data, default=0) > 0x7F:
+        if smtp.supports("8bitmime") and max(data, default=0) > 0x7F:
             options.append("BODY=8BITMIME")
+        if not (mail_from + rcpt).isascii():
+            if not smtp.supports("smtputf8"):
+                raise PermanentDeliveryError(codes.NON_ASCII_ADDRESS)
+            options.append("SMTPUTF8")
         try:
-            await smtp.mail(mail_from, options=options)
-        except aiosmtplib.SMTPServerDisconnected:
-            raise _Stale from None
-        except aiosmtplib.SMTPResponseException as exc:
-            await self._reset(smtp)
-            raise _raise_for(exc) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
-            raise TemporaryDeliveryError(codes.SMARTHOST_UNREACHABLE) from None
-        try:
-            await smtp.rcpt(rcpt)
-            await smtp.data(data)
-        except aiosmtplib.SMTPServerDisconnected:
-            # Once DATA went out the smarthost may have queued the message; the sender
+            await smtp.send(mail_from, rcpt, to_wire(data), options)
+        except SmtpDisconnected as exc:
+            if exc.stage is Stage.MAIL:
+                # Lost before MAIL was answered (a pooled connection the smarthost had
+                # dropped): nothing was sent, so a fresh connection cannot duplicate.
+                raise _Stale from None
+            # Once the data went out the smarthost may have queued the message; the sender
             # retries, so the worst case is a duplicate (RFC 1047), never a loss.
             raise TemporaryDeliveryError(codes.SMARTHOST_UNREACHABLE) from None
-        except aiosmtplib.SMTPResponseException as exc:
-            await self._reset(smtp)
+        except SmtpRefused as exc:
+            if exc.code != 421:
+                await self._reset(smtp)
             raise _raise_for(exc) from None
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        except (NulInData, ValueError):
+            raise PermanentDeliveryError(codes.NEXT_HOP_REFUSED) from None
+        except OSError:
             raise TemporaryDeliveryError(codes.SMARTHOST_UNREACHABLE) from None
 
     @staticmethod
-    async def _reset(smtp: aiosmtplib.SMTP) -> None:
+    async def _reset(smtp: SmtpClient) -> None:
         try:
             await smtp.rset()
-        except (aiosmtplib.SMTPException, OSError, TimeoutError):
+        except (SmtpDisconnected, SmtpRefused, OSError):
             smtp.close()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
         for conn in idle:
             try:
-                await asyncio.wait_for(conn.smtp.quit(), timeout=2)
-            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                async with asyncio.timeout(2):
+                    await conn.smtp.quit()
+            except (SmtpDisconnected, SmtpRefused, OSError, TimeoutError):
                 pass
             finally:
                 conn.smtp.close()
