@@ -5,11 +5,12 @@ and the SMTP clients that submit and time messages."""
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from multiprocessing.connection import Connection
@@ -18,6 +19,7 @@ from typing import Any
 
 import aiosmtplib
 from rich.console import Console
+from rich.table import Table
 from sqlalchemy import insert, select
 
 from mailveil.config import Settings
@@ -238,6 +240,7 @@ class Result:
     round_trips: float | None = None
     detail: str = ""
     arrived: list[int] = field(default_factory=list)  # the token of each message in the sink
+    cpu_ms: dict[str, float] = field(default_factory=dict)  # per message, by process
 
     @property
     def rate(self) -> float:
@@ -260,11 +263,16 @@ def timed_run(
     concurrency: int,
     login: tuple[str, str] | None,
     sinks: Connection,
+    cpu: dict[str, Callable[[], float]] | None = None,
 ) -> Result:
+    """``cpu``: name -> a reading of CPU seconds (``_cpu.py``), read before and after, so the
+    result says each process's CPU milliseconds per message."""
     sinks.send(("clear", name))
     sinks.recv()
+    before = {k: read() for k, read in (cpu or {}).items()}
     acks = submit(port, jobs, concurrency, login)
     wait_delivered(sinks, name, len(jobs))
+    cpu_ms = {k: (read() - before[k]) * 1000 / len(jobs) for k, read in (cpu or {}).items()}
     sinks.send(("arrivals", name))
     arrived = sinks.recv()
     arrivals = dict(arrived)
@@ -279,4 +287,19 @@ def timed_run(
         submit_ms=[(done - start) * 1000 for _, start, done in acks],
         e2e_ms=[(arrivals[i] - start) * 1000 for i, start, _ in acks if i in arrivals],
         arrived=[token for token, _ in arrived],
+        cpu_ms=cpu_ms,
     )
+
+
+def print_cpu(console: Console, mv: Result, pf: Result) -> None:
+    """Each path's CPU per message by process: the client and the sink are the same code on
+    both paths, so the difference is the server's; with two cores the sum bounds the rate."""
+    table = Table(title="CPU per message (ms), by process, 8-connection run")
+    for column in ("", "client", "server", "sink", "total", "rate bound on all CPUs"):
+        table.add_column(column, justify="right" if column else "left")
+    for r in (mv, pf):
+        total = sum(r.cpu_ms.values())
+        bound = (os.cpu_count() or 1) * 1000 / total if total else float("nan")
+        cells = [f"{r.cpu_ms.get(k, 0.0):.2f}" for k in ("client", "server", "sink")]
+        table.add_row(r.name, *cells, f"{total:.2f}", f"{bound:,.0f} msg/s")
+    console.print(table)

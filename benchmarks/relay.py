@@ -76,6 +76,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import event
 
+from _cpu import self_cpu_seconds, tree_cpu_seconds
 from _memory import rss_mib
 from _relay_kit import (
     HARNESS,
@@ -86,6 +87,7 @@ from _relay_kit import (
     initialise,
     message,
     percentile,
+    print_cpu,
     seed,
     sink_main,
     timed_run,
@@ -488,6 +490,7 @@ def bench(
         timed_run("mailveil", relay_port, jobs(0, warm, False), args.concurrency, login, sinks)
         timed_run("postfix", postfix.port, jobs(0, warm, True), args.concurrency, None, sinks)
 
+        common_cpu = {"client": self_cpu_seconds, "sink": lambda: tree_cpu_seconds(sink_proc.pid)}
         relay.send("reset")
         relay.recv()
         spy = None
@@ -501,8 +504,9 @@ def bench(
             )  # fmt: skip
             time.sleep(1.0)  # py-spy attaches
         mv = timed_run(
-            "mailveil", relay_port, jobs(warm, args.n, False), args.concurrency, login, sinks
-        )
+            "mailveil", relay_port, jobs(warm, args.n, False), args.concurrency, login, sinks,
+            {"server": lambda: tree_cpu_seconds(relay_proc.pid), **common_cpu},
+        )  # fmt: skip
         if spy is not None:
             spy.send_signal(2)  # SIGINT: py-spy writes its output and exits
             spy.wait(timeout=60)
@@ -512,8 +516,9 @@ def bench(
         leaks = sinks.recv()
         clean = True  # nothing lost or doubled in the memory and scale-out runs
         pf = timed_run(
-            "postfix", postfix.port, jobs(warm, args.n, True), args.concurrency, None, sinks
-        )
+            "postfix", postfix.port, jobs(warm, args.n, True), args.concurrency, None, sinks,
+            {"server": lambda: tree_cpu_seconds(postfix.master_pid()), **common_cpu},
+        )  # fmt: skip
         probes = []
         if args.probe:
             start = warm + args.n
@@ -532,6 +537,7 @@ def bench(
             + ", ".join(f"{kind} {count / args.n:.2f}" for kind, count in stats["kinds"])
         )
         report(console, mv, pf, probes, args)
+        print_cpu(console, mv, pf)
         rss = (float(stats.get("rss_before_mib", 0.0)), float(stats.get("rss_mib", 0.0)))
         console.print(
             f"submission latency (ms): mailveil mean {statistics.mean(mv.submit_ms):.1f}, "

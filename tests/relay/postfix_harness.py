@@ -203,6 +203,10 @@ class PostfixInstance:
                 raise RuntimeError(f"postfix did not answer on {self.port}:\n{self.log()[-4000:]}")
             time.sleep(0.05)
 
+    def master_pid(self) -> int:
+        """The instance's master process (its smtpd, cleanup, qmgr and smtp are children)."""
+        return int((self.root / "queue" / "pid" / "master.pid").read_text().split()[0])
+
     def stop(self) -> None:
         self._postfix("stop", check=False)
 
