@@ -87,10 +87,12 @@ def wait_for_smtp(port: int, proc: subprocess.Popen[str], log: Path) -> None:
             time.sleep(0.2)
 
 
-def start(args: list[str], log: Path, **env: str) -> subprocess.Popen[str]:
+def start(
+    args: list[str], log: Path, launcher: list[str] = LAUNCHER, **env: str
+) -> subprocess.Popen[str]:
     with log.open("w") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [*LAUNCHER, *args],
+            [*launcher, *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,

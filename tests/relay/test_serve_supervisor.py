@@ -11,9 +11,11 @@ import os
 import signal
 import smtplib
 import socket
+import sys
 import time
 import urllib.request
 from collections.abc import Iterator
+from datetime import datetime
 from pathlib import Path
 
 import pytest
@@ -184,3 +186,68 @@ def test_a_child_that_cannot_start_is_one_clear_error(tmp_path: Path) -> None:
     started = {str(r["process"]): int(str(r["pid"])) for r in _events(log, "serve_child_started")}
     assert sorted(started) == ["api", "relay"]
     assert not any(_alive(pid) for pid in started.values())
+
+
+# Runs `mailveil` with one child's serving call wrapped: the supervisor's stop reaches that
+# process just before the call that installs its stop handlers (uvicorn's Server.serve, the
+# relay's serve_until_signalled). SIGTERM is blocked, the supervisor told to stop, and the
+# signal let through once it is pending here: the stop that arrived early, every time.
+_STOP_EARLY = """
+import importlib, os, signal, sys, time
+module, _, name = sys.argv.pop(1).partition(":")
+owner = importlib.import_module(module)
+*path, attr = name.split(".")
+for part in path:
+    owner = getattr(owner, part)
+original = getattr(owner, attr)
+
+def stopped_early(*args, **kwargs):
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    os.kill(os.getppid(), signal.SIGTERM)
+    deadline = time.monotonic() + 30
+    while signal.SIGTERM not in signal.sigpending() and time.monotonic() < deadline:
+        time.sleep(0.001)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
+    return original(*args, **kwargs)
+
+setattr(owner, attr, stopped_early)
+from mailveil.cli import main
+main()
+"""
+
+
+def _at(record: dict[str, object]) -> datetime:
+    return datetime.fromisoformat(str(record["timestamp"]))
+
+
+@pytest.mark.parametrize(
+    "hook", ["uvicorn:Server.serve", "mailveil.relay.workers:serve_until_signalled"]
+)
+def test_a_stop_right_after_start_is_quick_and_clean(tmp_path: Path, hook: str) -> None:
+    """The stop reaches a child before its server took the stop signals: the child honours
+    it (before the fix the API's process ignored it, and the supervisor waited the 30 s of
+    stop_timeout, killed it and exited 1)."""
+    seeded = seed(tmp_path / "var")
+    log = tmp_path / "serve.log"
+    proc = start(
+        ["--data-dir", str(seeded.data), "serve", "--port", str(free_port())],
+        log,
+        [sys.executable, "-c", _STOP_EARLY, hook],
+        MAILVEIL_RELAY_PORT=str(free_port()),
+    )
+    try:
+        code = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = log.read_text()
+    assert code == 0, output[-4000:]
+    assert "serve_child_killed" not in output and "serve_child_stopped_badly" not in output
+    assert "mailveil API on" not in output  # stopped before it was announced
+    started = _events(log, "serve_child_started")
+    assert sorted(str(r["process"]) for r in started) == ["api", "relay"]
+    [stopped] = _events(log, "serve_stopped")
+    took = (_at(stopped) - max(_at(r) for r in started)).total_seconds()
+    assert took < 10, output[-4000:]
+    assert not any(_alive(int(str(r["pid"]))) for r in started)
+    assert "Traceback" not in output

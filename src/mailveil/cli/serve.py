@@ -131,10 +131,14 @@ def _api_process(
         runtime = Runtime.open(settings)
         app = create_app(api_runtime(runtime), background_checkpoints=True)
         server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(settings, host, port)))
-        # uvicorn raises the stop signal again once it has shut down, under the handler that
-        # was there before it: a no-op one lets this process exit 0.
+        # uvicorn's own handler from now on, not only once serve() runs: a stop that reaches
+        # this process in between (the supervisor stopped right after it started) would else
+        # be lost, and the supervisor would wait stop_timeout before killing it. Noted here,
+        # it makes uvicorn shut down as soon as it has started. Until this line the default
+        # action stops the process at once. uvicorn raises the signal again after shutting
+        # down, under the handler it found: this one only notes it, so the process exits 0.
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda _sig, _frame: None)
+            signal.signal(sig, server.handle_exit)
 
         async def main() -> None:
             serving = asyncio.create_task(server.serve(sockets=[sock]))
