@@ -66,7 +66,7 @@ def serve_command(
 def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
     from mailveil.logs import configure_logging
     from mailveil.relay.server import RelayServer
-    from mailveil.relay.workers import listen
+    from mailveil.relay.workers import listen, relay_child
     from mailveil.runtime import Runtime
     from mailveil.supervise import Child, Supervisor
 
@@ -88,8 +88,9 @@ def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
     children = [Child("api", api, close_fds=[relay_sock.fileno()])]
     for n in range(1, workers + 1):
         name = "relay" if workers == 1 else f"relay {n}"
-        body = _relay_process(settings, relay_sock, metrics=metrics)
-        children.append(Child(name, body, close_fds=[api_sock.fileno()]))
+        children.append(
+            relay_child(settings, relay_sock, name, metrics=metrics, close_fds=[api_sock.fileno()])
+        )
 
     def announce() -> None:
         say(f"mailveil API on http://{host}:{port} (OpenAPI at /openapi.json, docs at /docs)",
@@ -151,17 +152,6 @@ def _api_process(
         asyncio.run(main())
         if not server.started:
             raise SystemExit(3)  # uvicorn's own code for a failed start-up
-
-    return run
-
-
-def _relay_process(
-    settings: Settings, sock: socket.socket, *, metrics: bool
-) -> Callable[[Callable[[], None]], None]:
-    def run(ready: Callable[[], None]) -> None:
-        from mailveil.relay.workers import run_relay
-
-        run_relay(settings, sock, ready, metrics=metrics)
 
     return run
 
