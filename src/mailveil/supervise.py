@@ -42,7 +42,13 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True)
 class Child:
-    """What one child process runs: ``run(ready)`` returns (exit 0) or raises (exit 1)."""
+    """What one child process runs: ``run(ready)`` returns (exit 0) or raises (exit 1).
+
+    ``run`` starts with SIGINT and SIGTERM at their default action (the process ends at once,
+    which counts as a clean stop). Code that takes them over must do it in one step, with a
+    handler that honours a stop already noted: a stop can arrive at any moment, the
+    supervisor's right after start too, and one that falls into a gap is lost (the
+    supervisor then waits ``stop_timeout`` and kills the child)."""
 
     name: str
     run: Callable[[Callable[[], None]], None]
