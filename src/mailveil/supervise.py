@@ -9,8 +9,10 @@ own process, which calls ``ready()`` once it serves. The supervisor
   ``stop_timeout``) and returns 0 when every child stopped cleanly;
 - restarts a child that dies on its own, after a back-off that doubles from
   ``backoff_first`` up to ``backoff_max`` and starts over once a child stayed up for
-  ``stable_after`` seconds; after ``give_up_after`` deaths in a row that did not stay up,
-  it stops everything and returns 1. Every death and restart is logged.
+  ``stable_after`` seconds; a restarted child that has not said ready within
+  ``start_timeout`` is killed and counts as one more such death; after ``give_up_after``
+  deaths in a row that did not stay up, it stops everything and returns 1. Every death and
+  restart is logged.
 
 Listening sockets are opened by the caller before ``run`` and inherited across fork, so a
 restarted child serves on the same socket at once and connections that arrive meanwhile wait
@@ -40,7 +42,13 @@ _PR_SET_PDEATHSIG = 1
 
 @dataclass(frozen=True)
 class Child:
-    """What one child process runs: ``run(ready)`` returns (exit 0) or raises (exit 1)."""
+    """What one child process runs: ``run(ready)`` returns (exit 0) or raises (exit 1).
+
+    ``run`` starts with SIGINT and SIGTERM at their default action (the process ends at once,
+    which counts as a clean stop). Code that takes them over must do it in one step, with a
+    handler that honours a stop already noted: a stop can arrive at any moment, the
+    supervisor's right after start too, and one that falls into a gap is lost (the
+    supervisor then waits ``stop_timeout`` and kills the child)."""
 
     name: str
     run: Callable[[Callable[[], None]], None]
@@ -58,6 +66,12 @@ class _Running:
     failures: int = 0  # deaths in a row that did not stay up for stable_after
     restart_at: float | None = None
     code: int | None = None
+    hung: bool = False  # killed for not saying ready within start_timeout
+
+    def exit(self, start_timeout: float) -> str:
+        if self.hung:
+            return f"did not start within {start_timeout:.0f} s"
+        return _described(self.code)
 
 
 @dataclass
@@ -132,7 +146,7 @@ class Supervisor:
         signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         os.close(ready_w)
         entry.pid, entry.ready_fd, entry.started_at = pid, ready_r, time.monotonic()
-        entry.ready_at, entry.code, entry.restart_at = None, None, None
+        entry.ready_at, entry.code, entry.restart_at, entry.hung = None, None, None, False
         log.info("serve_child_started", process=entry.child.name, pid=pid)
 
     def _close_ready(self, entry: _Running) -> None:
@@ -204,32 +218,58 @@ class Supervisor:
             for entry in self._reap():
                 if self._stopping:
                     break
-                up = (entry.ready_at is not None) and now - entry.ready_at >= self.stable_after
-                entry.failures = 1 if up else entry.failures + 1
-                if entry.failures >= self.give_up_after:
-                    self.failed = (
-                        f"the {entry.child.name} process died {entry.failures} times in a row "
-                        f"({_described(entry.code)}); giving up"
-                    )
-                    log.error("serve_child_given_up", process=entry.child.name, code=entry.code)
+                if not self._schedule_restart(entry, now):
                     return self._stop_all(wake_r, failed=True)
-                delay = min(self.backoff_first * 2 ** (entry.failures - 1), self.backoff_max)
-                entry.restart_at = now + delay
-                log.error(
-                    "serve_child_died",
-                    process=entry.child.name,
-                    code=entry.code,
-                    exit=_described(entry.code),
-                    restart_in_seconds=delay,
-                )
             if self._stopping:
                 break
+            self._kill_hung(now)
             for entry in self._running:
                 if entry.restart_at is not None and entry.restart_at <= now:
                     self._fork(entry, wake_r, wake_w)
-            due = [e.restart_at for e in self._running if e.restart_at is not None]
-            self._wait(wake_r, min(due) - time.monotonic() if due else 60.0)
+            self._wait(wake_r, self._next_due() - time.monotonic())
         return self._stop_all(wake_r, failed=False)
+
+    def _schedule_restart(self, entry: _Running, now: float) -> bool:
+        """A child died on its own: its restart is due after the back-off; False when it
+        died ``give_up_after`` times in a row."""
+        up = (entry.ready_at is not None) and now - entry.ready_at >= self.stable_after
+        entry.failures = 1 if up else entry.failures + 1
+        why = entry.exit(self.start_timeout)
+        if entry.failures >= self.give_up_after:
+            self.failed = (
+                f"the {entry.child.name} process died {entry.failures} times in a row "
+                f"({why}); giving up"
+            )
+            log.error("serve_child_given_up", process=entry.child.name, code=entry.code)
+            return False
+        delay = min(self.backoff_first * 2 ** (entry.failures - 1), self.backoff_max)
+        entry.restart_at = now + delay
+        log.error("serve_child_died", process=entry.child.name, code=entry.code, exit=why,
+                  restart_in_seconds=delay)  # fmt: skip
+        return True
+
+    def _kill_hung(self, now: float) -> None:
+        """A restarted child that has not said ready within ``start_timeout`` (stuck on a
+        database that does not answer, say) serves nobody: kill it; reaped, it counts as a
+        failed start (back-off, ``give_up_after``). The first start has ``_start_all``."""
+        for entry in self._running:
+            late = now - entry.started_at > self.start_timeout
+            if entry.pid and entry.ready_at is None and late and not entry.hung:
+                log.error("serve_child_start_timed_out", process=entry.child.name,
+                          pid=entry.pid, start_timeout=self.start_timeout)  # fmt: skip
+                entry.hung = True
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(entry.pid, signal.SIGKILL)
+
+    def _next_due(self) -> float:
+        """When the loop has something to do without a signal: a restart, a start timeout."""
+        due = [time.monotonic() + 60.0]
+        for entry in self._running:
+            if entry.restart_at is not None:
+                due.append(entry.restart_at)
+            elif entry.pid and entry.ready_at is None and not entry.hung:
+                due.append(entry.started_at + self.start_timeout)
+        return min(due)
 
     def _stop_all(self, wake_r: int, *, failed: bool) -> int:
         """SIGTERM to every live child, SIGKILL after ``stop_timeout``; 0 when all stopped

@@ -5,12 +5,14 @@ the relay's SMTP port."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import smtplib
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -87,15 +89,49 @@ def wait_for_smtp(port: int, proc: subprocess.Popen[str], log: Path) -> None:
             time.sleep(0.2)
 
 
-def start(args: list[str], log: Path, **env: str) -> subprocess.Popen[str]:
+def start(
+    args: list[str], log: Path, launcher: list[str] = LAUNCHER, **env: str
+) -> subprocess.Popen[str]:
     with log.open("w") as out:  # the child keeps its own copy of the descriptor
         return subprocess.Popen(
-            [*LAUNCHER, *args],
+            [*launcher, *args],
             stdout=out,
             stderr=subprocess.STDOUT,
             text=True,
             env=child_env(**env),
         )
+
+
+def events(log: Path, event: str) -> list[dict[str, object]]:
+    """The JSON log lines of ``log`` whose event is ``event``."""
+    found = []
+    for line in log.read_text().splitlines():
+        if line.startswith("{"):
+            record = json.loads(line)
+            if record.get("event") == event:
+                found.append(record)
+    return found
+
+
+def ready_children(log: Path) -> dict[str, int]:
+    """The supervisor's children that said they serve, by name (the latest of each)."""
+    return {str(r["process"]): int(str(r["pid"])) for r in events(log, "serve_child_ready")}
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def wait_until(what: str, done: Callable[[], bool], log: Path, seconds: float = 60) -> None:
+    deadline = time.monotonic() + seconds
+    while not done():
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} within {seconds:.0f} s: {log.read_text()[-4000:]}")
+        time.sleep(0.2)
 
 
 def stop(proc: subprocess.Popen[str]) -> int:
@@ -112,9 +148,13 @@ __all__ = [
     "LAUNCHER",
     "REAL",
     "Seeded",
+    "alive",
     "child_env",
+    "events",
+    "ready_children",
     "seed",
     "start",
     "stop",
     "wait_for_smtp",
+    "wait_until",
 ]

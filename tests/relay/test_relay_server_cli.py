@@ -1,8 +1,11 @@
 """`mailveil relay` and `mailveil serve` as real processes: a message through the relay into a
-sink smarthost, clean exit on SIGTERM, and a clear error when the port is taken."""
+sink smarthost, clean exit on SIGTERM, a clear error when the port is taken, and `mailveil
+relay --workers` under the supervisor (a killed worker restarted)."""
 
 from __future__ import annotations
 
+import os
+import signal
 import smtplib
 import socket
 import subprocess
@@ -11,7 +14,19 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from process_kit import LAUNCHER, REAL, child_env, seed, start, stop, wait_for_smtp
+from process_kit import (
+    LAUNCHER,
+    REAL,
+    alive,
+    child_env,
+    events,
+    ready_children,
+    seed,
+    start,
+    stop,
+    wait_for_smtp,
+    wait_until,
+)
 from relay_server_kit import SELLER_ADDRESS, message, parsed
 
 from mailveil.demo.harness import free_port
@@ -122,3 +137,50 @@ def test_relay_workers_share_the_port(tmp_path: Path, sink: Sink) -> None:
     assert code == 0, log.read_text()
     assert len(sink.messages) == 6
     assert "2 process(es)" in log.read_text()
+
+
+def test_relay_workers_run_under_the_supervisor_which_restarts_a_killed_one(
+    tmp_path: Path, sink: Sink
+) -> None:
+    """`mailveil relay --workers 2` runs "relay" and "relay 2" under the supervisor `mailveil
+    serve` uses: a worker killed with SIGKILL is started again and the relay keeps relaying
+    on its port (before, the command had its own fork loop, which stopped every worker and
+    exited 1 when one died)."""
+    seeded = seed(tmp_path / "var")
+    port = free_port()
+    log = tmp_path / "relay.log"
+    proc = start(
+        ["--data-dir", str(seeded.data), "relay", "--port", str(port), "--workers", "2"],
+        log,
+        MAILVEIL_SMARTHOST_PORT=str(sink.port),
+        MAILVEIL_RELAY_ALLOW_PLAIN_AUTH_ON_LOOPBACK="true",
+    )
+    data = message(from_=SELLER_ADDRESS, to=seeded.alias, subject="[shipping] Hi")
+
+    def relay_some() -> None:
+        for _ in range(4):  # a connection each: the kernel spreads them over the workers
+            with smtplib.SMTP("127.0.0.1", port, timeout=15) as client:
+                client.login("shop", seeded.token)
+                client.sendmail(SELLER_ADDRESS, [seeded.alias], data)
+
+    try:
+        wait_for_smtp(port, proc, log)
+        wait_until("both workers ready", lambda: len(ready_children(log)) == 2, log)
+        first = ready_children(log)
+        assert sorted(first) == ["relay", "relay 2"] and proc.pid not in first.values()
+        relay_some()
+        os.kill(first["relay 2"], signal.SIGKILL)
+        wait_until("a new relay 2", lambda: ready_children(log)["relay 2"] != first["relay 2"], log)
+        [died] = events(log, "serve_child_died")
+        assert died["process"] == "relay 2" and died["exit"] == "killed by SIGKILL"
+        relay_some()
+        last = ready_children(log)
+        assert last["relay"] == first["relay"]  # the other worker was left alone
+    finally:
+        code = stop(proc)
+    output = log.read_text()
+    assert code == 0, output[-4000:]
+    assert len(sink.messages) == 8
+    assert f"mailveil relay on 127.0.0.1:{port} (SMTP, 2 process(es))" in output
+    assert not any(alive(pid) for pid in last.values())
+    assert "Traceback" not in output

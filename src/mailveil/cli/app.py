@@ -18,7 +18,7 @@ from mailveil.cli import rotate as rotate_cli
 from mailveil.cli import serve as serve_cli
 from mailveil.cli import witness as witness_cli
 from mailveil.cli import worker as worker_cli
-from mailveil.cli.common import CliState, emit, friendly_errors, say
+from mailveil.cli.common import CliState, emit, fail, friendly_errors, say
 from mailveil.cli.setup import initialise
 
 app = typer.Typer(
@@ -122,7 +122,9 @@ def relay_command(
         int | None, typer.Option(help="relay processes (default relay_workers)", min=1)
     ] = None,
 ) -> None:
-    """Run the SMTP relay alone (127.0.0.1:2525 by default)."""
+    """Run the SMTP relay alone (127.0.0.1:2525 by default); with --workers N, N processes on
+    its port under a supervisor that restarts one that dies and stops them all on SIGTERM or
+    Ctrl-C."""
     import asyncio
 
     from mailveil.logs import configure_logging
@@ -142,8 +144,20 @@ def relay_command(
         if workers > 1:
             runtime.engine.dispose()  # each worker opens its own after fork
             sock = listen(host, port)
-    say(f"mailveil relay on {host}:{port} (SMTP, {workers} process(es))", markup=False)
-    if settings.metrics_port and workers == 1:
+    serving = f"mailveil relay on {host}:{port} (SMTP, {workers} process(es))"
+    if workers > 1:
+        if settings.metrics_port:
+            say("metrics_port is ignored with relay_workers > 1 (one registry per process)")
+        # Announced once every process serves, as `mailveil serve` does.
+        with friendly_errors(init_hint=False):  # a refused fork, in words
+            code, failed = serve_workers(
+                settings, sock, workers, lambda: say(serving, markup=False)
+            )
+        if code and failed:
+            fail(failed)
+        raise typer.Exit(code)
+    say(serving, markup=False)
+    if settings.metrics_port:
         from prometheus_client import start_http_server
 
         with friendly_errors(init_hint=False):
@@ -151,11 +165,7 @@ def relay_command(
                 settings.metrics_port, addr=settings.metrics_host, registry=runtime.metrics.registry
             )
         say(f"metrics on http://{settings.metrics_host}:{settings.metrics_port}/", markup=False)
-    elif settings.metrics_port:
-        say("metrics_port is ignored with relay_workers > 1 (one registry per process)")
     with friendly_errors(init_hint=False):
-        if workers > 1:
-            raise typer.Exit(serve_workers(settings, sock, workers))
         asyncio.run(serve_until_signalled(server))
 
 

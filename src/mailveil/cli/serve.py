@@ -66,7 +66,7 @@ def serve_command(
 def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
     from mailveil.logs import configure_logging
     from mailveil.relay.server import RelayServer
-    from mailveil.relay.workers import listen
+    from mailveil.relay.workers import listen, relay_child
     from mailveil.runtime import Runtime
     from mailveil.supervise import Child, Supervisor
 
@@ -88,8 +88,9 @@ def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
     children = [Child("api", api, close_fds=[relay_sock.fileno()])]
     for n in range(1, workers + 1):
         name = "relay" if workers == 1 else f"relay {n}"
-        body = _relay_process(settings, relay_sock, metrics=metrics)
-        children.append(Child(name, body, close_fds=[api_sock.fileno()]))
+        children.append(
+            relay_child(settings, relay_sock, name, metrics=metrics, close_fds=[api_sock.fileno()])
+        )
 
     def announce() -> None:
         say(f"mailveil API on http://{host}:{port} (OpenAPI at /openapi.json, docs at /docs)",
@@ -131,10 +132,14 @@ def _api_process(
         runtime = Runtime.open(settings)
         app = create_app(api_runtime(runtime), background_checkpoints=True)
         server = uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(settings, host, port)))
-        # uvicorn raises the stop signal again once it has shut down, under the handler that
-        # was there before it: a no-op one lets this process exit 0.
+        # uvicorn's own handler from now on, not only once serve() runs: a stop that reaches
+        # this process in between (the supervisor stopped right after it started) would else
+        # be lost, and the supervisor would wait stop_timeout before killing it. Noted here,
+        # it makes uvicorn shut down as soon as it has started. Until this line the default
+        # action stops the process at once. uvicorn raises the signal again after shutting
+        # down, under the handler it found: this one only notes it, so the process exits 0.
         for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda _sig, _frame: None)
+            signal.signal(sig, server.handle_exit)
 
         async def main() -> None:
             serving = asyncio.create_task(server.serve(sockets=[sock]))
@@ -147,17 +152,6 @@ def _api_process(
         asyncio.run(main())
         if not server.started:
             raise SystemExit(3)  # uvicorn's own code for a failed start-up
-
-    return run
-
-
-def _relay_process(
-    settings: Settings, sock: socket.socket, *, metrics: bool
-) -> Callable[[Callable[[], None]], None]:
-    def run(ready: Callable[[], None]) -> None:
-        from mailveil.relay.workers import run_relay
-
-        run_relay(settings, sock, ready, metrics=metrics)
 
     return run
 

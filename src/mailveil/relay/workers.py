@@ -1,23 +1,20 @@
 """Several relay processes on one listening socket (``relay_workers``, ``mailveil relay``).
 
 The relay is CPU-bound Python (parsing, rewriting, signing): one process uses one core. The
-parent binds the socket, forks ``workers`` children that each open their own database engine
-and serve connections from the shared socket (the kernel hands each new connection to one of
-them), and forwards SIGINT/SIGTERM to them. The processes share nothing else: every decision
-reads the database, every write goes through the ledger's head-row lock, so they stay
-stateless with respect to each other, as the design asks of relay processes.
+parent binds the socket and runs ``workers`` children under ``mailveil.supervise`` (the one
+way mailveil runs and restarts processes): each opens its own database engine and serves
+connections from the shared socket (the kernel hands each new connection to one of them);
+the supervisor passes SIGINT/SIGTERM on and restarts a process that dies. The processes
+share nothing else: every decision reads the database, every write goes through the ledger's
+head-row lock, so they stay stateless with respect to each other, as the design asks of
+relay processes.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import logging
-import os
-import signal
 import socket
-import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from mailveil.config import Settings
 from mailveil.relay.server import (
@@ -27,8 +24,8 @@ from mailveil.relay.server import (
     serve_until_signalled,
 )
 from mailveil.runtime import Runtime
+from mailveil.supervise import Child, Supervisor
 
-log = logging.getLogger("mailveil.relay")
 BACKLOG = 1024
 
 
@@ -62,64 +59,42 @@ def run_relay(
     asyncio.run(serve_until_signalled(server, ready))
 
 
-def _child(settings: Settings, sock: socket.socket) -> None:
-    """A worker's whole life; never returns."""
-    code = 0
+def relay_child(
+    settings: Settings,
+    sock: socket.socket,
+    name: str,
+    *,
+    metrics: bool = False,
+    close_fds: Sequence[int] = (),
+) -> Child:
+    """One relay process on ``sock`` for the supervisor (``mailveil relay --workers``,
+    ``mailveil serve``)."""
+
+    def run(ready: Callable[[], None]) -> None:
+        run_relay(settings, sock, ready, metrics=metrics)
+
+    return Child(name, run, close_fds=close_fds)
+
+
+def serve_workers(
+    settings: Settings,
+    sock: socket.socket,
+    workers: int,
+    on_ready: Callable[[], None] | None = None,
+) -> tuple[int, str]:
+    """``workers`` relay processes on ``sock`` ("relay", "relay 2", ...) under the
+    supervisor, which restarts one that dies, until SIGINT or SIGTERM; ``on_ready`` once all
+    serve. Returns the exit code (0 when every process stopped cleanly) and, when it is 1,
+    why in words. Call it before this process opens any database connection (a connection
+    must not be shared across fork); ``sock`` stays open here for restarts and is closed on
+    return."""
+    names = ["relay", *(f"relay {n}" for n in range(2, workers + 1))]
+    supervisor = Supervisor([relay_child(settings, sock, name) for name in names])
     try:
-        run_relay(settings, sock)
-    except BaseException as exc:  # a worker must not fall back into the parent's code
-        log.error("relay worker %s stopped: %s", os.getpid(), type(exc).__name__)
-        code = 1
+        code = supervisor.run(on_ready=on_ready)
     finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        sock.close()
+    return code, supervisor.failed
 
 
-def serve_workers(settings: Settings, sock: socket.socket, workers: int) -> int:
-    """Fork ``workers`` relay processes on ``sock`` and wait for them; the exit code is 0 when
-    every worker stopped cleanly. Call it before this process opens any database connection
-    (a connection must not be shared across fork)."""
-    children: list[int] = []
-    for _ in range(workers):
-        pid = os.fork()
-        if pid == 0:
-            _child(settings, sock)
-        children.append(pid)
-    sock.close()
-
-    stopping = False
-
-    def forward(sig: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
-        for pid in children:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGTERM)
-
-    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
-    worst = 0
-    try:
-        alive = set(children)
-        while alive:
-            try:
-                pid, status = os.waitpid(-1, 0)
-            except ChildProcessError:
-                break
-            except InterruptedError:  # pragma: no cover - PEP 475 retries waitpid
-                continue
-            alive.discard(pid)
-            code = os.waitstatus_to_exitcode(status)
-            worst = worst or (code if code > 0 else 0)
-            if not stopping:
-                # One worker died on its own: stop the rest, a half-staffed relay hides it.
-                log.error("relay worker %s exited (%s); stopping the others", pid, code)
-                forward(signal.SIGTERM, None)
-                worst = worst or 1
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-    return worst
-
-
-__all__ = ["listen", "run_relay", "serve_workers"]
+__all__ = ["listen", "relay_child", "run_relay", "serve_workers"]
