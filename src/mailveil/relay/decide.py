@@ -2,9 +2,11 @@
 
 ``decide`` gives a ``relay.decision``: ``Deliver`` (checked, rewritten, signed, addressed),
 ``Hold`` or ``Refuse``, each with its ledger entries. It is synchronous (parsing, DNS for
-SPF/DKIM/DMARC, rewriting and signing are CPU or blocking work): the handler runs it in a
-worker thread with a session that touches the database only when it must (a thread lookup, a
-data key not yet cached, a stranger's address compared with customers).
+SPF/DKIM/DMARC, rewriting and signing are CPU or blocking work), with a session that touches
+the database only when it must (a thread lookup, a data key not yet cached, a stranger's
+address compared with customers). The handler runs an authenticated principal's small message
+on the event loop with a session that refuses I/O, and in a worker thread whatever needs it
+(``Database.run_inline``, then ``Database.run``).
 
 To a customer's alias (``_to_customer``)
     The sender must be the alias's principal: authenticated as it (SMTP AUTH), or proved by
