@@ -115,37 +115,13 @@ def test_serve_runs_the_api_and_the_relay(tmp_path: Path, sink: Sink) -> None:
     assert code == 0, log.read_text()
 
 
-def test_relay_workers_share_the_port(tmp_path: Path, sink: Sink) -> None:
-    seeded = seed(tmp_path / "var")
-    port = free_port()
-    log = tmp_path / "relay.log"
-    proc = start(
-        ["--data-dir", str(seeded.data), "relay", "--port", str(port), "--workers", "2"],
-        log,
-        MAILVEIL_SMARTHOST_PORT=str(sink.port),
-        MAILVEIL_RELAY_ALLOW_PLAIN_AUTH_ON_LOOPBACK="true",
-    )
-    try:
-        wait_for_smtp(port, proc, log)
-        data = message(from_=SELLER_ADDRESS, to=seeded.alias, subject="[shipping] Hi")
-        for _ in range(6):  # a connection each: the kernel spreads them over the workers
-            with smtplib.SMTP("127.0.0.1", port, timeout=15) as client:
-                client.login("shop", seeded.token)
-                client.sendmail(SELLER_ADDRESS, [seeded.alias], data)
-    finally:
-        code = stop(proc)
-    assert code == 0, log.read_text()
-    assert len(sink.messages) == 6
-    assert "2 process(es)" in log.read_text()
-
-
 def test_relay_workers_run_under_the_supervisor_which_restarts_a_killed_one(
     tmp_path: Path, sink: Sink
 ) -> None:
-    """`mailveil relay --workers 2` runs "relay" and "relay 2" under the supervisor `mailveil
-    serve` uses: a worker killed with SIGKILL is started again and the relay keeps relaying
-    on its port (before, the command had its own fork loop, which stopped every worker and
-    exited 1 when one died)."""
+    """`mailveil relay --workers 2` runs "relay" and "relay 2" on one port (the kernel
+    spreads the connections) under the supervisor `mailveil serve` uses: a worker killed with
+    SIGKILL is started again and the relay keeps relaying on its port (before, the command had
+    its own fork loop, which stopped every worker and exited 1 when one died)."""
     seeded = seed(tmp_path / "var")
     port = free_port()
     log = tmp_path / "relay.log"

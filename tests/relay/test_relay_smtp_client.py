@@ -5,7 +5,6 @@ aiosmtpd with STARTTLS and AUTH."""
 from __future__ import annotations
 
 import asyncio
-import datetime
 import ssl
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -13,12 +12,9 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from relay_server_kit import self_signed
 
 from mailveil.demo.harness import LOOPBACK, free_port
 from mailveil.relay.smtp_client import (
@@ -57,6 +53,21 @@ async def _data(reader: asyncio.StreamReader) -> bytes:
     return await reader.readuntil(b"\r\n.\r\n")
 
 
+def _against(script: Script, use: Callable[[SmtpClient], Awaitable[None]]) -> None:
+    """Open a client to a server running ``script`` and ``use`` it."""
+
+    async def main() -> None:
+        server, port = await _serve(script)
+        async with server:
+            client = await SmtpClient.open(LOOPBACK, port, OPTIONS)
+            try:
+                await use(client)
+            finally:
+                client.close()
+
+    asyncio.run(main())
+
+
 PIPELINED = b"250-scripted\r\n250-PIPELINING\r\n250-SIZE 1000000\r\n250 8BITMIME\r\n"
 
 
@@ -73,15 +84,11 @@ def test_pipelined_commands_go_out_before_any_reply() -> None:
         writer.write(b"250 2.0.0 queued\r\n")
         await reader.readline()
 
-    async def main() -> None:
-        server, port = await _serve(script)
-        async with server:
-            client = await SmtpClient.open(LOOPBACK, port, OPTIONS)
-            assert client.pipelining and client.supports("SIZE")
-            await client.send("bounce@relay.example", "c@dest.example", to_wire(MESSAGE), [])
-            client.close()
+    async def use(client: SmtpClient) -> None:
+        assert client.pipelining and client.supports("SIZE")
+        await client.send("bounce@relay.example", "c@dest.example", to_wire(MESSAGE), [])
 
-    asyncio.run(main())
+    _against(script, use)
     assert seen["commands"] == (
         b"MAIL FROM:<bounce@relay.example>\r\nRCPT TO:<c@dest.example>\r\nDATA\r\n"
     )
@@ -102,14 +109,10 @@ def test_the_data_on_the_wire_is_exactly_to_wire(body: bytes) -> None:
         seen.append(await _data(reader))
         writer.write(b"250 ok\r\n")
 
-    async def main() -> None:
-        server, port = await _serve(script)
-        async with server:
-            client = await SmtpClient.open(LOOPBACK, port, OPTIONS)
-            await client.send("b@relay.example", "c@dest.example", to_wire(body), [])
-            client.close()
+    async def use(client: SmtpClient) -> None:
+        await client.send("b@relay.example", "c@dest.example", to_wire(body), [])
 
-    asyncio.run(main())
+    _against(script, use)
     assert seen == [to_wire(body)]
     # What the receiver makes of it (RFC 5321 4.5.2: one leading dot removed) is the body.
     lines = seen[0][: -len(b".\r\n")].split(b"\r\n")
@@ -131,17 +134,13 @@ def test_a_refused_recipient_ends_a_started_data_empty_and_names_the_stage() -> 
         seen["next"] = await reader.readline()
         writer.write(b"250 reset\r\n")
 
-    async def main() -> None:
-        server, port = await _serve(script)
-        async with server:
-            client = await SmtpClient.open(LOOPBACK, port, OPTIONS)
-            with pytest.raises(SmtpRefused) as refused:
-                await client.send("b@relay.example", "c@dest.example", to_wire(MESSAGE), [])
-            assert (refused.value.stage, refused.value.code) == (Stage.RCPT, 550)
-            await client.rset()
-            client.close()
+    async def use(client: SmtpClient) -> None:
+        with pytest.raises(SmtpRefused) as refused:
+            await client.send("b@relay.example", "c@dest.example", to_wire(MESSAGE), [])
+        assert (refused.value.stage, refused.value.code) == (Stage.RCPT, 550)
+        await client.rset()
 
-    asyncio.run(main())
+    _against(script, use)
     assert seen == {"after": b".\r\n", "next": b"RSET\r\n"}
 
 
@@ -159,15 +158,11 @@ def test_without_pipelining_one_command_at_a_time() -> None:
         await _data(reader)
         writer.write(b"250 ok\r\n")
 
-    async def main() -> None:
-        server, port = await _serve(script)
-        async with server:
-            client = await SmtpClient.open(LOOPBACK, port, OPTIONS)
-            assert not client.pipelining
-            await client.send("b@relay.example", "c@dest.example", to_wire(MESSAGE), [])
-            client.close()
+    async def use(client: SmtpClient) -> None:
+        assert not client.pipelining
+        await client.send("b@relay.example", "c@dest.example", to_wire(MESSAGE), [])
 
-    asyncio.run(main())
+    _against(script, use)
 
 
 @pytest.mark.parametrize(
@@ -190,16 +185,12 @@ def test_broken_and_refusing_servers_raise_at_their_stage(
         writer.write(reply)
         await writer.drain()
 
-    async def main() -> None:
-        server, port = await _serve(script)
-        async with server:
-            client = await SmtpClient.open(LOOPBACK, port, OPTIONS)
-            with pytest.raises(error) as raised:
-                await client.send("b@relay.example", "c@dest.example", to_wire(MESSAGE), [])
-            assert raised.value.stage is stage  # type: ignore[attr-defined]
-            client.close()
+    async def use(client: SmtpClient) -> None:
+        with pytest.raises(error) as raised:
+            await client.send("b@relay.example", "c@dest.example", to_wire(MESSAGE), [])
+        assert raised.value.stage is stage  # type: ignore[attr-defined]
 
-    asyncio.run(main())
+    _against(script, use)
 
 
 def test_a_silent_server_times_out() -> None:
@@ -221,45 +212,21 @@ def test_a_command_line_cannot_be_smuggled_through_an_address() -> None:
         await _greet(reader, writer, PIPELINED)
         await reader.read()
 
-    async def main() -> None:
-        server, port = await _serve(script)
-        async with server:
-            client = await SmtpClient.open(LOOPBACK, port, OPTIONS)
-            with pytest.raises(ValueError):
-                await client.send("b@x>\r\nRCPT TO:<evil@x", "c@dest.example", b".\r\n", [])
-            client.close()
+    async def use(client: SmtpClient) -> None:
+        with pytest.raises(ValueError):
+            await client.send("b@x>\r\nRCPT TO:<evil@x", "c@dest.example", b".\r\n", [])
 
-    asyncio.run(main())
+    _against(script, use)
 
 
 # ------------------------------------------------------------------- STARTTLS and AUTH
 
 
-def _self_signed(directory: Path) -> ssl.SSLContext:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=1))
-        .not_valid_after(now + datetime.timedelta(hours=1))
-        .sign(key, hashes.SHA256())
-    )
-    (directory / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    (directory / "key.pem").write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
+def _server_context(directory: Path) -> tuple[ssl.SSLContext, Path]:
+    cert, key = self_signed(directory)
     context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
-    return context
+    context.load_cert_chain(cert, key)
+    return context, cert
 
 
 class _Keeper:
@@ -283,11 +250,12 @@ def _authenticate(
 def test_starttls_then_auth_then_a_transaction(tmp_path: Path, mechanism: str) -> None:
     keeper = _Keeper()
     port = free_port()
+    server_context, cert = _server_context(tmp_path)
     controller = Controller(
         keeper,
         hostname=LOOPBACK,
         port=port,
-        tls_context=_self_signed(tmp_path),
+        tls_context=server_context,
         require_starttls=True,
         authenticator=_authenticate,
         auth_required=True,
@@ -296,8 +264,7 @@ def test_starttls_then_auth_then_a_transaction(tmp_path: Path, mechanism: str) -
     )
     controller.start()
     try:
-        client_context = ssl.create_default_context(cafile=tmp_path / "cert.pem")
-        client_context.check_hostname = False
+        client_context = ssl.create_default_context(cafile=cert)  # it names 127.0.0.1
 
         async def main(password: str) -> None:
             options = ClientOptions(
