@@ -18,7 +18,9 @@ from mailveil.relay.models import RelayMessage
 
 
 def _decided(relay: Relay) -> dict[str, int]:
-    return dict(relay.server.server.handler.decided)
+    server = relay.server.server
+    assert server is not None
+    return dict(server.handler.decided)
 
 
 def _send(relay: Relay, **kw: object) -> tuple[int, str]:
