@@ -159,6 +159,7 @@ def step(
     """Drive the send; seconds to wait before the next call, or None when it is over.
     ``assist``: queue a helper that joins the stage under way (a Dramatiq message)."""
     with runtime.session_factory() as s:
+        writing(s)  # (every read-then-write of the step waits its turn on SQLite, see writing)
         send = s.get(Send, send_id)
         if send is None or send.status in FINAL or send.status in ("awaiting_approval", "creating"):
             return None
@@ -182,6 +183,7 @@ def step(
             _step_done(runtime, send, None, "stopped")
         finally:
             s.rollback()
+            writing(s)
             revoke_key(s, key.key.key_id)
             s.commit()
             _release(runtime, send_id, worker, result)
@@ -246,6 +248,7 @@ def _drive(
                                      renew, look)  # fmt: skip
             if result is not None:
                 return result
+            writing(s)
             if outstanding(s, send.id, cutoff):
                 return 0.3  # helpers' batches still in flight (or a dead one's to reconcile)
             s.execute(update(Send).where(Send.id == send.id).values(stage_done_at=_now()))
@@ -257,6 +260,7 @@ def _drive(
         ).total_seconds()
         if remaining > 0:
             return min(remaining, 5.0)
+        writing(s)
         failed = gate(s, send, cutoff)
         if failed is not None:
             halt(runtime, s, send, template, failed)
@@ -270,6 +274,7 @@ def _drive(
         s.refresh(send)
         if send.status != "running":
             return None
+    writing(s)
     s.execute(
         update(Send)
         .where(Send.id == send.id, Send.status == "running")
