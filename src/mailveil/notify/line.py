@@ -1,15 +1,17 @@
-"""A worker's SMTP line to the relay: one connection driven by a thread of its own, so one
+"""A worker's SMTP line to the relay: connections driven by threads of their own, so one
 group of recipients is on the wire while the worker records the group before it and prepares
 the group after it (issue 17: strictly in turn, the relay idled while the worker prepared
-and recorded, and the worker idled while the relay worked).
+and recorded, and the worker idled while the relay worked). Each group is split between
+``notify_relay_connections`` connections sent at once: one message at a time on one
+connection left the relay waiting on each message's commit and smarthost round trip, which
+its group commit shares between connections.
 
 The line only sends what the worker hands it: groups already committed ``delivering``
 (``worker._prepare``), one at a time, in order. While a group is on the line its claims are
-renewed from the line's thread, in a session of its own (``transmit``'s ``hold``), so a
-recipient whose claim was lost is never sent, as before. A session factory bound to one
+renewed from the line's threads, each in a session of its own (``transmit``'s ``hold``), so
+a recipient whose claim was lost is never sent, as before. A session factory bound to one
 Connection (tests rolled back through one) cannot serve two threads: the line then sends in
-the caller's thread, in turn, with the caller's session.
-"""
+the caller's thread, over one connection, in turn, with the caller's session."""
 
 from __future__ import annotations
 
@@ -65,69 +67,95 @@ class _Claims:
 
 
 class Line:
-    """One authenticated SMTP connection to the relay (opened on first use), fed groups of
-    (recipient, message bytes) in order; ``send`` returns at once with the group's
-    ``Flight`` (threaded) or after sending it (in the caller's thread)."""
+    """``connections`` authenticated SMTP connections to the relay (each opened on first use),
+    fed groups of (recipient, message bytes) in order, each group split between them;
+    ``send`` returns at once with the group's ``Flight`` (threaded) or after sending it (in
+    the caller's thread, over one connection)."""
 
-    def __init__(self, runtime: Runtime, token: str, worker: str, session: Session) -> None:
+    def __init__(
+        self, runtime: Runtime, token: str, worker: str, session: Session, connections: int = 1
+    ) -> None:
         self.runtime = runtime
         self.token = token
-        self._client: smtplib.SMTP | None = None
-        self._pool: ThreadPoolExecutor | None = None
-        self._hold: Callable[[list[int]], set[int]]
-        self._claims: _Claims | None = None
+        self._clients: list[smtplib.SMTP | None] = [None] * max(connections, 1)
+        self._pools: list[ThreadPoolExecutor] = []
+        self._holds: list[Callable[[list[int]], set[int]]] = []
+        self._claims: list[_Claims] = []
         if isinstance(session.get_bind(), Engine):
-            self._pool = ThreadPoolExecutor(1, thread_name_prefix="notify-smtp")
-            self._claims = _Claims(runtime, worker)
-            self._hold = self._claims
+            for _ in self._clients:
+                self._pools.append(ThreadPoolExecutor(1, thread_name_prefix="notify-smtp"))
+                self._claims.append(_Claims(runtime, worker))
+            self._holds = list(self._claims)
         else:
             lease = runtime.settings.notify_lease_seconds
-            self._hold = lambda ids: renew_claims(session, ids, worker, lease)
+            self._clients = [None]
+            self._holds = [lambda ids: renew_claims(session, ids, worker, lease)]
 
     @property
     def threaded(self) -> bool:
-        return self._pool is not None
+        return bool(self._pools)
 
     def send(self, wires: list[tuple[Ready, bytes]], renewed: float) -> Flight:
         """Hand the group over; ``renewed``: when its claims were last set or renewed
         (``time.monotonic()``)."""
         ready = [r for r, _ in wires]
-        if self._pool is not None:
-            return Flight(ready, self._pool.submit(self._run, wires, renewed))
+        if self._pools:
+            return Flight(ready, self._pools[0].submit(self._split, wires, renewed))
         done: Future[Outcome] = Future()
-        done.set_result(self._run(wires, renewed))
+        done.set_result(self._run(0, wires, renewed))
         return Flight(ready, done)
 
-    def _run(self, wires: list[tuple[Ready, bytes]], renewed: float) -> Outcome:
-        if self._client is None:
+    def _split(self, wires: list[tuple[Ready, bytes]], renewed: float) -> Outcome:
+        """(Line thread 0) Each connection its share of the group, at once; one outcome."""
+        n = len(self._clients)
+        others = [
+            self._pools[i].submit(self._run, i, wires[i::n], renewed)
+            for i in range(1, n)
+            if wires[i::n]
+        ]
+        outs = [self._run(0, wires[0::n], renewed)] + [f.result() for f in others]
+        merged = Outcome()
+        for out in outs:
+            merged.delivered.update(out.delivered)
+            merged.failed.update(out.failed)
+            merged.deferred |= out.deferred
+            merged.unsent |= out.unsent
+            merged.broken = merged.broken or out.broken
+        return merged
+
+    def _run(self, i: int, wires: list[tuple[Ready, bytes]], renewed: float) -> Outcome:
+        client = self._clients[i]
+        if client is None:
             try:
-                self._client = connect(self.runtime, self.token)
+                client = self._clients[i] = connect(self.runtime, self.token)
             except (smtplib.SMTPException, OSError) as exc:
-                # Not one byte of the group went out: all of it is sent again later.
+                # Not one byte of this share went out: all of it is sent again later.
                 log.warning("notify: cannot reach the relay (%s)", type(exc).__name__)
                 return Outcome(unsent={r.recipient_id for r, _ in wires}, broken=True)
-        out = transmit(self._client, self.runtime, wires, self._hold, renewed)
+        out = transmit(client, self.runtime, wires, self._holds[i], renewed)
         if out.broken:
-            self._quit()
+            self._quit(i)
         return out
 
-    def _quit(self) -> None:
-        client, self._client = self._client, None
+    def _quit(self, i: int) -> None:
+        client, self._clients[i] = self._clients[i], None
         if client is not None:
             with contextlib.suppress(smtplib.SMTPException, OSError):
                 client.quit()
 
     def close(self) -> None:
-        """Quit the connection once the group on the line (if any) is done; let the thread
-        and its session go."""
-        if self._pool is not None:
-            with contextlib.suppress(Exception):
-                self._pool.submit(self._quit).result()
-            self._pool.shutdown(wait=True)
+        """Quit the connections once the group on the line (if any) is done; let the threads
+        and their sessions go."""
+        if self._pools:
+            for i, pool in enumerate(self._pools):
+                with contextlib.suppress(Exception):
+                    pool.submit(self._quit, i).result()
+            for pool in self._pools:
+                pool.shutdown(wait=True)
         else:
-            self._quit()
-        if self._claims is not None:
-            self._claims.close()
+            self._quit(0)
+        for claims in self._claims:
+            claims.close()
 
 
 __all__ = ["Flight", "Line"]

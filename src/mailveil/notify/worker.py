@@ -312,7 +312,7 @@ def deliver_batches(
     deferrals: dict[int, int] = {}
     lease = runtime.settings.notify_lease_seconds
     look = look or check
-    line = Line(runtime, token, worker, s)
+    line = Line(runtime, token, worker, s, runtime.settings.notify_relay_connections)
     flight: Flight | None = None  # handed to the line, not recorded yet
     staged: list[Ready] = []  # committed "delivering", not handed to the line
     last: Outcome | None = None
