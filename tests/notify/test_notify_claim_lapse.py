@@ -27,9 +27,8 @@ from mailveil.ledger.verify import verify_ledger
 from mailveil.notify.audience import Entry
 from mailveil.notify.models import Recipient, Send, Template
 from mailveil.notify.sends import create_send
-from mailveil.notify.settle import reconcile
+from mailveil.notify.settle import reconcile, record_outcome
 from mailveil.notify.transmit import Outcome, Ready
-from mailveil.notify.worker import _record
 from mailveil.relay.messages import DIRECTION_TO_CUSTOMER, RelayMessage
 
 CUSTOMERS = 6
@@ -62,7 +61,7 @@ def env(
 
 def _sent_but_unrecorded(env: NotifyEnv, send_id: int) -> list[Ready]:
     """The slow worker's group: ``delivering``, its claim lapsed, the relay's row written
-    (the relay took every message); what the worker holds in memory for ``_record``."""
+    (the relay took every message); what the worker holds in memory for ``record_outcome``."""
     attempted = utcnow() - timedelta(seconds=30)
     ready = []
     with env.session_factory() as s:
@@ -137,7 +136,7 @@ def test_a_lapsed_claim_recorded_twice_gets_one_send_entry(env: NotifyEnv) -> No
     w_template = slow.get(Template, template.id)
     assert w_send is not None and w_template is not None
     outcome = Outcome(delivered={r.recipient_id: None for r in ready})
-    _record(runtime, slow, w_send, w_template, owner, ready, outcome, {})
+    record_outcome(runtime, slow, w_send, w_template, owner, ready, outcome, {})
 
     assert _send_entries(env, send.id) == want
     with env.session_factory() as s:

@@ -183,6 +183,8 @@ def _check_notify(settings: Settings) -> None:
         raise SettingsError("notify_frequency_cap and notify_soak_seconds must be >= 0")
     if settings.notify_lease_seconds <= 0 or settings.worker_threads < 1:
         raise SettingsError("notify_lease_seconds must be > 0 and worker_threads >= 1")
+    if not 1 <= settings.notify_relay_connections <= 16:
+        raise SettingsError("notify_relay_connections must be between 1 and 16")
     if not settings.worker_queue.replace("_", "").replace("-", "").isalnum():
         raise SettingsError("worker_queue must be letters, digits, '_' or '-'")
     if not -1 <= settings.worker_anomaly_hour < 24:

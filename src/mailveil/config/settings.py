@@ -279,6 +279,10 @@ class Settings:
     # -- workers (`mailveil worker`) and sends at scale ----------------------------------------
     # A send's lease: a worker that dies holds its send this long before another takes it.
     notify_lease_seconds: float = 60.0
+    # SMTP connections to the relay per delivering worker thread: each group of recipients
+    # is split between them and sent at once (the relay's group commit then shares its
+    # transactions between them, up to 4 messages each).
+    notify_relay_connections: int = 4
     # With a broker, every free `mailveil worker` thread (any host) joins a stage under way,
     # claiming batches of its recipients for a lease of notify_lease_seconds; off: one
     # worker delivers a send at a time.

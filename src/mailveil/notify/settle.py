@@ -16,23 +16,29 @@ the relay's row ever changes."""
 from __future__ import annotations
 
 import logging
+import time
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Table, bindparam, select, update
+from sqlalchemy import Engine, Table, bindparam, select, update
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from mailveil.contacts.models import Alias, Principal
 from mailveil.db.base import utcnow
+from mailveil.db.session import SQLITE_IMMEDIATE
 from mailveil.ledger.events import Event
-from mailveil.notify.claims import lapsed
+from mailveil.logs import get_logger
+from mailveil.notify.claims import lapsed, unclaim
 from mailveil.notify.models import Recipient, Send, Template
 from mailveil.notify.sends import KIND_SEND, send_ref
+from mailveil.notify.transmit import Outcome, Ready
 from mailveil.relay.messages import DIRECTION_TO_CUSTOMER
 from mailveil.relay.models import RelayMessage
 from mailveil.runtime import Runtime
 
 log = logging.getLogger("mailveil.notify")
+_slog = get_logger("mailveil.notify")
 MATCH_SLACK = timedelta(seconds=2)
 _recipients = cast(Table, Recipient.__table__)
 
@@ -143,6 +149,111 @@ def mark_delivered(
             )
         )
     runtime.ledger.append(s, events)
+
+
+# A recipient the relay defers (4xx) this many times in one worker's run fails.
+MAX_DEFERRALS = 3
+
+
+def writing(s: Session) -> None:
+    """Start ``s``'s next transaction as a writer: on SQLite BEGIN IMMEDIATE, which waits its
+    turn for the write lock. A deferred one that reads first fails at once ("database is
+    locked") if the relay commits before its first write, which a relay working beside the
+    worker does all the time; a failed step was taken again from the start."""
+    if s.in_transaction():
+        s.commit()
+    bind = s.get_bind()
+    if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
+        s.connection(execution_options={SQLITE_IMMEDIATE: True})
+
+
+def record_settled(
+    runtime: Runtime,
+    s: Session,
+    send: Send,
+    template: Template,
+    owner: Principal,
+    ready: list[Ready],
+    outcome: Outcome,
+    deferrals: dict[int, int],
+) -> None:
+    """``record_outcome``, taken again when SQLite refuses the write because another writer
+    committed since this transaction read (nothing was written; every change is guarded by
+    the recipient's state, so doing it again is safe). The mail has gone: giving up here
+    would leave the group to the reconciliation after a crash."""
+    for _attempt in range(200):
+        try:
+            record_outcome(runtime, s, send, template, owner, ready, outcome, dict(deferrals))
+        except OperationalError as exc:
+            if "locked" not in str(exc.orig):
+                raise
+            s.rollback()
+            time.sleep(0.02)
+            continue
+        for rid in outcome.deferred:
+            deferrals[rid] = deferrals.get(rid, 0) + 1
+        return
+    record_outcome(runtime, s, send, template, owner, ready, outcome, deferrals)
+
+
+def record_outcome(
+    runtime: Runtime,
+    s: Session,
+    send: Send,
+    template: Template,
+    owner: Principal,
+    ready: list[Ready],
+    outcome: Outcome,
+    deferrals: dict[int, int],
+) -> None:
+    writing(s)
+    by_id = {r.recipient_id: r for r in ready}
+    attempted = attempt_times(s, list(outcome.delivered))
+    tokens = match_tokens(
+        s, owner.id, {by_id[r].customer_id: attempted[r] for r in outcome.delivered}
+    )
+    delivered = {rid: tokens.get(by_id[rid].customer_id) for rid in outcome.delivered}
+    mark_delivered(
+        runtime,
+        s,
+        send,
+        template,
+        {
+            rid: (by_id[rid].customer_id, by_id[rid].alias, by_id[rid].fact_ids, tok)
+            for rid, tok in delivered.items()
+        },
+    )
+    for rid, reason in outcome.failed.items():
+        s.execute(
+            update(Recipient)
+            .where(Recipient.id == rid, Recipient.state == "delivering")
+            .values(state="failed", reason=reason)
+        )
+    for rid in outcome.deferred:
+        deferrals[rid] = deferrals.get(rid, 0) + 1
+        if deferrals[rid] >= MAX_DEFERRALS:
+            s.execute(
+                update(Recipient)
+                .where(Recipient.id == rid, Recipient.state == "delivering")
+                .values(state="failed", reason="deferred by the relay")
+            )
+        else:
+            unclaim(s, [rid])
+    unclaim(s, list(outcome.unsent))
+    s.commit()
+    deliveries = runtime.metrics.notify_deliveries
+    for outcome_name, count in (
+        ("delivered", len(outcome.delivered)),
+        ("failed", len(outcome.failed)),
+        ("deferred", len(outcome.deferred)),
+        ("unsent", len(outcome.unsent)),
+    ):
+        if count:
+            deliveries.labels(outcome_name).inc(count)
+    _slog.info(
+        "send_batch", send=send.id, stage=send.stage, delivered=len(outcome.delivered),
+        failed=len(outcome.failed), deferred=len(outcome.deferred), unsent=len(outcome.unsent),
+    )  # fmt: skip
 
 
 UNCONFIRMED_REASON = "the relay took it but never recorded the smarthost's answer"
@@ -286,10 +397,14 @@ def _note_unconfirmed(runtime: Runtime, s: Session, send: Send, count: int) -> N
 
 
 __all__ = [
+    "MAX_DEFERRALS",
     "UNCONFIRMED_REASON",
     "attempt_times",
     "mark_delivered",
     "match_tokens",
     "reconcile",
+    "record_outcome",
+    "record_settled",
     "settle_unconfirmed",
+    "writing",
 ]

@@ -128,27 +128,26 @@ def message_bytes(runtime: Runtime, send: Send, template: Template, item: Ready)
 def transmit(
     client: smtplib.SMTP,
     runtime: Runtime,
-    send: Send,
-    template: Template,
-    ready: list[Ready],
+    wires: list[tuple[Ready, bytes]],
     hold: Callable[[list[int]], set[int]] | None = None,
+    renewed: float | None = None,
 ) -> Outcome:
-    """Send the batch. ``hold`` renews this worker's claim on the rest of the batch (due a
-    quarter lease after the last renewal) and says which it still holds: one it lost (its
-    claim lapsed and another worker settled it) is never sent."""
+    """Send the batch (each recipient with its ``message_bytes``). ``hold`` renews this
+    worker's claim on the rest of the batch (due a quarter lease after ``renewed``, the
+    ``time.monotonic()`` of the last renewal, by default now) and says which it still holds:
+    one it lost (its claim lapsed and another worker settled it) is never sent."""
     out = Outcome()
     mail_from = f"notifications@{runtime.settings.relay_domain}"
     every = runtime.settings.notify_lease_seconds / 4
-    renewed = time.monotonic()
+    renewed = time.monotonic() if renewed is None else renewed
     lost: set[int] = set()
-    for pos, item in enumerate(ready):
+    for pos, (item, data) in enumerate(wires):
         if hold is not None and time.monotonic() - renewed > every:
-            rest = [r.recipient_id for r in ready[pos:] if r.recipient_id not in lost]
+            rest = [r.recipient_id for r, _ in wires[pos:] if r.recipient_id not in lost]
             lost.update(set(rest) - hold(rest))
             renewed = time.monotonic()
         if item.recipient_id in lost:
             continue
-        data = message_bytes(runtime, send, template, item)
         try:
             client.sendmail(mail_from, [item.alias], data)
         except smtplib.SMTPRecipientsRefused as exc:
@@ -160,7 +159,7 @@ def transmit(
             continue
         except (smtplib.SMTPException, OSError):
             # The one in flight stays "delivering" (reconciled later); the rest were not sent.
-            out.unsent.update(r.recipient_id for r in ready[pos + 1 :])
+            out.unsent.update(r.recipient_id for r, _ in wires[pos + 1 :])
             out.unsent -= lost
             out.broken = True
             return out

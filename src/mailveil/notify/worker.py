@@ -28,16 +28,13 @@ is pending or in flight.
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import smtplib
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from mailveil.auth.keys import Role, issue_key, revoke_key
@@ -48,14 +45,15 @@ from mailveil.db.session import session_scope
 from mailveil.errors import InvalidInput
 from mailveil.logs import get_logger
 from mailveil.notify.audience import Entry, assess, evidence_context
-from mailveil.notify.claims import claim_batch, claimable, outstanding, renew_claims, unclaim
+from mailveil.notify.claims import claim_batch, claimable, outstanding, renew_claims
 from mailveil.notify.feedback import unsubscribe_key, unsubscribe_url
 from mailveil.notify.gates import gate, gate_rates, halt
+from mailveil.notify.line import Flight, Line
 from mailveil.notify.models import Recipient, Send, Template
 from mailveil.notify.sends import stage_sizes
-from mailveil.notify.settle import attempt_times, mark_delivered, match_tokens, reconcile
+from mailveil.notify.settle import reconcile, record_settled, writing
 from mailveil.notify.templates import render, rule_of
-from mailveil.notify.transmit import Outcome, Ready, connect, transmit
+from mailveil.notify.transmit import Outcome, Ready, message_bytes
 from mailveil.runtime import Runtime
 
 log = logging.getLogger("mailveil.notify")
@@ -65,7 +63,6 @@ _slog = get_logger("mailveil.notify")
 # No folding: List-Unsubscribe's long URL would become encoded words (RFC 5322 allows lines
 # of 998 octets; a subject is at most that).
 GROUP = 20  # recipients per commit; also how often the kill switch is looked at
-MAX_DEFERRALS = 3
 FINAL = ("completed", "halted", "killed")
 
 
@@ -162,6 +159,7 @@ def step(
     """Drive the send; seconds to wait before the next call, or None when it is over.
     ``assist``: queue a helper that joins the stage under way (a Dramatiq message)."""
     with runtime.session_factory() as s:
+        writing(s)  # (every read-then-write of the step waits its turn on SQLite, see writing)
         send = s.get(Send, send_id)
         if send is None or send.status in FINAL or send.status in ("awaiting_approval", "creating"):
             return None
@@ -185,6 +183,7 @@ def step(
             _step_done(runtime, send, None, "stopped")
         finally:
             s.rollback()
+            writing(s)
             revoke_key(s, key.key.key_id)
             s.commit()
             _release(runtime, send_id, worker, result)
@@ -232,6 +231,12 @@ def _drive(
     def renew() -> None:
         _renew(s, send.id, worker, lease)
 
+    def look() -> None:  # before a group goes to the relay: a read (renewed at its claim)
+        row = s.execute(select(Send.status, Send.lease_owner).where(Send.id == send.id)).first()
+        s.commit()
+        if row is None or row[0] != "running" or row[1] != worker:
+            raise Stop
+
     while send.stage < len(send.stages):
         cutoff = cutoff_of(s, send)
         if cutoff is None:
@@ -240,9 +245,10 @@ def _drive(
             if assist is not None and claimable(s, send.id, cutoff):
                 assist()
             result = deliver_batches(runtime, s, send, template, owner, worker, token, cutoff,
-                                     renew)  # fmt: skip
+                                     renew, look)  # fmt: skip
             if result is not None:
                 return result
+            writing(s)
             if outstanding(s, send.id, cutoff):
                 return 0.3  # helpers' batches still in flight (or a dead one's to reconcile)
             s.execute(update(Send).where(Send.id == send.id).values(stage_done_at=_now()))
@@ -254,6 +260,7 @@ def _drive(
         ).total_seconds()
         if remaining > 0:
             return min(remaining, 5.0)
+        writing(s)
         failed = gate(s, send, cutoff)
         if failed is not None:
             halt(runtime, s, send, template, failed)
@@ -267,6 +274,7 @@ def _drive(
         s.refresh(send)
         if send.status != "running":
             return None
+    writing(s)
     s.execute(
         update(Send)
         .where(Send.id == send.id, Send.status == "running")
@@ -289,23 +297,31 @@ def deliver_batches(
     token: str,
     cutoff: tuple[int, int],
     check: Callable[[], None],
+    look: Callable[[], None] | None = None,
 ) -> float | None:
     """Claim and deliver batches of the stage until none is left to claim (None), or the
-    relay connection broke (seconds to wait). ``check`` runs before each batch and raises
-    Stop when this worker must stop (killed, halted, its lease gone)."""
+    relay connection broke (seconds to wait). ``check`` runs before each batch is claimed and
+    ``look`` (default ``check``; a read) before it goes to the relay: either raises Stop when
+    this worker must stop (killed, halted, its lease gone).
+
+    Pipelined (issue 17): group N is on the wire (``notify.line``, its own thread and
+    connection) while this thread records group N-1 and claims and prepares group N+1, which
+    is committed ``delivering`` before it is handed over, as every group is before any of
+    its bytes go. However the loop ends, the group on the wire is waited for and recorded,
+    and a prepared group never handed over (no byte of it sent) goes back to pending."""
     deferrals: dict[int, int] = {}
-    client: smtplib.SMTP | None = None
     lease = runtime.settings.notify_lease_seconds
-
-    def hold(ids: list[int]) -> set[int]:
-        return renew_claims(s, ids, worker, lease)
-
+    look = look or check
+    line = Line(runtime, token, worker, s, runtime.settings.notify_relay_connections)
+    flight: Flight | None = None  # handed to the line, not recorded yet
+    staged: list[Ready] = []  # committed "delivering", not handed to the line
+    last: Outcome | None = None
     try:
         while True:
             check()
             ids = claim_batch(s, send.id, cutoff, worker, lease, GROUP)
             if not ids:
-                return None
+                break
             rows = s.execute(
                 select(
                     Recipient.id,
@@ -318,20 +334,82 @@ def deliver_batches(
                 .where(Recipient.id.in_(ids), Recipient.state == "pending")
                 .order_by(Recipient.bucket, Recipient.id)
             ).all()
-            ready = _prepare(runtime, s, send, template, owner, rows, worker)
-            if not ready:
+            staged = _prepare(runtime, s, send, template, owner, rows, worker)
+            if not staged:
                 continue
-            if client is None:
-                client = connect(runtime, token)
-            outcome = transmit(client, runtime, send, template, ready, hold)
-            _record_settled(runtime, s, send, template, owner, ready, outcome, deferrals)
-            if outcome.broken:
-                client = None
-                return 5.0
+            staged_at = time.monotonic()
+            wires = [(r, message_bytes(runtime, send, template, r)) for r in staged]
+            if flight is not None:
+                staged_at = _await(s, flight, staged, staged_at, worker, lease)
+                if flight.future.result().broken:  # (raises what failed the line, if it did)
+                    break
+                kept = {r.recipient_id for r in staged}
+                wires = [w for w in wires if w[0].recipient_id in kept]
+            look()
+            handed = line.send(wires, staged_at) if wires else None
+            staged = []
+            if flight is not None:
+                record_settled(runtime, s, send, template, owner, flight.ready,
+                                flight.future.result(), deferrals)  # fmt: skip
+            flight = handed
+            if flight is not None and flight.future.done() and flight.future.result().broken:
+                break  # (the line sends in this thread: it is done already)
     finally:
-        if client is not None:
-            with contextlib.suppress(smtplib.SMTPException, OSError):
-                client.quit()
+        try:
+            last = _land(runtime, s, send, template, owner, worker, flight, staged, deferrals)
+        finally:
+            line.close()
+    return 5.0 if last is not None and last.broken else None
+
+
+def _await(
+    s: Session, flight: Flight, staged: list[Ready], staged_at: float, worker: str, lease: float
+) -> float:
+    """Wait for the group on the line; meanwhile keep the claims of the next one (``staged``,
+    whose ones lost are dropped from it in place). When its claims were last renewed."""
+    every = lease / 4
+    while True:
+        try:
+            flight.future.exception(timeout=max(staged_at + every - time.monotonic(), 0.0))
+            return staged_at
+        except TimeoutError:
+            held = renew_claims(s, [r.recipient_id for r in staged], worker, lease)
+            staged[:] = [r for r in staged if r.recipient_id in held]
+            staged_at = time.monotonic()
+
+
+def _land(
+    runtime: Runtime,
+    s: Session,
+    send: Send,
+    template: Template,
+    owner: Principal,
+    worker: str,
+    flight: Flight | None,
+    staged: list[Ready],
+    deferrals: dict[int, int],
+) -> Outcome | None:
+    """However the loop ended: wait for the group on the line and record it (one whose line
+    failed is left ``delivering``, reconciled once its claims lapse, as after a crash), and
+    put a staged group, none of it sent, back to pending (only rows this worker still holds).
+    The outcome of the group on the line, if it has one."""
+    s.rollback()
+    outcome = None
+    if flight is not None and flight.future.exception() is None:
+        outcome = flight.future.result()
+        record_settled(runtime, s, send, template, owner, flight.ready, outcome, deferrals)
+    if staged:
+        s.execute(
+            update(Recipient)
+            .where(
+                Recipient.id.in_(sorted(r.recipient_id for r in staged)),
+                Recipient.state == "delivering",
+                Recipient.claimed_by == worker[:64],
+            )
+            .values(state="pending", claimed_by=None, claim_until=None)
+        )
+        s.commit()
+    return outcome
 
 
 def _prepare(
@@ -377,6 +455,7 @@ def _prepare(
             drop[row.id] = ("ineligible", exc.detail[:200])
             continue
         rendered.append((row, subject, body))
+    writing(s)  # the reads are done: the writes wait their turn on SQLite
     results = disclose_batch(
         s,
         settings=settings,
@@ -415,94 +494,6 @@ def _prepare(
         )
     s.commit()  # "delivering" is durable before any byte goes to the relay
     return [r for r in ready if r.recipient_id in moved]
-
-
-def _record_settled(
-    runtime: Runtime,
-    s: Session,
-    send: Send,
-    template: Template,
-    owner: Principal,
-    ready: list[Ready],
-    outcome: Outcome,
-    deferrals: dict[int, int],
-) -> None:
-    """``_record``, taken again when SQLite refuses the write because another writer
-    committed since this transaction read (nothing was written; every change is guarded by
-    the recipient's state, so doing it again is safe). The mail has gone: giving up here
-    would leave the group to the reconciliation after a crash."""
-    for _attempt in range(200):
-        try:
-            _record(runtime, s, send, template, owner, ready, outcome, dict(deferrals))
-        except OperationalError as exc:
-            if "locked" not in str(exc.orig):
-                raise
-            s.rollback()
-            time.sleep(0.02)
-            continue
-        for rid in outcome.deferred:
-            deferrals[rid] = deferrals.get(rid, 0) + 1
-        return
-    _record(runtime, s, send, template, owner, ready, outcome, deferrals)
-
-
-def _record(
-    runtime: Runtime,
-    s: Session,
-    send: Send,
-    template: Template,
-    owner: Principal,
-    ready: list[Ready],
-    outcome: Outcome,
-    deferrals: dict[int, int],
-) -> None:
-    by_id = {r.recipient_id: r for r in ready}
-    attempted = attempt_times(s, list(outcome.delivered))
-    tokens = match_tokens(
-        s, owner.id, {by_id[r].customer_id: attempted[r] for r in outcome.delivered}
-    )
-    delivered = {rid: tokens.get(by_id[rid].customer_id) for rid in outcome.delivered}
-    mark_delivered(
-        runtime,
-        s,
-        send,
-        template,
-        {
-            rid: (by_id[rid].customer_id, by_id[rid].alias, by_id[rid].fact_ids, tok)
-            for rid, tok in delivered.items()
-        },
-    )
-    for rid, reason in outcome.failed.items():
-        s.execute(
-            update(Recipient)
-            .where(Recipient.id == rid, Recipient.state == "delivering")
-            .values(state="failed", reason=reason)
-        )
-    for rid in outcome.deferred:
-        deferrals[rid] = deferrals.get(rid, 0) + 1
-        if deferrals[rid] >= MAX_DEFERRALS:
-            s.execute(
-                update(Recipient)
-                .where(Recipient.id == rid, Recipient.state == "delivering")
-                .values(state="failed", reason="deferred by the relay")
-            )
-        else:
-            unclaim(s, [rid])
-    unclaim(s, list(outcome.unsent))
-    s.commit()
-    deliveries = runtime.metrics.notify_deliveries
-    for outcome_name, count in (
-        ("delivered", len(outcome.delivered)),
-        ("failed", len(outcome.failed)),
-        ("deferred", len(outcome.deferred)),
-        ("unsent", len(outcome.unsent)),
-    ):
-        if count:
-            deliveries.labels(outcome_name).inc(count)
-    _slog.info(
-        "send_batch", send=send.id, stage=send.stage, delivered=len(outcome.delivered),
-        failed=len(outcome.failed), deferred=len(outcome.deferred), unsent=len(outcome.unsent),
-    )  # fmt: skip
 
 
 __all__ = [
