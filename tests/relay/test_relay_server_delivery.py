@@ -115,3 +115,42 @@ def test_a_non_ascii_address_needs_a_smarthost_that_speaks_smtputf8() -> None:
         await host.close()
 
     asyncio.run(main())
+
+
+def test_a_421_waiting_on_an_idle_pooled_connection_is_retried_on_a_fresh_one() -> None:
+    """A smarthost that closes idle clients says 421 first; the pool reads it at the next
+    MAIL, before any data went out, so the message goes on a new connection at once instead
+    of a needless 4xx to the sender."""
+    connections: list[int] = []
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(len(connections))
+        writer.write(b"220 scripted\r\n")
+        await reader.readline()  # EHLO
+        writer.write(b"250-scripted\r\n250 PIPELINING\r\n")
+        if len(connections) == 1:
+            await reader.readuntil(b"DATA\r\n")  # the first message
+            writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            await reader.readuntil(b"\r\n.\r\n")
+            writer.write(b"250 queued\r\n421 4.4.2 idle too long, closing\r\n")
+            await writer.drain()
+        else:
+            await reader.readuntil(b"DATA\r\n")
+            writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+            await reader.readuntil(b"\r\n.\r\n")
+            writer.write(b"250 queued\r\n")
+            await reader.read()
+        writer.close()
+
+    async def main() -> None:
+        server = await asyncio.start_server(handle, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            host = _smarthost(port)
+            await host.send("bounce+x@relay.example", "someone@dest.example", MESSAGE)
+            await asyncio.sleep(0.1)  # the 421 arrives while the connection is idle
+            await host.send("bounce+x@relay.example", "someone@dest.example", MESSAGE)
+            await host.close()
+
+    asyncio.run(main())
+    assert connections == [0, 1]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -174,6 +175,8 @@ def test_without_pipelining_one_command_at_a_time() -> None:
         (b"421 4.3.2 closing\r\n", Stage.MAIL, SmtpRefused),  # closing: read no further
         (b"452 4.3.1 full\r\n550 no\r\n503 no\r\n", Stage.MAIL, SmtpRefused),
         (b"250 ok\r\n250 ok\r\n451 4.3.0 later\r\n", Stage.DATA, SmtpRefused),
+        # MAIL refused for good, then the server hangs up: still that refusal, not a 4xx.
+        (b"554 5.7.1 not from you\r\n", Stage.MAIL, SmtpRefused),
     ],
 )
 def test_broken_and_refusing_servers_raise_at_their_stage(
@@ -298,6 +301,53 @@ def test_starttls_asked_but_not_offered_fails_closed() -> None:
         async with server:
             options = ClientOptions(local_hostname="relay.example", timeout=5.0, starttls=True)
             with pytest.raises(SmtpDisconnected, match="STARTTLS not offered"):
+                await SmtpClient.open(LOOPBACK, port, options)
+
+    asyncio.run(main())
+
+
+def test_a_smarthost_that_stops_reading_the_data_times_out() -> None:
+    """The body's write waits for the socket's flow control under the timeout too: a
+    smarthost that stops reading cannot hold a pool slot for good."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _greet(reader, writer, PIPELINED)
+        await reader.readuntil(b"DATA\r\n")
+        writer.write(b"250 ok\r\n250 ok\r\n354 go\r\n")
+        await asyncio.sleep(30)  # and read nothing more
+
+    async def main() -> None:
+        server, port = await _serve(script)
+        async with server:
+            options = ClientOptions(local_hostname="relay.example", timeout=0.5)
+            client = await SmtpClient.open(LOOPBACK, port, options)
+            big = to_wire(b"Subject: x\r\n\r\n" + b"y" * 998 + b"\r\n") * 1
+            body = big[: -len(b".\r\n")] * 40_000 + b".\r\n"  # ~40 MB: past every buffer
+            started = time.monotonic()
+            with pytest.raises(SmtpDisconnected) as raised:
+                await client.send("b@relay.example", "c@dest.example", body, [])
+            assert raised.value.stage is Stage.END
+            assert time.monotonic() - started < 10  # the timeout, not the server's going
+            client.close()
+
+    asyncio.run(main())
+
+
+def test_bytes_sent_before_tls_are_refused_not_read_as_protected() -> None:
+    """STARTTLS command injection (the 2011 Postfix class): a reply line smuggled after the
+    220 to STARTTLS would be read after the TLS handshake as if TLS protected it."""
+
+    async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await _greet(reader, writer, b"250-scripted\r\n250 STARTTLS\r\n")
+        assert await reader.readline() == b"STARTTLS\r\n"
+        writer.write(b"220 2.0.0 go ahead\r\n250-forged\r\n250 AUTH PLAIN\r\n")
+        await reader.read()
+
+    async def main() -> None:
+        server, port = await _serve(script)
+        async with server:
+            options = ClientOptions(local_hostname="relay.example", timeout=5.0, starttls=True)
+            with pytest.raises(SmtpDisconnected, match="data after the STARTTLS reply"):
                 await SmtpClient.open(LOOPBACK, port, options)
 
     asyncio.run(main())

@@ -246,20 +246,16 @@ class Smarthost:
             # retries, so the worst case is a duplicate (RFC 1047), never a loss.
             raise TemporaryDeliveryError(codes.SMARTHOST_UNREACHABLE) from None
         except SmtpRefused as exc:
-            if exc.code != 421:
-                await self._reset(smtp)
+            if exc.code == 421 and exc.stage is Stage.MAIL:
+                # The smarthost closed an idle pooled connection (its 421 waited unread):
+                # nothing was sent, so a fresh connection cannot duplicate.
+                raise _Stale from None
+            # No RSET: send() closes the connection after any failure.
             raise _raise_for(exc) from None
         except (NulInData, ValueError):
             raise PermanentDeliveryError(codes.NEXT_HOP_REFUSED) from None
         except OSError:
             raise TemporaryDeliveryError(codes.SMARTHOST_UNREACHABLE) from None
-
-    @staticmethod
-    async def _reset(smtp: SmtpClient) -> None:
-        try:
-            await smtp.rset()
-        except (SmtpDisconnected, SmtpRefused, OSError):
-            smtp.close()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []

@@ -110,6 +110,10 @@ class SmtpClient:
                 if "starttls" not in client.extensions:
                     raise SmtpDisconnected(Stage.CONNECT, "STARTTLS not offered")
                 await client._command(Stage.CONNECT, b"STARTTLS", 220)
+                if client._reader._buffer:  # type: ignore[attr-defined]
+                    # Bytes sent before TLS would be read as if TLS protected them (the
+                    # "STARTTLS command injection" class of bug): refuse the connection.
+                    raise SmtpDisconnected(Stage.CONNECT, "data after the STARTTLS reply")
                 context = options.tls_context or ssl.create_default_context()
                 async with asyncio.timeout(options.timeout):
                     await writer.start_tls(context, server_hostname=host)
@@ -205,7 +209,12 @@ class SmtpClient:
             self._write(Stage.MAIL, mail + b"\r\n" + to + b"\r\nDATA\r\n")
             replies: list[SmtpReply] = []
             for stage in (Stage.MAIL, Stage.RCPT, Stage.DATA):
-                replies.append(await self._reply(stage))
+                try:
+                    replies.append(await self._reply(stage))
+                except SmtpDisconnected:
+                    if replies and replies[0].code != 250:
+                        raise SmtpRefused(Stage.MAIL, replies[0]) from None  # its refusal
+                    raise
                 if replies[-1].code == 421:  # closing: no more replies will come
                     raise SmtpRefused(stage, replies[-1])
             mail_ok, rcpt_ok = replies[0].code == 250, replies[1].code in (250, 251)
@@ -226,7 +235,13 @@ class SmtpClient:
             await self._command(Stage.RCPT, to, 250, 251)
             await self._command(Stage.DATA, b"DATA", 354)
         self._write(Stage.END, wire)
-        await self._writer.drain()  # large messages: respect the socket's flow control
+        try:  # a large message waits for the socket's flow control: not without bound
+            async with asyncio.timeout(self._timeout):
+                await self._writer.drain()
+        except TimeoutError:
+            raise SmtpDisconnected(Stage.END, "timed out sending the data") from None
+        except OSError as exc:
+            raise SmtpDisconnected(Stage.END, type(exc).__name__) from None
         await self._expect(Stage.END, 250)
 
     async def rset(self) -> None:
