@@ -54,12 +54,16 @@ def connect(runtime: Runtime, token: str) -> smtplib.SMTP:
     host = settings.notify_relay_host or settings.relay_host
     port = settings.notify_relay_port or settings.relay_port
     client = smtplib.SMTP(host, port, timeout=settings.relay_timeout_seconds)
-    client.ehlo()
-    if settings.notify_relay_starttls:
-        context = ssl.create_default_context(cafile=settings.notify_relay_cafile or None)
-        client.starttls(context=context)
+    try:
         client.ehlo()
-    client.login("notify", token)
+        if settings.notify_relay_starttls:
+            context = ssl.create_default_context(cafile=settings.notify_relay_cafile or None)
+            client.starttls(context=context)
+            client.ehlo()
+        client.login("notify", token)
+    except BaseException:
+        client.close()  # a refused login must not leave the socket open
+        raise
     return client
 
 

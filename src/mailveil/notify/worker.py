@@ -348,10 +348,12 @@ def deliver_batches(
             look()
             handed = line.send(wires, staged_at) if wires else None
             staged = []
-            if flight is not None:
-                record_settled(runtime, s, send, template, owner, flight.ready,
-                                flight.future.result(), deferrals)  # fmt: skip
-            flight = handed
+            # The group just handed over is the one in flight before the last one is recorded:
+            # if recording fails, the finally below still waits for it and records it.
+            landed, flight = flight, handed
+            if landed is not None:
+                record_settled(runtime, s, send, template, owner, landed.ready,
+                               landed.future.result(), deferrals)  # fmt: skip
             if flight is not None and flight.future.done() and flight.future.result().broken:
                 break  # (the line sends in this thread: it is done already)
     finally:
