@@ -92,6 +92,19 @@ def session_scope(factory: sessionmaker[Session]) -> Iterator[Session]:
         session.close()
 
 
+def writing(s: Session) -> None:
+    """End ``s``'s transaction (committing it) and start the next as a writer: on SQLite
+    BEGIN IMMEDIATE, which waits its turn for the write lock. A deferred one that has read
+    fails at once ("database is locked", no busy wait applies) if another connection commits
+    before its first write, which a relay working beside a notification worker does all the
+    time. On PostgreSQL only the commit."""
+    if s.in_transaction():
+        s.commit()
+    bind = s.get_bind()
+    if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
+        s.connection(execution_options={SQLITE_IMMEDIATE: True})
+
+
 def write_session_factory(factory: sessionmaker[Session]) -> sessionmaker[Session]:
     """Sessions for work that reads then writes while other processes write (API requests,
     the alert pump): on SQLite they begin IMMEDIATE, waiting their turn for the write lock

@@ -24,6 +24,7 @@ from sqlalchemy import ColumnElement, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from mailveil.db.base import utcnow
+from mailveil.db.session import writing
 from mailveil.notify.gates import slice_of
 from mailveil.notify.models import Recipient
 
@@ -95,7 +96,8 @@ def outstanding(s: Session, send_id: int, cutoff: tuple[int, int]) -> int:
 
 def renew_claims(s: Session, ids: list[int], worker: str, lease: float) -> set[int]:
     """Renew ``worker``'s claim on these in-flight recipients (a long batch outlives no
-    lease); the ids it still holds. Commits."""
+    lease); the ids it still holds. Commits (first what the caller read: see ``writing``)."""
+    writing(s)
     held = set(
         s.scalars(
             update(Recipient)

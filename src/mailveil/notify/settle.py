@@ -20,13 +20,13 @@ import time
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import Engine, Table, bindparam, select, update
+from sqlalchemy import Table, bindparam, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
 from mailveil.contacts.models import Alias, Principal
 from mailveil.db.base import utcnow
-from mailveil.db.session import SQLITE_IMMEDIATE
+from mailveil.db.session import writing
 from mailveil.ledger.events import Event
 from mailveil.logs import get_logger
 from mailveil.notify.claims import lapsed, unclaim
@@ -153,18 +153,6 @@ def mark_delivered(
 
 # A recipient the relay defers (4xx) this many times in one worker's run fails.
 MAX_DEFERRALS = 3
-
-
-def writing(s: Session) -> None:
-    """Start ``s``'s next transaction as a writer: on SQLite BEGIN IMMEDIATE, which waits its
-    turn for the write lock. A deferred one that reads first fails at once ("database is
-    locked") if the relay commits before its first write, which a relay working beside the
-    worker does all the time; a failed step was taken again from the start."""
-    if s.in_transaction():
-        s.commit()
-    bind = s.get_bind()
-    if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
-        s.connection(execution_options={SQLITE_IMMEDIATE: True})
 
 
 def record_settled(

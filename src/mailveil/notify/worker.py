@@ -41,7 +41,7 @@ from mailveil.auth.keys import Role, issue_key, revoke_key
 from mailveil.contacts.disclosures import DisclosureRequest, disclose_batch
 from mailveil.contacts.models import Customer, Principal
 from mailveil.db.base import utcnow
-from mailveil.db.session import session_scope
+from mailveil.db.session import session_scope, writing
 from mailveil.errors import InvalidInput
 from mailveil.logs import get_logger
 from mailveil.notify.audience import Entry, assess, evidence_context
@@ -51,7 +51,7 @@ from mailveil.notify.gates import gate, gate_rates, halt
 from mailveil.notify.line import Flight, Line
 from mailveil.notify.models import Recipient, Send, Template
 from mailveil.notify.sends import stage_sizes
-from mailveil.notify.settle import reconcile, record_settled, writing
+from mailveil.notify.settle import reconcile, record_settled
 from mailveil.notify.templates import render, rule_of
 from mailveil.notify.transmit import Outcome, Ready, message_bytes
 from mailveil.runtime import Runtime
@@ -111,7 +111,9 @@ def _take_lease(session: Session, send: Send, worker: str, lease: float) -> floa
 
 
 def _renew(session: Session, send_id: int, worker: str, lease: float) -> None:
-    """Keep the lease; raise Stop if the send was killed or another worker holds it."""
+    """Keep the lease; raise Stop if the send was killed or another worker holds it. Commits
+    what the caller read first (see ``writing``: the step reads before it renews)."""
+    writing(session)
     done = session.execute(
         update(Send)
         .where(Send.id == send_id, Send.lease_owner == worker, Send.status == "running")
