@@ -29,7 +29,7 @@ from sqlalchemy import select, update
 from mailveil.config import Settings
 from mailveil.db.base import utcnow
 from mailveil.db.migrate import upgrade
-from mailveil.db.session import make_engine, make_session_factory
+from mailveil.db.session import make_engine, make_session_factory, writing
 from mailveil.ledger.models import LedgerEntry
 from mailveil.ledger.verify import verify_ledger
 from mailveil.notify.audience import Entry
@@ -151,9 +151,9 @@ def test_sigkill_mid_stage_then_resume(env: NotifyEnv, seed: int) -> None:
     session.expire_all()
     assert get_send(session, send.id).status == "running"  # mid-send, not finished
     assert at_kill < len(ELIGIBLE), "the worker finished before it was killed"
-    # End the read first: on SQLite a read transaction that then writes fails at once with
-    # "database is locked" when the relay committed in between (no busy wait applies).
-    session.rollback()
+    # End the read and take the write lock first: on SQLite a read transaction that then
+    # writes fails at once with "database is locked" when the relay committed in between.
+    writing(session)
 
     # The dead worker's lease would lapse after its 60 s; let that time pass at once.
     session.execute(
