@@ -267,7 +267,7 @@ class DkimSigner:
     def signature_headers(self, message: bytes, *, timestamp: int | None = None) -> list[bytes]:
         dkim = _dkimpy()
         try:
-            headers, body = dkim.rfc822_parse(message)
+            headers, body = _parse(dkim, message)
         except dkim.MessageFormatError as exc:
             raise DkimError("message header section is malformed") from exc
         present = {name.lower() for name, _ in headers}
@@ -276,12 +276,15 @@ class DkimSigner:
         include = [f for f in SIGNED_FIELDS if f in present] + list(OVERSIGNED_FIELDS)
 
         policy = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-        canon_headers = policy.canonicalize_headers(headers)
+        # The signed fields are the same for every key: canonicalised, selected (dkimpy's
+        # rule) and hashed once; each signature continues from a copy of that hash.
+        selected = dkim.select_headers(policy.canonicalize_headers(headers), include)
+        signed = hashlib.sha256(b"".join(b"%s:%s" % field for field in selected))
         body_hash = base64.b64encode(hashlib.sha256(policy.canonicalize_body(body)).digest())
         stamp = str(int(time.time()) if timestamp is None else timestamp).encode("ascii")
         linesep = _line_ending(message)
         return [
-            self._one(dkim, key, policy, canon_headers, include, body_hash, stamp, linesep)
+            self._one(dkim, key, policy, signed, include, body_hash, stamp, linesep)
             for key in self.keys
         ]
 
@@ -290,7 +293,7 @@ class DkimSigner:
         dkim: Any,
         key: DkimKey,
         policy: Any,
-        canon_headers: list[tuple[bytes, bytes]],
+        signed: Any,
         include: list[bytes],
         body_hash: bytes,
         stamp: bytes,
@@ -313,14 +316,29 @@ class DkimSigner:
         value = b"; ".join(b"=".join(f) for f in fields)
         value = dkim.fold(value, namelen=len(_HEADER_NAME), linesep=b"\r\n")
         value = dkim.RE_BTAG.sub(b"\\1", value)
-        hasher = hashlib.sha256()
-        dkim.hash_headers(
-            hasher, policy, canon_headers, include, (_HEADER_NAME, b" " + value), dict(fields)
-        )
+        # dkim.hash_headers' last step: the signature field itself, canonicalised, b= empty,
+        # without its trailing CRLF.
+        [(name, text)] = policy.canonicalize_headers([(_HEADER_NAME, b" " + value)])
+        hasher = signed.copy()
+        hasher.update(name + b":" + text.rstrip())
         fields[-1] = (b"b", base64.b64encode(key.sign_digest(hasher.digest())))
         value = b"; ".join(b"=".join(f) for f in fields) + linesep
         folded: bytes = dkim.fold(value, namelen=len(_HEADER_NAME), linesep=linesep)
         return _HEADER_NAME + b": " + folded
+
+
+def _parse(dkim: Any, message: bytes) -> tuple[list[list[bytes]], bytes]:
+    """``dkim.rfc822_parse``: the header fields and the body with CRLF line ends. A CRLF
+    message (what the relay signs) has its header section parsed alone: the body is already
+    what dkimpy would give back, so it is not split into lines and joined again."""
+    head, sep, body = message.partition(b"\r\n\r\n")
+    first_empty = sep and not message.startswith(b"\r\n")
+    if first_empty and message.count(b"\n") == message.count(b"\r\n"):
+        # No bare LF, no empty first line: the first empty line ends at the first CRLF CRLF.
+        headers, _ = dkim.rfc822_parse(head + b"\r\n")
+        return headers, body
+    parsed: tuple[list[list[bytes]], bytes] = dkim.rfc822_parse(message)
+    return parsed
 
 
 __all__ = [
