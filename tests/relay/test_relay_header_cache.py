@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import email.policy
 
+import hypothesis
+import hypothesis.strategies
+
 from mailveil.relay.parse import POLICY, SMTP_POLICY, CachedHeaders, parse_message
 
 RAW = (
@@ -73,3 +76,31 @@ def test_own_fields_are_written_as_the_registry_writes_them() -> None:
         set_own(ours, name, value)
         theirs[name] = value
         assert ours.as_bytes(policy=SMTP_POLICY) == theirs.as_bytes(policy=SMTP_POLICY), value
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(
+    hypothesis.strategies.text(alphabet='ab Zé"\\()<>@,;:.[]\r\n\t-', max_size=40),
+    hypothesis.strategies.sampled_from(
+        ["r-x@relay.example", "r.x+y@relay.example", '"q"@relay.example', "bad@@x", "r@[1.2.3.4]"]
+    ),
+)
+def test_from_is_written_as_the_address_would_write_it(name: str, alias: str) -> None:
+    """The rewriter's From skips building an Address when it would be stored as written; the
+    field is the same bytes either way (or refused alike)."""
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+
+    from mailveil.relay.rewrite import from_field, set_own
+
+    def written(make: object) -> bytes | str:
+        message = EmailMessage(policy=POLICY)
+        try:
+            set_own(message, "From", make())  # type: ignore[operator]
+            return message.as_bytes(policy=SMTP_POLICY)
+        except Exception as exc:
+            return type(exc).__name__
+
+    assert written(lambda: from_field(name, alias)) == written(
+        lambda: Address(display_name=name, addr_spec=alias)
+    )
