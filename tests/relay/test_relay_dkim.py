@@ -309,3 +309,20 @@ def test_relaxed_body_is_dkimpys(parts: list[bytes]) -> None:
     body = b"".join(parts)
     policy = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
     assert dkim_module._relaxed_body(dkim, body) == policy.canonicalize_body(body)
+
+
+_HEADER_PARTS = st.sampled_from([b"v", b" ", b"  ", b"\t", b"\r\n", b"\n", b"\r", b"\r\n "])
+
+
+@examples(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"Subject", b"FROM ", b"x"]), st.lists(_HEADER_PARTS, max_size=8)
+        )
+    )
+)
+def test_relaxed_headers_are_dkimpys(fields: list[tuple[bytes, list[bytes]]]) -> None:
+    headers = [(name, b"".join(parts)) for name, parts in fields]
+    policy = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    assert dkim_module._relaxed_headers(dkim, headers) == policy.canonicalize_headers(headers)
