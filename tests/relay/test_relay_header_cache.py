@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import email.policy
+import email.utils
 
 import hypothesis
 import hypothesis.strategies
@@ -104,3 +106,33 @@ def test_from_is_written_as_the_address_would_write_it(name: str, alias: str) ->
     assert written(lambda: from_field(name, alias)) == written(
         lambda: Address(display_name=name, addr_spec=alias)
     )
+
+
+_ZONES = [dt.UTC, None, *(dt.timezone(dt.timedelta(minutes=m)) for m in (-480, 60, 330))]
+_DATES = hypothesis.strategies.one_of(
+    hypothesis.strategies.datetimes(
+        min_value=dt.datetime(1970, 1, 2), timezones=hypothesis.strategies.sampled_from(_ZONES)
+    ).map(lambda d: email.utils.format_datetime(d.replace(microsecond=0))),
+    hypothesis.strategies.text(alphabet="0123456789 :+-,MonDecTue GMT", max_size=40),
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(_DATES)
+def test_the_sent_date_is_the_one_its_text_names(date: str) -> None:
+    """The rewriter takes the Date field's instant from the parsed header instead of parsing
+    its text again: the same instant (or none) either way."""
+    from mailveil.relay.rewrite import sent_at
+
+    try:
+        message = parse_message(f"Date: {date}\r\nFrom: a@b.example\r\n\r\nx\r\n".encode())
+        raw = message.get("Date")
+    except Exception:
+        return  # a field the parser refuses is refused before any date is read
+    try:
+        expected = email.utils.parsedate_to_datetime(str(raw)) if raw else None
+    except (TypeError, ValueError, IndexError):
+        expected = None
+    got = sent_at(message)
+    assert got == expected
+    assert (got is None) or (expected is not None and got.tzinfo == expected.tzinfo)

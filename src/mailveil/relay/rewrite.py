@@ -50,7 +50,7 @@ import unicodedata
 from collections.abc import Iterable, Mapping
 from email._header_value_parser import SPECIALS as _SPECIALS
 from email._header_value_parser import quote_string as _quote_string
-from email.headerregistry import Address
+from email.headerregistry import Address, DateHeader
 from email.message import EmailMessage
 
 from mailveil.relay.errors import DuplicateFrom, MalformedMessage, MissingFrom, RelayRefusal
@@ -150,12 +150,23 @@ def _relay_recipients(message: EmailMessage, name: str, relay_domain: str) -> li
     return out
 
 
-def _utc_date(message: EmailMessage) -> str:
+def sent_at(message: EmailMessage) -> dt.datetime | None:
+    """The instant the Date field names (naive for ``-0000``), None when it names none. The
+    header registry parsed the field when it was read (``DateHeader.datetime``); its text is
+    that instant formatted again, so parsing the text would give the same instant."""
     raw = message.get("Date")
+    if not raw:
+        return None
+    if isinstance(raw, DateHeader):
+        return raw.datetime
     try:
-        when = email.utils.parsedate_to_datetime(str(raw)) if raw else None
+        return email.utils.parsedate_to_datetime(str(raw))
     except (TypeError, ValueError, IndexError):
-        when = None
+        return None
+
+
+def _utc_date(message: EmailMessage) -> str:
+    when = sent_at(message)
     if when is None or when.tzinfo is None:
         when = dt.datetime.now(dt.UTC)
     # "+0000", as the header registry writes a UTC date back (not "GMT").
@@ -361,5 +372,6 @@ __all__ = [
     "rewrite_customer_to_principal",
     "rewrite_principal_to_customer",
     "sanitize_display_name",
+    "sent_at",
     "set_own",
 ]
