@@ -275,10 +275,7 @@ class DkimSigner:
             raise DkimError("message has no From header field")
         include = [f for f in SIGNED_FIELDS if f in present] + list(OVERSIGNED_FIELDS)
 
-        # The signed fields are the same for every key: canonicalised, selected (dkimpy's
-        # rule) and hashed once; each signature continues from a copy of that hash.
-        selected = dkim.select_headers(_relaxed_headers(dkim, headers), include)
-        signed = hashlib.sha256(b"".join(b"%s:%s" % field for field in selected))
+        signed = _fields_hash(dkim, headers, include)
         body_hash = base64.b64encode(hashlib.sha256(_relaxed_body(dkim, body)).digest())
         stamp = str(int(time.time()) if timestamp is None else timestamp).encode("ascii")
         linesep = _line_ending(message)
@@ -334,6 +331,13 @@ def _compress(value: bytes) -> bytes:
     if b"\t" in value or b"  " in value:
         return _WSP_RUNS.sub(b" ", value)
     return value
+
+
+def _fields_hash(dkim: Any, headers: list[Any], include: list[bytes]) -> Any:
+    """SHA-256 over the signed fields: the same for every key, so canonicalised, selected
+    (dkimpy's rule) and hashed once; each signature continues from a copy of it."""
+    selected = dkim.select_headers(_relaxed_headers(dkim, headers), include)
+    return hashlib.sha256(b"".join(b"%s:%s" % field for field in selected))
 
 
 def _relaxed_body(dkim: Any, body: bytes) -> bytes:
