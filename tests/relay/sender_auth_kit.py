@@ -23,7 +23,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from mailveil.relay.dkim import RSA_SHA256, DkimKey, DkimSigner
+from mailveil.relay.dkim import RSA_SHA256, DkimKey, DkimSigner, _fields_hash
 from mailveil.relay.sender_auth import (
     DnsTemporaryError,
     SenderAuth,
@@ -123,12 +123,12 @@ def sign_without_from(message: bytes, keys: Keys) -> bytes:
     headers, body = dkim.rfc822_parse(message)
     policy = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
     body_hash = base64.b64encode(hashlib.sha256(policy.canonicalize_body(body)).digest())
+    fields = [b"subject", b"date"]
     header = signer._one(
         dkim,
         signer.keys[0],
-        policy,
-        policy.canonicalize_headers(headers),
-        [b"subject", b"date"],
+        _fields_hash(dkim, headers, fields),
+        fields,
         body_hash,
         str(int(time.time())).encode(),
         b"\r\n",

@@ -4,6 +4,7 @@ goes to a thread and is decided exactly as before."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -107,3 +108,32 @@ def test_run_inline_stops_at_the_first_database_use_whatever_catches_exceptions(
     with pytest.raises(NeedsIO):
         raise NeedsIO("execute")
     assert not issubclass(NeedsIO, Exception)
+
+
+def test_each_message_is_prescanned_once(relay: Relay, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The DATA check scans the bytes within the limits before anything parses them; parsing
+    then trusts that scan instead of running it again. A message parsed without the DATA
+    check (quarantine release, a caller of its own) is still scanned."""
+    from mailveil.relay import parse, prescan
+    from mailveil.relay.errors import RelayRefusal
+
+    scans: list[int] = []
+    real = prescan.scan
+
+    def counted(raw: bytes, *args: object, **kw: object) -> prescan.Tally:
+        scans.append(len(raw))
+        return real(raw, *args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(prescan, "scan", counted)
+    monkeypatch.setattr(parse, "scan", counted)
+    _send(relay)  # the data key is cached from here on
+    scans.clear()
+    assert _send(relay) == (codes.QUEUED.code, codes.QUEUED.text)
+    assert len(scans) == 1
+    assert len(relay.delivered()) == 2
+    # Without the DATA check, parsing scans: a message over a scan limit is refused there.
+    deep = message(from_=SELLER_ADDRESS, to="x@relay.example", subject="x")
+    tight = dataclasses.replace(prescan.DEFAULT_LIMITS, max_received=0)
+    with pytest.raises(RelayRefusal):
+        parse.parse_message(b"Received: from a\r\n" + deep, tight)
+    assert parse.parse_message(b"Received: from a\r\n" + deep, tight, scanned=True) is not None

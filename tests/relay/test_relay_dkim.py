@@ -13,9 +13,13 @@ from pathlib import Path
 
 import dkim
 import pytest
+from hypothesis import given
+from hypothesis import settings as examples
+from hypothesis import strategies as st
 
 from mailveil.config import Settings
 from mailveil.keyfiles import KeyFileError
+from mailveil.relay import dkim as dkim_module
 from mailveil.relay.dkim import (
     ED25519_SHA256,
     RSA_SHA256,
@@ -270,3 +274,55 @@ def test_unsignable_messages_raise_dkim_error(signer: DkimSigner) -> None:
         signer.sign(b"To: a@b.example\r\nSubject: x\r\n\r\nbody\r\n")
     with pytest.raises(DkimError, match="malformed"):
         signer.sign(b"From: a@b.example\r\nthis is not a header\r\n\r\nbody\r\n")
+
+
+_PARTS = st.sampled_from(
+    [b"From: a@b.example", b"Subject: x", b" folded", b"\tfolded", b"", b"body", b"x\r", b"y\n"]
+)
+
+
+@examples(max_examples=300, deadline=None)
+@given(st.lists(_PARTS, max_size=8), st.sampled_from([b"\r\n", b"\n"]))
+def test_header_section_parsed_alone_reads_as_dkimpy_reads_the_message(
+    lines: list[bytes], end: bytes
+) -> None:
+    """The signer parses a CRLF message's header section alone (not splitting the body into
+    lines and joining them again); what it reads is what dkimpy's parser reads."""
+    message = end.join(lines) + end
+    try:
+        expected = dkim.rfc822_parse(message)
+    except Exception as exc:  # dkimpy's own failure (not only MessageFormatError): the same
+        with pytest.raises(type(exc)):
+            dkim_module._parse(dkim, message)
+        return
+    assert dkim_module._parse(dkim, message) == expected
+
+
+_BODY_PARTS = st.sampled_from([b"word", b" ", b"  ", b"\t", b"\r\n", b"\n", b"\r", b"x y"])
+
+
+@examples(max_examples=400, deadline=None)
+@given(st.lists(_BODY_PARTS, max_size=12))
+def test_relaxed_body_is_dkimpys(parts: list[bytes]) -> None:
+    """The signer skips dkimpy's white-space rewrites where they would change nothing; the
+    canonical body is still exactly dkimpy's."""
+    body = b"".join(parts)
+    policy = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    assert dkim_module._relaxed_body(dkim, body) == policy.canonicalize_body(body)
+
+
+_HEADER_PARTS = st.sampled_from([b"v", b" ", b"  ", b"\t", b"\r\n", b"\n", b"\r", b"\r\n "])
+
+
+@examples(max_examples=400, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from([b"Subject", b"FROM ", b"x"]), st.lists(_HEADER_PARTS, max_size=8)
+        )
+    )
+)
+def test_relaxed_headers_are_dkimpys(fields: list[tuple[bytes, list[bytes]]]) -> None:
+    headers = [(name, b"".join(parts)) for name, parts in fields]
+    policy = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+    assert dkim_module._relaxed_headers(dkim, headers) == policy.canonicalize_headers(headers)

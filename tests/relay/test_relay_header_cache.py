@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import email.policy
+import email.utils
+
+import hypothesis
+import hypothesis.strategies
 
 from mailveil.relay.parse import POLICY, SMTP_POLICY, CachedHeaders, parse_message
 
@@ -73,3 +78,61 @@ def test_own_fields_are_written_as_the_registry_writes_them() -> None:
         set_own(ours, name, value)
         theirs[name] = value
         assert ours.as_bytes(policy=SMTP_POLICY) == theirs.as_bytes(policy=SMTP_POLICY), value
+
+
+@hypothesis.settings(max_examples=400, deadline=None)
+@hypothesis.given(
+    hypothesis.strategies.text(alphabet='ab Zé"\\()<>@,;:.[]\r\n\t-', max_size=40),
+    hypothesis.strategies.sampled_from(
+        ["r-x@relay.example", "r.x+y@relay.example", '"q"@relay.example', "bad@@x", "r@[1.2.3.4]"]
+    ),
+)
+def test_from_is_written_as_the_address_would_write_it(name: str, alias: str) -> None:
+    """The rewriter's From skips building an Address when it would be stored as written; the
+    field is the same bytes either way (or refused alike)."""
+    from email.headerregistry import Address
+    from email.message import EmailMessage
+
+    from mailveil.relay.rewrite import from_field, set_own
+
+    def written(make: object) -> bytes | str:
+        message = EmailMessage(policy=POLICY)
+        try:
+            set_own(message, "From", make())  # type: ignore[operator]
+            return message.as_bytes(policy=SMTP_POLICY)
+        except Exception as exc:
+            return type(exc).__name__
+
+    assert written(lambda: from_field(name, alias)) == written(
+        lambda: Address(display_name=name, addr_spec=alias)
+    )
+
+
+_ZONES = [dt.UTC, None, *(dt.timezone(dt.timedelta(minutes=m)) for m in (-480, 60, 330))]
+_DATES = hypothesis.strategies.one_of(
+    hypothesis.strategies.datetimes(
+        min_value=dt.datetime(1970, 1, 2), timezones=hypothesis.strategies.sampled_from(_ZONES)
+    ).map(lambda d: email.utils.format_datetime(d.replace(microsecond=0))),
+    hypothesis.strategies.text(alphabet="0123456789 :+-,MonDecTue GMT", max_size=40),
+)
+
+
+@hypothesis.settings(max_examples=300, deadline=None)
+@hypothesis.given(_DATES)
+def test_the_sent_date_is_the_one_its_text_names(date: str) -> None:
+    """The rewriter takes the Date field's instant from the parsed header instead of parsing
+    its text again: the same instant (or none) either way."""
+    from mailveil.relay.rewrite import sent_at
+
+    try:
+        message = parse_message(f"Date: {date}\r\nFrom: a@b.example\r\n\r\nx\r\n".encode())
+        raw = message.get("Date")
+    except Exception:
+        return  # a field the parser refuses is refused before any date is read
+    try:
+        expected = email.utils.parsedate_to_datetime(str(raw)) if raw else None
+    except (TypeError, ValueError, IndexError):
+        expected = None
+    got = sent_at(message)
+    assert got == expected
+    assert (got is None) or (expected is not None and got.tzinfo == expected.tzinfo)

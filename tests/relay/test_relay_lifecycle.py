@@ -193,3 +193,16 @@ def test_a_seller_flooding_one_customer_is_deferred(capped_relay: Relay) -> None
     assert seller_sends(relay, "dave", "[delivery] Delivered") == str(codes.QUEUED)
     refused = relay.ledger("message_refused")
     assert [e["detail"]["reply"] for e in refused] == ["450 4.7.1"]
+
+
+def test_each_settings_object_has_its_own_parsed_lifecycle() -> None:
+    """The relay reads the lifecycle settings twice per message: parsed once per settings
+    object and found by identity, each settings object still gets its own."""
+    from mailveil.relay.lifecycle import lifecycle_for
+
+    first = load_settings(env={}, lifecycle_reopen_days=3.0)
+    other = load_settings(env={}, lifecycle_reopen_days=5.0, lifecycle_enabled=False)
+    assert lifecycle_for(first) is lifecycle_for(first)
+    assert lifecycle_for(first).reopen == dt.timedelta(days=3)
+    assert lifecycle_for(other).reopen == dt.timedelta(days=5)
+    assert lifecycle_for(other).enabled is False and lifecycle_for(first).enabled is True

@@ -10,6 +10,7 @@ after a refusal, and exact bytes through ``to_wire``.
 from __future__ import annotations
 
 import base64
+import re
 from collections.abc import Callable
 
 import pytest
@@ -140,3 +141,21 @@ def test_to_wire_through_smtplib_reaches_the_sink_intact(relay: Relay) -> None:
     [got] = relay.delivered()
     assert _body(got.data) == _body(canonical_crlf(data))
     assert _body(got.data) == b".\r\n..\r\n.leading\r\nmixed\r\nendings\r\nno final newline\r\n"
+
+
+_DATA_PARTS = st.sampled_from([b"a", b"\r\n", b"\r", b"\n", b"\x00", b".", b"\r\r\n", b"\n\r"])
+
+
+@given(st.lists(_DATA_PARTS, max_size=12))
+def test_the_crlf_shortcut_finds_what_the_full_search_finds(parts: list[bytes]) -> None:
+    """Clean data (every CR and LF in a CRLF, no NUL) is told apart by counting; the refusal
+    for anything else, and the canonical bytes, are what the full search gives."""
+    data = b"".join(parts)
+    offending = re.compile(rb"(?<!\r)\n|\r(?!\n)|\x00").search(data)
+    if offending is None:
+        check_data(data)
+    else:
+        with pytest.raises((BareLineEnding, NulInData), match=f"offset {offending.start()}$"):
+            check_data(data)
+    full = re.sub(rb"\r\n|\r|\n", b"\r\n", data)
+    assert canonical_crlf(data) == full + (b"" if full.endswith(b"\r\n") else b"\r\n")

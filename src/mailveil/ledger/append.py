@@ -166,23 +166,27 @@ def _check_fields(index: int, ev: Event) -> None:
         _check_text(name, getattr(ev, name), limit, index)
 
 
+# The head's statements, built once: constructing one (and its cache key) for every append
+# cost more than running it. The save's SET clause comes from the parameters it is given.
+_READ_HEAD_FOR_UPDATE = select(_head).where(_head.c.id == HEAD_ID).with_for_update()
+# SQLite has no row locks: a write takes the database write lock up front, so two appenders
+# cannot both read the same head and then collide. RETURNING reads the head in the same
+# statement (one round trip, not two).
+_LOCK_HEAD_SQLITE = (
+    update(_head).where(_head.c.id == HEAD_ID).values(size=_head.c.size).returning(*_head.c)
+)
+_SAVE_HEAD = update(_head).where(_head.c.id == HEAD_ID)
+_INSERT_ENTRIES = insert(_entries)
+_INSERT_NODES = insert(_nodes)
+_INSERT_CHECKPOINT = insert(_checkpoints)
+
+
 def _lock_head(session: Session) -> _HeadState:
     """Take the appenders' lock and read the head, creating it on first use."""
     dialect = session.get_bind().dialect.name
-    stmt = select(_head).where(_head.c.id == HEAD_ID)
+    stmt = _READ_HEAD_FOR_UPDATE if dialect == "postgresql" else _LOCK_HEAD_SQLITE
     for _ in range(2):
-        if dialect == "postgresql":
-            row = session.execute(stmt.with_for_update()).first()
-        else:
-            # SQLite has no row locks: a write takes the database write lock up front, so
-            # two appenders cannot both read the same head and then collide. RETURNING reads
-            # the head in the same statement (one round trip, not two).
-            row = session.execute(
-                update(_head)
-                .where(_head.c.id == HEAD_ID)
-                .values(size=_head.c.size)
-                .returning(*_head.c)
-            ).first()
+        row = session.execute(stmt).first()
         if row is not None:
             m = row._mapping
             size = int(m["size"])
@@ -208,15 +212,14 @@ def _lock_head(session: Session) -> _HeadState:
 
 def _save_head(session: Session, state: _HeadState) -> None:
     session.execute(
-        update(_head)
-        .where(_head.c.id == HEAD_ID)
-        .values(
-            size=state.size,
-            last_hash=state.last_hash,
-            frontier=merkle.frontier_pack(state.frontier),
-            checkpoint_size=state.checkpoint_size,
-            checkpoint_time_us=state.checkpoint_time_us,
-        )
+        _SAVE_HEAD,
+        {
+            "size": state.size,
+            "last_hash": state.last_hash,
+            "frontier": merkle.frontier_pack(state.frontier),
+            "checkpoint_size": state.checkpoint_size,
+            "checkpoint_time_us": state.checkpoint_time_us,
+        },
     )
 
 
@@ -226,7 +229,7 @@ def _make_checkpoint(
     root = merkle.frontier_root(state.frontier)
     note = signer.sign_checkpoint(settings.origin, state.size, root, at_us)
     session.execute(
-        insert(_checkpoints).values(tree_size=state.size, root=root, time_us=at_us, note=note)
+        _INSERT_CHECKPOINT, {"tree_size": state.size, "root": root, "time_us": at_us, "note": note}
     )
     state.checkpoint_size = state.size
     state.checkpoint_time_us = at_us
@@ -266,15 +269,15 @@ def append(
         size += 1
         prev = lh
         if size - state.checkpoint_size >= every:
-            session.execute(insert(_entries), rows)
+            session.execute(_INSERT_ENTRIES, rows)
             rows = []
             state.size, state.last_hash, state.frontier = size, prev, frontier
             _make_checkpoint(session, state, settings, signer, at)
     if rows:
-        session.execute(insert(_entries), rows)
+        session.execute(_INSERT_ENTRIES, rows)
     if tiles:
         nodes = [{"level": level, "idx": idx, "hash": node} for level, idx, node in tiles]
-        session.execute(insert(_nodes), nodes)
+        session.execute(_INSERT_NODES, nodes)
     state.size, state.last_hash, state.frontier = size, prev, frontier
     due = at - state.checkpoint_time_us >= settings.checkpoint_every_seconds * 1_000_000
     if due and state.checkpoint_size < size:

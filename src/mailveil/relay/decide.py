@@ -71,13 +71,17 @@ def decide(
     *,
     contact: Decision | None = None,
     stranger: bool = False,
+    scanned: bool = False,
 ) -> RelayDecision:
     """The relay's decision for ``raw`` to ``route`` (module docstring). ``contact``: the
     contact policy's decision if RCPT made it; ``stranger``: the client authenticated as
-    another principal (decided at RCPT), so its From proves nothing."""
+    another principal (decided at RCPT), so its From proves nothing; ``scanned``: ``raw``
+    already passed ``prescan`` with ``ctx.limits`` (``parse.parse_message``)."""
     if route.direction != DIRECTION_TO_CUSTOMER:
-        return _to_principal(session, ctx, route, sender, raw)
-    found = _to_customer(session, ctx, route, sender, raw, contact=contact, stranger=stranger)
+        return _to_principal(session, ctx, route, sender, raw, scanned=scanned)
+    found = _to_customer(
+        session, ctx, route, sender, raw, contact=contact, stranger=stranger, scanned=scanned
+    )
     if isinstance(found, Stranger):
         return stranger_decision(session, ctx, route, sender, raw, found)
     return found
@@ -103,6 +107,7 @@ def _to_customer(
     *,
     contact: Decision | None,
     stranger: bool,
+    scanned: bool = False,
 ) -> RelayDecision | Stranger:
     settings = ctx.settings
     domain = settings.relay_domain
@@ -120,7 +125,7 @@ def _to_customer(
         return Refuse(reply, event)
 
     try:
-        message = parse_message(raw, ctx.limits)
+        message = parse_message(raw, ctx.limits, scanned=scanned)
         header_from = header_from_address(message)
     except RelayRefusal as exc:
         return refused(exc.reply, str(exc))
@@ -214,7 +219,13 @@ def is_customers(ctx: RelayContext, route: Route, address: str) -> bool:
 
 
 def _to_principal(
-    session: Session, ctx: RelayContext, route: Route, sender: Sender, raw: bytes
+    session: Session,
+    ctx: RelayContext,
+    route: Route,
+    sender: Sender,
+    raw: bytes,
+    *,
+    scanned: bool = False,
 ) -> RelayDecision:
     domain = ctx.settings.relay_domain
 
@@ -228,7 +239,7 @@ def _to_principal(
     if gate is not None:
         return refused(gate, "alias revoked, recipient unavailable or customer deleted")
     try:
-        message = parse_message(raw, ctx.limits)
+        message = parse_message(raw, ctx.limits, scanned=scanned)
         header_from = header_from_address(message)
     except RelayRefusal as exc:
         return refused(exc.reply, str(exc))

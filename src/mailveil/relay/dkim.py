@@ -267,7 +267,7 @@ class DkimSigner:
     def signature_headers(self, message: bytes, *, timestamp: int | None = None) -> list[bytes]:
         dkim = _dkimpy()
         try:
-            headers, body = dkim.rfc822_parse(message)
+            headers, body = _parse(dkim, message)
         except dkim.MessageFormatError as exc:
             raise DkimError("message header section is malformed") from exc
         present = {name.lower() for name, _ in headers}
@@ -275,22 +275,19 @@ class DkimSigner:
             raise DkimError("message has no From header field")
         include = [f for f in SIGNED_FIELDS if f in present] + list(OVERSIGNED_FIELDS)
 
-        policy = dkim.CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
-        canon_headers = policy.canonicalize_headers(headers)
-        body_hash = base64.b64encode(hashlib.sha256(policy.canonicalize_body(body)).digest())
+        signed = _fields_hash(dkim, headers, include)
+        body_hash = base64.b64encode(hashlib.sha256(_relaxed_body(dkim, body)).digest())
         stamp = str(int(time.time()) if timestamp is None else timestamp).encode("ascii")
         linesep = _line_ending(message)
         return [
-            self._one(dkim, key, policy, canon_headers, include, body_hash, stamp, linesep)
-            for key in self.keys
+            self._one(dkim, key, signed, include, body_hash, stamp, linesep) for key in self.keys
         ]
 
     def _one(
         self,
         dkim: Any,
         key: DkimKey,
-        policy: Any,
-        canon_headers: list[tuple[bytes, bytes]],
+        signed: Any,
         include: list[bytes],
         body_hash: bytes,
         stamp: bytes,
@@ -313,14 +310,74 @@ class DkimSigner:
         value = b"; ".join(b"=".join(f) for f in fields)
         value = dkim.fold(value, namelen=len(_HEADER_NAME), linesep=b"\r\n")
         value = dkim.RE_BTAG.sub(b"\\1", value)
-        hasher = hashlib.sha256()
-        dkim.hash_headers(
-            hasher, policy, canon_headers, include, (_HEADER_NAME, b" " + value), dict(fields)
-        )
+        # dkim.hash_headers' last step: the signature field itself, canonicalised, b= empty,
+        # without its trailing CRLF.
+        [(name, text)] = _relaxed_headers(dkim, [(_HEADER_NAME, b" " + value)])
+        hasher = signed.copy()
+        hasher.update(name + b":" + text.rstrip())
         fields[-1] = (b"b", base64.b64encode(key.sign_digest(hasher.digest())))
         value = b"; ".join(b"=".join(f) for f in fields) + linesep
         folded: bytes = dkim.fold(value, namelen=len(_HEADER_NAME), linesep=linesep)
         return _HEADER_NAME + b": " + folded
+
+
+# Runs of spaces and tabs that relaxed canonicalisation changes: those holding a tab or longer
+# than one space (dkimpy replaces every run, a single space by a single space too).
+_WSP_RUNS = re.compile(rb"\t[\t ]*| [\t ]+")
+_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
+
+
+def _compress(value: bytes) -> bytes:
+    if b"\t" in value or b"  " in value:
+        return _WSP_RUNS.sub(b" ", value)
+    return value
+
+
+def _fields_hash(dkim: Any, headers: list[Any], include: list[bytes]) -> Any:
+    """SHA-256 over the signed fields: the same for every key, so canonicalised, selected
+    (dkimpy's rule) and hashed once; each signature continues from a copy of it."""
+    selected = dkim.select_headers(_relaxed_headers(dkim, headers), include)
+    return hashlib.sha256(b"".join(b"%s:%s" % field for field in selected))
+
+
+def _relaxed_body(dkim: Any, body: bytes) -> bytes:
+    """The body canonicalised ``relaxed`` (RFC 6376 3.4.4), exactly as dkimpy does it: white
+    space before a line end removed, every other run of spaces and tabs made one space, empty
+    lines at the end dropped. Each rewrite runs only where a C search finds something for it
+    to change, and replaces only what changes (dkimpy's replaces every single space)."""
+    if b" \r\n" in body or b"\t\r\n" in body:
+        body = _TRAILING_WSP.sub(b"\r\n", body)
+    canon = dkim.canonicalization
+    relaxed: bytes = canon.correct_empty_body(canon.strip_trailing_lines(_compress(body)))
+    return relaxed
+
+
+def _relaxed_headers(dkim: Any, headers: list[Any]) -> list[tuple[bytes, bytes]]:
+    """``relaxed`` header canonicalisation, exactly as dkimpy's: names lowercased, values
+    unfolded, white space compressed and stripped, CRLF-terminated. A value whose line breaks
+    are all CRLF is unfolded by a plain replace instead of a regular expression."""
+    out: list[tuple[bytes, bytes]] = []
+    for name, value in headers:
+        if value.count(b"\n") == value.count(b"\r\n"):
+            unfolded = value.replace(b"\r\n", b"")
+        else:
+            unfolded = dkim.canonicalization.unfold_header_value(value)
+        out.append((name.lower().rstrip(), _compress(unfolded).strip() + b"\r\n"))
+    return out
+
+
+def _parse(dkim: Any, message: bytes) -> tuple[list[list[bytes]], bytes]:
+    """``dkim.rfc822_parse``: the header fields and the body with CRLF line ends. A CRLF
+    message (what the relay signs) has its header section parsed alone: the body is already
+    what dkimpy would give back, so it is not split into lines and joined again."""
+    head, sep, body = message.partition(b"\r\n\r\n")
+    first_empty = sep and not message.startswith(b"\r\n")
+    if first_empty and message.count(b"\n") == message.count(b"\r\n"):
+        # No bare LF, no empty first line: the first empty line ends at the first CRLF CRLF.
+        headers, _ = dkim.rfc822_parse(head + b"\r\n")
+        return headers, body
+    parsed: tuple[list[list[bytes]], bytes] = dkim.rfc822_parse(message)
+    return parsed
 
 
 __all__ = [

@@ -135,6 +135,8 @@ class RelayEnvelope(Envelope):
         self.stranger = False  # authenticated as another principal than the alias's
         self.canary: CanaryTarget | None = None
         self.abuse = False
+        # The message's bytes passed prescan (DATA): parsing need not scan them again.
+        self.prescanned = False
         # For the transaction's log line and metrics (relay.observe).
         self.started: float | None = None
         self.decision: str | None = None
@@ -341,6 +343,7 @@ class RelayHandler:
             else:  # ~10 ns a byte: a large message is scanned off the event loop
                 refusal = await self.db.in_thread(prescan.refusal_for, raw, self.ctx.limits)
         if refusal is None:
+            _state(envelope).prescanned = True
             return await self.handle_message(server, session, envelope)
         route = _state(envelope).route
         if route is not None:
@@ -372,11 +375,14 @@ class RelayHandler:
         contact = state.contact
         ctx = self.ctx
         stranger = state.stranger
+        scanned = state.prescanned
 
         veto: dict[str, Any] = {}  # what the veto hook is shown, built in the same thread
 
         def work(s: DbSession) -> RelayDecision:
-            decision = decide(s, ctx, route, sender, raw, contact=contact, stranger=stranger)
+            decision = decide(
+                s, ctx, route, sender, raw, contact=contact, stranger=stranger, scanned=scanned
+            )
             # The hook is shown a principal's own message to a customer (a stranger's
             # bannered one carries its stranger entry and is not the principal's to vouch for).
             if (

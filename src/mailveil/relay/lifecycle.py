@@ -13,7 +13,6 @@ so the seller's server retries later and nothing is lost).
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime
 
 from mailveil.config import Settings
@@ -26,10 +25,17 @@ from mailveil.relay.routes import Route
 ENDED_WHY = "the order's conversation has ended"
 
 
-@functools.cache
+_LIFECYCLES: dict[int, tuple[Settings, Lifecycle]] = {}
+
+
 def lifecycle_for(settings: Settings) -> Lifecycle:
-    """Parsed once per settings object (settings are frozen, so hashable)."""
-    return Lifecycle.from_settings(settings)
+    """Parsed once per settings object, found by its identity: a cache keyed by the frozen
+    settings hashed every one of their fields on each call, twice per message (RCPT and
+    DATA). The settings are held with their lifecycle, so an id is never reused meanwhile."""
+    found = _LIFECYCLES.get(id(settings))
+    if found is None or found[0] is not settings:
+        found = _LIFECYCLES[id(settings)] = (settings, Lifecycle.from_settings(settings))
+    return found[1]
 
 
 def seller_gate(

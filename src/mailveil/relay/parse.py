@@ -107,15 +107,21 @@ def _check_header_section(section: bytes, limits: Limits) -> None:
             fields += 1
     if fields > limits.max_headers:
         raise TooManyHeaders(f"{fields} header fields")
-    if any(byte >= 0x80 for byte in section):
+    if not section.isascii():
         try:
             section.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise HeaderNotUtf8(f"non-UTF-8 byte at offset {exc.start} of the header") from exc
 
 
-def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> EmailMessage:
-    """Parse ``raw`` (as received, CRLF or LF) or raise the ``RelayRefusal`` that names why not."""
+def parse_message(
+    raw: bytes, limits: Limits = DEFAULT_LIMITS, *, scanned: bool = False
+) -> EmailMessage:
+    """Parse ``raw`` (as received, CRLF or LF) or raise the ``RelayRefusal`` that names why not.
+
+    ``scanned``: the caller has already passed these very bytes through ``prescan.scan`` with
+    these ``limits`` (the relay's DATA check does, before anything parses), so the scan is not
+    run a second time."""
     if len(raw) > limits.max_message_bytes:
         raise MessageTooBig(f"message of {len(raw)} bytes")
     end = _HEADER_END.search(raw)
@@ -123,7 +129,8 @@ def parse_message(raw: bytes, limits: Limits = DEFAULT_LIMITS) -> EmailMessage:
     containers = len(_CONTAINER.findall(raw))
     if containers > limits.max_parts:
         raise TooManyParts(f"{containers} multipart or message parts")
-    scan(raw, limits)  # parameters, encoded-words, Received, nesting: before the parser
+    if not scanned:
+        scan(raw, limits)  # parameters, encoded-words, Received, nesting: before the parser
     try:
         message = BytesParser(policy=POLICY).parsebytes(raw)
     except RecursionError as exc:

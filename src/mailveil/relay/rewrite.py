@@ -48,7 +48,9 @@ import re
 import secrets
 import unicodedata
 from collections.abc import Iterable, Mapping
-from email.headerregistry import Address
+from email._header_value_parser import SPECIALS as _SPECIALS
+from email._header_value_parser import quote_string as _quote_string
+from email.headerregistry import Address, DateHeader
 from email.message import EmailMessage
 
 from mailveil.relay.errors import DuplicateFrom, MalformedMessage, MissingFrom, RelayRefusal
@@ -148,12 +150,23 @@ def _relay_recipients(message: EmailMessage, name: str, relay_domain: str) -> li
     return out
 
 
-def _utc_date(message: EmailMessage) -> str:
+def sent_at(message: EmailMessage) -> dt.datetime | None:
+    """The instant the Date field names (naive for ``-0000``), None when it names none. The
+    header registry parsed the field when it was read (``DateHeader.datetime``); its text is
+    that instant formatted again, so parsing the text would give the same instant."""
     raw = message.get("Date")
+    if not raw:
+        return None
+    if isinstance(raw, DateHeader):
+        return raw.datetime
     try:
-        when = email.utils.parsedate_to_datetime(str(raw)) if raw else None
+        return email.utils.parsedate_to_datetime(str(raw))
     except (TypeError, ValueError, IndexError):
-        when = None
+        return None
+
+
+def _utc_date(message: EmailMessage) -> str:
+    when = sent_at(message)
     if when is None or when.tzinfo is None:
         when = dt.datetime.now(dt.UTC)
     # "+0000", as the header registry writes a UTC date back (not "GMT").
@@ -163,6 +176,17 @@ def _utc_date(message: EmailMessage) -> str:
 _OWN_LINE = 78  # a field that fits on one line is written as is (RFC 5322's SHOULD)
 
 
+def _as_written(name: str, text: str) -> bool:
+    """Whether ``text`` is stored as written (``set_own``): short plain ASCII on one line."""
+    return (
+        bool(text)
+        and text.isascii()
+        and len(name) + 2 + len(text) <= _OWN_LINE
+        and text == text.strip()
+        and not any(c in text for c in "\r\n\t")
+    )
+
+
 def set_own(message: EmailMessage, name: str, value: str | Address) -> None:
     """Add one of the rewriter's own fields (From, To, Cc, Date, Message-ID).
 
@@ -170,16 +194,31 @@ def set_own(message: EmailMessage, name: str, value: str | Address) -> None:
     fold it back to the same line (``test_relay_rewrite`` holds us to that). Anything else (a
     non-ASCII display name needing encoded-words, a line to fold) goes through the registry."""
     text = str(value)
-    if (
-        text
-        and text.isascii()
-        and len(name) + 2 + len(text) <= _OWN_LINE
-        and text == text.strip()
-        and not any(c in text for c in "\r\n\t")
-    ):
+    if _as_written(name, text):
         message.set_raw(name, text)
     else:
         message[name] = value
+
+
+_PLAIN_ADDRESS = re.compile(
+    r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
+    r"@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*"
+)
+
+
+def from_field(display_name: str, addr_spec: str) -> str | Address:
+    """The From value for ``set_own``: ``Address(display_name, addr_spec)``, or, when
+    ``set_own`` would store it as written anyway, the text ``str()`` of that Address gives,
+    without building it (its constructor runs the header parser on the address). Only for a
+    plain dot-atom address (an alias), which the Address would give back unchanged."""
+    if display_name.isascii() and _PLAIN_ADDRESS.fullmatch(addr_spec):
+        shown = display_name
+        if not _SPECIALS.isdisjoint(shown):
+            shown = _quote_string(shown)
+        text = f"{shown} <{addr_spec}>" if shown else addr_spec
+        if _as_written("From", text):
+            return text
+    return Address(display_name=display_name, addr_spec=addr_spec)
 
 
 def new_message_id(relay_domain: str) -> str:
@@ -261,7 +300,7 @@ def _rewrite(
     kept = list(message.raw_items())
     for key in {k.lower() for k in message}:
         del message[key]
-    set_own(message, "From", Address(display_name=name, addr_spec=from_alias))
+    set_own(message, "From", from_field(name, from_alias))
     set_own(message, "To", ", ".join(to) if to else "undisclosed-recipients:;")
     if cc:
         set_own(message, "Cc", ", ".join(cc))
@@ -327,10 +366,12 @@ def rewrite_principal_to_customer(
 __all__ = [
     "DISPLAY_NAME_MAX",
     "KEPT_HEADERS",
+    "from_field",
     "new_message_id",
     "rewrite",
     "rewrite_customer_to_principal",
     "rewrite_principal_to_customer",
     "sanitize_display_name",
+    "sent_at",
     "set_own",
 ]

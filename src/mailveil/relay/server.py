@@ -95,6 +95,11 @@ _BY_CODE = {
     555: "5.5.4",
 }
 _NO_ENHANCED = {220, 334, 354}
+# A plain ``<local@domain>`` command argument (dot-atoms, RFC 5322 atext), with any parameters
+# after one or more spaces: what aiosmtpd's header parser would give back unchanged.
+_ATEXT = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_DOT_ATOM = rf"{_ATEXT}(?:\.{_ATEXT})*"
+_PLAIN_PATH = re.compile(rf"<({_DOT_ATOM}@{_DOT_ATOM})>(?: +([^ \t(].*))?", re.DOTALL)
 
 
 class RelayStartError(MailveilError):
@@ -236,6 +241,22 @@ class RelaySMTP(SMTP):
             assert isinstance(transport, asyncio.WriteTransport)
             transport.write(f"{codes.CONNECTION_TIMEOUT}\r\n".encode("ascii"))
         super()._timeout_cb()  # type: ignore[no-untyped-call]
+
+    def _getaddr(self, arg: str) -> tuple[str | None, str | None]:
+        """aiosmtpd's address parsing for MAIL and RCPT, without its cost for a plain
+        ``<local@domain>``: aiosmtpd defines a typing Protocol class on every call (an ABC
+        built per command) and runs the RFC 5322 header parser. A plain path is exactly what
+        that parser gives back, so it is taken as is (with aiosmtpd's local-part limit);
+        anything else (comments, quoted or obsolete forms, encoded words, no angle brackets)
+        goes to aiosmtpd's own."""
+        match = _PLAIN_PATH.fullmatch(arg) if "=?" not in arg else None
+        if match is None:
+            address: tuple[str | None, str | None] = super()._getaddr(arg)
+            return address
+        addr = match.group(1)
+        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+            return None, None
+        return addr, match.group(2) or ""
 
     def restart_timer(self) -> None:
         """Give the relay's own work (delivery) a fresh timeout, not the client's leftover."""
