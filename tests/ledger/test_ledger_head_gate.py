@@ -7,6 +7,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from ledger_testkit import sample_events, signer_for
@@ -14,6 +15,8 @@ from sqlalchemy import Engine, text
 from sqlalchemy.orm import Session
 
 from mailveil.config import Settings
+from mailveil.db.migrate import upgrade
+from mailveil.db.session import make_engine, writing
 from mailveil.ledger.append import HeadGate, Ledger
 from mailveil.ledger.verify import verify_ledger
 
@@ -128,3 +131,38 @@ def test_past_its_wait_an_appender_queues_in_the_database_and_the_chain_stays_wh
     assert done.is_set() and not errors, errors
     report = verify_ledger(own_engine, settings, ledger.signer.public_key)
     assert report.ok and report.entries == 2, report.problems
+
+
+def test_on_sqlite_a_writer_holding_the_lock_never_waits_for_the_gate(
+    tmp_path: Path, settings: Settings
+) -> None:
+    """SQLite's write lock serialises appenders already: a transaction that began IMMEDIATE
+    (as the API's writes do) holds it, and must not then wait for a gate whose holder waits
+    for that lock (with a gate on SQLite this append took the gate's whole wait)."""
+    engine = make_engine(url=f"sqlite:///{tmp_path / 'gate.db'}")
+    upgrade(engine)
+    ledger = _ledger(settings, wait_seconds=30.0)
+    holder = Session(engine)
+    writing(holder)  # BEGIN IMMEDIATE: the write lock is this session's
+    done = threading.Event()
+
+    def other() -> None:
+        with Session(engine) as s:
+            ledger.append(s, sample_events(1, 1))  # waits for the write lock
+            s.commit()
+        done.set()
+
+    thread, errors = _in_thread(other)
+    try:
+        time.sleep(0.3)  # the other appender is waiting now
+        started = time.monotonic()
+        ledger.append(holder, sample_events(1))
+        holder.commit()
+        assert time.monotonic() - started < 5.0
+    finally:
+        holder.close()
+    thread.join(WAIT)
+    assert done.is_set() and not errors, errors
+    report = verify_ledger(engine, settings, ledger.signer.public_key)
+    assert report.ok and report.entries == 2, report.problems
+    engine.dispose()

@@ -306,7 +306,12 @@ class HeadGate:
     its idle p99 with 32 API clients; sampling pg_stat_activity showed the waits on the
     head row). The wait is bounded (``wait_seconds``): past it the appender queues in the
     database as before, so a cycle through some other lock is still broken by PostgreSQL's
-    deadlock detector rather than hanging here."""
+    deadlock detector rather than hanging here.
+
+    PostgreSQL only. SQLite's one write lock already serialises every writer, and a gate
+    taken before it inverts the order for a transaction that began IMMEDIATE (it holds the
+    write lock, then waits for the gate, whose holder waits for the write lock): the API
+    then stalled for the gate's whole wait."""
 
     def __init__(self, wait_seconds: float = 5.0) -> None:
         self.wait_seconds = wait_seconds
@@ -318,7 +323,7 @@ class HeadGate:
 
     def enter(self, session: Session) -> None:
         """Wait for this process's turn (once per transaction; released when it ends)."""
-        if _GATE in session.info:
+        if _GATE in session.info or session.get_bind().dialect.name != "postgresql":
             return
         session.connection()  # (begins the transaction whose end releases the turn)
         if self._lock.acquire(timeout=self.wait_seconds):
