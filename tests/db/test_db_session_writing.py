@@ -6,6 +6,7 @@ relay commits beside it; this is the failure it hit under load (issue 17)."""
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,8 @@ from sqlalchemy import Column, Integer, MetaData, Table, insert, select, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
-from mailveil.db.session import make_engine, make_session_factory, writing
+from mailveil.db.session import SQLITE_PROMPT, make_engine, make_session_factory, writing
+from mailveil.relay.journal import Database
 
 META = MetaData()
 COUNTER = Table("counter", META, Column("id", Integer, primary_key=True), Column("n", Integer))
@@ -56,3 +58,50 @@ def test_writing_commits_the_read_and_takes_the_write_lock_first(
     reader.commit()
     assert other.scalar(select(COUNTER.c.n)) == 11  # both writes, none lost
     other.rollback()
+
+
+def _prompt_session(path: Path, busy_ms: int) -> tuple[Session, Session]:
+    engine = make_engine(url=f"sqlite:///{path}", sqlite_busy_ms=busy_ms)
+    META.create_all(engine)
+    with engine.begin() as c:
+        c.execute(insert(COUNTER).values(id=1, n=0))
+    prompt = Session(bind=engine.execution_options(**{SQLITE_PROMPT: True}))
+    return prompt, make_session_factory(engine)()
+
+
+def _busy_timeout(s: Session) -> int:
+    return int(s.connection().exec_driver_sql("PRAGMA busy_timeout").scalar_one())
+
+
+def test_a_prompt_writer_waits_for_the_lock_and_takes_it_once_released(tmp_path: Path) -> None:
+    prompt, holder = _prompt_session(tmp_path / "p.db", busy_ms=30_000)
+    writing(holder)
+    holder.execute(update(COUNTER).values(n=COUNTER.c.n + 1))
+    released = threading.Timer(0.3, holder.commit)
+    released.start()
+    prompt.execute(update(COUNTER).values(n=COUNTER.c.n + 10))  # waits, then goes
+    released.join()
+    assert _busy_timeout(prompt) == 30_000  # the engine's own wait is back for later work
+    prompt.commit()
+    assert holder.scalar(select(COUNTER.c.n)) == 11
+
+
+def test_a_prompt_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -> None:
+    prompt, holder = _prompt_session(tmp_path / "p.db", busy_ms=300)
+    writing(holder)
+    holder.execute(update(COUNTER).values(n=5))
+    with pytest.raises(OperationalError, match="database is locked"):
+        prompt.execute(update(COUNTER).values(n=COUNTER.c.n + 10))
+    prompt.rollback()
+    holder.commit()
+    assert _busy_timeout(prompt) == 300
+    prompt.rollback()
+    assert holder.scalar(select(COUNTER.c.n)) == 5  # the holder's write, nothing lost
+
+
+def test_the_relay_s_writes_on_sqlite_begin_promptly(tmp_path: Path) -> None:
+    engine = make_engine(url=f"sqlite:///{tmp_path / 'r.db'}")
+    db = Database(make_session_factory(engine))
+    bind = db.session_factory.kw["bind"]
+    assert bind.get_execution_options().get(SQLITE_PROMPT) is True
+    assert db.session_factory.kw["expire_on_commit"] is False  # the factory's own, kept

@@ -49,6 +49,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from mailveil.db.base import utcnow
+from mailveil.db.session import SQLITE_PROMPT
 from mailveil.ledger.append import Ledger
 from mailveil.ledger.events import Event
 from mailveil.relay.models import RelayMessage
@@ -89,6 +90,12 @@ class Database:
         bind = session_factory.kw.get("bind")
         self._lock = threading.Lock() if isinstance(bind, Connection) else None
         self.read_factory = session_factory
+        if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
+            # Writes take the write lock at BEGIN, retrying promptly (see SQLITE_PROMPT).
+            self.session_factory = sessionmaker(
+                bind=bind.execution_options(**{SQLITE_PROMPT: True}),
+                expire_on_commit=session_factory.kw.get("expire_on_commit", True),
+            )
         if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
             self.read_factory = sessionmaker(
                 bind=bind.execution_options(isolation_level="AUTOCOMMIT"),
