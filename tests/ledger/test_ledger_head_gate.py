@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -27,18 +26,25 @@ def _ledger(settings: Settings, wait_seconds: float = 5.0) -> Ledger:
     return Ledger(settings, signer_for(settings), HeadGate(wait_seconds))
 
 
-def _in_thread(work: Callable[[], None]) -> tuple[threading.Thread, list[BaseException]]:
+def _append_in_thread(
+    engine: Engine, ledger: Ledger, start: int
+) -> tuple[threading.Thread, list[BaseException], threading.Event]:
+    """Another appender: one event in a session of its own, committed; ``done`` once it is."""
     errors: list[BaseException] = []
+    done = threading.Event()
 
     def run() -> None:
         try:
-            work()
+            with Session(engine) as s:
+                ledger.append(s, sample_events(1, start))
+                s.commit()
+            done.set()
         except BaseException as exc:
             errors.append(exc)
 
     thread = threading.Thread(target=run)
     thread.start()
-    return thread, errors
+    return thread, errors, done
 
 
 def _waiting_on_a_lock(engine: Engine) -> int:
@@ -59,15 +65,7 @@ def test_a_second_appender_waits_in_the_process_until_the_first_transaction_ends
     ledger = _ledger(settings)
     first = Session(own_engine)
     ledger.append(first, sample_events(2))
-    done = threading.Event()
-
-    def second() -> None:
-        with Session(own_engine) as s:
-            ledger.append(s, sample_events(1, 2))
-            s.commit()
-        done.set()
-
-    thread, errors = _in_thread(second)
+    thread, errors, done = _append_in_thread(own_engine, ledger, 2)
     try:
         assert not done.wait(0.5), "the second appender went ahead while the first held the head"
         if own_engine.dialect.name == "postgresql":
@@ -108,15 +106,7 @@ def test_past_its_wait_an_appender_queues_in_the_database_and_the_chain_stays_wh
     ledger = _ledger(settings, wait_seconds=0.2)
     first = Session(own_engine)
     ledger.append(first, sample_events(1))
-    done = threading.Event()
-
-    def second() -> None:
-        with Session(own_engine) as s:
-            ledger.append(s, sample_events(1, 1))
-            s.commit()
-        done.set()
-
-    thread, errors = _in_thread(second)
+    thread, errors, done = _append_in_thread(own_engine, ledger, 1)
     try:
         if own_engine.dialect.name == "postgresql":
             deadline = time.monotonic() + WAIT
@@ -144,15 +134,7 @@ def test_on_sqlite_a_writer_holding_the_lock_never_waits_for_the_gate(
     ledger = _ledger(settings, wait_seconds=30.0)
     holder = Session(engine)
     writing(holder)  # BEGIN IMMEDIATE: the write lock is this session's
-    done = threading.Event()
-
-    def other() -> None:
-        with Session(engine) as s:
-            ledger.append(s, sample_events(1, 1))  # waits for the write lock
-            s.commit()
-        done.set()
-
-    thread, errors = _in_thread(other)
+    thread, errors, done = _append_in_thread(engine, ledger, 1)
     try:
         time.sleep(0.3)  # the other appender is waiting now
         started = time.monotonic()
