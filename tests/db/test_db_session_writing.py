@@ -10,7 +10,7 @@ import threading
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Column, Integer, MetaData, Table, insert, select, update
+from sqlalchemy import Column, Integer, MetaData, Table, event, insert, select, text, update
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
@@ -101,7 +101,15 @@ def test_a_prompt_writer_gives_up_after_the_busy_timeout(tmp_path: Path) -> None
 
 def test_the_relay_s_writes_on_sqlite_begin_promptly(tmp_path: Path) -> None:
     engine = make_engine(url=f"sqlite:///{tmp_path / 'r.db'}")
-    db = Database(make_session_factory(engine))
-    bind = db.session_factory.kw["bind"]
-    assert bind.get_execution_options().get(SQLITE_PROMPT) is True
-    assert db.session_factory.kw["expire_on_commit"] is False  # the factory's own, kept
+    factory = make_session_factory(engine)
+    begun: list[bool] = []
+    event.listen(engine, "begin", lambda c: begun.append(bool(
+        c.get_execution_options().get(SQLITE_PROMPT))))  # fmt: skip
+    committed: list[Session] = []
+    event.listen(factory, "after_commit", committed.append)  # the factory's own listeners
+    db = Database(factory)
+    db._call(lambda s: s.execute(text("SELECT 1")), commit=True)
+    db._call(lambda s: s.execute(text("SELECT 1")), commit=False)
+    assert begun == [True, False]  # writes promptly, reads as before
+    assert len(committed) == 1
+    engine.dispose()

@@ -90,12 +90,9 @@ class Database:
         bind = session_factory.kw.get("bind")
         self._lock = threading.Lock() if isinstance(bind, Connection) else None
         self.read_factory = session_factory
-        if isinstance(bind, Engine) and bind.dialect.name == "sqlite":
-            # Writes take the write lock at BEGIN, retrying promptly (see SQLITE_PROMPT).
-            self.session_factory = sessionmaker(
-                bind=bind.execution_options(**{SQLITE_PROMPT: True}),
-                expire_on_commit=session_factory.kw.get("expire_on_commit", True),
-            )
+        # Writes on SQLite take the write lock at BEGIN, retrying promptly (SQLITE_PROMPT);
+        # set per session, so the factory's own listeners (the ledger's metric) still apply.
+        self._prompt = isinstance(bind, Engine) and bind.dialect.name == "sqlite"
         if isinstance(bind, Engine) and bind.dialect.name == "postgresql":
             self.read_factory = sessionmaker(
                 bind=bind.execution_options(isolation_level="AUTOCOMMIT"),
@@ -105,6 +102,8 @@ class Database:
     def _call(self, fn: Callable[[Session], T], commit: bool) -> T:
         factory = self.session_factory if commit else self.read_factory
         with self._lock or contextlib.nullcontext(), factory() as session:
+            if commit and self._prompt:
+                session.connection(execution_options={SQLITE_PROMPT: True})
             try:
                 result = fn(session)
                 if commit:
