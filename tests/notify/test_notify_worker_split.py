@@ -185,20 +185,21 @@ def test_a_worker_killed_mid_batch_loses_nobody_and_doubles_nobody(
 ) -> None:
     send_id = _send(env)
     log = tmp_path / "workers.log"
-    procs = [spawn_worker(env.settings, log, "--no-scheduler") for _ in range(WORKERS - 1)]
-    procs.append(spawn_worker(env.settings, log))  # one scheduler: resumes a lapsed send
+    # Each with its scheduler (they share its slots), so whichever is killed, another
+    # resumes the send should the victim have held the coordinator's lease.
+    procs = [spawn_worker(env.settings, log) for _ in range(WORKERS)]
     try:
         _queue(env, send_id)
         found: list[subprocess.Popen[bytes]] = []
 
         def victim_mid_batch() -> bool:
-            """A worker without the scheduler holds claims (pending or in flight) in the
-            last stage. Either may be it: which processes' helpers get batches is not
-            promised (one quick worker may take them all)."""
+            """A worker holds claims (pending or in flight) mid-send. Any may be it: which
+            processes' helpers get batches is not promised (one quick worker may take
+            them all)."""
             if len(env.sink.recipients()) < 60:
                 return False
             with env.session_factory() as s:
-                for proc in procs[:-1]:
+                for proc in procs:
                     held = s.scalar(
                         select(Recipient.id)
                         .where(

@@ -20,6 +20,10 @@ from mailveil.worker.jobs import Job, claim, lapsed_sends, run_job, schedule
 log = logging.getLogger("mailveil.worker")
 JOB_ACTOR = "mailveil_job"
 RESUME = "resume_sends"
+# An idle worker asks the broker for messages at most this far apart (Dramatiq's default is
+# 1 s, backing off from 5 ms): a stage's helpers are queued one by one as the stage runs
+# and the busy worker, polling fast, took them all while idle hosts slept (issue 17).
+IDLE_POLL_MS = 100
 
 
 def declare_job_actor(broker: Any, runtime: Runtime, jobs: list[Job], *, queue_name: str) -> Any:
@@ -70,7 +74,7 @@ class WorkerService:
         self.job_actor = declare_job_actor(
             self.broker, self.runtime, self.jobs, queue_name=self.queue_name
         )
-        self._worker = Worker(self.broker, worker_threads=self.threads)
+        self._worker = Worker(self.broker, worker_threads=self.threads, worker_timeout=IDLE_POLL_MS)
         # Take no more messages than there are threads to run them (Dramatiq's default is
         # twice as many): a stage's helpers then spread over every host's free threads
         # instead of waiting in one busy worker's prefetch (``notify.assist``).
