@@ -10,6 +10,7 @@ import smtplib
 import socket
 import subprocess
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -115,11 +116,34 @@ def test_serve_runs_the_api_and_the_relay(tmp_path: Path, sink: Sink) -> None:
     assert code == 0, log.read_text()
 
 
+def _holder(server_port: int, client_port: int) -> int:
+    """The pid of the process holding the server end of a loopback connection from
+    ``client_port`` to ``server_port`` (/proc/net/tcp names its socket, /proc/PID/fd whose)."""
+    wanted = f":{server_port:04X}", f":{client_port:04X}"
+    inode = ""
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[1].endswith(wanted[0]) and fields[2].endswith(wanted[1]):
+            inode = fields[9]
+    assert inode, f"no server socket for the client port {client_port}"
+    target = f"socket:[{inode}]"
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fds = list((entry / "fd").iterdir())
+            if any(os.readlink(fd) == target for fd in fds):
+                return int(entry.name)
+        except OSError:  # a process that ended, or fds not ours to read
+            continue
+    raise AssertionError(f"no process holds {target}")
+
+
 def test_relay_workers_run_under_the_supervisor_which_restarts_a_killed_one(
     tmp_path: Path, sink: Sink
 ) -> None:
-    """`mailveil relay --workers 2` runs "relay" and "relay 2" on one port (the kernel
-    spreads the connections) under the supervisor `mailveil serve` uses: a worker killed with
+    """`mailveil relay --workers 2` runs "relay" and "relay 2" on one port (connections spread
+    evenly over them) under the supervisor `mailveil serve` uses: a worker killed with
     SIGKILL is started again and the relay keeps relaying on its port (before, the command had
     its own fork loop, which stopped every worker and exited 1 when one died)."""
     seeded = seed(tmp_path / "var")
@@ -133,24 +157,32 @@ def test_relay_workers_run_under_the_supervisor_which_restarts_a_killed_one(
     )
     data = message(from_=SELLER_ADDRESS, to=seeded.alias, subject="[shipping] Hi")
 
-    def relay_some() -> None:
-        for _ in range(4):  # a connection each: the kernel spreads them over the workers
-            with smtplib.SMTP("127.0.0.1", port, timeout=15) as client:
+    def relay_some() -> Counter[int]:
+        """Four connections open at once, a message over each: which worker holds each."""
+        clients = [smtplib.SMTP("127.0.0.1", port, timeout=15) for _ in range(4)]
+        try:
+            holders = Counter(_holder(port, client.sock.getsockname()[1]) for client in clients)
+            for client in clients:
                 client.login("shop", seeded.token)
                 client.sendmail(SELLER_ADDRESS, [seeded.alias], data)
+        finally:
+            for client in clients:
+                client.quit()
+        return holders
 
     try:
         wait_for_smtp(port, proc, log)
         wait_until("both workers ready", lambda: len(ready_children(log)) == 2, log)
         first = ready_children(log)
         assert sorted(first) == ["relay", "relay 2"] and proc.pid not in first.values()
-        relay_some()
+        # Spread evenly (relay.balance): left to the kernel, one worker took them all.
+        assert relay_some() == Counter({first["relay"]: 2, first["relay 2"]: 2})
         os.kill(first["relay 2"], signal.SIGKILL)
         wait_until("a new relay 2", lambda: ready_children(log)["relay 2"] != first["relay 2"], log)
         [died] = events(log, "serve_child_died")
         assert died["process"] == "relay 2" and died["exit"] == "killed by SIGKILL"
-        relay_some()
         last = ready_children(log)
+        assert relay_some() == Counter({last["relay"]: 2, last["relay 2"]: 2})
         assert last["relay"] == first["relay"]  # the other worker was left alone
     finally:
         code = stop(proc)

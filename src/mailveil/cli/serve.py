@@ -66,7 +66,7 @@ def serve_command(
 def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
     from mailveil.logs import configure_logging
     from mailveil.relay.server import RelayServer
-    from mailveil.relay.workers import listen, relay_child
+    from mailveil.relay.workers import listen, relay_child, relay_seats
     from mailveil.runtime import Runtime
     from mailveil.supervise import Child, Supervisor
 
@@ -86,10 +86,17 @@ def _supervise(settings: Settings, host: str, port: int, workers: int) -> int:
     metrics = bool(settings.metrics_port) and workers == 1
     api = _api_process(settings, api_sock, host, port)
     children = [Child("api", api, close_fds=[relay_sock.fileno()])]
-    for n in range(1, workers + 1):
+    for n, seat in enumerate(relay_seats(workers), start=1):
         name = "relay" if workers == 1 else f"relay {n}"
         children.append(
-            relay_child(settings, relay_sock, name, metrics=metrics, close_fds=[api_sock.fileno()])
+            relay_child(
+                settings,
+                relay_sock,
+                name,
+                metrics=metrics,
+                close_fds=[api_sock.fileno()],
+                seat=seat,
+            )
         )
 
     def announce() -> None:

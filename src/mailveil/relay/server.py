@@ -45,6 +45,7 @@ from aiosmtpd.smtp import SMTP
 from mailveil.config import SettingsError
 from mailveil.errors import MailveilError
 from mailveil.relay import codes
+from mailveil.relay.balance import BalancedListener, Seat
 from mailveil.relay.codes import Reply
 from mailveil.relay.context import RelayContext
 from mailveil.relay.delivery import Smarthost
@@ -144,16 +145,19 @@ def _is_loopback(peer: Any) -> bool:
 
 
 class _Connections:
-    def __init__(self, limit: int, gauge: Any = None) -> None:
+    def __init__(self, limit: int, gauge: Any = None, seat: Seat | None = None) -> None:
         self.limit = limit
         self.open = 0
         self.live: set[RelaySMTP] = set()
         self.gauge = gauge  # mailveil_relay_connections
+        self.seat = seat  # this worker's share of a shared socket's connections
 
     def changed(self, delta: int) -> None:
         self.open += delta
         if self.gauge is not None:
             self.gauge.inc(delta)
+        if self.seat is not None:
+            self.seat.set_open(self.open)
 
     def close_all(self) -> None:
         for protocol in list(self.live):
@@ -283,16 +287,19 @@ class RelayServer:
         port: int | None = None,
         smarthost: Smarthost | None = None,
         sock: socket.socket | None = None,
+        seat: Seat | None = None,
     ) -> None:
-        """``sock``: an already listening socket (worker processes share their parent's)."""
+        """``sock``: an already listening socket (worker processes share their parent's);
+        ``seat``: this worker's place among the processes sharing it (``relay.balance``)."""
         settings = ctx.settings
         self.ctx = ctx
         self.sock = sock
+        self.seat = seat
         self.host = host if host is not None else settings.relay_host
         self.port = port if port is not None else settings.relay_port
         self.db = Database(ctx.runtime.session_factory)
         self._connections = _Connections(
-            settings.relay_max_connections, ctx.runtime.metrics.relay_connections
+            settings.relay_max_connections, ctx.runtime.metrics.relay_connections, seat
         )
         # Group commit waits for other connections' items only when there are others.
         self.journal = Journal(self.db, ctx.runtime.ledger, senders=lambda: self._connections.open)
@@ -306,6 +313,7 @@ class RelayServer:
         )
         self.tls = tls_context(settings.relay_tls_cert, settings.relay_tls_key)
         self._server: asyncio.Server | None = None
+        self._listener: BalancedListener | None = None
         self._reconciler: asyncio.Task[None] | None = None
 
     @classmethod
@@ -343,7 +351,10 @@ class RelayServer:
         # find that row already "unknown" (and retries looked for).
         await self.reconcile()
         try:
-            if self.sock is not None:
+            if self.sock is not None and self.seat is not None:
+                self._listener = BalancedListener(self.sock, self._protocol, self.seat, loop)
+                self._listener.start()
+            elif self.sock is not None:
                 self._server = await loop.create_server(self._protocol, sock=self.sock)
             else:
                 self._server = await loop.create_server(
@@ -353,8 +364,8 @@ class RelayServer:
             raise RelayStartError(listen_problem(self.host, self.port, exc)) from exc
         self.journal.start()
         self._reconciler = loop.create_task(self._reconcile_every(), name="relay-reconcile")
-        sockets = self._server.sockets
-        if sockets:
+        sockets = self._server.sockets if self._server is not None else [self.sock]
+        if sockets and sockets[0] is not None:
             self.port = int(sockets[0].getsockname()[1])
         log.info("relay listening on %s:%s", self.host, self.port)
 
@@ -391,6 +402,10 @@ class RelayServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._reconciler
             self._reconciler = None
+        if self._listener is not None:
+            self._listener.close()
+            self._connections.close_all()
+            self._listener = None
         if self._server is not None:
             self._server.close()
             self._connections.close_all()
