@@ -1,6 +1,7 @@
-"""The relay's scale-out run (benchmarks/relay.py --scale-out, PostgreSQL): `mailveil relay
---workers N` processes on this host and on a second "host" (a network namespace, _netns.py),
-all against the one PostgreSQL database and into the one sink, beside Postfix in the same run.
+"""The relay's scale-out run (benchmarks/relay.py --scale-out): `mailveil relay --workers N`
+processes on this host and, on PostgreSQL, on a second "host" (a network namespace, _netns.py),
+all against the one database and into the one sink, beside Postfix in the same run. On SQLite
+the processes share one file, so there is no second host: one host's processes only.
 
 Each configuration (processes per host x hosts) gets a fresh set of relay processes, the same
 ``--n`` messages of 2 KB over ``--concurrency`` connections, the connections spread over the
@@ -190,6 +191,9 @@ def scale_out(
     log = Path(tempfile.mkdtemp(prefix="mailveil-bench-scaleout-")) / "relays.log"
     login = ("acme-bench", world.seller_key)
     why_not = available()
+    sqlite = settings.db_url.startswith("sqlite")
+    if sqlite:  # one file: a second host cannot share it
+        why_not = "SQLite is one file on one host"
     configs = [c for c in configurations(args.quick) if c[1] == 1 or not why_not]
     ports = [free_port(), free_port()]
     # The namespace reaches PostgreSQL and the sink over the link; clients reach its relay.
@@ -244,7 +248,8 @@ def scale_out(
     finally:
         engine.dispose()
         shutil.rmtree(log.parent, ignore_errors=True)
-    print_table(console, runs, postfix, args, why_not)
+    database = "SQLite" if settings.db_url.startswith("sqlite") else "PostgreSQL"
+    print_table(console, runs, postfix, args, why_not, database)
     return verdicts(runs, postfix, args.concurrency), all(not r.problems for r in runs)
 
 
@@ -272,12 +277,17 @@ def rate_of(runs: list[Run], per_host: int, hosts: int) -> float | None:
 
 
 def print_table(
-    console: Console, runs: list[Run], postfix: Result, args: argparse.Namespace, why_not: str
+    console: Console,
+    runs: list[Run],
+    postfix: Result,
+    args: argparse.Namespace,
+    why_not: str,
+    database: str,
 ) -> None:
     load = os.getloadavg()[0]
     table = Table(
         title=f"scale-out: msg/s end to end, {args.n:,} messages of 2 KB per cell, "
-        f"{args.concurrency} connections, one PostgreSQL, {os.cpu_count()} CPUs",
+        f"{args.concurrency} connections, one {database} database, {os.cpu_count()} CPUs",
         caption=f"Postfix in the same run: {postfix.rate:,.0f} msg/s (its master runs several "
         f"smtpd processes, so several relay processes is the like-for-like comparison); load "
         f"average {load:.1f}" + (f"; second host not measured: {why_not}" if why_not else ""),

@@ -16,14 +16,14 @@ does not measure (memory without ``--memory``, scale-out without ``--scale-out``
 load: benchmarks/relay_mixed.py) -- and the load average while it ran: on a shared machine
 the figures are noisy.
 
-``--scale-out`` (PostgreSQL; _relay_scaleout.py): `mailveil relay --workers N` with 1, 2 and 4
-processes on this host and 1 and 2 per host on a second host (a network namespace,
-_netns.py), against the one database, beside Postfix in the same run; after each, nothing
-lost or doubled (the sink, relay_messages, the ledger's entries) and `mailveil ledger verify`
-passes. Its 1- and 2-process cells are also the 8-connection target with relay_workers = 1
-and 2: Postfix runs several smtpd processes too. ``--memory`` (_relay_memory.py): the relay
-process's RSS over a long stream of 1-200 KB messages, some multipart with attachments, some
-hostile, read after each batch; ``--memory-trace`` adds a tracemalloc diff.
+``--scale-out`` (_relay_scaleout.py): `mailveil relay --workers N` with 1, 2 and 4 processes on this
+host and, on PostgreSQL, 1 and 2 per host on a second host (a network namespace, _netns.py; a SQLite
+file cannot be shared between hosts), against the one database, beside Postfix in the same run;
+after each, nothing lost or doubled (the sink, relay_messages, the ledger's entries) and `mailveil
+ledger verify` passes. Its 1- and 2-process cells are also the 8-connection target with
+relay_workers = 1 and 2: Postfix runs several smtpd processes too. ``--memory`` (_relay_memory.py):
+the relay process's RSS over a long stream of 1-200 KB messages, some multipart with attachments,
+some hostile, read after each batch; ``--memory-trace`` adds a tracemalloc diff.
 
 Set-up (untimed): a temporary data directory made by ``mailveil init`` (SQLite unless
 ``--database-url``), DKIM and VERP keys, ``--customers`` customers each with a shipped order
@@ -553,11 +553,7 @@ def bench(
             next_id += args.memory_n
             clean = clean and "PROBLEMS" not in memory_row[1]
         scale_rows = not_measured(NOT_MEASURED, args.concurrency)
-        if args.scale_out and backend_name != "postgresql":
-            scale_rows = not_measured(
-                "PostgreSQL only (one database, many processes)", args.concurrency
-            )
-        elif args.scale_out:
+        if args.scale_out:
             console.rule(f"{backend_name}: scale-out")
             scale_rows, ok = scale_out(
                 args, relay_settings, world, sinks, postfix.port, next_id, console
