@@ -14,6 +14,8 @@ from sqlalchemy import Column, Integer, MetaData, Table, event, insert, select, 
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 
+from mailveil.config import Settings, SettingsError
+from mailveil.config.checks import check_settings
 from mailveil.db.session import SQLITE_PROMPT, make_engine, make_session_factory, writing
 from mailveil.relay.journal import Database
 
@@ -113,3 +115,18 @@ def test_the_relay_s_writes_on_sqlite_begin_promptly(tmp_path: Path) -> None:
     assert begun == [True, False]  # writes promptly, reads as before
     assert len(committed) == 1
     engine.dispose()
+
+
+def test_each_sqlite_connection_s_page_cache_is_the_setting(tmp_path: Path) -> None:
+    """sqlite_cache_mib sizes every pooled connection's page cache (a process holds several:
+    its memory can grow by about this much per connection as the database grows)."""
+    settings = Settings(data_dir=tmp_path, sqlite_cache_mib=8)
+    engine = make_engine(settings)
+    with engine.connect() as first, engine.connect() as second:
+        for conn in (first, second):
+            assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -8 * 1024
+    default = make_engine(url=f"sqlite:///{tmp_path / 'd.db'}")
+    with default.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == -64 * 1024
+    with pytest.raises(SettingsError, match="sqlite_cache_mib"):
+        check_settings(Settings(data_dir=tmp_path, sqlite_cache_mib=0))

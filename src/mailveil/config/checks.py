@@ -62,6 +62,8 @@ def _check_core(settings: Settings) -> None:
         raise SettingsError(f"log_level must be one of {', '.join(_LOG_LEVELS)}")
     if settings.seller_contact_window_days < 0:
         raise SettingsError("seller_contact_window_days must be >= 0")
+    if settings.sqlite_cache_mib < 1:
+        raise SettingsError("sqlite_cache_mib must be >= 1")
     if settings.checkpoint_every_entries < 1:
         raise SettingsError("checkpoint_every_entries must be >= 1")
     if settings.api_db_pool_size < 1 or settings.api_db_max_overflow < 0:

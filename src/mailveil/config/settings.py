@@ -30,6 +30,10 @@ class Settings:
     data_dir: Path = Path("var")
     # Empty means the embedded SQLite file inside data_dir.
     database_url: str = ""
+    # SQLite only: the page cache of each database connection, in MiB (SQLite's own default
+    # is 2). A process holds several connections, so its memory can grow by this much times
+    # their number as the database outgrows the cache; smaller saves memory and costs reads.
+    sqlite_cache_mib: int = 64
     # -- logging -------------------------------------------------------------------------------
     # A logging level: "debug", "info", "warning", "error" or "critical"; one JSON object a
     # line (log_json) or plain text.

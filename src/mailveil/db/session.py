@@ -19,17 +19,21 @@ from mailveil.config import Settings
 # waits its turn instead.
 SQLITE_IMMEDIATE = "mailveil_sqlite_immediate"
 DEFAULT_SQLITE_BUSY_MS = 30_000
+DEFAULT_SQLITE_CACHE_MIB = 64
 
 
-def _sqlite_connect_with(busy_ms: int) -> Any:
+def _sqlite_connect_with(busy_ms: int, cache_mib: int) -> Any:
     def listener(dbapi_connection: Any, record: Any) -> None:
-        _sqlite_connect(dbapi_connection, record, busy_ms)
+        _sqlite_connect(dbapi_connection, record, busy_ms, cache_mib)
 
     return listener
 
 
 def _sqlite_connect(
-    dbapi_connection: Any, _record: Any, busy_ms: int = DEFAULT_SQLITE_BUSY_MS
+    dbapi_connection: Any,
+    _record: Any,
+    busy_ms: int = DEFAULT_SQLITE_BUSY_MS,
+    cache_mib: int = DEFAULT_SQLITE_CACHE_MIB,
 ) -> None:
     # Let SQLAlchemy, not pysqlite, issue BEGIN so SAVEPOINT works (SQLAlchemy's documented
     # recipe). WAL lets the API read while the relay writes; foreign keys are off by default.
@@ -40,8 +44,9 @@ def _sqlite_connect(
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     # SQLite's default page cache is 2 MiB; the random-keyed alias and blind-index B-trees
-    # outgrow it quickly and every commit then rewrites pages it just evicted.
-    cursor.execute("PRAGMA cache_size=-65536")
+    # outgrow it quickly and every commit then rewrites pages it just evicted
+    # (sqlite_cache_mib; a negative cache_size is in KiB).
+    cursor.execute(f"PRAGMA cache_size=-{int(cache_mib) * 1024}")
     cursor.close()
 
 
@@ -97,7 +102,8 @@ def make_engine(
             settings.data_dir.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {"check_same_thread": False})
         engine = create_engine(target, **kwargs)
-        event.listen(engine, "connect", _sqlite_connect_with(sqlite_busy_ms))
+        cache_mib = settings.sqlite_cache_mib if settings else DEFAULT_SQLITE_CACHE_MIB
+        event.listen(engine, "connect", _sqlite_connect_with(sqlite_busy_ms, cache_mib))
         event.listen(engine, "begin", _sqlite_begin)
         return engine
     if target.startswith("postgresql://"):
