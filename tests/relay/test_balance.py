@@ -47,6 +47,8 @@ def test_a_worker_that_left_or_stopped_beating_is_not_waited_for(
     assert not busy.may_accept()
     idle.leave()
     assert busy.may_accept()  # the other stopped: nothing to wait for
+    idle.set_open(0)  # a stopping worker counting out the connections it closes
+    assert busy.may_accept()
     idle.take()
     assert not busy.may_accept()
     # A worker whose loop has not run for STALE_SECONDS (hung, or killed and not yet

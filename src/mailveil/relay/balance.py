@@ -65,14 +65,18 @@ class Seat:
         self.index = index
         self.open = 0  # connections the SMTP protocol holds
         self.pending = 0  # accepted, not yet handed to the protocol
+        self._seated = False
 
     def take(self) -> None:
         """This worker (re)starts: nothing held yet, live from now."""
         self.open = self.pending = 0
+        self._seated = True
         self._publish()
 
     def leave(self) -> None:
-        """This worker stops: the others no longer count it."""
+        """This worker stops: the others no longer count it, nor wait for it while the
+        connections it is closing are counted out."""
+        self._seated = False
         self.share._held[self.index] = 0
         self.share._beat[self.index] = 0.0
 
@@ -81,7 +85,8 @@ class Seat:
         self._publish()
 
     def beat(self) -> None:
-        self.share._beat[self.index] = time.monotonic()
+        if self._seated:
+            self.share._beat[self.index] = time.monotonic()
 
     def held(self) -> int:
         return self.open + self.pending
@@ -89,7 +94,7 @@ class Seat:
     def may_accept(self) -> bool:
         """Whether no live worker holds fewer connections than this one."""
         now = time.monotonic()
-        self.share._beat[self.index] = now
+        self.beat()
         mine = self.held()
         held, beats = self.share._held, self.share._beat
         for other in range(self.share.workers):
@@ -98,8 +103,9 @@ class Seat:
         return True
 
     def _publish(self) -> None:
-        self.share._held[self.index] = self.held()
-        self.share._beat[self.index] = time.monotonic()
+        if self._seated:
+            self.share._held[self.index] = self.held()
+            self.share._beat[self.index] = time.monotonic()
 
 
 class BalancedListener:
