@@ -83,6 +83,8 @@ def _check_relay(settings: Settings) -> None:
 
     if "@" in settings.relay_domain or not settings.relay_domain:
         raise SettingsError("relay_domain must be a bare domain name")
+    if settings.relay_malloc_arenas < 0:
+        raise SettingsError("relay_malloc_arenas must be >= 0 (0: glibc's default)")
     # relay_reasons_by_status, the reason lists, relay_attachment_types, ...: parsed as the
     # relay will parse them when it starts.
     MessagingPolicy.from_settings(settings)

@@ -89,7 +89,12 @@ class Settings:
     # Idle time allowed per command, and for a whole DATA transfer, before the relay hangs up.
     relay_timeout_seconds: float = 120.0
     relay_max_connections: int = 512
-    # Relay processes sharing the listening socket (`mailveil relay`); one core each.
+    # glibc malloc arenas the relay's process may use (MALLOC_ARENA_MAX, set at its start);
+    # 0 leaves glibc's default of eight per core, whose idle arenas keep the memory of the
+    # largest messages their threads handled.
+    relay_malloc_arenas: int = 2
+    # Relay processes sharing the listening socket (`mailveil relay`); one core each. Each
+    # takes new connections only while no other holds fewer.
     relay_workers: int = 1
     # -- relay delivery: the smarthost every accepted message is handed to ---------------------
     smarthost_host: str = "127.0.0.1"

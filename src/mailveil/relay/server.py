@@ -45,6 +45,7 @@ from aiosmtpd.smtp import SMTP
 from mailveil.config import SettingsError
 from mailveil.errors import MailveilError
 from mailveil.relay import codes
+from mailveil.relay.arenas import cap_malloc_arenas
 from mailveil.relay.balance import BalancedListener, Seat
 from mailveil.relay.codes import Reply
 from mailveil.relay.context import RelayContext
@@ -346,6 +347,7 @@ class RelayServer:
     async def start(self) -> None:
         # aiosmtpd logs envelope addresses at INFO and a deprecation on every AUTH at WARNING.
         logging.getLogger("mail.log").setLevel(logging.ERROR)
+        cap_malloc_arenas(self.ctx.settings.relay_malloc_arenas)  # before its threads start
         loop = asyncio.get_running_loop()
         # Before the first client: its retry of a message a killed relay left "sending" must
         # find that row already "unknown" (and retries looked for).
