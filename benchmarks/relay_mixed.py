@@ -141,6 +141,14 @@ class Run:
     def ratio(self) -> float:
         return percentile(self.loaded, 0.99) / max(percentile(self.idle, 0.99), 1e-9)
 
+    def measured(self) -> str:
+        """The target's figures in a few words (relay.py --mixed's verdict row)."""
+        return (
+            f"{self.ratio():.2f} x ({percentile(self.loaded, 0.99):.1f} vs "
+            f"{percentile(self.idle, 0.99):.1f} ms idle; {self.mode}, API {self.api_rate:,.0f} "
+            "req/s)"
+        )
+
     def verdict(self) -> str:
         met = self.ratio() <= TARGET
         return (
@@ -270,7 +278,8 @@ def table(backend: str, runs: list[Run], args: argparse.Namespace) -> Table:
     return out
 
 
-def main() -> int:
+def options(argv: list[str] | None = None) -> argparse.Namespace:
+    """This benchmark's options (``argv``: its command line; relay.py --mixed passes its own)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--messages", type=int, default=400, help="relay messages per phase")
     parser.add_argument("--connections", type=int, default=1, help="relay client connections")
@@ -288,14 +297,24 @@ def main() -> int:
         help=f"comma-separated, run in this order: {', '.join(MODES)}",
     )
     parser.add_argument("--quick", action="store_true", help="a small run (the suite's)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     if args.quick:
         args.messages, args.warmup, args.customers = 30, 5, 20
         args.api_clients, args.api_seconds, args.backends = 8, 6.0, "sqlite"
-    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    unknown = [m for m in modes if not re.fullmatch(r"supervisor(-nice\d+)?|single-process", m)]
+    known = r"supervisor(-nice\d+)?|single-process"
+    unknown = [m for m in _modes(args) if not re.fullmatch(known, m)]
     if unknown:
         parser.error(f"unknown mode(s) {', '.join(unknown)}; choose from {', '.join(MODES)}")
+    return args
+
+
+def _modes(args: argparse.Namespace) -> list[str]:
+    return [m.strip() for m in args.modes.split(",") if m.strip()]
+
+
+def main() -> int:
+    args = options()
+    modes = _modes(args)
     console = Console(width=max(120, Console().width))
     results: list[tuple[str, list[Run]]] = []
     for backend in [b.strip() for b in args.backends.split(",") if b.strip()]:
