@@ -31,8 +31,7 @@ def test_a_seat_may_accept_only_while_no_live_worker_holds_fewer() -> None:
     assert not first.may_accept()  # the others hold fewer
     assert not second.may_accept()  # the third holds none
     assert third.may_accept()
-    third.pending += 1  # accepted, not yet handed to the protocol: counts already
-    third.set_open(0)
+    third.add_pending(1)  # accepted, not yet handed to the protocol: counts already
     assert third.may_accept() and second.may_accept() and not first.may_accept()
 
 

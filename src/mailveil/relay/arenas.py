@@ -5,7 +5,7 @@ core, and an arena keeps what it freed for reuse instead of returning it. The re
 prescans and records messages of up to 25 MiB in its worker threads (the group commit, the
 reads, the prescan), so each thread's arena grew to the largest messages it had held and
 stayed there: over 100,000 mixed messages the relay's RSS rose 207 -> 228 MiB (+10.3 %), and
-with two arenas 197 -> 208 MiB, flat from 40,000 on, at the same rate
+with two arenas 203 -> 210 MiB (+3.7 %), at the same rate or better
 (``benchmarks/relay.py --memory``). The threads mostly wait on SQLite or the socket, so they
 seldom contend for an arena. This is ``MALLOC_ARENA_MAX``, set from inside the process so it
 holds however the relay was started; threads started before it keep their arenas.

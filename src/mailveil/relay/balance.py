@@ -84,6 +84,10 @@ class Seat:
         self.open = count
         self._publish()
 
+    def add_pending(self, delta: int) -> None:
+        self.pending += delta
+        self._publish()
+
     def beat(self) -> None:
         if self._seated:
             self.share._beat[self.index] = time.monotonic()
@@ -181,8 +185,7 @@ class BalancedListener:
                 return
             raise
         conn.setblocking(False)
-        self.seat.pending += 1
-        self.seat.set_open(self.seat.open)
+        self.seat.add_pending(1)
         task = self.loop.create_task(self._hand_over(conn))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -195,8 +198,7 @@ class BalancedListener:
             conn.close()
         finally:
             # The protocol's connection_made has counted it in ``open`` by now.
-            self.seat.pending -= 1
-            self.seat.set_open(self.seat.open)
+            self.seat.add_pending(-1)
 
 
 __all__ = ["BalancedListener", "ConnectionShare", "Seat"]

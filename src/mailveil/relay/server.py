@@ -366,9 +366,9 @@ class RelayServer:
             raise RelayStartError(listen_problem(self.host, self.port, exc)) from exc
         self.journal.start()
         self._reconciler = loop.create_task(self._reconcile_every(), name="relay-reconcile")
-        sockets = self._server.sockets if self._server is not None else [self.sock]
-        if sockets and sockets[0] is not None:
-            self.port = int(sockets[0].getsockname()[1])
+        listening = self.sock if self._server is None else (self._server.sockets or [None])[0]
+        if listening is not None:
+            self.port = int(listening.getsockname()[1])
         log.info("relay listening on %s:%s", self.host, self.port)
 
     async def reconcile(self) -> Reconciled | None:
